@@ -1,0 +1,95 @@
+# hookgate build. `make` builds build/hookgate; `make run` installs what is missing, builds and runs;
+# `make test` installs, builds, runs unit tests, starts test peers and runs the e2e suite (plain and
+# under ASan+UBSan). `make SAN=asan|ubsan` selects a sanitizer build (own build directory).
+
+CC      ?= cc
+SAN     ?=
+PYTHON  ?= /usr/bin/python3
+VERSION := 0.1.0
+
+ifeq ($(SAN),)
+BUILD   := build
+else
+BUILD   := build/$(SAN)
+endif
+
+PKGS    := libuv hiredis librabbitmq libcurl jansson inih
+WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-parameter -Werror
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -pthread -D_GNU_SOURCE -DHG_VERSION='"$(VERSION)"' $(WARN) \
+           -Isrc -I/usr/share/include/llhttp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedcrypto -lm -pthread
+
+ifeq ($(SAN),asan)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+ifeq ($(SAN),ubsan)
+CFLAGS  += -fsanitize=undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=undefined
+endif
+
+SRCS      := $(sort $(wildcard src/*/*.c))
+OBJS      := $(SRCS:%.c=$(BUILD)/%.o)
+LIB_OBJS  := $(OBJS)
+MAIN_OBJ  := $(BUILD)/src/main.o
+
+# llhttp comes from Debian's node-llhttp package (generated C sources); see deps/README.md.
+LLHTTP_DIR  := /usr/share/llhttp
+LLHTTP_OBJS := $(BUILD)/deps/llhttp/llhttp.o $(BUILD)/deps/llhttp/api.o $(BUILD)/deps/llhttp/http.o
+
+UNIT_SRCS := $(sort $(wildcard test/unit/test_*.c))
+UNIT_BINS := $(UNIT_SRCS:test/unit/%.c=$(BUILD)/test/%)
+
+.PHONY: all deps run test unit e2e e2e-san bench clean check-conf services-up services-down
+
+all: $(BUILD)/hookgate
+
+deps:
+	@scripts/install-deps.sh build
+
+$(BUILD)/hookgate: $(MAIN_OBJ) $(LIB_OBJS) $(LLHTTP_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/src/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/deps/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -Werror -Wextra -Wshadow,$(CFLAGS)) -w -c -o $@ $<
+
+$(BUILD)/test/%: test/unit/%.c $(LIB_OBJS) $(LLHTTP_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-unused-function -MMD -MP $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+run: deps all
+	@mkdir -p var
+	./$(BUILD)/hookgate -c conf/hookgate.conf
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; (cd test/unit && ../../$$t); done
+
+check-conf: all
+	./$(BUILD)/hookgate -t -c conf/hookgate.conf
+
+# The whole suite: install, build plain and sanitized, unit tests, peers, e2e twice.
+test:
+	@scripts/install-deps.sh test
+	$(MAKE) all unit
+	$(MAKE) SAN=asan all unit
+	scripts/run-e2e.sh build/hookgate
+	scripts/run-e2e.sh build/asan/hookgate
+
+e2e: all
+	scripts/run-e2e.sh $(BUILD)/hookgate
+
+bench:
+	@scripts/install-deps.sh bench
+	$(MAKE) all
+	bench/run.sh $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf build
+
+-include $(OBJS:.o=.d) $(UNIT_BINS:=.d)

@@ -1,0 +1,110 @@
+/*
+ * Configuration: INI file (inih) + env overrides HOOKGATE_<SECTION>_<KEY> (env wins) + *_file
+ * secrets. A loaded hg_conf is an immutable, refcounted snapshot: SIGHUP builds a new one and
+ * workers switch to it for new requests while old requests keep theirs.
+ */
+#ifndef HG_CONF_CONF_H
+#define HG_CONF_CONF_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A list of strings (secrets, ids). Owned by the hg_conf. */
+struct hg_strlist {
+    char **items;
+    size_t n;
+};
+
+/* One `[tenant.<id>]` section. */
+struct hg_tenant_conf {
+    char *id;                         /* tenant id, as in /webhooks/whatsapp/{tenant} */
+    struct hg_strlist app_secrets;    /* WhatsApp app secrets; empty = use [whatsapp] app_secret */
+    char *verify_token;               /* NULL = use [whatsapp] verify_token */
+    char *access_token;               /* Graph API token; NULL = use [whatsapp] access_token */
+    struct hg_strlist business_ids;   /* WABA ids (entry[].id) and phone_number_ids mapped here */
+    uint32_t rate_limit;              /* requests per minute; 0 = [ratelimit] default */
+};
+
+struct hg_conf {
+    _Atomic long refs;
+    char *path;                       /* file it came from (absolute) */
+
+    /* [server] */
+    char *listen_host;                /* "127.0.0.1" */
+    uint16_t listen_port;             /* 8080 */
+    int workers;                      /* resolved: "auto" = number of CPUs */
+    uint64_t max_body_bytes;          /* 3 MiB */
+    uint64_t max_header_bytes;        /* 16 KiB, all request headers together */
+    uint64_t header_timeout_ms;       /* 10 s to receive all headers */
+    uint64_t body_timeout_ms;         /* 30 s between body bytes */
+    uint64_t keepalive_timeout_ms;    /* 60 s idle between requests */
+    uint64_t shutdown_timeout_ms;     /* 10 s to drain on SIGTERM */
+    uint32_t max_connections;         /* per worker; 10000 */
+    char *ack;                        /* "spool" (default) or "broker" */
+
+    /* [log] */
+    int log_level;                    /* enum hg_log_level */
+
+    /* [whatsapp] */
+    struct hg_strlist app_secrets;    /* default tenant's app secrets (rotation: several valid) */
+    char *verify_token;               /* default verify token for the GET handshake */
+    char *access_token;               /* default Graph API token */
+    char *graph_api_base;             /* "https://graph.facebook.com" */
+    char *graph_api_version;          /* "v18.0" */
+    char *default_tenant;             /* tenant id when none resolves; "default" */
+
+    /* [tenant.<id>] sections */
+    struct hg_tenant_conf *tenants;
+    size_t n_tenants;
+
+    /* [spool] */
+    char *spool_dir;                  /* "var/spool", absolute after load */
+    uint64_t spool_max_bytes;         /* quota: 1 GiB; past it 503 + Retry-After */
+    uint64_t spool_segment_bytes;     /* rotate segments at 16 MiB */
+    uint64_t spool_commit_delay_us;   /* group commit: wait up to this for more appends; 0 = none */
+
+    /* [ndjson] */
+    char *ndjson_dir;                 /* "var/out", absolute after load */
+    uint64_t ndjson_rotate_bytes;     /* 64 MiB */
+    int ndjson_enabled;               /* 1 unless an AMQP URL is set and [ndjson] enabled = auto|no */
+
+    /* [amqp] */
+    struct hg_strlist amqp_urls;      /* empty = no RabbitMQ */
+    char *amqp_queue_type;            /* "classic" | "quorum" */
+    uint32_t amqp_max_priority;       /* 0 = no x-max-priority */
+
+    /* [redis] */
+    char *redis_url;                  /* NULL = no Redis */
+    uint64_t dedup_ttl_ms;            /* 24 h */
+
+    /* [ratelimit] */
+    uint32_t ratelimit_default;       /* requests per minute per tenant; 1000 */
+
+    /* [tenants] */
+    char *tenant_service_url;         /* NULL = none */
+
+    /* [s3] */
+    char *s3_endpoint;                /* NULL = no archive */
+    char *s3_region;                  /* "us-east-1" */
+    char *s3_access_key;
+    char *s3_secret_key;
+    char *s3_bucket;                  /* "hookgate" */
+};
+
+/*
+ * Load `path` (NULL = defaults only), apply env overrides, read *_file secrets, validate.
+ * On success *out holds one reference. On error returns HG_ERR_CONFIG and writes
+ * "file:line: reason" (or "env HOOKGATE_X_Y: reason") into err.
+ */
+int hg_conf_load(const char *path, struct hg_conf **out, char *err, size_t errlen);
+
+/* Take / drop a reference; the last drop frees. Safe from any thread. */
+struct hg_conf *hg_conf_ref(struct hg_conf *c);
+void hg_conf_unref(struct hg_conf *c);
+
+/* Tenant by id, or by a WABA id / phone_number_id listed in business_ids; NULL when none. */
+const struct hg_tenant_conf *hg_conf_tenant(const struct hg_conf *c, const char *id);
+const struct hg_tenant_conf *hg_conf_tenant_by_business(const struct hg_conf *c, const char *business_id);
+
+#endif

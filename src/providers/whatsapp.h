@@ -1,0 +1,62 @@
+/*
+ * WhatsApp Cloud API: GET handshake, X-Hub-Signature-256 verification, envelope validation,
+ * and split + normalize of a (possibly batched) envelope into one event per message/status.
+ */
+#ifndef HG_PROVIDERS_WHATSAPP_H
+#define HG_PROVIDERS_WHATSAPP_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf/conf.h"
+#include "sink/sink.h"
+
+/*
+ * Check `X-Hub-Signature-256: sha256=<64 lowercase hex>` against HMAC-SHA256(secret, body) for
+ * each secret (rotation), in constant time per comparison. 0 when one matches, else
+ * HG_ERR_SIGNATURE (also for a missing/malformed header or an empty secret list).
+ */
+int hg_whatsapp_verify_signature(const char *header, size_t header_len, const void *body, size_t body_len,
+                                 const struct hg_strlist *secrets);
+
+/*
+ * Meta's GET handshake. `query` is the raw query string (no '?'). When hub.mode=subscribe and
+ * hub.verify_token equals `verify_token` (constant time), copies the URL-decoded hub.challenge
+ * into `challenge` (cap bytes incl. NUL) and returns 0; else HG_ERR_SIGNATURE (answer 403).
+ */
+int hg_whatsapp_handshake(const char *query, size_t query_len, const char *verify_token,
+                          char *challenge, size_t cap);
+
+/*
+ * Parse and validate an envelope: {"object":"whatsapp_business_account","entry":[{"id":..,
+ * "changes":[{"field":..,"value":{..}}]}]}. Returns a new reference, or NULL with a short reason
+ * ("body is not valid JSON: ...", "object is not whatsapp_business_account", ...) for a 400.
+ */
+json_t *hg_whatsapp_parse(const char *body, size_t len, char *reason, size_t cap);
+
+/*
+ * Business ids in the envelope used to map a tenant: entry[i].id (WABA id) and
+ * value.metadata.phone_number_id, in document order. Calls fn for each; stops when fn returns
+ * non-zero and returns that value.
+ */
+int hg_whatsapp_business_ids(json_t *root, int (*fn)(void *arg, const char *id), void *arg);
+
+/* Context for normalization: what the gateway knows about the webhook. */
+struct hg_event_meta {
+    const char *tenant;
+    const char *request_id;     /* correlation id */
+    uint64_t received_at_ns;
+};
+
+/*
+ * Split a validated envelope into events and normalize each one. For every event, `emit` gets
+ * the sink view (ids, routing key, kind, type) and the normalized document (borrowed: emit must
+ * copy or dump it). A non-zero return from emit stops the walk and is returned. Returns the
+ * number of events emitted (>= 0) otherwise. Unknown types never fail: they become type
+ * "unknown" with `raw` kept.
+ */
+typedef int (*hg_event_emit_fn)(void *arg, const struct hg_event *ev, json_t *doc);
+int hg_whatsapp_normalize(json_t *root, const struct hg_event_meta *meta, hg_event_emit_fn emit, void *arg);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * The spool: a per-worker write-ahead log that makes each webhook durable before it is answered.
+ * Segment files `<dir>/w<worker>/<seq:016x>.seg`; each record framed with magic, length, CRC-32C,
+ * timestamps and metadata. Appends are batched (group commit): one write + one fdatasync for all
+ * appends that arrived while the previous fsync ran; the write and the fsync run on the libuv
+ * threadpool, never on the loop thread. Everything else is called on the owning worker's loop.
+ */
+#ifndef HG_SPOOL_SPOOL_H
+#define HG_SPOOL_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct hg_spool;
+
+struct hg_spool_opts {
+    const char *dir;            /* spool root; the worker's segments live in <dir>/w<worker> */
+    int worker;                 /* this worker's index */
+    int nworkers;               /* recovery also adopts <dir>/w<j> for j >= nworkers, j % nworkers == worker */
+    uint64_t max_bytes;         /* quota over live segment bytes; past it appends fail with HG_ERR_FULL */
+    uint64_t segment_bytes;     /* rotate to a new segment past this size */
+    uint64_t commit_delay_us;   /* wait up to this long for more appends before writing; 0 = at once */
+};
+
+/* What is appended: all pointers are only read during hg_spool_append (the spool copies). */
+struct hg_spool_record {
+    uint64_t received_at_ns;    /* wall clock, Unix ns */
+    const char *request_id;     /* X-Request-Id / correlation id */
+    const char *tenant;
+    const char *provider;       /* "whatsapp", ... */
+    const char *headers;        /* "name: value\n" lines needed to re-verify or replay */
+    size_t headers_len;
+    const char *body;           /* exact raw body */
+    size_t body_len;
+};
+
+/* A record read back at recovery. Owns its memory; free with hg_spool_entry_free. */
+struct hg_spool_entry {
+    uint64_t id;                /* pass to hg_spool_release */
+    uint64_t received_at_ns;
+    uint64_t spooled_at_ns;
+    char *request_id;
+    char *tenant;
+    char *provider;
+    char *headers;
+    size_t headers_len;
+    char *body;
+    size_t body_len;
+};
+
+/* Fires once per accepted append: status 0 = durable (fsynced) with its id; <0 = not durable. */
+typedef void (*hg_spool_append_cb)(void *arg, int status, uint64_t id);
+/* Fires once when the spool is closed and all its handles are released. */
+typedef void (*hg_spool_close_cb)(void *arg);
+
+/*
+ * Open (creating directories) and recover: scan every segment of this worker (and its orphans),
+ * verify each record's CRC, cut a torn or corrupt tail (the bad bytes are copied to
+ * <dir>/quarantine/ first, never silently deleted), and index every record not yet released.
+ * Runs synchronously; call before serving. 0 or a negative error.
+ */
+int hg_spool_open(uv_loop_t *loop, const struct hg_spool_opts *opts, struct hg_spool **out);
+
+/*
+ * Append one record. Returns HG_ERR_FULL (quota) or another error at once, and then `cb` never
+ * runs; returns 0 and `cb` runs exactly once, later, after the record is fsynced (or failed).
+ */
+int hg_spool_append(struct hg_spool *s, const struct hg_spool_record *rec, hg_spool_append_cb cb, void *arg);
+
+/*
+ * The record was handed on (its sink confirmed it): forget it. A segment whose records are all
+ * released, and that is no longer being written, is deleted. Releases are also noted in the log
+ * (without fsync) so a restart redelivers as few records as it can.
+ */
+int hg_spool_release(struct hg_spool *s, uint64_t id);
+
+/*
+ * Next record found at recovery and not yet taken, in append order. *out is the caller's
+ * (hg_spool_entry_free). HG_ERR_NOT_FOUND when none is left. Reads synchronously with pread:
+ * used while draining the recovered backlog, a bounded number at a time.
+ */
+int hg_spool_recovered_next(struct hg_spool *s, struct hg_spool_entry **out);
+void hg_spool_entry_free(struct hg_spool_entry *e);
+
+/* Live (unreleased) records and bytes, for metrics and /ready. */
+void hg_spool_stats(const struct hg_spool *s, uint64_t *records, uint64_t *bytes);
+/* Duration of the last fsync in seconds, observed into metrics by the spool itself. */
+
+/* 0 when appends can succeed now (directory writable, under quota), else an error. */
+int hg_spool_writable(const struct hg_spool *s);
+
+/* Finish pending appends (their callbacks run), close files, then `cb`. */
+void hg_spool_close(struct hg_spool *s, hg_spool_close_cb cb, void *arg);
+
+#endif
