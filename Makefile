@@ -41,7 +41,7 @@ LLHTTP_OBJS := $(BUILD)/deps/llhttp/llhttp.o $(BUILD)/deps/llhttp/api.o $(BUILD)
 UNIT_SRCS := $(sort $(wildcard test/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:test/unit/%.c=$(BUILD)/test/%)
 
-.PHONY: all deps run test unit e2e e2e-san bench clean check-conf services-up services-down
+.PHONY: all deps run test test-inner unit unit-bins e2e e2e-san bench clean check-conf services-up services-down
 
 all: $(BUILD)/hookgate
 
@@ -76,10 +76,17 @@ check-conf: all
 # The whole suite: install, build plain and sanitized, unit tests, peers, e2e twice.
 test:
 	@scripts/install-deps.sh test
-	$(MAKE) all unit
-	$(MAKE) SAN=asan all unit
+	$(MAKE) all unit-bins
+	$(MAKE) SAN=asan all unit-bins
+	scripts/with-services.sh $(MAKE) test-inner
+
+test-inner:
+	$(MAKE) unit
+	$(MAKE) SAN=asan unit
 	scripts/run-e2e.sh build/hookgate
 	scripts/run-e2e.sh build/asan/hookgate
+
+unit-bins: $(UNIT_BINS)
 
 e2e: all
 	scripts/run-e2e.sh $(BUILD)/hookgate
