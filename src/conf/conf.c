@@ -329,28 +329,28 @@ static int parse_number(enum key_type t, const char *s, uint64_t *out, char *why
     case KEY_WORKERS:
         if (hg_span_to_u64(s, strlen(s), UINT64_MAX, out) == 0)
             return 0;
-        snprintf(why, wl, "not a number");
+        snprintf(why, wl, "'%s' is not a number", s);
         return -1;
     case KEY_SIZE:
         if (hg_str_to_size(s, out) == 0)
             return 0;
-        snprintf(why, wl, "not a size (like 512KiB, 3MiB, 1GiB or a byte count)");
+        snprintf(why, wl, "'%s' is not a size (like 512KiB, 3MiB, 1GiB or a byte count)", s);
         return -1;
     case KEY_MS:
         if (parse_duration_us(s, &us) == 0) {
             if (us % 1000) {
-                snprintf(why, wl, "finer than a millisecond");
+                snprintf(why, wl, "'%s' is finer than a millisecond", s);
                 return -1;
             }
             *out = us / 1000;
             return 0;
         }
-        snprintf(why, wl, "not a duration (like 250ms, 30s, 5m, 24h)");
+        snprintf(why, wl, "'%s' is not a duration (like 250ms, 30s, 5m, 24h)", s);
         return -1;
     case KEY_US:
         if (parse_duration_us(s, out) == 0)
             return 0;
-        snprintf(why, wl, "not a duration (like 200us, 2ms, 1s)");
+        snprintf(why, wl, "'%s' is not a duration (like 200us, 2ms, 1s)", s);
         return -1;
     default:
         break;
@@ -360,7 +360,7 @@ static int parse_number(enum key_type t, const char *s, uint64_t *out, char *why
 }
 
 /* Check `v` against the key's range (written in the key's syntax); table ranges always parse. */
-static int check_range(const struct key *k, uint64_t v, char *why, size_t wl)
+static int check_range(const struct key *k, const char *text, uint64_t v, char *why, size_t wl)
 {
     uint64_t lo = 0, hi = UINT64_MAX;
     char scratch[64];
@@ -371,7 +371,7 @@ static int check_range(const struct key *k, uint64_t v, char *why, size_t wl)
     if (k->size == sizeof(uint32_t) && hi > UINT32_MAX)
         hi = UINT32_MAX;
     if (v < lo || v > hi) {
-        snprintf(why, wl, "out of range %s..%s", k->min ? k->min : "0", k->max ? k->max : "max");
+        snprintf(why, wl, "%s is out of range %s..%s", text, k->min ? k->min : "0", k->max ? k->max : "max");
         return -1;
     }
     return 0;
@@ -447,7 +447,7 @@ static int set_value(const struct key *k, void *base, const char *v, char *why, 
     case KEY_SIZE:
     case KEY_MS:
     case KEY_US:
-        if (parse_number(k->type, v, &n, why, wl) || check_range(k, n, why, wl))
+        if (parse_number(k->type, v, &n, why, wl) || check_range(k, v, n, why, wl))
             return -1;
         if (k->size == sizeof(uint64_t))
             *(uint64_t *)field = n;
@@ -461,11 +461,12 @@ static int set_value(const struct key *k, void *base, const char *v, char *why, 
             *(int *)field = 0;   /* resolved to the CPU count after load */
             return 0;
         }
-        if (parse_number(k->type, v, &n, why, wl) || check_range(k, n, why, wl)) {
-            if (strcmp(why, "not a number") == 0)
-                snprintf(why, wl, "'%s' is not auto or a number", v);
+        if (parse_number(k->type, v, &n, why, wl)) {
+            snprintf(why, wl, "'%s' is not auto or a number", v);
             return -1;
         }
+        if (check_range(k, v, n, why, wl))
+            return -1;
         *(int *)field = (int)n;
         return 0;
     case KEY_AUTOBOOL:
