@@ -181,6 +181,13 @@ static void fail(struct load *L, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- lists and strings */
 
+/* Overwrite a secret before its memory goes back to the allocator (core dumps, reuse). */
+static void wipe(char *s)
+{
+    if (s)
+        explicit_bzero(s, strlen(s));
+}
+
 static void strlist_clear(struct hg_strlist *l)
 {
     for (size_t i = 0; i < l->n; i++)
@@ -590,6 +597,22 @@ out:
     return rc;
 }
 
+/* Turn "reason" into "'path': reason" in place, truncating the reason if it must. */
+static void prefix_why(char *why, size_t wl, const char *path)
+{
+    size_t pl = strlen(path) + 4;   /* quotes, colon, space */
+    size_t rl = strlen(why);
+    if (pl >= wl)
+        return;
+    if (rl > wl - 1 - pl)
+        rl = wl - 1 - pl;
+    memmove(why + pl, why, rl);
+    why[0] = '\'';
+    memcpy(why + 1, path, pl - 4);
+    memcpy(why + pl - 3, "': ", 3);
+    why[pl + rl] = '\0';
+}
+
 /* Set key `k` from the file at `path`: lists take one or more items comma- or newline-separated. */
 static int set_from_file(const struct key *k, void *base, const char *path, char *why, size_t wl)
 {
@@ -609,9 +632,7 @@ static int set_from_file(const struct key *k, void *base, const char *path, char
             strlist_clear((struct hg_strlist *)((char *)base + k->off));
             *(struct hg_strlist *)((char *)base + k->off) = l;
         } else {
-            char tmp[CONF_WHY / 2];
-            snprintf(tmp, sizeof(tmp), "%s", why);
-            snprintf(why, wl, "%s: %s", path, tmp);
+            prefix_why(why, wl, path);
         }
     } else {
         /* A single-valued secret must not carry inner newlines (a header value would break). */
@@ -622,8 +643,7 @@ static int set_from_file(const struct key *k, void *base, const char *path, char
             rc = set_value(k, base, text, why, wl);
         }
     }
-    /* Wipe the secret copy before it goes back to the allocator. */
-    explicit_bzero(text, strlen(text));
+    wipe(text);
     free(text);
     return rc;
 }
@@ -655,8 +675,12 @@ static struct hg_tenant_conf *tenant_add(struct load *L, const char *id, int lin
 static void tenant_free(struct hg_tenant_conf *t)
 {
     free(t->id);
+    for (size_t i = 0; i < t->app_secrets.n; i++)
+        wipe(t->app_secrets.items[i]);
     strlist_clear(&t->app_secrets);
+    wipe(t->verify_token);
     free(t->verify_token);
+    wipe(t->access_token);
     free(t->access_token);
     strlist_clear(&t->business_ids);
 }
@@ -1079,13 +1103,13 @@ static void conf_free(struct hg_conf *c)
         char *field = (char *)c + k->off;
         if (k->type == KEY_STRING || k->type == KEY_ENUM || k->type == KEY_PATH || k->type == KEY_LISTEN) {
             char **sp = (char **)field;
-            if (k->flags & KEY_F_SECRET && *sp)
-                explicit_bzero(*sp, strlen(*sp));
+            if (k->flags & KEY_F_SECRET)
+                wipe(*sp);
             free(*sp);
         } else if (k->type == KEY_STRLIST) {
             struct hg_strlist *l = (struct hg_strlist *)field;
             for (size_t j = 0; (k->flags & KEY_F_SECRET) && j < l->n; j++)
-                explicit_bzero(l->items[j], strlen(l->items[j]));
+                wipe(l->items[j]);
             strlist_clear(l);
         }
     }

@@ -483,12 +483,17 @@ static void test_secret_files(void **state)
     snprintf(want, sizeof(want), "env HOOKGATE_WHATSAPP_VERIFY_TOKEN_FILE: cannot read '%s/missing': ", dir);
     expect_error_prefix("hookgate.conf", want);
     unsetenv("HOOKGATE_WHATSAPP_VERIFY_TOKEN_FILE");
+    /* List files follow the list rules, and their errors name the file. */
+    write_file("bad-list", "a\n\nb\n");
+    setenv("HOOKGATE_WHATSAPP_APP_SECRET_FILE", "bad-list", 1);
+    expect_error("hookgate.conf", "env HOOKGATE_WHATSAPP_APP_SECRET_FILE: 'bad-list': empty item in list");
+    unsetenv("HOOKGATE_WHATSAPP_APP_SECRET_FILE");
     /* Only secret keys have a _file form. */
     write_file("bad.conf", "[s3]\nregion_file = verify\n");
     expect_error("bad.conf", "bad.conf:2: unknown key 'region_file' in [s3]");
 
     unsetenv("HOOKGATE_S3_SECRET_KEY_FILE");
-    const char *files[] = { "app_secret", "verify", "s3sk", "two-lines", "hookgate.conf", "bad.conf" };
+    const char *files[] = { "app_secret", "verify", "s3sk", "two-lines", "hookgate.conf", "bad.conf", "bad-list" };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         assert_int_equal(unlink(files[i]), 0);
     assert_int_equal(chdir(old), 0);
