@@ -155,6 +155,7 @@ struct load {
     char section[128];                 /* current section header, as the reader saw it */
     struct hg_tenant_conf *tenant;     /* current tenant section, or NULL */
     int *tenant_lines;                 /* header line of each tenant section */
+    int section_lines[HG_ARRAY_SIZE(sections)]; /* header line of each fixed section, 0 = none */
     struct origin origin[N_CONF_KEYS];
     struct origin (*tenant_origin)[N_TENANT_KEYS];
     size_t tenant_cap;
@@ -735,9 +736,16 @@ static void on_section_line(struct load *L, const char *line, size_t n)
         L->tenant = tenant_add(L, id, L->lineno);
         return;
     }
-    for (size_t s = 0; s < HG_ARRAY_SIZE(sections); s++)
-        if (strcmp(L->section, sections[s]) == 0)
-            return;
+    for (size_t s = 0; s < HG_ARRAY_SIZE(sections); s++) {
+        if (strcmp(L->section, sections[s]) != 0)
+            continue;
+        /* A repeated section would make "which value wins" depend on reading order. */
+        if (L->section_lines[s])
+            fail(L, "%s:%d: duplicate section [%s] (first at line %d)", L->path, L->lineno,
+                 L->section, L->section_lines[s]);
+        L->section_lines[s] = L->lineno;
+        return;
+    }
     fail(L, "%s:%d: unknown section [%s]", L->path, L->lineno, L->section);
 }
 

@@ -296,6 +296,17 @@ static void test_error_syntax_and_duplicate(void **state)
     expect_error("conf/duplicate_key.conf",
                  "conf/duplicate_key.conf:3: duplicate key 'workers' in [server] (first at line 2)");
     expect_error_prefix("conf/nonexistent.conf", "conf/nonexistent.conf: cannot open: ");
+    expect_error("conf/duplicate_section.conf",
+                 "conf/duplicate_section.conf:5: duplicate section [server] (first at line 1)");
+}
+
+static void test_error_misc(void **state)
+{
+    expect_error("conf/no_section.conf", "conf/no_section.conf:1: key 'workers' outside any section");
+    expect_error("conf/tenant_env_clash.conf",
+                 "conf/tenant_env_clash.conf:2: tenant ids 'a-b' and 'A_B' share the env prefix HOOKGATE_TENANT_A_B_");
+    expect_error("conf/empty_item.conf", "conf/empty_item.conf:2: app_secret: empty item in list");
+    expect_error_prefix("conf/bad_tenant_id.conf", "conf/bad_tenant_id.conf:1: 'bad/id' is not a tenant id");
 }
 
 static void test_error_cross_keys(void **state)
@@ -571,6 +582,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_error_bad_enum, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_key_and_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_syntax_and_duplicate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_misc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_cross_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_missing_secret_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
