@@ -385,6 +385,51 @@ static int check_range(const struct key *k, const char *text, uint64_t v, char *
     return 0;
 }
 
+/* "host:port", "[v6]:port" or ":port" (all IPv4 interfaces) into listen_host / listen_port. */
+static int set_listen(struct hg_conf *c, const char *v, char *why, size_t wl)
+{
+    const char *colon = strrchr(v, ':');
+    char host[INET6_ADDRSTRLEN + 8];
+    unsigned char addr[sizeof(struct in6_addr)];
+    bool v6 = false;
+    uint64_t port;
+    if (colon == NULL)
+        goto bad;
+    size_t hl = (size_t)(colon - v);
+    if (hl > 0 && v[0] == '[') {
+        if (hl < 3 || v[hl - 1] != ']' || hl - 2 >= sizeof(host))
+            goto bad;
+        memcpy(host, v + 1, hl - 2);
+        host[hl - 2] = '\0';
+        v6 = true;
+    } else {
+        if (hl >= sizeof(host) || memchr(v, ':', hl))
+            goto bad;
+        memcpy(host, v, hl);
+        host[hl] = '\0';
+    }
+    /* Numeric only (plus localhost): the listener binds with uv_ip4_addr / uv_ip6_addr. */
+    if (hl == 0) {
+        snprintf(host, sizeof(host), "0.0.0.0");
+    } else if (!v6 && strcmp(host, "localhost") == 0) {
+        snprintf(host, sizeof(host), "127.0.0.1");
+    } else if (inet_pton(v6 ? AF_INET6 : AF_INET, host, addr) != 1) {
+        snprintf(why, wl, "'%s' is not a numeric %s address", host, v6 ? "IPv6" : "IPv4");
+        return -1;
+    }
+    if (hg_span_to_u64(colon + 1, strlen(colon + 1), 65535, &port)) {
+        snprintf(why, wl, "port '%s' is not a number in 0..65535", colon + 1);
+        return -1;
+    }
+    free(c->listen_host);
+    c->listen_host = hg_xstrdup(host);
+    c->listen_port = (uint16_t)port;
+    return 0;
+bad:
+    snprintf(why, wl, "'%s' is not host:port, [ipv6]:port or :port", v);
+    return -1;
+}
+
 /* Parse `v` and store it into the field of `base` that `k` names, freeing what was there. */
 static int set_value(const struct key *k, void *base, const char *v, char *why, size_t wl)
 {
@@ -397,7 +442,8 @@ static int set_value(const struct key *k, void *base, const char *v, char *why, 
     case KEY_PATH: {
         char **sp = (char **)field;
         if (*v == '\0') {
-            if (k->type != KEY_STRING) {
+            /* Empty unsets an optional key; keys with a default always have a value. */
+            if (k->type != KEY_STRING || k->def) {
                 snprintf(why, wl, "empty value");
                 return -1;
             }
@@ -498,48 +544,9 @@ static int set_value(const struct key *k, void *base, const char *v, char *why, 
         *(int *)field = lv;
         return 0;
     }
-    case KEY_LISTEN: {
+    case KEY_LISTEN:
         /* The field is listen_host; listen_port is only ever set here, as its pair. */
-        struct hg_conf *c = base;
-        const char *colon = strrchr(v, ':');
-        char host[INET6_ADDRSTRLEN + 8];
-        unsigned char addr[sizeof(struct in6_addr)];
-        bool v6 = false;
-        if (colon == NULL)
-            goto bad_listen;
-        size_t hl = (size_t)(colon - v);
-        if (hl > 0 && v[0] == '[') {
-            if (hl < 3 || v[hl - 1] != ']' || hl - 2 >= sizeof(host))
-                goto bad_listen;
-            memcpy(host, v + 1, hl - 2);
-            host[hl - 2] = '\0';
-            v6 = true;
-        } else {
-            if (hl >= sizeof(host) || memchr(v, ':', hl))
-                goto bad_listen;
-            memcpy(host, v, hl);
-            host[hl] = '\0';
-        }
-        if (hl == 0) {
-            snprintf(host, sizeof(host), "0.0.0.0");
-        } else if (!v6 && strcmp(host, "localhost") == 0) {
-            snprintf(host, sizeof(host), "127.0.0.1");
-        } else if (inet_pton(v6 ? AF_INET6 : AF_INET, host, addr) != 1) {
-            snprintf(why, wl, "'%s' is not a numeric %s address", host, v6 ? "IPv6" : "IPv4");
-            return -1;
-        }
-        if (hg_span_to_u64(colon + 1, strlen(colon + 1), 65535, &n)) {
-            snprintf(why, wl, "port '%s' is not a number in 0..65535", colon + 1);
-            return -1;
-        }
-        free(c->listen_host);
-        c->listen_host = hg_xstrdup(host);
-        c->listen_port = (uint16_t)n;
-        return 0;
-    bad_listen:
-        snprintf(why, wl, "'%s' is not host:port, [ipv6]:port or :port", v);
-        return -1;
-    }
+        return set_listen(base, v, why, wl);
     }
     abort();
 }
@@ -905,6 +912,31 @@ static void env_name(char *out, size_t n, const char *a, const char *b, const ch
     }
 }
 
+extern char **environ;
+
+/*
+ * getenv, or for tenant keys a case-insensitive match: tenant ids are case-sensitive in the file
+ * but env names are conventionally upper case, so HOOKGATE_TENANT_acme_... is accepted too. Two
+ * spellings of one name set at once are ambiguous and an error.
+ */
+static const char *env_lookup(struct load *L, const char *name, bool ci)
+{
+    if (!ci)
+        return getenv(name);
+    size_t n = strlen(name);
+    const char *found = NULL;
+    for (char **e = environ; e && *e; e++) {
+        if (strncasecmp(*e, name, n) != 0 || (*e)[n] != '=')
+            continue;
+        if (found) {
+            fail(L, "env %s: set more than once with different case", name);
+            return NULL;
+        }
+        found = *e + n + 1;
+    }
+    return found;
+}
+
 /* Apply HOOKGATE_<prefix>_<KEY> and ..._FILE for every key of `table` onto `base`. */
 static void apply_env_table(struct load *L, const struct key *table, size_t n, void *base,
                             struct origin *origins, const char *sec, const char *id)
@@ -914,8 +946,10 @@ static void apply_env_table(struct load *L, const struct key *table, size_t n, v
         char name[256], fname[262];
         env_name(name, sizeof(name), sec, id, k->name);
         snprintf(fname, sizeof(fname), "%s_FILE", name);
-        const char *v = getenv(name);
-        const char *fv = (k->flags & KEY_F_SECRET) ? getenv(fname) : NULL;
+        const char *v = env_lookup(L, name, id != NULL);
+        const char *fv = (k->flags & KEY_F_SECRET) ? env_lookup(L, fname, id != NULL) : NULL;
+        if (L->failed)
+            return;
         if (v && fv) {
             fail(L, "env %s: both %s and %s are set", name, name, fname);
             return;
@@ -935,8 +969,6 @@ static void apply_env_table(struct load *L, const struct key *table, size_t n, v
     }
 }
 
-extern char **environ;
-
 /* Is `name` one of the env names this configuration reads? */
 static bool env_known(struct load *L, const char *name)
 {
@@ -951,7 +983,7 @@ static bool env_known(struct load *L, const char *name)
         for (size_t i = 0; i < N_TENANT_KEYS; i++) {
             env_name(want, sizeof(want), "tenant", L->c->tenants[t].id, tenant_keys[i].name);
             snprintf(wantf, sizeof(wantf), "%s_FILE", want);
-            if (strcmp(name, want) == 0 || ((tenant_keys[i].flags & KEY_F_SECRET) && strcmp(name, wantf) == 0))
+            if (strcasecmp(name, want) == 0 || ((tenant_keys[i].flags & KEY_F_SECRET) && strcasecmp(name, wantf) == 0))
                 return true;
         }
     }

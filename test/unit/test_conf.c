@@ -371,7 +371,7 @@ static void test_env_overrides(void **state)
     setenv("HOOKGATE_S3_ACCESS_KEY", "env-ak", 1);
     setenv("HOOKGATE_S3_SECRET_KEY", "env-sk", 1);
     setenv("HOOKGATE_TENANT_BETA_2_VERIFY_TOKEN", "beta-env-vt", 1);
-    setenv("HOOKGATE_TENANT_ACME_RATE_LIMIT", "9", 1);
+    setenv("HOOKGATE_TENANT_acme_RATE_LIMIT", "9", 1);   /* ids match case-insensitively */
     setenv("HOOKGATE_AMQP_MAX_PRIORITY", "0", 1);
 
     struct hg_conf *c = load_ok("conf/full.conf");
@@ -401,7 +401,7 @@ static void test_env_overrides(void **state)
 
     /* Env alone (no file) works too, and an empty value unsets an optional key. */
     unsetenv("HOOKGATE_TENANT_BETA_2_VERIFY_TOKEN");
-    unsetenv("HOOKGATE_TENANT_ACME_RATE_LIMIT");
+    unsetenv("HOOKGATE_TENANT_acme_RATE_LIMIT");
     setenv("HOOKGATE_AMQP_URL", "", 1);
     c = load_ok(NULL);
     assert_int_equal(c->listen_port, 7070);
@@ -419,6 +419,10 @@ static void test_env_errors(void **state)
     expect_error(NULL, "env HOOKGATE_SERVER_WORKERS: 'many' is not auto or a number");
     unsetenv("HOOKGATE_SERVER_WORKERS");
 
+    setenv("HOOKGATE_S3_REGION", "", 1);
+    expect_error(NULL, "env HOOKGATE_S3_REGION: empty value");
+    unsetenv("HOOKGATE_S3_REGION");
+
     setenv("HOOKGATE_SERVER_LISTN", ":1", 1);
     expect_error(NULL, "env HOOKGATE_SERVER_LISTN: unknown key");
     unsetenv("HOOKGATE_SERVER_LISTN");
@@ -426,6 +430,12 @@ static void test_env_errors(void **state)
     setenv("HOOKGATE_TENANT_NOPE_VERIFY_TOKEN", "x", 1);
     expect_error("conf/full.conf", "env HOOKGATE_TENANT_NOPE_VERIFY_TOKEN: no [tenant.<id>] section or key matches it");
     unsetenv("HOOKGATE_TENANT_NOPE_VERIFY_TOKEN");
+
+    setenv("HOOKGATE_TENANT_ACME_RATE_LIMIT", "1", 1);
+    setenv("HOOKGATE_TENANT_Acme_RATE_LIMIT", "2", 1);
+    expect_error("conf/full.conf", "env HOOKGATE_TENANT_ACME_RATE_LIMIT: set more than once with different case");
+    unsetenv("HOOKGATE_TENANT_ACME_RATE_LIMIT");
+    unsetenv("HOOKGATE_TENANT_Acme_RATE_LIMIT");
 
     setenv("HOOKGATE_REDIS_URL", "http://127.0.0.1/", 1);
     expect_error(NULL, "env HOOKGATE_REDIS_URL: must start with redis:// or rediss:// or unix://");
