@@ -64,6 +64,7 @@ struct segment {
     uint32_t lens_cap;
     uint32_t live;      /* durable, unreleased data records */
     int fd;             /* write fd of the current segment, else -1 */
+    bool on_disk;       /* its file exists (recovered, or created by us): only then is it deleted */
     bool broken;        /* a write or fsync on it failed: never write to it again */
 };
 
@@ -436,6 +437,10 @@ static void maybe_delete(struct hg_spool *s, struct segment *seg)
 {
     if (seg->live > 0 || seg == s->cur)
         return;
+    if (!seg->on_disk) {
+        segment_forget(s, seg);
+        return;
+    }
     struct unlink_req *u = hg_xcalloc(1, sizeof(*u));
     u->spool = s;
     /* libuv copies the path, so the segment can go at once. */
@@ -522,8 +527,10 @@ static void commit_done(uv_work_t *work, int uvstatus)
     uint32_t slot = seg->slot;
 
     s->inflight = NULL;
-    if (c->create)
+    if (c->create) {
         seg->fd = c->fd;
+        seg->on_disk = c->fd >= 0;
+    }
     if (status == 0 && c->sync && s->on_fsync)
         s->on_fsync(s->on_fsync_arg, c->fsync_seconds);
     if (status < 0) {
@@ -893,6 +900,7 @@ static int recover_segment(struct hg_spool *s, struct scan *sc, int dir_worker, 
         switch ((uint8_t)sc->buf[OFF_TYPE]) {
         case REC_SEGMENT:
             seg = segment_new(s, dir_worker, dir_path, seq, get64(sc->buf + HDR_LEN));
+            seg->on_disk = true;
             break;
         case REC_DATA: {
             uint32_t idx = segment_next_index(seg);
