@@ -65,6 +65,7 @@ struct segment {
     uint32_t live;      /* durable, unreleased data records */
     int fd;             /* write fd of the current segment, else -1 */
     bool on_disk;       /* its file exists (recovered, or created by us): only then is it deleted */
+    bool pinned;        /* holds a bad tail that could not be quarantined: never delete it */
     bool broken;        /* a write or fsync on it failed: never write to it again */
 };
 
@@ -435,7 +436,7 @@ static void on_unlinked(uv_fs_t *req)
 /* A segment with nothing live that is no longer written is deleted; its file goes asynchronously. */
 static void maybe_delete(struct hg_spool *s, struct segment *seg)
 {
-    if (seg->live > 0 || seg == s->cur)
+    if (seg->live > 0 || seg == s->cur || seg->pinned)
         return;
     if (!seg->on_disk) {
         segment_forget(s, seg);
@@ -923,6 +924,7 @@ static int recover_segment(struct hg_spool *s, struct scan *sc, int dir_worker, 
         off += total;
     }
 
+    bool unsaved = false;
     if (off < size) {
         /* Torn or corrupt tail: keep a copy, then cut the segment at the last good record. */
         char *qpath = NULL;
@@ -942,12 +944,14 @@ static int recover_segment(struct hg_spool *s, struct scan *sc, int dir_worker, 
              * goes after recovered data, so only this start-up's reading stops early. */
             hg_error(NULL, "spool: cannot quarantine bad segment tail, left in place", "path", path,
                      "offset", offs, "error", hg_strerror(qrc), NULL);
+            unsaved = true;
         }
         free(qpath);
     }
-    if (seg)
+    if (seg) {
         seg->size = off;
-    else if (unlink(path) < 0)
+        seg->pinned = unsaved;
+    } else if (!unsaved && unlink(path) < 0)
         hg_warn(NULL, "spool: cannot delete empty segment", "path", path, "error", hg_strerror(-errno), NULL);
 out:
     if (fd >= 0)
@@ -1100,10 +1104,12 @@ static struct segment *find_by_uid(struct segment **by_uid, size_t n, uint64_t u
  */
 static void settle_recovery(struct hg_spool *s, struct scan *sc)
 {
-    struct segment **by_uid = hg_xmalloc(s->nsegs * sizeof(*by_uid));
     size_t nsegs = s->nsegs;
-    memcpy(by_uid, s->segs, nsegs * sizeof(*by_uid));
-    qsort(by_uid, nsegs, sizeof(*by_uid), cmp_seg_uid);
+    struct segment **by_uid = hg_xmalloc(nsegs * sizeof(*by_uid));
+    if (nsegs) {
+        memcpy(by_uid, s->segs, nsegs * sizeof(*by_uid));
+        qsort(by_uid, nsegs, sizeof(*by_uid), cmp_seg_uid);
+    }
     for (size_t i = 0; i < sc->nrel; i++) {
         struct segment *seg = find_by_uid(by_uid, nsegs, sc->rel[i].uid);
         if (seg && sc->rel[i].idx < seg->nrecords)
@@ -1136,7 +1142,7 @@ static void settle_recovery(struct hg_spool *s, struct scan *sc)
 
     for (size_t i = 0; i < s->nsegs;) {
         struct segment *seg = s->segs[i];
-        if (seg->live > 0) {
+        if (seg->live > 0 || seg->pinned) {
             i++;
             continue;
         }
