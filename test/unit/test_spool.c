@@ -426,6 +426,34 @@ static void test_crc_mismatch(void **state)
     close_spool(f, s);
 }
 
+/* When the bad tail cannot be copied out, nothing is cut or deleted. */
+static void test_quarantine_failure_keeps_segment(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r = { 0 };
+    assert_int_equal(append_one(s, 0, 100, &r), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    char w0[128], seg[300], qdir[128];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+    only_file(w0, ".seg", seg, sizeof(seg));
+    off_t torn = file_size(seg) - 1; /* the only data record is torn */
+    assert_int_equal(truncate(seg, torn), 0);
+    assert_int_equal(rmdir(qdir), 0);
+    FILE *fp = fopen(qdir, "w"); /* a file where the directory should be: copies fail */
+    assert_non_null(fp);
+    fclose(fp);
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct hg_spool_entry *e;
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    close_spool(f, s);
+    assert_int_equal(file_size(seg), torn);
+}
+
 static void test_quota(void **state)
 {
     struct fixture *f = *state;
@@ -642,6 +670,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_release_survives_restarts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crc_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quarantine_failure_keeps_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotation_and_deletion, setup, teardown),
         cmocka_unit_test_setup_teardown(test_orphan_adoption, setup, teardown),
