@@ -13,8 +13,10 @@
 #include "sink/sink.h"
 
 /*
- * Check `X-Hub-Signature-256: sha256=<64 lowercase hex>` against HMAC-SHA256(secret, body) for
- * each secret (rotation), in constant time per comparison. 0 when one matches, else
+ * Check `X-Hub-Signature-256: sha256=<64 hex>` (Meta sends lowercase; uppercase hex is accepted,
+ * the "sha256=" prefix must be lowercase; surrounding spaces/tabs are ignored) against
+ * HMAC-SHA256(secret, body) for each secret (rotation), in constant time per comparison; every
+ * secret is tried even after a match. Empty secrets are skipped. 0 when one matches, else
  * HG_ERR_SIGNATURE (also for a missing/malformed header or an empty secret list).
  */
 int hg_whatsapp_verify_signature(const char *header, size_t header_len, const void *body, size_t body_len,
@@ -23,7 +25,10 @@ int hg_whatsapp_verify_signature(const char *header, size_t header_len, const vo
 /*
  * Meta's GET handshake. `query` is the raw query string (no '?'). When hub.mode=subscribe and
  * hub.verify_token equals `verify_token` (constant time), copies the URL-decoded hub.challenge
- * into `challenge` (cap bytes incl. NUL) and returns 0; else HG_ERR_SIGNATURE (answer 403).
+ * into `challenge` (cap bytes incl. NUL) and returns 0. Otherwise `challenge` is "" and the result
+ * is HG_ERR_SIGNATURE (mode/token wrong, a hub.* key missing or repeated, empty challenge, an empty
+ * verify_token configured), HG_ERR_PARSE (a malformed %XX escape) or HG_ERR_TOO_BIG (challenge
+ * does not fit in cap); answer 403 for any of them. Decoding: %XX (either case) and '+' = space.
  */
 int hg_whatsapp_handshake(const char *query, size_t query_len, const char *verify_token,
                           char *challenge, size_t cap);
@@ -31,7 +36,10 @@ int hg_whatsapp_handshake(const char *query, size_t query_len, const char *verif
 /*
  * Parse and validate an envelope: {"object":"whatsapp_business_account","entry":[{"id":..,
  * "changes":[{"field":..,"value":{..}}]}]}. Returns a new reference, or NULL with a short reason
- * ("body is not valid JSON: ...", "object is not whatsapp_business_account", ...) for a 400.
+ * ("body is not valid JSON: ...", "object is not whatsapp_business_account",
+ * "entry[0].changes[1].value is not an object", ...) for a 400. Checked: object, entry (non-empty
+ * array of objects, each with a string id and a changes array of objects, each with a string
+ * field and an object value). Anything else, including unknown keys, is accepted.
  */
 json_t *hg_whatsapp_parse(const char *body, size_t len, char *reason, size_t cap);
 
