@@ -1,6 +1,8 @@
 /*
  * WhatsApp Cloud API: GET handshake, X-Hub-Signature-256 verification, envelope validation,
- * and split + normalize of a (possibly batched) envelope into one event per message/status.
+ * and split + normalize of a (possibly batched) envelope into one event per message/status/error
+ * (and per non-message change). whatsapp.c: request side; whatsapp_normalize.c: events;
+ * phone.c: E.164 + country codes.
  */
 #ifndef HG_PROVIDERS_WHATSAPP_H
 #define HG_PROVIDERS_WHATSAPP_H
@@ -58,11 +60,16 @@ struct hg_event_meta {
 };
 
 /*
- * Split a validated envelope into events and normalize each one. For every event, `emit` gets
- * the sink view (ids, routing key, kind, type) and the normalized document (borrowed: emit must
- * copy or dump it). A non-zero return from emit stops the walk and is returned. Returns the
- * number of events emitted (>= 0) otherwise. Unknown types never fail: they become type
- * "unknown" with `raw` kept.
+ * Split a validated envelope (hg_whatsapp_parse) into events and normalize each one; the format
+ * is docs/events.md and docs/schema/event.v1.json. Per entry, per change: field "messages" gives
+ * one event per value.messages[] (kind "message"), value.statuses[] ("status") and
+ * value.errors[] ("error"), in that order; any other field gives one "system" event.
+ * For every event, `emit` runs synchronously with the sink view (all strings valid only during
+ * the call; ev->json is NULL: the caller dumps `doc`) and the normalized document (borrowed:
+ * emit must copy, incref or dump it). A non-zero return from emit (use a negative code) stops the
+ * walk and is returned. Otherwise returns the number of events emitted (>= 0), or
+ * HG_ERR_NOMEM when a document could not be allocated. Unknown types and fields never fail: they
+ * become type "unknown" (messages) or a "system" event, with `raw` kept.
  */
 typedef int (*hg_event_emit_fn)(void *arg, const struct hg_event *ev, json_t *doc);
 int hg_whatsapp_normalize(json_t *root, const struct hg_event_meta *meta, hg_event_emit_fn emit, void *arg);

@@ -339,16 +339,19 @@ static void derived_id(char *out, size_t cap, const char *kind, const struct wal
     snprintf(out, cap, "%s:%s", kind, hex);
 }
 
-/* ---- message types: one processor per type; each fills doc.content from the message ---- */
+/*
+ * ---- message types: one processor per type, chosen by the table below. Each fills `content`
+ * from the message `msg` and its type object `obj` (msg[type], may be NULL). ----
+ */
 
-typedef void (*content_fn)(json_t *content, json_t *msg, json_t *obj, json_t *doc);
+typedef void (*content_fn)(json_t *content, json_t *msg, json_t *obj);
 
-static void content_text(json_t *content, json_t *msg, json_t *obj, json_t *doc)
+static void content_text(json_t *content, json_t *msg, json_t *obj)
 {
     copy_str(content, "body", obj, "body");
 }
 
-static void content_media(json_t *content, json_t *msg, json_t *obj, json_t *doc)
+static void content_media(json_t *content, json_t *msg, json_t *obj)
 {
     const char *type = str_of(msg, "type");
     copy_str(content, "media_id", obj, "id");
@@ -364,7 +367,7 @@ static void content_media(json_t *content, json_t *msg, json_t *obj, json_t *doc
         json_object_set_new(content, "animated", json_boolean(json_is_true(json_object_get(obj, "animated"))));
 }
 
-static void content_location(json_t *content, json_t *msg, json_t *obj, json_t *doc)
+static void content_location(json_t *content, json_t *msg, json_t *obj)
 {
     copy_num(content, "latitude", obj, "latitude");
     copy_num(content, "longitude", obj, "longitude");
@@ -373,7 +376,7 @@ static void content_location(json_t *content, json_t *msg, json_t *obj, json_t *
     copy_str(content, "url", obj, "url");
 }
 
-static void content_contacts(json_t *content, json_t *msg, json_t *obj, json_t *doc)
+static void content_contacts(json_t *content, json_t *msg, json_t *obj)
 {
     static const char *const name_keys[] = {"formatted_name", "first_name", "last_name", "middle_name",
                                             "suffix", "prefix", NULL};
@@ -404,7 +407,7 @@ static void content_contacts(json_t *content, json_t *msg, json_t *obj, json_t *
     json_object_set_new(content, "contacts", out);
 }
 
-static void content_interactive(json_t *content, json_t *msg, json_t *obj, json_t *doc)
+static void content_interactive(json_t *content, json_t *msg, json_t *obj)
 {
     const char *itype = str_of(obj, "type");
     if (itype == NULL)
@@ -437,13 +440,13 @@ static void content_interactive(json_t *content, json_t *msg, json_t *obj, json_
     }
 }
 
-static void content_button(json_t *content, json_t *msg, json_t *obj, json_t *doc)
+static void content_button(json_t *content, json_t *msg, json_t *obj)
 {
     copy_str(content, "payload", obj, "payload");
     copy_str(content, "text", obj, "text");
 }
 
-static void content_reaction(json_t *content, json_t *msg, json_t *obj, json_t *doc)
+static void content_reaction(json_t *content, json_t *msg, json_t *obj)
 {
     json_t *emoji = json_object_get(obj, "emoji");
     int removed = !json_is_string(emoji) || json_string_length(emoji) == 0;
@@ -453,7 +456,7 @@ static void content_reaction(json_t *content, json_t *msg, json_t *obj, json_t *
     json_object_set_new(content, "removed", json_boolean(removed));
 }
 
-static void content_order(json_t *content, json_t *msg, json_t *obj, json_t *doc)
+static void content_order(json_t *content, json_t *msg, json_t *obj)
 {
     json_t *items = json_object_get(obj, "product_items");
     copy_str(content, "catalog_id", obj, "catalog_id");
@@ -475,13 +478,13 @@ static void content_order(json_t *content, json_t *msg, json_t *obj, json_t *doc
     json_object_set_new(content, "product_items", out);
 }
 
-static void content_system(json_t *content, json_t *msg, json_t *obj, json_t *doc)
+static void content_system(json_t *content, json_t *msg, json_t *obj)
 {
     static const char *const keys[] = {"body", "type", "wa_id", "new_wa_id", "identity", "customer", "user", NULL};
     copy_strs(content, obj, keys);
 }
 
-static void content_unsupported(json_t *content, json_t *msg, json_t *obj, json_t *doc)
+static void content_unsupported(json_t *content, json_t *msg, json_t *obj)
 {
     json_t *errs = errors_of(msg);
     if (errs != NULL)
@@ -561,7 +564,7 @@ static int process_message(struct walk *w, json_t *msg)
 
     json_t *content = json_object();
     if (fn != NULL) {
-        fn(content, msg, json_object_get(msg, type), doc);
+        fn(content, msg, json_object_get(msg, type));
     } else {
         json_t *orig = json_object_get(msg, "type");
         json_object_set(content, "original_type", orig ? orig : json_null());
