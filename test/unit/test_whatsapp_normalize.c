@@ -707,6 +707,43 @@ static void test_routing_key_sanitized(void **state)
     captured_free(&c);
 }
 
+/* Wrong JSON types anywhere are left out of the normalized view, never a crash or a rejection. */
+static void test_wrong_types(void **state)
+{
+    const char *b = "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"1\",\"changes\":[{\"field\":\"messages\","
+                    "\"value\":{\"metadata\":\"x\",\"contacts\":{\"wa_id\":1},\"statuses\":[7,\"s\"],\"errors\":{},"
+                    "\"messages\":[{\"id\":\"wamid.T1\",\"from\":16505551234,\"timestamp\":1739321024,\"type\":\"text\","
+                    "\"text\":\"not an object\",\"context\":\"nope\",\"referral\":[1],\"errors\":[1,{\"code\":\"x\"}]},"
+                    "{\"id\":\"wamid.T2\",\"type\":\"interactive\",\"interactive\":{\"type\":5}},"
+                    "{\"id\":\"wamid.T3\",\"type\":\"order\",\"order\":{\"product_items\":[1,{\"quantity\":\"2\"}]}},"
+                    "{\"id\":\"wamid.T4\",\"type\":\"contacts\",\"contacts\":{\"name\":1}},"
+                    "{\"id\":\"wamid.T5\",\"type\":\"reaction\",\"reaction\":{\"emoji\":\"\"}},"
+                    "7]}}]}]}";
+    char reason[128];
+    struct captured c = {0};
+    json_t *root = hg_whatsapp_parse(b, strlen(b), reason, sizeof(reason));
+    assert_non_null(root);
+    assert_int_equal(hg_whatsapp_normalize(root, &META, capture, &c), 5);
+    expect_envelope(c.docs[0]);
+    assert_int_equal(json_object_size(at(c.docs[0], "content")), 0);
+    expect_null(c.docs[0], "customer");
+    expect_null(c.docs[0], "context");
+    expect_null(c.docs[0], "referral");
+    /* Integer timestamps are accepted too. */
+    expect_str(c.docs[0], "occurred_at", "2025-02-12T00:43:44Z");
+    /* The error that is an object is kept, without its non-numeric code. */
+    assert_int_equal(json_array_size(at(c.docs[0], "errors")), 1);
+    expect_absent(c.docs[0], "errors.0.code");
+    expect_absent(c.docs[0], "business.phone_number_id");
+    assert_int_equal(json_object_size(at(c.docs[1], "content")), 0);
+    assert_int_equal(json_array_size(at(c.docs[2], "content.product_items")), 1);
+    expect_absent(c.docs[2], "content.product_items.0.quantity");
+    assert_int_equal(json_array_size(at(c.docs[3], "content.contacts")), 0);
+    expect_true(c.docs[4], "content.removed", 1);
+    json_decref(root);
+    captured_free(&c);
+}
+
 /* The documented examples: each fixture's events equal test/fixtures/whatsapp/expected/<name>.json. */
 static const char *const FIXTURE_NAMES[] = {
     "text", "text_reply_context", "text_forwarded", "image", "video", "audio_voice", "audio_file", "document",
@@ -772,6 +809,7 @@ int main(void)
         cmocka_unit_test(test_batched),
         cmocka_unit_test(test_emoji_escapes),
         cmocka_unit_test(test_routing_key_sanitized),
+        cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_expected_documents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
