@@ -389,6 +389,29 @@ static void test_close_delivers_outstanding(void **state)
 
 /* ---- real server ------------------------------------------------------------------------- */
 
+/* A host name is resolved off the loop; closing while that is in flight is clean too. */
+static void test_hostname(void **state)
+{
+    if (!server_url())
+        skip();
+    struct hg_redis_url u;
+    assert_int_equal(hg_redis_url_parse(server_url(), &u), 0);
+    if (strcmp(u.host, "127.0.0.1") != 0)
+        skip();
+    char url[128];
+    snprintf(url, sizeof(url), "redis://localhost:%d/%d", u.port, u.db);
+    uv_loop_t loop;
+    struct hg_redis *r = NULL;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(hg_redis_open(&loop, url, NULL, &r), 0);
+    close_client(&loop, r); /* at once: the lookup is still in flight */
+
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(hg_redis_open(&loop, url, NULL, &r), 0);
+    assert_true(wait_state(&loop, r, HG_REDIS_OK, 5000));
+    close_client(&loop, r);
+}
+
 static void test_dedup_two_phase(void **state)
 {
     if (!server_url())
@@ -720,6 +743,7 @@ int main(void)
         cmocka_unit_test(test_dedup_key),
         cmocka_unit_test(test_fallback_without_server),
         cmocka_unit_test(test_close_delivers_outstanding),
+        cmocka_unit_test(test_hostname),
         cmocka_unit_test(test_dedup_two_phase),
         cmocka_unit_test(test_dedup_pending_ttl),
         cmocka_unit_test(test_ratelimit),
