@@ -251,8 +251,8 @@ int hg_redis_url_parse(const char *url, struct hg_redis_url *out)
         return HG_ERR_PARSE;
     const char *slash = memchr(p, '/', (size_t)(end - p));
     const char *auth_end = slash ? slash : end;
-    /* The last '@' before the path ends the userinfo: passwords may contain '@' only escaped,
-     * but being lenient here costs nothing. */
+    /* The last '@' before the path ends the userinfo, so a password with an unescaped '@'
+     * still parses as its owner meant. */
     const char *at = NULL;
     for (const char *q = p; q < auth_end; q++)
         if (*q == '@')
