@@ -51,7 +51,7 @@ static void on_call(void *arg, const struct hg_s3_result *res)
     c->res = *res;
     c->res.body = NULL;
     hg_buf_init(&c->body, 64 * MiB);
-    if (res->body != NULL)
+    if (res->body != NULL && res->body->len > 0)
         assert_int_equal(hg_buf_append(&c->body, res->body->data, res->body->len), 0);
 }
 
@@ -138,7 +138,8 @@ static void get_expect(struct fixture *f, const char *key, const void *body, siz
     assert_int_equal(c.res.err, 0);
     assert_int_equal(c.res.status, 200);
     assert_int_equal(c.body.len, len);
-    assert_memory_equal(c.body.data, body, len);
+    if (len > 0)
+        assert_memory_equal(c.body.data, body, len);
     call_free(&c);
 }
 
