@@ -755,7 +755,12 @@ static void on_connect_done(uv_work_t *req, int status)
         return;
     }
     if (c == NULL) {
-        a->down_reason = "broker unreachable or refused the connection";
+        if (strncmp(w->error, "declare", 7) == 0 || strncmp(w->error, "bind", 4) == 0)
+            a->down_reason = "topology declaration refused by broker";
+        else if (strncmp(w->error, "login", 5) == 0)
+            a->down_reason = "login refused by broker";
+        else
+            a->down_reason = "broker unreachable or refused the connection";
         hg_warn(NULL, "amqp connect failed", "error", w->error, NULL);
         set_state(a, ST_DOWN);
         arm_retry(a);

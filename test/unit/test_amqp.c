@@ -521,7 +521,7 @@ static void test_url_failover(void **state)
     purge_all();
 }
 
-/* 5000 publishes in bursts of 500 per tick while a 1 ms timer measures the loop's gaps. */
+/* 5000 publishes in bursts of 100 per tick while a 1 ms timer measures the loop's gaps. */
 struct burst {
     struct hg_sink *sink;
     struct tally t;
@@ -542,7 +542,7 @@ static void on_probe(uv_timer_t *h)
 static void on_feed(uv_timer_t *h)
 {
     struct burst *b = h->data;
-    for (int i = 0; i < 500 && b->sent < 5000; i++) {
+    for (int i = 0; i < 100 && b->sent < 5000; i++) {
         struct test_event e;
         make_event(&e, (b->sent % 2) ? "status.delivered" : "message.text", "burst", b->sent);
         int rc = b->sink->ops->publish(b->sink, &e.ev, on_result, &b->t);
@@ -688,6 +688,102 @@ static void test_broker_loss_and_reconnect(void **state)
     purge_all();
 }
 
+/*
+ * A broker under a memory alarm stops reading the socket. The sink must fill its send window,
+ * queue up to max_pending, then refuse — never wait inside rabbitmq-c — and drain when unblocked.
+ */
+struct blocked {
+    struct hg_sink *sink;
+    struct tally t;
+    int accepted, refused;
+    char *json;
+    uint64_t last_ns, max_gap_ns;
+    uv_timer_t probe, feeder;
+};
+
+static void on_blocked_probe(uv_timer_t *h)
+{
+    struct blocked *b = h->data;
+    uint64_t now = hg_time_mono_ns();
+    if (b->last_ns && now - b->last_ns > b->max_gap_ns)
+        b->max_gap_ns = now - b->last_ns;
+    b->last_ns = now;
+}
+
+static void on_blocked_feed(uv_timer_t *h)
+{
+    struct blocked *b = h->data;
+    for (int i = 0; i < 20 && b->refused == 0; i++) {
+        struct test_event e;
+        make_event(&e, "message.text", "big", 6000 + b->accepted);
+        e.ev.json = b->json;
+        e.ev.json_len = 16384;
+        if (b->sink->ops->publish(b->sink, &e.ev, on_result, &b->t) == 0)
+            b->accepted++;
+        else
+            b->refused++;
+    }
+}
+
+static int blocked_refused(void *arg)
+{
+    return ((struct blocked *)arg)->refused > 0;
+}
+
+static int blocked_all_settled(void *arg)
+{
+    struct blocked *b = arg;
+    return b->t.calls == b->accepted;
+}
+
+static void test_blocked_broker_never_blocks_loop(void **state)
+{
+    (void)state;
+    NEED_BROKER();
+    if (getenv("HG_TEST_RABBITMQ_CTL") == NULL) {
+        print_message("HG_TEST_RABBITMQ_CTL unset: skipped\n");
+        skip();
+    }
+    purge_all();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *urls[] = {test_url()};
+    struct hg_amqp_opts o = {.urls = urls, .n_urls = 1, .max_priority = 10, .max_pending = 300};
+    static struct blocked b;
+    memset(&b, 0, sizeof b);
+    assert_int_equal(hg_amqp_sink_open(&loop, &o, &b.sink), 0);
+    assert_true(run_until(&loop, sink_is_ready, b.sink, 15000));
+    b.json = malloc(16384);
+    memset(b.json, ' ', 16384);
+    b.json[0] = '{';
+    b.json[16383] = '}';
+
+    ctl(&loop, "set_vm_memory_high_watermark", "0");
+    uv_timer_init(&loop, &b.probe);
+    uv_timer_init(&loop, &b.feeder);
+    b.probe.data = b.feeder.data = &b;
+    uv_timer_start(&b.probe, on_blocked_probe, 1, 1);
+    uv_timer_start(&b.feeder, on_blocked_feed, 1, 1);
+    assert_true(run_until(&loop, blocked_refused, &b, 60000));
+    uv_timer_stop(&b.feeder);
+    struct hg_amqp_stats st;
+    hg_amqp_sink_stats(b.sink, &st);
+    print_message("blocked: accepted %d, inflight %zu, pending %zu, max gap %.2f ms\n",
+                  b.accepted, st.inflight, st.pending, b.max_gap_ns / 1e6);
+    assert_int_equal(st.pending, 300);           /* the send window filled, then the queue */
+    assert_true(b.t.calls < b.accepted);         /* and the broker is really not confirming */
+    assert_true(b.max_gap_ns < 50u * 1000000u);  /* while the loop kept running */
+
+    ctl(&loop, "set_vm_memory_high_watermark", "0.8");
+    assert_true(run_until(&loop, blocked_all_settled, &b, 60000));
+    assert_int_equal(b.t.ok, b.accepted);
+    uv_close((uv_handle_t *)&b.probe, NULL);
+    uv_close((uv_handle_t *)&b.feeder, NULL);
+    close_sink(&loop, b.sink);
+    free(b.json);
+    purge_all();
+}
+
 /* close() with publishes in flight: they settle (confirmed) before done() runs. */
 static void test_close_flushes(void **state)
 {
@@ -725,6 +821,7 @@ int main(void)
         cmocka_unit_test(test_url_failover),
         cmocka_unit_test(test_burst_never_blocks_loop),
         cmocka_unit_test(test_close_flushes),
+        cmocka_unit_test(test_blocked_broker_never_blocks_loop),
         cmocka_unit_test(test_broker_loss_and_reconnect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
