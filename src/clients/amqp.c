@@ -25,7 +25,7 @@
 
 #define CHANNEL            1
 #define FRAME_MAX          131072
-#define FRAMES_PER_TURN    1024    /* frames read per loop turn before yielding */
+#define FRAMES_PER_TURN    256     /* frames read per loop turn before yielding */
 /*
  * Bytes we let sit unacknowledged in the kernel send queue (SIOCOUTQ). SO_SNDBUF is set to
  * several times this (plus the largest message), so a write admitted under it never meets EAGAIN
