@@ -1,0 +1,87 @@
+/*
+ * RabbitMQ sink: publishes normalized events to the `whatsapp.inbound` topic exchange with publisher
+ * confirms, on a libuv loop, without ever blocking it. Design and topology: docs/amqp.md.
+ */
+#ifndef HG_CLIENTS_AMQP_H
+#define HG_CLIENTS_AMQP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "sink/sink.h"
+
+/* Topology names (declared after every connect). */
+#define HG_AMQP_EXCHANGE        "whatsapp.inbound"
+#define HG_AMQP_DLX             "whatsapp.inbound.dlx"
+#define HG_AMQP_QUEUE_MESSAGES  "INBOUND_WHATSAPP_MESSAGES" /* bound message.# */
+#define HG_AMQP_QUEUE_STATUSES  "WHATSAPP_STATUS_UPDATES"   /* bound status.# */
+#define HG_AMQP_QUEUE_SYSTEM    "WHATSAPP_SYSTEM_EVENTS"    /* bound error.# and system.# */
+/* Each queue Q dead-letters to HG_AMQP_DLX with routing key "Q.dlq", bound to the queue "Q.dlq". */
+#define HG_AMQP_MAX_URLS        8
+
+/* Called once per settled publish (after the publish callback ran) with its outcome and the time
+ * from the write to the broker's answer; 0 when it never reached the broker. Optional. */
+typedef void (*hg_amqp_confirm_hook)(void *arg, int status, uint64_t latency_ns);
+
+struct hg_amqp_opts {
+    /* amqp://user:pass@host:port/vhost, tried in order on every (re)connect. 1..HG_AMQP_MAX_URLS. */
+    const char *const *urls;
+    size_t n_urls;
+    const char *queue_type;          /* "classic" (default when NULL) or "quorum" */
+    int max_priority;                /* x-max-priority 1..255 on classic queues; 0 = none */
+    unsigned reconnect_min_ms;       /* first backoff step; 0 → 100 */
+    unsigned reconnect_max_ms;       /* backoff ceiling; 0 → 30000 */
+    unsigned connect_timeout_ms;     /* TCP connect and each handshake RPC; 0 → 5000 */
+    unsigned heartbeat_s;            /* AMQP heartbeat; 0 → 30 */
+    size_t max_pending;              /* publishes waiting for send room; 0 → 10000 */
+    size_t max_message_bytes;        /* largest json body; 0 → 1 MiB */
+    unsigned close_timeout_ms;       /* how long close() waits for confirms; 0 → 2000 */
+    hg_amqp_confirm_hook on_confirm; /* e.g. observe rabbitmq_confirm_duration_seconds */
+    void *hook_arg;
+};
+
+struct hg_amqp_stats {
+    uint64_t published;   /* written to the socket */
+    uint64_t confirmed;   /* basic.ack (not returned) → callback 0 */
+    uint64_t nacked;      /* basic.nack → HG_ERR_REJECTED */
+    uint64_t returned;    /* basic.return (unroutable) → HG_ERR_REJECTED */
+    uint64_t failed;      /* lost with the connection or at close → HG_ERR_UNAVAILABLE */
+    uint64_t connects;    /* successful connects (topology declared) */
+    uint64_t disconnects; /* connections lost */
+    size_t inflight;      /* written, waiting for the broker */
+    size_t pending;       /* accepted, waiting for room in the socket send window */
+    int url_index;        /* index in opts.urls of the current connection; -1 when down */
+};
+
+/*
+ * Open the sink on `loop` (the caller's worker loop; every call below runs on that loop's thread).
+ * Validates opts and copies everything it keeps, then starts connecting in the background: publish
+ * returns HG_ERR_UNAVAILABLE until ready() says 0. Returns 0 and *out, or HG_ERR_CONFIG.
+ * Release with the sink's close op (hg_amqp_sink_close below is the same).
+ *
+ * publish: 0 → the callback runs exactly once, later: 0 when the broker confirmed a persistent
+ * message routed to at least one queue; HG_ERR_REJECTED when nacked or returned unroutable;
+ * HG_ERR_UNAVAILABLE when the connection dropped before the answer (the message may still have
+ * arrived: retry with the same event id). <0 at once: HG_ERR_UNAVAILABLE when not connected or the
+ * pending queue is full, HG_ERR_TOO_BIG, HG_ERR_INVALID (missing fields), HG_ERR_CLOSED.
+ */
+int hg_amqp_sink_open(uv_loop_t *loop, const struct hg_amqp_opts *opts, struct hg_sink **out);
+
+/* Same contract as publish, but to HG_AMQP_DLX with routing key "<queue>.dlq", where <queue> is
+ * the queue ev->routing_key is bound to (message.* / status.* / else the system queue), and the
+ * header x-death-reason = reason (e.g. "unparseable"). For poison records. */
+int hg_amqp_publish_dead(struct hg_sink *s, const struct hg_event *ev, const char *reason,
+                         hg_sink_cb cb, void *arg);
+
+/* The queue an event with this routing key lands in (one of the HG_AMQP_QUEUE_* names). */
+const char *hg_amqp_queue_for(const char *routing_key);
+
+/* Counters since open. */
+void hg_amqp_sink_stats(struct hg_sink *s, struct hg_amqp_stats *out);
+
+/* Stop accepting, wait up to close_timeout_ms for outstanding confirms, fail the rest with
+ * HG_ERR_UNAVAILABLE, close the connection, free everything, then done(arg) (always later). */
+void hg_amqp_sink_close(struct hg_sink *s, void (*done)(void *arg), void *arg);
+
+#endif

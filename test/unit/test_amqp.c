@@ -1,0 +1,828 @@
+/*
+ * RabbitMQ sink against a real broker (HG_TEST_AMQP_URL; skipped when unset). A second, plain
+ * blocking rabbitmq-c connection checks what the broker actually holds.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <uv.h>
+
+#include "clients/amqp.h"
+#include "core/err.h"
+#include "core/common.h"
+#include "core/time.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static const char *test_url(void)
+{
+    const char *u = getenv("HG_TEST_AMQP_URL");
+    return (u && *u) ? u : NULL;
+}
+
+#define NEED_BROKER()                                                                      \
+    do {                                                                                   \
+        if (test_url() == NULL) {                                                          \
+            print_message("HG_TEST_AMQP_URL unset: skipped\n");                            \
+            skip();                                                                        \
+        }                                                                                  \
+    } while (0)
+
+/* A blocking checker connection on channel 1. */
+static amqp_connection_state_t checker_open(void)
+{
+    struct amqp_connection_info info;
+    char *url = strdup(test_url());
+    assert_int_equal(amqp_parse_url(url, &info), AMQP_STATUS_OK);
+    amqp_connection_state_t c = amqp_new_connection();
+    amqp_socket_t *s = amqp_tcp_socket_new(c);
+    assert_non_null(s);
+    assert_int_equal(amqp_socket_open(s, info.host, info.port), AMQP_STATUS_OK);
+    amqp_rpc_reply_t r = amqp_login(c, info.vhost[0] ? info.vhost : "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
+                                    info.user, info.password);
+    assert_int_equal(r.reply_type, AMQP_RESPONSE_NORMAL);
+    amqp_channel_open(c, 1);
+    assert_int_equal(amqp_get_rpc_reply(c).reply_type, AMQP_RESPONSE_NORMAL);
+    free(url);
+    return c;
+}
+
+static void checker_close(amqp_connection_state_t c)
+{
+    amqp_channel_close(c, 1, AMQP_REPLY_SUCCESS);
+    amqp_connection_close(c, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(c);
+}
+
+static void purge_all(void)
+{
+    const char *q[] = {HG_AMQP_QUEUE_MESSAGES, HG_AMQP_QUEUE_STATUSES, HG_AMQP_QUEUE_SYSTEM,
+                       HG_AMQP_QUEUE_MESSAGES ".dlq", HG_AMQP_QUEUE_STATUSES ".dlq",
+                       HG_AMQP_QUEUE_SYSTEM ".dlq"};
+    amqp_connection_state_t c = checker_open();
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
+        amqp_queue_purge(c, 1, amqp_cstring_bytes(q[i]));
+        /* Before the first sink ever ran the queues may not exist; a fresh channel then. */
+        if (amqp_get_rpc_reply(c).reply_type != AMQP_RESPONSE_NORMAL) {
+            checker_close(c);
+            c = checker_open();
+        }
+    }
+    checker_close(c);
+}
+
+/* Passive declare: true when the queue exists; its depth in *count. */
+static int queue_exists(amqp_connection_state_t *c, const char *name, uint32_t *count)
+{
+    amqp_queue_declare_ok_t *ok =
+        amqp_queue_declare(*c, 1, amqp_cstring_bytes(name), 1, 0, 0, 0, amqp_empty_table);
+    if (ok == NULL) {
+        checker_close(*c);
+        *c = checker_open();
+        return 0;
+    }
+    if (count)
+        *count = ok->message_count;
+    return 1;
+}
+
+static int exchange_exists(amqp_connection_state_t *c, const char *name)
+{
+    amqp_exchange_declare(*c, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("topic"), 1, 0, 0,
+                          0, amqp_empty_table);
+    if (amqp_get_rpc_reply(*c).reply_type != AMQP_RESPONSE_NORMAL) {
+        checker_close(*c);
+        *c = checker_open();
+        return 0;
+    }
+    return 1;
+}
+
+/* Fetch one message (no ack); 0 when the queue is empty. */
+static int get_one(amqp_connection_state_t c, const char *queue, amqp_message_t *msg)
+{
+    amqp_rpc_reply_t r = amqp_basic_get(c, 1, amqp_cstring_bytes(queue), 1);
+    assert_int_equal(r.reply_type, AMQP_RESPONSE_NORMAL);
+    if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD)
+        return 0;
+    assert_int_equal(r.reply.id, AMQP_BASIC_GET_OK_METHOD);
+    r = amqp_read_message(c, 1, msg, 0);
+    assert_int_equal(r.reply_type, AMQP_RESPONSE_NORMAL);
+    return 1;
+}
+
+static int bytes_eq(amqp_bytes_t b, const char *s)
+{
+    return b.len == strlen(s) && memcmp(b.bytes, s, b.len) == 0;
+}
+
+static const char *header(const amqp_basic_properties_t *p, const char *key, char *out, size_t cap)
+{
+    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return NULL;
+    for (int i = 0; i < p->headers.num_entries; i++) {
+        amqp_table_entry_t *e = &p->headers.entries[i];
+        if (bytes_eq(e->key, key) && (e->value.kind == AMQP_FIELD_KIND_UTF8 ||
+                                      e->value.kind == AMQP_FIELD_KIND_BYTES)) {
+            snprintf(out, cap, "%.*s", (int)e->value.value.bytes.len,
+                     (char *)e->value.value.bytes.bytes);
+            return out;
+        }
+    }
+    return NULL;
+}
+
+/* An event with its own storage. */
+struct test_event {
+    struct hg_event ev;
+    char id[64];
+    char json[128];
+};
+
+static void make_event(struct test_event *t, const char *rk, const char *type, int i)
+{
+    memset(t, 0, sizeof *t);
+    snprintf(t->id, sizeof t->id, "wamid.%s.%d", type, i);
+    snprintf(t->json, sizeof t->json, "{\"id\":\"%s\",\"n\":%d}", t->id, i);
+    t->ev.event_id = t->id;
+    t->ev.routing_key = rk;
+    t->ev.kind = strncmp(rk, "status.", 7) == 0 ? "status" : "message";
+    t->ev.type = type;
+    t->ev.tenant = "tenant-a";
+    t->ev.provider = "whatsapp";
+    t->ev.correlation_id = "req-123";
+    t->ev.timestamp_s = 1700000000;
+    t->ev.priority = 5;
+    t->ev.priority_class = "high";
+    t->ev.json = t->json;
+    t->ev.json_len = strlen(t->json);
+}
+
+/* Callback bookkeeping. */
+struct tally {
+    int calls, ok, rejected, unavailable, other;
+};
+
+static void on_result(void *arg, int status)
+{
+    struct tally *t = arg;
+    t->calls++;
+    if (status == 0)
+        t->ok++;
+    else if (status == HG_ERR_REJECTED)
+        t->rejected++;
+    else if (status == HG_ERR_UNAVAILABLE)
+        t->unavailable++;
+    else
+        t->other++;
+}
+
+struct hook_tally {
+    int calls;
+    uint64_t max_latency_ns;
+};
+
+static void on_hook(void *arg, int status, uint64_t latency_ns)
+{
+    struct hook_tally *h = arg;
+    h->calls++;
+    if (latency_ns > h->max_latency_ns)
+        h->max_latency_ns = latency_ns;
+}
+
+static void on_tick_keepalive(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Run the loop until pred(arg) or timeout; returns pred's last value. */
+static int run_until(uv_loop_t *loop, int (*pred)(void *), void *arg, uint64_t timeout_ms)
+{
+    uv_timer_t keep;
+    uv_timer_init(loop, &keep);
+    uv_timer_start(&keep, on_tick_keepalive, 5, 5);
+    uint64_t end = hg_time_mono_ns() + timeout_ms * 1000000u;
+    int r;
+    while (!(r = pred(arg)) && hg_time_mono_ns() < end)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&keep, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return r;
+}
+
+static int sink_is_ready(void *arg)
+{
+    return ((struct hg_sink *)arg)->ops->ready(arg, NULL) == 0;
+}
+
+static int sink_is_down(void *arg)
+{
+    return ((struct hg_sink *)arg)->ops->ready(arg, NULL) != 0;
+}
+
+struct wait_calls {
+    struct tally *t;
+    int want;
+};
+
+static int calls_reached(void *arg)
+{
+    struct wait_calls *w = arg;
+    return w->t->calls >= w->want;
+}
+
+static void on_closed(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+static int flag_set(void *arg)
+{
+    return *(int *)arg;
+}
+
+static struct hg_sink *open_sink(uv_loop_t *loop, const char *const *urls, size_t n,
+                                 struct hook_tally *hook)
+{
+    struct hg_amqp_opts o = {
+        .urls = urls,
+        .n_urls = n,
+        .queue_type = "classic",
+        .max_priority = 10,
+        .reconnect_min_ms = 50,
+        .reconnect_max_ms = 500,
+        .connect_timeout_ms = 3000,
+        .on_confirm = hook ? on_hook : NULL,
+        .hook_arg = hook,
+    };
+    struct hg_sink *s = NULL;
+    assert_int_equal(hg_amqp_sink_open(loop, &o, &s), 0);
+    assert_non_null(s);
+    return s;
+}
+
+static void close_sink(uv_loop_t *loop, struct hg_sink *s)
+{
+    int closed = 0;
+    s->ops->close(s, on_closed, &closed);
+    assert_int_equal(closed, 0); /* done() never runs on the caller's stack */
+    assert_true(run_until(loop, flag_set, &closed, 10000));
+    uv_run(loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(loop), 0); /* every handle was released */
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+static void test_open_rejects_bad_options(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct hg_sink *s = NULL;
+    const char *bad[] = {"http://x/"};
+    const char *tls[] = {"amqps://guest:guest@127.0.0.1:5671/"};
+    const char *good[] = {"amqp://guest:guest@127.0.0.1:1/"};
+    struct hg_amqp_opts o = {.urls = bad, .n_urls = 1};
+    assert_int_equal(hg_amqp_sink_open(&loop, &o, &s), HG_ERR_CONFIG);
+    o.urls = tls;
+    assert_int_equal(hg_amqp_sink_open(&loop, &o, &s), HG_ERR_CONFIG);
+    o.urls = good;
+    o.n_urls = 0;
+    assert_int_equal(hg_amqp_sink_open(&loop, &o, &s), HG_ERR_CONFIG);
+    o.n_urls = 1;
+    o.queue_type = "lazy";
+    assert_int_equal(hg_amqp_sink_open(&loop, &o, &s), HG_ERR_CONFIG);
+    assert_null(s);
+    assert_string_equal(hg_amqp_queue_for("message.text"), HG_AMQP_QUEUE_MESSAGES);
+    assert_string_equal(hg_amqp_queue_for("status.read"), HG_AMQP_QUEUE_STATUSES);
+    assert_string_equal(hg_amqp_queue_for("error.x"), HG_AMQP_QUEUE_SYSTEM);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* Nothing listens: publish is refused at once, ready() says why, close still completes. */
+static void test_unreachable_refuses(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *urls[] = {"amqp://guest:guest@127.0.0.1:1/"};
+    struct hg_sink *s = open_sink(&loop, urls, 1, NULL);
+    struct test_event e;
+    struct tally t = {0};
+    make_event(&e, "message.text", "text", 0);
+    const char *why = NULL;
+    assert_int_equal(s->ops->ready(s, &why), HG_ERR_UNAVAILABLE);
+    assert_non_null(why);
+    assert_int_equal(s->ops->publish(s, &e.ev, on_result, &t), HG_ERR_UNAVAILABLE);
+    struct hg_amqp_stats st;
+    for (int i = 0; i < 50; i++) /* let a few attempts fail */
+        uv_run(&loop, UV_RUN_ONCE);
+    hg_amqp_sink_stats(s, &st);
+    assert_int_equal(st.connects, 0);
+    assert_int_equal(s->ops->ready(s, &why), HG_ERR_UNAVAILABLE);
+    assert_string_equal(why, "broker unreachable or refused the connection");
+    close_sink(&loop, s);
+    assert_int_equal(t.calls, 0);
+}
+
+static void test_topology_declared(void **state)
+{
+    (void)state;
+    NEED_BROKER();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *urls[] = {test_url()};
+    struct hg_sink *s = open_sink(&loop, urls, 1, NULL);
+    assert_true(run_until(&loop, sink_is_ready, s, 15000));
+
+    amqp_connection_state_t c = checker_open();
+    assert_true(exchange_exists(&c, HG_AMQP_EXCHANGE));
+    assert_true(exchange_exists(&c, HG_AMQP_DLX));
+    assert_false(exchange_exists(&c, "whatsapp.nonexistent"));
+    const char *q[] = {HG_AMQP_QUEUE_MESSAGES, HG_AMQP_QUEUE_STATUSES, HG_AMQP_QUEUE_SYSTEM,
+                       HG_AMQP_QUEUE_MESSAGES ".dlq", HG_AMQP_QUEUE_STATUSES ".dlq",
+                       HG_AMQP_QUEUE_SYSTEM ".dlq"};
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
+        assert_true(queue_exists(&c, q[i], NULL));
+    assert_false(queue_exists(&c, "NO_SUCH_QUEUE", NULL));
+    checker_close(c);
+    close_sink(&loop, s);
+}
+
+static void check_message(amqp_message_t *m, const char *type)
+{
+    char buf[128];
+    amqp_basic_properties_t *p = &m->properties;
+    assert_true(p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG);
+    snprintf(buf, sizeof buf, "%.*s", (int)p->message_id.len, (char *)p->message_id.bytes);
+    assert_true(strncmp(buf, "wamid.", 6) == 0);
+    assert_non_null(strstr((char *)m->body.bytes, buf) ? buf : NULL); /* body carries its id */
+    assert_true(p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG);
+    assert_int_equal(p->delivery_mode, 2);
+    assert_true(bytes_eq(p->content_type, "application/json"));
+    assert_true(bytes_eq(p->correlation_id, "req-123"));
+    assert_int_equal(p->timestamp, 1700000000);
+    assert_int_equal(p->priority, 5);
+    assert_string_equal(header(p, "x-tenant-id", buf, sizeof buf), "tenant-a");
+    assert_string_equal(header(p, "x-provider", buf, sizeof buf), "whatsapp");
+    assert_string_equal(header(p, "x-event-type", buf, sizeof buf), type);
+    assert_string_equal(header(p, "x-priority-class", buf, sizeof buf), "high");
+}
+
+static void test_publish_confirm_and_consume(void **state)
+{
+    (void)state;
+    NEED_BROKER();
+    enum { N = 20 };
+    purge_all();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *urls[] = {test_url()};
+    struct hook_tally hook = {0};
+    struct hg_sink *s = open_sink(&loop, urls, 1, &hook);
+    assert_true(run_until(&loop, sink_is_ready, s, 15000));
+
+    struct tally t = {0};
+    for (int i = 0; i < N; i++) {
+        struct test_event e;
+        if (i % 2)
+            make_event(&e, "status.read", "read", i);
+        else
+            make_event(&e, "message.text", "text", i);
+        assert_int_equal(s->ops->publish(s, &e.ev, on_result, &t), 0);
+    }
+    assert_int_equal(t.calls, 0); /* never on the caller's stack */
+    struct wait_calls w = {&t, N};
+    assert_true(run_until(&loop, calls_reached, &w, 10000));
+    assert_int_equal(t.ok, N);
+    assert_int_equal(hook.calls, N);
+    assert_true(hook.max_latency_ns > 0);
+    struct hg_amqp_stats st;
+    hg_amqp_sink_stats(s, &st);
+    assert_int_equal(st.published, N);
+    assert_int_equal(st.confirmed, N);
+    assert_int_equal(st.inflight, 0);
+    assert_int_equal(st.url_index, 0);
+
+    amqp_connection_state_t c = checker_open();
+    amqp_message_t m;
+    int got = 0;
+    while (get_one(c, HG_AMQP_QUEUE_MESSAGES, &m)) {
+        check_message(&m, "text");
+        amqp_destroy_message(&m);
+        got++;
+    }
+    assert_int_equal(got, N / 2);
+    got = 0;
+    while (get_one(c, HG_AMQP_QUEUE_STATUSES, &m)) {
+        check_message(&m, "read");
+        amqp_destroy_message(&m);
+        got++;
+    }
+    assert_int_equal(got, N / 2);
+    assert_int_equal(get_one(c, HG_AMQP_QUEUE_SYSTEM, &m), 0);
+    checker_close(c);
+    close_sink(&loop, s);
+}
+
+/* Mandatory + no binding → basic.return then basic.ack: the callback must say REJECTED. */
+static void test_unroutable_is_rejected(void **state)
+{
+    (void)state;
+    NEED_BROKER();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *urls[] = {test_url()};
+    struct hg_sink *s = open_sink(&loop, urls, 1, NULL);
+    assert_true(run_until(&loop, sink_is_ready, s, 15000));
+    struct tally bad = {0}, good = {0};
+    struct test_event e1, e2, e3;
+    make_event(&e1, "message.text", "text", 1000);
+    make_event(&e2, "nowhere.x", "x", 1001);
+    make_event(&e3, "message.text", "text", 1002);
+    assert_int_equal(s->ops->publish(s, &e1.ev, on_result, &good), 0);
+    assert_int_equal(s->ops->publish(s, &e2.ev, on_result, &bad), 0);
+    assert_int_equal(s->ops->publish(s, &e3.ev, on_result, &good), 0);
+    struct wait_calls w = {&bad, 1};
+    assert_true(run_until(&loop, calls_reached, &w, 10000));
+    struct wait_calls w2 = {&good, 2};
+    assert_true(run_until(&loop, calls_reached, &w2, 10000));
+    assert_int_equal(bad.rejected, 1);
+    assert_int_equal(good.ok, 2);
+    struct hg_amqp_stats st;
+    hg_amqp_sink_stats(s, &st);
+    assert_int_equal(st.returned, 1);
+    assert_int_equal(st.confirmed, 2);
+    assert_int_equal(s->ops->ready(s, NULL), 0); /* a return is not a connection problem */
+    close_sink(&loop, s);
+    purge_all();
+}
+
+static void test_publish_dead(void **state)
+{
+    (void)state;
+    NEED_BROKER();
+    purge_all();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *urls[] = {test_url()};
+    struct hg_sink *s = open_sink(&loop, urls, 1, NULL);
+    assert_true(run_until(&loop, sink_is_ready, s, 15000));
+    struct tally t = {0};
+    struct test_event e;
+    make_event(&e, "status.failed", "failed", 7);
+    assert_int_equal(hg_amqp_publish_dead(s, &e.ev, NULL, on_result, &t), HG_ERR_INVALID);
+    assert_int_equal(hg_amqp_publish_dead(s, &e.ev, "unparseable", on_result, &t), 0);
+    struct wait_calls w = {&t, 1};
+    assert_true(run_until(&loop, calls_reached, &w, 10000));
+    assert_int_equal(t.ok, 1);
+
+    amqp_connection_state_t c = checker_open();
+    amqp_message_t m;
+    char buf[64];
+    assert_int_equal(get_one(c, HG_AMQP_QUEUE_STATUSES, &m), 0); /* not the live queue */
+    assert_int_equal(get_one(c, HG_AMQP_QUEUE_STATUSES ".dlq", &m), 1);
+    assert_string_equal(header(&m.properties, "x-death-reason", buf, sizeof buf), "unparseable");
+    assert_true(bytes_eq(m.properties.message_id, "wamid.failed.7"));
+    amqp_destroy_message(&m);
+    checker_close(c);
+    close_sink(&loop, s);
+}
+
+/* First URL refuses (closed port), the second is the broker. */
+static void test_url_failover(void **state)
+{
+    (void)state;
+    NEED_BROKER();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *urls[] = {"amqp://guest:guest@127.0.0.1:1/", test_url()};
+    struct hg_sink *s = open_sink(&loop, urls, 2, NULL);
+    assert_true(run_until(&loop, sink_is_ready, s, 15000));
+    struct hg_amqp_stats st;
+    hg_amqp_sink_stats(s, &st);
+    assert_int_equal(st.url_index, 1);
+    struct tally t = {0};
+    struct test_event e;
+    make_event(&e, "message.text", "text", 2000);
+    assert_int_equal(s->ops->publish(s, &e.ev, on_result, &t), 0);
+    struct wait_calls w = {&t, 1};
+    assert_true(run_until(&loop, calls_reached, &w, 10000));
+    assert_int_equal(t.ok, 1);
+    close_sink(&loop, s);
+    purge_all();
+}
+
+/* 5000 publishes in bursts of 50 per tick while a 1 ms timer measures the loop's gaps. */
+struct burst {
+    struct hg_sink *sink;
+    struct tally t;
+    int sent, refused;
+    uint64_t last_ns, max_gap_ns;
+    uv_timer_t probe, feeder;
+};
+
+static void on_probe(uv_timer_t *h)
+{
+    struct burst *b = h->data;
+    uint64_t now = hg_time_mono_ns();
+    if (b->last_ns && now - b->last_ns > b->max_gap_ns)
+        b->max_gap_ns = now - b->last_ns;
+    b->last_ns = now;
+}
+
+static void on_feed(uv_timer_t *h)
+{
+    struct burst *b = h->data;
+    for (int i = 0; i < 50 && b->sent < 5000; i++) {
+        struct test_event e;
+        make_event(&e, (b->sent % 2) ? "status.delivered" : "message.text", "burst", b->sent);
+        int rc = b->sink->ops->publish(b->sink, &e.ev, on_result, &b->t);
+        if (rc == 0)
+            b->sent++;
+        else {
+            b->refused++;
+            break; /* pending queue full: try again next tick */
+        }
+    }
+    if (b->sent >= 5000)
+        uv_timer_stop(h);
+}
+
+static int burst_done(void *arg)
+{
+    struct burst *b = arg;
+    return b->sent == 5000 && b->t.calls == 5000;
+}
+
+static void test_burst_never_blocks_loop(void **state)
+{
+    (void)state;
+    NEED_BROKER();
+    purge_all();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *urls[] = {test_url()};
+    static struct burst b;
+    memset(&b, 0, sizeof b);
+    b.sink = open_sink(&loop, urls, 1, NULL);
+    assert_true(run_until(&loop, sink_is_ready, b.sink, 15000));
+    uv_timer_init(&loop, &b.probe);
+    uv_timer_init(&loop, &b.feeder);
+    b.probe.data = b.feeder.data = &b;
+    uv_timer_start(&b.probe, on_probe, 1, 1);
+    uv_timer_start(&b.feeder, on_feed, 1, 1);
+    assert_true(run_until(&loop, burst_done, &b, 60000));
+    uv_close((uv_handle_t *)&b.probe, NULL);
+    uv_close((uv_handle_t *)&b.feeder, NULL);
+    print_message("burst: max loop gap %.2f ms, refused %d\n", b.max_gap_ns / 1e6, b.refused);
+    assert_int_equal(b.t.ok, 5000);
+    assert_true(b.max_gap_ns < 50u * 1000000u);
+    close_sink(&loop, b.sink);
+    purge_all();
+}
+
+/* ---- broker loss -------------------------------------------------------------------------- */
+
+struct ctl_run {
+    uv_process_t proc;
+    int done;
+    int64_t exit_status;
+};
+
+static void on_ctl_exit(uv_process_t *p, int64_t exit_status, int term_signal)
+{
+    struct ctl_run *r = HG_CONTAINER_OF(p, struct ctl_run, proc);
+    (void)term_signal;
+    r->exit_status = exit_status;
+    r->done = 1;
+    uv_close((uv_handle_t *)p, NULL);
+}
+
+/* Run `$HG_TEST_RABBITMQ_CTL args...` without blocking the loop; waits for it by running it. */
+static void ctl(uv_loop_t *loop, const char *a1, const char *a2)
+{
+    struct ctl_run r;
+    memset(&r, 0, sizeof r);
+    char *args[] = {(char *)getenv("HG_TEST_RABBITMQ_CTL"), (char *)a1, (char *)a2, NULL};
+    uv_stdio_container_t io[3] = {{.flags = UV_IGNORE}, {.flags = UV_IGNORE},
+                                  {.flags = UV_INHERIT_FD, .data.fd = 2}};
+    uv_process_options_t o = {.exit_cb = on_ctl_exit, .file = args[0], .args = args,
+                              .stdio_count = 3, .stdio = io};
+    assert_int_equal(uv_spawn(loop, &r.proc, &o), 0);
+    assert_true(run_until(loop, flag_set, &r.done, 60000));
+    uv_run(loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.exit_status, 0);
+}
+
+static void test_broker_loss_and_reconnect(void **state)
+{
+    (void)state;
+    NEED_BROKER();
+    if (getenv("HG_TEST_RABBITMQ_CTL") == NULL) {
+        print_message("HG_TEST_RABBITMQ_CTL unset: skipped\n");
+        skip();
+    }
+    purge_all();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *urls[] = {test_url()};
+    struct hg_sink *s = open_sink(&loop, urls, 1, NULL);
+    assert_true(run_until(&loop, sink_is_ready, s, 15000));
+
+    /* A memory alarm makes the broker stop reading publishes, so these stay unconfirmed. */
+    ctl(&loop, "set_vm_memory_high_watermark", "0");
+    struct tally t = {0};
+    enum { N = 50 };
+    for (int i = 0; i < N; i++) {
+        struct test_event e;
+        make_event(&e, "message.text", "text", 3000 + i);
+        assert_int_equal(s->ops->publish(s, &e.ev, on_result, &t), 0);
+    }
+    struct wait_calls never = {&t, 1};
+    assert_false(run_until(&loop, calls_reached, &never, 500));
+    struct hg_amqp_stats st;
+    hg_amqp_sink_stats(s, &st);
+    assert_int_equal(st.inflight + st.pending, N);
+
+    /* stop_app closes every connection: each unconfirmed publish must come back UNAVAILABLE. */
+    ctl(&loop, "stop_app", NULL);
+    struct wait_calls all = {&t, N};
+    assert_true(run_until(&loop, calls_reached, &all, 15000));
+    assert_int_equal(t.unavailable, N);
+    assert_int_equal(t.ok + t.rejected + t.other, 0);
+    const char *why = NULL;
+    assert_int_equal(s->ops->ready(s, &why), HG_ERR_UNAVAILABLE);
+    assert_non_null(why);
+    struct test_event e;
+    struct tally late = {0};
+    make_event(&e, "message.text", "text", 3999);
+    assert_int_equal(s->ops->publish(s, &e.ev, on_result, &late), HG_ERR_UNAVAILABLE);
+    assert_true(run_until(&loop, sink_is_down, s, 100)); /* still down while stopped */
+
+    /* Back up (the runtime alarm setting does not survive a restart): reconnects, works. */
+    ctl(&loop, "start_app", NULL);
+    assert_true(run_until(&loop, sink_is_ready, s, 30000));
+    hg_amqp_sink_stats(s, &st);
+    assert_int_equal(st.connects, 2);
+    assert_int_equal(st.disconnects, 1);
+    assert_int_equal(st.failed, N);
+    struct tally after = {0};
+    for (int i = 0; i < 10; i++) {
+        make_event(&e, "status.read", "read", 4000 + i);
+        assert_int_equal(s->ops->publish(s, &e.ev, on_result, &after), 0);
+    }
+    struct wait_calls w = {&after, 10};
+    assert_true(run_until(&loop, calls_reached, &w, 15000));
+    assert_int_equal(after.ok, 10);
+    assert_int_equal(late.calls, 0);
+    close_sink(&loop, s);
+    purge_all();
+}
+
+/*
+ * A broker under a memory alarm stops reading the socket. The sink must fill its send window,
+ * queue up to max_pending, then refuse — never wait inside rabbitmq-c — and drain when unblocked.
+ */
+struct blocked {
+    struct hg_sink *sink;
+    struct tally t;
+    int accepted, refused;
+    char *json;
+    uint64_t last_ns, max_gap_ns;
+    uv_timer_t probe, feeder;
+};
+
+static void on_blocked_probe(uv_timer_t *h)
+{
+    struct blocked *b = h->data;
+    uint64_t now = hg_time_mono_ns();
+    if (b->last_ns && now - b->last_ns > b->max_gap_ns)
+        b->max_gap_ns = now - b->last_ns;
+    b->last_ns = now;
+}
+
+static void on_blocked_feed(uv_timer_t *h)
+{
+    struct blocked *b = h->data;
+    for (int i = 0; i < 20 && b->refused == 0; i++) {
+        struct test_event e;
+        make_event(&e, "message.text", "big", 6000 + b->accepted);
+        e.ev.json = b->json;
+        e.ev.json_len = 16384;
+        if (b->sink->ops->publish(b->sink, &e.ev, on_result, &b->t) == 0)
+            b->accepted++;
+        else
+            b->refused++;
+    }
+}
+
+static int blocked_refused(void *arg)
+{
+    return ((struct blocked *)arg)->refused > 0;
+}
+
+static int blocked_all_settled(void *arg)
+{
+    struct blocked *b = arg;
+    return b->t.calls == b->accepted;
+}
+
+static void test_blocked_broker_never_blocks_loop(void **state)
+{
+    (void)state;
+    NEED_BROKER();
+    if (getenv("HG_TEST_RABBITMQ_CTL") == NULL) {
+        print_message("HG_TEST_RABBITMQ_CTL unset: skipped\n");
+        skip();
+    }
+    purge_all();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *urls[] = {test_url()};
+    struct hg_amqp_opts o = {.urls = urls, .n_urls = 1, .max_priority = 10, .max_pending = 300};
+    static struct blocked b;
+    memset(&b, 0, sizeof b);
+    assert_int_equal(hg_amqp_sink_open(&loop, &o, &b.sink), 0);
+    assert_true(run_until(&loop, sink_is_ready, b.sink, 15000));
+    b.json = malloc(16384);
+    memset(b.json, ' ', 16384);
+    b.json[0] = '{';
+    b.json[16383] = '}';
+
+    ctl(&loop, "set_vm_memory_high_watermark", "0");
+    uv_timer_init(&loop, &b.probe);
+    uv_timer_init(&loop, &b.feeder);
+    b.probe.data = b.feeder.data = &b;
+    uv_timer_start(&b.probe, on_blocked_probe, 1, 1);
+    uv_timer_start(&b.feeder, on_blocked_feed, 1, 1);
+    assert_true(run_until(&loop, blocked_refused, &b, 60000));
+    uv_timer_stop(&b.feeder);
+    struct hg_amqp_stats st;
+    hg_amqp_sink_stats(b.sink, &st);
+    print_message("blocked: accepted %d, inflight %zu, pending %zu, max gap %.2f ms\n",
+                  b.accepted, st.inflight, st.pending, b.max_gap_ns / 1e6);
+    assert_int_equal(st.pending, 300);           /* the send window filled, then the queue */
+    assert_true(b.t.calls < b.accepted);         /* and the broker is really not confirming */
+    assert_true(b.max_gap_ns < 50u * 1000000u);  /* while the loop kept running */
+
+    ctl(&loop, "set_vm_memory_high_watermark", "0.8");
+    assert_true(run_until(&loop, blocked_all_settled, &b, 60000));
+    assert_int_equal(b.t.ok, b.accepted);
+    uv_close((uv_handle_t *)&b.probe, NULL);
+    uv_close((uv_handle_t *)&b.feeder, NULL);
+    close_sink(&loop, b.sink);
+    free(b.json);
+    purge_all();
+}
+
+/* close() with publishes in flight: they settle (confirmed) before done() runs. */
+static void test_close_flushes(void **state)
+{
+    (void)state;
+    NEED_BROKER();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *urls[] = {test_url()};
+    struct hg_sink *s = open_sink(&loop, urls, 1, NULL);
+    assert_true(run_until(&loop, sink_is_ready, s, 15000));
+    struct tally t = {0};
+    for (int i = 0; i < 100; i++) {
+        struct test_event e;
+        make_event(&e, "message.text", "text", 5000 + i);
+        assert_int_equal(s->ops->publish(s, &e.ev, on_result, &t), 0);
+    }
+    int closed = 0;
+    s->ops->close(s, on_closed, &closed);
+    assert_int_equal(t.calls, 0);
+    assert_true(run_until(&loop, flag_set, &closed, 10000));
+    assert_int_equal(t.ok, 100);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    purge_all();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_rejects_bad_options),
+        cmocka_unit_test(test_unreachable_refuses),
+        cmocka_unit_test(test_topology_declared),
+        cmocka_unit_test(test_publish_confirm_and_consume),
+        cmocka_unit_test(test_unroutable_is_rejected),
+        cmocka_unit_test(test_publish_dead),
+        cmocka_unit_test(test_url_failover),
+        cmocka_unit_test(test_burst_never_blocks_loop),
+        cmocka_unit_test(test_close_flushes),
+        cmocka_unit_test(test_blocked_broker_never_blocks_loop),
+        cmocka_unit_test(test_broker_loss_and_reconnect),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
