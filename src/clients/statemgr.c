@@ -48,6 +48,7 @@ struct call {
     bool degraded;
     bool recorded;
     char error[ERROR_MAX];
+    char last_failure[64];      /* why the current step's last try failed ("" if none did) */
     struct call *prev, *next;
 };
 
@@ -240,7 +241,7 @@ static void answer_now(struct call *c)
     struct hg_statemgr *s = c->s;
     call_unlink(c);
     struct hg_statemgr_result r = {
-        .mapping = c->degraded ? NULL : c->mapping,
+        .mapping = c->mapping,
         .degraded = c->degraded,
         .recorded = c->recorded,
         .error = c->degraded ? c->error : NULL,
@@ -324,6 +325,7 @@ static const char *step_name(const struct call *c)
 static void step_failed(struct call *c, const char *why)
 {
     struct hg_statemgr *s = c->s;
+    snprintf(c->last_failure, sizeof(c->last_failure), "%s", why);
     if (!s->closing && c->tries <= (int)s->retries) {
         s->stats.retries++;
         wait_until(c, uv_now(s->loop) + backoff_ms(s, c->tries));
@@ -337,6 +339,7 @@ static void step_failed(struct call *c, const char *why)
 static void step_next(struct call *c)
 {
     c->tries = 0;
+    c->last_failure[0] = '\0';
     if (c->step == STEP_LOOKUP && c->record != NULL && !c->degraded) {
         c->step = STEP_RECORD;
         step_start(c);
@@ -434,7 +437,8 @@ static void step_start(struct call *c)
     }
     if (!breaker_admit(s, c)) {
         s->stats.breaker_rejected++;
-        degrade(c, step_name(c), "circuit breaker open");
+        /* A retry the breaker stops: the failure that led here says more than the breaker. */
+        degrade(c, step_name(c), c->last_failure[0] ? c->last_failure : "circuit breaker open");
         answer_later(c);
         return;
     }

@@ -62,7 +62,8 @@ struct hg_statemgr_stats {
 /* What one enrich call produced. Everything is borrowed for the duration of the callback. */
 struct hg_statemgr_result {
     /* The mapping object exactly as the State Manager returned it; NULL when it has none (404),
-     * when no wa_id was given, or when degraded. json_incref it to keep it. */
+     * when no wa_id was given, or when the lookup failed (a failed record keeps the mapping).
+     * json_incref it to keep it. */
     json_t *mapping;
     /* The State Manager could not do everything asked: unreachable, 5xx, timed out, breaker open,
      * closing, or a non-404 4xx / unparsable answer. The event should be published anyway,
