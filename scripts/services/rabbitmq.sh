@@ -19,10 +19,10 @@ fi
 mkdir -p "$state"
 state=$(cd "$state" && pwd)
 
-amqp_port=56720
-dist_port=56721
-epmd_port=43690
-node=hgtest@localhost
+amqp_port=${HG_TEST_AMQP_PORT:-56720}
+dist_port=$((amqp_port + 1))
+epmd_port=${HG_TEST_EPMD_PORT:-43690}
+node=hgtest${HG_TEST_AMQP_PORT:-}@localhost
 bindir=/usr/lib/rabbitmq/bin
 
 # Everything the rabbitmq scripts read, pointed into STATEDIR. Debian's /usr/sbin wrappers switch

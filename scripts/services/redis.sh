@@ -3,7 +3,7 @@
 # `start STATEDIR` prints HG_TEST_REDIS_URL and HG_TEST_REDIS_CTL (a script taking stop|start so
 # fault tests can stop and restart the same server on the same port); `stop STATEDIR` stops it.
 set -euo pipefail
-port=16379
+port=${HG_TEST_REDIS_PORT:-16379}
 cmd=${1:-}
 state=${2:-}
 if [ -z "$cmd" ] || [ -z "$state" ]; then

@@ -29,6 +29,7 @@
 #define RETRY_MAX_MS 30000
 #define TICK_MS 50
 #define DEDUP_PENDING_TTL_MS 60000 /* a crashed attempt's claim expires after this */
+#define MAX_REJECTIONS 3           /* refusals by the broker before an event is dead-lettered */
 
 /* Where one event is; every change goes through event_set_state(). */
 enum event_state {
@@ -58,6 +59,8 @@ struct item_event {
     char *json;
     size_t json_len;
     char dedup_key[HG_REDIS_KEY_MAX + 1];
+    const char *dead_reason;       /* set: goes to the dead-letter path with this reason */
+    unsigned rejections;           /* times the sink refused it for good (nack, return) */
     uint64_t publish_start_ns;
     struct item *item;
 };
@@ -203,6 +206,12 @@ static void on_published(void *arg, int status)
         it->failed = true;
         if (d->b.redis && !d->closing)
             hg_redis_dedup_abort(d->b.redis, e->dedup_key);
+        /* Poison: an event the broker keeps refusing goes to the dead-letter path, not round forever. */
+        if (status == HG_ERR_REJECTED && ++e->rejections >= MAX_REJECTIONS && d->b.publish_dead &&
+            e->dead_reason == NULL) {
+            e->dead_reason = "rejected by the broker";
+            hg_error(it->request_id, "event refused by the broker; dead-lettering it", "event_id", e->event_id, NULL);
+        }
     }
     item_settle(it);
 }
@@ -225,7 +234,15 @@ static void event_publish(struct item_event *e)
         .json_len = e->json_len,
     };
     e->publish_start_ns = hg_time_mono_ns();
-    if (!it->drain->closing && hg_sink_publish(it->drain->b.sink, &ev, on_published, e) == 0) {
+    struct hg_drain *d = it->drain;
+    int rc = HG_ERR_CLOSED;
+    if (!d->closing) {
+        if (e->dead_reason && d->b.publish_dead)
+            rc = d->b.publish_dead(d->b.sink, &ev, e->dead_reason, on_published, e);
+        else
+            rc = hg_sink_publish(d->b.sink, &ev, on_published, e);
+    }
+    if (rc == 0) {
         event_set_state(e, EV_PUBLISHING);
         it->outstanding++;
     } else {
@@ -420,6 +437,7 @@ static void item_dead_letter(struct item *it, const char *reason)
     };
     on_event(it, &ev, doc);
     json_decref(doc);
+    it->events[it->n_events - 1].dead_reason = "unparseable";
     hg_error(it->request_id, "record cannot be normalized; dead-lettered", "reason", reason, NULL);
 }
 

@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "sink/sink.h"
+
 struct hg_spool;
 struct hg_sink;
 struct hg_drain;
@@ -29,6 +31,10 @@ struct hg_drain_backends {
     uint64_t dedup_ttl_ms;         /* how long a published id is remembered */
     struct hg_s3 *s3;              /* raw archive; NULL = no archive */
     const char *bucket;            /* archive bucket (copied) */
+    /* Dead-letter path of the sink (RabbitMQ DLX); NULL = dead letters are published as events
+     * with routing key "dead_letter.<reason>" on the sink itself. */
+    int (*publish_dead)(struct hg_sink *s, const struct hg_event *ev, const char *reason, hg_sink_cb cb,
+                        void *arg);
 };
 
 /* A spooled webhook as the drain needs it; strings and body are copied by hg_drain_submit. */

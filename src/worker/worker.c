@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clients/amqp.h"
 #include "clients/http.h"
 #include "clients/redis.h"
 #include "clients/s3.h"
@@ -48,6 +49,16 @@ static void on_fsync(void *arg, double seconds)
 {
     (void)arg;
     hg_metric_observe(HG_M_SPOOL_FSYNC_DURATION, NULL, seconds);
+}
+
+static void on_amqp_confirm(void *arg, int status, uint64_t latency_ns)
+{
+    (void)arg;
+    hg_metric_observe(HG_M_RABBITMQ_CONFIRM_DURATION, NULL, (double)latency_ns / 1e9);
+    hg_metric_inc(HG_M_RABBITMQ_PUBLISH, status == 0 ? "status=\"confirmed\""
+                                         : status == HG_ERR_REJECTED ? "status=\"rejected\"" : "status=\"failed\"");
+    if (status != 0)
+        hg_metric_inc(HG_M_RABBITMQ_PUBLISH_FAILURES, NULL);
 }
 
 /* Event loop lag: how late a periodic timer fires. Also refreshes the spool gauges. */
@@ -181,10 +192,27 @@ static int worker_open(struct hg_worker *w)
         hg_error(NULL, "cannot open spool", "dir", c->spool_dir, "error", hg_strerror(rc), NULL);
         return rc;
     }
-    rc = hg_ndjson_sink_open(&w->loop, c->ndjson_dir, w->id, c->ndjson_rotate_bytes, &w->sink);
-    if (rc != 0) {
-        hg_error(NULL, "cannot open ndjson sink", "dir", c->ndjson_dir, "error", hg_strerror(rc), NULL);
-        return rc;
+    if (c->amqp_urls.n > 0) {
+        struct hg_amqp_opts ao = {
+            .urls = (const char *const *)c->amqp_urls.items,
+            .n_urls = c->amqp_urls.n,
+            .queue_type = c->amqp_queue_type,
+            .max_priority = (int)c->amqp_max_priority,
+            .on_confirm = on_amqp_confirm,
+            .hook_arg = w,
+        };
+        rc = hg_amqp_sink_open(&w->loop, &ao, &w->sink);
+        if (rc != 0) {
+            hg_error(NULL, "cannot use amqp url", "error", hg_strerror(rc), NULL);
+            return rc;
+        }
+        w->sink_is_amqp = true;
+    } else {
+        rc = hg_ndjson_sink_open(&w->loop, c->ndjson_dir, w->id, c->ndjson_rotate_bytes, &w->sink);
+        if (rc != 0) {
+            hg_error(NULL, "cannot open ndjson sink", "dir", c->ndjson_dir, "error", hg_strerror(rc), NULL);
+            return rc;
+        }
     }
     rc = hg_http_open(&w->loop, &w->http_client);
     if (rc != 0)
@@ -217,6 +245,7 @@ static int worker_open(struct hg_worker *w)
         .dedup_ttl_ms = c->dedup_ttl_ms,
         .s3 = w->s3,
         .bucket = c->s3_bucket,
+        .publish_dead = w->sink_is_amqp ? hg_amqp_publish_dead : NULL,
     };
     hg_drain_open(&w->loop, &b, &w->drain);
 
