@@ -164,6 +164,7 @@ struct rules_env {
     char name[256];
     size_t sec;                        /* index into hg_conf.rules */
     const char *key;                   /* points into a static table or a rules_key */
+    int line;                          /* the key's line, or the section's for keys not in the file */
 };
 
 /* State of one hg_conf_load call. */
@@ -1093,7 +1094,17 @@ static bool env_known(struct load *L, const char *name)
     return false;
 }
 
+/* By name; ties (a clash, reported) in section then key order, so the message is stable. */
 static int cmp_rules_env(const void *a, const void *b)
+{
+    const struct rules_env *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    if (c || x->sec == y->sec)
+        return c ? c : strcmp(x->key, y->key);
+    return x->sec < y->sec ? -1 : 1;
+}
+
+static int cmp_rules_env_name(const void *a, const void *b)
 {
     return strcmp(((const struct rules_env *)a)->name, ((const struct rules_env *)b)->name);
 }
@@ -1116,6 +1127,7 @@ static void rules_env_build(struct load *L)
             env_name(e->name, sizeof(e->name), "rules", c->rules[s].id, rules_fixed_keys[k]);
             e->sec = s;
             e->key = rules_fixed_keys[k];
+            e->line = L->rules_secs[s].line;
         }
         for (size_t k = 0; k < L->rules_secs[s].n_keys; k++) {
             const char *key = L->rules_secs[s].keys[k].name;
@@ -1125,6 +1137,7 @@ static void rules_env_build(struct load *L)
             env_name(e->name, sizeof(e->name), "rules", c->rules[s].id, key);
             e->sec = s;
             e->key = key;
+            e->line = L->rules_secs[s].keys[k].line;
         }
     }
     if (L->n_rules_env)
@@ -1133,9 +1146,8 @@ static void rules_env_build(struct load *L)
         const struct rules_env *a = &L->rules_env[i - 1], *b = &L->rules_env[i];
         if (strcmp(a->name, b->name) != 0)
             continue;
-        size_t later = L->rules_secs[a->sec].line > L->rules_secs[b->sec].line ? a->sec : b->sec;
         fail(L, "%s:%d: '%s' in [rules.%s] and '%s' in [rules.%s] share the env name %s", L->path,
-             L->rules_secs[later].line, a->key, c->rules[a->sec].id, b->key, c->rules[b->sec].id, a->name);
+             HG_MAX(a->line, b->line), a->key, c->rules[a->sec].id, b->key, c->rules[b->sec].id, a->name);
         return;
     }
 }
@@ -1163,7 +1175,7 @@ static bool rules_env_known(struct load *L, const char *name)
     for (size_t i = 0; i <= n; i++)
         want.name[i] = (char)toupper((unsigned char)name[i]);
     return L->n_rules_env &&
-           bsearch(&want, L->rules_env, L->n_rules_env, sizeof(*L->rules_env), cmp_rules_env) != NULL;
+           bsearch(&want, L->rules_env, L->n_rules_env, sizeof(*L->rules_env), cmp_rules_env_name) != NULL;
 }
 
 static void apply_env(struct load *L)
