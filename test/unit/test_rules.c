@@ -191,6 +191,14 @@ static void test_keyword_word_boundaries(void **state)
     /* A keyword that starts with a non-word character needs no boundary there. */
     assert_string_equal(class_of(r, "customer#vip"), "low");
     assert_string_equal(class_of(r, "#vipx"), "medium");
+    /* Scripts written without spaces need '*' on both sides. */
+    struct hg_rules *cjk = rules_of("emergency", "*火事*", "high", "火事", NULL);
+    assert_string_equal(class_of(cjk, "台所で火事です"), "emergency");
+    hg_rules_free(cjk);
+    cjk = rules_of("high", "火事", NULL);
+    assert_string_equal(class_of(cjk, "台所で火事です"), "medium");
+    assert_string_equal(class_of(cjk, "火事!"), "high");
+    hg_rules_free(cjk);
     /* Later hits are tried when the first one fails the boundary test. */
     assert_string_equal(class_of(r, "gasgas gas"), "emergency");
     hg_rules_free(r);
@@ -241,6 +249,21 @@ static void test_regex(void **state)
     assert_string_equal(class_of(r, "call 555-1234"), "medium");
     assert_string_equal(text_tags(r, "about Order #1234"), "order");
     assert_string_equal(text_tags(r, "about orders"), "");
+    hg_rules_free(r);
+
+    /* glibc's GNU operators, documented as usable. */
+    r = rules_of("high_regex", "\\<leak\\w*\\>", "low_regex", "^\\W*ok\\W*$", NULL);
+    assert_string_equal(class_of(r, "it's LEAKING now"), "high");
+    assert_string_equal(class_of(r, "unleaked"), "medium");
+    assert_string_equal(class_of(r, " OK! "), "low");
+    assert_string_equal(class_of(r, "ok then"), "medium");
+    hg_rules_free(r);
+    /* Regexes see the original text: no blank collapsing, ASCII-only case folding. */
+    r = rules_of("high_regex", "burst pipe", "low_regex", "gás", NULL);
+    assert_string_equal(class_of(r, "burst  pipe"), "medium");
+    assert_string_equal(class_of(r, "BURST PIPE"), "high");
+    assert_string_equal(class_of(r, "GÁS"), "medium");
+    assert_string_equal(class_of(r, "GáS"), "low");
     hg_rules_free(r);
 }
 
@@ -405,7 +428,7 @@ static void test_set_errors(void **state)
     expect_set_error("emergency", "*", HG_ERR_PARSE, "empty keyword in list");
     expect_set_error("emergency", "\xC2\xA0", HG_ERR_PARSE, "empty keyword in list");
     expect_set_error("high", "gas*leak", HG_ERR_PARSE, "'*' is allowed only at the start or end of a keyword");
-    expect_set_error("emergency_regex", "(unclosed", HG_ERR_PARSE, "bad regex: ");
+    expect_set_error("emergency_regex", "(unclosed", HG_ERR_PARSE, "bad regex: Unmatched ( or \\(");
     expect_set_error("tag_regex.x", "a{2,1}", HG_ERR_PARSE, "bad regex: ");
     expect_set_error("tag.", "x", HG_ERR_PARSE, "'' is not a tag name");
     expect_set_error("tag.Gas", "x", HG_ERR_PARSE, "'Gas' is not a tag name");
