@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -555,6 +556,48 @@ static void test_conf_reload(void **state)
     hg_conf_unref(new);
 }
 
+/* ------------------------------------------------------------------ sharing between threads */
+
+struct worker_arg {
+    const struct hg_rules *r;
+    int bad;
+};
+
+static void *worker_main(void *p)
+{
+    struct worker_arg *a = p;
+    static const char *const texts[] = { "Burst pipe!", "no hot water", "thanks", "LEAKING tap", "hello" };
+    static const char *const want[] = { "emergency", "emergency", "low", "high", "medium" };
+    for (int i = 0; i < 2000; i++) {
+        json_t *doc = text_message(texts[i % 5]);
+        int prio;
+        const char *cls;
+        if (hg_rules_apply(a->r, doc, &prio, &cls) != 0 || strcmp(cls, want[i % 5]) != 0)
+            a->bad++;
+        json_decref(doc);
+    }
+    return NULL;
+}
+
+/* A sealed rule set is used by every worker thread at once (regexec on a shared regex_t). */
+static void test_shared_between_threads(void **state)
+{
+    struct hg_rules *r = rules_of("emergency", "burst pipe", "emergency_regex", "no (hot )?water", "high", "leak*",
+                                  "low", "thanks", "tag.x", "pipe", NULL);
+    pthread_t th[4];
+    struct worker_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i].r = r;
+        args[i].bad = 0;
+        assert_int_equal(pthread_create(&th[i], NULL, worker_main, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(args[i].bad, 0);
+    }
+    hg_rules_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -573,6 +616,7 @@ int main(void)
         cmocka_unit_test(test_set_replaces),
         cmocka_unit_test(test_conf_tenant_and_default),
         cmocka_unit_test(test_conf_reload),
+        cmocka_unit_test(test_shared_between_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
