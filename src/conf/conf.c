@@ -161,7 +161,7 @@ struct rules_sec {
 
 /* One env name a rules key answers to (HOOKGATE_RULES_<ID>_<KEY>). */
 struct rules_env {
-    char name[256];
+    char name[192];                    /* longest: 15 + 64 (id) + 1 + 10 + 64 (tag) */
     size_t sec;                        /* index into hg_conf.rules */
     const char *key;                   /* points into a static table or a rules_key */
     int line;                          /* the key's line, or the section's for keys not in the file */
