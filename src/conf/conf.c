@@ -21,6 +21,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/str.h"
+#include "rules/rules.h"
 
 /* Bounds on what we read: a config or secret file bigger than this is a mistake, not a config. */
 #define CONF_MAX_FILE   (1u << 20)
@@ -145,6 +146,27 @@ struct origin {
     bool env_file;      /* ... through HOOKGATE_..._FILE */
 };
 
+/* A key set in a [rules.<id>] section of the file. */
+struct rules_key {
+    char *name;
+    int line;
+};
+
+/* Load-time bookkeeping of one [rules.<id>] section (parallel to hg_conf.rules until the sort). */
+struct rules_sec {
+    int line;                          /* header line */
+    struct rules_key *keys;
+    size_t n_keys;
+};
+
+/* One env name a rules key answers to (HOOKGATE_RULES_<ID>_<KEY>). */
+struct rules_env {
+    char name[192];                    /* longest: 15 + 64 (id) + 1 + 10 + 64 (tag) */
+    size_t sec;                        /* index into hg_conf.rules */
+    const char *key;                   /* points into a static table or a rules_key */
+    int line;                          /* the key's line, or the section's for keys not in the file */
+};
+
 /* State of one hg_conf_load call. */
 struct load {
     struct hg_conf *c;
@@ -159,6 +181,11 @@ struct load {
     struct origin origin[N_CONF_KEYS];
     struct origin (*tenant_origin)[N_TENANT_KEYS];
     size_t tenant_cap;
+    struct rules_sec *rules_secs;
+    size_t rules_cap;
+    size_t rules_cur;                  /* current [rules.<id>] section, SIZE_MAX = none */
+    struct rules_env *rules_env;       /* sorted by name */
+    size_t n_rules_env;
     bool failed;
     char *err;
     size_t errlen;
@@ -693,6 +720,73 @@ static void tenant_free(struct hg_tenant_conf *t)
     strlist_clear(&t->business_ids);
 }
 
+/* ---------------------------------------------------------------- rules */
+
+static const char *const rules_fixed_keys[] = {
+    "low", "medium", "high", "emergency", "low_regex", "medium_regex", "high_regex", "emergency_regex",
+};
+
+/* A [rules.<id>] header: the id is a tenant id or "default"; it need not have a [tenant.<id>]. */
+static void rules_section(struct load *L, const char *id)
+{
+    struct hg_conf *c = L->c;
+    if (!valid_tenant_id(id)) {
+        fail(L, "%s:%d: '%s' is not a tenant id (1-%d of A-Z a-z 0-9 - _ .)", L->path, L->lineno, id,
+             CONF_ID_MAX);
+        return;
+    }
+    for (size_t i = 0; i < c->n_rules; i++) {
+        if (strcmp(c->rules[i].id, id) == 0) {
+            fail(L, "%s:%d: duplicate section [%s] (first at line %d)", L->path, L->lineno, L->section,
+                 L->rules_secs[i].line);
+            return;
+        }
+    }
+    if (c->n_rules == CONF_MAX_TENANTS) {
+        fail(L, "%s:%d: more than %d rules sections", L->path, L->lineno, CONF_MAX_TENANTS);
+        return;
+    }
+    if (c->n_rules == L->rules_cap) {
+        L->rules_cap = L->rules_cap ? L->rules_cap * 2 : 8;
+        c->rules = hg_xrealloc(c->rules, L->rules_cap * sizeof(*c->rules));
+        L->rules_secs = hg_xrealloc(L->rules_secs, L->rules_cap * sizeof(*L->rules_secs));
+    }
+    size_t i = c->n_rules++;
+    c->rules[i].id = hg_xstrdup(id);
+    c->rules[i].rules = hg_rules_new();
+    memset(&L->rules_secs[i], 0, sizeof(L->rules_secs[i]));
+    L->rules_secs[i].line = L->lineno;
+    L->rules_cur = i;
+}
+
+/* One key = value of the current [rules.<id>] section: compiled right away, so errors have a line. */
+static void rules_pair(struct load *L, const char *section, const char *name, const char *value)
+{
+    struct hg_rules_conf *rc = &L->c->rules[L->rules_cur];
+    struct rules_sec *rs = &L->rules_secs[L->rules_cur];
+    for (size_t i = 0; i < rs->n_keys; i++) {
+        if (strcmp(rs->keys[i].name, name) == 0) {
+            fail(L, "%s:%d: duplicate key '%s' in [%s] (first at line %d)", L->path, L->lineno, name,
+                 section, rs->keys[i].line);
+            return;
+        }
+    }
+    char why[CONF_WHY];
+    int rc_set = hg_rules_set(rc->rules, name, value, why, sizeof(why));
+    if (rc_set == HG_ERR_NOT_FOUND) {
+        fail(L, "%s:%d: unknown key '%s' in [%s]", L->path, L->lineno, name, section);
+        return;
+    }
+    if (rc_set) {
+        fail(L, "%s:%d: %s: %s", L->path, L->lineno, name, why);
+        return;
+    }
+    rs->keys = hg_xrealloc(rs->keys, (rs->n_keys + 1) * sizeof(*rs->keys));
+    rs->keys[rs->n_keys].name = hg_xstrdup(name);
+    rs->keys[rs->n_keys].line = L->lineno;
+    rs->n_keys++;
+}
+
 /* ---------------------------------------------------------------- file parsing */
 
 /*
@@ -721,6 +815,12 @@ static void on_section_line(struct load *L, const char *line, size_t n)
     memcpy(L->section, name, nl);
     L->section[nl] = '\0';
     L->tenant = NULL;
+    L->rules_cur = SIZE_MAX;
+
+    if (strncmp(L->section, "rules.", 6) == 0) {
+        rules_section(L, L->section + 6);
+        return;
+    }
 
     if (strncmp(L->section, "tenant.", 7) == 0) {
         const char *id = L->section + 7;
@@ -801,6 +901,10 @@ static int on_pair(void *user, const char *section, const char *name, const char
     const char *ksec = section;
     if (section[0] == '\0') {
         fail(L, "%s:%d: key '%s' outside any section", L->path, L->lineno, name);
+        return 1;
+    }
+    if (L->rules_cur != SIZE_MAX) {
+        rules_pair(L, section, name, value);
         return 1;
     }
     if (L->tenant) {
@@ -990,6 +1094,90 @@ static bool env_known(struct load *L, const char *name)
     return false;
 }
 
+/* By name; ties (a clash, reported) in section then key order, so the message is stable. */
+static int cmp_rules_env(const void *a, const void *b)
+{
+    const struct rules_env *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    if (c || x->sec == y->sec)
+        return c ? c : strcmp(x->key, y->key);
+    return x->sec < y->sec ? -1 : 1;
+}
+
+static int cmp_rules_env_name(const void *a, const void *b)
+{
+    return strcmp(((const struct rules_env *)a)->name, ((const struct rules_env *)b)->name);
+}
+
+/*
+ * Every env name a rules key answers to: the eight priority keys of each section and the tag keys
+ * its file section names (the environment cannot create tags, as it cannot create sections).
+ * Sorted, so two keys that would share a name are found next to each other.
+ */
+static void rules_env_build(struct load *L)
+{
+    struct hg_conf *c = L->c;
+    size_t n = 0;
+    for (size_t s = 0; s < c->n_rules; s++)
+        n += HG_ARRAY_SIZE(rules_fixed_keys) + L->rules_secs[s].n_keys;
+    L->rules_env = hg_xcalloc(n ? n : 1, sizeof(*L->rules_env));
+    for (size_t s = 0; s < c->n_rules; s++) {
+        for (size_t k = 0; k < HG_ARRAY_SIZE(rules_fixed_keys); k++) {
+            struct rules_env *e = &L->rules_env[L->n_rules_env++];
+            env_name(e->name, sizeof(e->name), "rules", c->rules[s].id, rules_fixed_keys[k]);
+            e->sec = s;
+            e->key = rules_fixed_keys[k];
+            e->line = L->rules_secs[s].line;
+        }
+        for (size_t k = 0; k < L->rules_secs[s].n_keys; k++) {
+            const char *key = L->rules_secs[s].keys[k].name;
+            if (strncmp(key, "tag", 3) != 0)
+                continue;
+            struct rules_env *e = &L->rules_env[L->n_rules_env++];
+            env_name(e->name, sizeof(e->name), "rules", c->rules[s].id, key);
+            e->sec = s;
+            e->key = key;
+            e->line = L->rules_secs[s].keys[k].line;
+        }
+    }
+    if (L->n_rules_env)
+        qsort(L->rules_env, L->n_rules_env, sizeof(*L->rules_env), cmp_rules_env);
+    for (size_t i = 1; i < L->n_rules_env; i++) {
+        const struct rules_env *a = &L->rules_env[i - 1], *b = &L->rules_env[i];
+        if (strcmp(a->name, b->name) != 0)
+            continue;
+        fail(L, "%s:%d: '%s' in [rules.%s] and '%s' in [rules.%s] share the env name %s", L->path,
+             HG_MAX(a->line, b->line), a->key, c->rules[a->sec].id, b->key, c->rules[b->sec].id, a->name);
+        return;
+    }
+}
+
+/* Apply HOOKGATE_RULES_<ID>_<KEY> overrides (matched case-insensitively, like tenant names). */
+static void rules_env_apply(struct load *L)
+{
+    for (size_t i = 0; i < L->n_rules_env && !L->failed; i++) {
+        const struct rules_env *e = &L->rules_env[i];
+        const char *v = env_lookup(L, e->name, true);
+        if (v == NULL)
+            continue;
+        char why[CONF_WHY];
+        if (hg_rules_set(L->c->rules[e->sec].rules, e->key, v, why, sizeof(why)))
+            fail(L, "env %s: %s", e->name, why);
+    }
+}
+
+static bool rules_env_known(struct load *L, const char *name)
+{
+    struct rules_env want;
+    size_t n = strlen(name);
+    if (n >= sizeof(want.name))
+        return false;
+    for (size_t i = 0; i <= n; i++)
+        want.name[i] = (char)toupper((unsigned char)name[i]);
+    return L->n_rules_env &&
+           bsearch(&want, L->rules_env, L->n_rules_env, sizeof(*L->rules_env), cmp_rules_env_name) != NULL;
+}
+
 static void apply_env(struct load *L)
 {
     struct hg_conf *c = L->c;
@@ -1017,6 +1205,10 @@ static void apply_env(struct load *L)
     for (size_t t = 0; t < c->n_tenants && !L->failed; t++)
         apply_env_table(L, tenant_keys, N_TENANT_KEYS, &c->tenants[t], L->tenant_origin[t], "tenant",
                         c->tenants[t].id);
+    if (!L->failed)
+        rules_env_build(L);
+    if (!L->failed)
+        rules_env_apply(L);
     if (L->failed)
         return;
 
@@ -1042,6 +1234,13 @@ static void apply_env(struct load *L)
             in_section = strncmp(name, pre, pl) == 0 && name[pl] == '_';
         }
         bool tenant = strncmp(name, "HOOKGATE_TENANT_", 16) == 0;
+        if (strncmp(name, "HOOKGATE_RULES_", 15) == 0) {
+            if (!rules_env_known(L, name)) {
+                fail(L, "env %s: no [rules.<id>] section or key matches it", name);
+                return;
+            }
+            continue;
+        }
         if ((in_section || tenant) && !env_known(L, name)) {
             if (tenant)
                 fail(L, "env %s: no [tenant.<id>] section or key matches it", name);
@@ -1136,6 +1335,11 @@ static void validate(struct load *L)
 
 /* ---------------------------------------------------------------- public API */
 
+static int cmp_rules_id(const void *a, const void *b)
+{
+    return strcmp(((const struct hg_rules_conf *)a)->id, ((const struct hg_rules_conf *)b)->id);
+}
+
 static void conf_free(struct hg_conf *c)
 {
     for (size_t i = 0; i < N_CONF_KEYS; i++) {
@@ -1156,6 +1360,11 @@ static void conf_free(struct hg_conf *c)
     for (size_t t = 0; t < c->n_tenants; t++)
         tenant_free(&c->tenants[t]);
     free(c->tenants);
+    for (size_t r = 0; r < c->n_rules; r++) {
+        free(c->rules[r].id);
+        hg_rules_free(c->rules[r].rules);
+    }
+    free(c->rules);
     free(c->path);
     free(c);
 }
@@ -1167,6 +1376,7 @@ int hg_conf_load(const char *path, struct hg_conf **out, char *err, size_t errle
     L.err = err;
     L.errlen = errlen;
     L.path = path;
+    L.rules_cur = SIZE_MAX;
     if (errlen)
         err[0] = '\0';
 
@@ -1193,10 +1403,22 @@ int hg_conf_load(const char *path, struct hg_conf **out, char *err, size_t errle
 
     free(L.tenant_origin);
     free(L.tenant_lines);
+    for (size_t r = 0; r < c->n_rules; r++) {
+        for (size_t k = 0; k < L.rules_secs[r].n_keys; k++)
+            free(L.rules_secs[r].keys[k].name);
+        free(L.rules_secs[r].keys);
+    }
+    free(L.rules_secs);
+    free(L.rules_env);
     if (L.failed) {
         conf_free(c);
         return HG_ERR_CONFIG;
     }
+    /* Sealed rules are read by every worker thread; sorted ids make hg_conf_rules a bsearch. */
+    for (size_t r = 0; r < c->n_rules; r++)
+        hg_rules_seal(c->rules[r].rules);
+    if (c->n_rules)
+        qsort(c->rules, c->n_rules, sizeof(*c->rules), cmp_rules_id);
     *out = c;
     return 0;
 }
@@ -1224,6 +1446,19 @@ const struct hg_tenant_conf *hg_conf_tenant(const struct hg_conf *c, const char 
         if (strcmp(c->tenants[i].id, id) == 0)
             return &c->tenants[i];
     return NULL;
+}
+
+const struct hg_rules *hg_conf_rules(const struct hg_conf *c, const char *tenant)
+{
+    if (c == NULL || c->n_rules == 0)
+        return NULL;
+    struct hg_rules_conf key = { (char *)(tenant ? tenant : "default"), NULL };
+    const struct hg_rules_conf *hit = bsearch(&key, c->rules, c->n_rules, sizeof(*c->rules), cmp_rules_id);
+    if (hit == NULL && tenant) {
+        key.id = (char *)"default";
+        hit = bsearch(&key, c->rules, c->n_rules, sizeof(*c->rules), cmp_rules_id);
+    }
+    return hit ? hit->rules : NULL;
 }
 
 const struct hg_tenant_conf *hg_conf_tenant_by_business(const struct hg_conf *c, const char *business_id)

@@ -16,6 +16,14 @@ struct hg_strlist {
     size_t n;
 };
 
+struct hg_rules;
+
+/* One `[rules.<id>]` section, compiled at load (src/rules/rules.h). */
+struct hg_rules_conf {
+    char *id;                         /* tenant id, or "default" */
+    struct hg_rules *rules;           /* sealed: immutable, shared by all threads; freed with the hg_conf */
+};
+
 /* One `[tenant.<id>]` section. */
 struct hg_tenant_conf {
     char *id;                         /* tenant id, as in /webhooks/whatsapp/{tenant} */
@@ -90,6 +98,10 @@ struct hg_conf {
     char *s3_access_key;
     char *s3_secret_key;
     char *s3_bucket;                  /* "hookgate" */
+
+    /* [rules.<id>] sections, sorted by id; use hg_conf_rules() */
+    struct hg_rules_conf *rules;
+    size_t n_rules;
 };
 
 /*
@@ -106,5 +118,12 @@ void hg_conf_unref(struct hg_conf *c);
 /* Tenant by id, or by a WABA id / phone_number_id listed in business_ids; NULL when none. */
 const struct hg_tenant_conf *hg_conf_tenant(const struct hg_conf *c, const char *id);
 const struct hg_tenant_conf *hg_conf_tenant_by_business(const struct hg_conf *c, const char *business_id);
+
+/*
+ * Enrichment rules for `tenant`: its [rules.<tenant>] section, else [rules.default], else NULL
+ * (no rules; hg_rules_apply takes NULL). A NULL tenant gets [rules.default]. The result lives as
+ * long as the caller's reference to `c`. Safe from any thread; O(log sections).
+ */
+const struct hg_rules *hg_conf_rules(const struct hg_conf *c, const char *tenant);
 
 #endif

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "conf/conf.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "rules/rules.h"
 
 extern char **environ;
 
@@ -578,6 +580,197 @@ static void test_tenant_lookup(void **state)
     hg_conf_unref(c);
 }
 
+/* ------------------------------------------------------------------ [rules.<id>] */
+
+/* Write `text` as <tmpdir>/rules.conf; `path` gets its name. */
+static void rules_file(char *dir, size_t dn, char *path, size_t pn, const char *text)
+{
+    make_tmpdir(dir, dn);
+    snprintf(path, pn, "%s/rules.conf", dir);
+    write_file(path, text);
+}
+
+static void rules_file_done(const char *dir, const char *path)
+{
+    unlink(path);
+    rmdir(dir);
+}
+
+/* Priority class hg_rules_apply gives a text message with `body`. */
+static const char *rules_class(const struct hg_rules *r, const char *body)
+{
+    json_t *doc = json_pack("{s:s, s:s, s:{s:s}, s:{}}", "kind", "message", "type", "text", "content", "body", body,
+                            "raw");
+    int prio;
+    const char *cls;
+    assert_int_equal(hg_rules_apply(r, doc, &prio, &cls), 0);
+    json_decref(doc);
+    return cls;
+}
+
+static const char *rules_tags(const struct hg_rules *r, const char *body)
+{
+    static char out[256];
+    json_t *doc = json_pack("{s:s, s:s, s:{s:s}}", "kind", "message", "type", "text", "content", "body", body);
+    int prio;
+    const char *cls;
+    assert_int_equal(hg_rules_apply(r, doc, &prio, &cls), 0);
+    char *s = json_dumps(json_object_get(doc, "tags"), JSON_COMPACT);
+    snprintf(out, sizeof(out), "%s", s);
+    free(s);
+    json_decref(doc);
+    return out;
+}
+
+static const char rules_conf[] =
+    "[tenant.plumber]\n"
+    "\n"
+    "[rules.plumber]\n"
+    "emergency = burst pipe, flooding, gas leak\n"
+    "emergency_regex = \\bno (hot )?water\\b\n"
+    "high = leak*\n"
+    "low = thank you, thanks\n"
+    "tag.water = flooding, burst pipe ; a comment\n"
+    "tag_regex.gas = gas (leak|smell)\n"
+    "\n"
+    "[rules.default]\n"
+    "high = urgent\n"
+    "\n"
+    "[rules.zz-no-tenant-section]\n"
+    "low = x\n";
+
+static void test_rules_file(void **state)
+{
+    char dir[64], path[128];
+    rules_file(dir, sizeof(dir), path, sizeof(path), rules_conf);
+    struct hg_conf *c = load_ok(path);
+    assert_int_equal(c->n_rules, 3);
+    /* Sorted by id for hg_conf_rules' binary search. */
+    assert_string_equal(c->rules[0].id, "default");
+    assert_string_equal(c->rules[1].id, "plumber");
+    assert_string_equal(c->rules[2].id, "zz-no-tenant-section");
+    const struct hg_rules *r = hg_conf_rules(c, "plumber");
+    assert_ptr_equal(r, c->rules[1].rules);
+    assert_string_equal(rules_class(r, "Burst pipe in the basement"), "emergency");
+    assert_string_equal(rules_class(r, "there is NO water"), "emergency");
+    assert_string_equal(rules_class(r, "the tap is leaking"), "high");
+    assert_string_equal(rules_class(r, "thanks!"), "low");
+    assert_string_equal(rules_class(r, "urgent"), "medium");   /* the default section does not add */
+    assert_string_equal(rules_tags(r, "gas smell and flooding"), "[\"gas\",\"water\"]");
+    assert_string_equal(rules_class(hg_conf_rules(c, "acme"), "urgent"), "high");
+    assert_ptr_equal(hg_conf_rules(c, "acme"), c->rules[0].rules);
+    hg_conf_unref(c);
+    rules_file_done(dir, path);
+}
+
+static void expect_rules_error(const char *text, const char *want_tail, bool prefix)
+{
+    char dir[64], path[128], want[512];
+    rules_file(dir, sizeof(dir), path, sizeof(path), text);
+    snprintf(want, sizeof(want), "%s%s", path, want_tail);
+    if (prefix)
+        expect_error_prefix(path, want);
+    else
+        expect_error(path, want);
+    rules_file_done(dir, path);
+}
+
+static void test_rules_errors(void **state)
+{
+    expect_rules_error("[rules.acme]\nhigh = x\nemergency_regex = (no water\n",
+                       ":3: emergency_regex: bad regex: ", true);
+    expect_rules_error("[rules.acme]\ntag_regex.gas = gas{\n", ":2: tag_regex.gas: bad regex: ", true);
+    expect_rules_error("[rules.acme]\nurgent = flooding\n", ":2: unknown key 'urgent' in [rules.acme]", false);
+    expect_rules_error("[rules.acme]\nemergency_file = /dev/null\n",
+                       ":2: unknown key 'emergency_file' in [rules.acme]", false);
+    expect_rules_error("[rules.acme]\n\nemergency = burst pipe,, flooding\n", ":3: emergency: empty keyword in list",
+                       false);
+    expect_rules_error("[rules.acme]\nlow = thanks,\n", ":2: low: empty keyword in list", false);
+    expect_rules_error("[rules.acme]\nhigh = gas*leak\n",
+                       ":2: high: '*' is allowed only at the start or end of a keyword", false);
+    expect_rules_error("[rules.acme]\ntag.Gas = gas\n", ":2: tag.Gas: 'Gas' is not a tag name (1-64 of a-z 0-9 _ -)",
+                       false);
+    expect_rules_error("[rules.acme]\nhigh = a\nhigh = b\n", ":3: duplicate key 'high' in [rules.acme] (first at line 2)",
+                       false);
+    expect_rules_error("[rules.acme]\n[server]\n[rules.acme]\n", ":3: duplicate section [rules.acme] (first at line 1)",
+                       false);
+    expect_rules_error("[rules.bad/id]\n", ":1: 'bad/id' is not a tenant id (1-64 of A-Z a-z 0-9 - _ .)", false);
+    expect_rules_error("[rules]\nhigh = x\n", ":1: unknown section [rules]", false);
+    /* Keys that would answer to one env name are caught in the file, not at override time. */
+    expect_rules_error("[rules.a]\ntag.emergency = x\n\n[rules.a-tag]\n",
+                       ":4: 'tag.emergency' in [rules.a] and 'emergency' in [rules.a-tag] share the env name "
+                       "HOOKGATE_RULES_A_TAG_EMERGENCY", false);
+    expect_rules_error("[rules.acme]\ntag.no-water = x\ntag.no_water = y\n",
+                       ":3: 'tag.no-water' in [rules.acme] and 'tag.no_water' in [rules.acme] share the env name "
+                       "HOOKGATE_RULES_ACME_TAG_NO_WATER", false);
+}
+
+static void test_rules_env(void **state)
+{
+    char dir[64], path[128];
+    rules_file(dir, sizeof(dir), path, sizeof(path), rules_conf);
+
+    setenv("HOOKGATE_RULES_PLUMBER_EMERGENCY", "fire, smoke", 1);
+    setenv("HOOKGATE_RULES_plumber_TAG_WATER", "tap", 1);          /* ids match case-insensitively */
+    setenv("HOOKGATE_RULES_PLUMBER_TAG_REGEX_GAS", "^gas$", 1);
+    setenv("HOOKGATE_RULES_PLUMBER_LOW", "", 1);                   /* empty removes the file's keywords */
+    setenv("HOOKGATE_RULES_DEFAULT_EMERGENCY_REGEX", "sos|mayday", 1);
+    setenv("HOOKGATE_RULES_ZZ_NO_TENANT_SECTION_HIGH", "y", 1);
+    struct hg_conf *c = load_ok(path);
+    const struct hg_rules *r = hg_conf_rules(c, "plumber");
+    assert_string_equal(rules_class(r, "flooding"), "medium");
+    assert_string_equal(rules_class(r, "SMOKE everywhere"), "emergency");
+    assert_string_equal(rules_class(r, "no hot water"), "emergency");  /* the file's regex stays */
+    assert_string_equal(rules_class(r, "thanks"), "medium");
+    assert_string_equal(rules_tags(r, "tap, flooding"), "[\"water\"]");
+    assert_string_equal(rules_tags(r, "gas leak"), "[]");
+    assert_string_equal(rules_tags(r, "GAS"), "[\"gas\"]");
+    assert_string_equal(rules_class(hg_conf_rules(c, "other"), "Mayday"), "emergency");
+    assert_string_equal(rules_class(hg_conf_rules(c, "zz-no-tenant-section"), "y"), "high");
+    hg_conf_unref(c);
+    clear_env();
+
+    setenv("HOOKGATE_RULES_NOPE_EMERGENCY", "x", 1);
+    expect_error(path, "env HOOKGATE_RULES_NOPE_EMERGENCY: no [rules.<id>] section or key matches it");
+    clear_env();
+    /* The environment cannot create tags or sections. */
+    setenv("HOOKGATE_RULES_PLUMBER_TAG_NEW", "x", 1);
+    expect_error(path, "env HOOKGATE_RULES_PLUMBER_TAG_NEW: no [rules.<id>] section or key matches it");
+    clear_env();
+    setenv("HOOKGATE_RULES_ACME_HIGH", "x", 1);
+    expect_error(NULL, "env HOOKGATE_RULES_ACME_HIGH: no [rules.<id>] section or key matches it");
+    clear_env();
+    setenv("HOOKGATE_RULES_PLUMBER_EMERGENCY_REGEX", "(", 1);
+    expect_error_prefix(path, "env HOOKGATE_RULES_PLUMBER_EMERGENCY_REGEX: bad regex: ");
+    clear_env();
+    setenv("HOOKGATE_RULES_PLUMBER_LOW", "a,,b", 1);
+    expect_error(path, "env HOOKGATE_RULES_PLUMBER_LOW: empty keyword in list");
+    clear_env();
+    setenv("HOOKGATE_RULES_PLUMBER_LOW", "a", 1);
+    setenv("HOOKGATE_RULES_Plumber_LOW", "b", 1);
+    expect_error(path, "env HOOKGATE_RULES_PLUMBER_LOW: set more than once with different case");
+    clear_env();
+    rules_file_done(dir, path);
+}
+
+/* SIGHUP builds a new snapshot: its rules are compiled afresh, the old ones live until released. */
+static void test_rules_reload(void **state)
+{
+    char dir[64], path[128];
+    rules_file(dir, sizeof(dir), path, sizeof(path), "[rules.acme]\nemergency = flooding\n");
+    struct hg_conf *old = load_ok(path);
+    write_file(path, "[rules.acme]\nlow = flooding\n[rules.default]\nhigh = flooding\n");
+    struct hg_conf *new = load_ok(path);
+    assert_string_equal(rules_class(hg_conf_rules(old, "acme"), "flooding"), "emergency");
+    assert_string_equal(rules_class(hg_conf_rules(new, "acme"), "flooding"), "low");
+    assert_null(hg_conf_rules(old, "beta"));
+    assert_string_equal(rules_class(hg_conf_rules(new, "beta"), "flooding"), "high");
+    hg_conf_unref(old);
+    assert_string_equal(rules_class(hg_conf_rules(new, "acme"), "flooding"), "low");
+    hg_conf_unref(new);
+    rules_file_done(dir, path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -602,6 +795,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_relative_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refcount, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tenant_lookup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rules_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rules_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rules_env, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rules_reload, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
