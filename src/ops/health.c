@@ -1,6 +1,7 @@
-/* GET /health (alive), /ready (can accept and hand on), /metrics (Prometheus text). */
+/* GET /health (alive), /ready (can accept and hand on, per backend), /metrics (Prometheus text). */
 #include <stdio.h>
 
+#include "clients/redis.h"
 #include "core/buf.h"
 #include "core/err.h"
 #include "http/http.h"
@@ -16,22 +17,40 @@ void hg_ops_health(struct hg_worker *w, struct hg_conn *c, struct hg_http_reques
     hg_conn_respond(c, 200, "application/json", NULL, body, sizeof(body) - 1);
 }
 
+/*
+ * Ready means: this instance can accept a webhook and make it durable now. A down sink or Redis
+ * does not stop acceptance (records wait in the spool; Redis has a local fallback): they make the
+ * answer "degraded" (still 200). Not ready (503): shutting down, or the spool cannot take appends.
+ */
 void hg_ops_ready(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *unused)
 {
     const char *sink_reason = NULL;
     int spool_rc = hg_spool_writable(w->spool);
     int sink_rc = w->sink->ops->ready(w->sink, &sink_reason);
-    bool ready = !w->stopping && spool_rc == 0 && sink_rc == 0;
-    char body[512];
-    int n = snprintf(body, sizeof(body),
-                     "{\"status\":\"%s\",\"checks\":{\"listener\":\"%s\",\"spool\":\"%s\",\"sink\":\"%s\"}%s%s%s}",
-                     ready ? "ready" : "not_ready", w->stopping ? "down" : "ok",
-                     spool_rc == 0 ? "ok" : "down", sink_rc == 0 ? "ok" : "down",
-                     ready ? "" : ",\"reason\":\"",
-                     ready ? "" : (w->stopping ? "shutting down" : spool_rc ? hg_strerror(spool_rc)
-                                                               : (sink_reason ? sink_reason : "sink not ready")),
-                     ready ? "" : "\"");
-    hg_conn_respond(c, ready ? 200 : 503, "application/json", NULL, body, (size_t)n);
+    bool redis_ok = w->redis == NULL || hg_redis_state(w->redis) == HG_REDIS_OK;
+    bool accept = !w->stopping && spool_rc == 0;
+    bool degraded = sink_rc != 0 || !redis_ok;
+    const char *status = !accept ? "not_ready" : degraded ? "degraded" : "ready";
+    const char *reason = w->stopping ? "shutting down"
+                         : spool_rc  ? hg_strerror(spool_rc)
+                         : sink_rc   ? (sink_reason ? sink_reason : "sink not ready")
+                         : !redis_ok ? "redis unreachable: local fallback in use"
+                                     : NULL;
+    struct hg_buf b;
+    hg_buf_init(&b, 4096);
+    hg_buf_appendf(&b, "{\"status\":\"%s\",\"checks\":{\"listener\":\"%s\",\"spool\":\"%s\",\"%s\":\"%s\"", status,
+                   w->stopping ? "down" : "ok", spool_rc == 0 ? "ok" : "down",
+                   w->sink_is_amqp ? "rabbitmq" : "ndjson", sink_rc == 0 ? "ok" : "down");
+    if (w->redis)
+        hg_buf_appendf(&b, ",\"redis\":\"%s\"", redis_ok ? "ok" : "degraded");
+    if (w->s3)
+        hg_buf_appendf(&b, ",\"s3\":\"configured\"");
+    hg_buf_appendf(&b, "}");
+    if (reason)
+        hg_buf_appendf(&b, ",\"reason\":\"%s\"", reason);
+    hg_buf_appendf(&b, "}");
+    hg_conn_respond(c, accept ? 200 : 503, "application/json", NULL, b.data, b.len);
+    hg_buf_free(&b);
 }
 
 void hg_ops_metrics(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *unused)

@@ -18,7 +18,9 @@
 #include "core/time.h"
 #include "core/uuid.h"
 #include "ops/metrics.h"
+#include "conf/conf.h"
 #include "providers/whatsapp.h"
+#include "rules/rules.h"
 #include "req/drain.h"
 #include "sink/sink.h"
 #include "spool/spool.h"
@@ -390,6 +392,11 @@ static char *dup_or_empty(const char *s) { return hg_xstrdup(s ? s : ""); }
 static int on_event(void *arg, const struct hg_event *ev, json_t *doc)
 {
     struct item *it = arg;
+    int priority = ev->priority;
+    const char *priority_class = ev->priority_class;
+    /* Tenant rules set priority and tags before the document is frozen into its JSON text. */
+    if (it->drain->b.conf && strcmp(ev->kind, "dead_letter") != 0)
+        hg_rules_apply(hg_conf_rules(*it->drain->b.conf, it->tenant), doc, &priority, &priority_class);
     char *json = json_dumps(doc, JSON_COMPACT);
     if (json == NULL)
         hg_oom(__FILE__, __LINE__);
@@ -402,9 +409,9 @@ static int on_event(void *arg, const struct hg_event *ev, json_t *doc)
     e->kind = dup_or_empty(ev->kind);
     e->type = dup_or_empty(ev->type);
     e->correlation_id = dup_or_empty(ev->correlation_id);
-    e->priority_class = dup_or_empty(ev->priority_class ? ev->priority_class : "medium");
+    e->priority_class = dup_or_empty(priority_class ? priority_class : "medium");
     e->timestamp_s = ev->timestamp_s;
-    e->priority = ev->priority;
+    e->priority = priority;
     e->json = json;
     e->json_len = strlen(json);
     return 0;

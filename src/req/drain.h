@@ -24,7 +24,10 @@ struct hg_redis;
 struct hg_s3;
 
 /* What the drain hands records to. Only spool and sink are required. */
+struct hg_conf;
+
 struct hg_drain_backends {
+    struct hg_conf *const *conf;   /* the worker's current config (tenant rules); read per event */
     struct hg_spool *spool;
     struct hg_sink *sink;
     struct hg_redis *redis;        /* dedup of event ids; NULL = no dedup */

@@ -239,6 +239,7 @@ static int worker_open(struct hg_worker *w)
         }
     }
     struct hg_drain_backends b = {
+        .conf = &w->conf,
         .spool = w->spool,
         .sink = w->sink,
         .redis = w->redis,
