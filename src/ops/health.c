@@ -18,9 +18,10 @@ void hg_ops_health(struct hg_worker *w, struct hg_conn *c, struct hg_http_reques
 }
 
 /*
- * Ready means: this instance can accept a webhook and make it durable now. A down sink or Redis
- * does not stop acceptance (records wait in the spool; Redis has a local fallback): they make the
- * answer "degraded" (still 200). Not ready (503): shutting down, or the spool cannot take appends.
+ * Ready (200): listening, the spool takes appends and the sink can hand events on. Not ready
+ * (503 + reason): shutting down, spool not writable, or the sink down (acceptance itself goes on
+ * meanwhile: records wait in the spool). Redis down is "degraded" (200): a per-worker fallback
+ * keeps dedup and rate limits working.
  */
 void hg_ops_ready(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *unused)
 {
@@ -28,8 +29,8 @@ void hg_ops_ready(struct hg_worker *w, struct hg_conn *c, struct hg_http_request
     int spool_rc = hg_spool_writable(w->spool);
     int sink_rc = w->sink->ops->ready(w->sink, &sink_reason);
     bool redis_ok = w->redis == NULL || hg_redis_state(w->redis) == HG_REDIS_OK;
-    bool accept = !w->stopping && spool_rc == 0;
-    bool degraded = sink_rc != 0 || !redis_ok;
+    bool accept = !w->stopping && spool_rc == 0 && sink_rc == 0;
+    bool degraded = !redis_ok;
     const char *status = !accept ? "not_ready" : degraded ? "degraded" : "ready";
     const char *reason = w->stopping ? "shutting down"
                          : spool_rc  ? hg_strerror(spool_rc)
