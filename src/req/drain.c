@@ -89,6 +89,9 @@ struct item {
     bool failed;                   /* some step of this round failed */
     unsigned attempts;
     uint64_t retry_at_ms;          /* loop time; 0 = not waiting */
+    bool ephemeral;                /* ack = broker: not in the spool, never retried */
+    hg_drain_ack_cb ack;           /* ephemeral: pending answer to the request */
+    void *ack_arg;
 };
 
 struct hg_drain {
@@ -154,6 +157,24 @@ static uint64_t backoff_ms(unsigned attempts)
     return ms / 2 + hg_random_u64() % (ms / 2 + 1);
 }
 
+static bool events_done(const struct item *it)
+{
+    for (size_t i = 0; i < it->n_events; i++)
+        if (it->events[i].state != EV_DONE)
+            return false;
+    return true;
+}
+
+/* ack = broker: answer the request once (success when every event is confirmed). */
+static void item_ack(struct item *it, int status)
+{
+    if (it->ack == NULL)
+        return;
+    hg_drain_ack_cb ack = it->ack;
+    it->ack = NULL;
+    ack(it->ack_arg, status);
+}
+
 static bool item_complete(const struct item *it)
 {
     if (it->archive != AR_NONE && it->archive != AR_DONE)
@@ -167,6 +188,17 @@ static bool item_complete(const struct item *it)
 /* An asynchronous step finished: decide what happens to the item when it was the last one. */
 static void item_settle(struct item *it)
 {
+    if (it->ephemeral) {
+        if (events_done(it))
+            item_ack(it, 0);
+        else if (it->failed)
+            item_ack(it, HG_ERR_UNAVAILABLE);
+        if (it->outstanding == 0) {
+            item_ack(it, HG_ERR_UNAVAILABLE); /* no-op unless nothing decided yet */
+            item_free(it);
+        }
+        return;
+    }
     if (it->outstanding > 0)
         return;
     if (item_complete(it)) {
@@ -514,6 +546,22 @@ void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drai
     it->root = root;
     item_build(it);
     item_step(it);
+}
+
+void hg_drain_submit_acked(struct hg_drain *d, const struct hg_drain_record *rec, json_t *root, hg_drain_ack_cb ack,
+                           void *arg)
+{
+    struct item *it = item_new(d, 0, rec);
+    it->ephemeral = true;
+    it->ack = ack;
+    it->ack_arg = arg;
+    it->root = root;
+    item_build(it);
+    /* The answer must never come before this returns: hold the item until the end. */
+    it->outstanding++;
+    item_step(it);
+    it->outstanding--;
+    item_settle(it);
 }
 
 static void pull_recovered(struct hg_drain *d)

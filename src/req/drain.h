@@ -58,6 +58,17 @@ int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_
  * from the body); the drain takes over that reference.
  */
 void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec, json_t *root);
+/*
+ * ack = broker: hand on a webhook that is NOT in the spool. `ack(arg, 0)` runs once every event is
+ * confirmed by the sink (the caller answers 200 then); `ack(arg, <0)` runs as soon as one step
+ * fails (answer 503: the provider retries; nothing is retried here). Exactly once; it may run
+ * before this returns (a record without events, a sink that refuses at once), so the caller must
+ * not touch `arg` after the call. The raw archive still runs; it does not change the answer.
+ */
+typedef void (*hg_drain_ack_cb)(void *arg, int status);
+void hg_drain_submit_acked(struct hg_drain *d, const struct hg_drain_record *rec, json_t *root, hg_drain_ack_cb ack,
+                           void *arg);
+
 /* Records taken and not yet released. */
 uint64_t hg_drain_inflight(const struct hg_drain *d);
 /* Start no new step from now on (shutdown): call before closing the sink and the clients, whose

@@ -27,6 +27,7 @@ enum hg_req_state {
     HG_REQ_VERIFY,    /* tenant, signature and envelope checks (synchronous) */
     HG_REQ_RATELIMIT, /* waiting for the tenant's rate limit answer (Redis) */
     HG_REQ_SPOOL,     /* appended, waiting for the group fsync */
+    HG_REQ_BROKER,    /* ack = broker: waiting for the broker's confirms */
     HG_REQ_DONE,      /* answered (or its connection went away) */
 };
 
@@ -49,7 +50,7 @@ struct hg_req {
     size_t body_len;
 };
 
-static const char *const state_names[] = { "verify", "ratelimit", "spool", "done" };
+static const char *const state_names[] = { "verify", "ratelimit", "spool", "broker", "done" };
 
 static void req_set_state(struct hg_req *q, enum hg_req_state s)
 {
@@ -177,10 +178,55 @@ static void on_spooled(void *arg, int status, uint64_t id)
     req_free(q);
 }
 
+static void on_broker_acked(void *arg, int status)
+{
+    struct hg_req *q = arg;
+    if (status != 0) {
+        count_rejected(q->tenant, "unavailable");
+        req_answer_error(q, 503, "unavailable", "the broker did not confirm the events; retry later",
+                         "Retry-After: 5\r\n");
+        req_free(q);
+        return;
+    }
+    req_set_state(q, HG_REQ_DONE);
+    if (q->conn) {
+        char body[256];
+        int n = snprintf(body, sizeof(body), "{\"status\":\"accepted\",\"request_id\":\"%s\",\"events\":%d}",
+                         q->request_id, q->events);
+        hg_conn_respond(q->conn, 200, "application/json", q->rl_headers, body, (size_t)n);
+    }
+    hg_metric_observe(HG_M_PROCESSING_DURATION, NULL, (double)(hg_time_mono_ns() - q->start_mono_ns) / 1e9);
+    req_free(q);
+}
+
+/* ack = broker: no spool; the answer waits for the broker's confirms of every event. */
+static void req_publish(struct hg_req *q)
+{
+    req_set_state(q, HG_REQ_BROKER);
+    struct hg_drain_record rec = {
+        .request_id = q->request_id,
+        .tenant = q->tenant,
+        .provider = "whatsapp",
+        .received_at_ns = q->received_at_ns,
+        .headers = q->headers,
+        .headers_len = q->headers_len,
+        .body = q->body,
+        .body_len = q->body_len,
+    };
+    json_t *root = q->root;
+    q->root = NULL;
+    hg_drain_submit_acked(q->worker->drain, &rec, root, on_broker_acked, q);
+    /* q may be freed by now. */
+}
+
 /* Append to the spool; the answer comes from on_spooled (or at once on refusal). */
 static void req_spool(struct hg_req *q)
 {
     struct hg_worker *w = q->worker;
+    if (w->ack_broker) {
+        req_publish(q);
+        return;
+    }
     struct hg_spool_record rec = {
         .received_at_ns = q->received_at_ns,
         .request_id = q->request_id,

@@ -207,6 +207,7 @@ static int worker_open(struct hg_worker *w)
             return rc;
         }
         w->sink_is_amqp = true;
+        w->ack_broker = c->ack && strcmp(c->ack, "broker") == 0;
     } else {
         rc = hg_ndjson_sink_open(&w->loop, c->ndjson_dir, w->id, c->ndjson_rotate_bytes, &w->sink);
         if (rc != 0) {

@@ -41,6 +41,7 @@ struct hg_worker {
     struct hg_sink *sink;
     struct hg_drain *drain;
     bool sink_is_amqp;               /* RabbitMQ sink (else ndjson) */
+    bool ack_broker;                 /* [server] ack = broker: 200 after the broker's confirms */
     struct hg_redis *redis;          /* NULL without [redis] url */
     struct hg_http *http_client;     /* libcurl multi on this loop (S3, tenant service, media) */
     struct hg_s3 *s3;                /* NULL without [s3] endpoint */
