@@ -250,6 +250,7 @@ def test_malformed_request_400(lim, line):
 def test_max_connections_per_worker(make_hg):
     h = make_hg(overrides={"server": {"workers": "1", "max_connections": "3"}})
     conns = []
+    time.sleep(0.3)  # let the server notice the start-up health probe's connection closing
     try:
         for i in range(3):
             c = h.raw()
