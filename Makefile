@@ -61,7 +61,7 @@ $(BUILD)/deps/llhttp/%.o: $(LLHTTP_DIR)/%.c
 
 $(BUILD)/test/%: test/unit/%.c $(LIB_OBJS) $(LLHTTP_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Wno-unused-function -MMD -MP $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Wno-unused-function -MMD -MP $(LDFLAGS) -o $@ $(filter %.o %.c,$^) $(LDLIBS) -lcmocka
 
 run: deps all
 	@mkdir -p var

@@ -1,8 +1,149 @@
-/* hookgate entry point: CLI, config load, workers, signals. */
+/* hookgate entry point: CLI, config load, workers, signals (SIGHUP reload, SIGTERM/SIGINT drain). */
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
 
-int main(void)
+#include "conf/conf.h"
+#include "core/common.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "ops/metrics.h"
+#include "worker/worker.h"
+
+static struct hg_worker *workers;
+static int nworkers;
+static struct hg_conf *current_conf;
+static const char *conf_path;
+static bool stopping;
+
+static void usage(FILE *f)
 {
-    puts("hookgate " HG_VERSION);
+    fprintf(f,
+            "usage: hookgate [-c FILE] [-t] [-v] [--help]\n"
+            "  -c, --config FILE  configuration file (default: built-in defaults + HOOKGATE_* env)\n"
+            "  -t, --test         check the configuration and exit (0 ok, 1 with file:line: reason)\n"
+            "  -v, --version      print the version and exit\n"
+            "  -h, --help         this text\n");
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    if (signum == SIGHUP) {
+        char err[512];
+        struct hg_conf *next;
+        if (hg_conf_load(conf_path, &next, err, sizeof(err)) != 0) {
+            hg_error(NULL, "configuration reload failed; keeping the running configuration", "reason", err, NULL);
+            return;
+        }
+        hg_log_set_level(next->log_level);
+        for (int i = 0; i < nworkers; i++)
+            hg_worker_reload(&workers[i], next);
+        hg_conf_unref(current_conf);
+        current_conf = next;
+        hg_info(NULL, "configuration reloaded", NULL);
+        return;
+    }
+    if (stopping)
+        return;
+    stopping = true;
+    hg_info(NULL, "stopping: draining in-flight requests", "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+    for (int i = 0; i < nworkers; i++)
+        hg_worker_stop(&workers[i]);
+    uv_stop(s->loop);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "test", no_argument, NULL, 't' },
+        { "version", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    bool test_only = false;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': conf_path = optarg; break;
+        case 't': test_only = true; break;
+        case 'v': printf("hookgate %s\n", HG_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    char err[512];
+    if (hg_conf_load(conf_path, &current_conf, err, sizeof(err)) != 0) {
+        fprintf(stderr, "hookgate: %s\n", err);
+        return 1;
+    }
+    if (test_only) {
+        printf("configuration ok\n");
+        hg_conf_unref(current_conf);
+        return 0;
+    }
+    hg_log_set_level(current_conf->log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* fsyncs of every worker's spool and sink run on libuv's shared threadpool: size it for them. */
+    nworkers = current_conf->workers;
+    char tp[16];
+    snprintf(tp, sizeof(tp), "%d", HG_MAX(4, 4 * nworkers));
+    setenv("UV_THREADPOOL_SIZE", tp, 0);
+
+    hg_metrics_init(nworkers);
+    hg_metrics_bind(-1);
+
+    uv_loop_t *loop = uv_default_loop();
+    uv_signal_t sig_hup, sig_term, sig_int;
+    uv_signal_init(loop, &sig_hup);
+    uv_signal_init(loop, &sig_term);
+    uv_signal_init(loop, &sig_int);
+    uv_signal_start(&sig_hup, on_signal, SIGHUP);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+
+    workers = hg_xcalloc((size_t)nworkers, sizeof(*workers));
+    int started = 0, rc = 0;
+    for (int i = 0; i < nworkers; i++) {
+        rc = hg_worker_start(&workers[i], i, nworkers, current_conf);
+        started++;
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0) {
+        char n[16], port[8];
+        snprintf(n, sizeof(n), "%d", nworkers);
+        snprintf(port, sizeof(port), "%u", current_conf->listen_port);
+        hg_info(NULL, "hookgate started", "version", HG_VERSION, "workers", n, "listen", current_conf->listen_host,
+                "port", port, NULL);
+        uv_run(loop, UV_RUN_DEFAULT);
+    } else {
+        for (int i = 0; i < started; i++)
+            hg_worker_stop(&workers[i]);
+    }
+    for (int i = 0; i < started; i++)
+        hg_worker_join(&workers[i]);
+    free(workers);
+
+    uv_close((uv_handle_t *)&sig_hup, NULL);
+    uv_close((uv_handle_t *)&sig_term, NULL);
+    uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    hg_conf_unref(current_conf);
+    if (rc != 0) {
+        fprintf(stderr, "hookgate: start-up failed: %s\n", hg_strerror(rc));
+        return 1;
+    }
+    hg_info(NULL, "hookgate stopped", NULL);
     return 0;
 }

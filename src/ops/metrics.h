@@ -41,10 +41,19 @@ enum hg_metric {
     HG_M__COUNT
 };
 
-/* Once, before any worker starts: room for `nworkers` registries plus the main thread's. */
+/*
+ * Once, before any worker starts: room for `nworkers` registries plus the main thread's.
+ * Metrics recorded before init, or by a thread never bound, go to the main thread's registry
+ * (which takes a lock, as several threads may share it).
+ */
 void hg_metrics_init(int nworkers);
-/* Bind the calling thread to registry `worker` (-1 = main thread). */
+/* Bind the calling thread to registry `worker` (-1 or out of range = main thread). */
 void hg_metrics_bind(int worker);
+/*
+ * Drop every series and worker registry (tests, clean exit). No other thread may record or render
+ * meanwhile; bindings made before become void (those threads fall back to the main registry).
+ */
+void hg_metrics_free(void);
 
 /* Add n to a counter series of the calling thread's registry. `labels` may be NULL. */
 void hg_metric_add(enum hg_metric m, const char *labels, uint64_t n);
@@ -54,10 +63,16 @@ void hg_metric_set(enum hg_metric m, const char *labels, double v);
 /* Record one observation into a histogram series. */
 void hg_metric_observe(enum hg_metric m, const char *labels, double v);
 
-/* Escape a label value (\\, \", \n) into out; returns out. */
+/*
+ * Escape a label value (\\, \", \n) into out; returns out. Always NUL-terminated when cap > 0;
+ * a value that does not fit is cut on a UTF-8 character boundary, never inside an escape.
+ */
 char *hg_metrics_label_escape(char *out, size_t cap, const char *value);
 
-/* Render all families in Prometheus text format 0.0.4, summed over workers. Any thread. */
+/*
+ * Render all families in Prometheus text format 0.0.4, summed over workers. Any thread, lock-free
+ * with respect to writers. Series are sorted by label string. HG_ERR_TOO_BIG past out's cap.
+ */
 int hg_metrics_render(struct hg_buf *out);
 
 /* Read a counter's sum over workers (tests, /ready). */

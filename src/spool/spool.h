@@ -18,9 +18,15 @@ struct hg_spool_opts {
     const char *dir;            /* spool root; the worker's segments live in <dir>/w<worker> */
     int worker;                 /* this worker's index */
     int nworkers;               /* recovery also adopts <dir>/w<j> for j >= nworkers, j % nworkers == worker */
-    uint64_t max_bytes;         /* quota over live segment bytes; past it appends fail with HG_ERR_FULL */
+    uint64_t max_bytes;         /* quota over live record bytes (unreleased + pending); past it appends
+                                 * fail with HG_ERR_FULL */
     uint64_t segment_bytes;     /* rotate to a new segment past this size */
-    uint64_t commit_delay_us;   /* wait up to this long for more appends before writing; 0 = at once */
+    uint64_t commit_delay_us;   /* wait up to this long for more appends before writing; 0 = at once
+                                 * (still batches every append made in the same loop iteration) */
+    /* Observer of each fdatasync's duration (seconds), called on the loop thread after it
+     * completes, e.g. to feed spool_fsync_duration_seconds. May be NULL. */
+    void (*on_fsync)(void *arg, double seconds);
+    void *on_fsync_arg;
 };
 
 /* What is appended: all pointers are only read during hg_spool_append (the spool copies). */
@@ -63,34 +69,40 @@ typedef void (*hg_spool_close_cb)(void *arg);
 int hg_spool_open(uv_loop_t *loop, const struct hg_spool_opts *opts, struct hg_spool **out);
 
 /*
- * Append one record. Returns HG_ERR_FULL (quota) or another error at once, and then `cb` never
- * runs; returns 0 and `cb` runs exactly once, later, after the record is fsynced (or failed).
+ * Append one record. Returns HG_ERR_FULL (quota, or the record alone is bigger than the quota),
+ * HG_ERR_TOO_BIG (record past the 64 MiB framing cap), HG_ERR_CLOSED (closing) or
+ * HG_ERR_INVALID at once, and then `cb` never runs; returns 0 and `cb` runs exactly once, later,
+ * after the record is fsynced (status 0, with its id) or failed (status <0: not durable).
  */
 int hg_spool_append(struct hg_spool *s, const struct hg_spool_record *rec, hg_spool_append_cb cb, void *arg);
 
 /*
  * The record was handed on (its sink confirmed it): forget it. A segment whose records are all
  * released, and that is no longer being written, is deleted. Releases are also noted in the log
- * (without fsync) so a restart redelivers as few records as it can.
+ * (without fsync) so a restart redelivers as few records as it can. 0, HG_ERR_NOT_FOUND (unknown
+ * or already released id) or HG_ERR_CLOSED (close is finishing).
  */
 int hg_spool_release(struct hg_spool *s, uint64_t id);
 
 /*
- * Next record found at recovery and not yet taken, in append order. *out is the caller's
- * (hg_spool_entry_free). HG_ERR_NOT_FOUND when none is left. Reads synchronously with pread:
- * used while draining the recovered backlog, a bounded number at a time.
+ * Next record found at recovery and not yet taken (nor released), in append order (own segments,
+ * then adopted orphans). *out is the caller's (hg_spool_entry_free). HG_ERR_NOT_FOUND when none
+ * is left. Reads synchronously with pread: used while draining the recovered backlog, a bounded
+ * number at a time. On a read error or a CRC mismatch the error is returned and that record is
+ * skipped for this run (it stays unreleased, so the next start offers it again).
  */
 int hg_spool_recovered_next(struct hg_spool *s, struct hg_spool_entry **out);
 void hg_spool_entry_free(struct hg_spool_entry *e);
 
-/* Live (unreleased) records and bytes, for metrics and /ready. */
+/* Live (durable, unreleased) records and their framed bytes, for metrics and /ready. */
 void hg_spool_stats(const struct hg_spool *s, uint64_t *records, uint64_t *bytes);
-/* Duration of the last fsync in seconds, observed into metrics by the spool itself. */
 
-/* 0 when appends can succeed now (directory writable, under quota), else an error. */
+/* 0 when appends can succeed now, else an error: HG_ERR_CLOSED, the last write/fsync error
+ * (until a later batch succeeds), or HG_ERR_FULL at the quota. */
 int hg_spool_writable(const struct hg_spool *s);
 
-/* Finish pending appends (their callbacks run), close files, then `cb`. */
+/* Finish pending appends (their callbacks run), close files, then `cb` (once; `s` is freed by
+ * then). New appends fail with HG_ERR_CLOSED from the moment this is called. */
 void hg_spool_close(struct hg_spool *s, hg_spool_close_cb cb, void *arg);
 
 #endif

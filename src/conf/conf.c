@@ -1,0 +1,1238 @@
+/*
+ * Configuration loader: one key table drives defaults, the INI file (inih), env overrides
+ * (HOOKGATE_<SECTION>_<KEY>), <key>_file secrets and validation; errors say "file:line: reason".
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "conf/conf.h"
+#include "core/common.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/str.h"
+
+/* Bounds on what we read: a config or secret file bigger than this is a mistake, not a config. */
+#define CONF_MAX_FILE   (1u << 20)
+#define CONF_MAX_SECRET (64u << 10)
+#define CONF_MAX_LINE   8192
+#define CONF_MAX_ITEMS  256     /* items in one comma-separated list */
+#define CONF_MAX_TENANTS 4096
+#define CONF_ID_MAX     64      /* tenant ids appear in URLs, env names and object keys */
+#define CONF_WHY        512
+
+enum key_type {
+    KEY_STRING,     /* char *; empty value = unset (NULL) */
+    KEY_STRLIST,    /* struct hg_strlist, comma-separated; empty value = empty list */
+    KEY_UINT,       /* unsigned integer field of `size` bytes */
+    KEY_SIZE,       /* uint64_t bytes: "3MiB", "512k", "1048576" */
+    KEY_MS,         /* uint64_t milliseconds: "30s", "250ms", "5m", "24h", "1d"; bare = seconds */
+    KEY_US,         /* uint64_t microseconds: as KEY_MS plus "200us" */
+    KEY_AUTOBOOL,   /* int: auto = -1 (resolved after load), yes/true/on/1 = 1, no/false/off/0 = 0 */
+    KEY_ENUM,       /* char *, one of `words` */
+    KEY_LOGLEVEL,   /* int: enum hg_log_level */
+    KEY_LISTEN,     /* "host:port" | "[v6]:port" | ":port" into listen_host + listen_port */
+    KEY_WORKERS,    /* int: "auto" (= CPUs, resolved after load) or a number in range */
+    KEY_PATH,       /* char *, made absolute against the working directory */
+};
+
+/* Secret-ish: never echoed in errors, and `<key>_file` / HOOKGATE_..._FILE reads it from a file. */
+#define KEY_F_SECRET 0x1
+/* Value must be a valid tenant id. */
+#define KEY_F_ID     0x2
+
+struct key {
+    const char *section;       /* "server"; "tenant" means any [tenant.<id>] section */
+    const char *name;
+    enum key_type type;
+    size_t off, size;          /* the field in struct hg_conf (or struct hg_tenant_conf) */
+    const char *def;           /* default, parsed exactly like a file value; NULL = unset */
+    const char *min, *max;     /* numeric range, written in the key's own syntax ("1KiB") */
+    const char *const *words;  /* KEY_ENUM: allowed values; strings/lists: allowed URL prefixes */
+    unsigned flags;
+};
+
+#define CF(field) offsetof(struct hg_conf, field), sizeof(((struct hg_conf *)0)->field)
+#define TF(field) offsetof(struct hg_tenant_conf, field), sizeof(((struct hg_tenant_conf *)0)->field)
+
+static const char *const ack_words[] = { "spool", "broker", NULL };
+static const char *const queue_words[] = { "classic", "quorum", NULL };
+static const char *const http_schemes[] = { "http://", "https://", NULL };
+static const char *const amqp_schemes[] = { "amqp://", "amqps://", NULL };
+static const char *const redis_schemes[] = { "redis://", "rediss://", "unix://", NULL };
+
+/* Every global key. Order is the order of docs/configuration.md and conf/hookgate.conf. */
+static const struct key conf_keys[] = {
+    { "server", "listen", KEY_LISTEN, CF(listen_host), "127.0.0.1:8080", NULL, NULL, NULL, 0 },
+    { "server", "workers", KEY_WORKERS, CF(workers), "auto", "1", "256", NULL, 0 },
+    { "server", "max_body", KEY_SIZE, CF(max_body_bytes), "3MiB", "1KiB", "1GiB", NULL, 0 },
+    { "server", "max_header", KEY_SIZE, CF(max_header_bytes), "16KiB", "1KiB", "1MiB", NULL, 0 },
+    { "server", "header_timeout", KEY_MS, CF(header_timeout_ms), "10s", "100ms", "10m", NULL, 0 },
+    { "server", "body_timeout", KEY_MS, CF(body_timeout_ms), "30s", "100ms", "10m", NULL, 0 },
+    { "server", "keepalive_timeout", KEY_MS, CF(keepalive_timeout_ms), "60s", "0", "1h", NULL, 0 },
+    { "server", "shutdown_timeout", KEY_MS, CF(shutdown_timeout_ms), "10s", "0", "10m", NULL, 0 },
+    { "server", "max_connections", KEY_UINT, CF(max_connections), "10000", "1", "1000000", NULL, 0 },
+    { "server", "ack", KEY_ENUM, CF(ack), "spool", NULL, NULL, ack_words, 0 },
+
+    { "log", "level", KEY_LOGLEVEL, CF(log_level), "info", NULL, NULL, NULL, 0 },
+
+    { "whatsapp", "app_secret", KEY_STRLIST, CF(app_secrets), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "whatsapp", "verify_token", KEY_STRING, CF(verify_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "whatsapp", "access_token", KEY_STRING, CF(access_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "whatsapp", "graph_api_base", KEY_STRING, CF(graph_api_base), "https://graph.facebook.com",
+      NULL, NULL, http_schemes, 0 },
+    { "whatsapp", "graph_api_version", KEY_STRING, CF(graph_api_version), "v18.0", NULL, NULL, NULL, 0 },
+    { "whatsapp", "default_tenant", KEY_STRING, CF(default_tenant), "default", NULL, NULL, NULL, KEY_F_ID },
+
+    { "spool", "dir", KEY_PATH, CF(spool_dir), "var/spool", NULL, NULL, NULL, 0 },
+    { "spool", "max_bytes", KEY_SIZE, CF(spool_max_bytes), "1GiB", "1MiB", "65536GiB", NULL, 0 },
+    { "spool", "segment_bytes", KEY_SIZE, CF(spool_segment_bytes), "16MiB", "64KiB", "1GiB", NULL, 0 },
+    { "spool", "commit_delay", KEY_US, CF(spool_commit_delay_us), "0", "0", "1s", NULL, 0 },
+
+    { "ndjson", "dir", KEY_PATH, CF(ndjson_dir), "var/out", NULL, NULL, NULL, 0 },
+    { "ndjson", "rotate_bytes", KEY_SIZE, CF(ndjson_rotate_bytes), "64MiB", "64KiB", "64GiB", NULL, 0 },
+    { "ndjson", "enabled", KEY_AUTOBOOL, CF(ndjson_enabled), "auto", NULL, NULL, NULL, 0 },
+
+    { "amqp", "url", KEY_STRLIST, CF(amqp_urls), NULL, NULL, NULL, amqp_schemes, KEY_F_SECRET },
+    { "amqp", "queue_type", KEY_ENUM, CF(amqp_queue_type), "classic", NULL, NULL, queue_words, 0 },
+    { "amqp", "max_priority", KEY_UINT, CF(amqp_max_priority), "0", "0", "255", NULL, 0 },
+
+    { "redis", "url", KEY_STRING, CF(redis_url), NULL, NULL, NULL, redis_schemes, KEY_F_SECRET },
+    { "redis", "dedup_ttl", KEY_MS, CF(dedup_ttl_ms), "24h", "1s", "30d", NULL, 0 },
+
+    { "ratelimit", "default", KEY_UINT, CF(ratelimit_default), "1000", "1", "1000000000", NULL, 0 },
+
+    { "tenants", "service_url", KEY_STRING, CF(tenant_service_url), NULL, NULL, NULL, http_schemes, 0 },
+
+    { "s3", "endpoint", KEY_STRING, CF(s3_endpoint), NULL, NULL, NULL, http_schemes, 0 },
+    { "s3", "region", KEY_STRING, CF(s3_region), "us-east-1", NULL, NULL, NULL, 0 },
+    { "s3", "access_key", KEY_STRING, CF(s3_access_key), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "s3", "secret_key", KEY_STRING, CF(s3_secret_key), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "s3", "bucket", KEY_STRING, CF(s3_bucket), "hookgate", NULL, NULL, NULL, 0 },
+};
+
+/* Keys of a [tenant.<id>] section; offsets are into struct hg_tenant_conf. */
+static const struct key tenant_keys[] = {
+    { "tenant", "app_secret", KEY_STRLIST, TF(app_secrets), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "tenant", "verify_token", KEY_STRING, TF(verify_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "tenant", "access_token", KEY_STRING, TF(access_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "tenant", "business_ids", KEY_STRLIST, TF(business_ids), NULL, NULL, NULL, NULL, 0 },
+    { "tenant", "rate_limit", KEY_UINT, TF(rate_limit), "0", "0", "1000000000", NULL, 0 },
+};
+
+#define N_CONF_KEYS   HG_ARRAY_SIZE(conf_keys)
+#define N_TENANT_KEYS HG_ARRAY_SIZE(tenant_keys)
+
+static const char *const sections[] = {
+    "server", "log", "whatsapp", "spool", "ndjson", "amqp", "redis", "ratelimit", "tenants", "s3",
+};
+
+/* Where a key's current value came from, for conflict checks and cross-key error messages. */
+struct origin {
+    int line;           /* file line, 0 = not set in the file */
+    bool via_file;      /* set in the file through <key>_file */
+    bool env;           /* overridden from the environment */
+    bool env_file;      /* ... through HOOKGATE_..._FILE */
+};
+
+/* State of one hg_conf_load call. */
+struct load {
+    struct hg_conf *c;
+    const char *path;                  /* as the caller gave it, for messages */
+    /* file reading (the inih reader walks this buffer line by line) */
+    const char *text, *pos, *end;
+    int lineno;                        /* line the reader handed out last */
+    char section[128];                 /* current section header, as the reader saw it */
+    struct hg_tenant_conf *tenant;     /* current tenant section, or NULL */
+    int *tenant_lines;                 /* header line of each tenant section */
+    int section_lines[HG_ARRAY_SIZE(sections)]; /* header line of each fixed section, 0 = none */
+    struct origin origin[N_CONF_KEYS];
+    struct origin (*tenant_origin)[N_TENANT_KEYS];
+    size_t tenant_cap;
+    bool failed;
+    char *err;
+    size_t errlen;
+};
+
+static void fail(struct load *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Record the first error only: later ones are usually consequences of it. */
+static void fail(struct load *L, const char *fmt, ...)
+{
+    if (L->failed)
+        return;
+    L->failed = true;
+    if (L->errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(L->err, L->errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---------------------------------------------------------------- lists and strings */
+
+/* Overwrite a secret before its memory goes back to the allocator (core dumps, reuse). */
+static void wipe(char *s)
+{
+    if (s)
+        explicit_bzero(s, strlen(s));
+}
+
+static void strlist_clear(struct hg_strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+static bool is_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+/*
+ * Split `s` at any character of `seps`, trimming blanks around items. An empty `s` is an empty
+ * list; an empty item inside ("a,,b") is an error because it is almost always a typo.
+ */
+static int strlist_parse(const char *s, const char *seps, struct hg_strlist *out, char *why, size_t wl)
+{
+    struct hg_strlist l = { NULL, 0 };
+    const char *p = s;
+    while (is_space(*p))
+        p++;
+    if (*p == '\0') {
+        *out = l;
+        return 0;
+    }
+    for (;;) {
+        size_t n = strcspn(p, seps);
+        const char *a = p, *b = p + n;
+        while (a < b && is_space(*a))
+            a++;
+        while (b > a && is_space(b[-1]))
+            b--;
+        if (a == b) {
+            snprintf(why, wl, "empty item in list");
+            goto fail;
+        }
+        if (l.n == CONF_MAX_ITEMS) {
+            snprintf(why, wl, "more than %u items in list", CONF_MAX_ITEMS);
+            goto fail;
+        }
+        l.items = hg_xrealloc(l.items, (l.n + 1) * sizeof(*l.items));
+        l.items[l.n++] = hg_xstrndup(a, (size_t)(b - a));
+        if (p[n] == '\0')
+            break;
+        p += n + 1;
+    }
+    *out = l;
+    return 0;
+fail:
+    strlist_clear(&l);
+    return -1;
+}
+
+/* Absolute path for `p` against the working directory; no symlink resolution (dirs may not exist). */
+static char *path_absolute(const char *p)
+{
+    if (p[0] == '/')
+        return hg_xstrdup(p);
+    char cwd[4096];
+    if (getcwd(cwd, sizeof(cwd)) == NULL)
+        return NULL;
+    while (p[0] == '.' && p[1] == '/')
+        p += 2;
+    size_t cl = strlen(cwd), pl = strlen(p);
+    if (cl > 1 && cwd[cl - 1] == '/')
+        cl--;
+    char *r = hg_xmalloc(cl + 1 + pl + 1);
+    memcpy(r, cwd, cl);
+    r[cl] = '/';
+    memcpy(r + cl + 1, p, pl + 1);
+    if (pl == 0 || strcmp(p, ".") == 0)
+        r[cl] = '\0';
+    return r;
+}
+
+static bool valid_tenant_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > CONF_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.')
+            return false;
+    return true;
+}
+
+/* ---------------------------------------------------------------- value parsers */
+
+static void words_join(char *out, size_t n, const char *const *w, const char *sep)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; w[i] && o < n; i++)
+        o += (size_t)snprintf(out + o, n - o, "%s%s", i ? sep : "", w[i]);
+}
+
+/* URL-ish values must start with one of the key's schemes; the value itself is never echoed. */
+static int check_scheme(const struct key *k, const char *v, size_t item, char *why, size_t wl)
+{
+    for (size_t i = 0; k->words[i]; i++)
+        if (strncasecmp(v, k->words[i], strlen(k->words[i])) == 0)
+            return 0;
+    char all[128];
+    words_join(all, sizeof(all), k->words, " or ");
+    if (item)
+        snprintf(why, wl, "item %zu must start with %s", item, all);
+    else
+        snprintf(why, wl, "must start with %s", all);
+    return -1;
+}
+
+/* Durations in microseconds: "200us", "250ms", "30s", "5m"/"5min", "24h", "1d"; bare = seconds. */
+static int parse_duration_us(const char *s, uint64_t *out)
+{
+    const char *p = s;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    uint64_t v;
+    if (hg_span_to_u64(s, (size_t)(p - s), UINT64_MAX, &v))
+        return HG_ERR_PARSE;
+    while (*p == ' ')
+        p++;
+    uint64_t mul;
+    if (*p == '\0' || strcmp(p, "s") == 0) mul = 1000000ull;
+    else if (strcmp(p, "us") == 0) mul = 1;
+    else if (strcmp(p, "ms") == 0) mul = 1000ull;
+    else if (strcmp(p, "m") == 0 || strcmp(p, "min") == 0) mul = 60000000ull;
+    else if (strcmp(p, "h") == 0) mul = 3600000000ull;
+    else if (strcmp(p, "d") == 0) mul = 86400000000ull;
+    else return HG_ERR_PARSE;
+    if (v > UINT64_MAX / mul)
+        return HG_ERR_PARSE;
+    *out = v * mul;
+    return 0;
+}
+
+/* Parse a numeric value of key type `t` into its unit (bytes, ms, us or plain). */
+static int parse_number(enum key_type t, const char *s, uint64_t *out, char *why, size_t wl)
+{
+    uint64_t us;
+    switch (t) {
+    case KEY_UINT:
+    case KEY_WORKERS:
+        if (hg_span_to_u64(s, strlen(s), UINT64_MAX, out) == 0)
+            return 0;
+        snprintf(why, wl, "'%s' is not a number", s);
+        return -1;
+    case KEY_SIZE:
+        if (hg_str_to_size(s, out) == 0)
+            return 0;
+        snprintf(why, wl, "'%s' is not a size (like 512KiB, 3MiB, 1GiB or a byte count)", s);
+        return -1;
+    case KEY_MS:
+        if (parse_duration_us(s, &us) == 0) {
+            if (us % 1000) {
+                snprintf(why, wl, "'%s' is finer than a millisecond", s);
+                return -1;
+            }
+            *out = us / 1000;
+            return 0;
+        }
+        snprintf(why, wl, "'%s' is not a duration (like 250ms, 30s, 5m, 24h)", s);
+        return -1;
+    case KEY_US:
+        if (parse_duration_us(s, out) == 0)
+            return 0;
+        snprintf(why, wl, "'%s' is not a duration (like 200us, 2ms, 1s)", s);
+        return -1;
+    default:
+        break;
+    }
+    snprintf(why, wl, "internal: not a numeric key");
+    return -1;
+}
+
+/* Check `v` against the key's range (written in the key's syntax); table ranges always parse. */
+static int check_range(const struct key *k, const char *text, uint64_t v, char *why, size_t wl)
+{
+    uint64_t lo = 0, hi = UINT64_MAX;
+    char scratch[64];
+    if (k->min && parse_number(k->type, k->min, &lo, scratch, sizeof(scratch)))
+        abort();
+    if (k->max && parse_number(k->type, k->max, &hi, scratch, sizeof(scratch)))
+        abort();
+    if (k->size == sizeof(uint32_t) && hi > UINT32_MAX)
+        hi = UINT32_MAX;
+    if (v < lo || v > hi) {
+        snprintf(why, wl, "%s is out of range %s..%s", text, k->min ? k->min : "0", k->max ? k->max : "max");
+        return -1;
+    }
+    return 0;
+}
+
+/* "host:port", "[v6]:port" or ":port" (all IPv4 interfaces) into listen_host / listen_port. */
+static int set_listen(struct hg_conf *c, const char *v, char *why, size_t wl)
+{
+    const char *colon = strrchr(v, ':');
+    char host[INET6_ADDRSTRLEN + 8];
+    unsigned char addr[sizeof(struct in6_addr)];
+    bool v6 = false;
+    uint64_t port;
+    if (colon == NULL)
+        goto bad;
+    size_t hl = (size_t)(colon - v);
+    if (hl > 0 && v[0] == '[') {
+        if (hl < 3 || v[hl - 1] != ']' || hl - 2 >= sizeof(host))
+            goto bad;
+        memcpy(host, v + 1, hl - 2);
+        host[hl - 2] = '\0';
+        v6 = true;
+    } else {
+        if (hl >= sizeof(host) || memchr(v, ':', hl))
+            goto bad;
+        memcpy(host, v, hl);
+        host[hl] = '\0';
+    }
+    /* Numeric only (plus localhost): the listener binds with uv_ip4_addr / uv_ip6_addr. */
+    if (hl == 0) {
+        snprintf(host, sizeof(host), "0.0.0.0");
+    } else if (!v6 && strcmp(host, "localhost") == 0) {
+        snprintf(host, sizeof(host), "127.0.0.1");
+    } else if (inet_pton(v6 ? AF_INET6 : AF_INET, host, addr) != 1) {
+        snprintf(why, wl, "'%s' is not a numeric %s address", host, v6 ? "IPv6" : "IPv4");
+        return -1;
+    }
+    if (hg_span_to_u64(colon + 1, strlen(colon + 1), 65535, &port)) {
+        snprintf(why, wl, "port '%s' is not a number in 0..65535", colon + 1);
+        return -1;
+    }
+    free(c->listen_host);
+    c->listen_host = hg_xstrdup(host);
+    c->listen_port = (uint16_t)port;
+    return 0;
+bad:
+    snprintf(why, wl, "'%s' is not host:port, [ipv6]:port or :port", v);
+    return -1;
+}
+
+/* Parse `v` and store it into the field of `base` that `k` names, freeing what was there. */
+static int set_value(const struct key *k, void *base, const char *v, char *why, size_t wl)
+{
+    char *field = (char *)base + k->off;
+    uint64_t n;
+
+    switch (k->type) {
+    case KEY_STRING:
+    case KEY_ENUM:
+    case KEY_PATH: {
+        char **sp = (char **)field;
+        if (*v == '\0') {
+            /* Empty unsets an optional key; keys with a default always have a value. */
+            if (k->type != KEY_STRING || k->def) {
+                snprintf(why, wl, "empty value");
+                return -1;
+            }
+            free(*sp);
+            *sp = NULL;
+            return 0;
+        }
+        if (k->type == KEY_ENUM) {
+            size_t i;
+            for (i = 0; k->words[i]; i++)
+                if (strcmp(v, k->words[i]) == 0)
+                    break;
+            if (k->words[i] == NULL) {
+                char all[128];
+                words_join(all, sizeof(all), k->words, ", ");
+                snprintf(why, wl, "'%s' is not one of %s", v, all);
+                return -1;
+            }
+        }
+        if (k->words && k->type == KEY_STRING && check_scheme(k, v, 0, why, wl))
+            return -1;
+        if ((k->flags & KEY_F_ID) && !valid_tenant_id(v)) {
+            snprintf(why, wl, "'%s' is not a tenant id (1-%d of A-Z a-z 0-9 - _ .)", v, CONF_ID_MAX);
+            return -1;
+        }
+        char *nv;
+        if (k->type == KEY_PATH) {
+            nv = path_absolute(v);
+            if (nv == NULL) {
+                snprintf(why, wl, "cannot resolve relative path: %s", strerror(errno));
+                return -1;
+            }
+        } else {
+            nv = hg_xstrdup(v);
+        }
+        free(*sp);
+        *sp = nv;
+        return 0;
+    }
+    case KEY_STRLIST: {
+        struct hg_strlist l;
+        if (strlist_parse(v, ",", &l, why, wl))
+            return -1;
+        for (size_t i = 0; k->words && i < l.n; i++) {
+            if (check_scheme(k, l.items[i], i + 1, why, wl)) {
+                strlist_clear(&l);
+                return -1;
+            }
+        }
+        strlist_clear((struct hg_strlist *)field);
+        *(struct hg_strlist *)field = l;
+        return 0;
+    }
+    case KEY_UINT:
+    case KEY_SIZE:
+    case KEY_MS:
+    case KEY_US:
+        if (parse_number(k->type, v, &n, why, wl) || check_range(k, v, n, why, wl))
+            return -1;
+        if (k->size == sizeof(uint64_t))
+            *(uint64_t *)field = n;
+        else if (k->size == sizeof(uint32_t))
+            *(uint32_t *)field = (uint32_t)n;
+        else
+            abort();
+        return 0;
+    case KEY_WORKERS:
+        if (strcmp(v, "auto") == 0) {
+            *(int *)field = 0;   /* resolved to the CPU count after load */
+            return 0;
+        }
+        if (parse_number(k->type, v, &n, why, wl)) {
+            snprintf(why, wl, "'%s' is not auto or a number", v);
+            return -1;
+        }
+        if (check_range(k, v, n, why, wl))
+            return -1;
+        *(int *)field = (int)n;
+        return 0;
+    case KEY_AUTOBOOL:
+        if (strcmp(v, "auto") == 0)
+            *(int *)field = -1;
+        else if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcasecmp(v, "on") || !strcmp(v, "1"))
+            *(int *)field = 1;
+        else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcasecmp(v, "off") || !strcmp(v, "0"))
+            *(int *)field = 0;
+        else {
+            snprintf(why, wl, "'%s' is not one of auto, yes, no", v);
+            return -1;
+        }
+        return 0;
+    case KEY_LOGLEVEL: {
+        int lv = hg_log_level_parse(v);
+        if (lv < 0) {
+            snprintf(why, wl, "'%s' is not one of debug, info, warn, error", v);
+            return -1;
+        }
+        *(int *)field = lv;
+        return 0;
+    }
+    case KEY_LISTEN:
+        /* The field is listen_host; listen_port is only ever set here, as its pair. */
+        return set_listen(base, v, why, wl);
+    }
+    abort();
+}
+
+/* ---------------------------------------------------------------- secret files */
+
+/* Read a whole small file; trailing CR/LF removed. Errors name the file (never its content). */
+static int read_secret_file(const char *path, char **out, char *why, size_t wl)
+{
+    int rc = -1;
+    char *abs = path_absolute(path);
+    char *buf = NULL;
+    int fd = -1;
+    if (abs == NULL) {
+        snprintf(why, wl, "cannot resolve '%s': %s", path, strerror(errno));
+        goto out;
+    }
+    fd = open(abs, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, wl, "cannot read '%s': %s", abs, strerror(errno));
+        goto out;
+    }
+    buf = hg_xmalloc(CONF_MAX_SECRET + 1);
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + len, CONF_MAX_SECRET + 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(why, wl, "cannot read '%s': %s", abs, strerror(errno));
+            goto out;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+        if (len > CONF_MAX_SECRET) {
+            snprintf(why, wl, "'%s' is bigger than %u bytes", abs, CONF_MAX_SECRET);
+            goto out;
+        }
+    }
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        len--;
+    buf[len] = '\0';
+    if (len == 0 || memchr(buf, '\0', len)) {
+        snprintf(why, wl, "'%s' is %s", abs, len == 0 ? "empty" : "not text");
+        goto out;
+    }
+    *out = buf;
+    buf = NULL;
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    free(abs);
+    return rc;
+}
+
+/* Turn "reason" into "'path': reason" in place, truncating the reason if it must. */
+static void prefix_why(char *why, size_t wl, const char *path)
+{
+    size_t pl = strlen(path) + 4;   /* quotes, colon, space */
+    size_t rl = strlen(why);
+    if (pl >= wl)
+        return;
+    if (rl > wl - 1 - pl)
+        rl = wl - 1 - pl;
+    memmove(why + pl, why, rl);
+    why[0] = '\'';
+    memcpy(why + 1, path, pl - 4);
+    memcpy(why + pl - 3, "': ", 3);
+    why[pl + rl] = '\0';
+}
+
+/* Set key `k` from the file at `path`: lists take one or more items comma- or newline-separated. */
+static int set_from_file(const struct key *k, void *base, const char *path, char *why, size_t wl)
+{
+    char *text = NULL;
+    if (read_secret_file(path, &text, why, wl))
+        return -1;
+    int rc;
+    if (k->type == KEY_STRLIST) {
+        struct hg_strlist l;
+        rc = strlist_parse(text, ",\n", &l, why, wl);
+        for (size_t i = 0; rc == 0 && k->words && i < l.n; i++) {
+            rc = check_scheme(k, l.items[i], i + 1, why, wl);
+            if (rc)
+                strlist_clear(&l);
+        }
+        if (rc == 0) {
+            strlist_clear((struct hg_strlist *)((char *)base + k->off));
+            *(struct hg_strlist *)((char *)base + k->off) = l;
+        } else {
+            prefix_why(why, wl, path);
+        }
+    } else {
+        /* A single-valued secret must not carry inner newlines (a header value would break). */
+        if (strpbrk(text, "\r\n")) {
+            snprintf(why, wl, "'%s' has more than one line", path);
+            rc = -1;
+        } else {
+            rc = set_value(k, base, text, why, wl);
+        }
+    }
+    wipe(text);
+    free(text);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- tenants */
+
+static struct hg_tenant_conf *tenant_add(struct load *L, const char *id, int line)
+{
+    struct hg_conf *c = L->c;
+    if (c->n_tenants == L->tenant_cap) {
+        L->tenant_cap = L->tenant_cap ? L->tenant_cap * 2 : 8;
+        c->tenants = hg_xrealloc(c->tenants, L->tenant_cap * sizeof(*c->tenants));
+        L->tenant_origin = hg_xrealloc(L->tenant_origin, L->tenant_cap * sizeof(*L->tenant_origin));
+        L->tenant_lines = hg_xrealloc(L->tenant_lines, L->tenant_cap * sizeof(*L->tenant_lines));
+    }
+    size_t i = c->n_tenants++;
+    struct hg_tenant_conf *t = &c->tenants[i];
+    memset(t, 0, sizeof(*t));
+    memset(L->tenant_origin[i], 0, sizeof(L->tenant_origin[i]));
+    L->tenant_lines[i] = line;
+    t->id = hg_xstrdup(id);
+    char why[CONF_WHY];
+    for (size_t k = 0; k < N_TENANT_KEYS; k++)
+        if (tenant_keys[k].def && set_value(&tenant_keys[k], t, tenant_keys[k].def, why, sizeof(why)))
+            abort();
+    return t;
+}
+
+static void tenant_free(struct hg_tenant_conf *t)
+{
+    free(t->id);
+    for (size_t i = 0; i < t->app_secrets.n; i++)
+        wipe(t->app_secrets.items[i]);
+    strlist_clear(&t->app_secrets);
+    wipe(t->verify_token);
+    free(t->verify_token);
+    wipe(t->access_token);
+    free(t->access_token);
+    strlist_clear(&t->business_ids);
+}
+
+/* ---------------------------------------------------------------- file parsing */
+
+/*
+ * Section headers are checked here, in the reader, rather than in the key handler: inih only
+ * reports name=value pairs, so an empty unknown section (or an empty tenant section) would
+ * otherwise pass unseen. The rules mirror inih's (leading blanks skipped, name up to ']').
+ */
+static void on_section_line(struct load *L, const char *line, size_t n)
+{
+    size_t i = 0;
+    if (L->lineno == 1 && n >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0)
+        i = 3;   /* UTF-8 BOM, which inih skips too */
+    while (i < n && is_space(line[i]))
+        i++;
+    if (i == n || line[i] != '[')
+        return;
+    const char *name = line + i + 1;
+    const char *close = memchr(name, ']', n - i - 1);
+    if (close == NULL)
+        return;   /* inih reports the syntax error with this line */
+    size_t nl = (size_t)(close - name);
+    if (nl >= sizeof(L->section)) {
+        fail(L, "%s:%d: section name too long", L->path, L->lineno);
+        return;
+    }
+    memcpy(L->section, name, nl);
+    L->section[nl] = '\0';
+    L->tenant = NULL;
+
+    if (strncmp(L->section, "tenant.", 7) == 0) {
+        const char *id = L->section + 7;
+        if (!valid_tenant_id(id)) {
+            fail(L, "%s:%d: '%s' is not a tenant id (1-%d of A-Z a-z 0-9 - _ .)", L->path, L->lineno,
+                 id, CONF_ID_MAX);
+            return;
+        }
+        for (size_t t = 0; t < L->c->n_tenants; t++) {
+            if (strcmp(L->c->tenants[t].id, id) == 0) {
+                fail(L, "%s:%d: duplicate section [%s] (first at line %d)", L->path, L->lineno,
+                     L->section, L->tenant_lines[t]);
+                return;
+            }
+        }
+        if (L->c->n_tenants == CONF_MAX_TENANTS) {
+            fail(L, "%s:%d: more than %d tenant sections", L->path, L->lineno, CONF_MAX_TENANTS);
+            return;
+        }
+        L->tenant = tenant_add(L, id, L->lineno);
+        return;
+    }
+    for (size_t s = 0; s < HG_ARRAY_SIZE(sections); s++) {
+        if (strcmp(L->section, sections[s]) != 0)
+            continue;
+        /* A repeated section would make "which value wins" depend on reading order. */
+        if (L->section_lines[s])
+            fail(L, "%s:%d: duplicate section [%s] (first at line %d)", L->path, L->lineno,
+                 L->section, L->section_lines[s]);
+        L->section_lines[s] = L->lineno;
+        return;
+    }
+    fail(L, "%s:%d: unknown section [%s]", L->path, L->lineno, L->section);
+}
+
+/* inih reader: hands out one line at a time so the handler knows its line number. */
+static char *on_read_line(char *str, int num, void *stream)
+{
+    struct load *L = stream;
+    if (L->failed || L->pos >= L->end)
+        return NULL;
+    const char *nl = memchr(L->pos, '\n', (size_t)(L->end - L->pos));
+    size_t n = nl ? (size_t)(nl - L->pos) + 1 : (size_t)(L->end - L->pos);
+    L->lineno++;
+    if (n > CONF_MAX_LINE || (int)n >= num) {
+        fail(L, "%s:%d: line longer than %d bytes", L->path, L->lineno, CONF_MAX_LINE);
+        return NULL;
+    }
+    if (memchr(L->pos, '\0', n)) {
+        fail(L, "%s:%d: NUL byte in line", L->path, L->lineno);
+        return NULL;
+    }
+    memcpy(str, L->pos, n);
+    str[n] = '\0';
+    on_section_line(L, str, n);
+    L->pos += n;
+    return L->failed ? NULL : str;
+}
+
+static const struct key *key_find(const struct key *table, size_t n, const char *section, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(table[i].section, section) == 0 && strcmp(table[i].name, name) == 0)
+            return &table[i];
+    return NULL;
+}
+
+/* inih handler: one name=value pair at line L->lineno. */
+static int on_pair(void *user, const char *section, const char *name, const char *value)
+{
+    struct load *L = user;
+    if (L->failed)
+        return 1;
+    const struct key *table = conf_keys;
+    size_t ntable = N_CONF_KEYS;
+    void *base = L->c;
+    struct origin *origins = L->origin;
+    const char *ksec = section;
+    if (section[0] == '\0') {
+        fail(L, "%s:%d: key '%s' outside any section", L->path, L->lineno, name);
+        return 1;
+    }
+    if (L->tenant) {
+        table = tenant_keys;
+        ntable = N_TENANT_KEYS;
+        base = L->tenant;
+        origins = L->tenant_origin[L->tenant - L->c->tenants];
+        ksec = "tenant";
+    }
+
+    /* "<key>_file" names the file holding a secret key's value. */
+    bool via_file = false;
+    const struct key *k = key_find(table, ntable, ksec, name);
+    size_t nl = strlen(name);
+    if (k == NULL && nl > 5 && strcmp(name + nl - 5, "_file") == 0) {
+        char base_name[64];
+        if (nl - 5 < sizeof(base_name)) {
+            memcpy(base_name, name, nl - 5);
+            base_name[nl - 5] = '\0';
+            k = key_find(table, ntable, ksec, base_name);
+            if (k && !(k->flags & KEY_F_SECRET))
+                k = NULL;
+            via_file = k != NULL;
+        }
+    }
+    if (k == NULL) {
+        fail(L, "%s:%d: unknown key '%s' in [%s]", L->path, L->lineno, name, section);
+        return 1;
+    }
+
+    struct origin *o = &origins[k - table];
+    if (o->line) {
+        if (o->via_file != via_file)
+            fail(L, "%s:%d: %s and %s_file are both set (the other at line %d)", L->path, L->lineno,
+                 k->name, k->name, o->line);
+        else
+            fail(L, "%s:%d: duplicate key '%s' in [%s] (first at line %d)", L->path, L->lineno,
+                 name, section, o->line);
+        return 1;
+    }
+    char why[CONF_WHY];
+    int rc = via_file ? set_from_file(k, base, value, why, sizeof(why))
+                      : set_value(k, base, value, why, sizeof(why));
+    if (rc) {
+        fail(L, "%s:%d: %s: %s", L->path, L->lineno, name, why);
+        return 1;
+    }
+    o->line = L->lineno;
+    o->via_file = via_file;
+    return 1;
+}
+
+/* Read the whole file (bounded) and feed it to inih line by line. */
+static void parse_file(struct load *L)
+{
+    char *text = NULL;
+    FILE *f = fopen(L->path, "re");
+    if (f == NULL) {
+        fail(L, "%s: cannot open: %s", L->path, strerror(errno));
+        return;
+    }
+    text = hg_xmalloc(CONF_MAX_FILE + 1);
+    size_t len = fread(text, 1, CONF_MAX_FILE + 1, f);
+    if (ferror(f)) {
+        fail(L, "%s: cannot read: %s", L->path, strerror(errno));
+        goto out;
+    }
+    if (len > CONF_MAX_FILE) {
+        fail(L, "%s: bigger than %u bytes", L->path, CONF_MAX_FILE);
+        goto out;
+    }
+    L->text = L->pos = text;
+    L->end = text + len;
+
+    /*
+     * inih's knobs are process globals in Debian's build; set them on every load (the main thread
+     * is the only caller). Multi-line values are off so an indented line is never silently glued
+     * to the previous key; the heap line buffer is sized so the reader's own limit comes first.
+     */
+    ini_allow_multiline = false;
+    ini_allow_inline_comments = true;
+    ini_stop_on_first_error = true;
+    ini_use_stack = false;
+    ini_allow_realloc = false;
+    ini_max_line = CONF_MAX_LINE + 3;
+    ini_initial_alloc = CONF_MAX_LINE + 3;
+
+    int rc = ini_parse_stream(on_read_line, L, on_pair, L);
+    if (!L->failed && rc > 0)
+        fail(L, "%s:%d: syntax error (expected [section] or key = value)", L->path, rc);
+    else if (!L->failed && rc < 0)
+        fail(L, "%s: cannot parse: %s", L->path, rc == -2 ? "out of memory" : "read error");
+out:
+    fclose(f);
+    free(text);
+    L->text = L->pos = L->end = NULL;
+}
+
+/* ---------------------------------------------------------------- environment */
+
+/* "HOOKGATE_" + upper(a) [+ "_" + upper(b)] [+ "_" + upper(c)], '-' and '.' become '_'. */
+static void env_name(char *out, size_t n, const char *a, const char *b, const char *c)
+{
+    size_t o = (size_t)snprintf(out, n, "HOOKGATE_%s%s%s%s%s", a, b ? "_" : "", b ? b : "",
+                                c ? "_" : "", c ? c : "");
+    for (size_t i = 9; i < o && i < n; i++) {
+        unsigned char ch = (unsigned char)out[i];
+        out[i] = (ch == '-' || ch == '.') ? '_' : (char)toupper(ch);
+    }
+}
+
+extern char **environ;
+
+/*
+ * getenv, or for tenant keys a case-insensitive match: tenant ids are case-sensitive in the file
+ * but env names are conventionally upper case, so HOOKGATE_TENANT_acme_... is accepted too. Two
+ * spellings of one name set at once are ambiguous and an error.
+ */
+static const char *env_lookup(struct load *L, const char *name, bool ci)
+{
+    if (!ci)
+        return getenv(name);
+    size_t n = strlen(name);
+    const char *found = NULL;
+    for (char **e = environ; e && *e; e++) {
+        if (strncasecmp(*e, name, n) != 0 || (*e)[n] != '=')
+            continue;
+        if (found) {
+            fail(L, "env %s: set more than once with different case", name);
+            return NULL;
+        }
+        found = *e + n + 1;
+    }
+    return found;
+}
+
+/* Apply HOOKGATE_<prefix>_<KEY> and ..._FILE for every key of `table` onto `base`. */
+static void apply_env_table(struct load *L, const struct key *table, size_t n, void *base,
+                            struct origin *origins, const char *sec, const char *id)
+{
+    for (size_t i = 0; i < n && !L->failed; i++) {
+        const struct key *k = &table[i];
+        char name[256], fname[262];
+        env_name(name, sizeof(name), sec, id, k->name);
+        snprintf(fname, sizeof(fname), "%s_FILE", name);
+        const char *v = env_lookup(L, name, id != NULL);
+        const char *fv = (k->flags & KEY_F_SECRET) ? env_lookup(L, fname, id != NULL) : NULL;
+        if (L->failed)
+            return;
+        if (v && fv) {
+            fail(L, "env %s: both %s and %s are set", name, name, fname);
+            return;
+        }
+        char why[CONF_WHY];
+        if (v) {
+            if (set_value(k, base, v, why, sizeof(why)))
+                fail(L, "env %s: %s", name, why);
+            origins[i].env = true;
+            origins[i].env_file = false;
+        } else if (fv) {
+            if (set_from_file(k, base, fv, why, sizeof(why)))
+                fail(L, "env %s: %s", fname, why);
+            origins[i].env = true;
+            origins[i].env_file = true;
+        }
+    }
+}
+
+/* Is `name` one of the env names this configuration reads? */
+static bool env_known(struct load *L, const char *name)
+{
+    char want[256], wantf[262];
+    for (size_t i = 0; i < N_CONF_KEYS; i++) {
+        env_name(want, sizeof(want), conf_keys[i].section, conf_keys[i].name, NULL);
+        snprintf(wantf, sizeof(wantf), "%s_FILE", want);
+        if (strcmp(name, want) == 0 || ((conf_keys[i].flags & KEY_F_SECRET) && strcmp(name, wantf) == 0))
+            return true;
+    }
+    for (size_t t = 0; t < L->c->n_tenants; t++) {
+        for (size_t i = 0; i < N_TENANT_KEYS; i++) {
+            env_name(want, sizeof(want), "tenant", L->c->tenants[t].id, tenant_keys[i].name);
+            snprintf(wantf, sizeof(wantf), "%s_FILE", want);
+            if (strcasecmp(name, want) == 0 || ((tenant_keys[i].flags & KEY_F_SECRET) && strcasecmp(name, wantf) == 0))
+                return true;
+        }
+    }
+    return false;
+}
+
+static void apply_env(struct load *L)
+{
+    struct hg_conf *c = L->c;
+
+    /* Two tenant ids that differ only in case or '-'/'_'/'.' would share env names. */
+    for (size_t a = 0; a < c->n_tenants; a++) {
+        for (size_t b = a + 1; b < c->n_tenants; b++) {
+            char na[128], nb[128];
+            env_name(na, sizeof(na), "tenant", c->tenants[a].id, NULL);
+            env_name(nb, sizeof(nb), "tenant", c->tenants[b].id, NULL);
+            if (strcmp(na, nb) == 0) {
+                fail(L, "%s:%d: tenant ids '%s' and '%s' share the env prefix %s_", L->path,
+                     L->tenant_lines[b], c->tenants[a].id, c->tenants[b].id, na);
+                return;
+            }
+        }
+    }
+
+    for (size_t s = 0; s < HG_ARRAY_SIZE(sections) && !L->failed; s++) {
+        /* Walk the table once per section so errors come in the documented order. */
+        for (size_t i = 0; i < N_CONF_KEYS && !L->failed; i++)
+            if (strcmp(conf_keys[i].section, sections[s]) == 0)
+                apply_env_table(L, &conf_keys[i], 1, c, &L->origin[i], sections[s], NULL);
+    }
+    for (size_t t = 0; t < c->n_tenants && !L->failed; t++)
+        apply_env_table(L, tenant_keys, N_TENANT_KEYS, &c->tenants[t], L->tenant_origin[t], "tenant",
+                        c->tenants[t].id);
+    if (L->failed)
+        return;
+
+    /*
+     * A misspelt override would otherwise be ignored in silence, so any HOOKGATE_<SECTION>_...
+     * name that no key reads is an error. Names outside the config sections (HOOKGATE_CONF, ...)
+     * belong to other parts of the program and are left alone.
+     */
+    for (char **e = environ; e && *e; e++) {
+        if (strncmp(*e, "HOOKGATE_", 9) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        char name[256];
+        if (eq == NULL || (size_t)(eq - *e) >= sizeof(name))
+            continue;
+        memcpy(name, *e, (size_t)(eq - *e));
+        name[eq - *e] = '\0';
+        bool in_section = false;
+        char pre[64];
+        for (size_t s = 0; s < HG_ARRAY_SIZE(sections) && !in_section; s++) {
+            env_name(pre, sizeof(pre), sections[s], NULL, NULL);
+            size_t pl = strlen(pre);
+            in_section = strncmp(name, pre, pl) == 0 && name[pl] == '_';
+        }
+        bool tenant = strncmp(name, "HOOKGATE_TENANT_", 16) == 0;
+        if ((in_section || tenant) && !env_known(L, name)) {
+            if (tenant)
+                fail(L, "env %s: no [tenant.<id>] section or key matches it", name);
+            else
+                fail(L, "env %s: unknown key", name);
+            return;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- validation */
+
+/* "file:line" or "env NAME" for where global key `name` got its value (for cross-key errors). */
+static void where(struct load *L, const char *section, const char *name, char *out, size_t n)
+{
+    const struct key *k = key_find(conf_keys, N_CONF_KEYS, section, name);
+    const struct origin *o = &L->origin[k - conf_keys];
+    if (o->env) {
+        char en[256];
+        env_name(en, sizeof(en), section, name, NULL);
+        snprintf(out, n, "env %s%s", en, o->env_file ? "_FILE" : "");
+    } else if (o->line) {
+        snprintf(out, n, "%s:%d", L->path, o->line);
+    } else {
+        snprintf(out, n, "%s", L->path ? L->path : "defaults");
+    }
+}
+
+static void validate(struct load *L)
+{
+    struct hg_conf *c = L->c;
+    char at[320];
+
+    if (c->workers == 0) {
+        unsigned n = uv_available_parallelism();
+        c->workers = n < 1 ? 1 : n > 256 ? 256 : (int)n;
+    }
+    if (c->ndjson_enabled < 0)
+        c->ndjson_enabled = c->amqp_urls.n == 0;
+
+    if (c->amqp_max_priority > 0 && strcmp(c->amqp_queue_type, "quorum") == 0) {
+        where(L, "amqp", "max_priority", at, sizeof(at));
+        fail(L, "%s: max_priority needs queue_type = classic (quorum queues have no priorities)", at);
+        return;
+    }
+    if (strcmp(c->ack, "broker") == 0 && c->amqp_urls.n == 0) {
+        where(L, "server", "ack", at, sizeof(at));
+        fail(L, "%s: ack = broker needs an [amqp] url", at);
+        return;
+    }
+    if (!c->ndjson_enabled && c->amqp_urls.n == 0) {
+        where(L, "ndjson", "enabled", at, sizeof(at));
+        fail(L, "%s: [ndjson] enabled = no needs an [amqp] url (events would have nowhere to go)", at);
+        return;
+    }
+    if (c->spool_segment_bytes > c->spool_max_bytes) {
+        where(L, "spool", "segment_bytes", at, sizeof(at));
+        fail(L, "%s: segment_bytes is larger than max_bytes", at);
+        return;
+    }
+    if (c->s3_endpoint && (c->s3_access_key == NULL) != (c->s3_secret_key == NULL)) {
+        where(L, "s3", c->s3_access_key ? "access_key" : "secret_key", at, sizeof(at));
+        fail(L, "%s: [s3] access_key and secret_key must be set together", at);
+        return;
+    }
+    /* A business id must map to one tenant, or routing would depend on section order. */
+    for (size_t a = 0; a < c->n_tenants; a++) {
+        const struct hg_strlist *la = &c->tenants[a].business_ids;
+        for (size_t i = 0; i < la->n; i++) {
+            for (size_t b = a; b < c->n_tenants; b++) {
+                const struct hg_strlist *lb = &c->tenants[b].business_ids;
+                for (size_t j = (b == a ? i + 1 : 0); j < lb->n; j++) {
+                    if (strcmp(la->items[i], lb->items[j]) != 0)
+                        continue;
+                    const struct key *bk = key_find(tenant_keys, N_TENANT_KEYS, "tenant", "business_ids");
+                    const struct origin *o = &L->tenant_origin[b][bk - tenant_keys];
+                    if (o->env) {
+                        char en[256];
+                        env_name(en, sizeof(en), "tenant", c->tenants[b].id, "business_ids");
+                        snprintf(at, sizeof(at), "env %s", en);
+                    } else {
+                        snprintf(at, sizeof(at), "%s:%d", L->path, o->line);
+                    }
+                    fail(L, "%s: business id '%s' is listed for both [tenant.%s] and [tenant.%s]", at,
+                         la->items[i], c->tenants[a].id, c->tenants[b].id);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- public API */
+
+static void conf_free(struct hg_conf *c)
+{
+    for (size_t i = 0; i < N_CONF_KEYS; i++) {
+        const struct key *k = &conf_keys[i];
+        char *field = (char *)c + k->off;
+        if (k->type == KEY_STRING || k->type == KEY_ENUM || k->type == KEY_PATH || k->type == KEY_LISTEN) {
+            char **sp = (char **)field;
+            if (k->flags & KEY_F_SECRET)
+                wipe(*sp);
+            free(*sp);
+        } else if (k->type == KEY_STRLIST) {
+            struct hg_strlist *l = (struct hg_strlist *)field;
+            for (size_t j = 0; (k->flags & KEY_F_SECRET) && j < l->n; j++)
+                wipe(l->items[j]);
+            strlist_clear(l);
+        }
+    }
+    for (size_t t = 0; t < c->n_tenants; t++)
+        tenant_free(&c->tenants[t]);
+    free(c->tenants);
+    free(c->path);
+    free(c);
+}
+
+int hg_conf_load(const char *path, struct hg_conf **out, char *err, size_t errlen)
+{
+    struct load L;
+    memset(&L, 0, sizeof(L));
+    L.err = err;
+    L.errlen = errlen;
+    L.path = path;
+    if (errlen)
+        err[0] = '\0';
+
+    struct hg_conf *c = hg_xcalloc(1, sizeof(*c));
+    atomic_init(&c->refs, 1);
+    L.c = c;
+
+    char why[CONF_WHY];
+    for (size_t i = 0; i < N_CONF_KEYS; i++)
+        if (conf_keys[i].def && set_value(&conf_keys[i], c, conf_keys[i].def, why, sizeof(why)))
+            abort();   /* a default that does not parse is a bug in the table */
+
+    if (path) {
+        c->path = path_absolute(path);
+        if (c->path == NULL)
+            fail(&L, "%s: cannot resolve path: %s", path, strerror(errno));
+        else
+            parse_file(&L);
+    }
+    if (!L.failed)
+        apply_env(&L);
+    if (!L.failed)
+        validate(&L);
+
+    free(L.tenant_origin);
+    free(L.tenant_lines);
+    if (L.failed) {
+        conf_free(c);
+        return HG_ERR_CONFIG;
+    }
+    *out = c;
+    return 0;
+}
+
+struct hg_conf *hg_conf_ref(struct hg_conf *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void hg_conf_unref(struct hg_conf *c)
+{
+    if (c == NULL)
+        return;
+    /* acq_rel: the freeing thread must see every write made under the other references. */
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        conf_free(c);
+}
+
+const struct hg_tenant_conf *hg_conf_tenant(const struct hg_conf *c, const char *id)
+{
+    if (c == NULL || id == NULL)
+        return NULL;
+    for (size_t i = 0; i < c->n_tenants; i++)
+        if (strcmp(c->tenants[i].id, id) == 0)
+            return &c->tenants[i];
+    return NULL;
+}
+
+const struct hg_tenant_conf *hg_conf_tenant_by_business(const struct hg_conf *c, const char *business_id)
+{
+    if (c == NULL || business_id == NULL)
+        return NULL;
+    for (size_t t = 0; t < c->n_tenants; t++)
+        for (size_t i = 0; i < c->tenants[t].business_ids.n; i++)
+            if (strcmp(c->tenants[t].business_ids.items[i], business_id) == 0)
+                return &c->tenants[t];
+    return NULL;
+}

@@ -1,0 +1,749 @@
+/*
+ * HTTP/1.1 connections: llhttp parsing, limits, timeouts, in-order answers.
+ *
+ * A connection handles one request at a time. When llhttp completes a message it pauses; the
+ * request goes to the application and reading stops until the answer is written, so pipelined
+ * requests wait in the socket (or in `pending`, the few bytes read past the paused message) and
+ * are answered in order. Reads land in one buffer shared by the worker's connections, so an idle
+ * keep-alive connection costs only its struct and libuv handles.
+ */
+#include <errno.h>
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/arena.h"
+#include "core/common.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/str.h"
+#include "core/time.h"
+#include "core/uuid.h"
+#include "http/http.h"
+#include "ops/metrics.h"
+
+#define READ_BUF_SIZE (64 * 1024)
+#define ARENA_CAP (1024 * 1024)
+
+/* Where a connection is in its life; every change goes through set_state(). */
+enum conn_state {
+    CONN_IDLE,      /* between requests (or before the first): keep-alive / first-byte timer */
+    CONN_HEADERS,   /* first byte of a request seen, headers not complete: header timer */
+    CONN_BODY,      /* headers complete, body arriving: body timer (reset on progress) */
+    CONN_HANDLING,  /* request handed to the application, no answer yet: reading stopped */
+    CONN_WRITING,   /* answer being written */
+    CONN_CLOSING,   /* uv_close called; waiting for the handles' close callbacks */
+};
+
+struct hg_http_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    struct hg_http_limits limits;
+    struct hg_http_handler handler;
+    llhttp_settings_t settings;
+    struct hg_conn *conns;          /* doubly linked, all live connections */
+    uint32_t nconns;
+    bool stopping;
+    bool listener_closed;
+    void (*stop_done)(void *arg);
+    void *stop_arg;
+    char read_buf[READ_BUF_SIZE];   /* shared by all connections of this loop */
+    bool read_buf_busy;
+};
+
+struct hg_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_write_t write_req;
+    uv_write_t continue_req;
+    struct hg_http_server *srv;
+    struct hg_conn *prev, *next;
+    llhttp_t parser;
+    enum conn_state state;
+    int open_handles;
+    struct hg_http_limits limits;    /* snapshot at accept */
+
+    char *pending;                   /* bytes read past a paused message */
+    size_t pending_len;
+
+    struct hg_buf head;              /* URL and header bytes of the current request (capped) */
+    size_t url_len;
+    size_t name_off[HG_HTTP_MAX_HEADERS], name_len[HG_HTTP_MAX_HEADERS];
+    size_t value_off[HG_HTTP_MAX_HEADERS], value_len[HG_HTTP_MAX_HEADERS];
+    size_t n_headers;
+    bool in_value;
+    bool header_overflow;
+    struct hg_buf body;
+    struct hg_arena arena;
+    struct hg_http_request req;
+    int fail_status;                 /* set by a parser callback before it stops the parser */
+    bool keep_alive;
+    bool close_after;
+    bool abandoned_notified;
+    bool served_one;
+    bool continue_pending;           /* a "100 Continue" write is in flight */
+    struct hg_buf out;
+    void *app_data;                  /* the application's object for the request in flight */
+};
+
+static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+static void conn_close(struct hg_conn *c);
+static void conn_feed(struct hg_conn *c, const char *data, size_t len);
+static void conn_fail(struct hg_conn *c, int status, const char *code, const char *message);
+
+static void set_state(struct hg_conn *c, enum conn_state s)
+{
+    c->state = s;
+}
+
+static void timer_arm(struct hg_conn *c, uint64_t ms);
+static void start_reading(struct hg_conn *c);
+
+const char *hg_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+const char *hg_http_header_get(const struct hg_http_request *r, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        if (r->headers[i].name_len == nl && strncasecmp(r->headers[i].name, name, nl) == 0) {
+            if (len)
+                *len = r->headers[i].value_len;
+            return r->headers[i].value;
+        }
+    }
+    return NULL;
+}
+
+/* A caller's request id is echoed only when it cannot break a header or a log line. */
+static bool request_id_sane(const char *v, size_t n)
+{
+    if (n == 0 || n > HG_HTTP_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = v[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                  ch == '-' || ch == '_' || ch == '.' || ch == ':';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* ---- llhttp callbacks: build the request in c->head / c->body ---- */
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct hg_conn *c = p->data;
+    hg_buf_reset(&c->head);
+    hg_buf_reset(&c->body);
+    hg_arena_reset(&c->arena);
+    c->url_len = 0;
+    c->n_headers = 0;
+    c->in_value = false;
+    c->header_overflow = false;
+    c->fail_status = 0;
+    memset(&c->req, 0, sizeof(c->req));
+    c->req.start_ns = hg_time_mono_ns();
+    set_state(c, CONN_HEADERS);
+    timer_arm(c, c->limits.header_timeout_ms);
+    return 0;
+}
+
+static int head_append(struct hg_conn *c, const char *at, size_t len)
+{
+    if (hg_buf_append(&c->head, at, len) != 0) {
+        c->fail_status = 431;
+        return HPE_USER;
+    }
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct hg_conn *c = p->data;
+    c->url_len += len;
+    return head_append(c, at, len);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct hg_conn *c = p->data;
+    if (c->in_value || c->n_headers == 0) {
+        if (c->n_headers == HG_HTTP_MAX_HEADERS) {
+            c->fail_status = 431;
+            return HPE_USER;
+        }
+        if (c->n_headers > 0 || c->in_value)
+            c->in_value = false;
+        c->name_off[c->n_headers] = c->head.len;
+        c->name_len[c->n_headers] = 0;
+        c->value_off[c->n_headers] = c->head.len;
+        c->value_len[c->n_headers] = 0;
+        c->n_headers++;
+    }
+    c->name_len[c->n_headers - 1] += len;
+    return head_append(c, at, len);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct hg_conn *c = p->data;
+    if (c->n_headers == 0)
+        return HPE_USER;
+    if (!c->in_value) {
+        c->in_value = true;
+        c->value_off[c->n_headers - 1] = c->head.len;
+    }
+    c->value_len[c->n_headers - 1] += len;
+    return head_append(c, at, len);
+}
+
+static void on_continue_written(uv_write_t *w, int status)
+{
+    struct hg_conn *c = HG_CONTAINER_OF(w, struct hg_conn, continue_req);
+    (void)status; /* a failed write shows up on the next read or write */
+    c->continue_pending = false;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct hg_conn *c = p->data;
+    struct hg_http_request *r = &c->req;
+    const char *base = c->head.data ? c->head.data : "";
+
+    r->method = p->method;
+    const char *q = memchr(base, '?', c->url_len);
+    size_t plen = q ? (size_t)(q - base) : c->url_len;
+    r->path = hg_arena_strndup(&c->arena, base, plen);
+    r->path_len = plen;
+    if (q) {
+        r->query_len = c->url_len - plen - 1;
+        r->query = hg_arena_strndup(&c->arena, q + 1, r->query_len);
+    } else {
+        r->query = "";
+        r->query_len = 0;
+    }
+    if (r->path == NULL || r->query == NULL) {
+        c->fail_status = 431;
+        return HPE_USER;
+    }
+    for (size_t i = 0; i < c->n_headers; i++) {
+        r->headers[i].name = base + c->name_off[i];
+        r->headers[i].name_len = c->name_len[i];
+        r->headers[i].value = base + c->value_off[i];
+        r->headers[i].value_len = c->value_len[i];
+    }
+    r->n_headers = c->n_headers;
+
+    size_t idlen;
+    const char *id = hg_http_header_get(r, "X-Request-Id", &idlen);
+    if (id && request_id_sane(id, idlen)) {
+        memcpy(r->request_id, id, idlen);
+        r->request_id[idlen] = '\0';
+    } else {
+        hg_uuid_v4(r->request_id);
+    }
+
+    c->keep_alive = llhttp_should_keep_alive(p);
+
+    /* Refuse an oversized body before it is sent: the sender learns at once, we read nothing. */
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->limits.max_body_bytes) {
+        c->fail_status = 413;
+        return HPE_USER;
+    }
+    if (p->upgrade) {
+        c->fail_status = 400;
+        return HPE_USER;
+    }
+    size_t elen;
+    const char *expect = hg_http_header_get(r, "Expect", &elen);
+    if (expect && hg_span_ieq(expect, elen, "100-continue") && !c->continue_pending) {
+        uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
+        if (uv_write(&c->continue_req, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) == 0)
+            c->continue_pending = true;
+    }
+    set_state(c, CONN_BODY);
+    timer_arm(c, c->limits.body_timeout_ms);
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct hg_conn *c = p->data;
+    if (hg_buf_append(&c->body, at, len) != 0) {
+        c->fail_status = 413;
+        return HPE_USER;
+    }
+    timer_arm(c, c->limits.body_timeout_ms);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct hg_conn *c = p->data;
+    c->req.body = hg_buf_cstr(&c->body);
+    c->req.body_len = c->body.len;
+    c->keep_alive = llhttp_should_keep_alive(p);
+    /* Pause: the request is handled before the parser may look at pipelined bytes. */
+    return HPE_PAUSED;
+}
+
+/* ---- timers ---- */
+
+static void on_timer(uv_timer_t *t)
+{
+    struct hg_conn *c = t->data;
+    switch (c->state) {
+    case CONN_IDLE:
+        /* Idle keep-alive (or a connection that never sent a byte): close quietly. */
+        conn_close(c);
+        break;
+    case CONN_HEADERS:
+    case CONN_BODY:
+        conn_fail(c, 408, "request_timeout", c->state == CONN_HEADERS ? "headers not received in time"
+                                                                          : "body not received in time");
+        break;
+    default:
+        break;
+    }
+}
+
+static void timer_arm(struct hg_conn *c, uint64_t ms)
+{
+    if (ms == 0)
+        uv_timer_stop(&c->timer);
+    else
+        uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+/* ---- writing ---- */
+
+static void on_written(uv_write_t *w, int status)
+{
+    struct hg_conn *c = HG_CONTAINER_OF(w, struct hg_conn, write_req);
+    if (c->state == CONN_CLOSING)
+        return;
+    if (status < 0 || c->close_after) {
+        conn_close(c);
+        return;
+    }
+    hg_buf_reset(&c->out);
+    set_state(c, CONN_IDLE);
+    c->served_one = true;
+    timer_arm(c, c->limits.keepalive_timeout_ms);
+    if (c->srv->stopping) {
+        conn_close(c);
+        return;
+    }
+    llhttp_resume(&c->parser);
+    if (c->pending_len > 0) {
+        /* Pipelined bytes read earlier: parse them before reading more. */
+        char *data = c->pending;
+        size_t len = c->pending_len;
+        c->pending = NULL;
+        c->pending_len = 0;
+        conn_feed(c, data, len);
+        free(data);
+        /* A complete request was in there (handled now) or it failed: reading stays stopped. */
+        if (c->state != CONN_IDLE && c->state != CONN_HEADERS && c->state != CONN_BODY)
+            return;
+    }
+    start_reading(c);
+}
+
+static void write_response(struct hg_conn *c, int status, const char *request_id, const char *content_type,
+                           const char *extra, const char *body, size_t body_len)
+{
+    if (c->srv->stopping)
+        c->close_after = true;
+    if (!c->keep_alive)
+        c->close_after = true;
+    hg_buf_reset(&c->out);
+    /* The answer is bounded by the body we were given plus a small header block. */
+    c->out.max = body_len + 4096 + (extra ? strlen(extra) : 0);
+    int rc = hg_buf_appendf(&c->out,
+                            "HTTP/1.1 %d %s\r\n"
+                            "Content-Type: %s\r\n"
+                            "Content-Length: %zu\r\n"
+                            "X-Request-Id: %s\r\n"
+                            "%s"
+                            "Connection: %s\r\n\r\n",
+                            status, hg_http_reason(status), content_type ? content_type : "application/json",
+                            body_len, request_id, extra ? extra : "", c->close_after ? "close" : "keep-alive");
+    if (rc == 0 && body_len)
+        rc = hg_buf_append(&c->out, body, body_len);
+    if (rc != 0) {
+        conn_close(c);
+        return;
+    }
+    char code[24];
+    snprintf(code, sizeof(code), "code=\"%d\"", status);
+    hg_metric_inc(HG_M_HTTP_REQUESTS, code);
+
+    set_state(c, CONN_WRITING);
+    uv_timer_stop(&c->timer);
+    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0)
+        conn_close(c);
+}
+
+void hg_conn_respond(struct hg_conn *c, int status, const char *content_type, const char *extra_headers,
+                     const char *body, size_t body_len)
+{
+    if (c->state != CONN_HANDLING)
+        return; /* answered twice: a bug in the caller; never write two answers */
+    c->app_data = NULL;
+    write_response(c, status, c->req.request_id, content_type, extra_headers, body, body_len);
+}
+
+static void json_error_body(struct hg_buf *b, const char *code, const char *message, const char *rid)
+{
+    /* Codes and messages are our own constants or short reasons without quotes; escape anyway. */
+    hg_buf_appendf(b, "{\"error\":\"%s\",\"message\":\"", code);
+    for (const char *p = message; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '"' || ch == '\\')
+            hg_buf_appendf(b, "\\%c", ch);
+        else if (ch < 0x20)
+            hg_buf_appendf(b, "\\u%04x", ch);
+        else
+            hg_buf_append(b, p, 1);
+    }
+    hg_buf_appendf(b, "\",\"request_id\":\"%s\"}", rid);
+}
+
+void hg_conn_respond_error(struct hg_conn *c, int status, const char *code, const char *message,
+                           const char *extra_headers)
+{
+    struct hg_buf b;
+    hg_buf_init(&b, 8192);
+    json_error_body(&b, code, message, c->req.request_id);
+    hg_conn_respond(c, status, "application/json", extra_headers, b.data, b.len);
+    hg_buf_free(&b);
+}
+
+void hg_conn_set_data(struct hg_conn *c, void *data) { c->app_data = data; }
+void *hg_conn_get_data(const struct hg_conn *c) { return c->app_data; }
+
+/* An error found by the parser or a timer: answer it and close after. */
+static void conn_fail(struct hg_conn *c, int status, const char *code, const char *message)
+{
+    if (c->req.request_id[0] == '\0')
+        hg_uuid_v4(c->req.request_id);
+    c->close_after = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    struct hg_buf b;
+    hg_buf_init(&b, 8192);
+    json_error_body(&b, code, message, c->req.request_id);
+    write_response(c, status, c->req.request_id, "application/json", NULL, b.data, b.len);
+    hg_buf_free(&b);
+}
+
+/* ---- reading and parsing ---- */
+
+static void dispatch(struct hg_conn *c)
+{
+    set_state(c, CONN_HANDLING);
+    uv_timer_stop(&c->timer);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->srv->handler.on_request(c, &c->req, c->srv->handler.ud);
+}
+
+static void conn_feed(struct hg_conn *c, const char *data, size_t len)
+{
+    llhttp_errno_t rc = llhttp_execute(&c->parser, data, len);
+    if (rc == HPE_OK)
+        return;
+    if (rc == HPE_PAUSED) {
+        const char *pos = llhttp_get_error_pos(&c->parser);
+        size_t used = pos ? (size_t)(pos - data) : len;
+        if (used < len) {
+            /* At most one read's worth: reading stops while a request is handled. */
+            c->pending = hg_xmalloc(len - used);
+            memcpy(c->pending, data + used, len - used);
+            c->pending_len = len - used;
+        }
+        dispatch(c);
+        return;
+    }
+    switch (c->fail_status) {
+    case 413:
+        conn_fail(c, 413, "body_too_large", "request body exceeds the configured max_body");
+        break;
+    case 431:
+        conn_fail(c, 431, "headers_too_large", "request headers exceed the configured max_header");
+        break;
+    default:
+        conn_fail(c, 400, "bad_request", llhttp_errno_name(rc));
+        break;
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct hg_conn *c = h->data;
+    (void)suggested;
+    /* One loop thread: the shared buffer is free again once on_read returns. */
+    if (c->srv->read_buf_busy) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
+    c->srv->read_buf_busy = true;
+    *buf = uv_buf_init(c->srv->read_buf, READ_BUF_SIZE);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct hg_conn *c = s->data;
+    if (buf->base == c->srv->read_buf)
+        c->srv->read_buf_busy = false;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        if (c->state == CONN_HEADERS || c->state == CONN_BODY) {
+            /* Peer went away mid-request: nothing to answer. */
+        }
+        conn_close(c);
+        return;
+    }
+    if (c->state == CONN_HANDLING || c->state == CONN_WRITING || c->state == CONN_CLOSING) {
+        /* Reading is stopped in these states; bytes that still arrive are kept in order. */
+        c->pending = hg_xrealloc(c->pending, c->pending_len + (size_t)nread);
+        memcpy(c->pending + c->pending_len, buf->base, (size_t)nread);
+        c->pending_len += (size_t)nread;
+        uv_read_stop(s);
+        return;
+    }
+    conn_feed(c, buf->base, (size_t)nread);
+}
+
+static void start_reading(struct hg_conn *c)
+{
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- lifecycle ---- */
+
+static void maybe_stop_done(struct hg_http_server *s)
+{
+    if (s->stopping && s->listener_closed && s->nconns == 0 && s->stop_done) {
+        void (*done)(void *) = s->stop_done;
+        s->stop_done = NULL;
+        done(s->stop_arg);
+    }
+}
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    struct hg_conn *c = h->data;
+    if (--c->open_handles > 0)
+        return;
+    struct hg_http_server *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    hg_metric_set(HG_M_CONNECTIONS, NULL, (double)s->nconns);
+    hg_buf_free(&c->head);
+    hg_buf_free(&c->body);
+    hg_buf_free(&c->out);
+    hg_arena_destroy(&c->arena);
+    free(c->pending);
+    free(c);
+    maybe_stop_done(s);
+}
+
+static void conn_close(struct hg_conn *c)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    bool was_handling = c->state == CONN_HANDLING;
+    set_state(c, CONN_CLOSING);
+    if (was_handling && !c->abandoned_notified && c->srv->handler.on_abandon) {
+        c->abandoned_notified = true;
+        c->srv->handler.on_abandon(c, c->srv->handler.ud);
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    struct hg_http_server *s = ls->data;
+    if (status < 0)
+        return;
+    struct hg_conn *c = hg_xcalloc(1, sizeof(*c));
+    c->srv = s;
+    c->limits = s->limits;
+    uv_tcp_init(s->loop, &c->tcp);
+    uv_timer_init(s->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->open_handles = 2;
+    hg_buf_init(&c->head, c->limits.max_header_bytes);
+    hg_buf_init(&c->body, c->limits.max_body_bytes);
+    hg_buf_init(&c->out, 1 << 20);
+    hg_arena_init(&c->arena, ARENA_CAP);
+    llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
+    c->parser.data = c;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    hg_metric_set(HG_M_CONNECTIONS, NULL, (double)s->nconns);
+
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (s->stopping) {
+        conn_close(c);
+        return;
+    }
+    if (s->nconns > c->limits.max_connections) {
+        conn_fail(c, 503, "too_many_connections", "connection limit of this worker reached");
+        return;
+    }
+    set_state(c, CONN_IDLE);
+    timer_arm(c, c->limits.header_timeout_ms);
+    start_reading(c);
+}
+
+int hg_http_server_start(uv_loop_t *loop, int fd, const struct hg_http_limits *limits,
+                         const struct hg_http_handler *handler, struct hg_http_server **out)
+{
+    struct hg_http_server *s = hg_xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->limits = *limits;
+    s->handler = *handler;
+    llhttp_settings_init(&s->settings);
+    s->settings.on_message_begin = on_message_begin;
+    s->settings.on_url = on_url;
+    s->settings.on_header_field = on_header_field;
+    s->settings.on_header_value = on_header_value;
+    s->settings.on_headers_complete = on_headers_complete;
+    s->settings.on_body = on_body;
+    s->settings.on_message_complete = on_message_complete;
+    int rc = uv_tcp_init(loop, &s->listener);
+    if (rc == 0)
+        rc = uv_tcp_open(&s->listener, fd);
+    if (rc == 0) {
+        s->listener.data = s;
+        rc = uv_listen((uv_stream_t *)&s->listener, 4096, on_connection);
+    }
+    if (rc != 0) {
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void hg_http_server_set_limits(struct hg_http_server *s, const struct hg_http_limits *limits)
+{
+    s->limits = *limits;
+}
+
+uint32_t hg_http_server_connections(const struct hg_http_server *s)
+{
+    return s->nconns;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct hg_http_server *s = h->data;
+    s->listener_closed = true;
+    maybe_stop_done(s);
+}
+
+void hg_http_server_stop(struct hg_http_server *s, void (*done)(void *arg), void *arg)
+{
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    s->stop_done = done;
+    s->stop_arg = arg;
+    uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    for (struct hg_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_IDLE)
+            conn_close(c);
+        else
+            c->close_after = true;
+    }
+}
+
+void hg_http_server_abort(struct hg_http_server *s)
+{
+    for (struct hg_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        conn_close(c);
+    }
+}
+
+void hg_http_server_free(struct hg_http_server *s)
+{
+    free(s);
+}
+
+int hg_http_listen_socket(const char *host, uint16_t port, int backlog)
+{
+    struct sockaddr_storage ss;
+    socklen_t slen;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    if (uv_ip4_addr(host, port, a4) == 0) {
+        slen = sizeof(*a4);
+    } else if (uv_ip6_addr(host, port, a6) == 0) {
+        slen = sizeof(*a6);
+    } else {
+        return UV_EINVAL;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    /* SO_REUSEPORT: each worker owns a listener on the same port; the kernel spreads accepts. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&ss, slen) != 0 || listen(fd, backlog) != 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}

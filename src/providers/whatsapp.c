@@ -1,0 +1,269 @@
+/*
+ * WhatsApp Cloud API, the request side: X-Hub-Signature-256 verification, the GET handshake,
+ * envelope validation and the business ids used to find a tenant. Normalization lives in
+ * whatsapp_normalize.c.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <mbedtls/md.h>
+
+#include "core/common.h"
+#include "core/err.h"
+#include "core/str.h"
+#include "providers/whatsapp.h"
+
+#define SIG_PREFIX     "sha256="
+#define SIG_PREFIX_LEN (sizeof(SIG_PREFIX) - 1)
+#define SHA256_LEN     32
+
+static int hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decode exactly 2*n hex digits (either case) into n bytes. 0 or HG_ERR_PARSE. */
+static int hex_decode(const char *hex, unsigned char *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hex_value((unsigned char)hex[2 * i]);
+        int lo = hex_value((unsigned char)hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return HG_ERR_PARSE;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+int hg_whatsapp_verify_signature(const char *header, size_t header_len, const void *body, size_t body_len,
+                                 const struct hg_strlist *secrets)
+{
+    unsigned char want[SHA256_LEN], got[SHA256_LEN];
+    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
+    int matched = 0;
+
+    if (header == NULL || secrets == NULL || secrets->n == 0 || md == NULL)
+        return HG_ERR_SIGNATURE;
+    /* Proxies may leave optional whitespace around a header value; it is not part of the digest. */
+    while (header_len > 0 && (header[0] == ' ' || header[0] == '\t'))
+        header++, header_len--;
+    while (header_len > 0 && (header[header_len - 1] == ' ' || header[header_len - 1] == '\t'))
+        header_len--;
+    if (header_len != SIG_PREFIX_LEN + 2 * SHA256_LEN || memcmp(header, SIG_PREFIX, SIG_PREFIX_LEN) != 0)
+        return HG_ERR_SIGNATURE;
+    if (hex_decode(header + SIG_PREFIX_LEN, want, SHA256_LEN) != 0)
+        return HG_ERR_SIGNATURE;
+    if (body == NULL)
+        body = "";
+
+    /*
+     * Every secret is tried even after a match so the time taken does not tell which secret of a
+     * rotation is current. An empty secret is a configuration hole, never a valid key.
+     */
+    for (size_t i = 0; i < secrets->n; i++) {
+        const char *secret = secrets->items[i];
+        if (secret == NULL || secret[0] == '\0')
+            continue;
+        if (mbedtls_md_hmac(md, (const unsigned char *)secret, strlen(secret), body, body_len, got) != 0)
+            continue;
+        if (hg_ct_equal(got, sizeof(got), want, sizeof(want)))
+            matched = 1;
+    }
+    return matched ? 0 : HG_ERR_SIGNATURE;
+}
+
+/*
+ * URL-decode a query component (application/x-www-form-urlencoded: %XX and '+' for space) into
+ * out, which has room for n bytes (decoding never grows). Returns the decoded length, or -1 for
+ * a malformed escape.
+ */
+static long url_decode(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '+') {
+            out[o++] = ' ';
+        } else if (s[i] == '%') {
+            if (i + 2 >= n)
+                return -1;
+            int hi = hex_value((unsigned char)s[i + 1]);
+            int lo = hex_value((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            out[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    return (long)o;
+}
+
+/* One decoded hub.* parameter found in the query. */
+struct hub_param {
+    const char *name;
+    char *value;   /* decoded, NUL-terminated; NULL when absent */
+    size_t len;
+};
+
+int hg_whatsapp_handshake(const char *query, size_t query_len, const char *verify_token,
+                          char *challenge, size_t cap)
+{
+    struct hub_param params[] = {
+        {"hub.mode", NULL, 0},
+        {"hub.verify_token", NULL, 0},
+        {"hub.challenge", NULL, 0},
+    };
+    char *name = NULL;
+    int rc = HG_ERR_SIGNATURE;
+    size_t pos = 0;
+
+    if (challenge != NULL && cap > 0)
+        challenge[0] = '\0';
+    if (query == NULL || verify_token == NULL || verify_token[0] == '\0' || challenge == NULL || cap == 0)
+        return HG_ERR_SIGNATURE;
+    name = hg_xmalloc(query_len + 1);
+
+    while (pos < query_len) {
+        const char *pair = query + pos;
+        const char *amp = memchr(pair, '&', query_len - pos);
+        size_t pair_len = amp ? (size_t)(amp - pair) : query_len - pos;
+        pos += pair_len + 1;
+        if (pair_len == 0)
+            continue;
+        const char *eq = memchr(pair, '=', pair_len);
+        size_t key_len = eq ? (size_t)(eq - pair) : pair_len;
+        long klen = url_decode(pair, key_len, name);
+        if (klen < 0) {
+            rc = HG_ERR_PARSE;
+            goto out;
+        }
+        name[klen] = '\0';
+        for (size_t i = 0; i < HG_ARRAY_SIZE(params); i++) {
+            if ((size_t)klen != strlen(params[i].name) || memcmp(name, params[i].name, (size_t)klen) != 0)
+                continue;
+            /* A repeated hub.* key is ambiguous (which one would Meta mean?): refuse. */
+            if (params[i].value != NULL)
+                goto out;
+            const char *val = eq ? eq + 1 : pair + pair_len;
+            size_t val_len = eq ? pair_len - key_len - 1 : 0;
+            params[i].value = hg_xmalloc(val_len + 1);
+            long vlen = url_decode(val, val_len, params[i].value);
+            if (vlen < 0) {
+                rc = HG_ERR_PARSE;
+                goto out;
+            }
+            params[i].value[vlen] = '\0';
+            params[i].len = (size_t)vlen;
+        }
+    }
+
+    struct hub_param *mode = &params[0], *token = &params[1], *chal = &params[2];
+    if (mode->value == NULL || token->value == NULL || chal->value == NULL || chal->len == 0)
+        goto out;
+    if (strcmp(mode->value, "subscribe") != 0)
+        goto out;
+    if (!hg_ct_equal(token->value, token->len, verify_token, strlen(verify_token)))
+        goto out;
+    /* A NUL inside the challenge could not be echoed exactly through a C string. */
+    if (memchr(chal->value, '\0', chal->len) != NULL)
+        goto out;
+    if (chal->len + 1 > cap) {
+        rc = HG_ERR_TOO_BIG;
+        goto out;
+    }
+    memcpy(challenge, chal->value, chal->len + 1);
+    rc = 0;
+out:
+    for (size_t i = 0; i < HG_ARRAY_SIZE(params); i++)
+        free(params[i].value);
+    free(name);
+    return rc;
+}
+
+/* Write the 400 reason, drop the document, return NULL. */
+static json_t *fail(char *reason, size_t cap, json_t *root, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static json_t *fail(char *reason, size_t cap, json_t *root, const char *fmt, ...)
+{
+    if (reason != NULL && cap > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(reason, cap, fmt, ap);
+        va_end(ap);
+    }
+    json_decref(root);
+    return NULL;
+}
+
+json_t *hg_whatsapp_parse(const char *body, size_t len, char *reason, size_t cap)
+{
+    json_error_t jerr;
+    /*
+     * JSON_ALLOW_NUL: a "\u0000" inside user text is valid JSON and must not cost the sender a
+     * 400 (Meta would retry a permanent failure for days); the normalizer copies string nodes,
+     * not C strings, so nothing is truncated.
+     */
+    json_t *root = json_loadb(body ? body : "", len, JSON_ALLOW_NUL, &jerr);
+    if (root == NULL) {
+        if (reason != NULL && cap > 0)
+            snprintf(reason, cap, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+                     jerr.column);
+        return NULL;
+    }
+    if (!json_is_object(root))
+        return fail(reason, cap, root, "body is not a JSON object");
+    json_t *object = json_object_get(root, "object");
+    if (!json_is_string(object) || strcmp(json_string_value(object), "whatsapp_business_account") != 0)
+        return fail(reason, cap, root, "object is not whatsapp_business_account");
+    json_t *entry = json_object_get(root, "entry");
+    if (!json_is_array(entry) || json_array_size(entry) == 0)
+        return fail(reason, cap, root, "entry is not a non-empty array");
+    for (size_t i = 0; i < json_array_size(entry); i++) {
+        json_t *e = json_array_get(entry, i);
+        if (!json_is_object(e))
+            return fail(reason, cap, root, "entry[%zu] is not an object", i);
+        if (!json_is_string(json_object_get(e, "id")))
+            return fail(reason, cap, root, "entry[%zu].id is not a string", i);
+        json_t *changes = json_object_get(e, "changes");
+        if (!json_is_array(changes))
+            return fail(reason, cap, root, "entry[%zu].changes is not an array", i);
+        for (size_t j = 0; j < json_array_size(changes); j++) {
+            json_t *c = json_array_get(changes, j);
+            if (!json_is_object(c))
+                return fail(reason, cap, root, "entry[%zu].changes[%zu] is not an object", i, j);
+            if (!json_is_string(json_object_get(c, "field")))
+                return fail(reason, cap, root, "entry[%zu].changes[%zu].field is not a string", i, j);
+            if (!json_is_object(json_object_get(c, "value")))
+                return fail(reason, cap, root, "entry[%zu].changes[%zu].value is not an object", i, j);
+        }
+    }
+    return root;
+}
+
+int hg_whatsapp_business_ids(json_t *root, int (*fn)(void *arg, const char *id), void *arg)
+{
+    json_t *entry = json_object_get(root, "entry");
+    for (size_t i = 0; i < json_array_size(entry); i++) {
+        json_t *e = json_array_get(entry, i);
+        json_t *id = json_object_get(e, "id");
+        int rc;
+        if (json_is_string(id) && (rc = fn(arg, json_string_value(id))) != 0)
+            return rc;
+        json_t *changes = json_object_get(e, "changes");
+        for (size_t j = 0; j < json_array_size(changes); j++) {
+            json_t *value = json_object_get(json_array_get(changes, j), "value");
+            json_t *pnid = json_object_get(json_object_get(value, "metadata"), "phone_number_id");
+            if (json_is_string(pnid) && (rc = fn(arg, json_string_value(pnid))) != 0)
+                return rc;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,285 @@
+/*
+ * WhatsApp front door: the GET handshake and the POST ingest chain
+ *   resolve tenant → verify signature → validate envelope → spool append (group fsync) → 200
+ * after which the record goes to the drain. A request's state lives in struct hg_req; every
+ * transition goes through req_set_state().
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "core/buf.h"
+#include "core/common.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/time.h"
+#include "http/http.h"
+#include "ops/metrics.h"
+#include "providers/whatsapp.h"
+#include "req/drain.h"
+#include "req/req.h"
+#include "spool/spool.h"
+#include "worker/worker.h"
+
+/* Where an ingest request is; every change goes through req_set_state(). */
+enum hg_req_state {
+    HG_REQ_VERIFY,    /* tenant, signature and envelope checks (synchronous) */
+    HG_REQ_SPOOL,     /* appended, waiting for the group fsync */
+    HG_REQ_DONE,      /* answered (or its connection went away) */
+};
+
+struct hg_req {
+    enum hg_req_state state;
+    struct hg_worker *worker;
+    struct hg_conn *conn;          /* NULL once the connection went away */
+    struct hg_conf *conf;          /* the config this request started with (a reference) */
+    json_t *root;                  /* parsed envelope, handed to the drain */
+    const char *tenant;            /* points into conf */
+    char request_id[HG_HTTP_REQUEST_ID_MAX + 1];
+    uint64_t received_at_ns;
+    uint64_t start_mono_ns;
+    int events;
+    char *body;                    /* copy kept for the drain until the spool answered */
+    size_t body_len;
+};
+
+static const char *const state_names[] = { "verify", "spool", "done" };
+
+static void req_set_state(struct hg_req *q, enum hg_req_state s)
+{
+    hg_debug(q->request_id, "request state", "from", state_names[q->state], "to", state_names[s], NULL);
+    q->state = s;
+}
+
+static void count_rejected(const char *tenant, const char *status)
+{
+    char labels[256], esc[128];
+    snprintf(labels, sizeof(labels), "provider=\"whatsapp\",tenant=\"%s\",type=\"webhook\",status=\"%s\"",
+             hg_metrics_label_escape(esc, sizeof(esc), tenant ? tenant : "unknown"), status);
+    hg_metric_inc(HG_M_WEBHOOK_RECEIVED, labels);
+}
+
+/* The secrets and verify token that apply to a tenant: its own, else the [whatsapp] defaults. */
+static const struct hg_strlist *tenant_secrets(const struct hg_conf *conf, const struct hg_tenant_conf *t)
+{
+    return t && t->app_secrets.n ? &t->app_secrets : &conf->app_secrets;
+}
+
+void hg_req_whatsapp_handshake(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *tenant)
+{
+    const struct hg_conf *conf = w->conf;
+    const struct hg_tenant_conf *t = tenant ? hg_conf_tenant(conf, tenant) : NULL;
+    const char *token = t && t->verify_token ? t->verify_token : conf->verify_token;
+    char challenge[1024];
+    if (token == NULL || token[0] == '\0' ||
+        hg_whatsapp_handshake(r->query, r->query_len, token, challenge, sizeof(challenge)) != 0) {
+        hg_info(r->request_id, "verification handshake refused", "tenant", t ? t->id : conf->default_tenant, NULL);
+        hg_conn_respond_error(c, 403, "forbidden", "verification failed", NULL);
+        return;
+    }
+    hg_conn_respond(c, 200, "text/plain", NULL, challenge, strlen(challenge));
+}
+
+struct tenant_match {
+    const struct hg_conf *conf;
+    const struct hg_tenant_conf *found;
+};
+
+static int match_business(void *arg, const char *id)
+{
+    struct tenant_match *m = arg;
+    m->found = hg_conf_tenant_by_business(m->conf, id);
+    return m->found != NULL;
+}
+
+/* Events a validated envelope will produce: messages + statuses + errors, one per other field. */
+static int count_events(json_t *root)
+{
+    int n = 0;
+    size_t i, j;
+    json_t *entry, *change;
+    json_array_foreach(json_object_get(root, "entry"), i, entry) {
+        json_array_foreach(json_object_get(entry, "changes"), j, change) {
+            json_t *value = json_object_get(change, "value");
+            const char *field = json_string_value(json_object_get(change, "field"));
+            if (field && strcmp(field, "messages") == 0) {
+                n += (int)json_array_size(json_object_get(value, "messages"));
+                n += (int)json_array_size(json_object_get(value, "statuses"));
+                n += (int)json_array_size(json_object_get(value, "errors"));
+            } else {
+                n++;
+            }
+        }
+    }
+    return n;
+}
+
+static void req_free(struct hg_req *q)
+{
+    if (q->root)
+        json_decref(q->root);
+    hg_conf_unref(q->conf);
+    free(q->body);
+    free(q);
+}
+
+static void req_answer_error(struct hg_req *q, int status, const char *code, const char *msg, const char *extra)
+{
+    req_set_state(q, HG_REQ_DONE);
+    if (q->conn)
+        hg_conn_respond_error(q->conn, status, code, msg, extra);
+}
+
+static void on_spooled(void *arg, int status, uint64_t id)
+{
+    struct hg_req *q = arg;
+    q->worker->inflight--;
+    if (status != 0) {
+        hg_error(q->request_id, "spool write failed; answered 503", "error", hg_strerror(status), NULL);
+        count_rejected(q->tenant, "unavailable");
+        req_answer_error(q, 503, "unavailable", "could not store the webhook durably; retry later",
+                         "Retry-After: 5\r\n");
+        req_free(q);
+        return;
+    }
+    /* Durable: answer first, then hand the record on. */
+    if (q->conn) {
+        char body[256];
+        int n = snprintf(body, sizeof(body), "{\"status\":\"accepted\",\"request_id\":\"%s\",\"events\":%d}",
+                         q->request_id, q->events);
+        hg_conn_respond(q->conn, 200, "application/json", NULL, body, (size_t)n);
+    }
+    req_set_state(q, HG_REQ_DONE);
+    hg_metric_observe(HG_M_PROCESSING_DURATION, NULL, (double)(hg_time_mono_ns() - q->start_mono_ns) / 1e9);
+    struct hg_drain_record rec = {
+        .request_id = q->request_id,
+        .tenant = q->tenant,
+        .provider = "whatsapp",
+        .received_at_ns = q->received_at_ns,
+        .body = q->body,
+        .body_len = q->body_len,
+    };
+    json_t *root = q->root;
+    q->root = NULL;
+    hg_drain_submit(q->worker->drain, id, &rec, root);
+    req_free(q);
+}
+
+void hg_req_abandon(struct hg_conn *c, void *data)
+{
+    (void)data;
+    struct hg_req *q = hg_conn_get_data(c);
+    if (q)
+        q->conn = NULL; /* the spool callback still runs and hands the record on */
+}
+
+/* The request headers a later re-verification or replay needs, as "name: value\n" lines. */
+static void spool_headers(struct hg_buf *b, const struct hg_http_request *r)
+{
+    static const char *const keep[] = { "X-Hub-Signature-256", "Content-Type", "User-Agent" };
+    for (size_t i = 0; i < HG_ARRAY_SIZE(keep); i++) {
+        size_t n;
+        const char *v = hg_http_header_get(r, keep[i], &n);
+        if (v)
+            hg_buf_appendf(b, "%s: %.*s\n", keep[i], (int)n, v);
+    }
+}
+
+void hg_req_whatsapp_ingest(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *tenant)
+{
+    struct hg_conf *conf = w->conf;
+    size_t sig_len = 0;
+    const char *sig = hg_http_header_get(r, "X-Hub-Signature-256", &sig_len);
+    const struct hg_tenant_conf *t = NULL;
+    json_t *root = NULL;
+    char reason[256] = "";
+
+    if (sig == NULL) {
+        count_rejected(tenant, "unauthorized");
+        hg_conn_respond_error(c, 401, "unauthorized", "missing X-Hub-Signature-256", NULL);
+        return;
+    }
+    if (tenant) {
+        t = hg_conf_tenant(conf, tenant);
+    } else {
+        /* No tenant in the path: the envelope's WABA / phone number ids may map to one. */
+        root = hg_whatsapp_parse(r->body, r->body_len, reason, sizeof(reason));
+        if (root) {
+            struct tenant_match m = { conf, NULL };
+            hg_whatsapp_business_ids(root, match_business, &m);
+            t = m.found;
+        }
+    }
+    const char *tenant_id = t ? t->id : conf->default_tenant;
+    const struct hg_strlist *secrets = tenant_secrets(conf, t);
+    if (secrets->n == 0) {
+        if (root)
+            json_decref(root);
+        hg_warn(r->request_id, "no app secret configured for tenant; answered 503", "tenant", tenant_id, NULL);
+        count_rejected(tenant_id, "unavailable");
+        hg_conn_respond_error(c, 503, "tenant_unavailable", "no app secret configured for this tenant",
+                              "Retry-After: 30\r\n");
+        return;
+    }
+    if (hg_whatsapp_verify_signature(sig, sig_len, r->body, r->body_len, secrets) != 0) {
+        if (root)
+            json_decref(root);
+        hg_info(r->request_id, "signature mismatch", "tenant", tenant_id, NULL);
+        count_rejected(tenant_id, "unauthorized");
+        hg_conn_respond_error(c, 401, "unauthorized", "signature does not match", NULL);
+        return;
+    }
+    if (root == NULL && reason[0] == '\0')
+        root = hg_whatsapp_parse(r->body, r->body_len, reason, sizeof(reason));
+    if (root == NULL) {
+        count_rejected(tenant_id, "invalid");
+        hg_conn_respond_error(c, 400, "invalid_envelope", reason, NULL);
+        return;
+    }
+
+    struct hg_req *q = hg_xcalloc(1, sizeof(*q));
+    q->state = HG_REQ_VERIFY;
+    q->worker = w;
+    q->conn = c;
+    q->conf = hg_conf_ref(conf);
+    q->root = root;
+    q->tenant = tenant_id;
+    memcpy(q->request_id, r->request_id, sizeof(q->request_id));
+    q->received_at_ns = hg_time_now_ns();
+    q->start_mono_ns = r->start_ns;
+    q->events = count_events(root);
+    q->body = hg_xstrndup(r->body, r->body_len);
+    q->body_len = r->body_len;
+
+    struct hg_buf headers;
+    hg_buf_init(&headers, 8192);
+    spool_headers(&headers, r);
+    struct hg_spool_record rec = {
+        .received_at_ns = q->received_at_ns,
+        .request_id = q->request_id,
+        .tenant = q->tenant,
+        .provider = "whatsapp",
+        .headers = hg_buf_cstr(&headers),
+        .headers_len = headers.len,
+        .body = r->body,
+        .body_len = r->body_len,
+    };
+    req_set_state(q, HG_REQ_SPOOL);
+    int rc = hg_spool_append(w->spool, &rec, on_spooled, q);
+    hg_buf_free(&headers);
+    if (rc != 0) {
+        bool full = rc == HG_ERR_FULL;
+        if (full)
+            hg_warn(q->request_id, "spool full; answered 503", NULL);
+        else
+            hg_error(q->request_id, "spool append failed; answered 503", "error", hg_strerror(rc), NULL);
+        count_rejected(q->tenant, "unavailable");
+        req_answer_error(q, 503, full ? "spool_full" : "unavailable",
+                         full ? "spool quota reached; retry later" : "could not store the webhook; retry later",
+                         "Retry-After: 5\r\n");
+        req_free(q);
+        return;
+    }
+    w->inflight++;
+    hg_conn_set_data(c, q);
+}

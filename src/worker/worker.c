@@ -1,0 +1,262 @@
+/*
+ * Worker threads: each runs its own libuv loop with its own listener, spool, sink and drain.
+ * Start-up order: spool (recovery) → sink → drain → listener. Shutdown runs the same chain
+ * backwards, each step in the previous step's close callback.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/common.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/time.h"
+#include "http/http.h"
+#include "ops/metrics.h"
+#include "req/drain.h"
+#include "req/req.h"
+#include "sink/ndjson.h"
+#include "sink/sink.h"
+#include "spool/spool.h"
+#include "worker/worker.h"
+
+#define LAG_INTERVAL_MS 100
+
+static _Thread_local struct hg_worker *current_worker;
+
+struct hg_worker *hg_worker_current(void) { return current_worker; }
+
+static void limits_from_conf(struct hg_http_limits *l, const struct hg_conf *c)
+{
+    l->max_header_bytes = c->max_header_bytes;
+    l->max_body_bytes = c->max_body_bytes;
+    l->header_timeout_ms = c->header_timeout_ms;
+    l->body_timeout_ms = c->body_timeout_ms;
+    l->keepalive_timeout_ms = c->keepalive_timeout_ms;
+    l->max_connections = c->max_connections;
+}
+
+static void on_request(struct hg_conn *c, struct hg_http_request *r, void *ud)
+{
+    hg_router_dispatch(ud, c, r);
+}
+
+static void on_fsync(void *arg, double seconds)
+{
+    (void)arg;
+    hg_metric_observe(HG_M_SPOOL_FSYNC_DURATION, NULL, seconds);
+}
+
+/* Event loop lag: how late a periodic timer fires. Also refreshes the spool gauges. */
+static void on_lag_timer(uv_timer_t *t)
+{
+    struct hg_worker *w = t->data;
+    uint64_t now = hg_time_mono_ns();
+    double lag = 0;
+    if (w->lag_expected_ns && now > w->lag_expected_ns)
+        lag = (double)(now - w->lag_expected_ns) / 1e9;
+    w->lag_expected_ns = now + LAG_INTERVAL_MS * 1000000ull;
+    hg_metric_set(HG_M_EVENT_LOOP_LAG, NULL, lag);
+    uint64_t records = 0, bytes = 0;
+    if (w->spool)
+        hg_spool_stats(w->spool, &records, &bytes);
+    hg_metric_set(HG_M_SPOOL_RECORDS, NULL, (double)records);
+    hg_metric_set(HG_M_SPOOL_BYTES, NULL, (double)bytes);
+}
+
+/* ---- shutdown chain: http stopped → sink closed → drain freed → spool closed → handles ---- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void on_spool_closed(void *arg)
+{
+    struct hg_worker *w = arg;
+    w->spool = NULL;
+    uv_close((uv_handle_t *)&w->lag_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&w->shutdown_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&w->wakeup, on_handle_closed);
+    hg_info(NULL, "worker stopped", NULL);
+}
+
+static void on_drain_freed(void *arg)
+{
+    struct hg_worker *w = arg;
+    w->drain = NULL;
+    hg_spool_close(w->spool, on_spool_closed, w);
+}
+
+static void on_sink_closed(void *arg)
+{
+    struct hg_worker *w = arg;
+    hg_drain_free(w->drain, on_drain_freed, w);
+}
+
+static void on_http_stopped(void *arg)
+{
+    struct hg_worker *w = arg;
+    hg_http_server_free(w->http);
+    w->http = NULL;
+    uv_timer_stop(&w->shutdown_timer);
+    w->sink->ops->close(w->sink, on_sink_closed, w);
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    struct hg_worker *w = t->data;
+    hg_warn(NULL, "shutdown timeout reached; closing remaining connections", NULL);
+    if (w->http)
+        hg_http_server_abort(w->http);
+}
+
+static void begin_stop(struct hg_worker *w)
+{
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    uv_timer_start(&w->shutdown_timer, on_shutdown_timeout, w->conf->shutdown_timeout_ms, 0);
+    hg_http_server_stop(w->http, on_http_stopped, w);
+}
+
+static void on_wakeup(uv_async_t *a)
+{
+    struct hg_worker *w = a->data;
+    struct hg_conf *next = atomic_exchange(&w->next_conf, NULL);
+    if (next) {
+        struct hg_conf *old = w->conf;
+        w->conf = next;
+        struct hg_http_limits l;
+        limits_from_conf(&l, next);
+        if (w->http)
+            hg_http_server_set_limits(w->http, &l);
+        hg_conf_unref(old);
+    }
+    if (atomic_load(&w->stop_requested))
+        begin_stop(w);
+}
+
+static int worker_open(struct hg_worker *w)
+{
+    const struct hg_conf *c = w->conf;
+    struct hg_spool_opts so = {
+        .dir = c->spool_dir,
+        .worker = w->id,
+        .nworkers = w->nworkers,
+        .max_bytes = c->spool_max_bytes,
+        .segment_bytes = c->spool_segment_bytes,
+        .commit_delay_us = c->spool_commit_delay_us,
+        .on_fsync = on_fsync,
+        .on_fsync_arg = w,
+    };
+    int rc = hg_spool_open(&w->loop, &so, &w->spool);
+    if (rc != 0) {
+        hg_error(NULL, "cannot open spool", "dir", c->spool_dir, "error", hg_strerror(rc), NULL);
+        return rc;
+    }
+    rc = hg_ndjson_sink_open(&w->loop, c->ndjson_dir, w->id, c->ndjson_rotate_bytes, &w->sink);
+    if (rc != 0) {
+        hg_error(NULL, "cannot open ndjson sink", "dir", c->ndjson_dir, "error", hg_strerror(rc), NULL);
+        return rc;
+    }
+    hg_drain_open(&w->loop, w->spool, w->sink, &w->drain);
+
+    struct hg_http_limits l;
+    limits_from_conf(&l, c);
+    struct hg_http_handler h = { on_request, hg_req_abandon, w };
+    rc = hg_http_server_start(&w->loop, w->listen_fd, &l, &h, &w->http);
+    if (rc != 0) {
+        hg_error(NULL, "cannot start listener", "error", hg_strerror(rc), NULL);
+        return rc;
+    }
+    w->listen_fd = -1; /* owned by the uv handle now */
+    return 0;
+}
+
+static void worker_main(void *arg)
+{
+    struct hg_worker *w = arg;
+    current_worker = w;
+    hg_log_set_worker(w->id);
+    hg_metrics_bind(w->id);
+
+    w->start_error = worker_open(w);
+    uv_sem_post(&w->started);
+    if (w->start_error != 0)
+        return;
+    char id[16];
+    snprintf(id, sizeof(id), "%d", w->id);
+    hg_info(NULL, "worker listening", "worker", id, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+int hg_worker_start(struct hg_worker *w, int id, int n, struct hg_conf *conf)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->nworkers = n;
+    w->conf = hg_conf_ref(conf);
+    atomic_init(&w->next_conf, NULL);
+    atomic_init(&w->stop_requested, false);
+    uv_loop_init(&w->loop);
+    uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+    w->wakeup.data = w;
+    uv_timer_init(&w->loop, &w->lag_timer);
+    w->lag_timer.data = w;
+    uv_timer_start(&w->lag_timer, on_lag_timer, LAG_INTERVAL_MS, LAG_INTERVAL_MS);
+    uv_timer_init(&w->loop, &w->shutdown_timer);
+    w->shutdown_timer.data = w;
+    uv_sem_init(&w->started, 0);
+
+    w->listen_fd = hg_http_listen_socket(conf->listen_host, conf->listen_port, 4096);
+    if (w->listen_fd < 0) {
+        char port[8];
+        snprintf(port, sizeof(port), "%u", conf->listen_port);
+        hg_error(NULL, "cannot listen", "host", conf->listen_host, "port", port, "error", hg_strerror(w->listen_fd),
+                 NULL);
+        return w->listen_fd;
+    }
+    int rc = uv_thread_create(&w->thread, worker_main, w);
+    if (rc != 0)
+        return rc;
+    uv_sem_wait(&w->started);
+    return w->start_error;
+}
+
+void hg_worker_reload(struct hg_worker *w, struct hg_conf *conf)
+{
+    struct hg_conf *old = atomic_exchange(&w->next_conf, hg_conf_ref(conf));
+    if (old)
+        hg_conf_unref(old);
+    uv_async_send(&w->wakeup);
+}
+
+void hg_worker_stop(struct hg_worker *w)
+{
+    atomic_store(&w->stop_requested, true);
+    uv_async_send(&w->wakeup);
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void hg_worker_join(struct hg_worker *w)
+{
+    uv_thread_join(&w->thread);
+    /* A worker that failed at start-up left handles open: close them so the loop can be freed. */
+    uv_walk(&w->loop, walk_close, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w->loop);
+    if (w->listen_fd >= 0)
+        close(w->listen_fd);
+    struct hg_conf *next = atomic_exchange(&w->next_conf, NULL);
+    if (next)
+        hg_conf_unref(next);
+    hg_conf_unref(w->conf);
+    uv_sem_destroy(&w->started);
+}

@@ -1,0 +1,63 @@
+/*
+ * A worker: one thread, one libuv loop, its own SO_REUSEPORT listener, connections, spool, sink
+ * and drain. Nothing on its request path is shared with another worker. The main thread talks to
+ * a worker only through hg_worker_reload / hg_worker_stop (an atomic pointer + uv_async).
+ */
+#ifndef HG_WORKER_WORKER_H
+#define HG_WORKER_WORKER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "conf/conf.h"
+
+struct hg_http_server;
+struct hg_spool;
+struct hg_sink;
+struct hg_drain;
+
+struct hg_worker {
+    int id;
+    int nworkers;
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_async_t wakeup;               /* main → worker: new config or stop */
+    uv_timer_t lag_timer;            /* measures event loop lag */
+    uv_timer_t shutdown_timer;       /* bounds the drain on stop */
+    uint64_t lag_expected_ns;
+
+    struct hg_conf *conf;            /* the config new requests use (worker thread only) */
+    _Atomic(struct hg_conf *) next_conf;
+    atomic_bool stop_requested;
+
+    int listen_fd;
+    struct hg_http_server *http;
+    struct hg_spool *spool;
+    struct hg_sink *sink;
+    struct hg_drain *drain;
+
+    bool stopping;
+    int close_steps;                 /* asynchronous closes still running at shutdown */
+    int start_error;                 /* set by the thread if start-up failed */
+    uv_sem_t started;                /* posted when the worker listens (or failed) */
+    uint64_t inflight;               /* requests between accept and answer */
+};
+
+/*
+ * Start worker `id` of `n` on its own thread with one reference to `conf` (taken here).
+ * Opens the spool (recovery), the sink, the listener; returns once it listens, or an error.
+ */
+int hg_worker_start(struct hg_worker *w, int id, int n, struct hg_conf *conf);
+/* Hand a new config to the worker (a reference is taken); it applies it on its loop. */
+void hg_worker_reload(struct hg_worker *w, struct hg_conf *conf);
+/* Ask the worker to stop: stop accepting, finish in-flight requests and spool writes. */
+void hg_worker_stop(struct hg_worker *w);
+/* Wait for the worker thread to end and release what it owns. */
+void hg_worker_join(struct hg_worker *w);
+
+/* Current worker of the calling thread (NULL on the main thread). */
+struct hg_worker *hg_worker_current(void);
+
+#endif

@@ -1,0 +1,121 @@
+"""The normalized event schema and its documentation agree.
+
+(a) every ```json block in docs/events.md is a normalized event that validates against
+docs/schema/event.v1.json, and together the blocks cover every kind and message type;
+(b) every expected document under test/fixtures/whatsapp/expected/ (the unit tests compare the
+normalizer's output with these files) validates too; (c) the schema really rejects broken events.
+Run: /usr/bin/python3 -m pytest test/e2e/test_schema_docs.py
+"""
+import copy
+import json
+import pathlib
+import re
+
+import jsonschema
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCHEMA_PATH = ROOT / "docs" / "schema" / "event.v1.json"
+DOC_PATH = ROOT / "docs" / "events.md"
+EXPECTED_DIR = ROOT / "test" / "fixtures" / "whatsapp" / "expected"
+
+MESSAGE_TYPES = {"text", "image", "video", "audio", "document", "sticker", "location", "contacts",
+                 "interactive", "button", "reaction", "order", "system", "unsupported", "unknown"}
+STATUS_TYPES = {"sent", "delivered", "read", "played", "failed"}
+
+
+@pytest.fixture(scope="module")
+def validator():
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def doc_blocks():
+    text = DOC_PATH.read_text()
+    return re.findall(r"^```json\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def expected_docs():
+    out = []
+    for path in sorted(EXPECTED_DIR.glob("*.json")):
+        data = json.loads(path.read_text())
+        for i, doc in enumerate(data if isinstance(data, list) else [data]):
+            out.append(pytest.param(doc, id=f"{path.stem}[{i}]"))
+    return out
+
+
+def assert_valid(validator, doc):
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, "; ".join(f"{e.json_path}: {e.message[:200]}" for e in errors[:5])
+
+
+@pytest.mark.parametrize("index", range(len(doc_blocks())))
+def test_doc_example_validates(validator, index):
+    doc = json.loads(doc_blocks()[index])
+    assert_valid(validator, doc)
+
+
+def test_doc_examples_cover_every_type():
+    seen = set()
+    for block in doc_blocks():
+        doc = json.loads(block)
+        seen.add((doc["kind"], doc["type"]))
+    assert len(doc_blocks()) >= 20
+    for t in MESSAGE_TYPES:
+        assert ("message", t) in seen, f"no example for message type {t}"
+    for t in STATUS_TYPES:
+        assert ("status", t) in seen, f"no example for status {t}"
+    assert any(k == "error" for k, _ in seen)
+    assert any(k == "system" for k, _ in seen)
+
+
+def test_doc_examples_match_expected_files():
+    """The examples are the normalizer's real output (the unit tests hold it to these files)."""
+    expected = {}
+    for path in EXPECTED_DIR.glob("*.json"):
+        data = json.loads(path.read_text())
+        for doc in data if isinstance(data, list) else [data]:
+            expected[doc["event_id"]] = doc
+    for block in doc_blocks():
+        doc = json.loads(block)
+        assert expected.get(doc["event_id"]) == doc, f"example {doc['event_id']} is not a normalizer output"
+
+
+@pytest.mark.parametrize("doc", expected_docs())
+def test_expected_file_validates(validator, doc):
+    assert_valid(validator, doc)
+
+
+def test_expected_files_exist():
+    assert len(list(EXPECTED_DIR.glob("*.json"))) >= 36
+
+
+def first_expected(name):
+    return json.loads((EXPECTED_DIR / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("name,mutate", [
+    ("text", lambda d: d.pop("raw")),
+    ("text", lambda d: d.update(extra=1)),
+    ("text", lambda d: d["content"].update(bodyy="x")),
+    ("text", lambda d: d.update(schema_version="2")),
+    ("text", lambda d: d.update(occurred_at="2025-02-12 00:43:44")),
+    ("text", lambda d: d["customer"].update(phone="16505551234")),
+    ("text", lambda d: d["customer"].update(region="usa")),
+    ("text", lambda d: d.update(type="selfie")),
+    ("audio_voice", lambda d: d["content"].pop("voice")),
+    ("reaction", lambda d: d["content"].update(removed=True)),
+    ("reaction_removed", lambda d: d["content"].update(removed=False)),
+    ("status_sent", lambda d: d["content"]["conversation"].update(expiration_timestamp="1739407440")),
+    ("status_sent", lambda d: d.update(event_id="wamid.no-status")),
+    ("errors_value", lambda d: d.update(errors=[])),
+    ("account_update", lambda d: d["content"].pop("field")),
+    ("interactive_nfm_reply", lambda d: d["content"].pop("response")),
+    ("location_full", lambda d: d["content"].update(latitude="37.4")),
+])
+def test_schema_rejects(validator, name, mutate):
+    doc = copy.deepcopy(first_expected(name))
+    assert_valid(validator, doc)
+    mutate(doc)
+    assert list(validator.iter_errors(doc)), f"schema accepted a broken {name} event"

@@ -1,0 +1,607 @@
+/* Unit tests for src/conf: defaults, file parsing, file:line errors, env overrides, *_file secrets. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "conf/conf.h"
+#include "core/err.h"
+#include "core/log.h"
+
+extern char **environ;
+
+/* Remove every HOOKGATE_* variable so one test's overrides never leak into the next. */
+static void clear_env(void)
+{
+    for (;;) {
+        char name[256] = "";
+        for (char **e = environ; e && *e; e++) {
+            if (strncmp(*e, "HOOKGATE_", 9) == 0) {
+                const char *eq = strchr(*e, '=');
+                size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+                if (n < sizeof(name)) {
+                    memcpy(name, *e, n);
+                    name[n] = '\0';
+                }
+                break;
+            }
+        }
+        if (name[0] == '\0')
+            return;
+        unsetenv(name);
+    }
+}
+
+static int setup(void **state)
+{
+    clear_env();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    clear_env();
+    return 0;
+}
+
+static struct hg_conf *load_ok(const char *path)
+{
+    struct hg_conf *c = NULL;
+    char err[512] = "unset";
+    int rc = hg_conf_load(path, &c, err, sizeof(err));
+    if (rc != 0)
+        print_error("unexpected error: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_non_null(c);
+    assert_string_equal(err, "");
+    return c;
+}
+
+static void expect_error(const char *path, const char *want)
+{
+    struct hg_conf *c = NULL;
+    char err[512] = "";
+    int rc = hg_conf_load(path, &c, err, sizeof(err));
+    assert_int_equal(rc, HG_ERR_CONFIG);
+    assert_null(c);
+    assert_string_equal(err, want);
+}
+
+/* Like expect_error, for messages with a variable tail (absolute paths, errno text). */
+static void expect_error_prefix(const char *path, const char *want)
+{
+    struct hg_conf *c = NULL;
+    char err[512] = "";
+    int rc = hg_conf_load(path, &c, err, sizeof(err));
+    assert_int_equal(rc, HG_ERR_CONFIG);
+    assert_null(c);
+    if (strncmp(err, want, strlen(want)) != 0)
+        fail_msg("error '%s' does not start with '%s'", err, want);
+}
+
+static char *cwd_join(const char *rel)
+{
+    static char buf[PATH_MAX + 256];
+    char cwd[PATH_MAX];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_true(strlen(rel) < 200);
+    snprintf(buf, sizeof(buf), "%s/%.200s", cwd, rel);
+    return buf;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* A fresh temp dir; the test chdirs into it when it wants relative paths to resolve there. */
+static void make_tmpdir(char *dir, size_t n)
+{
+    snprintf(dir, n, "/tmp/hg-test-conf-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+}
+
+/* ------------------------------------------------------------------ defaults and full file */
+
+static void test_defaults(void **state)
+{
+    struct hg_conf *c = load_ok(NULL);
+    assert_null(c->path);
+    assert_string_equal(c->listen_host, "127.0.0.1");
+    assert_int_equal(c->listen_port, 8080);
+    unsigned cpus = uv_available_parallelism();
+    assert_int_equal(c->workers, cpus > 256 ? 256 : (int)cpus);
+    assert_int_equal(c->max_body_bytes, 3u << 20);
+    assert_int_equal(c->max_header_bytes, 16u << 10);
+    assert_int_equal(c->header_timeout_ms, 10000);
+    assert_int_equal(c->body_timeout_ms, 30000);
+    assert_int_equal(c->keepalive_timeout_ms, 60000);
+    assert_int_equal(c->shutdown_timeout_ms, 10000);
+    assert_int_equal(c->max_connections, 10000);
+    assert_string_equal(c->ack, "spool");
+    assert_int_equal(c->log_level, HG_LOG_INFO);
+    assert_int_equal(c->app_secrets.n, 0);
+    assert_null(c->verify_token);
+    assert_null(c->access_token);
+    assert_string_equal(c->graph_api_base, "https://graph.facebook.com");
+    assert_string_equal(c->graph_api_version, "v18.0");
+    assert_string_equal(c->default_tenant, "default");
+    assert_int_equal(c->n_tenants, 0);
+    assert_string_equal(c->spool_dir, cwd_join("var/spool"));
+    assert_int_equal(c->spool_max_bytes, 1ull << 30);
+    assert_int_equal(c->spool_segment_bytes, 16u << 20);
+    assert_int_equal(c->spool_commit_delay_us, 0);
+    assert_string_equal(c->ndjson_dir, cwd_join("var/out"));
+    assert_int_equal(c->ndjson_rotate_bytes, 64u << 20);
+    assert_int_equal(c->ndjson_enabled, 1);
+    assert_int_equal(c->amqp_urls.n, 0);
+    assert_string_equal(c->amqp_queue_type, "classic");
+    assert_int_equal(c->amqp_max_priority, 0);
+    assert_null(c->redis_url);
+    assert_int_equal(c->dedup_ttl_ms, 24ull * 3600 * 1000);
+    assert_int_equal(c->ratelimit_default, 1000);
+    assert_null(c->tenant_service_url);
+    assert_null(c->s3_endpoint);
+    assert_string_equal(c->s3_region, "us-east-1");
+    assert_null(c->s3_access_key);
+    assert_null(c->s3_secret_key);
+    assert_string_equal(c->s3_bucket, "hookgate");
+    hg_conf_unref(c);
+}
+
+static void test_full_file(void **state)
+{
+    struct hg_conf *c = load_ok("conf/full.conf");
+    assert_string_equal(c->path, cwd_join("conf/full.conf"));
+    assert_string_equal(c->listen_host, "::1");
+    assert_int_equal(c->listen_port, 9090);
+    assert_int_equal(c->workers, 3);
+    assert_int_equal(c->max_body_bytes, 512u << 10);
+    assert_int_equal(c->max_header_bytes, 8u << 10);
+    assert_int_equal(c->header_timeout_ms, 2500);
+    assert_int_equal(c->body_timeout_ms, 60000);
+    assert_int_equal(c->keepalive_timeout_ms, 0);
+    assert_int_equal(c->shutdown_timeout_ms, 2000);
+    assert_int_equal(c->max_connections, 42);
+    assert_string_equal(c->ack, "broker");
+    assert_int_equal(c->log_level, HG_LOG_DEBUG);
+    assert_int_equal(c->app_secrets.n, 3);
+    assert_string_equal(c->app_secrets.items[0], "s1");
+    assert_string_equal(c->app_secrets.items[1], "s2");
+    assert_string_equal(c->app_secrets.items[2], "s3");
+    assert_string_equal(c->verify_token, "vt");
+    assert_string_equal(c->access_token, "at");
+    assert_string_equal(c->graph_api_base, "http://127.0.0.1:1234");
+    assert_string_equal(c->graph_api_version, "v19.0");
+    assert_string_equal(c->default_tenant, "acme");
+
+    assert_int_equal(c->n_tenants, 3);
+    const struct hg_tenant_conf *t = &c->tenants[0];
+    assert_string_equal(t->id, "acme");
+    assert_int_equal(t->app_secrets.n, 1);
+    assert_string_equal(t->app_secrets.items[0], "acme-secret");
+    assert_string_equal(t->verify_token, "acme-vt");
+    assert_string_equal(t->access_token, "acme-at");
+    assert_int_equal(t->business_ids.n, 2);
+    assert_string_equal(t->business_ids.items[0], "1001");
+    assert_string_equal(t->business_ids.items[1], "1002");
+    assert_int_equal(t->rate_limit, 50);
+    t = &c->tenants[1];
+    assert_string_equal(t->id, "beta-2");
+    assert_int_equal(t->app_secrets.n, 0);
+    assert_null(t->verify_token);
+    assert_int_equal(t->rate_limit, 0);
+    assert_string_equal(c->tenants[2].id, "empty");
+
+    assert_string_equal(c->spool_dir, "/tmp/hg-spool");
+    assert_int_equal(c->spool_max_bytes, 2ull << 30);
+    assert_int_equal(c->spool_segment_bytes, 1u << 20);
+    assert_int_equal(c->spool_commit_delay_us, 200);
+    assert_string_equal(c->ndjson_dir, cwd_join("out/nd"));
+    assert_int_equal(c->ndjson_rotate_bytes, 1u << 20);
+    assert_int_equal(c->ndjson_enabled, 1);
+    assert_int_equal(c->amqp_urls.n, 2);
+    assert_string_equal(c->amqp_urls.items[0], "amqp://u:p@127.0.0.1:5672/%2f");
+    assert_string_equal(c->amqp_urls.items[1], "amqps://127.0.0.1:5671/");
+    assert_string_equal(c->amqp_queue_type, "classic");
+    assert_int_equal(c->amqp_max_priority, 10);
+    assert_string_equal(c->redis_url, "redis://127.0.0.1:6379/2");
+    assert_int_equal(c->dedup_ttl_ms, 3600 * 1000);
+    assert_int_equal(c->ratelimit_default, 77);
+    assert_string_equal(c->tenant_service_url, "http://127.0.0.1:9001/t");
+    assert_string_equal(c->s3_endpoint, "http://127.0.0.1:9002");
+    assert_string_equal(c->s3_region, "eu-west-1");
+    assert_string_equal(c->s3_access_key, "AK");
+    assert_string_equal(c->s3_secret_key, "SK");
+    assert_string_equal(c->s3_bucket, "hg-test");
+    hg_conf_unref(c);
+}
+
+static void test_shipped_conf(void **state)
+{
+    struct hg_conf *c = load_ok("../../conf/hookgate.conf");
+    assert_string_equal(c->listen_host, "127.0.0.1");
+    assert_int_equal(c->listen_port, 8080);
+    assert_true(c->workers >= 1);
+    assert_int_equal(c->app_secrets.n, 1);
+    assert_non_null(c->verify_token);
+    assert_string_equal(c->spool_dir, cwd_join("var/spool"));
+    assert_string_equal(c->ndjson_dir, cwd_join("var/out"));
+    assert_int_equal(c->ndjson_enabled, 1);
+    hg_conf_unref(c);
+}
+
+/* ------------------------------------------------------------------ file:line errors */
+
+static void test_error_unknown_key(void **state)
+{
+    expect_error("conf/unknown_key.conf", "conf/unknown_key.conf:7: unknown key 'foo' in [log]");
+}
+
+static void test_error_unknown_section(void **state)
+{
+    expect_error("conf/unknown_section.conf", "conf/unknown_section.conf:4: unknown section [servre]");
+    expect_error("conf/unknown_empty_section.conf",
+                 "conf/unknown_empty_section.conf:3: unknown section [bogus]");
+}
+
+static void test_error_bad_number(void **state)
+{
+    expect_error("conf/bad_number.conf", "conf/bad_number.conf:2: max_connections: '12abc' is not a number");
+    expect_error_prefix("conf/bad_duration.conf",
+                        "conf/bad_duration.conf:2: commit_delay: '5 fortnights' is not a duration");
+}
+
+static void test_error_out_of_range(void **state)
+{
+    expect_error("conf/out_of_range.conf", "conf/out_of_range.conf:5: max_priority: 256 is out of range 0..255");
+}
+
+static void test_error_bad_listen(void **state)
+{
+    expect_error("conf/bad_listen.conf",
+                 "conf/bad_listen.conf:3: listen: '127.0.0.1' is not host:port, [ipv6]:port or :port");
+    expect_error("conf/bad_listen_host.conf",
+                 "conf/bad_listen_host.conf:2: listen: '999.1.1.1' is not a numeric IPv4 address");
+    expect_error("conf/bad_listen_port.conf",
+                 "conf/bad_listen_port.conf:2: listen: port '65536' is not a number in 0..65535");
+}
+
+static void test_error_bad_enum(void **state)
+{
+    expect_error("conf/bad_enum.conf", "conf/bad_enum.conf:5: queue_type: 'stream' is not one of classic, quorum");
+}
+
+static void test_error_key_and_file(void **state)
+{
+    expect_error("conf/key_and_file.conf",
+                 "conf/key_and_file.conf:4: verify_token and verify_token_file are both set (the other at line 2)");
+}
+
+static void test_error_syntax_and_duplicate(void **state)
+{
+    expect_error("conf/syntax.conf", "conf/syntax.conf:3: syntax error (expected [section] or key = value)");
+    expect_error("conf/duplicate_key.conf",
+                 "conf/duplicate_key.conf:3: duplicate key 'workers' in [server] (first at line 2)");
+    expect_error_prefix("conf/nonexistent.conf", "conf/nonexistent.conf: cannot open: ");
+    expect_error("conf/duplicate_section.conf",
+                 "conf/duplicate_section.conf:5: duplicate section [server] (first at line 1)");
+}
+
+static void test_error_misc(void **state)
+{
+    expect_error("conf/no_section.conf", "conf/no_section.conf:1: key 'workers' outside any section");
+    expect_error("conf/tenant_env_clash.conf",
+                 "conf/tenant_env_clash.conf:2: tenant ids 'a-b' and 'A_B' share the env prefix HOOKGATE_TENANT_A_B_");
+    expect_error("conf/empty_item.conf", "conf/empty_item.conf:2: app_secret: empty item in list");
+    expect_error_prefix("conf/bad_tenant_id.conf", "conf/bad_tenant_id.conf:1: 'bad/id' is not a tenant id");
+}
+
+static void test_error_cross_keys(void **state)
+{
+    expect_error_prefix("conf/priority_quorum.conf",
+                        "conf/priority_quorum.conf:4: max_priority needs queue_type = classic");
+    expect_error("conf/broker_no_amqp.conf", "conf/broker_no_amqp.conf:2: ack = broker needs an [amqp] url");
+    expect_error("conf/business_twice.conf",
+                 "conf/business_twice.conf:4: business id '2' is listed for both [tenant.a] and [tenant.b]");
+}
+
+static void test_error_missing_secret_file(void **state)
+{
+    char want[PATH_MAX + 512];
+    snprintf(want, sizeof(want), "conf/missing_secret_file.conf:2: app_secret_file: cannot read '%s': ",
+             cwd_join("does/not/exist"));
+    expect_error_prefix("conf/missing_secret_file.conf", want);
+}
+
+/* Lines far beyond inih's default 200 bytes keep their content and their numbering. */
+static void test_long_line(void **state)
+{
+    char dir[64], path[128];
+    make_tmpdir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/long.conf", dir);
+    static char text[12000];
+    size_t o = (size_t)snprintf(text, sizeof(text), "[whatsapp]\napp_secret = ");
+    for (int i = 0; i < 100; i++)
+        o += (size_t)snprintf(text + o, sizeof(text) - o, "%ssecret-number-%03d", i ? "," : "", i);
+    snprintf(text + o, sizeof(text) - o, "\n[server]\nworkers = 0\n");
+    write_file(path, text);
+    char err[512], want[256];
+    struct hg_conf *c = NULL;
+    assert_int_equal(hg_conf_load(path, &c, err, sizeof(err)), HG_ERR_CONFIG);
+    snprintf(want, sizeof(want), "%s:4: workers: 0 is out of range 1..256", path);
+    assert_string_equal(err, want);
+
+    snprintf(text + o, sizeof(text) - o, "\n");
+    write_file(path, text);
+    c = load_ok(path);
+    assert_int_equal(c->app_secrets.n, 100);
+    assert_string_equal(c->app_secrets.items[99], "secret-number-099");
+    hg_conf_unref(c);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* ------------------------------------------------------------------ environment */
+
+static void test_env_overrides(void **state)
+{
+    setenv("HOOKGATE_SERVER_LISTEN", ":7070", 1);
+    setenv("HOOKGATE_SERVER_WORKERS", "5", 1);
+    setenv("HOOKGATE_WHATSAPP_APP_SECRET", "env-a, env-b", 1);
+    setenv("HOOKGATE_WHATSAPP_VERIFY_TOKEN", "env-vt", 1);
+    setenv("HOOKGATE_SPOOL_DIR", "/tmp/env-spool", 1);
+    setenv("HOOKGATE_NDJSON_DIR", "env-out", 1);
+    setenv("HOOKGATE_AMQP_URL", "amqp://127.0.0.1:5673/", 1);
+    setenv("HOOKGATE_REDIS_URL", "redis://127.0.0.1:6380/", 1);
+    setenv("HOOKGATE_S3_ENDPOINT", "http://127.0.0.1:9100", 1);
+    setenv("HOOKGATE_S3_REGION", "ap-south-1", 1);
+    setenv("HOOKGATE_S3_ACCESS_KEY", "env-ak", 1);
+    setenv("HOOKGATE_S3_SECRET_KEY", "env-sk", 1);
+    setenv("HOOKGATE_TENANT_BETA_2_VERIFY_TOKEN", "beta-env-vt", 1);
+    setenv("HOOKGATE_TENANT_acme_RATE_LIMIT", "9", 1);   /* ids match case-insensitively */
+    setenv("HOOKGATE_AMQP_MAX_PRIORITY", "0", 1);
+
+    struct hg_conf *c = load_ok("conf/full.conf");
+    assert_string_equal(c->listen_host, "0.0.0.0");
+    assert_int_equal(c->listen_port, 7070);
+    assert_int_equal(c->workers, 5);
+    assert_int_equal(c->app_secrets.n, 2);
+    assert_string_equal(c->app_secrets.items[0], "env-a");
+    assert_string_equal(c->app_secrets.items[1], "env-b");
+    assert_string_equal(c->verify_token, "env-vt");
+    assert_string_equal(c->spool_dir, "/tmp/env-spool");
+    assert_string_equal(c->ndjson_dir, cwd_join("env-out"));
+    assert_int_equal(c->amqp_urls.n, 1);
+    assert_string_equal(c->amqp_urls.items[0], "amqp://127.0.0.1:5673/");
+    assert_int_equal(c->amqp_max_priority, 0);
+    assert_string_equal(c->redis_url, "redis://127.0.0.1:6380/");
+    assert_string_equal(c->s3_endpoint, "http://127.0.0.1:9100");
+    assert_string_equal(c->s3_region, "ap-south-1");
+    assert_string_equal(c->s3_access_key, "env-ak");
+    assert_string_equal(c->s3_secret_key, "env-sk");
+    assert_string_equal(hg_conf_tenant(c, "beta-2")->verify_token, "beta-env-vt");
+    assert_int_equal(hg_conf_tenant(c, "acme")->rate_limit, 9);
+    /* Untouched keys keep the file's values. */
+    assert_string_equal(c->access_token, "at");
+    assert_int_equal(c->max_connections, 42);
+    hg_conf_unref(c);
+
+    /* Env alone (no file) works too, and an empty value unsets an optional key. */
+    unsetenv("HOOKGATE_TENANT_BETA_2_VERIFY_TOKEN");
+    unsetenv("HOOKGATE_TENANT_acme_RATE_LIMIT");
+    setenv("HOOKGATE_AMQP_URL", "", 1);
+    c = load_ok(NULL);
+    assert_int_equal(c->listen_port, 7070);
+    assert_int_equal(c->amqp_urls.n, 0);
+    assert_int_equal(c->ndjson_enabled, 1);
+    assert_string_equal(c->verify_token, "env-vt");
+    hg_conf_unref(c);
+}
+
+static void test_env_errors(void **state)
+{
+    setenv("HOOKGATE_SERVER_WORKERS", "0", 1);
+    expect_error(NULL, "env HOOKGATE_SERVER_WORKERS: 0 is out of range 1..256");
+    setenv("HOOKGATE_SERVER_WORKERS", "many", 1);
+    expect_error(NULL, "env HOOKGATE_SERVER_WORKERS: 'many' is not auto or a number");
+    unsetenv("HOOKGATE_SERVER_WORKERS");
+
+    setenv("HOOKGATE_S3_REGION", "", 1);
+    expect_error(NULL, "env HOOKGATE_S3_REGION: empty value");
+    unsetenv("HOOKGATE_S3_REGION");
+
+    setenv("HOOKGATE_SERVER_LISTN", ":1", 1);
+    expect_error(NULL, "env HOOKGATE_SERVER_LISTN: unknown key");
+    unsetenv("HOOKGATE_SERVER_LISTN");
+
+    setenv("HOOKGATE_TENANT_NOPE_VERIFY_TOKEN", "x", 1);
+    expect_error("conf/full.conf", "env HOOKGATE_TENANT_NOPE_VERIFY_TOKEN: no [tenant.<id>] section or key matches it");
+    unsetenv("HOOKGATE_TENANT_NOPE_VERIFY_TOKEN");
+
+    setenv("HOOKGATE_TENANT_ACME_RATE_LIMIT", "1", 1);
+    setenv("HOOKGATE_TENANT_Acme_RATE_LIMIT", "2", 1);
+    expect_error("conf/full.conf", "env HOOKGATE_TENANT_ACME_RATE_LIMIT: set more than once with different case");
+    unsetenv("HOOKGATE_TENANT_ACME_RATE_LIMIT");
+    unsetenv("HOOKGATE_TENANT_Acme_RATE_LIMIT");
+
+    setenv("HOOKGATE_REDIS_URL", "http://127.0.0.1/", 1);
+    expect_error(NULL, "env HOOKGATE_REDIS_URL: must start with redis:// or rediss:// or unix://");
+    unsetenv("HOOKGATE_REDIS_URL");
+
+    setenv("HOOKGATE_S3_SECRET_KEY", "a", 1);
+    setenv("HOOKGATE_S3_SECRET_KEY_FILE", "/dev/null", 1);
+    expect_error(NULL, "env HOOKGATE_S3_SECRET_KEY: both HOOKGATE_S3_SECRET_KEY and HOOKGATE_S3_SECRET_KEY_FILE are set");
+    unsetenv("HOOKGATE_S3_SECRET_KEY");
+    unsetenv("HOOKGATE_S3_SECRET_KEY_FILE");
+
+    /* Cross-key errors point at the env variable that made the value. */
+    setenv("HOOKGATE_SERVER_ACK", "broker", 1);
+    expect_error(NULL, "env HOOKGATE_SERVER_ACK: ack = broker needs an [amqp] url");
+    setenv("HOOKGATE_AMQP_URL", "amqp://127.0.0.1/", 1);
+    struct hg_conf *c = load_ok(NULL);
+    assert_string_equal(c->ack, "broker");
+    assert_int_equal(c->ndjson_enabled, 0);   /* auto: off once RabbitMQ is there */
+    hg_conf_unref(c);
+}
+
+/* ------------------------------------------------------------------ *_file secrets, paths */
+
+static void test_secret_files(void **state)
+{
+    char dir[64], old[PATH_MAX];
+    make_tmpdir(dir, sizeof(dir));
+    assert_non_null(getcwd(old, sizeof(old)));
+    assert_int_equal(chdir(dir), 0);
+
+    write_file("app_secret", "first\nsecond, third\n");
+    write_file("verify", "file-vt\n");
+    write_file("s3sk", "file-sk\r\n");
+    write_file("two-lines", "a\nb\n");
+    write_file("hookgate.conf",
+               "[whatsapp]\n"
+               "app_secret_file = app_secret\n"
+               "verify_token_file = ./verify\n"
+               "[tenant.acme]\n"
+               "verify_token_file = verify\n");
+    setenv("HOOKGATE_S3_SECRET_KEY_FILE", "s3sk", 1);
+
+    struct hg_conf *c = load_ok("hookgate.conf");
+    assert_int_equal(c->app_secrets.n, 3);
+    assert_string_equal(c->app_secrets.items[0], "first");
+    assert_string_equal(c->app_secrets.items[1], "second");
+    assert_string_equal(c->app_secrets.items[2], "third");
+    assert_string_equal(c->verify_token, "file-vt");
+    assert_string_equal(hg_conf_tenant(c, "acme")->verify_token, "file-vt");
+    assert_string_equal(c->s3_secret_key, "file-sk");
+    hg_conf_unref(c);
+
+    /* Env *_FILE wins over the file's plain key. */
+    setenv("HOOKGATE_WHATSAPP_APP_SECRET_FILE", "verify", 1);
+    c = load_ok("hookgate.conf");
+    assert_int_equal(c->app_secrets.n, 1);
+    assert_string_equal(c->app_secrets.items[0], "file-vt");
+    hg_conf_unref(c);
+    unsetenv("HOOKGATE_WHATSAPP_APP_SECRET_FILE");
+
+    /* A single-valued secret file must hold one line; an unreadable one is named. */
+    setenv("HOOKGATE_WHATSAPP_VERIFY_TOKEN_FILE", "two-lines", 1);
+    expect_error("hookgate.conf", "env HOOKGATE_WHATSAPP_VERIFY_TOKEN_FILE: 'two-lines' has more than one line");
+    setenv("HOOKGATE_WHATSAPP_VERIFY_TOKEN_FILE", "missing", 1);
+    char want[PATH_MAX + 512];
+    snprintf(want, sizeof(want), "env HOOKGATE_WHATSAPP_VERIFY_TOKEN_FILE: cannot read '%s/missing': ", dir);
+    expect_error_prefix("hookgate.conf", want);
+    unsetenv("HOOKGATE_WHATSAPP_VERIFY_TOKEN_FILE");
+    /* List files follow the list rules, and their errors name the file. */
+    write_file("bad-list", "a\n\nb\n");
+    setenv("HOOKGATE_WHATSAPP_APP_SECRET_FILE", "bad-list", 1);
+    expect_error("hookgate.conf", "env HOOKGATE_WHATSAPP_APP_SECRET_FILE: 'bad-list': empty item in list");
+    unsetenv("HOOKGATE_WHATSAPP_APP_SECRET_FILE");
+    /* Only secret keys have a _file form. */
+    write_file("bad.conf", "[s3]\nregion_file = verify\n");
+    expect_error("bad.conf", "bad.conf:2: unknown key 'region_file' in [s3]");
+
+    unsetenv("HOOKGATE_S3_SECRET_KEY_FILE");
+    const char *files[] = { "app_secret", "verify", "s3sk", "two-lines", "hookgate.conf", "bad.conf", "bad-list" };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        assert_int_equal(unlink(files[i]), 0);
+    assert_int_equal(chdir(old), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+static void test_relative_paths(void **state)
+{
+    char dir[64], old[PATH_MAX], want[PATH_MAX];
+    make_tmpdir(dir, sizeof(dir));
+    assert_non_null(getcwd(old, sizeof(old)));
+    assert_int_equal(chdir(dir), 0);
+    write_file("rel.conf", "[spool]\ndir = data/spool\n[ndjson]\ndir = ./nd\n");
+
+    struct hg_conf *c = load_ok("rel.conf");
+    snprintf(want, sizeof(want), "%s/rel.conf", dir);
+    assert_string_equal(c->path, want);
+    snprintf(want, sizeof(want), "%s/data/spool", dir);
+    assert_string_equal(c->spool_dir, want);
+    snprintf(want, sizeof(want), "%s/nd", dir);
+    assert_string_equal(c->ndjson_dir, want);
+    hg_conf_unref(c);
+
+    assert_int_equal(unlink("rel.conf"), 0);
+    assert_int_equal(chdir(old), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+/* ------------------------------------------------------------------ refcount, lookups */
+
+static void test_refcount(void **state)
+{
+    struct hg_conf *c = load_ok("conf/full.conf");
+    assert_int_equal(atomic_load(&c->refs), 1);
+    assert_ptr_equal(hg_conf_ref(c), c);
+    assert_int_equal(atomic_load(&c->refs), 2);
+    hg_conf_unref(c);
+    assert_int_equal(atomic_load(&c->refs), 1);
+    /* Still usable after the first drop. */
+    assert_string_equal(c->tenants[0].id, "acme");
+    hg_conf_unref(c);   /* frees; ASan reports a leak or a double free if this is wrong */
+    hg_conf_unref(NULL);
+}
+
+static void test_tenant_lookup(void **state)
+{
+    struct hg_conf *c = load_ok("conf/full.conf");
+    const struct hg_tenant_conf *t = hg_conf_tenant(c, "acme");
+    assert_non_null(t);
+    assert_string_equal(t->verify_token, "acme-vt");
+    assert_ptr_equal(hg_conf_tenant(c, "beta-2"), &c->tenants[1]);
+    assert_null(hg_conf_tenant(c, "ACME"));
+    assert_null(hg_conf_tenant(c, "nope"));
+    assert_null(hg_conf_tenant(c, NULL));
+
+    assert_ptr_equal(hg_conf_tenant_by_business(c, "1001"), t);
+    assert_ptr_equal(hg_conf_tenant_by_business(c, "1002"), t);
+    assert_ptr_equal(hg_conf_tenant_by_business(c, "2001"), hg_conf_tenant(c, "beta-2"));
+    assert_null(hg_conf_tenant_by_business(c, "100"));
+    assert_null(hg_conf_tenant_by_business(c, NULL));
+    hg_conf_unref(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shipped_conf, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_unknown_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_unknown_section, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_bad_number, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_out_of_range, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_bad_listen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_bad_enum, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_key_and_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_syntax_and_duplicate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_misc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_cross_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_missing_secret_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_env_overrides, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_env_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relative_paths, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refcount, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tenant_lookup, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

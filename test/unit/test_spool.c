@@ -1,0 +1,683 @@
+/* Unit tests for the spool: group commit, recovery, torn/corrupt tails, quota, rotation, orphans, close. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "spool/spool.h"
+
+struct fixture {
+    char dir[64];
+    uv_loop_t loop;
+    int fsyncs;
+};
+
+struct result {
+    int calls;
+    int status;
+    uint64_t id;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/hg-spool-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    hg_log_set_level(HG_LOG_ERROR);
+    *state = f;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    int rc = uv_loop_close(&f->loop);
+    free(f);
+    assert_int_equal(rc, 0); /* every handle closed: nothing leaked by the spool */
+    return 0;
+}
+
+static void on_fsync(void *arg, double seconds)
+{
+    struct fixture *f = arg;
+    assert_true(seconds >= 0.0);
+    f->fsyncs++;
+}
+
+static struct hg_spool *open_spool(struct fixture *f, int worker, int nworkers, uint64_t max_bytes, uint64_t segment_bytes)
+{
+    struct hg_spool_opts o = {
+        .dir = f->dir,
+        .worker = worker,
+        .nworkers = nworkers,
+        .max_bytes = max_bytes,
+        .segment_bytes = segment_bytes,
+        .commit_delay_us = 0,
+        .on_fsync = on_fsync,
+        .on_fsync_arg = f,
+    };
+    struct hg_spool *s = NULL;
+    assert_int_equal(hg_spool_open(&f->loop, &o, &s), 0);
+    assert_non_null(s);
+    return s;
+}
+
+static void on_closed(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void close_spool(struct fixture *f, struct hg_spool *s)
+{
+    int closed = 0;
+    hg_spool_close(s, on_closed, &closed);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(closed, 1);
+    assert_int_equal(uv_loop_alive(&f->loop), 0);
+}
+
+static void on_append(void *arg, int status, uint64_t id)
+{
+    struct result *r = arg;
+    r->calls++;
+    r->status = status;
+    r->id = id;
+}
+
+/* Record i: a body with a recognisable marker and headers holding a NUL byte. */
+static char headers_fixed[] = "x-hub-signature-256: sha256=ab\0cd\ncontent-type: application/json\n";
+
+static void make_body(char *body, size_t len, int i)
+{
+    for (size_t k = 0; k < len; k++)
+        body[k] = (char)('A' + (i % 26));
+    int n = snprintf(body, len, "{\"n\":%d}", i);
+    if (n > 0 && (size_t)n < len)
+        body[n] = ' ';
+}
+
+static int append_one(struct hg_spool *s, int i, size_t body_len, struct result *r)
+{
+    char rid[32], body[4096];
+    assert_true(body_len <= sizeof(body));
+    snprintf(rid, sizeof(rid), "req-%d", i);
+    make_body(body, body_len, i);
+    struct hg_spool_record rec = {
+        .received_at_ns = 1700000000000000000ull + (uint64_t)i,
+        .request_id = rid,
+        .tenant = "acme",
+        .provider = "whatsapp",
+        .headers = headers_fixed,
+        .headers_len = sizeof(headers_fixed) - 1,
+        .body = body,
+        .body_len = body_len,
+    };
+    return hg_spool_append(s, &rec, on_append, r);
+}
+
+static void check_entry(const struct hg_spool_entry *e, int i, size_t body_len)
+{
+    char rid[32], body[4096];
+    snprintf(rid, sizeof(rid), "req-%d", i);
+    make_body(body, body_len, i);
+    assert_string_equal(e->request_id, rid);
+    assert_string_equal(e->tenant, "acme");
+    assert_string_equal(e->provider, "whatsapp");
+    assert_int_equal(e->headers_len, sizeof(headers_fixed) - 1);
+    assert_memory_equal(e->headers, headers_fixed, sizeof(headers_fixed) - 1);
+    assert_int_equal(e->body_len, body_len);
+    assert_memory_equal(e->body, body, body_len);
+    assert_int_equal(e->received_at_ns, 1700000000000000000ull + (uint64_t)i);
+    assert_true(e->spooled_at_ns > 1600000000000000000ull);
+}
+
+static int count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    int n = 0;
+    struct dirent *de;
+    size_t sl = strlen(suffix);
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        if (l > sl && strcmp(de->d_name + l - sl, suffix) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Name of the one file in `dir` ending in `suffix`, or fail. */
+static void only_file(const char *dir, const char *suffix, char *out, size_t cap)
+{
+    assert_int_equal(count_files(dir, suffix), 1);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    size_t sl = strlen(suffix);
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        if (l > sl && strcmp(de->d_name + l - sl, suffix) == 0)
+            snprintf(out, cap, "%s/%s", dir, de->d_name);
+    }
+    closedir(d);
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_size;
+}
+
+static char *read_all(const char *path, size_t *len)
+{
+    *len = (size_t)file_size(path);
+    char *p = malloc(*len + 1);
+    assert_non_null(p);
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fread(p, 1, *len, fp), *len);
+    fclose(fp);
+    return p;
+}
+
+static void test_append_one(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 20, 1 << 20);
+    struct result r = { 0 };
+    assert_int_equal(hg_spool_writable(s), 0);
+    assert_int_equal(append_one(s, 1, 100, &r), 0);
+    assert_int_equal(r.calls, 0); /* never synchronous */
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(f->fsyncs, 1);
+    uint64_t recs, bytes;
+    hg_spool_stats(s, &recs, &bytes);
+    assert_int_equal(recs, 1);
+    assert_true(bytes > 100);
+    close_spool(f, s);
+    char w0[128];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    assert_int_equal(count_files(w0, ".seg"), 1);
+}
+
+static void test_append_many(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    enum { N = 200 };
+    struct result r[N] = { { 0 } };
+    for (int tick = 0; tick < 4; tick++) {
+        for (int i = tick * 50; i < (tick + 1) * 50; i++)
+            assert_int_equal(append_one(s, i, 64 + (size_t)i, &r[i]), 0);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, 0);
+        for (int k = 0; k < i; k++)
+            assert_true(r[k].id != r[i].id);
+    }
+    uint64_t recs;
+    hg_spool_stats(s, &recs, NULL);
+    assert_int_equal(recs, N);
+    close_spool(f, s);
+}
+
+static void test_group_commit(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 24);
+    enum { N = 64 };
+    struct result r[N] = { { 0 } };
+    for (int i = 0; i < N; i++)
+        assert_int_equal(append_one(s, i, 300, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, 0);
+    }
+    assert_true(f->fsyncs >= 1);
+    assert_true(f->fsyncs < N);
+    close_spool(f, s);
+}
+
+static void test_recover_after_reopen(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[5] = { { 0 } };
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(append_one(s, i, 500 + (size_t)i, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(hg_spool_release(s, r[1].id), 0);
+    assert_int_equal(hg_spool_release(s, r[3].id), 0);
+    assert_int_equal(hg_spool_release(s, r[3].id), HG_ERR_NOT_FOUND);
+    assert_int_equal(hg_spool_release(s, 0xdeadbeef00000007ull), HG_ERR_NOT_FOUND);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    uint64_t recs;
+    hg_spool_stats(s, &recs, NULL);
+    assert_int_equal(recs, 3);
+    struct hg_spool_entry *e[3];
+    int want[3] = { 0, 2, 4 };
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(hg_spool_recovered_next(s, &e[k]), 0);
+        check_entry(e[k], want[k], 500 + (size_t)want[k]);
+    }
+    struct hg_spool_entry *none = NULL;
+    assert_int_equal(hg_spool_recovered_next(s, &none), HG_ERR_NOT_FOUND);
+    /* Released now, they must not come back a third time; their segment goes. */
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(hg_spool_release(s, e[k]->id), 0);
+        hg_spool_entry_free(e[k]);
+    }
+    hg_spool_stats(s, &recs, NULL);
+    assert_int_equal(recs, 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    assert_int_equal(hg_spool_recovered_next(s, &none), HG_ERR_NOT_FOUND);
+    char w0[128];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    assert_int_equal(count_files(w0, ".seg"), 0);
+    close_spool(f, s);
+}
+
+/* A release whose only copy sat in a segment deleted at recovery is written again. */
+static void test_release_survives_restarts(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[2] = { { 0 } };
+    assert_int_equal(append_one(s, 0, 50, &r[0]), 0);
+    assert_int_equal(append_one(s, 1, 50, &r[1]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct hg_spool_entry *e;
+    assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+    check_entry(e, 0, 50);
+    assert_int_equal(hg_spool_release(s, e->id), 0);
+    hg_spool_entry_free(e);
+    close_spool(f, s);
+
+    for (int run = 0; run < 2; run++) {
+        s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+        assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+        check_entry(e, 1, 50);
+        hg_spool_entry_free(e);
+        assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+        close_spool(f, s);
+    }
+}
+
+static void test_torn_tail(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[3] = { { 0 } };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(append_one(s, i, 200, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    char w0[128], seg[300], qdir[128], qfile[400];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+    only_file(w0, ".seg", seg, sizeof(seg));
+    off_t torn = file_size(seg) - 10;
+    assert_int_equal(truncate(seg, torn), 0);
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct hg_spool_entry *e;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+        check_entry(e, i, 200);
+        hg_spool_entry_free(e);
+    }
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    only_file(qdir, ".bad", qfile, sizeof(qfile));
+    assert_non_null(strstr(qfile, "/0-0000000000000001-"));
+    assert_int_equal(file_size(seg) + file_size(qfile), torn);
+    assert_true(file_size(qfile) > 0);
+    /* New appends go to a fresh segment; the cut one is never written again. */
+    struct result r4 = { 0 };
+    assert_int_equal(append_one(s, 9, 10, &r4), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(r4.status, 0);
+    assert_int_equal(count_files(w0, ".seg"), 2);
+    close_spool(f, s);
+}
+
+static void test_crc_mismatch(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[3] = { { 0 } };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(append_one(s, i, 400, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    char w0[128], seg[300], qdir[128], qfile[400];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+    only_file(w0, ".seg", seg, sizeof(seg));
+    size_t len;
+    char *data = read_all(seg, &len);
+    char *mid = memmem(data, len, "BBBBBBBBBB", 10); /* inside record 1's body */
+    assert_non_null(mid);
+    off_t flip = mid - data + 5;
+    free(data);
+    int fd = open(seg, O_RDWR);
+    assert_true(fd >= 0);
+    char b;
+    assert_int_equal(pread(fd, &b, 1, flip), 1);
+    b ^= 0x20;
+    assert_int_equal(pwrite(fd, &b, 1, flip), 1);
+    close(fd);
+    off_t before = file_size(seg);
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct hg_spool_entry *e;
+    assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+    check_entry(e, 0, 400);
+    hg_spool_entry_free(e);
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    uint64_t recs;
+    hg_spool_stats(s, &recs, NULL);
+    assert_int_equal(recs, 1);
+    only_file(qdir, ".bad", qfile, sizeof(qfile));
+    assert_int_equal(file_size(seg) + file_size(qfile), before);
+    assert_true(file_size(seg) < flip);
+    data = read_all(qfile, &len);
+    assert_non_null(memmem(data, len, "CCCCCCCCCC", 10)); /* record 2 kept in quarantine */
+    free(data);
+    close_spool(f, s);
+}
+
+/* When the bad tail cannot be copied out, nothing is cut or deleted. */
+static void test_quarantine_failure_keeps_segment(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r = { 0 };
+    assert_int_equal(append_one(s, 0, 100, &r), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    char w0[128], seg[300], qdir[128];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+    only_file(w0, ".seg", seg, sizeof(seg));
+    off_t torn = file_size(seg) - 1; /* the only data record is torn */
+    assert_int_equal(truncate(seg, torn), 0);
+    assert_int_equal(rmdir(qdir), 0);
+    FILE *fp = fopen(qdir, "w"); /* a file where the directory should be: copies fail */
+    assert_non_null(fp);
+    fclose(fp);
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct hg_spool_entry *e;
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    close_spool(f, s);
+    assert_int_equal(file_size(seg), torn);
+}
+
+static void test_quota(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1100, 1 << 20); /* three 334-byte records fit */
+    struct result r[3] = { { 0 } }, full = { 0 };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(append_one(s, i, 200, &r[i]), 0);
+    assert_int_equal(append_one(s, 3, 200, &full), HG_ERR_FULL);
+    assert_int_equal(append_one(s, 4, 2000, &full), HG_ERR_FULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(full.calls, 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(r[i].status, 0);
+    assert_int_equal(append_one(s, 3, 200, &full), HG_ERR_FULL);
+
+    assert_int_equal(hg_spool_release(s, r[0].id), 0);
+    struct result again = { 0 };
+    assert_int_equal(append_one(s, 5, 200, &again), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(again.calls, 1);
+    assert_int_equal(again.status, 0);
+    assert_int_equal(full.calls, 0);
+    uint64_t recs, bytes;
+    hg_spool_stats(s, &recs, &bytes);
+    assert_int_equal(recs, 3);
+    assert_true(bytes <= 1100);
+    close_spool(f, s);
+}
+
+static void test_rotation_and_deletion(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 600);
+    enum { N = 10 };
+    struct result r[N] = { { 0 } };
+    /* ~234-byte records: two fit a 600-byte segment after its 56-byte header. */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(append_one(s, i, 100, &r[i]), 0);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(r[i].status, 0);
+    }
+    char w0[128], first[200];
+    struct stat st;
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(first, sizeof(first), "%s/0000000000000001.seg", w0);
+    assert_int_equal(count_files(w0, ".seg"), N / 2);
+    assert_true(file_size(first) <= 600);
+    assert_int_equal((int)(r[0].id >> 32), (int)(r[1].id >> 32));
+    assert_true((r[0].id >> 32) != (r[2].id >> 32));
+
+    /* The first segment goes only once both of its records are released. */
+    assert_int_equal(hg_spool_release(s, r[0].id), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(stat(first, &st), 0);
+    assert_int_equal(hg_spool_release(s, r[1].id), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(stat(first, &st), -1);
+
+    for (int i = 2; i < N; i++)
+        assert_int_equal(hg_spool_release(s, r[i].id), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    /* Only the segment being written survives. */
+    assert_int_equal(count_files(w0, ".seg"), 1);
+    uint64_t recs, bytes;
+    hg_spool_stats(s, &recs, &bytes);
+    assert_int_equal(recs, 0);
+    assert_int_equal(bytes, 0);
+    close_spool(f, s);
+
+    s = open_spool(f, 0, 1, 1 << 24, 600);
+    struct hg_spool_entry *e;
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    assert_int_equal(count_files(w0, ".seg"), 0);
+    close_spool(f, s);
+}
+
+static void test_orphan_adoption(void **state)
+{
+    struct fixture *f = *state;
+    /* Worker 3 of a 4-worker run leaves two records behind. */
+    struct hg_spool *s = open_spool(f, 3, 4, 1 << 24, 1 << 20);
+    struct result r[2] = { { 0 } };
+    assert_int_equal(append_one(s, 30, 100, &r[0]), 0);
+    assert_int_equal(append_one(s, 31, 100, &r[1]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    char w3[128];
+    snprintf(w3, sizeof(w3), "%s/w3", f->dir);
+    assert_int_equal(count_files(w3, ".seg"), 1);
+
+    /* With 2 workers, w3 belongs to worker 1 (3 % 2), not to worker 0. */
+    s = open_spool(f, 0, 2, 1 << 24, 1 << 20);
+    struct hg_spool_entry *e;
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    close_spool(f, s);
+
+    s = open_spool(f, 1, 2, 1 << 24, 1 << 20);
+    uint64_t ids[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+        check_entry(e, 30 + i, 100);
+        ids[i] = e->id;
+        hg_spool_entry_free(e);
+    }
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(hg_spool_release(s, ids[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(count_files(w3, ".seg"), 0);
+    close_spool(f, s);
+}
+
+static int close_order_appends;
+
+static void on_closed_check(void *arg)
+{
+    /* Every append's callback ran before the close callback. */
+    assert_int_equal(close_order_appends, 10);
+    (*(int *)arg)++;
+}
+
+static void on_append_counted(void *arg, int status, uint64_t id)
+{
+    on_append(arg, status, id);
+    close_order_appends++;
+}
+
+static void test_close_with_appends_in_flight(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[10] = { { 0 } };
+    char body[64] = "in flight";
+    struct hg_spool_record rec = { .request_id = "rid", .body = body, .body_len = strlen(body) };
+    close_order_appends = 0;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(hg_spool_append(s, &rec, on_append_counted, &r[i]), 0);
+    /* Start the first batch, then queue more behind it. */
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    for (int i = 5; i < 10; i++)
+        assert_int_equal(hg_spool_append(s, &rec, on_append_counted, &r[i]), 0);
+    int closed = 0;
+    hg_spool_close(s, on_closed_check, &closed);
+    struct result late = { 0 };
+    assert_int_equal(hg_spool_append(s, &rec, on_append, &late), HG_ERR_CLOSED);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(closed, 1);
+    assert_int_equal(late.calls, 0);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, 0);
+    }
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    uint64_t recs;
+    hg_spool_stats(s, &recs, NULL);
+    assert_int_equal(recs, 10);
+    struct hg_spool_entry *e;
+    assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+    assert_string_equal(e->request_id, "rid");
+    assert_string_equal(e->tenant, ""); /* NULL fields come back empty */
+    assert_int_equal(e->headers_len, 0);
+    assert_memory_equal(e->body, body, strlen(body));
+    hg_spool_entry_free(e);
+    close_spool(f, s);
+}
+
+/* A failed batch answers its appends with the error; the next batch moves to a new segment. */
+static void test_write_error_not_durable(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/w0/0000000000000001.seg", f->dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600); /* the next segment's name is taken */
+    assert_true(fd >= 0);
+    close(fd);
+
+    struct result r = { 0 }, ok = { 0 };
+    assert_int_equal(append_one(s, 1, 10, &r), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.status, UV_EEXIST);
+    assert_int_equal(hg_spool_writable(s), UV_EEXIST);
+    uint64_t recs, bytes;
+    hg_spool_stats(s, &recs, &bytes);
+    assert_int_equal(recs, 0);
+    assert_int_equal(bytes, 0);
+
+    assert_int_equal(append_one(s, 2, 10, &ok), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(ok.status, 0);
+    assert_int_equal(hg_spool_writable(s), 0);
+    close_spool(f, s);
+}
+
+static void test_open_invalid(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool_opts o = { .dir = f->dir, .worker = 2, .nworkers = 2, .max_bytes = 1, .segment_bytes = 1 };
+    struct hg_spool *s = NULL;
+    assert_int_equal(hg_spool_open(&f->loop, &o, &s), HG_ERR_INVALID);
+    assert_null(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_append_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_after_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_survives_restarts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crc_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quarantine_failure_keeps_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quota, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rotation_and_deletion, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_orphan_adoption, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_with_appends_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_error_not_durable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_invalid, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
