@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 import uuid
 
 import pytest
@@ -35,8 +36,10 @@ REQUIRED_FAMILIES = {
 
 
 def test_metrics_format_and_families(hg):
-    # Some traffic first so that labelled series exist.
-    assert hg.post_whatsapp(hgm.text_envelope()).status_code == 200
+    # Some traffic first so that labelled series exist (counted once the event was handed on).
+    wamid = hgm.new_wamid()
+    assert hg.post_whatsapp(hgm.text_envelope(wamid)).status_code == 200
+    hg.wait_events([wamid])
     r = hg.get("/metrics")
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("text/plain"), r.headers
@@ -71,10 +74,13 @@ def test_metrics_count_requests(hg):
     unauth0 = hgm.metric_sum(before, "http_requests_total", code="401")
     nf0 = hgm.metric_sum(before, "http_requests_total", code="404")
     wa0 = hgm.metric_sum(before, "webhook_received_total", provider="whatsapp")
-    for _ in range(3):
-        assert hg.post_whatsapp(hgm.text_envelope()).status_code == 200
+    wamids = [hgm.new_wamid() for _ in range(3)]
+    for w in wamids:
+        assert hg.post_whatsapp(hgm.text_envelope(w)).status_code == 200
     assert hg.post_whatsapp(hgm.text_envelope(), secret="bad").status_code == 401
     assert hg.get("/nope").status_code == 404
+    hg.wait_events(wamids)
+    time.sleep(0.2)
     after = hg.metrics()
     # 3 POSTs + the first /metrics GET (counted once it completed) at least.
     assert hgm.metric_sum(after, "http_requests_total", code="200") >= ok0 + 3

@@ -114,28 +114,39 @@ def test_crash_kill9_during_traffic_loses_nothing(make_hg):
     check_sink_consistency(h, acked, wamids)
 
 
-def test_spool_quota_503_then_recovers(make_hg, tmp_path):
-    blocker = tmp_path / "ndjson-is-a-file"
-    blocker.write_text("not a directory\n")
-    h = make_hg(overrides={"spool": {"max_bytes": "4KiB"}, "ndjson": {"dir": str(blocker)}})
+def break_sink(h):
+    """Turn the ndjson dir into a regular file while running. hookgate refuses to start with a
+    file there, and opens its output file lazily on the first event, so before any event this
+    makes every sink write fail (root ignores chmod, hence a file rather than permissions)."""
+    d = h.ndjson_dir
+    assert not list(d.rglob("*.ndjson")), "sink already has an open file; cannot break it"
+    shutil.rmtree(d)
+    d.write_text("not a directory\n")
+    return d
+
+
+def test_spool_quota_503_then_recovers(make_hg):
+    # 1 MiB is the smallest quota hookgate accepts; 200 KiB bodies reach it in a few requests.
+    h = make_hg(overrides={"spool": {"max_bytes": "1MiB", "segment_bytes": "256KiB"}})
+    blocker = break_sink(h)
     acked, got503 = [], None
-    for i in range(300):
+    for i in range(40):
         w = hgm.new_wamid()
-        r = h.post_whatsapp(hgm.text_envelope(w, text="q" * 200))
+        r = h.post_whatsapp(hgm.text_envelope(w, text="q" * 200 * 1024))
         if r.status_code == 200:
             acked.append(w)
             continue
         assert r.status_code == 503, (r.status_code, r.text)
         got503 = r
         break
-    assert got503 is not None, "spool quota of 4 KiB never produced a 503"
+    assert got503 is not None, "spool quota of 1 MiB never produced a 503"
     assert acked, "quota hit before a single webhook was accepted"
     ra = got503.headers.get("Retry-After")
     assert ra and ra.strip().isdigit() and int(ra) > 0, f"Retry-After: {ra!r}"
     assert got503.headers["Content-Type"].startswith("application/json")
     assert isinstance(got503.json(), dict)
-    # Still full: another one is refused too, and health stays up.
-    assert h.post_whatsapp(hgm.text_envelope()).status_code == 503
+    # Still full: another one of the same size is refused too, and health stays up.
+    assert h.post_whatsapp(hgm.text_envelope(text="q" * 200 * 1024)).status_code == 503
     assert h.get("/health").status_code == 200
     # Fix the sink and restart on the same spool: every acknowledged webhook comes out.
     assert h.stop() == 0
@@ -151,20 +162,19 @@ def test_spool_quota_503_then_recovers(make_hg, tmp_path):
     check_sink_consistency(h, acked + [w], acked + [w])
 
 
-def test_spool_survives_restart_without_sink(make_hg, tmp_path):
+def test_spool_survives_restart_without_sink(make_hg):
     """Records accepted while the sink is broken stay in the spool across a kill -9."""
-    blocker = tmp_path / "out-file"
-    blocker.write_text("x")
-    h = make_hg(overrides={"ndjson": {"dir": str(blocker)}})
+    h = make_hg()
+    blocker = break_sink(h)
     wamids = [hgm.new_wamid() for _ in range(10)]
     for w in wamids:
         assert h.post_whatsapp(hgm.text_envelope(w)).status_code == 200
-    m = h.metrics()
-    assert hgm.metric_sum(m, "spool_records") >= 1
+    # Gauges are refreshed periodically, not per request.
+    hgm.wait_until(lambda: hgm.metric_sum(h.metrics(), "spool_records") >= len(wamids), 5,
+                   interval=0.2, what="spool_records to count the undelivered records")
     h.kill9()
     blocker.unlink()
     blocker.mkdir()
     h.start()
     h.wait_events(wamids, timeout=30)
     check_sink_consistency(h, wamids, wamids)
-    shutil.rmtree(blocker, ignore_errors=True)
