@@ -133,6 +133,9 @@ def test_env_overrides_listen_secret_token_dirs(make_hg, tmp_path):
     h.port = port
     h.base = f"http://127.0.0.1:{port}"
     h.start()
+    # Workers from env (the file says 2): only worker 0 ever logs.
+    workers = {r.get("worker") for r in h.log_records()}
+    assert workers - {-1} == {0}, f"workers seen in the log: {workers}"
     # Listen address: the env one, not the file one.
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{file_port}/health", timeout=2)

@@ -127,7 +127,9 @@ def break_sink(h):
 
 def test_spool_quota_503_then_recovers(make_hg):
     # 1 MiB is the smallest quota hookgate accepts; 200 KiB bodies reach it in a few requests.
-    h = make_hg(overrides={"spool": {"max_bytes": "1MiB", "segment_bytes": "256KiB"}})
+    # One worker, so that every request meets the same spool (see the process-wide test below).
+    h = make_hg(overrides={"server": {"workers": "1"},
+                           "spool": {"max_bytes": "1MiB", "segment_bytes": "256KiB"}})
     blocker = break_sink(h)
     acked, got503 = [], None
     for i in range(40):
@@ -162,6 +164,27 @@ def test_spool_quota_503_then_recovers(make_hg):
     check_sink_consistency(h, acked + [w], acked + [w])
 
 
+def test_spool_quota_is_process_wide(make_hg):
+    """[spool] max_bytes is the quota of the process: with 2 workers no more than max_bytes of
+    webhooks may be held, whichever worker took them."""
+    quota = 1 << 20
+    h = make_hg(overrides={"server": {"workers": "2"},
+                           "spool": {"max_bytes": "1MiB", "segment_bytes": "256KiB"}})
+    break_sink(h)
+    accepted_bytes, statuses = 0, []
+    for i in range(30):
+        body = hgm.body_bytes(hgm.text_envelope(text="w" * 150 * 1024))
+        r = h.post_whatsapp(body)   # a new connection each time: spread over both workers
+        statuses.append(r.status_code)
+        assert r.status_code in (200, 503), (r.status_code, r.text)
+        if r.status_code == 200:
+            accepted_bytes += len(body)
+    assert 503 in statuses, statuses
+    assert accepted_bytes <= quota, (
+        f"{accepted_bytes} bytes of webhooks accepted with [spool] max_bytes = {quota} "
+        f"(statuses in order: {statuses})")
+
+
 def test_spool_survives_restart_without_sink(make_hg):
     """Records accepted while the sink is broken stay in the spool across a kill -9."""
     h = make_hg()
@@ -175,6 +198,50 @@ def test_spool_survives_restart_without_sink(make_hg):
     h.kill9()
     blocker.unlink()
     blocker.mkdir()
+    h.start()
+    h.wait_events(wamids, timeout=30)
+    check_sink_consistency(h, wamids, wamids)
+
+
+def test_ready_503_while_sink_broken(make_hg):
+    h = make_hg()
+    blocker = break_sink(h)
+    wamid = hgm.new_wamid()
+    assert h.post_whatsapp(hgm.text_envelope(wamid)).status_code == 200
+
+    def not_ready():
+        r = h.get("/ready")
+        return [r] if r.status_code == 503 else None   # (a 503 Response is falsy)
+    # Readiness is per worker: poll with new connections until the failing worker answers.
+    r = hgm.wait_until(not_ready, 5, interval=0.05, what="/ready 503 while the sink cannot write")[0]
+    assert r.headers["Content-Type"].startswith("application/json")
+    j = r.json()
+    assert isinstance(j, dict) and j.get("status") != "ready", j
+    assert any(isinstance(v, str) and v for k, v in j.items() if k != "status") or \
+        any(isinstance(v, (dict, list)) and v for v in j.values()), f"no reason in {j}"
+    # Liveness is not readiness: /health stays 200.
+    assert h.get("/health").status_code == 200
+    assert h.stop() == 0
+    blocker.unlink()
+    blocker.mkdir()
+    h.start()
+    h.wait_events([wamid])
+    hgm.wait_until(lambda: h.get("/ready").status_code == 200, 5, interval=0.1,
+                   what="/ready 200 once the sink works again")
+
+
+def test_restart_with_fewer_workers_drains_all(make_hg):
+    """Records accepted by worker 1 are not stranded when the process restarts with one worker."""
+    h = make_hg(overrides={"server": {"workers": "2"}})
+    break_sink(h)
+    wamids = [hgm.new_wamid() for _ in range(30)]
+    for w in wamids:
+        # A new connection each time, so SO_REUSEPORT spreads them over both workers.
+        assert h.post_whatsapp(hgm.text_envelope(w)).status_code == 200
+    h.kill9()
+    h.ndjson_dir.unlink()
+    h.ndjson_dir.mkdir()
+    h.update_config({"server": {"workers": "1"}})
     h.start()
     h.wait_events(wamids, timeout=30)
     check_sink_consistency(h, wamids, wamids)
