@@ -163,3 +163,9 @@ def test_secret_file(make_hg, tmp_path):
     h = make_hg(overrides={"whatsapp": {"app_secret": None, "app_secret_file": str(sf)}})
     assert h.post_whatsapp(hgm.text_envelope(), secret="secret-from-file").status_code == 200
     assert h.post_whatsapp(hgm.text_envelope(), secret=hgm.DEFAULT_SECRET).status_code == 401
+
+
+def test_workers_auto(make_hg):
+    h = make_hg(overrides={"server": {"workers": "auto"}})
+    assert h.get("/health").status_code == 200
+    assert h.post_whatsapp(hgm.text_envelope()).status_code == 200

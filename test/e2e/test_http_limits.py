@@ -292,3 +292,24 @@ def test_http10_without_keepalive_closes(lim):
         r = c.read_response()
         assert r.status == 200
         assert c.wait_closed(2)
+
+
+def test_connection_close_honoured(lim):
+    with lim.raw() as c:
+        c.send(hgm.request_bytes("GET", "/health", [("Connection", "close")]))
+        assert c.read_response().status == 200
+        assert c.wait_closed(2), "Connection: close ignored"
+
+
+def test_many_concurrent_connections(make_hg):
+    h = make_hg()
+    conns = [h.raw(timeout=10) for _ in range(200)]
+    try:
+        for i, c in enumerate(conns):
+            c.send(hgm.request_bytes("GET", "/health", [("X-Request-Id", f"c{i}")]))
+        for i, c in enumerate(conns):
+            r = c.read_response()
+            assert r.status == 200 and r.header("x-request-id") == f"c{i}", r
+    finally:
+        for c in conns:
+            c.close()

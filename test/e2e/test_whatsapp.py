@@ -333,3 +333,14 @@ def test_expect_100_continue(hg):
     assert r.status == 200, r
     assert r.json()["events"] == 1
     hg.wait_events([wamid])
+
+
+def test_signature_header_name_is_case_insensitive(hg):
+    wamid = hgm.new_wamid()
+    body = hgm.body_bytes(hgm.text_envelope(wamid))
+    with hg.raw() as c:
+        c.send(hgm.request_bytes("POST", "/webhooks/whatsapp",
+                                 [("x-hub-signature-256", hgm.sign(DEFAULT_SECRET, body))], body))
+        r = c.read_response()
+    assert r.status == 200, r
+    hg.wait_events([wamid])
