@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <curl/curl.h>
 #include <uv.h>
 
 #include "conf/conf.h"
@@ -99,6 +100,7 @@ int main(int argc, char **argv)
     snprintf(tp, sizeof(tp), "%d", HG_MAX(4, 4 * nworkers));
     setenv("UV_THREADPOOL_SIZE", tp, 0);
 
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* once, before any worker thread exists */
     hg_metrics_init(nworkers);
     hg_metrics_bind(-1);
 
@@ -139,6 +141,7 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
+    curl_global_cleanup();
     hg_conf_unref(current_conf);
     if (rc != 0) {
         fprintf(stderr, "hookgate: start-up failed: %s\n", hg_strerror(rc));

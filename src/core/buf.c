@@ -33,6 +33,13 @@ char *hg_buf_reserve(struct hg_buf *b, size_t n)
 
 int hg_buf_append(struct hg_buf *b, const void *p, size_t n)
 {
+    if (n == 0) {
+        /* Still terminate: callers rely on data being a C string after an append. */
+        if (hg_buf_reserve(b, 0) == NULL)
+            return HG_ERR_TOO_BIG;
+        b->data[b->len] = '\0';
+        return 0;
+    }
     char *dst = hg_buf_reserve(b, n);
     if (dst == NULL)
         return HG_ERR_TOO_BIG;

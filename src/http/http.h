@@ -17,7 +17,7 @@
 #define HG_HTTP_MAX_HEADERS 64
 #define HG_HTTP_REQUEST_ID_MAX 128
 
-struct hg_http_header {
+struct hg_http_req_header {
     const char *name;
     size_t name_len;
     const char *value;
@@ -31,7 +31,7 @@ struct hg_http_request {
     size_t path_len;
     const char *query;             /* raw query (after '?'), NUL-terminated, "" when none */
     size_t query_len;
-    struct hg_http_header headers[HG_HTTP_MAX_HEADERS];
+    struct hg_http_req_header headers[HG_HTTP_MAX_HEADERS];
     size_t n_headers;
     const char *body;              /* whole body, NUL-terminated */
     size_t body_len;

@@ -1,9 +1,17 @@
 /*
- * The drain: spool record → events → sink → release. See drain.h for the contract.
+ * The drain: spool record → (archive raw body) + (for each event: dedup → publish) → release.
+ * See drain.h for the contract.
+ *
+ * Every record is an `item` with independent steps: the archive (when S3 is configured) and one
+ * small state machine per event. Each asynchronous step holds one count in `outstanding`; when the
+ * count drops to zero the item is either complete (release it) or has a failed step (retry the
+ * steps not done yet, after a backoff).
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "clients/redis.h"
+#include "clients/s3.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -20,9 +28,25 @@
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 30000
 #define TICK_MS 50
+#define DEDUP_PENDING_TTL_MS 60000 /* a crashed attempt's claim expires after this */
 
-/* One event of a record, kept until its sink confirmed it. */
+/* Where one event is; every change goes through event_set_state(). */
+enum event_state {
+    EV_NEW,        /* not yet checked / to be retried */
+    EV_DEDUP,      /* dedup_begin in flight */
+    EV_PUBLISHING, /* sink publish in flight */
+    EV_DONE,       /* confirmed by the sink, or a duplicate already published */
+};
+
+enum archive_state {
+    AR_NONE,       /* no archive configured */
+    AR_PENDING,    /* to be (re)tried */
+    AR_IN_FLIGHT,  /* PutObject in flight */
+    AR_DONE,
+};
+
 struct item_event {
+    enum event_state state;
     char *event_id;
     char *routing_key;
     char *kind;
@@ -33,8 +57,8 @@ struct item_event {
     int priority;
     char *json;
     size_t json_len;
-    bool confirmed;
-    bool in_flight;
+    char dedup_key[HG_REDIS_KEY_MAX + 1];
+    uint64_t publish_start_ns;
     struct item *item;
 };
 
@@ -47,31 +71,41 @@ struct item {
     char *tenant;
     char *provider;
     uint64_t received_at_ns;
+    char *headers;
+    size_t headers_len;
     char *body;
     size_t body_len;
     json_t *root;                  /* parsed envelope until events are built */
     struct item_event *events;
     size_t n_events;
-    size_t in_flight;              /* publishes awaiting their callback */
-    bool failed;                   /* some publish of this round failed */
+    enum archive_state archive;
+    uint64_t archive_start_ns;
+    unsigned outstanding;          /* asynchronous steps awaiting their callback */
+    bool failed;                   /* some step of this round failed */
     unsigned attempts;
     uint64_t retry_at_ms;          /* loop time; 0 = not waiting */
 };
 
 struct hg_drain {
     uv_loop_t *loop;
-    struct hg_spool *spool;
-    struct hg_sink *sink;
+    struct hg_drain_backends b;
+    char *bucket;
     uv_timer_t tick;               /* retries and backlog pulls */
     struct item *items;
     uint64_t n_items;
     bool recovered_done;
     bool closing;
+    bool bucket_checked;
     void (*free_done)(void *arg);
     void *free_arg;
 };
 
-static void item_publish(struct item *it);
+static void item_step(struct item *it);
+
+static void event_set_state(struct item_event *e, enum event_state s)
+{
+    e->state = s;
+}
 
 static void item_free(struct item *it)
 {
@@ -99,14 +133,9 @@ static void item_free(struct item *it)
     free(it->request_id);
     free(it->tenant);
     free(it->provider);
+    free(it->headers);
     free(it->body);
     free(it);
-}
-
-static void item_done(struct item *it)
-{
-    hg_spool_release(it->drain->spool, it->spool_id);
-    item_free(it);
 }
 
 static uint64_t backoff_ms(unsigned attempts)
@@ -116,48 +145,228 @@ static uint64_t backoff_ms(unsigned attempts)
         ms *= 2;
     if (ms > RETRY_MAX_MS)
         ms = RETRY_MAX_MS;
-    /* Full jitter on half the delay: retries of many records do not arrive in lockstep. */
+    /* Jitter on half the delay: retries of many records do not arrive in lockstep. */
     return ms / 2 + hg_random_u64() % (ms / 2 + 1);
 }
 
-static void item_retry_later(struct item *it)
+static bool item_complete(const struct item *it)
 {
-    it->attempts++;
-    it->failed = false;
-    it->retry_at_ms = uv_now(it->drain->loop) + backoff_ms(it->attempts);
-    if (it->attempts == 1 || it->attempts % 20 == 0) {
-        char n[24];
-        snprintf(n, sizeof(n), "%u", it->attempts);
-        hg_warn(it->request_id, "publish failed; record stays in the spool and is retried", "attempts", n, NULL);
+    if (it->archive != AR_NONE && it->archive != AR_DONE)
+        return false;
+    for (size_t i = 0; i < it->n_events; i++)
+        if (it->events[i].state != EV_DONE)
+            return false;
+    return true;
+}
+
+/* An asynchronous step finished: decide what happens to the item when it was the last one. */
+static void item_settle(struct item *it)
+{
+    if (it->outstanding > 0)
+        return;
+    if (item_complete(it)) {
+        hg_spool_release(it->drain->b.spool, it->spool_id);
+        item_free(it);
+        return;
+    }
+    if (it->failed) {
+        it->attempts++;
+        it->failed = false;
+        it->retry_at_ms = uv_now(it->drain->loop) + backoff_ms(it->attempts);
+        if (it->attempts == 1 || it->attempts % 20 == 0) {
+            char n[24];
+            snprintf(n, sizeof(n), "%u", it->attempts);
+            hg_warn(it->request_id, "hand-on step failed; record stays in the spool and is retried", "attempts", n,
+                    NULL);
+        }
     }
 }
+
+/* ---- events: dedup → publish ---- */
 
 static void on_published(void *arg, int status)
 {
     struct item_event *e = arg;
     struct item *it = e->item;
-    e->in_flight = false;
-    it->in_flight--;
+    struct hg_drain *d = it->drain;
+    it->outstanding--;
     if (status == 0) {
-        e->confirmed = true;
+        event_set_state(e, EV_DONE);
         char labels[256], esc[128];
         snprintf(labels, sizeof(labels), "provider=\"%s\",tenant=\"%s\",type=\"%s\",status=\"published\"",
                  it->provider, hg_metrics_label_escape(esc, sizeof(esc), it->tenant), e->type);
         hg_metric_inc(HG_M_WEBHOOK_RECEIVED, labels);
+        if (d->b.redis && !d->closing)
+            hg_redis_dedup_done(d->b.redis, e->dedup_key, d->b.dedup_ttl_ms, NULL, NULL);
+    } else {
+        event_set_state(e, EV_NEW);
+        it->failed = true;
+        if (d->b.redis && !d->closing)
+            hg_redis_dedup_abort(d->b.redis, e->dedup_key);
+    }
+    item_settle(it);
+}
+
+static void event_publish(struct item_event *e)
+{
+    struct item *it = e->item;
+    struct hg_event ev = {
+        .event_id = e->event_id,
+        .routing_key = e->routing_key,
+        .kind = e->kind,
+        .type = e->type,
+        .tenant = it->tenant,
+        .provider = it->provider,
+        .correlation_id = e->correlation_id,
+        .timestamp_s = e->timestamp_s,
+        .priority = e->priority,
+        .priority_class = e->priority_class,
+        .json = e->json,
+        .json_len = e->json_len,
+    };
+    e->publish_start_ns = hg_time_mono_ns();
+    if (!it->drain->closing && hg_sink_publish(it->drain->b.sink, &ev, on_published, e) == 0) {
+        event_set_state(e, EV_PUBLISHING);
+        it->outstanding++;
+    } else {
+        event_set_state(e, EV_NEW);
+        it->failed = true;
+        if (it->drain->b.redis)
+            hg_redis_dedup_abort(it->drain->b.redis, e->dedup_key);
+    }
+}
+
+static void on_dedup(void *arg, const struct hg_redis_dedup_result *res)
+{
+    struct item_event *e = arg;
+    struct item *it = e->item;
+    it->outstanding--;
+    if (res->fallback)
+        hg_metric_inc(HG_M_REDIS_FALLBACK, "op=\"dedup\"");
+    switch (res->status) {
+    case HG_REDIS_DEDUP_NEW:
+        if (it->drain->closing) {
+            event_set_state(e, EV_NEW);
+            it->failed = true;
+        } else {
+            event_publish(e);
+        }
+        break;
+    case HG_REDIS_DEDUP_DUPLICATE_DONE:
+        hg_metric_inc(HG_M_DEDUP_DUPLICATES, NULL);
+        hg_debug(it->request_id, "duplicate event skipped", "event_id", e->event_id, NULL);
+        event_set_state(e, EV_DONE);
+        break;
+    default:
+        /* Another attempt holds the id (or a crashed one did): look again after a backoff. */
+        event_set_state(e, EV_NEW);
+        it->failed = true;
+        break;
+    }
+    item_settle(it);
+}
+
+static void event_start(struct item_event *e)
+{
+    struct item *it = e->item;
+    struct hg_drain *d = it->drain;
+    if (d->b.redis == NULL) {
+        event_publish(e);
+        return;
+    }
+    if (e->dedup_key[0] == '\0' &&
+        hg_redis_dedup_key(e->dedup_key, sizeof(e->dedup_key), it->tenant, e->event_id) != 0) {
+        /* An id too long to be a key cannot be deduplicated: publish it (at least once). */
+        event_publish(e);
+        return;
+    }
+    if (!d->closing && hg_redis_dedup_begin(d->b.redis, e->dedup_key, DEDUP_PENDING_TTL_MS, on_dedup, e) == 0) {
+        event_set_state(e, EV_DEDUP);
+        it->outstanding++;
+    } else {
+        event_set_state(e, EV_NEW);
+        it->failed = true;
+    }
+}
+
+/* ---- raw archive ---- */
+
+static void on_bucket(void *arg, const struct hg_s3_result *res)
+{
+    struct hg_drain *d = arg;
+    if (res->err == 0)
+        d->bucket_checked = true;
+    else
+        hg_warn(NULL, "archive bucket not available yet", "bucket", d->bucket, "error", hg_strerror(res->err), NULL);
+}
+
+static void on_archived(void *arg, const struct hg_s3_result *res)
+{
+    struct item *it = arg;
+    struct hg_drain *d = it->drain;
+    it->outstanding--;
+    if (res->err == 0) {
+        it->archive = AR_DONE;
+        hg_metric_observe(HG_M_MINIO_UPLOAD_DURATION, NULL,
+                          (double)(hg_time_mono_ns() - it->archive_start_ns) / 1e9);
+    } else {
+        it->archive = AR_PENDING;
+        it->failed = true;
+        if (strcmp(res->code, "NoSuchBucket") == 0 && !d->closing)
+            d->bucket_checked = false;
+        hg_debug(it->request_id, "archive failed", "error", hg_strerror(res->err), "code", res->code, NULL);
+    }
+    item_settle(it);
+}
+
+/* Object key webhooks-inbound/{tenant}/{yyyy-MM-dd}/{timestamp}-{messageId}.json */
+static void archive_key(const struct item *it, char *out, size_t cap)
+{
+    char date[11];
+    hg_time_date(date, it->received_at_ns);
+    const char *id = it->n_events ? it->events[0].event_id : it->request_id;
+    snprintf(out, cap, "webhooks-inbound/%s/%s/%llu-%s.json", it->tenant, date,
+             (unsigned long long)(it->received_at_ns / 1000000ull), id);
+}
+
+static void archive_start(struct item *it)
+{
+    struct hg_drain *d = it->drain;
+    if (!d->bucket_checked) {
+        /* Created once per worker (and again after NoSuchBucket); the put below retries meanwhile. */
+        d->bucket_checked = true;
+        hg_s3_ensure_bucket(d->b.s3, d->bucket, on_bucket, d);
+    }
+    char key[1024], received[24], sig[160] = "";
+    archive_key(it, key, sizeof(key));
+    snprintf(received, sizeof(received), "%llu", (unsigned long long)(it->received_at_ns / 1000000ull));
+    /* The signature header is what a later re-verification needs. */
+    const char *h = it->headers ? strstr(it->headers, "X-Hub-Signature-256: ") : NULL;
+    if (h) {
+        h += strlen("X-Hub-Signature-256: ");
+        size_t n = strcspn(h, "\n");
+        if (n < sizeof(sig))
+            memcpy(sig, h, n), sig[n] = '\0';
+    }
+    struct hg_http_header meta[] = {
+        { "x-amz-meta-request-id", it->request_id },
+        { "x-amz-meta-tenant", it->tenant },
+        { "x-amz-meta-provider", it->provider },
+        { "x-amz-meta-received-at-ms", received },
+        { "x-amz-meta-x-hub-signature-256", sig },
+    };
+    size_t nmeta = sig[0] ? HG_ARRAY_SIZE(meta) : HG_ARRAY_SIZE(meta) - 1;
+    it->archive_start_ns = hg_time_mono_ns();
+    if (!d->closing && hg_s3_put_object(d->b.s3, d->bucket, key, "application/json", meta, nmeta, it->body, it->body_len,
+                         on_archived, it) == 0) {
+        it->archive = AR_IN_FLIGHT;
+        it->outstanding++;
     } else {
         it->failed = true;
     }
-    if (it->in_flight > 0)
-        return;
-    if (it->failed) {
-        item_retry_later(it);
-        return;
-    }
-    for (size_t i = 0; i < it->n_events; i++)
-        if (!it->events[i].confirmed)
-            return;
-    item_done(it);
 }
+
+/* ---- building events ---- */
 
 static char *dup_or_empty(const char *s) { return hg_xstrdup(s ? s : ""); }
 
@@ -176,7 +385,7 @@ static int on_event(void *arg, const struct hg_event *ev, json_t *doc)
     e->kind = dup_or_empty(ev->kind);
     e->type = dup_or_empty(ev->type);
     e->correlation_id = dup_or_empty(ev->correlation_id);
-    e->priority_class = dup_or_empty(ev->priority_class);
+    e->priority_class = dup_or_empty(ev->priority_class ? ev->priority_class : "medium");
     e->timestamp_s = ev->timestamp_s;
     e->priority = ev->priority;
     e->json = json;
@@ -184,20 +393,19 @@ static int on_event(void *arg, const struct hg_event *ev, json_t *doc)
     return 0;
 }
 
-/* A record that can never become events: publish one dead-letter event carrying it whole. */
+/* A record that can never become events: one dead-letter event carrying it whole, with the reason. */
 static void item_dead_letter(struct item *it, const char *reason)
 {
-    json_t *doc = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s#}", "schema_version", "1", "kind", "dead_letter",
+    json_t *doc = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s%}", "schema_version", "1", "kind", "dead_letter",
                             "type", "unparseable", "reason", reason, "provider", it->provider, "tenant",
-                            it->tenant, "correlation_id", it->request_id, "raw_body", it->body,
-                            (int)it->body_len);
+                            it->tenant, "correlation_id", it->request_id, "raw_body", it->body, it->body_len);
     if (doc == NULL) {
-        /* The body is not valid UTF-8: keep it as an escaped hex-free note instead of losing the record. */
+        /* The body is not valid UTF-8: keep the record's identity and reason; the archive has the bytes. */
         doc = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "schema_version", "1", "kind", "dead_letter", "type",
                         "unparseable", "reason", reason, "provider", it->provider, "tenant", it->tenant,
                         "correlation_id", it->request_id);
     }
-    char id[64];
+    char id[160];
     snprintf(id, sizeof(id), "dead:%s", it->request_id);
     struct hg_event ev = {
         .event_id = id,
@@ -237,50 +445,20 @@ static void item_build(struct item *it)
         item_dead_letter(it, hg_strerror(n));
 }
 
-static void item_publish(struct item *it)
+/* Start every step that is not done and not in flight. */
+static void item_step(struct item *it)
 {
-    struct hg_drain *d = it->drain;
     it->retry_at_ms = 0;
     it->failed = false;
-    /* Hold one count while publishing so a callback cannot finish the item under our feet. */
-    it->in_flight++;
-    for (size_t i = 0; i < it->n_events; i++) {
-        struct item_event *e = &it->events[i];
-        if (e->confirmed || e->in_flight)
-            continue;
-        struct hg_event ev = {
-            .event_id = e->event_id,
-            .routing_key = e->routing_key,
-            .kind = e->kind,
-            .type = e->type,
-            .tenant = it->tenant,
-            .provider = it->provider,
-            .correlation_id = e->correlation_id,
-            .timestamp_s = e->timestamp_s,
-            .priority = e->priority,
-            .priority_class = e->priority_class,
-            .json = e->json,
-            .json_len = e->json_len,
-        };
-        int rc = hg_sink_publish(d->sink, &ev, on_published, e);
-        if (rc == 0) {
-            e->in_flight = true;
-            it->in_flight++;
-        } else {
-            it->failed = true;
-        }
-    }
-    it->in_flight--;
-    if (it->in_flight > 0)
-        return;
-    if (it->failed) {
-        item_retry_later(it);
-        return;
-    }
+    /* Hold one count so a step finishing at once cannot free the item under this loop. */
+    it->outstanding++;
+    if (it->archive == AR_PENDING)
+        archive_start(it);
     for (size_t i = 0; i < it->n_events; i++)
-        if (!it->events[i].confirmed)
-            return;
-    item_done(it); /* a record with no events at all */
+        if (it->events[i].state == EV_NEW)
+            event_start(&it->events[i]);
+    it->outstanding--;
+    item_settle(it);
 }
 
 static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec)
@@ -292,8 +470,11 @@ static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct
     it->tenant = dup_or_empty(rec->tenant);
     it->provider = dup_or_empty(rec->provider);
     it->received_at_ns = rec->received_at_ns;
+    it->headers = rec->headers ? hg_xstrndup(rec->headers, rec->headers_len) : NULL;
+    it->headers_len = rec->headers ? rec->headers_len : 0;
     it->body = hg_xstrndup(rec->body, rec->body_len);
     it->body_len = rec->body_len;
+    it->archive = d->b.s3 ? AR_PENDING : AR_NONE;
     it->next = d->items;
     if (d->items)
         d->items->prev = it;
@@ -307,35 +488,36 @@ void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drai
     struct item *it = item_new(d, spool_id, rec);
     it->root = root;
     item_build(it);
-    item_publish(it);
+    item_step(it);
 }
 
 static void pull_recovered(struct hg_drain *d)
 {
     for (int i = 0; i < RECOVER_BATCH && d->n_items < INFLIGHT_PULL_LIMIT; i++) {
         struct hg_spool_entry *e;
-        int rc = hg_spool_recovered_next(d->spool, &e);
+        int rc = hg_spool_recovered_next(d->b.spool, &e);
         if (rc == HG_ERR_NOT_FOUND) {
             d->recovered_done = true;
             return;
         }
         if (rc != 0) {
             hg_error(NULL, "reading a recovered spool record failed", "error", hg_strerror(rc), NULL);
-            return;
+            continue;
         }
         struct hg_drain_record rec = {
             .request_id = e->request_id,
             .tenant = e->tenant,
             .provider = e->provider,
             .received_at_ns = e->received_at_ns,
+            .headers = e->headers,
+            .headers_len = e->headers_len,
             .body = e->body,
             .body_len = e->body_len,
         };
-        uint64_t id = e->id;
-        struct item *it = item_new(d, id, &rec);
+        struct item *it = item_new(d, e->id, &rec);
         hg_spool_entry_free(e);
         item_build(it);
-        item_publish(it);
+        item_step(it);
     }
 }
 
@@ -347,19 +529,20 @@ static void on_tick(uv_timer_t *t)
     uint64_t now = uv_now(d->loop);
     for (struct item *it = d->items, *next; it; it = next) {
         next = it->next;
-        if (it->retry_at_ms && it->retry_at_ms <= now && it->in_flight == 0)
-            item_publish(it);
+        if (it->retry_at_ms && it->retry_at_ms <= now && it->outstanding == 0)
+            item_step(it);
     }
     if (!d->recovered_done)
         pull_recovered(d);
 }
 
-int hg_drain_open(uv_loop_t *loop, struct hg_spool *spool, struct hg_sink *sink, struct hg_drain **out)
+int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_drain **out)
 {
     struct hg_drain *d = hg_xcalloc(1, sizeof(*d));
     d->loop = loop;
-    d->spool = spool;
-    d->sink = sink;
+    d->b = *b;
+    d->bucket = hg_xstrdup(b->bucket ? b->bucket : "hookgate");
+    d->b.bucket = d->bucket;
     uv_timer_init(loop, &d->tick);
     d->tick.data = d;
     uv_timer_start(&d->tick, on_tick, 0, TICK_MS);
@@ -379,9 +562,16 @@ static void on_tick_closed(uv_handle_t *h)
         item_free(d->items);
     void (*done)(void *) = d->free_done;
     void *arg = d->free_arg;
+    free(d->bucket);
     free(d);
     if (done)
         done(arg);
+}
+
+void hg_drain_stop(struct hg_drain *d)
+{
+    d->closing = true;
+    uv_timer_stop(&d->tick);
 }
 
 void hg_drain_free(struct hg_drain *d, void (*done)(void *arg), void *arg)

@@ -1,7 +1,10 @@
 /*
  * The drain hands durable spool records on: parse, split + normalize into events, publish each
  * event to the sink, and release the record from the spool once every event is confirmed.
- * Failed publishes are retried with exponential backoff (only the events not yet confirmed);
+ * With Redis, each event id is checked first (two-phase: pending, then done once published), so a
+ * redelivered webhook is not published twice. With S3, the raw body is archived; an archive
+ * failure never holds back publishing, but the record is released only once both are done.
+ * Failed steps are retried with exponential backoff (only the steps not yet done);
  * a record that can never be turned into events is dead-lettered with its reason. Runs on the
  * worker's loop; pulls the recovered backlog from the spool a bounded batch at a time.
  */
@@ -15,6 +18,18 @@
 struct hg_spool;
 struct hg_sink;
 struct hg_drain;
+struct hg_redis;
+struct hg_s3;
+
+/* What the drain hands records to. Only spool and sink are required. */
+struct hg_drain_backends {
+    struct hg_spool *spool;
+    struct hg_sink *sink;
+    struct hg_redis *redis;        /* dedup of event ids; NULL = no dedup */
+    uint64_t dedup_ttl_ms;         /* how long a published id is remembered */
+    struct hg_s3 *s3;              /* raw archive; NULL = no archive */
+    const char *bucket;            /* archive bucket (copied) */
+};
 
 /* A spooled webhook as the drain needs it; strings and body are copied by hg_drain_submit. */
 struct hg_drain_record {
@@ -22,11 +37,13 @@ struct hg_drain_record {
     const char *tenant;
     const char *provider;
     uint64_t received_at_ns;
+    const char *headers;           /* "Name: value\n" lines kept for re-verification */
+    size_t headers_len;
     const char *body;
     size_t body_len;
 };
 
-int hg_drain_open(uv_loop_t *loop, struct hg_spool *spool, struct hg_sink *sink, struct hg_drain **out);
+int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_drain **out);
 /*
  * Hand on record `spool_id`. `root` is the already parsed envelope or NULL (it is then parsed
  * from the body); the drain takes over that reference.
@@ -34,7 +51,11 @@ int hg_drain_open(uv_loop_t *loop, struct hg_spool *spool, struct hg_sink *sink,
 void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec, json_t *root);
 /* Records taken and not yet released. */
 uint64_t hg_drain_inflight(const struct hg_drain *d);
-/* Stop retrying and pulling; records not released stay in the spool. Call after the sink closed. */
+/* Start no new step from now on (shutdown): call before closing the sink and the clients, whose
+ * callbacks then still reach the drain. */
+void hg_drain_stop(struct hg_drain *d);
+/* Free everything; records not released stay in the spool. Call after the sink and the clients
+ * closed (no callback may be pending). */
 void hg_drain_free(struct hg_drain *d, void (*done)(void *arg), void *arg);
 
 #endif

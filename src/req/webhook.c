@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "clients/redis.h"
 #include "conf/conf.h"
 #include "core/buf.h"
 #include "core/common.h"
@@ -24,6 +25,7 @@
 /* Where an ingest request is; every change goes through req_set_state(). */
 enum hg_req_state {
     HG_REQ_VERIFY,    /* tenant, signature and envelope checks (synchronous) */
+    HG_REQ_RATELIMIT, /* waiting for the tenant's rate limit answer (Redis) */
     HG_REQ_SPOOL,     /* appended, waiting for the group fsync */
     HG_REQ_DONE,      /* answered (or its connection went away) */
 };
@@ -39,11 +41,15 @@ struct hg_req {
     uint64_t received_at_ns;
     uint64_t start_mono_ns;
     int events;
-    char *body;                    /* copy kept for the drain until the spool answered */
+    uint32_t rate_limit;           /* requests per minute for this tenant */
+    char rl_headers[192];          /* X-RateLimit-* lines for every answer, "" without Redis */
+    char *headers;                 /* spooled request headers ("Name: value\n" lines) */
+    size_t headers_len;
+    char *body;                    /* copy of the raw body: the connection may go away meanwhile */
     size_t body_len;
 };
 
-static const char *const state_names[] = { "verify", "spool", "done" };
+static const char *const state_names[] = { "verify", "ratelimit", "spool", "done" };
 
 static void req_set_state(struct hg_req *q, enum hg_req_state s)
 {
@@ -119,6 +125,7 @@ static void req_free(struct hg_req *q)
     if (q->root)
         json_decref(q->root);
     hg_conf_unref(q->conf);
+    free(q->headers);
     free(q->body);
     free(q);
 }
@@ -126,8 +133,11 @@ static void req_free(struct hg_req *q)
 static void req_answer_error(struct hg_req *q, int status, const char *code, const char *msg, const char *extra)
 {
     req_set_state(q, HG_REQ_DONE);
-    if (q->conn)
-        hg_conn_respond_error(q->conn, status, code, msg, extra);
+    if (q->conn) {
+        char headers[384];
+        snprintf(headers, sizeof(headers), "%s%s", q->rl_headers, extra ? extra : "");
+        hg_conn_respond_error(q->conn, status, code, msg, headers);
+    }
 }
 
 static void on_spooled(void *arg, int status, uint64_t id)
@@ -147,7 +157,7 @@ static void on_spooled(void *arg, int status, uint64_t id)
         char body[256];
         int n = snprintf(body, sizeof(body), "{\"status\":\"accepted\",\"request_id\":\"%s\",\"events\":%d}",
                          q->request_id, q->events);
-        hg_conn_respond(q->conn, 200, "application/json", NULL, body, (size_t)n);
+        hg_conn_respond(q->conn, 200, "application/json", q->rl_headers, body, (size_t)n);
     }
     req_set_state(q, HG_REQ_DONE);
     hg_metric_observe(HG_M_PROCESSING_DURATION, NULL, (double)(hg_time_mono_ns() - q->start_mono_ns) / 1e9);
@@ -156,12 +166,72 @@ static void on_spooled(void *arg, int status, uint64_t id)
         .tenant = q->tenant,
         .provider = "whatsapp",
         .received_at_ns = q->received_at_ns,
+        .headers = q->headers,
+        .headers_len = q->headers_len,
         .body = q->body,
         .body_len = q->body_len,
     };
     json_t *root = q->root;
     q->root = NULL;
     hg_drain_submit(q->worker->drain, id, &rec, root);
+    req_free(q);
+}
+
+/* Append to the spool; the answer comes from on_spooled (or at once on refusal). */
+static void req_spool(struct hg_req *q)
+{
+    struct hg_worker *w = q->worker;
+    struct hg_spool_record rec = {
+        .received_at_ns = q->received_at_ns,
+        .request_id = q->request_id,
+        .tenant = q->tenant,
+        .provider = "whatsapp",
+        .headers = q->headers,
+        .headers_len = q->headers_len,
+        .body = q->body,
+        .body_len = q->body_len,
+    };
+    req_set_state(q, HG_REQ_SPOOL);
+    int rc = hg_spool_append(w->spool, &rec, on_spooled, q);
+    if (rc != 0) {
+        bool full = rc == HG_ERR_FULL;
+        if (full)
+            hg_warn(q->request_id, "spool full; answered 503", NULL);
+        else
+            hg_error(q->request_id, "spool append failed; answered 503", "error", hg_strerror(rc), NULL);
+        count_rejected(q->tenant, "unavailable");
+        if (q->conn)
+            hg_conn_set_data(q->conn, NULL);
+        req_answer_error(q, 503, full ? "spool_full" : "unavailable",
+                         full ? "spool quota reached; retry later" : "could not store the webhook; retry later",
+                         "Retry-After: 5\r\n");
+        req_free(q);
+        return;
+    }
+    w->inflight++;
+}
+
+static void on_ratelimit(void *arg, const struct hg_redis_ratelimit_result *res)
+{
+    struct hg_req *q = arg;
+    snprintf(q->rl_headers, sizeof(q->rl_headers),
+             "X-RateLimit-Limit: %lld\r\nX-RateLimit-Remaining: %lld\r\nX-RateLimit-Reset: %lld\r\n",
+             (long long)res->limit, (long long)res->remaining, (long long)res->reset_at_unix_s);
+    if (res->fallback)
+        hg_metric_inc(HG_M_REDIS_FALLBACK, "op=\"ratelimit\"");
+    if (res->allowed) {
+        req_spool(q);
+        return;
+    }
+    char labels[160], esc[128], retry[48];
+    snprintf(labels, sizeof(labels), "tenant=\"%s\"", hg_metrics_label_escape(esc, sizeof(esc), q->tenant));
+    hg_metric_inc(HG_M_RATELIMIT_REJECTED, labels);
+    count_rejected(q->tenant, "rate_limited");
+    long long wait = res->reset_at_unix_s - (long long)(hg_time_now_ns() / 1000000000ull);
+    snprintf(retry, sizeof(retry), "Retry-After: %lld\r\n", wait > 0 ? wait : 1);
+    if (q->conn)
+        hg_conn_set_data(q->conn, NULL);
+    req_answer_error(q, 429, "rate_limited", "tenant rate limit reached; retry later", retry);
     req_free(q);
 }
 
@@ -251,35 +321,19 @@ void hg_req_whatsapp_ingest(struct hg_worker *w, struct hg_conn *c, struct hg_ht
     q->body = hg_xstrndup(r->body, r->body_len);
     q->body_len = r->body_len;
 
+    q->rate_limit = t && t->rate_limit ? t->rate_limit : conf->ratelimit_default;
     struct hg_buf headers;
     hg_buf_init(&headers, 8192);
     spool_headers(&headers, r);
-    struct hg_spool_record rec = {
-        .received_at_ns = q->received_at_ns,
-        .request_id = q->request_id,
-        .tenant = q->tenant,
-        .provider = "whatsapp",
-        .headers = hg_buf_cstr(&headers),
-        .headers_len = headers.len,
-        .body = r->body,
-        .body_len = r->body_len,
-    };
-    req_set_state(q, HG_REQ_SPOOL);
-    int rc = hg_spool_append(w->spool, &rec, on_spooled, q);
+    q->headers = hg_xstrndup(hg_buf_cstr(&headers), headers.len);
+    q->headers_len = headers.len;
     hg_buf_free(&headers);
-    if (rc != 0) {
-        bool full = rc == HG_ERR_FULL;
-        if (full)
-            hg_warn(q->request_id, "spool full; answered 503", NULL);
-        else
-            hg_error(q->request_id, "spool append failed; answered 503", "error", hg_strerror(rc), NULL);
-        count_rejected(q->tenant, "unavailable");
-        req_answer_error(q, 503, full ? "spool_full" : "unavailable",
-                         full ? "spool quota reached; retry later" : "could not store the webhook; retry later",
-                         "Retry-After: 5\r\n");
-        req_free(q);
-        return;
-    }
-    w->inflight++;
     hg_conn_set_data(c, q);
+
+    if (w->redis) {
+        req_set_state(q, HG_REQ_RATELIMIT);
+        if (hg_redis_ratelimit(w->redis, q->tenant, q->rate_limit, 60000, on_ratelimit, q) == 0)
+            return;
+    }
+    req_spool(q);
 }

@@ -7,6 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clients/http.h"
+#include "clients/redis.h"
+#include "clients/s3.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -88,10 +91,32 @@ static void on_drain_freed(void *arg)
     hg_spool_close(w->spool, on_spool_closed, w);
 }
 
+static void on_http_client_closed(void *arg)
+{
+    struct hg_worker *w = arg;
+    w->http_client = NULL;
+    hg_drain_free(w->drain, on_drain_freed, w);
+}
+
+static void on_redis_closed(void *arg)
+{
+    struct hg_worker *w = arg;
+    w->redis = NULL;
+    /* Closing the HTTP client ends every S3 call (their callbacks run now), then the S3 client goes. */
+    hg_http_close(w->http_client, on_http_client_closed, w);
+    if (w->s3) {
+        hg_s3_close(w->s3);
+        w->s3 = NULL;
+    }
+}
+
 static void on_sink_closed(void *arg)
 {
     struct hg_worker *w = arg;
-    hg_drain_free(w->drain, on_drain_freed, w);
+    if (w->redis)
+        hg_redis_close(w->redis, on_redis_closed, w);
+    else
+        on_redis_closed(w);
 }
 
 static void on_http_stopped(void *arg)
@@ -100,6 +125,7 @@ static void on_http_stopped(void *arg)
     hg_http_server_free(w->http);
     w->http = NULL;
     uv_timer_stop(&w->shutdown_timer);
+    hg_drain_stop(w->drain);
     w->sink->ops->close(w->sink, on_sink_closed, w);
 }
 
@@ -160,7 +186,39 @@ static int worker_open(struct hg_worker *w)
         hg_error(NULL, "cannot open ndjson sink", "dir", c->ndjson_dir, "error", hg_strerror(rc), NULL);
         return rc;
     }
-    hg_drain_open(&w->loop, w->spool, w->sink, &w->drain);
+    rc = hg_http_open(&w->loop, &w->http_client);
+    if (rc != 0)
+        return rc;
+    if (c->redis_url) {
+        rc = hg_redis_open(&w->loop, c->redis_url, NULL, &w->redis);
+        if (rc != 0) {
+            hg_error(NULL, "cannot use redis url", "error", hg_strerror(rc), NULL);
+            return rc;
+        }
+    }
+    if (c->s3_endpoint) {
+        struct hg_s3_opts s3o = {
+            .endpoint = c->s3_endpoint,
+            .region = c->s3_region,
+            .access_key = c->s3_access_key,
+            .secret_key = c->s3_secret_key,
+            .path_style = true,
+        };
+        rc = hg_s3_open(w->http_client, &s3o, &w->s3);
+        if (rc != 0) {
+            hg_error(NULL, "cannot use s3 endpoint", "error", hg_strerror(rc), NULL);
+            return rc;
+        }
+    }
+    struct hg_drain_backends b = {
+        .spool = w->spool,
+        .sink = w->sink,
+        .redis = w->redis,
+        .dedup_ttl_ms = c->dedup_ttl_ms,
+        .s3 = w->s3,
+        .bucket = c->s3_bucket,
+    };
+    hg_drain_open(&w->loop, &b, &w->drain);
 
     struct hg_http_limits l;
     limits_from_conf(&l, c);

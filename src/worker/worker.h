@@ -17,6 +17,9 @@ struct hg_http_server;
 struct hg_spool;
 struct hg_sink;
 struct hg_drain;
+struct hg_redis;
+struct hg_http;
+struct hg_s3;
 
 struct hg_worker {
     int id;
@@ -37,6 +40,9 @@ struct hg_worker {
     struct hg_spool *spool;
     struct hg_sink *sink;
     struct hg_drain *drain;
+    struct hg_redis *redis;          /* NULL without [redis] url */
+    struct hg_http *http_client;     /* libcurl multi on this loop (S3, tenant service, media) */
+    struct hg_s3 *s3;                /* NULL without [s3] endpoint */
 
     bool stopping;
     int close_steps;                 /* asynchronous closes still running at shutdown */

@@ -1,0 +1,1300 @@
+/*
+ * Per-worker Redis client: one pipelined hiredis async connection on the worker's loop, a
+ * handshake (AUTH, SELECT, SCRIPT LOAD) on every connect, reconnect with backoff, per-command
+ * deadlines, and a bounded local fallback that answers whenever Redis cannot.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libuv.h>
+
+#include "clients/redis.h"
+#include "core/common.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/time.h"
+#include "core/uuid.h"
+
+/* ---- Lua scripts ------------------------------------------------------------------------- */
+
+/*
+ * Sliding-window log in a sorted set, atomic in one script. Redis' own clock (TIME) is used so
+ * that every hookgate instance agrees on the window whatever its local clock says.
+ * KEYS[1] = hg:rl:<tenant>; ARGV = window_ms, limit, unique member.
+ * Returns {allowed 0|1, remaining, reset_ms (until the oldest entry leaves), now_ms}.
+ */
+static const char ratelimit_lua[] =
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local window = tonumber(ARGV[1])\n"
+    "local limit = tonumber(ARGV[2])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)\n"
+    "local count = redis.call('ZCARD', KEYS[1])\n"
+    "local allowed = 0\n"
+    "if count < limit then\n"
+    "  redis.call('ZADD', KEYS[1], now, ARGV[3])\n"
+    "  count = count + 1\n"
+    "  allowed = 1\n"
+    "end\n"
+    "redis.call('PEXPIRE', KEYS[1], window)\n"
+    "local reset = window\n"
+    "local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "if oldest[2] then reset = tonumber(oldest[2]) + window - now end\n"
+    "return {allowed, limit - count, reset, now}\n";
+
+/*
+ * Dedup phase one. SET NX alone cannot tell "done" from "pending" when it fails, and SET NX GET
+ * needs Redis 7; a script answers both in one round trip on any version.
+ * KEYS[1] = dedup key; ARGV[1] = pending TTL in ms. Returns "new" or the existing value.
+ */
+static const char dedup_lua[] =
+    "if redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[1]) then return 'new' end\n"
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if not v then return 'gone' end\n"
+    "return v\n";
+
+enum script_id { SCRIPT_RATELIMIT, SCRIPT_DEDUP, SCRIPT__COUNT };
+
+static const char *const scripts[SCRIPT__COUNT] = { ratelimit_lua, dedup_lua };
+
+/* Handshake steps; a pointer to one is the privdata of its reply. */
+struct hs_step {
+    const char *name;
+    int script; /* index into scripts[] for SCRIPT LOAD, -1 otherwise */
+};
+
+static struct hs_step hs_auth = { "AUTH", -1 };
+static struct hs_step hs_select = { "SELECT", -1 };
+static struct hs_step hs_load[SCRIPT__COUNT] = {
+    { "SCRIPT LOAD ratelimit", SCRIPT_RATELIMIT },
+    { "SCRIPT LOAD dedup", SCRIPT_DEDUP },
+};
+
+/* ---- types ------------------------------------------------------------------------------- */
+
+#define KEY_PREFIX_RL "hg:rl:"
+#define KEY_PREFIX_CACHE "hg:cache:"
+#define KEY_PREFIX_DEDUP "hg:dedup:"
+#define DEDUP_PENDING 1
+#define DEDUP_DONE 2
+
+/* A bounded hash table with TTL and LRU eviction: the local fallback's memory. */
+struct lentry {
+    struct lentry *hnext;
+    struct lentry *lprev, *lnext; /* LRU list, most recently used first */
+    uint64_t hash;
+    uint64_t expires_ms;          /* monotonic ms; the entry is gone after it */
+    int64_t a, b;                 /* dedup: a = state; ratelimit: a = current, b = previous count */
+    uint64_t c, d;                /* ratelimit: c = current window start, d = window length */
+    size_t klen;
+    char key[];
+};
+
+struct ltable {
+    struct lentry **buckets; /* allocated on first insert: an always-up Redis costs nothing */
+    size_t nbuckets;
+    size_t count;
+    size_t max;
+    struct lentry *lru_head, *lru_tail;
+};
+
+enum cmd_kind {
+    CMD_DEDUP_BEGIN,
+    CMD_DEDUP_DONE,
+    CMD_DEDUP_ABORT,
+    CMD_RATELIMIT,
+    CMD_CACHE_GET,
+    CMD_CACHE_SET,
+};
+
+/*
+ * One call. Two owners may hold it: hiredis (as reply privdata, `in_redis`) and the answer
+ * queue (`in_queue`); it is freed when neither does and the answer has been decided.
+ */
+struct cmd {
+    struct hg_redis *r;
+    enum cmd_kind kind;
+    struct cmd *prev, *next; /* in `inflight` until answered, then in the answer queue */
+    uint64_t deadline;       /* uv_now() ms */
+    bool in_redis;
+    bool in_list;
+    bool in_queue;
+    bool answered;
+    bool evalled;            /* EVALSHA said NOSCRIPT and the script was sent in full */
+    union {
+        hg_redis_dedup_cb dedup;
+        hg_redis_ratelimit_cb rl;
+        hg_redis_cache_cb cache;
+    } cb;
+    void *arg;
+    uint64_t ttl_ms;         /* dedup: pending or done TTL */
+    int64_t limit;           /* ratelimit */
+    uint64_t window_ms;
+    size_t tenant_off;       /* ratelimit: the tenant inside key (for the local window) */
+    union {
+        struct hg_redis_dedup_result dedup;
+        struct hg_redis_ratelimit_result rl;
+        struct hg_redis_cache_result cache;
+    } res;
+    char *value;             /* cache hit: a copy of the bytes, owned here */
+    size_t klen;
+    char key[];
+};
+
+enum conn_state {
+    CONN_IDLE,       /* no context; the retry timer may be running */
+    CONN_RESOLVING,  /* uv_getaddrinfo in flight */
+    CONN_CONNECTING, /* TCP connect in progress */
+    CONN_HANDSHAKE,  /* AUTH / SELECT / SCRIPT LOAD replies pending */
+    CONN_READY,      /* commands go to Redis */
+    CONN_DYING,      /* context condemned; freed from the idle callback, off hiredis' stack */
+};
+
+struct hg_redis {
+    uv_loop_t *loop;
+    struct hg_redis_url url;
+    struct hg_redis_opts opts;
+    struct hg_redis_stats stats;
+    enum conn_state conn;
+    redisAsyncContext *ctx;
+    char sha[SCRIPT__COUNT][41];
+    unsigned handshake_left;
+    unsigned attempt;        /* failed connects since the last good handshake */
+    bool closing;
+    bool resolving;
+    bool was_ready;          /* for logging the down transition once */
+    int handles_open;
+    uv_timer_t retry_timer;
+    uv_timer_t connect_timer;
+    uv_timer_t cmd_timer;
+    uv_idle_t idle;          /* delivers answers and reaps contexts on the next loop turn */
+    uv_getaddrinfo_t gai;
+    struct cmd *inflight_head, *inflight_tail; /* by deadline (all share one timeout) */
+    struct cmd *queue_head, *queue_tail;
+    struct ltable dedup;
+    struct ltable rl;
+    hg_redis_close_cb close_cb;
+    void *close_arg;
+};
+
+static void start_connect(struct hg_redis *r);
+static void answer_fallback(struct cmd *c);
+static void on_idle(uv_idle_t *h);
+
+/* ---- URL --------------------------------------------------------------------------------- */
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Copy s[0..n) into out (cap bytes with NUL), decoding %XX. */
+static int copy_decoded(char *out, size_t cap, const char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            if (i + 2 >= n)
+                return HG_ERR_PARSE;
+            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return HG_ERR_PARSE;
+            ch = (char)(hi * 16 + lo);
+            if (ch == '\0')
+                return HG_ERR_PARSE;
+            i += 2;
+        }
+        if (o + 1 >= cap)
+            return HG_ERR_PARSE;
+        out[o++] = ch;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+static int parse_uint(const char *s, size_t n, int max, int *out)
+{
+    if (n == 0 || n > 10)
+        return HG_ERR_PARSE;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return HG_ERR_PARSE;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v > max)
+        return HG_ERR_PARSE;
+    *out = (int)v;
+    return 0;
+}
+
+int hg_redis_url_parse(const char *url, struct hg_redis_url *out)
+{
+    static const char scheme[] = "redis://";
+    memset(out, 0, sizeof(*out));
+    out->port = 6379;
+    if (url == NULL || strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+        return HG_ERR_PARSE;
+    const char *p = url + sizeof(scheme) - 1;
+    const char *end = p + strlen(p);
+    if (memchr(p, '?', (size_t)(end - p)) || memchr(p, '#', (size_t)(end - p)))
+        return HG_ERR_PARSE;
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    const char *auth_end = slash ? slash : end;
+    /* The last '@' before the path ends the userinfo, so a password with an unescaped '@'
+     * still parses as its owner meant. */
+    const char *at = NULL;
+    for (const char *q = p; q < auth_end; q++)
+        if (*q == '@')
+            at = q;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            if (copy_decoded(out->user, sizeof(out->user), p, (size_t)(colon - p)) < 0 ||
+                copy_decoded(out->password, sizeof(out->password), colon + 1,
+                             (size_t)(at - colon - 1)) < 0)
+                return HG_ERR_PARSE;
+        } else if (copy_decoded(out->password, sizeof(out->password), p, (size_t)(at - p)) < 0) {
+            /* redis://secret@host: a lone userinfo is the password, as redis-cli reads it */
+            return HG_ERR_PARSE;
+        }
+        p = at + 1;
+    }
+    const char *host = p, *host_end, *port = NULL;
+    if (*p == '[') {
+        const char *rb = memchr(p, ']', (size_t)(auth_end - p));
+        if (rb == NULL)
+            return HG_ERR_PARSE;
+        host = p + 1;
+        host_end = rb;
+        if (rb + 1 < auth_end) {
+            if (rb[1] != ':')
+                return HG_ERR_PARSE;
+            port = rb + 2;
+        }
+    } else {
+        const char *colon = memchr(p, ':', (size_t)(auth_end - p));
+        host_end = colon ? colon : auth_end;
+        if (colon)
+            port = colon + 1;
+    }
+    size_t hlen = (size_t)(host_end - host);
+    if (hlen == 0 || hlen > HG_REDIS_HOST_MAX)
+        return HG_ERR_PARSE;
+    for (size_t i = 0; i < hlen; i++) {
+        char ch = host[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '-' || ch == '_' || ch == ':'))
+            return HG_ERR_PARSE;
+    }
+    memcpy(out->host, host, hlen);
+    out->host[hlen] = '\0';
+    if (port && (parse_uint(port, (size_t)(auth_end - port), 65535, &out->port) < 0 ||
+                 out->port == 0))
+        return HG_ERR_PARSE;
+    if (slash && slash + 1 < end && parse_uint(slash + 1, (size_t)(end - slash - 1), 65535,
+                                               &out->db) < 0)
+        return HG_ERR_PARSE;
+    return 0;
+}
+
+/* ---- local fallback table ---------------------------------------------------------------- */
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static uint64_t mono_ms(void)
+{
+    return hg_time_mono_ns() / 1000000u;
+}
+
+static void lru_unlink(struct ltable *t, struct lentry *e)
+{
+    if (e->lprev)
+        e->lprev->lnext = e->lnext;
+    else
+        t->lru_head = e->lnext;
+    if (e->lnext)
+        e->lnext->lprev = e->lprev;
+    else
+        t->lru_tail = e->lprev;
+    e->lprev = e->lnext = NULL;
+}
+
+static void lru_push_front(struct ltable *t, struct lentry *e)
+{
+    e->lprev = NULL;
+    e->lnext = t->lru_head;
+    if (t->lru_head)
+        t->lru_head->lprev = e;
+    t->lru_head = e;
+    if (t->lru_tail == NULL)
+        t->lru_tail = e;
+}
+
+static void ltable_remove(struct ltable *t, struct lentry *e)
+{
+    struct lentry **pp = &t->buckets[e->hash & (t->nbuckets - 1)];
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    lru_unlink(t, e);
+    t->count--;
+    free(e);
+}
+
+/* The live entry for key, moved to the front of the LRU; expired entries are dropped. */
+static struct lentry *ltable_get(struct ltable *t, const char *key, size_t klen, uint64_t now)
+{
+    if (t->buckets == NULL)
+        return NULL;
+    uint64_t h = fnv1a(key, klen);
+    for (struct lentry *e = t->buckets[h & (t->nbuckets - 1)]; e; e = e->hnext) {
+        if (e->hash == h && e->klen == klen && memcmp(e->key, key, klen) == 0) {
+            if (e->expires_ms <= now) {
+                ltable_remove(t, e);
+                return NULL;
+            }
+            lru_unlink(t, e);
+            lru_push_front(t, e);
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* A fresh zeroed entry for a key known to be absent; evicts the LRU entry when full. */
+static struct lentry *ltable_add(struct ltable *t, const char *key, size_t klen,
+                                 uint64_t *evictions)
+{
+    if (t->buckets == NULL) {
+        size_t n = 64;
+        while (n < t->max && n < (1u << 20))
+            n <<= 1;
+        t->buckets = hg_xcalloc(n, sizeof(*t->buckets));
+        t->nbuckets = n;
+    }
+    if (t->count >= t->max && t->lru_tail) {
+        ltable_remove(t, t->lru_tail);
+        (*evictions)++;
+    }
+    struct lentry *e = hg_xcalloc(1, sizeof(*e) + klen + 1);
+    e->hash = fnv1a(key, klen);
+    e->klen = klen;
+    memcpy(e->key, key, klen);
+    size_t b = e->hash & (t->nbuckets - 1);
+    e->hnext = t->buckets[b];
+    t->buckets[b] = e;
+    lru_push_front(t, e);
+    t->count++;
+    return e;
+}
+
+static void ltable_free(struct ltable *t)
+{
+    struct lentry *e = t->lru_head;
+    while (e) {
+        struct lentry *next = e->lnext;
+        free(e);
+        e = next;
+    }
+    free(t->buckets);
+    memset(t, 0, sizeof(*t));
+}
+
+static void local_dedup(struct hg_redis *r, struct cmd *c)
+{
+    uint64_t now = mono_ms();
+    struct lentry *e = ltable_get(&r->dedup, c->key, c->klen, now);
+    switch (c->kind) {
+    case CMD_DEDUP_BEGIN:
+        if (e == NULL) {
+            e = ltable_add(&r->dedup, c->key, c->klen, &r->stats.local_evictions);
+            e->a = DEDUP_PENDING;
+            e->expires_ms = now + c->ttl_ms;
+            c->res.dedup.status = HG_REDIS_DEDUP_NEW;
+        } else {
+            c->res.dedup.status = e->a == DEDUP_DONE ? HG_REDIS_DEDUP_DUPLICATE_DONE
+                                                     : HG_REDIS_DEDUP_DUPLICATE_PENDING;
+        }
+        break;
+    case CMD_DEDUP_DONE:
+        if (e == NULL)
+            e = ltable_add(&r->dedup, c->key, c->klen, &r->stats.local_evictions);
+        e->a = DEDUP_DONE;
+        e->expires_ms = now + c->ttl_ms;
+        c->res.dedup.status = HG_REDIS_DEDUP_MARKED;
+        break;
+    default:
+        if (e)
+            ltable_remove(&r->dedup, e);
+        break;
+    }
+    c->res.dedup.fallback = true;
+}
+
+/*
+ * Local window: the sliding-window counter approximation (previous fixed window weighted by
+ * its overlap plus the current one). Constant memory per tenant, unlike a log of timestamps,
+ * and never lets more than `limit` through per sliding window.
+ */
+static void local_ratelimit(struct hg_redis *r, struct cmd *c)
+{
+    uint64_t now = mono_ms();
+    uint64_t w = c->window_ms;
+    const char *tenant = c->key + c->tenant_off;
+    size_t tlen = c->klen - c->tenant_off;
+    struct lentry *e = ltable_get(&r->rl, tenant, tlen, now);
+    if (e == NULL || e->d != w) {
+        if (e == NULL)
+            e = ltable_add(&r->rl, tenant, tlen, &r->stats.local_evictions);
+        e->a = e->b = 0;
+        e->c = now - now % w;
+        e->d = w;
+    }
+    uint64_t start = now - now % w;
+    if (start != e->c) {
+        e->b = start == e->c + w ? e->a : 0;
+        e->a = 0;
+        e->c = start;
+    }
+    e->expires_ms = start + 2 * w;
+    uint64_t elapsed = now - start;
+    double est = (double)e->b * (double)(w - elapsed) / (double)w + (double)e->a;
+    struct hg_redis_ratelimit_result *res = &c->res.rl;
+    res->limit = c->limit;
+    res->allowed = est + 1.0 <= (double)c->limit;
+    if (res->allowed) {
+        e->a++;
+        est += 1.0;
+    }
+    int64_t left = c->limit - (int64_t)(est + 0.999999);
+    res->remaining = left > 0 ? left : 0;
+    uint64_t wall_ms = hg_time_now_ns() / 1000000u;
+    res->reset_at_unix_s = (int64_t)((wall_ms + (w - elapsed) + 999) / 1000);
+    res->fallback = true;
+}
+
+/* ---- answers ----------------------------------------------------------------------------- */
+
+static bool cmd_has_cb(const struct cmd *c)
+{
+    switch (c->kind) {
+    case CMD_DEDUP_BEGIN:
+    case CMD_DEDUP_DONE:
+        return c->cb.dedup != NULL;
+    case CMD_RATELIMIT:
+        return c->cb.rl != NULL;
+    case CMD_CACHE_GET:
+        return c->cb.cache != NULL;
+    default:
+        return false;
+    }
+}
+
+static void cmd_release(struct cmd *c)
+{
+    if (c->in_redis || c->in_queue || !c->answered)
+        return;
+    free(c->value);
+    free(c);
+}
+
+static void inflight_unlink(struct hg_redis *r, struct cmd *c)
+{
+    if (!c->in_list)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->inflight_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        r->inflight_tail = c->prev;
+    c->prev = c->next = NULL;
+    c->in_list = false;
+    if (r->inflight_head == NULL)
+        uv_timer_stop(&r->cmd_timer); /* no wake-up for nothing */
+}
+
+/* The answer in c->res is final: queue the callback for the next loop turn. */
+static void answer(struct cmd *c)
+{
+    struct hg_redis *r = c->r;
+    inflight_unlink(r, c);
+    c->answered = true;
+    if (!cmd_has_cb(c)) {
+        cmd_release(c);
+        return;
+    }
+    c->in_queue = true;
+    c->next = NULL;
+    c->prev = r->queue_tail;
+    if (r->queue_tail)
+        r->queue_tail->next = c;
+    else
+        r->queue_head = c;
+    r->queue_tail = c;
+    uv_idle_start(&r->idle, on_idle);
+}
+
+static void answer_fallback(struct cmd *c)
+{
+    struct hg_redis *r = c->r;
+    switch (c->kind) {
+    case CMD_DEDUP_BEGIN:
+    case CMD_DEDUP_DONE:
+    case CMD_DEDUP_ABORT:
+        local_dedup(r, c);
+        r->stats.fallback_dedup++;
+        break;
+    case CMD_RATELIMIT:
+        local_ratelimit(r, c);
+        r->stats.fallback_ratelimit++;
+        break;
+    case CMD_CACHE_GET:
+    case CMD_CACHE_SET:
+        c->res.cache.status = HG_REDIS_CACHE_MISS;
+        c->res.cache.fallback = true;
+        r->stats.fallback_cache++;
+        break;
+    }
+    answer(c);
+}
+
+static void deliver(struct cmd *c)
+{
+    switch (c->kind) {
+    case CMD_DEDUP_BEGIN:
+    case CMD_DEDUP_DONE:
+        c->cb.dedup(c->arg, &c->res.dedup);
+        break;
+    case CMD_RATELIMIT:
+        c->cb.rl(c->arg, &c->res.rl);
+        break;
+    case CMD_CACHE_GET:
+        c->cb.cache(c->arg, &c->res.cache);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- connection -------------------------------------------------------------------------- */
+
+static void conn_set(struct hg_redis *r, enum conn_state s)
+{
+    if (r->conn == CONN_READY && s != CONN_READY && !r->closing)
+        hg_warn(NULL, "redis down, answering from the local fallback", "host", r->url.host, NULL);
+    r->conn = s;
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    start_connect(HG_CONTAINER_OF(t, struct hg_redis, retry_timer));
+}
+
+/* Exponential backoff with "equal jitter": half the delay fixed, half random, so a fleet of
+ * workers does not reconnect in lockstep after a Redis restart. */
+static void schedule_retry(struct hg_redis *r)
+{
+    if (r->closing)
+        return;
+    uint64_t delay = r->opts.backoff_min_ms;
+    for (unsigned i = 0; i < r->attempt && delay < r->opts.backoff_max_ms; i++)
+        delay *= 2;
+    if (delay > r->opts.backoff_max_ms)
+        delay = r->opts.backoff_max_ms;
+    if (r->attempt < 64)
+        r->attempt++;
+    uint64_t half = delay / 2;
+    delay = half + hg_random_u64() % (delay - half + 1);
+    uv_timer_start(&r->retry_timer, on_retry, delay, 0);
+}
+
+/* Condemn the current context; the idle callback frees it outside any hiredis callback. */
+static void conn_fail(struct hg_redis *r)
+{
+    uv_timer_stop(&r->connect_timer);
+    if (r->ctx == NULL || r->conn == CONN_DYING)
+        return;
+    conn_set(r, CONN_DYING);
+    uv_idle_start(&r->idle, on_idle);
+}
+
+static void reap(struct hg_redis *r)
+{
+    if (r->conn != CONN_DYING)
+        return;
+    redisAsyncContext *ac = r->ctx;
+    r->ctx = NULL;
+    conn_set(r, CONN_IDLE);
+    /* Replies still owed come back as NULL here and are answered from the fallback. */
+    redisAsyncFree(ac);
+    schedule_retry(r);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct hg_redis *r = ac->data;
+    if (r->ctx != ac)
+        return; /* we freed it ourselves (reap) */
+    r->ctx = NULL;
+    uv_timer_stop(&r->connect_timer);
+    if (!r->closing && r->conn == CONN_READY)
+        hg_warn(NULL, "redis connection lost", "error", ac->errstr[0] ? ac->errstr : "eof", NULL);
+    conn_set(r, CONN_IDLE);
+    schedule_retry(r);
+}
+
+static void on_handshake_reply(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    struct hg_redis *r = ac->data;
+    redisReply *reply = reply_;
+    struct hs_step *step = privdata;
+    if (r->ctx != ac || r->conn != CONN_HANDSHAKE)
+        return;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        hg_warn(NULL, "redis handshake failed", "step", step->name, "error",
+                reply ? reply->str : "connection lost", NULL);
+        conn_fail(r);
+        return;
+    }
+    if (step->script >= 0) {
+        if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
+            hg_warn(NULL, "redis handshake failed", "step", step->name, "error",
+                    "unexpected SCRIPT LOAD reply", NULL);
+            conn_fail(r);
+            return;
+        }
+        memcpy(r->sha[step->script], reply->str, 40);
+        r->sha[step->script][40] = '\0';
+    }
+    if (--r->handshake_left > 0)
+        return;
+    uv_timer_stop(&r->connect_timer);
+    r->attempt = 0;
+    r->stats.connects++;
+    conn_set(r, CONN_READY);
+    hg_info(NULL, "redis ready", "host", r->url.host, NULL);
+}
+
+static void on_connect(const redisAsyncContext *cac, int status)
+{
+    struct hg_redis *r = cac->data;
+    /* hiredis hands out a const pointer here but the context is ours to send on. */
+    redisAsyncContext *ac = r->ctx;
+    if (ac != cac)
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context right after this callback. */
+        hg_debug(NULL, "redis connect failed", "error", cac->errstr, NULL);
+        r->ctx = NULL;
+        uv_timer_stop(&r->connect_timer);
+        conn_set(r, CONN_IDLE);
+        schedule_retry(r);
+        return;
+    }
+    if (r->closing) {
+        conn_fail(r);
+        return;
+    }
+    conn_set(r, CONN_HANDSHAKE);
+    r->handshake_left = 0;
+    int rc = REDIS_OK;
+    if (r->url.password[0]) {
+        if (r->url.user[0])
+            rc |= redisAsyncCommand(ac, on_handshake_reply, &hs_auth, "AUTH %s %s", r->url.user,
+                                    r->url.password);
+        else
+            rc |= redisAsyncCommand(ac, on_handshake_reply, &hs_auth, "AUTH %s", r->url.password);
+        r->handshake_left++;
+    }
+    if (r->url.db != 0) {
+        rc |= redisAsyncCommand(ac, on_handshake_reply, &hs_select, "SELECT %d", r->url.db);
+        r->handshake_left++;
+    }
+    for (int i = 0; i < SCRIPT__COUNT; i++) {
+        rc |= redisAsyncCommand(ac, on_handshake_reply, &hs_load[i], "SCRIPT LOAD %s", scripts[i]);
+        r->handshake_left++;
+    }
+    if (rc != REDIS_OK)
+        conn_fail(r);
+}
+
+static void on_connect_timeout(uv_timer_t *t)
+{
+    struct hg_redis *r = HG_CONTAINER_OF(t, struct hg_redis, connect_timer);
+    if (r->conn == CONN_CONNECTING || r->conn == CONN_HANDSHAKE) {
+        hg_debug(NULL, "redis connect timed out", "host", r->url.host, NULL);
+        conn_fail(r);
+    }
+}
+
+static void connect_to(struct hg_redis *r, const char *ip)
+{
+    redisAsyncContext *ac = redisAsyncConnect(ip, r->url.port);
+    if (ac == NULL || ac->err) {
+        hg_debug(NULL, "redis connect failed", "error", ac ? ac->errstr : "out of memory", NULL);
+        if (ac)
+            redisAsyncFree(ac);
+        goto retry;
+    }
+    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+        /* The adapter installs its hooks before it can fail; without its data they would
+         * dereference NULL in redisAsyncFree. */
+        memset(&ac->ev, 0, sizeof(ac->ev));
+        redisAsyncFree(ac);
+        goto retry;
+    }
+    ac->data = r;
+    r->ctx = ac;
+    conn_set(r, CONN_CONNECTING);
+    /* Order matters in hiredis 0.14: setting the connect callback arms the write watcher,
+     * which needs the adapter attached. */
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    uv_timer_start(&r->connect_timer, on_connect_timeout, r->opts.connect_timeout_ms, 0);
+    return;
+retry:
+    conn_set(r, CONN_IDLE);
+    schedule_retry(r);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct hg_redis *r = HG_CONTAINER_OF(req, struct hg_redis, gai);
+    r->resolving = false;
+    char ip[64] = "";
+    if (status == 0 && res) {
+        if (res->ai_family == AF_INET6)
+            uv_ip6_name((const struct sockaddr_in6 *)res->ai_addr, ip, sizeof(ip));
+        else
+            uv_ip4_name((const struct sockaddr_in *)res->ai_addr, ip, sizeof(ip));
+    }
+    uv_freeaddrinfo(res);
+    if (r->closing) {
+        uv_idle_start(&r->idle, on_idle); /* let the close finish */
+        return;
+    }
+    if (ip[0] == '\0') {
+        hg_debug(NULL, "redis host did not resolve", "host", r->url.host, "error",
+                 hg_strerror(status), NULL);
+        conn_set(r, CONN_IDLE);
+        schedule_retry(r);
+        return;
+    }
+    connect_to(r, ip);
+}
+
+/* Resolve off the loop (getaddrinfo blocks) unless the host is already an address. */
+static void start_connect(struct hg_redis *r)
+{
+    if (r->closing || r->conn != CONN_IDLE)
+        return;
+    unsigned char tmp[16];
+    if (uv_inet_pton(AF_INET, r->url.host, tmp) == 0 ||
+        uv_inet_pton(AF_INET6, r->url.host, tmp) == 0) {
+        connect_to(r, r->url.host);
+        return;
+    }
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if (uv_getaddrinfo(r->loop, &r->gai, on_resolved, r->url.host, NULL, &hints) != 0) {
+        schedule_retry(r);
+        return;
+    }
+    r->resolving = true;
+    conn_set(r, CONN_RESOLVING);
+}
+
+/* ---- commands ---------------------------------------------------------------------------- */
+
+static void on_cmd_timer(uv_timer_t *t)
+{
+    struct hg_redis *r = HG_CONTAINER_OF(t, struct hg_redis, cmd_timer);
+    uint64_t now = uv_now(r->loop);
+    unsigned expired = 0;
+    while (r->inflight_head && r->inflight_head->deadline <= now) {
+        r->stats.timeouts++;
+        expired++;
+        answer_fallback(r->inflight_head); /* unlinks it; its late reply is dropped */
+    }
+    if (expired) {
+        /* A Redis that misses deadlines is treated as down: dropping the connection means the
+         * next calls answer at once from the fallback instead of each waiting the timeout. */
+        hg_warn(NULL, "redis command timed out, reconnecting", "host", r->url.host, NULL);
+        conn_fail(r);
+    }
+    if (r->inflight_head)
+        uv_timer_start(&r->cmd_timer, on_cmd_timer, r->inflight_head->deadline - now, 0);
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata);
+
+/* Send the script call of c (EVALSHA, or EVAL with the full text after NOSCRIPT). */
+static int send_script(struct hg_redis *r, struct cmd *c)
+{
+    char a1[24], a2[24], member[24];
+    const char *argv[7];
+    size_t argvlen[7];
+    int argc = 0;
+    enum script_id id = c->kind == CMD_RATELIMIT ? SCRIPT_RATELIMIT : SCRIPT_DEDUP;
+    argv[argc++] = c->evalled ? "EVAL" : "EVALSHA";
+    argv[argc++] = c->evalled ? scripts[id] : r->sha[id];
+    argv[argc++] = "1";
+    argv[argc] = c->key;
+    argvlen[argc++] = c->klen;
+    if (id == SCRIPT_RATELIMIT) {
+        snprintf(a1, sizeof(a1), "%llu", (unsigned long long)c->window_ms);
+        snprintf(a2, sizeof(a2), "%lld", (long long)c->limit);
+        snprintf(member, sizeof(member), "%016llx", (unsigned long long)hg_random_u64());
+        argv[argc++] = a1;
+        argv[argc++] = a2;
+        argv[argc++] = member;
+    } else {
+        snprintf(a1, sizeof(a1), "%llu", (unsigned long long)c->ttl_ms);
+        argv[argc++] = a1;
+    }
+    for (int i = 0; i < argc; i++)
+        if (i != 3)
+            argvlen[i] = strlen(argv[i]);
+    return redisAsyncCommandArgv(r->ctx, on_reply, c, argc, argv, argvlen);
+}
+
+static int send_cmd(struct hg_redis *r, struct cmd *c, const char *value, size_t vlen)
+{
+    char ttl[24];
+    const char *argv[5];
+    size_t argvlen[5];
+    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)c->ttl_ms);
+    switch (c->kind) {
+    case CMD_DEDUP_BEGIN:
+    case CMD_RATELIMIT:
+        return send_script(r, c);
+    case CMD_DEDUP_DONE:
+        value = "done";
+        vlen = 4;
+        /* fall through */
+    case CMD_CACHE_SET:
+        argv[0] = "SET";
+        argv[1] = c->key;
+        argv[2] = value;
+        argv[3] = "PX";
+        argv[4] = ttl;
+        argvlen[0] = 3;
+        argvlen[1] = c->klen;
+        argvlen[2] = vlen;
+        argvlen[3] = 2;
+        argvlen[4] = strlen(ttl);
+        return redisAsyncCommandArgv(r->ctx, on_reply, c, 5, argv, argvlen);
+    case CMD_DEDUP_ABORT:
+    case CMD_CACHE_GET:
+        argv[0] = c->kind == CMD_DEDUP_ABORT ? "DEL" : "GET";
+        argv[1] = c->key;
+        argvlen[0] = 3;
+        argvlen[1] = c->klen;
+        return redisAsyncCommandArgv(r->ctx, on_reply, c, 2, argv, argvlen);
+    }
+    return REDIS_ERR;
+}
+
+static int64_t reply_int(const redisReply *rp)
+{
+    return rp->type == REDIS_REPLY_INTEGER ? rp->integer : 0;
+}
+
+/* Turn a successful reply into c->res; false when the reply has an unexpected shape. */
+static bool parse_reply(struct cmd *c, const redisReply *rp)
+{
+    switch (c->kind) {
+    case CMD_DEDUP_BEGIN:
+        if (rp->type != REDIS_REPLY_STRING && rp->type != REDIS_REPLY_STATUS)
+            return false;
+        if (rp->len == 3 && memcmp(rp->str, "new", 3) == 0)
+            c->res.dedup.status = HG_REDIS_DEDUP_NEW;
+        else if (rp->len == 4 && memcmp(rp->str, "done", 4) == 0)
+            c->res.dedup.status = HG_REDIS_DEDUP_DUPLICATE_DONE;
+        else
+            c->res.dedup.status = HG_REDIS_DEDUP_DUPLICATE_PENDING;
+        return true;
+    case CMD_DEDUP_DONE:
+        c->res.dedup.status = HG_REDIS_DEDUP_MARKED;
+        return true;
+    case CMD_RATELIMIT: {
+        if (rp->type != REDIS_REPLY_ARRAY || rp->elements != 4)
+            return false;
+        for (size_t i = 0; i < 4; i++)
+            if (rp->element[i]->type != REDIS_REPLY_INTEGER)
+                return false;
+        struct hg_redis_ratelimit_result *res = &c->res.rl;
+        int64_t now_ms = reply_int(rp->element[3]);
+        int64_t reset_ms = reply_int(rp->element[2]);
+        res->allowed = reply_int(rp->element[0]) == 1;
+        res->limit = c->limit;
+        res->remaining = HG_MAX(reply_int(rp->element[1]), 0);
+        res->reset_at_unix_s = (now_ms + HG_MAX(reset_ms, 0) + 999) / 1000;
+        return true;
+    }
+    case CMD_CACHE_GET:
+        if (rp->type == REDIS_REPLY_NIL) {
+            c->res.cache.status = HG_REDIS_CACHE_MISS;
+            return true;
+        }
+        if (rp->type != REDIS_REPLY_STRING)
+            return false;
+        if (rp->len == 1 && rp->str[0] == 'n') {
+            c->res.cache.status = HG_REDIS_CACHE_NEGATIVE;
+        } else if (rp->len >= 1 && rp->str[0] == 'v' && rp->len - 1 <= HG_REDIS_VALUE_MAX) {
+            c->value = hg_xmalloc(rp->len);
+            memcpy(c->value, rp->str + 1, rp->len - 1);
+            c->value[rp->len - 1] = '\0';
+            c->res.cache.status = HG_REDIS_CACHE_HIT;
+            c->res.cache.value = c->value;
+            c->res.cache.len = rp->len - 1;
+        } else {
+            /* Not written by us (or too big): behave as if nothing were cached. */
+            c->res.cache.status = HG_REDIS_CACHE_MISS;
+        }
+        return true;
+    default:
+        return true;
+    }
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    struct cmd *c = privdata;
+    struct hg_redis *r = c->r;
+    redisReply *rp = reply_;
+    c->in_redis = false;
+    if (c->answered) { /* timed out earlier: the late reply is dropped */
+        cmd_release(c);
+        return;
+    }
+    if (rp == NULL) { /* the connection went away */
+        answer_fallback(c);
+        return;
+    }
+    if (rp->type == REDIS_REPLY_ERROR) {
+        if ((c->kind == CMD_RATELIMIT || c->kind == CMD_DEDUP_BEGIN) && !c->evalled &&
+            strncmp(rp->str, "NOSCRIPT", 8) == 0 && r->conn == CONN_READY && r->ctx == ac) {
+            /* The script cache was flushed (SCRIPT FLUSH, failover to a fresh replica): EVAL
+             * sends the text and caches it again. */
+            r->stats.noscript++;
+            c->evalled = true;
+            if (send_script(r, c) == REDIS_OK) {
+                c->in_redis = true;
+                return;
+            }
+        }
+        hg_warn(NULL, "redis command failed, answering from the fallback", "error", rp->str, NULL);
+        answer_fallback(c);
+        return;
+    }
+    if (!parse_reply(c, rp)) {
+        hg_warn(NULL, "redis reply has an unexpected shape", NULL);
+        answer_fallback(c);
+        return;
+    }
+    answer(c);
+}
+
+static struct cmd *cmd_new(struct hg_redis *r, enum cmd_kind kind, const char *prefix,
+                           const char *key, size_t klen)
+{
+    size_t plen = strlen(prefix);
+    struct cmd *c = hg_xcalloc(1, sizeof(*c) + plen + klen + 1);
+    c->r = r;
+    c->kind = kind;
+    memcpy(c->key, prefix, plen);
+    memcpy(c->key + plen, key, klen);
+    c->klen = plen + klen;
+    c->tenant_off = plen;
+    return c;
+}
+
+/* Send c to Redis when it is ready, else answer it from the fallback (on the next loop turn). */
+static void submit(struct hg_redis *r, struct cmd *c, const char *value, size_t vlen)
+{
+    if (r->conn != CONN_READY || send_cmd(r, c, value, vlen) != REDIS_OK) {
+        answer_fallback(c);
+        return;
+    }
+    c->in_redis = true;
+    c->deadline = uv_now(r->loop) + r->opts.command_timeout_ms;
+    c->in_list = true;
+    c->next = NULL;
+    c->prev = r->inflight_tail;
+    if (r->inflight_tail)
+        r->inflight_tail->next = c;
+    else
+        r->inflight_head = c;
+    r->inflight_tail = c;
+    if (!uv_is_active((uv_handle_t *)&r->cmd_timer))
+        uv_timer_start(&r->cmd_timer, on_cmd_timer, r->opts.command_timeout_ms, 0);
+}
+
+static int check_key(const char *key, size_t max, size_t *len)
+{
+    if (key == NULL)
+        return HG_ERR_INVALID;
+    *len = strnlen(key, max + 1);
+    return *len == 0 || *len > max ? HG_ERR_INVALID : 0;
+}
+
+int hg_redis_dedup_key(char *out, size_t cap, const char *tenant, const char *event_id)
+{
+    int n = snprintf(out, cap, KEY_PREFIX_DEDUP "%s:%s", tenant, event_id);
+    if (n < 0 || (size_t)n >= cap || (size_t)n > HG_REDIS_KEY_MAX)
+        return HG_ERR_TOO_BIG;
+    return 0;
+}
+
+static int dedup_call(struct hg_redis *r, enum cmd_kind kind, const char *key, uint64_t ttl_ms,
+                      hg_redis_dedup_cb cb, void *arg)
+{
+    size_t klen;
+    if (r->closing)
+        return HG_ERR_CLOSED;
+    if (check_key(key, HG_REDIS_KEY_MAX, &klen) < 0 ||
+        (kind != CMD_DEDUP_ABORT && (ttl_ms == 0 || ttl_ms > (1ull << 40))))
+        return HG_ERR_INVALID;
+    struct cmd *c = cmd_new(r, kind, "", key, klen);
+    c->ttl_ms = ttl_ms;
+    c->cb.dedup = cb;
+    c->arg = arg;
+    if (kind == CMD_DEDUP_ABORT) {
+        /* Forget a local mark too, so a retry is NEW whichever side answers it. */
+        struct lentry *e = ltable_get(&r->dedup, c->key, c->klen, mono_ms());
+        if (e)
+            ltable_remove(&r->dedup, e);
+    }
+    submit(r, c, NULL, 0);
+    return 0;
+}
+
+int hg_redis_dedup_begin(struct hg_redis *r, const char *key, uint64_t pending_ttl_ms,
+                         hg_redis_dedup_cb cb, void *arg)
+{
+    if (cb == NULL)
+        return HG_ERR_INVALID;
+    return dedup_call(r, CMD_DEDUP_BEGIN, key, pending_ttl_ms, cb, arg);
+}
+
+int hg_redis_dedup_done(struct hg_redis *r, const char *key, uint64_t ttl_ms,
+                        hg_redis_dedup_cb cb, void *arg)
+{
+    return dedup_call(r, CMD_DEDUP_DONE, key, ttl_ms, cb, arg);
+}
+
+int hg_redis_dedup_abort(struct hg_redis *r, const char *key)
+{
+    return dedup_call(r, CMD_DEDUP_ABORT, key, 0, NULL, NULL);
+}
+
+int hg_redis_ratelimit(struct hg_redis *r, const char *tenant, int64_t limit, uint64_t window_ms,
+                       hg_redis_ratelimit_cb cb, void *arg)
+{
+    size_t tlen;
+    if (r->closing)
+        return HG_ERR_CLOSED;
+    if (cb == NULL || check_key(tenant, HG_REDIS_TENANT_MAX, &tlen) < 0 || limit < 1 ||
+        limit > (1ll << 40) || window_ms == 0 || window_ms > (1ull << 40))
+        return HG_ERR_INVALID;
+    struct cmd *c = cmd_new(r, CMD_RATELIMIT, KEY_PREFIX_RL, tenant, tlen);
+    c->limit = limit;
+    c->window_ms = window_ms;
+    c->cb.rl = cb;
+    c->arg = arg;
+    submit(r, c, NULL, 0);
+    return 0;
+}
+
+int hg_redis_cache_get(struct hg_redis *r, const char *key, hg_redis_cache_cb cb, void *arg)
+{
+    size_t klen;
+    if (r->closing)
+        return HG_ERR_CLOSED;
+    if (cb == NULL || check_key(key, HG_REDIS_KEY_MAX, &klen) < 0)
+        return HG_ERR_INVALID;
+    struct cmd *c = cmd_new(r, CMD_CACHE_GET, KEY_PREFIX_CACHE, key, klen);
+    c->cb.cache = cb;
+    c->arg = arg;
+    submit(r, c, NULL, 0);
+    return 0;
+}
+
+/* Stored values carry a one-byte tag ('v' value, 'n' negative) so that no real value can be
+ * mistaken for the negative marker. */
+static int cache_set(struct hg_redis *r, const char *key, const void *value, size_t len,
+                     bool negative, uint64_t ttl_ms)
+{
+    size_t klen;
+    if (r->closing)
+        return HG_ERR_CLOSED;
+    if (check_key(key, HG_REDIS_KEY_MAX, &klen) < 0 || ttl_ms == 0 || ttl_ms > (1ull << 40) ||
+        (!negative && value == NULL && len > 0))
+        return HG_ERR_INVALID;
+    if (len > HG_REDIS_VALUE_MAX)
+        return HG_ERR_TOO_BIG;
+    struct cmd *c = cmd_new(r, CMD_CACHE_SET, KEY_PREFIX_CACHE, key, klen);
+    c->ttl_ms = ttl_ms;
+    if (negative) {
+        submit(r, c, "n", 1);
+        return 0;
+    }
+    char *tagged = hg_xmalloc(len + 1);
+    tagged[0] = 'v';
+    if (len)
+        memcpy(tagged + 1, value, len);
+    submit(r, c, tagged, len + 1); /* hiredis copies the formatted command */
+    free(tagged);
+    return 0;
+}
+
+int hg_redis_cache_set(struct hg_redis *r, const char *key, const void *value, size_t len,
+                       uint64_t ttl_ms)
+{
+    return cache_set(r, key, value, len, false, ttl_ms);
+}
+
+int hg_redis_cache_set_negative(struct hg_redis *r, const char *key, uint64_t ttl_ms)
+{
+    return cache_set(r, key, NULL, 0, true, ttl_ms);
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct hg_redis *r = h->data;
+    if (--r->handles_open > 0)
+        return;
+    hg_redis_close_cb cb = r->close_cb;
+    void *arg = r->close_arg;
+    ltable_free(&r->dedup);
+    ltable_free(&r->rl);
+    free(r);
+    if (cb)
+        cb(arg);
+}
+
+static void finish_close(struct hg_redis *r)
+{
+    uv_idle_stop(&r->idle);
+    uv_timer_stop(&r->retry_timer);
+    uv_timer_stop(&r->connect_timer);
+    uv_timer_stop(&r->cmd_timer);
+    r->handles_open = 4;
+    uv_close((uv_handle_t *)&r->retry_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&r->connect_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&r->cmd_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&r->idle, on_handle_closed);
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    struct hg_redis *r = HG_CONTAINER_OF(h, struct hg_redis, idle);
+    reap(r);
+    /* Take the whole queue: answers queued by these callbacks wait for the next turn. */
+    struct cmd *c = r->queue_head;
+    r->queue_head = r->queue_tail = NULL;
+    while (c) {
+        struct cmd *next = c->next;
+        c->next = c->prev = NULL;
+        deliver(c);
+        c->in_queue = false;
+        cmd_release(c);
+        c = next;
+    }
+    if (r->queue_head || r->conn == CONN_DYING)
+        return;
+    uv_idle_stop(&r->idle);
+    if (r->closing && !r->resolving && r->handles_open == 0)
+        finish_close(r);
+}
+
+int hg_redis_open(uv_loop_t *loop, const char *url, const struct hg_redis_opts *opts,
+                  struct hg_redis **out)
+{
+    struct hg_redis *r = hg_xcalloc(1, sizeof(*r));
+    int rc = hg_redis_url_parse(url, &r->url);
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    r->loop = loop;
+    if (opts)
+        r->opts = *opts;
+    if (r->opts.command_timeout_ms == 0)
+        r->opts.command_timeout_ms = 200;
+    if (r->opts.connect_timeout_ms == 0)
+        r->opts.connect_timeout_ms = 1000;
+    if (r->opts.backoff_min_ms == 0)
+        r->opts.backoff_min_ms = 100;
+    if (r->opts.backoff_max_ms == 0)
+        r->opts.backoff_max_ms = 10000;
+    if (r->opts.backoff_max_ms < r->opts.backoff_min_ms)
+        r->opts.backoff_max_ms = r->opts.backoff_min_ms;
+    r->dedup.max = r->opts.local_dedup_max ? r->opts.local_dedup_max : 100000;
+    r->rl.max = r->opts.local_ratelimit_max ? r->opts.local_ratelimit_max : 10000;
+    /* uv_timer_init / uv_idle_init cannot fail on a valid loop. */
+    uv_timer_init(loop, &r->retry_timer);
+    uv_timer_init(loop, &r->connect_timer);
+    uv_timer_init(loop, &r->cmd_timer);
+    uv_idle_init(loop, &r->idle);
+    r->retry_timer.data = r->connect_timer.data = r->cmd_timer.data = r->idle.data = r;
+    r->conn = CONN_IDLE;
+    start_connect(r);
+    *out = r;
+    return 0;
+}
+
+void hg_redis_close(struct hg_redis *r, hg_redis_close_cb cb, void *arg)
+{
+    if (r->closing)
+        return;
+    r->closing = true;
+    r->close_cb = cb;
+    r->close_arg = arg;
+    uv_timer_stop(&r->retry_timer);
+    uv_timer_stop(&r->connect_timer);
+    if (r->resolving)
+        uv_cancel((uv_req_t *)&r->gai);
+    if (r->ctx && r->conn != CONN_DYING)
+        conn_set(r, CONN_DYING);
+    /* Everything else happens from the loop: reaping the context answers what is still owed,
+     * then the handles close. */
+    uv_idle_start(&r->idle, on_idle);
+}
+
+enum hg_redis_state hg_redis_state(const struct hg_redis *r)
+{
+    return r->conn == CONN_READY ? HG_REDIS_OK : HG_REDIS_DOWN;
+}
+
+const struct hg_redis_stats *hg_redis_stats(const struct hg_redis *r)
+{
+    return &r->stats;
+}
