@@ -30,6 +30,8 @@ UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
 
+# The main thread's log line once every worker is up (src/main.c).
+STARTED_MSG = "hookgate started"
 START_TIMEOUT = float(os.environ.get("HG_E2E_START_TIMEOUT", "20"))
 
 
@@ -457,6 +459,7 @@ class Hookgate:
     # lifecycle
     def start(self, wait=True):
         assert not self.running(), "already running"
+        self._starts_before = sum(1 for r in self.log_records() if r.get("msg") == STARTED_MSG)
         out = open(self.stdout_path, "ab")
         err = open(self.stderr_path, "ab")
         try:
@@ -481,7 +484,9 @@ class Hookgate:
                                      + self.stderr_tail())
             try:
                 r = requests.get(self.base + "/health", timeout=1)
-                if r.status_code == 200:
+                # /health answers as soon as the first worker listens, while later workers may
+                # still be opening their spool and sink: wait for the main thread's start line too.
+                if r.status_code == 200 and self._started_logged():
                     return
                 last = f"status {r.status_code}"
             except requests.RequestException as e:
@@ -489,6 +494,10 @@ class Hookgate:
             time.sleep(0.05)
         raise AssertionError(f"hookgate not healthy after {timeout}s (last: {last}); stderr tail:\n"
                              + self.stderr_tail())
+
+    def _started_logged(self):
+        n = self._starts_before
+        return sum(1 for r in self.log_records() if r.get("msg") == STARTED_MSG) > n
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
