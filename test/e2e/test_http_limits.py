@@ -168,6 +168,17 @@ def test_408_slow_body_then_close(lim):
         assert c.wait_closed(2), "connection not closed after 408"
 
 
+def test_408_stalled_chunked_body(lim):
+    body = hgm.body_bytes(hgm.text_envelope())
+    head = hgm.request_bytes("POST", "/webhooks/whatsapp", [
+        ("X-Hub-Signature-256", hgm.sign(DEFAULT_SECRET, body)), ("Transfer-Encoding", "chunked")])
+    with lim.raw(timeout=10) as c:
+        c.send(head + hgm.chunked(body, sizes=(64,))[:150])   # a chunk and a half, no end
+        r = c.read_response(timeout=BODY_TIMEOUT + 3)
+        assert r.status == 408, r
+        assert c.wait_closed(2), "connection not closed after 408"
+
+
 def test_idle_keepalive_closed(lim):
     with lim.raw(timeout=10) as c:
         c.send(hgm.request_bytes("GET", "/health"))
