@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Fake WhatsApp Graph API (test/fakes/graph_api.py) for scripts/with-services.sh.
+#   graph.sh start STATEDIR   start on 127.0.0.1:$HG_TEST_GRAPH_PORT (14580), wait until it
+#                             answers, print HG_TEST_GRAPH_URL and the tokens it accepts
+#   graph.sh stop STATEDIR    stop it (pidfile)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+port=${HG_TEST_GRAPH_PORT:-14580}
+token=test-graph-token
+token2=test-graph-token-2
+cmd=${1:-}
+state=${2:-}
+[ -n "$cmd" ] && [ -n "$state" ] || { echo "usage: $0 start|stop STATEDIR" >&2; exit 2; }
+mkdir -p "$state"
+state=$(cd "$state" && pwd)
+pidfile=$state/graph.pid
+
+answering() {
+  curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/_stats"
+}
+
+do_start() {
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    return 0
+  fi
+  if answering; then
+    echo "graph.sh: port $port is already taken by something else" >&2
+    exit 1
+  fi
+  nohup python3 "$root/test/fakes/graph_api.py" "$port" "$root/test/fixtures/media" \
+    "$token" "$token2" >"$state/graph.log" 2>&1 &
+  echo $! >"$pidfile"
+  for _ in $(seq 1 100); do
+    if answering; then
+      return 0
+    fi
+    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      echo "graph.sh: server exited; log follows" >&2
+      cat "$state/graph.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "graph.sh: server did not answer within 10 s" >&2
+  do_stop
+  exit 1
+}
+
+do_stop() {
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+case "$cmd" in
+  start)
+    do_start
+    echo "HG_TEST_GRAPH_URL=http://127.0.0.1:$port"
+    echo "HG_TEST_GRAPH_TOKEN=$token"
+    echo "HG_TEST_GRAPH_TOKEN2=$token2"
+    ;;
+  stop) do_stop ;;
+  *) echo "usage: $0 start|stop STATEDIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,171 @@
+"""Command line: -v, --help, unknown options, -t config check with file:line errors, env overrides
+and *_file secrets."""
+
+import os
+import re
+import subprocess
+
+import pytest
+import requests
+
+import hookgate as hgm
+
+
+def run(binary, *args, env=None, timeout=20):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("HOOKGATE_")}
+    e.update(env or {})
+    return subprocess.run([binary, *args], capture_output=True, text=True, env=e, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def good_config(tmp_path):
+    port = hgm.free_port()
+    sections = hgm.default_config(port, tmp_path)
+    p = tmp_path / "good.conf"
+    p.write_text(hgm.render_config(sections))
+    return p, sections
+
+
+def test_version(hookgate_bin):
+    r = run(hookgate_bin, "-v")
+    assert r.returncode == 0, r.stderr
+    assert re.match(r"^hookgate \d+\.\d+\.\d+\S*\s*$", r.stdout), repr(r.stdout)
+
+
+def test_help(hookgate_bin):
+    r = run(hookgate_bin, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "usage" in r.stdout.lower(), repr(r.stdout)
+    assert "-c" in r.stdout and "-t" in r.stdout, repr(r.stdout)
+
+
+def test_unknown_option(hookgate_bin):
+    r = run(hookgate_bin, "--definitely-not-an-option")
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "usage" in r.stderr.lower(), repr(r.stderr)
+
+
+def test_check_config_ok(hookgate_bin, tmp_path):
+    p, _ = good_config(tmp_path)
+    r = run(hookgate_bin, "-t", "-c", str(p))
+    assert r.returncode == 0, r.stderr
+    assert "configuration ok" in (r.stdout + r.stderr).lower(), (r.stdout, r.stderr)
+
+
+def test_check_config_does_not_listen(hookgate_bin, tmp_path):
+    """-t only checks: it must exit promptly even though the config is fine."""
+    p, _ = good_config(tmp_path)
+    r = run(hookgate_bin, "-t", "-c", str(p), timeout=10)
+    assert r.returncode == 0
+
+
+BAD_VALUES = [
+    ("server", "workers", "banana"),
+    ("server", "max_body", "lots"),
+    ("server", "header_timeout", "10 parsecs"),
+    ("server", "listen", "not-a-host-port"),
+    ("server", "ack", "whenever"),
+    ("log", "level", "chatty"),
+    ("spool", "max_bytes", "-5"),
+]
+
+
+@pytest.mark.parametrize("section,key,value", BAD_VALUES, ids=[f"{s}.{k}" for s, k, _ in BAD_VALUES])
+def test_check_config_bad_value_reports_file_line(hookgate_bin, tmp_path, section, key, value):
+    port = hgm.free_port()
+    sections = hgm.default_config(port, tmp_path)
+    sections[section][key] = value
+    text = hgm.render_config(sections)
+    p = tmp_path / "bad.conf"
+    p.write_text(text)
+    lineno = next(i + 1 for i, ln in enumerate(text.splitlines())
+                  if ln.startswith(f"{key} = {value}"))
+    r = run(hookgate_bin, "-t", "-c", str(p))
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    assert f"{p}:{lineno}:" in r.stderr or f"bad.conf:{lineno}:" in r.stderr, \
+        f"expected '{p}:{lineno}: reason' on stderr, got {r.stderr!r}"
+    assert "configuration ok" not in (r.stdout + r.stderr).lower()
+
+
+def test_check_config_syntax_error(hookgate_bin, tmp_path):
+    p = tmp_path / "syntax.conf"
+    p.write_text("[server]\nlisten = 127.0.0.1:1\nthis line has no equals sign\n")
+    r = run(hookgate_bin, "-t", "-c", str(p))
+    assert r.returncode != 0
+    assert re.search(re.escape(str(p)) + r":3:\s*\S", r.stderr) or \
+        re.search(r"syntax\.conf:3:\s*\S", r.stderr), repr(r.stderr)
+
+
+def test_check_config_missing_file(hookgate_bin, tmp_path):
+    r = run(hookgate_bin, "-t", "-c", str(tmp_path / "nope.conf"))
+    assert r.returncode != 0
+    assert "nope.conf" in r.stderr, repr(r.stderr)
+
+
+def test_check_config_env_override_error(hookgate_bin, tmp_path):
+    p, _ = good_config(tmp_path)
+    r = run(hookgate_bin, "-t", "-c", str(p), env={"HOOKGATE_SERVER_WORKERS": "banana"})
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    assert "HOOKGATE_SERVER_WORKERS" in r.stderr, repr(r.stderr)
+
+
+def test_run_refuses_bad_env_override(hookgate_bin, tmp_path):
+    """Env wins over the file: a bad HOOKGATE_SERVER_WORKERS stops start-up though the file is fine."""
+    p, _ = good_config(tmp_path)
+    r = run(hookgate_bin, "-c", str(p), env={"HOOKGATE_SERVER_WORKERS": "-3"}, timeout=20)
+    assert r.returncode != 0
+    assert "HOOKGATE_SERVER_WORKERS" in r.stderr, repr(r.stderr)
+
+
+def test_env_overrides_listen_secret_token_dirs(make_hg, tmp_path):
+    port = hgm.free_port()
+    env_out = tmp_path / "env-out"
+    env_spool = tmp_path / "env-spool"
+    h = make_hg(env={
+        "HOOKGATE_SERVER_LISTEN": f"127.0.0.1:{port}",
+        "HOOKGATE_SERVER_WORKERS": "1",
+        "HOOKGATE_WHATSAPP_APP_SECRET": "env-secret",
+        "HOOKGATE_WHATSAPP_VERIFY_TOKEN": "env-token",
+        "HOOKGATE_SPOOL_DIR": str(env_spool),
+        "HOOKGATE_NDJSON_DIR": str(env_out),
+    }, start=False)
+    file_port = h.port
+    h.port = port
+    h.base = f"http://127.0.0.1:{port}"
+    h.start()
+    # Workers from env (the file says 2): only worker 0 ever logs.
+    workers = {r.get("worker") for r in h.log_records()}
+    assert workers - {-1} == {0}, f"workers seen in the log: {workers}"
+    # Listen address: the env one, not the file one.
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{file_port}/health", timeout=2)
+    # Verify token from env.
+    q = {"hub.mode": "subscribe", "hub.challenge": "42", "hub.verify_token": "env-token"}
+    assert h.get("/webhooks/whatsapp", params=q).status_code == 200
+    q["hub.verify_token"] = hgm.DEFAULT_VERIFY
+    assert h.get("/webhooks/whatsapp", params=q).status_code == 403
+    # App secret from env.
+    wamid = hgm.new_wamid()
+    assert h.post_whatsapp(hgm.text_envelope(wamid), secret=hgm.DEFAULT_SECRET).status_code == 401
+    r = h.post_whatsapp(hgm.text_envelope(wamid), secret="env-secret")
+    assert r.status_code == 200, r.text
+    # Spool and ndjson dirs from env.
+    assert h.ndjson_dir == env_out
+    h.wait_events([wamid])
+    assert env_spool.is_dir(), "spool dir from env not created"
+    assert not (h.dir / "spool").exists(), "spool dir from the file used despite env"
+    assert not list((h.dir / "out").rglob("*.ndjson")), "ndjson dir from the file used despite env"
+
+
+def test_secret_file(make_hg, tmp_path):
+    sf = tmp_path / "secret.txt"
+    sf.write_text("secret-from-file\n")
+    h = make_hg(overrides={"whatsapp": {"app_secret": None, "app_secret_file": str(sf)}})
+    assert h.post_whatsapp(hgm.text_envelope(), secret="secret-from-file").status_code == 200
+    assert h.post_whatsapp(hgm.text_envelope(), secret=hgm.DEFAULT_SECRET).status_code == 401
+
+
+def test_workers_auto(make_hg):
+    h = make_hg(overrides={"server": {"workers": "auto"}})
+    assert h.get("/health").status_code == 200
+    assert h.post_whatsapp(hgm.text_envelope()).status_code == 200

@@ -1,0 +1,326 @@
+"""HTTP/1.1 edge cases over raw sockets: size caps (413/431), timeouts (408, keep-alive idle),
+connection cap (503), malformed requests (400), keep-alive and pipelining."""
+
+import json
+import socket
+import time
+
+import pytest
+
+import hookgate as hgm
+from hookgate import DEFAULT_SECRET
+
+HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.0
+KEEPALIVE_TIMEOUT = 1.5
+MAX_BODY = 64 * 1024
+MAX_HEADER = 4 * 1024
+
+
+@pytest.fixture
+def lim(make_hg):
+    return make_hg(overrides={"server": {
+        "header_timeout": "1s",
+        "body_timeout": "1000ms",
+        "keepalive_timeout": "1500ms",
+        "max_body": "64KiB",
+        "max_header": "4KiB",
+    }})
+
+
+def signed_post(body, path="/webhooks/whatsapp", extra=()):
+    return hgm.request_bytes("POST", path, [
+        ("Content-Type", "application/json"),
+        ("X-Hub-Signature-256", hgm.sign(DEFAULT_SECRET, body)),
+        *extra,
+    ], body)
+
+
+# --------------------------------------------------------------------------- sizes
+
+def test_413_early_from_content_length(lim):
+    with lim.raw() as c:
+        c.send(hgm.request_bytes("POST", "/webhooks/whatsapp", [
+            ("Content-Type", "application/json"),
+            ("X-Hub-Signature-256", "sha256=" + "0" * 64),
+            ("Content-Length", str(10 * 1024 * 1024)),
+        ]))
+        t0 = time.monotonic()
+        r = c.read_response(timeout=5)
+        elapsed = time.monotonic() - t0
+    assert r.status == 413, r
+    # Answered from the headers alone, not after waiting for a body that never comes.
+    assert elapsed < BODY_TIMEOUT, f"413 took {elapsed:.2f}s"
+
+
+def test_413_just_over_limit(lim):
+    with lim.raw() as c:
+        c.send(hgm.request_bytes("POST", "/webhooks/whatsapp", [
+            ("X-Hub-Signature-256", "sha256=" + "0" * 64),
+            ("Content-Length", str(MAX_BODY + 1)),
+        ]))
+        r = c.read_response(timeout=5)
+    assert r.status == 413, r
+
+
+def test_expect_100_continue_too_big_gets_413_not_100(lim):
+    with lim.raw() as c:
+        c.send(hgm.request_bytes("POST", "/webhooks/whatsapp", [
+            ("X-Hub-Signature-256", "sha256=" + "0" * 64),
+            ("Content-Length", str(MAX_BODY * 4)),
+            ("Expect", "100-continue"),
+        ]))
+        r = c.read_response(timeout=5)
+    assert r.status == 413, r
+
+
+def test_413_chunked_over_limit(lim):
+    body = b"x" * (MAX_BODY + 4096)
+    req = hgm.request_bytes("POST", "/webhooks/whatsapp", [
+        ("X-Hub-Signature-256", hgm.sign(DEFAULT_SECRET, body)),
+        ("Transfer-Encoding", "chunked"),
+    ]) + hgm.chunked(body, sizes=(8192,))
+    with lim.raw() as c:
+        try:
+            c.send(req)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may stop reading once over the cap; the 413 must still be there
+        r = c.read_response(timeout=5)
+    assert r.status == 413, r
+
+
+def test_body_exactly_at_limit_accepted(lim):
+    wamid = hgm.new_wamid()
+    env = hgm.text_envelope(wamid, text="")
+    base = len(hgm.body_bytes(env))
+    env = hgm.text_envelope(wamid, text="x" * (MAX_BODY - base))
+    body = hgm.body_bytes(env)
+    assert len(body) == MAX_BODY
+    r = lim.post_whatsapp(body)
+    assert r.status_code == 200, r.text
+    lim.wait_events([wamid])
+
+
+def test_431_one_big_header(lim):
+    with lim.raw() as c:
+        c.send(hgm.request_bytes("GET", "/health", [("X-Pad", "a" * (MAX_HEADER * 2))]))
+        r = c.read_response(timeout=5)
+    assert r.status == 431, r
+
+
+def test_431_many_headers(lim):
+    hdrs = [(f"X-Pad-{i}", "b" * 50) for i in range(120)]  # ~7 KiB in total
+    with lim.raw() as c:
+        c.send(hgm.request_bytes("GET", "/health", hdrs))
+        r = c.read_response(timeout=5)
+    assert r.status == 431, r
+
+
+def test_headers_under_limit_ok(lim):
+    with lim.raw() as c:
+        c.send(hgm.request_bytes("GET", "/health", [("X-Pad", "c" * 2000)]))
+        r = c.read_response(timeout=5)
+    assert r.status == 200, r
+
+
+# --------------------------------------------------------------------------- timeouts
+
+def test_408_slow_headers_then_close(lim):
+    with lim.raw(timeout=10) as c:
+        c.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        t0 = time.monotonic()
+        r = c.read_response(timeout=HEADER_TIMEOUT + 3)
+        elapsed = time.monotonic() - t0
+        assert r.status == 408, r
+        assert elapsed >= HEADER_TIMEOUT * 0.8, f"408 after only {elapsed:.2f}s"
+        assert c.wait_closed(2), "connection not closed after 408"
+
+
+def test_slow_headers_trickle_still_times_out(lim):
+    """The header deadline is for the whole header block, not per byte received."""
+    with lim.raw(timeout=10) as c:
+        c.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        t0 = time.monotonic()
+        got = None
+        for i in range(40):  # one header byte every 100 ms for up to 4 s
+            try:
+                c.send(b"X" if i else b"X-Trickle: ")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if c.wait_closed(0.1) or c.buf:
+                break
+        got = c.read_response(timeout=1) if c.buf else None
+        elapsed = time.monotonic() - t0
+    assert got is not None and got.status == 408, got
+    assert elapsed < HEADER_TIMEOUT + 1.5, f"trickled headers kept the connection {elapsed:.2f}s"
+
+
+def test_408_slow_body_then_close(lim):
+    body = hgm.body_bytes(hgm.text_envelope())
+    req = signed_post(body)
+    with lim.raw(timeout=10) as c:
+        c.send(req[:-len(body) + 20])  # headers + 20 bytes of body
+        t0 = time.monotonic()
+        r = c.read_response(timeout=BODY_TIMEOUT + 3)
+        elapsed = time.monotonic() - t0
+        assert r.status == 408, r
+        assert elapsed >= BODY_TIMEOUT * 0.8, f"408 after only {elapsed:.2f}s"
+        assert c.wait_closed(2), "connection not closed after 408"
+
+
+def test_408_stalled_chunked_body(lim):
+    body = hgm.body_bytes(hgm.text_envelope())
+    head = hgm.request_bytes("POST", "/webhooks/whatsapp", [
+        ("X-Hub-Signature-256", hgm.sign(DEFAULT_SECRET, body)), ("Transfer-Encoding", "chunked")])
+    with lim.raw(timeout=10) as c:
+        c.send(head + hgm.chunked(body, sizes=(64,))[:150])   # a chunk and a half, no end
+        r = c.read_response(timeout=BODY_TIMEOUT + 3)
+        assert r.status == 408, r
+        assert c.wait_closed(2), "connection not closed after 408"
+
+
+def test_idle_keepalive_closed(lim):
+    with lim.raw(timeout=10) as c:
+        c.send(hgm.request_bytes("GET", "/health"))
+        assert c.read_response().status == 200
+        t0 = time.monotonic()
+        closed = c.wait_closed(KEEPALIVE_TIMEOUT + 3)
+        elapsed = time.monotonic() - t0
+        assert closed, "idle keep-alive connection never closed"
+        assert elapsed >= KEEPALIVE_TIMEOUT * 0.8, f"closed after only {elapsed:.2f}s"
+        assert c.buf == b"", f"unexpected bytes on idle close: {c.buf[:200]!r}"
+
+
+# --------------------------------------------------------------------------- connection handling
+
+def test_keepalive_several_requests(lim):
+    with lim.raw() as c:
+        for i in range(3):
+            c.send(hgm.request_bytes("GET", "/health", [("X-Request-Id", f"ka-{i}")]))
+            r = c.read_response()
+            assert r.status == 200 and r.header("x-request-id") == f"ka-{i}", r
+        wamid = hgm.new_wamid()
+        c.send(signed_post(hgm.body_bytes(hgm.text_envelope(wamid))))
+        r = c.read_response()
+        assert r.status == 200, r
+        c.send(hgm.request_bytes("GET", "/nope"))
+        assert c.read_response().status == 404
+        c.send(hgm.request_bytes("POST", "/webhooks/whatsapp", [
+            ("X-Hub-Signature-256", "sha256=" + "0" * 64)], hgm.body_bytes(hgm.text_envelope())))
+        r = c.read_response()
+        assert r.status == 401, r
+        c.send(hgm.request_bytes("GET", "/health"))
+        assert c.read_response().status == 200
+    lim.wait_events([wamid])
+
+
+def test_pipelining_in_order(lim):
+    wamid = hgm.new_wamid()
+    reqs = (hgm.request_bytes("GET", "/health", [("X-Request-Id", "p1")])
+            + signed_post(hgm.body_bytes(hgm.text_envelope(wamid)), extra=[("X-Request-Id", "p2")])
+            + hgm.request_bytes("GET", "/no/such/path", [("X-Request-Id", "p3")])
+            + hgm.request_bytes("GET", "/health", [("X-Request-Id", "p4")]))
+    with lim.raw() as c:
+        c.send(reqs)
+        rs = [c.read_response() for _ in range(4)]
+    assert [r.status for r in rs] == [200, 200, 404, 200], rs
+    assert [r.header("x-request-id") for r in rs] == ["p1", "p2", "p3", "p4"]
+    assert rs[1].json()["request_id"] == "p2"
+    lim.wait_events([wamid])
+
+
+def test_pipelined_posts_in_order(lim):
+    wamids = [hgm.new_wamid() for _ in range(5)]
+    reqs = b"".join(signed_post(hgm.body_bytes(hgm.text_envelope(w)), extra=[("X-Request-Id", f"pp{i}")])
+                    for i, w in enumerate(wamids))
+    with lim.raw() as c:
+        c.send(reqs)
+        rs = [c.read_response() for _ in wamids]
+    assert [r.status for r in rs] == [200] * 5, rs
+    assert [r.json()["request_id"] for r in rs] == [f"pp{i}" for i in range(5)]
+    evs = lim.wait_events(wamids)
+    for i, w in enumerate(wamids):
+        assert [e["correlation_id"] for e in evs if e["event_id"] == w] == [f"pp{i}"]
+
+
+@pytest.mark.parametrize("line", [
+    b"GARBAGE\r\n\r\n",
+    b"GET\r\n\r\n",
+    b"GET /health HTTX/1.1\r\nHost: x\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",   # a TLS ClientHello on the plain port
+    b"GET /health HTTP/1.1\r\nHost x\r\n\r\n",                  # header without colon
+], ids=["garbage", "no-target", "bad-version", "tls-hello", "header-no-colon"])
+def test_malformed_request_400(lim, line):
+    with lim.raw() as c:
+        c.send(line)
+        r = c.read_response(timeout=5)
+        assert r.status == 400, r
+        assert c.wait_closed(2), "connection kept open after a parse error"
+
+
+def test_max_connections_per_worker(make_hg):
+    h = make_hg(overrides={"server": {"workers": "1", "max_connections": "3"}})
+    conns = []
+    time.sleep(0.3)  # let the server notice the start-up health probe's connection closing
+    try:
+        for i in range(3):
+            c = h.raw()
+            c.send(hgm.request_bytes("GET", "/health"))
+            assert c.read_response().status == 200, f"connection {i} refused below the cap"
+            conns.append(c)
+        extra = h.raw()
+        try:
+            extra.send(hgm.request_bytes("GET", "/health"))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r = extra.read_response(timeout=5)
+        assert r.status == 503, r
+        assert extra.wait_closed(2), "over-cap connection not closed after 503"
+        extra.close()
+        # The three kept connections still work.
+        for c in conns:
+            c.send(hgm.request_bytes("GET", "/health"))
+            assert c.read_response().status == 200
+        # Freeing a slot lets a new connection in.
+        conns.pop().close()
+
+        def fresh_ok():
+            try:
+                with h.raw() as c2:
+                    c2.send(hgm.request_bytes("GET", "/health"))
+                    return c2.read_response(timeout=2).status == 200
+            except (hgm.ConnectionClosed, OSError):
+                return False
+        hgm.wait_until(fresh_ok, 5, interval=0.1, what="a free slot after closing a connection")
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_http10_without_keepalive_closes(lim):
+    with lim.raw() as c:
+        c.send(b"GET /health HTTP/1.0\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200
+        assert c.wait_closed(2)
+
+
+def test_connection_close_honoured(lim):
+    with lim.raw() as c:
+        c.send(hgm.request_bytes("GET", "/health", [("Connection", "close")]))
+        assert c.read_response().status == 200
+        assert c.wait_closed(2), "Connection: close ignored"
+
+
+def test_many_concurrent_connections(make_hg):
+    h = make_hg()
+    conns = [h.raw(timeout=10) for _ in range(200)]
+    try:
+        for i, c in enumerate(conns):
+            c.send(hgm.request_bytes("GET", "/health", [("X-Request-Id", f"c{i}")]))
+        for i, c in enumerate(conns):
+            r = c.read_response()
+            assert r.status == 200 and r.header("x-request-id") == f"c{i}", r
+    finally:
+        for c in conns:
+            c.close()

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Fake WhatsApp Graph API for the media tests (stdlib only, 127.0.0.1).
+
+  graph_api.py PORT FIXTURES_DIR TOKEN [TOKEN...]
+
+Every request needs `Authorization: Bearer <one of the tokens>` (401 otherwise), as Meta's does.
+  GET /v18.0/<media_id>   metadata {url, mime_type, sha256, file_size, id, messaging_product}
+  GET /files/<media_id>   the bytes (the url above points here)
+  GET /_stats             (no auth) counters: hits per path, in-flight file downloads now and at
+                          most, in total and per token
+  POST /_reset            (no auth) zero the counters and the flaky state
+Media ids: jpg png webp ogg mp4 pdf (real files, sha256 hex for some and base64 for others),
+expired (url answers 404), gone (metadata 404), flaky (metadata and file 503 once each, with
+Retry-After: 0), ratelimited (429 once), slow-<n> (the JPEG sent in small chunks with pauses),
+badsha, liar (PNG bytes declared image/jpeg), big (larger than the tests' image cap, file_size
+says so), bigquiet (the same but file_size understates it), multi (a 200 KiB PDF-like file),
+eicar (text/plain carrying the EICAR antivirus test string), weird (declared type we do not store).
+"""
+import base64
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PORT = int(sys.argv[1])
+FIXTURES = sys.argv[2]
+TOKENS = set(sys.argv[3:])
+BASE = "http://127.0.0.1:%d" % PORT
+
+lock = threading.Lock()
+stats = {}
+flaky_state = {}
+
+
+def reset():
+    with lock:
+        stats.clear()
+        stats.update({"hits": {}, "inflight": 0, "max_inflight": 0,
+                      "inflight_token": {}, "max_inflight_token": {}})
+        flaky_state.clear()
+
+
+reset()
+
+
+def fixture(name):
+    with open(os.path.join(FIXTURES, name), "rb") as f:
+        return f.read()
+
+
+def pseudo_random(n, seed):
+    out = bytearray()
+    x = seed
+    while len(out) < n:
+        x = (x * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+        out += (x >> 33).to_bytes(4, "little")
+    return bytes(out[:n])
+
+
+JPEG = fixture("tiny.jpg")
+PNG = fixture("tiny.png")
+# The EICAR test string, assembled here so this file itself is not flagged by scanners.
+EICAR = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
+
+# media id -> (bytes, declared mime, sha encoding "hex"/"b64"/"wrong", file_size override)
+MEDIA = {
+    "jpg": (JPEG, "image/jpeg", "hex", None),
+    "png": (PNG, "image/png", "b64", None),
+    "webp": (fixture("tiny.webp"), "image/webp", "b64", None),
+    "ogg": (fixture("tiny.ogg"), "audio/ogg; codecs=opus", "hex", None),
+    "mp4": (fixture("tiny.mp4"), "video/mp4", "b64", None),
+    "pdf": (fixture("tiny.pdf"), "application/pdf", "hex", None),
+    "expired": (JPEG, "image/jpeg", "hex", None),
+    "flaky": (PNG, "image/png", "b64", None),
+    "ratelimited": (PNG, "image/png", "hex", None),
+    "badsha": (JPEG, "image/jpeg", "wrong", None),
+    "liar": (PNG, "image/jpeg", "hex", None),
+    "big": (JPEG + pseudo_random(300 * 1024, 7), "image/jpeg", "hex", None),
+    "bigquiet": (JPEG + pseudo_random(300 * 1024, 7), "image/jpeg", "hex", 1000),
+    "multi": (b"%PDF-1.4\n" + pseudo_random(200 * 1024 + 17, 11), "application/pdf", "b64", None),
+    "eicar": (EICAR + b"\n", "text/plain", "hex", None),
+    "clean": (b"hello, this is a plain text document\n", "text/plain", "b64", None),
+    "weird": (b"whatever\n", "application/x-hookgate-unknown", "hex", None),
+}
+
+
+def lookup(media_id):
+    if media_id.startswith("slow-"):
+        return MEDIA["jpg"]
+    return MEDIA.get(media_id)
+
+
+def sha_field(data, enc):
+    digest = hashlib.sha256(data).digest()
+    if enc == "wrong":
+        digest = hashlib.sha256(data + b"x").digest()
+    return digest.hex() if enc in ("hex", "wrong") else base64.b64encode(digest).decode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def send(self, status, body, ctype="application/json", extra=None):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def error(self, status, message, extra=None):
+        body = json.dumps({"error": {"message": message, "type": "OAuthException", "code": status}})
+        self.send(status, body.encode(), extra=extra)
+
+    def once(self, key):
+        """True the first time key is seen since the last reset."""
+        with lock:
+            first = key not in flaky_state
+            flaky_state[key] = True
+        return first
+
+    def do_POST(self):
+        if self.path == "/_reset":
+            reset()
+            self.send(200, b"{}")
+        else:
+            self.error(404, "no such path")
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        with lock:
+            stats["hits"][path] = stats["hits"].get(path, 0) + 1
+        if path == "/_stats":
+            with lock:
+                body = json.dumps(stats).encode()
+            self.send(200, body)
+            return
+        auth = self.headers.get("Authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else None
+        if token not in TOKENS:
+            self.error(401, "Invalid OAuth access token")
+            return
+        if path.startswith("/v18.0/"):
+            self.metadata(path[len("/v18.0/"):])
+        elif path.startswith("/files/"):
+            self.file(path[len("/files/"):], token)
+        else:
+            self.error(404, "no such path")
+
+    def metadata(self, media_id):
+        entry = lookup(media_id)
+        if entry is None or media_id == "gone":
+            self.error(404, "Unsupported get request")
+            return
+        if media_id == "flaky" and self.once("meta:flaky"):
+            self.error(503, "temporarily unavailable", {"Retry-After": "0"})
+            return
+        if media_id == "ratelimited" and self.once("meta:ratelimited"):
+            self.error(429, "rate limited", {"Retry-After": "1"})
+            return
+        data, mime, enc, size = entry
+        doc = {"messaging_product": "whatsapp", "url": "%s/files/%s" % (BASE, media_id),
+               "mime_type": mime, "sha256": sha_field(data, enc),
+               "file_size": str(size if size is not None else len(data)), "id": media_id}
+        self.send(200, json.dumps(doc).encode())
+
+    def file(self, media_id, token):
+        entry = lookup(media_id)
+        if entry is None or media_id == "expired":
+            self.error(404, "URL signature expired")
+            return
+        if media_id == "flaky" and self.once("file:flaky"):
+            self.error(503, "temporarily unavailable", {"Retry-After": "0"})
+            return
+        data = entry[0]
+        with lock:
+            stats["inflight"] += 1
+            stats["max_inflight"] = max(stats["max_inflight"], stats["inflight"])
+            per = stats["inflight_token"]
+            per[token] = per.get(token, 0) + 1
+            mx = stats["max_inflight_token"]
+            mx[token] = max(mx.get(token, 0), per[token])
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if media_id.startswith("slow-"):
+                step = max(1, len(data) // 8)
+                for i in range(0, len(data), step):
+                    self.wfile.write(data[i:i + step])
+                    self.wfile.flush()
+                    time.sleep(0.04)
+            else:
+                self.wfile.write(data)
+        finally:
+            with lock:
+                stats["inflight"] -= 1
+                stats["inflight_token"][token] -= 1
+
+
+def main():
+    server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

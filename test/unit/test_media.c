@@ -1,0 +1,1026 @@
+/* Media module against the fake Graph API (test/fakes/graph_api.py), the S3 test peer and a fake
+ * clamd on the test's own loop: round trips, every failure, retries, limits, scan, shutdown. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include <mbedtls/sha256.h>
+
+#include "clients/http.h"
+#include "clients/s3.h"
+#include "core/common.h"
+#include "core/err.h"
+#include "core/str.h"
+#include "core/time.h"
+#include "media/media.h"
+
+#define KiB 1024
+#define FIXTURES "../fixtures/media/"
+/* 2025-02-12T00:43:44Z, the date in every key below */
+#define OCCURRED 1739321024u
+
+struct outcome {
+    int calls;
+    enum hg_media_status status;
+    char error[64];
+    char key[1024];
+    char mime[128];
+    char sha[65];
+    char url[4096];
+    uint64_t size, expires_at_s, total_ms;
+    unsigned attempts;
+    bool multipart, scanned;
+    json_t *json;
+};
+
+struct fixture {
+    uv_loop_t loop;
+    struct hg_http *http;
+    struct hg_s3 *s3;
+    struct hg_media *media;
+    char bucket[64];
+};
+
+/* ---- helpers ---- */
+
+static const char *env(const char *name)
+{
+    const char *v = getenv(name);
+    return (v != NULL && *v != '\0') ? v : NULL;
+}
+
+static bool have_servers(void)
+{
+    return env("HG_TEST_GRAPH_URL") != NULL && env("HG_TEST_S3_ENDPOINT") != NULL;
+}
+
+static const char *token(void)
+{
+    return env("HG_TEST_GRAPH_TOKEN") ? env("HG_TEST_GRAPH_TOKEN") : "test-graph-token";
+}
+
+static const char *token2(void)
+{
+    return env("HG_TEST_GRAPH_TOKEN2") ? env("HG_TEST_GRAPH_TOKEN2") : "test-graph-token-2";
+}
+
+static void on_result(void *arg, const struct hg_media_result *r)
+{
+    struct outcome *o = arg;
+    o->calls++;
+    o->status = r->status;
+    snprintf(o->error, sizeof(o->error), "%s", r->error ? r->error : "");
+    snprintf(o->key, sizeof(o->key), "%s", r->key ? r->key : "");
+    snprintf(o->mime, sizeof(o->mime), "%s", r->mime_type ? r->mime_type : "");
+    snprintf(o->sha, sizeof(o->sha), "%s", r->sha256 ? r->sha256 : "");
+    snprintf(o->url, sizeof(o->url), "%s", r->url ? r->url : "");
+    o->size = r->size;
+    o->expires_at_s = r->expires_at_s;
+    o->total_ms = r->total_ms;
+    o->attempts = r->attempts;
+    o->multipart = r->multipart;
+    o->scanned = r->scanned;
+    /* the error is NULL exactly when stored */
+    assert_true((r->status == HG_MEDIA_STORED) == (r->error == NULL));
+    o->json = hg_media_result_json(r);
+}
+
+static void outcome_free(struct outcome *o)
+{
+    json_decref(o->json);
+    memset(o, 0, sizeof(*o));
+}
+
+static void wait_outcomes(struct fixture *f, struct outcome *o, size_t n)
+{
+    uint64_t deadline = hg_time_mono_ns() + 30ull * 1000000000u;
+    for (;;) {
+        size_t done = 0;
+        for (size_t i = 0; i < n; i++) {
+            assert_true(o[i].calls <= 1);
+            done += o[i].calls == 1;
+        }
+        if (done == n)
+            break;
+        assert_true(hg_time_mono_ns() < deadline);
+        uv_run(&f->loop, UV_RUN_ONCE);
+    }
+}
+
+static struct hg_media_opts base_opts(struct fixture *f)
+{
+    struct hg_media_opts o = {
+        .graph_api_base = env("HG_TEST_GRAPH_URL") ? env("HG_TEST_GRAPH_URL") : "http://127.0.0.1:1",
+        .graph_api_version = "v18.0",
+        .bucket = f->bucket,
+        .max_attempts = 4,
+        .backoff_base_ms = 20,
+        .backoff_max_ms = 2000,
+    };
+    o.max_size[HG_MEDIA_IMAGE] = 100 * KiB; /* "big" is 300 KiB */
+    return o;
+}
+
+static void open_media(struct fixture *f, const struct hg_media_opts *o)
+{
+    assert_int_equal(hg_media_open(&f->loop, f->http, f->s3, o, &f->media), 0);
+}
+
+static struct hg_media_job job_for(const char *media_id, enum hg_media_type t, const char *msg)
+{
+    return (struct hg_media_job){
+        .tenant = "acme",
+        .access_token = token(),
+        .media_id = media_id,
+        .media_type = t,
+        .message_id = msg,
+        .occurred_at_s = OCCURRED,
+    };
+}
+
+static void fetch(struct fixture *f, const struct hg_media_job *job, struct outcome *o)
+{
+    assert_int_equal(hg_media_fetch(f->media, job, on_result, o), 0);
+    assert_int_equal(o->calls, 0); /* never inside fetch */
+}
+
+static void run_one(struct fixture *f, const struct hg_media_job *job, struct outcome *o)
+{
+    fetch(f, job, o);
+    wait_outcomes(f, o, 1);
+}
+
+static unsigned char *read_file(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    unsigned char *buf = malloc(1 << 20);
+    *len = fread(buf, 1, 1 << 20, fp);
+    fclose(fp);
+    return buf;
+}
+
+static void sha_hex(const void *p, size_t n, char out[65])
+{
+    unsigned char sum[32];
+    mbedtls_sha256_ret(p, n, sum, 0);
+    hg_hex(out, sum, 32);
+}
+
+struct fetched {
+    long status;
+    struct hg_buf body;
+    char content_type[128];
+    char meta_tenant[64];
+    char meta_sha[80];
+};
+
+static size_t on_curl_body(char *p, size_t sz, size_t n, void *arg)
+{
+    struct fetched *r = arg;
+    return hg_buf_append(&r->body, p, sz * n) == 0 ? sz * n : 0;
+}
+
+static void header_value(const char *line, size_t n, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    if (n <= nl + 1 || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
+        return;
+    const char *v = line + nl + 1;
+    size_t vn = n - nl - 1;
+    while (vn > 0 && *v == ' ') {
+        v++;
+        vn--;
+    }
+    while (vn > 0 && (v[vn - 1] == '\r' || v[vn - 1] == '\n'))
+        vn--;
+    snprintf(out, cap, "%.*s", (int)vn, v);
+}
+
+static size_t on_curl_header(char *p, size_t sz, size_t n, void *arg)
+{
+    struct fetched *r = arg;
+    header_value(p, sz * n, "content-type", r->content_type, sizeof(r->content_type));
+    header_value(p, sz * n, "x-amz-meta-tenant", r->meta_tenant, sizeof(r->meta_tenant));
+    header_value(p, sz * n, "x-amz-meta-sha256", r->meta_sha, sizeof(r->meta_sha));
+    return sz * n;
+}
+
+/* Plain blocking libcurl, no credentials: what a consumer of the event does. */
+static void curl_get(const char *url, const char *method, struct fetched *out)
+{
+    memset(out, 0, sizeof(*out));
+    CURL *e = curl_easy_init();
+    hg_buf_init(&out->body, 4 << 20);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    if (method != NULL)
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_curl_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_curl_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, out);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, 10L);
+    assert_int_equal(curl_easy_perform(e), CURLE_OK);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &out->status);
+    curl_easy_cleanup(e);
+}
+
+static json_t *graph_stats(void)
+{
+    char url[256];
+    struct fetched r;
+    snprintf(url, sizeof(url), "%s/_stats", env("HG_TEST_GRAPH_URL"));
+    curl_get(url, NULL, &r);
+    assert_int_equal(r.status, 200);
+    json_t *doc = json_loadb(r.body.data, r.body.len, 0, NULL);
+    assert_non_null(doc);
+    hg_buf_free(&r.body);
+    return doc;
+}
+
+static void graph_reset(void)
+{
+    char url[256];
+    struct fetched r;
+    snprintf(url, sizeof(url), "%s/_reset", env("HG_TEST_GRAPH_URL"));
+    curl_get(url, "POST", &r);
+    assert_int_equal(r.status, 200);
+    hg_buf_free(&r.body);
+}
+
+struct s3call {
+    int calls;
+    int err;
+    struct hg_buf body;
+};
+
+static void on_s3(void *arg, const struct hg_s3_result *res)
+{
+    struct s3call *c = arg;
+    c->calls++;
+    c->err = res->err;
+    hg_buf_init(&c->body, 4 << 20);
+    if (res->body != NULL && res->body->len > 0)
+        assert_int_equal(hg_buf_append(&c->body, res->body->data, res->body->len), 0);
+}
+
+static void s3_wait(struct fixture *f, struct s3call *c)
+{
+    while (c->calls == 0)
+        uv_run(&f->loop, UV_RUN_ONCE);
+}
+
+/* The stored object (via our S3 client), or err HG_ERR_NOT_FOUND. */
+static int s3_get(struct fixture *f, const char *key, struct hg_buf *out)
+{
+    struct s3call c = { 0 };
+    assert_int_equal(hg_s3_get_object(f->s3, f->bucket, key, 4 << 20, on_s3, &c), 0);
+    s3_wait(f, &c);
+    *out = c.body;
+    return c.err;
+}
+
+static void assert_not_stored(struct fixture *f, const char *key)
+{
+    struct hg_buf b;
+    assert_int_equal(s3_get(f, key, &b), HG_ERR_NOT_FOUND);
+    hg_buf_free(&b);
+}
+
+/* ---- fake clamd: INSTREAM over a unix socket, flags the EICAR test string ---- */
+
+struct clamd {
+    uv_pipe_t server;
+    char path[108];
+    int scans;
+    size_t max_len;          /* longest stream scanned, to see every byte arrived */
+    bool closed;
+};
+
+struct clamd_conn {
+    uv_pipe_t pipe;
+    struct clamd *c;
+    struct hg_buf in;
+    bool answered;
+    uv_write_t wr;
+    char reply[64];
+};
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct clamd_conn *cc = HG_CONTAINER_OF((uv_pipe_t *)h, struct clamd_conn, pipe);
+    hg_buf_free(&cc->in);
+    free(cc);
+}
+
+static void on_reply_written(uv_write_t *w, int status)
+{
+    struct clamd_conn *cc = HG_CONTAINER_OF(w, struct clamd_conn, wr);
+    uv_close((uv_handle_t *)&cc->pipe, on_conn_closed);
+}
+
+static void clamd_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    static char scratch[64 * 1024];
+    buf->base = scratch;
+    buf->len = sizeof(scratch);
+}
+
+/* Parse what arrived: "zINSTREAM\0", then <be32 len><bytes>..., then a zero length. */
+static void clamd_try_answer(struct clamd_conn *cc)
+{
+    const unsigned char *p = (const unsigned char *)cc->in.data;
+    size_t len = cc->in.len, off = 10;
+    if (len < 10)
+        return;
+    assert_memory_equal(p, "zINSTREAM\0", 10);
+    struct hg_buf payload;
+    hg_buf_init(&payload, 4 << 20);
+    for (;;) {
+        if (off + 4 > len) {
+            hg_buf_free(&payload);
+            return; /* more to come */
+        }
+        uint32_t n = (uint32_t)p[off] << 24 | (uint32_t)p[off + 1] << 16 |
+                     (uint32_t)p[off + 2] << 8 | p[off + 3];
+        off += 4;
+        if (n == 0)
+            break;
+        if (off + n > len) {
+            hg_buf_free(&payload);
+            return;
+        }
+        assert_int_equal(hg_buf_append(&payload, p + off, n), 0);
+        off += n;
+    }
+    bool infected = payload.len > 0 &&
+                    memmem(payload.data, payload.len, "EICAR-STANDARD-ANTIVIRUS-TEST-FILE", 34);
+    cc->c->scans++;
+    cc->c->max_len = HG_MAX(cc->c->max_len, payload.len);
+    hg_buf_free(&payload);
+    snprintf(cc->reply, sizeof(cc->reply), "%s",
+             infected ? "stream: Eicar-Test-Signature FOUND" : "stream: OK");
+    uv_buf_t b = uv_buf_init(cc->reply, (unsigned)strlen(cc->reply) + 1);
+    cc->answered = true;
+    uv_read_stop((uv_stream_t *)&cc->pipe);
+    assert_int_equal(uv_write(&cc->wr, (uv_stream_t *)&cc->pipe, &b, 1, on_reply_written), 0);
+}
+
+static void clamd_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct clamd_conn *cc = HG_CONTAINER_OF((uv_pipe_t *)s, struct clamd_conn, pipe);
+    if (nread > 0) {
+        assert_int_equal(hg_buf_append(&cc->in, buf->base, (size_t)nread), 0);
+        clamd_try_answer(cc);
+    } else if (nread < 0 && !cc->answered) {
+        uv_close((uv_handle_t *)&cc->pipe, on_conn_closed);
+    }
+}
+
+static void clamd_on_conn(uv_stream_t *server, int status)
+{
+    struct clamd *c = HG_CONTAINER_OF((uv_pipe_t *)server, struct clamd, server);
+    struct clamd_conn *cc = calloc(1, sizeof(*cc));
+    cc->c = c;
+    hg_buf_init(&cc->in, 4 << 20);
+    uv_pipe_init(server->loop, &cc->pipe, 0);
+    assert_int_equal(uv_accept(server, (uv_stream_t *)&cc->pipe), 0);
+    uv_read_start((uv_stream_t *)&cc->pipe, clamd_alloc, clamd_on_read);
+}
+
+static void clamd_start(struct fixture *f, struct clamd *c)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->path, sizeof(c->path), "/tmp/hg-test-clamd-%d.sock", (int)getpid());
+    unlink(c->path);
+    uv_pipe_init(&f->loop, &c->server, 0);
+    assert_int_equal(uv_pipe_bind(&c->server, c->path), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&c->server, 16, clamd_on_conn), 0);
+}
+
+static void on_clamd_closed(uv_handle_t *h)
+{
+    HG_CONTAINER_OF((uv_pipe_t *)h, struct clamd, server)->closed = true;
+}
+
+static void clamd_stop(struct fixture *f, struct clamd *c)
+{
+    uv_close((uv_handle_t *)&c->server, on_clamd_closed);
+    while (!c->closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    unlink(c->path);
+}
+
+/* ---- fixture ---- */
+
+static void ensure_bucket(struct fixture *f)
+{
+    struct s3call c = { 0 };
+    assert_int_equal(hg_s3_ensure_bucket(f->s3, f->bucket, on_s3, &c), 0);
+    s3_wait(f, &c);
+    assert_int_equal(c.err, 0);
+    hg_buf_free(&c.body);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    assert_int_equal(hg_http_open(&f->loop, &f->http), 0);
+    snprintf(f->bucket, sizeof(f->bucket), "hg-media-%llu",
+             (unsigned long long)(hg_time_now_ns() / 1000) % 1000000000000ull);
+    const struct hg_s3_opts so = {
+        .endpoint = env("HG_TEST_S3_ENDPOINT") ? env("HG_TEST_S3_ENDPOINT") : "http://127.0.0.1:1",
+        .access_key = env("HG_TEST_S3_ACCESS_KEY") ? env("HG_TEST_S3_ACCESS_KEY") : "S3RVER",
+        .secret_key = env("HG_TEST_S3_SECRET_KEY") ? env("HG_TEST_S3_SECRET_KEY") : "S3RVER",
+        .path_style = true,
+        .timeout_ms = 30000,
+    };
+    assert_int_equal(hg_s3_open(f->http, &so, &f->s3), 0);
+    if (have_servers()) {
+        graph_reset();
+        ensure_bucket(f);
+    }
+    *state = f;
+    return 0;
+}
+
+static void on_media_closed(void *arg)
+{
+    *(bool *)arg = true;
+}
+
+static void close_media(struct fixture *f)
+{
+    bool closed = false;
+    hg_media_close(f->media, on_media_closed, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    f->media = NULL;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    if (f->media != NULL)
+        close_media(f);
+    assert_int_equal(hg_s3_pending(f->s3), 0);
+    hg_s3_close(f->s3);
+    hg_http_close(f->http, NULL, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    free(f);
+    return 0;
+}
+
+/* ---- tests without servers ---- */
+
+static void test_sniff(void **state)
+{
+    static const struct {
+        const char *file;
+        enum hg_media_type type;
+        const char *declared, *mime, *ext;
+    } ok[] = {
+        { "tiny.jpg", HG_MEDIA_IMAGE, "image/jpeg", "image/jpeg", "jpg" },
+        { "tiny.jpg", HG_MEDIA_IMAGE, "IMAGE/JPG", "image/jpeg", "jpg" },
+        { "tiny.png", HG_MEDIA_IMAGE, "image/png", "image/png", "png" },
+        { "tiny.webp", HG_MEDIA_STICKER, "image/webp", "image/webp", "webp" },
+        { "tiny.ogg", HG_MEDIA_AUDIO, "audio/ogg; codecs=opus", "audio/ogg", "ogg" },
+        { "tiny.mp4", HG_MEDIA_VIDEO, "video/mp4", "video/mp4", "mp4" },
+        { "tiny.pdf", HG_MEDIA_DOCUMENT, "application/pdf", "application/pdf", "pdf" },
+        { "tiny.jpg", HG_MEDIA_DOCUMENT, "image/jpeg", "image/jpeg", "jpg" }, /* photo as file */
+        { "tiny.png", HG_MEDIA_IMAGE, NULL, "image/png", "png" },           /* bytes decide */
+    };
+    for (size_t i = 0; i < HG_ARRAY_SIZE(ok); i++) {
+        size_t n;
+        char path[256];
+        snprintf(path, sizeof(path), FIXTURES "%s", ok[i].file);
+        unsigned char *p = read_file(path, &n);
+        const char *mime = NULL, *ext = NULL;
+        assert_int_equal(hg_media_sniff(ok[i].type, ok[i].declared, p, n, &mime, &ext), 0);
+        assert_string_equal(mime, ok[i].mime);
+        assert_string_equal(ext, ok[i].ext);
+        free(p);
+    }
+    const char *mime, *ext;
+    const unsigned char png[] = "\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    const unsigned char mp3[] = "ID3\x04\0\0\0\0\0\0";
+    const unsigned char sync[] = { 0xff, 0xfb, 0x90, 0x64 };
+    const unsigned char adts[] = { 0xff, 0xf1, 0x50, 0x80 };
+    assert_int_equal(hg_media_sniff(HG_MEDIA_IMAGE, "image/jpeg", png, 16, &mime, &ext),
+                     HG_ERR_REJECTED);                                   /* bytes lie */
+    assert_int_equal(hg_media_sniff(HG_MEDIA_STICKER, "image/png", png, 16, &mime, &ext),
+                     HG_ERR_REJECTED);                                   /* stickers are WebP */
+    assert_int_equal(hg_media_sniff(HG_MEDIA_VIDEO, "image/png", png, 16, &mime, &ext),
+                     HG_ERR_REJECTED);                                   /* not a video type */
+    assert_int_equal(hg_media_sniff(HG_MEDIA_DOCUMENT, "application/x-evil", png, 16, &mime,
+                                    &ext), HG_ERR_INVALID);
+    assert_int_equal(hg_media_sniff(HG_MEDIA_IMAGE, "image/png", png, 3, &mime, &ext),
+                     HG_ERR_REJECTED);                                   /* too short */
+    assert_int_equal(hg_media_sniff(HG_MEDIA_AUDIO, "audio/mpeg", mp3, 10, &mime, &ext), 0);
+    assert_string_equal(ext, "mp3");
+    assert_int_equal(hg_media_sniff(HG_MEDIA_AUDIO, "audio/mpeg", sync, 4, &mime, &ext), 0);
+    assert_int_equal(hg_media_sniff(HG_MEDIA_AUDIO, "audio/aac", adts, 4, &mime, &ext), 0);
+    assert_int_equal(hg_media_sniff(HG_MEDIA_AUDIO, "audio/mpeg", adts, 4, &mime, &ext),
+                     HG_ERR_REJECTED);
+    assert_int_equal(hg_media_sniff(HG_MEDIA_DOCUMENT, "text/plain",
+                                    (const unsigned char *)"hello\n", 6, &mime, &ext), 0);
+    assert_string_equal(ext, "txt");
+    assert_int_equal(hg_media_sniff(HG_MEDIA_DOCUMENT, "text/plain", png, 16, &mime, &ext),
+                     HG_ERR_REJECTED);                                   /* binary as text */
+    assert_int_equal(hg_media_type_parse("sticker"), HG_MEDIA_STICKER);
+    assert_int_equal(hg_media_type_parse("hologram"), -1);
+}
+
+static void test_result_json(void **state)
+{
+    const struct hg_media_result ok = {
+        .status = HG_MEDIA_STORED, .media_id = "123", .media_type = HG_MEDIA_IMAGE,
+        .bucket = "media", .key = "media-inbound/acme/image/2025-02-12/w.jpg",
+        .mime_type = "image/jpeg", .sha256 = "ab", .size = 159,
+        .url = "http://s3/x?X-Amz-Signature=1", .expires_at_s = OCCURRED,
+    };
+    json_t *j = hg_media_result_json(&ok);
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_string_equal(s, "{\"media_id\":\"123\",\"type\":\"image\",\"bucket\":\"media\","
+                           "\"key\":\"media-inbound/acme/image/2025-02-12/w.jpg\","
+                           "\"mime_type\":\"image/jpeg\",\"size\":159,\"sha256\":\"ab\","
+                           "\"url\":\"http://s3/x?X-Amz-Signature=1\","
+                           "\"expires_at\":\"2025-02-12T00:43:44Z\"}");
+    free(s);
+    json_decref(j);
+    const struct hg_media_result bad = {
+        .status = HG_MEDIA_FAILED, .error = "too_large", .media_id = "9",
+        .media_type = HG_MEDIA_STICKER,
+    };
+    j = hg_media_result_json(&bad);
+    s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_string_equal(s, "{\"media_id\":\"9\",\"type\":\"sticker\",\"error\":\"too_large\"}");
+    free(s);
+    json_decref(j);
+}
+
+static void test_open_and_args(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_media *m;
+    struct hg_media_opts o = base_opts(f);
+    o.bucket = NULL;
+    assert_int_equal(hg_media_open(&f->loop, f->http, f->s3, &o, &m), HG_ERR_CONFIG);
+    o = base_opts(f);
+    o.graph_api_base = "ftp://x";
+    assert_int_equal(hg_media_open(&f->loop, f->http, f->s3, &o, &m), HG_ERR_CONFIG);
+    o = base_opts(f);
+    o.part_size = 10;
+    assert_int_equal(hg_media_open(&f->loop, f->http, f->s3, &o, &m), HG_ERR_CONFIG);
+
+    o = base_opts(f);
+    o.graph_api_base = "http://127.0.0.1:1"; /* nobody there */
+    o.max_queued = 1;
+    o.max_attempts = 2;
+    open_media(f, &o);
+    struct outcome out[2] = { 0 };
+    struct hg_media_job j = job_for("1", HG_MEDIA_IMAGE, "wamid.A");
+    j.tenant = NULL;
+    assert_int_equal(hg_media_fetch(f->media, &j, on_result, &out[0]), HG_ERR_INVALID);
+    j = job_for("1", (enum hg_media_type)42, "wamid.A");
+    assert_int_equal(hg_media_fetch(f->media, &j, on_result, &out[0]), HG_ERR_INVALID);
+    j = job_for("1", HG_MEDIA_IMAGE, "wamid.A");
+    fetch(f, &j, &out[0]);
+    /* the queue holds one: the next is refused and its callback never runs */
+    assert_int_equal(hg_media_fetch(f->media, &j, on_result, &out[1]), HG_ERR_FULL);
+    /* network trouble is retried, then left for later, nothing stored */
+    wait_outcomes(f, out, 1);
+    assert_int_equal(out[0].status, HG_MEDIA_RETRY);
+    assert_string_equal(out[0].error, "download_failed");
+    assert_int_equal(out[0].attempts, 2);
+    assert_int_equal(out[1].calls, 0);
+    outcome_free(&out[0]);
+}
+
+/* ---- tests against the fake Graph API and S3 ---- */
+
+static void test_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    if (!have_servers())
+        skip();
+    struct hg_media_opts o = base_opts(f);
+    open_media(f, &o);
+    static const struct {
+        const char *id, *file, *type_name, *mime, *ext;
+        enum hg_media_type type;
+        const char *declared;
+    } cases[] = {
+        { "jpg", "tiny.jpg", "image", "image/jpeg", "jpg", HG_MEDIA_IMAGE, "image/jpeg" },
+        { "png", "tiny.png", "image", "image/png", "png", HG_MEDIA_IMAGE, NULL },
+        { "webp", "tiny.webp", "sticker", "image/webp", "webp", HG_MEDIA_STICKER, "image/webp" },
+        { "ogg", "tiny.ogg", "audio", "audio/ogg", "ogg", HG_MEDIA_AUDIO, "audio/ogg; codecs=opus" },
+        { "mp4", "tiny.mp4", "video", "video/mp4", "mp4", HG_MEDIA_VIDEO, "video/mp4" },
+        { "pdf", "tiny.pdf", "document", "application/pdf", "pdf", HG_MEDIA_DOCUMENT, NULL },
+    };
+    struct outcome out[HG_ARRAY_SIZE(cases)];
+    memset(out, 0, sizeof(out));
+    char msgs[HG_ARRAY_SIZE(cases)][64];
+    for (size_t i = 0; i < HG_ARRAY_SIZE(cases); i++) {
+        /* '/' in an id must not add a path level */
+        snprintf(msgs[i], sizeof(msgs[i]), "wamid.HBgL/%s==", cases[i].id);
+        struct hg_media_job j = job_for(cases[i].id, cases[i].type, msgs[i]);
+        j.mime_type = cases[i].declared;
+        fetch(f, &j, &out[i]);
+    }
+    wait_outcomes(f, out, HG_ARRAY_SIZE(cases));
+    uint64_t now = hg_time_now_ns() / 1000000000u;
+    for (size_t i = 0; i < HG_ARRAY_SIZE(cases); i++) {
+        struct outcome *r = &out[i];
+        size_t n;
+        char path[256], key[512], sha[65];
+        snprintf(path, sizeof(path), FIXTURES "%s", cases[i].file);
+        unsigned char *src = read_file(path, &n);
+        sha_hex(src, n, sha);
+        assert_int_equal(r->status, HG_MEDIA_STORED);
+        assert_int_equal(r->attempts, 1);
+        snprintf(key, sizeof(key), "media-inbound/acme/%s/2025-02-12/wamid.HBgL_%s==.%s",
+                 cases[i].type_name, cases[i].id, cases[i].ext);
+        assert_string_equal(r->key, key);
+        assert_string_equal(r->mime, cases[i].mime);
+        assert_int_equal(r->size, n);
+        assert_string_equal(r->sha, sha);
+        assert_false(r->multipart);
+        assert_true(r->expires_at_s >= now + 3590 && r->expires_at_s <= now + 3610);
+
+        /* the stored bytes are the source's */
+        struct hg_buf b;
+        assert_int_equal(s3_get(f, key, &b), 0);
+        assert_int_equal(b.len, n);
+        assert_memory_equal(b.data, src, n);
+        hg_buf_free(&b);
+
+        /* the presigned URL works without credentials, with the right type and metadata */
+        struct fetched g;
+        curl_get(r->url, NULL, &g);
+        assert_int_equal(g.status, 200);
+        assert_int_equal(g.body.len, n);
+        assert_memory_equal(g.body.data, src, n);
+        assert_string_equal(g.content_type, cases[i].mime);
+        assert_string_equal(g.meta_tenant, "acme");
+        assert_string_equal(g.meta_sha, sha);
+        hg_buf_free(&g.body);
+
+        /* the event's media object */
+        assert_string_equal(json_string_value(json_object_get(r->json, "key")), key);
+        assert_string_equal(json_string_value(json_object_get(r->json, "url")), r->url);
+        assert_string_equal(json_string_value(json_object_get(r->json, "bucket")), f->bucket);
+        assert_int_equal(json_integer_value(json_object_get(r->json, "size")), n);
+        assert_null(json_object_get(r->json, "error"));
+        free(src);
+        outcome_free(r);
+    }
+}
+
+static void test_presign_expires(void **state)
+{
+    struct fixture *f = *state;
+    if (!have_servers())
+        skip();
+    struct hg_media_opts o = base_opts(f);
+    o.presign_expiry_s = 1;
+    open_media(f, &o);
+    struct outcome r = { 0 };
+    struct hg_media_job j = job_for("jpg", HG_MEDIA_IMAGE, "wamid.exp");
+    run_one(f, &j, &r);
+    assert_int_equal(r.status, HG_MEDIA_STORED);
+    assert_non_null(strstr(r.url, "X-Amz-Expires=1&"));
+    sleep(2);
+    struct fetched g;
+    curl_get(r.url, NULL, &g);
+    assert_int_equal(g.status, 403);
+    hg_buf_free(&g.body);
+    outcome_free(&r);
+}
+
+static void test_failures(void **state)
+{
+    struct fixture *f = *state;
+    if (!have_servers())
+        skip();
+    struct hg_media_opts o = base_opts(f);
+    open_media(f, &o);
+    static const struct {
+        const char *id;
+        enum hg_media_type type;
+        const char *declared, *error, *key;
+        const char *token;
+    } cases[] = {
+        { "expired", HG_MEDIA_IMAGE, NULL, "not_found", "image/2025-02-12/wamid.f0.jpg", NULL },
+        { "gone", HG_MEDIA_IMAGE, NULL, "not_found", "image/2025-02-12/wamid.f1.jpg", NULL },
+        { "badsha", HG_MEDIA_IMAGE, NULL, "sha256_mismatch", "image/2025-02-12/wamid.f2.jpg", NULL },
+        { "liar", HG_MEDIA_IMAGE, NULL, "mime_mismatch", "image/2025-02-12/wamid.f3.jpg", NULL },
+        { "big", HG_MEDIA_IMAGE, NULL, "too_large", "image/2025-02-12/wamid.f4.jpg", NULL },
+        { "bigquiet", HG_MEDIA_IMAGE, NULL, "too_large", "image/2025-02-12/wamid.f5.jpg", NULL },
+        { "weird", HG_MEDIA_DOCUMENT, NULL, "unsupported_type", "document/2025-02-12/wamid.f6.txt",
+          NULL },
+        { "jpg", HG_MEDIA_IMAGE, NULL, "unauthorized", "image/2025-02-12/wamid.f7.jpg",
+          "wrong-token" },
+        /* the webhook's own declaration counts too */
+        { "jpg", HG_MEDIA_IMAGE, "image/png", "mime_mismatch", "image/2025-02-12/wamid.f8.jpg",
+          NULL },
+        { "png", HG_MEDIA_STICKER, NULL, "mime_mismatch", "sticker/2025-02-12/wamid.f9.png", NULL },
+    };
+    struct outcome out[HG_ARRAY_SIZE(cases)];
+    memset(out, 0, sizeof(out));
+    char msgs[HG_ARRAY_SIZE(cases)][32];
+    for (size_t i = 0; i < HG_ARRAY_SIZE(cases); i++) {
+        snprintf(msgs[i], sizeof(msgs[i]), "wamid.f%zu", i);
+        struct hg_media_job j = job_for(cases[i].id, cases[i].type, msgs[i]);
+        j.mime_type = cases[i].declared;
+        if (cases[i].token != NULL)
+            j.access_token = cases[i].token;
+        fetch(f, &j, &out[i]);
+    }
+    wait_outcomes(f, out, HG_ARRAY_SIZE(cases));
+    for (size_t i = 0; i < HG_ARRAY_SIZE(cases); i++) {
+        char key[256];
+        assert_int_equal(out[i].status, HG_MEDIA_FAILED);
+        assert_string_equal(out[i].error, cases[i].error);
+        assert_int_equal(out[i].attempts, 1); /* final: not retried */
+        assert_string_equal(out[i].url, "");
+        assert_string_equal(json_string_value(json_object_get(out[i].json, "error")),
+                            cases[i].error);
+        assert_null(json_object_get(out[i].json, "url"));
+        snprintf(key, sizeof(key), "media-inbound/acme/%s", cases[i].key);
+        assert_not_stored(f, key);
+        outcome_free(&out[i]);
+    }
+    /* "big" was refused from its declared file_size, without downloading a byte */
+    json_t *st = graph_stats();
+    json_t *hits = json_object_get(st, "hits");
+    assert_null(json_object_get(hits, "/files/big"));
+    assert_int_equal(json_integer_value(json_object_get(hits, "/files/bigquiet")), 1);
+    json_decref(st);
+}
+
+static void test_retries(void **state)
+{
+    struct fixture *f = *state;
+    if (!have_servers())
+        skip();
+    struct hg_media_opts o = base_opts(f);
+    open_media(f, &o);
+    struct outcome r[2] = { 0 };
+    struct hg_media_job j = job_for("flaky", HG_MEDIA_IMAGE, "wamid.flaky");
+    fetch(f, &j, &r[0]);
+    j = job_for("ratelimited", HG_MEDIA_IMAGE, "wamid.rl");
+    fetch(f, &j, &r[1]);
+    wait_outcomes(f, r, 2);
+    /* metadata 503, then the file 503, then success */
+    assert_int_equal(r[0].status, HG_MEDIA_STORED);
+    assert_int_equal(r[0].attempts, 3);
+    /* 429 with Retry-After: 1 is waited out, not retried at once */
+    assert_int_equal(r[1].status, HG_MEDIA_STORED);
+    assert_int_equal(r[1].attempts, 2);
+    assert_true(r[1].total_ms >= 950);
+    struct hg_buf b;
+    assert_int_equal(s3_get(f, "media-inbound/acme/image/2025-02-12/wamid.flaky.png", &b), 0);
+    hg_buf_free(&b);
+    json_t *st = graph_stats();
+    json_t *hits = json_object_get(st, "hits");
+    assert_int_equal(json_integer_value(json_object_get(hits, "/v18.0/flaky")), 3);
+    assert_int_equal(json_integer_value(json_object_get(hits, "/files/flaky")), 2);
+    json_decref(st);
+    outcome_free(&r[0]);
+    outcome_free(&r[1]);
+}
+
+static void test_timeout(void **state)
+{
+    struct fixture *f = *state;
+    if (!have_servers())
+        skip();
+    struct hg_media_opts o = base_opts(f);
+    o.download_timeout_ms = 100; /* slow-* takes ~350 ms */
+    o.max_attempts = 2;
+    open_media(f, &o);
+    struct outcome r = { 0 };
+    struct hg_media_job j = job_for("slow-t", HG_MEDIA_IMAGE, "wamid.slow");
+    run_one(f, &j, &r);
+    assert_int_equal(r.status, HG_MEDIA_RETRY);
+    assert_string_equal(r.error, "download_failed");
+    assert_int_equal(r.attempts, 2);
+    assert_not_stored(f, "media-inbound/acme/image/2025-02-12/wamid.slow.jpg");
+    outcome_free(&r);
+}
+
+static void test_concurrency(void **state)
+{
+    struct fixture *f = *state;
+    if (!have_servers())
+        skip();
+    struct hg_media_opts o = base_opts(f);
+    o.max_inflight = 3;
+    o.max_inflight_tenant = 2;
+    open_media(f, &o);
+    enum { N = 8 };
+    struct outcome out[N + 1];
+    memset(out, 0, sizeof(out));
+    char ids[N][16], msgs[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "slow-%d", i);
+        snprintf(msgs[i], sizeof(msgs[i]), "wamid.c%d", i);
+        struct hg_media_job j = job_for(ids[i], HG_MEDIA_IMAGE, msgs[i]);
+        if (i % 2) {
+            j.tenant = "globex";
+            j.access_token = token2();
+        }
+        fetch(f, &j, &out[i]);
+    }
+    struct hg_media_stats st;
+    hg_media_stats(f->media, &st);
+    assert_int_equal(st.queued, N);
+    /* a fast one queued behind the slow ones still gets through before they all end */
+    struct hg_media_job fast = job_for("jpg", HG_MEDIA_IMAGE, "wamid.fast");
+    fast.tenant = "initech";
+    fetch(f, &fast, &out[N]);
+    wait_outcomes(f, &out[N], 1);
+    int slow_done = 0;
+    for (int i = 0; i < N; i++)
+        slow_done += out[i].calls;
+    assert_true(slow_done < N);
+    wait_outcomes(f, out, N);
+    for (int i = 0; i <= N; i++) {
+        assert_int_equal(out[i].status, HG_MEDIA_STORED);
+        outcome_free(&out[i]);
+    }
+    hg_media_stats(f->media, &st);
+    assert_int_equal(st.running, 0);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.max_running, 3);
+    assert_int_equal(st.max_running_tenant, 2);
+    /* the server saw the same: never more than 3 at once, never more than 2 per token */
+    json_t *gs = graph_stats();
+    assert_int_equal(json_integer_value(json_object_get(gs, "max_inflight")), 3);
+    json_t *per = json_object_get(gs, "max_inflight_token");
+    /* globex alone uses token 2; acme shares token 1 with the fast initech job */
+    assert_int_equal(json_integer_value(json_object_get(per, token2())), 2);
+    assert_true(json_integer_value(json_object_get(per, token())) >= 2);
+    json_decref(gs);
+}
+
+static void test_multipart(void **state)
+{
+    struct fixture *f = *state;
+    if (!have_servers())
+        skip();
+    struct hg_media_opts o = base_opts(f);
+    o.part_size = 64 * KiB; /* "multi" is 200 KiB + 26 bytes: four parts */
+    o.max_parts_buffered = 8;
+    open_media(f, &o);
+    struct outcome r = { 0 };
+    struct hg_media_job j = job_for("multi", HG_MEDIA_DOCUMENT, "wamid.multi");
+    run_one(f, &j, &r);
+    assert_int_equal(r.status, HG_MEDIA_STORED);
+    assert_true(r.multipart);
+    assert_int_equal(r.size, 9 + 200 * KiB + 17);
+    assert_string_equal(r.key, "media-inbound/acme/document/2025-02-12/wamid.multi.pdf");
+    /* same bytes as the fake served (it says what they hash to) */
+    struct fetched g;
+    curl_get(r.url, NULL, &g);
+    assert_int_equal(g.status, 200);
+    assert_int_equal(g.body.len, r.size);
+    char sha[65];
+    sha_hex(g.body.data, g.body.len, sha);
+    assert_string_equal(sha, r.sha);
+    assert_string_equal(g.meta_sha, r.sha);
+    assert_string_equal(g.content_type, "application/pdf");
+    hg_buf_free(&g.body);
+    outcome_free(&r);
+
+    /* a multipart file that fails its hash is never completed */
+    struct hg_media_opts o2 = base_opts(f);
+    o2.part_size = 64 * KiB;
+    o2.max_parts_buffered = 8;
+    o2.max_size[HG_MEDIA_IMAGE] = 1 << 20;
+    close_media(f);
+    open_media(f, &o2);
+    j = job_for("big", HG_MEDIA_IMAGE, "wamid.bigsha");
+    j.sha256 = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="; /* the empty file's */
+    run_one(f, &j, &r);
+    assert_int_equal(r.status, HG_MEDIA_FAILED);
+    assert_string_equal(r.error, "sha256_mismatch");
+    assert_not_stored(f, "media-inbound/acme/image/2025-02-12/wamid.bigsha.jpg");
+    outcome_free(&r);
+}
+
+static void test_clamd(void **state)
+{
+    struct fixture *f = *state;
+    if (!have_servers())
+        skip();
+    struct clamd c;
+    clamd_start(f, &c);
+    struct hg_media_opts o = base_opts(f);
+    o.clamd_socket = c.path;
+    o.part_size = 64 * KiB;
+    o.max_parts_buffered = 8;
+    open_media(f, &o);
+    struct outcome r[3] = { 0 };
+    struct hg_media_job j = job_for("eicar", HG_MEDIA_DOCUMENT, "wamid.eicar");
+    fetch(f, &j, &r[0]);
+    j = job_for("clean", HG_MEDIA_DOCUMENT, "wamid.clean");
+    fetch(f, &j, &r[1]);
+    j = job_for("multi", HG_MEDIA_DOCUMENT, "wamid.mscan");
+    fetch(f, &j, &r[2]);
+    wait_outcomes(f, r, 3);
+    assert_int_equal(r[0].status, HG_MEDIA_FAILED);
+    assert_string_equal(r[0].error, "infected");
+    assert_not_stored(f, "media-inbound/acme/document/2025-02-12/wamid.eicar.txt");
+    assert_int_equal(r[1].status, HG_MEDIA_STORED);
+    assert_true(r[1].scanned);
+    assert_string_equal(r[1].key, "media-inbound/acme/document/2025-02-12/wamid.clean.txt");
+    assert_int_equal(r[2].status, HG_MEDIA_STORED);
+    assert_true(r[2].scanned && r[2].multipart);
+    assert_int_equal(c.scans, 3);
+    assert_int_equal(c.max_len, r[2].size); /* the multipart file went to clamd whole */
+    for (int i = 0; i < 3; i++)
+        outcome_free(&r[i]);
+    close_media(f);
+    clamd_stop(f, &c);
+
+    /* clamd not there: nothing is stored unscanned, the job is left for later */
+    o.max_attempts = 1;
+    open_media(f, &o);
+    j = job_for("clean", HG_MEDIA_DOCUMENT, "wamid.noscan");
+    run_one(f, &j, &r[0]);
+    assert_int_equal(r[0].status, HG_MEDIA_RETRY);
+    assert_string_equal(r[0].error, "scan_failed");
+    assert_not_stored(f, "media-inbound/acme/document/2025-02-12/wamid.noscan.txt");
+    outcome_free(&r[0]);
+}
+
+static void test_close(void **state)
+{
+    struct fixture *f = *state;
+    if (!have_servers())
+        skip();
+    struct hg_media_opts o = base_opts(f);
+    o.max_inflight = 2;
+    open_media(f, &o);
+    struct outcome r[4] = { 0 };
+    char ids[4][16];
+    for (int i = 0; i < 4; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "slow-x%d", i);
+        struct hg_media_job j = job_for(ids[i], HG_MEDIA_IMAGE, ids[i]);
+        fetch(f, &j, &r[i]);
+    }
+    /* let two start downloading; two wait in the queue */
+    uint64_t until = hg_time_mono_ns() + 150ull * 1000000;
+    while (hg_time_mono_ns() < until)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    struct hg_media_stats st;
+    hg_media_stats(f->media, &st);
+    assert_int_equal(st.running, 2);
+    assert_int_equal(st.queued, 2);
+    bool closed = false;
+    hg_media_close(f->media, on_media_closed, &closed);
+    f->media = NULL;
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, HG_MEDIA_RETRY);
+        assert_string_equal(r[i].error, "shutdown");
+        outcome_free(&r[i]);
+    }
+    assert_false(closed); /* freed later, from the loop */
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sniff),
+        cmocka_unit_test(test_result_json),
+        cmocka_unit_test_setup_teardown(test_open_and_args, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_presign_expires, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_multipart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clamd, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close, setup, teardown),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
