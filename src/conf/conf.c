@@ -114,12 +114,34 @@ static const struct key conf_keys[] = {
     { "ratelimit", "default", KEY_UINT, CF(ratelimit_default), "1000", "1", "1000000000", NULL, 0 },
 
     { "tenants", "service_url", KEY_STRING, CF(tenant_service_url), NULL, NULL, NULL, http_schemes, 0 },
+    { "tenants", "service_token", KEY_STRING, CF(tenant_service_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "tenants", "timeout", KEY_MS, CF(tenant_service_timeout_ms), "2s", "10ms", "1m", NULL, 0 },
+    { "tenants", "cache_ttl", KEY_MS, CF(tenant_cache_ttl_ms), "5m", "1s", "7d", NULL, 0 },
+    { "tenants", "negative_ttl", KEY_MS, CF(tenant_negative_ttl_ms), "60s", "1s", "1d", NULL, 0 },
 
     { "s3", "endpoint", KEY_STRING, CF(s3_endpoint), NULL, NULL, NULL, http_schemes, 0 },
     { "s3", "region", KEY_STRING, CF(s3_region), "us-east-1", NULL, NULL, NULL, 0 },
     { "s3", "access_key", KEY_STRING, CF(s3_access_key), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "s3", "secret_key", KEY_STRING, CF(s3_secret_key), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "s3", "bucket", KEY_STRING, CF(s3_bucket), "hookgate", NULL, NULL, NULL, 0 },
+
+    { "media", "enabled", KEY_AUTOBOOL, CF(media_enabled), "auto", NULL, NULL, NULL, 0 },
+    { "media", "bucket", KEY_STRING, CF(media_bucket), "hookgate-media", NULL, NULL, NULL, 0 },
+    { "media", "max_image", KEY_SIZE, CF(media_max_image), "5MiB", "1KiB", "1GiB", NULL, 0 },
+    { "media", "max_video", KEY_SIZE, CF(media_max_video), "16MiB", "1KiB", "1GiB", NULL, 0 },
+    { "media", "max_audio", KEY_SIZE, CF(media_max_audio), "16MiB", "1KiB", "1GiB", NULL, 0 },
+    { "media", "max_document", KEY_SIZE, CF(media_max_document), "100MiB", "1KiB", "1GiB", NULL, 0 },
+    { "media", "max_sticker", KEY_SIZE, CF(media_max_sticker), "500KiB", "1KiB", "1GiB", NULL, 0 },
+    { "media", "part_size", KEY_SIZE, CF(media_part_size), "5MiB", "5MiB", "1GiB", NULL, 0 },
+    { "media", "presign_expiry", KEY_MS, CF(media_presign_expiry_ms), "1h", "1s", "7d", NULL, 0 },
+    { "media", "download_timeout", KEY_MS, CF(media_download_timeout_ms), "5m", "1s", "1h", NULL, 0 },
+    { "media", "max_inflight", KEY_UINT, CF(media_max_inflight), "8", "1", "1024", NULL, 0 },
+    { "media", "max_inflight_tenant", KEY_UINT, CF(media_max_inflight_tenant), "4", "1", "1024", NULL, 0 },
+    { "media", "clamd_socket", KEY_PATH, CF(media_clamd_socket), NULL, NULL, NULL, NULL, 0 },
+
+    { "state_manager", "url", KEY_STRING, CF(state_manager_url), NULL, NULL, NULL, http_schemes, 0 },
+    { "state_manager", "token", KEY_STRING, CF(state_manager_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "state_manager", "timeout", KEY_MS, CF(state_manager_timeout_ms), "2s", "10ms", "1m", NULL, 0 },
 };
 
 /* Keys of a [tenant.<id>] section; offsets are into struct hg_tenant_conf. */
@@ -136,6 +158,7 @@ static const struct key tenant_keys[] = {
 
 static const char *const sections[] = {
     "server", "log", "whatsapp", "spool", "ndjson", "amqp", "redis", "ratelimit", "tenants", "s3",
+    "media", "state_manager",
 };
 
 /* Where a key's current value came from, for conflict checks and cross-key error messages. */
@@ -1280,6 +1303,8 @@ static void validate(struct load *L)
     }
     if (c->ndjson_enabled < 0)
         c->ndjson_enabled = c->amqp_urls.n == 0;
+    if (c->media_enabled < 0)
+        c->media_enabled = c->s3_endpoint != NULL;
 
     if (c->amqp_max_priority > 0 && strcmp(c->amqp_queue_type, "quorum") == 0) {
         where(L, "amqp", "max_priority", at, sizeof(at));

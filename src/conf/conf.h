@@ -91,6 +91,10 @@ struct hg_conf {
 
     /* [tenants] */
     char *tenant_service_url;         /* NULL = none */
+    char *tenant_service_token;       /* bearer token for the tenant service, optional */
+    uint64_t tenant_service_timeout_ms; /* 2 s */
+    uint64_t tenant_cache_ttl_ms;     /* 5 min in Redis */
+    uint64_t tenant_negative_ttl_ms;  /* 60 s for "no such tenant" */
 
     /* [s3] */
     char *s3_endpoint;                /* NULL = no archive */
@@ -98,6 +102,26 @@ struct hg_conf {
     char *s3_access_key;
     char *s3_secret_key;
     char *s3_bucket;                  /* "hookgate" */
+
+    /* [media] (needs [s3] and a Graph API access token) */
+    int media_enabled;                /* auto = yes when [s3] endpoint is set */
+    char *media_bucket;               /* "hookgate-media" */
+    uint64_t media_max_image;         /* 5 MiB */
+    uint64_t media_max_video;         /* 16 MiB */
+    uint64_t media_max_audio;         /* 16 MiB */
+    uint64_t media_max_document;      /* 100 MiB */
+    uint64_t media_max_sticker;       /* 500 KiB */
+    uint64_t media_part_size;         /* 5 MiB: single PUT up to this, multipart beyond */
+    uint64_t media_presign_expiry_ms; /* 1 h */
+    uint64_t media_download_timeout_ms; /* 5 min per file */
+    uint32_t media_max_inflight;      /* downloads at once per worker: 8 */
+    uint32_t media_max_inflight_tenant; /* of those per tenant: 4 */
+    char *media_clamd_socket;         /* unix socket of clamd; NULL = no scan */
+
+    /* [state_manager] (optional enrichment) */
+    char *state_manager_url;          /* NULL = none */
+    char *state_manager_token;        /* bearer token, optional */
+    uint64_t state_manager_timeout_ms; /* 2 s per request */
 
     /* [rules.<id>] sections, sorted by id; use hg_conf_rules() */
     struct hg_rules_conf *rules;
