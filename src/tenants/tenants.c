@@ -410,15 +410,19 @@ static void snap_use(struct hg_tenants *t, const struct hg_conf *conf)
     t->snap_tenants = hg_xcalloc(conf->n_tenants, sizeof(*t->snap_tenants));
 }
 
-/* A new reference to the tenant for `tc` (NULL = the default without a section). */
+/* A new reference to the tenant for `tc` (NULL = the default without a section); *built says
+ * whether it was made just now (once per snapshot on the hot path). */
 static struct hg_tenant *conf_tenant(struct hg_tenants *t, const struct hg_conf *conf,
-                                     const struct hg_tenant_conf *tc, enum hg_tenant_source source)
+                                     const struct hg_tenant_conf *tc, enum hg_tenant_source source,
+                                     bool *built)
 {
+    *built = true;
     /* A resolve that started before a reload finishes with its own (older) snapshot. */
     if (conf != t->snap)
         return tenant_from_conf(conf, tc, source);
     struct hg_tenant **slot = source == HG_TENANT_DEFAULT ? &t->snap_default
                                                           : &t->snap_tenants[tc - conf->tenants];
+    *built = *slot == NULL;
     if (*slot == NULL)
         *slot = tenant_from_conf(conf, tc, source);
     return hg_tenant_ref(*slot);
@@ -429,11 +433,13 @@ static int use_conf_tenant(struct hg_tenants *t, const struct hg_conf *conf,
                            const struct hg_tenant_conf *tc, enum hg_tenant_source source,
                            struct hg_tenant **out)
 {
-    struct hg_tenant *tn = conf_tenant(t, conf, tc, source);
+    bool built;
+    struct hg_tenant *tn = conf_tenant(t, conf, tc, source, &built);
     if (tn->app_secrets.n == 0) {
+        /* Logged when the snapshot's tenant is built, not on every request. */
+        if (built)
+            hg_warn(NULL, "tenant has no app secret: its webhooks get 503", "tenant", tn->id, NULL);
         hg_tenant_unref(tn);
-        t->stats.unavailable++;
-        hg_warn(NULL, "tenant has no app secret", "tenant", tc != NULL ? tc->id : "(default)", NULL);
         return HG_ERR_UNAVAILABLE;
     }
     if (source == HG_TENANT_DEFAULT)
@@ -535,11 +541,14 @@ int hg_tenants_resolve_local(struct hg_tenants *t, const struct hg_conf *conf,
     n_ids = HG_MIN(n_ids, (size_t)HG_TENANTS_MAX_IDS);
     snap_use(t, conf);
     int rc = decide_config(t, conf, path_tenant, business_ids, n_ids, out);
-    if (rc != HG_TENANTS_PENDING)
-        return rc;
-    size_t idx = 0;
-    /* A miss here is counted by the hg_tenants_resolve that follows, not twice. */
-    return decide_lru(t, conf, path_tenant, business_ids, n_ids, &idx, false, out);
+    if (rc == HG_TENANTS_PENDING) {
+        size_t idx = 0;
+        /* A miss here is counted by the hg_tenants_resolve that follows, not twice. */
+        rc = decide_lru(t, conf, path_tenant, business_ids, n_ids, &idx, false, out);
+    }
+    if (rc == HG_ERR_UNAVAILABLE)
+        t->stats.unavailable++;
+    return rc;
 }
 
 /* ---- completion -------------------------------------------------------------------------- */
