@@ -617,7 +617,7 @@ static void on_idle(uv_idle_t *h)
         uv_close((uv_handle_t *)&t->idle, on_closed);
 }
 
-static void lookup_free(struct lookup *l)
+static void lookup_unlink(struct lookup *l)
 {
     struct hg_tenants *t = l->t;
     if (l->prev != NULL)
@@ -626,11 +626,8 @@ static void lookup_free(struct lookup *l)
         t->lookups = l->next;
     if (l->next != NULL)
         l->next->prev = l->prev;
+    l->prev = l->next = NULL;
     t->n_lookups--;
-    hg_buf_free(&l->body);
-    free(l);
-    if (t->closing)
-        kick(t); /* the idle callback finishes the close once nothing is left */
 }
 
 /* Hand the outcome to every waiter, then free the lookup. */
@@ -639,6 +636,8 @@ static void lookup_done(struct lookup *l, enum lookup_outcome outcome, struct hg
     struct hg_tenants *t = l->t;
     struct resolve *r = l->waiters;
     l->waiters = l->waiters_tail = NULL;
+    /* Out of the list first: a waiter moving on to its next id must never join this lookup. */
+    lookup_unlink(l);
 
     struct hg_tenant *stale = NULL;
     if (outcome == OUTCOME_FAILED) {
@@ -679,7 +678,10 @@ static void lookup_done(struct lookup *l, enum lookup_outcome outcome, struct hg
         }
         r = next;
     }
-    lookup_free(l);
+    hg_buf_free(&l->body);
+    free(l);
+    if (t->closing)
+        kick(t); /* the idle callback finishes the close once nothing is left */
 }
 
 /* ---- Redis and the tenant service -------------------------------------------------------- */

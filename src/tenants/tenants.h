@@ -109,7 +109,8 @@ int hg_tenants_open(uv_loop_t *loop, struct hg_http *http, struct hg_redis *redi
  * the LRU decides (this is the hot path: no allocation for config tenants, no callback hop);
  * HG_TENANTS_PENDING when a Redis/service lookup is needed (call hg_tenants_resolve);
  * HG_ERR_UNAVAILABLE when the default tenant is needed but has no app secret (answer 503 +
- * Retry-After); HG_ERR_NOT_FOUND when `path_tenant` names no tenant and there is no service.
+ * Retry-After); HG_ERR_NOT_FOUND when `path_tenant` names no tenant (no service, or the LRU
+ * remembers the service's 404).
  * `path_tenant` (may be NULL) is the {tenant} URL segment; `business_ids` are the envelope's ids
  * in priority order (entry[].id, then phone_number_id; may be NULL when n_ids is 0).
  */

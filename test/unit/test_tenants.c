@@ -909,6 +909,43 @@ static void test_path_tenant_service(void **state)
     fixture_done(&f);
 }
 
+/* The LRU is bounded: the least recently used id is dropped and looked up again. */
+static void test_lru_bounded(void **state)
+{
+    struct fixture f;
+    if (!setup_service(&f, false))
+        skip();
+    struct hg_tenants_opts o = svc_opts(&f);
+    o.local_max = 2;
+    open_tenants(&f, &f.t, &o);
+    char id[3][32];
+    struct hg_tenant *tn = NULL;
+    for (int i = 0; i < 3; i++) {
+        fresh_id(id[i], sizeof(id[i]), '7');
+        const char *ids[] = { id[i] };
+        assert_int_equal(resolve(&f, f.t, NULL, ids, 1, &tn), 0);
+        hg_tenant_unref(tn);
+    }
+    const char *last[] = { id[2] }, *first[] = { id[0] };
+    assert_int_equal(hg_tenants_resolve_local(f.t, f.conf, NULL, last, 1, &tn), 0);
+    hg_tenant_unref(tn);
+    assert_int_equal(hg_tenants_resolve_local(f.t, f.conf, NULL, first, 1, &tn), HG_TENANTS_PENDING);
+    assert_int_equal(resolve(&f, f.t, NULL, first, 1, &tn), 0);
+    hg_tenant_unref(tn);
+    assert_int_equal(svc_count_ba(&f, id[0]), 2);
+    assert_int_equal(svc_count_ba(&f, id[2]), 1);
+
+    /* The same unknown id twice is asked once. */
+    char nf[32];
+    fresh_id(nf, sizeof(nf), '4');
+    const char *twice[] = { nf, nf };
+    assert_int_equal(resolve(&f, f.t, NULL, twice, 2, &tn), 0);
+    assert_int_equal(tn->source, HG_TENANT_DEFAULT);
+    hg_tenant_unref(tn);
+    assert_int_equal(svc_count_ba(&f, nf), 1);
+    fixture_done(&f);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -931,6 +968,7 @@ int main(void)
         cmocka_unit_test(test_stale_if_error),
         cmocka_unit_test(test_bad_document_and_token),
         cmocka_unit_test(test_path_tenant_service),
+        cmocka_unit_test(test_lru_bounded),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
