@@ -156,6 +156,7 @@ for name, title in (("callgrind-inclusive.txt", "inclusive"), ("callgrind-self.t
     n = cg[0]["requests"]
     total = cg[0]["instructions"]
     lines = []
+    seen = set()
     for l in open(path):
         m = re.match(r"^\s*([\d,]+) \(\s*([\d.]+)%\)\s+(.*)$", l)
         if not m or "PROGRAM TOTALS" in l:
@@ -165,10 +166,17 @@ for name, title in (("callgrind-inclusive.txt", "inclusive"), ("callgrind-self.t
         # callgrind_annotate attributes the whole thread to its entry points; they say nothing.
         if re.search(r"clone\.S|start_thread|worker_main|uv_run|uv__io_poll|uv__run", fn):
             continue
+        # Inclusive costs of recursive or unnamed (stripped library) entries are not meaningful.
+        if title == "inclusive" and (float(m.group(2)) > 100 or "???:0x" in fn):
+            continue
         fn = re.sub(r"^\S*/(src/|llhttp/)", r"\1", fn)
         fn = re.sub(r" \[/[^\]]*/([^/\]]+)\]$", r" [\1]", fn)
+        key = fn.split(" [")[0]
+        if key in seen:
+            continue
+        seen.add(key)
         lines.append([fn.replace("|", "\\|"), "%d" % (ir // n), m.group(2)])
-        if len(lines) >= 30:
+        if len(lines) >= 40:
             break
     md.append("\n## callgrind, %s cost per webhook (top functions)\n" % title)
     md.append("%d requests (fixed bodies, 1 connection), %d Ir in total after warm-up; Ir/webhook = cost / %d.\n" % (n, total, n))

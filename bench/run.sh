@@ -75,10 +75,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# A port below the ephemeral range (so no client socket of ours can take it meanwhile), in no
+# socket of any state.
 free_port() {
-  local p
-  for p in $(shuf -i 20000-45000 -n 100); do
-    if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then echo "$p"; return 0; fi
+  local p lo
+  lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$lo" -gt 12000 ] || lo=32768
+  for p in $(shuf -i 10000-$((lo - 1)) -n 100); do
+    if [ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]; then echo "$p"; return 0; fi
   done
   echo "bench: no free port" >&2; return 1
 }
