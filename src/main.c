@@ -121,6 +121,8 @@ int main(int argc, char **argv)
         if (rc != 0)
             break;
     }
+    for (int i = 0; i < started; i++)
+        hg_worker_go(&workers[i], rc == 0);
     if (rc == 0) {
         char n[16], port[8];
         snprintf(n, sizeof(n), "%d", nworkers);
@@ -128,9 +130,6 @@ int main(int argc, char **argv)
         hg_info(NULL, "hookgate started", "version", HG_VERSION, "workers", n, "listen", current_conf->listen_host,
                 "port", port, NULL);
         uv_run(loop, UV_RUN_DEFAULT);
-    } else {
-        for (int i = 0; i < started; i++)
-            hg_worker_stop(&workers[i]);
     }
     for (int i = 0; i < started; i++)
         hg_worker_join(&workers[i]);

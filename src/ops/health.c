@@ -18,29 +18,29 @@ void hg_ops_health(struct hg_worker *w, struct hg_conn *c, struct hg_http_reques
 }
 
 /*
- * Ready (200): listening, the spool takes appends and the sink can hand events on. Not ready
- * (503 + reason): shutting down, spool not writable, or the sink down (acceptance itself goes on
- * meanwhile: records wait in the spool). Redis down is "degraded" (200): a per-worker fallback
- * keeps dedup and rate limits working.
+ * Ready (200): listening, the spool takes appends and the sink can hand events on — in every
+ * worker, since a load balancer cannot choose which worker answers. Not ready (503 + reason):
+ * shutting down, spool not writable, or the sink down (acceptance itself goes on meanwhile:
+ * records wait in the spool). Redis down is "degraded" (200): a per-worker fallback keeps dedup
+ * and rate limits working.
  */
 void hg_ops_ready(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *unused)
 {
+    const char *own_reason, *all_reason;
+    enum hg_worker_health own = hg_worker_health(w, &own_reason);
+    enum hg_worker_health all = hg_worker_health_all(&all_reason);
+    enum hg_worker_health worst = own > all ? own : all;
+    const char *reason = own >= all ? own_reason : all_reason;
     const char *sink_reason = NULL;
     int spool_rc = hg_spool_writable(w->spool);
     int sink_rc = w->sink->ops->ready(w->sink, &sink_reason);
     bool redis_ok = w->redis == NULL || hg_redis_state(w->redis) == HG_REDIS_OK;
-    bool accept = !w->stopping && spool_rc == 0 && sink_rc == 0;
-    bool degraded = !redis_ok;
-    const char *status = !accept ? "not_ready" : degraded ? "degraded" : "ready";
-    const char *reason = w->stopping ? "shutting down"
-                         : spool_rc  ? hg_strerror(spool_rc)
-                         : sink_rc   ? (sink_reason ? sink_reason : "sink not ready")
-                         : !redis_ok ? "redis unreachable: local fallback in use"
-                                     : NULL;
+    static const char *const names[] = { "ready", "degraded", "not_ready" };
+
     struct hg_buf b;
     hg_buf_init(&b, 4096);
-    hg_buf_appendf(&b, "{\"status\":\"%s\",\"checks\":{\"listener\":\"%s\",\"spool\":\"%s\",\"%s\":\"%s\"", status,
-                   w->stopping ? "down" : "ok", spool_rc == 0 ? "ok" : "down",
+    hg_buf_appendf(&b, "{\"status\":\"%s\",\"checks\":{\"listener\":\"%s\",\"spool\":\"%s\",\"%s\":\"%s\"",
+                   names[worst], w->stopping ? "down" : "ok", spool_rc == 0 ? "ok" : "down",
                    w->sink_is_amqp ? "rabbitmq" : "ndjson", sink_rc == 0 ? "ok" : "down");
     if (w->redis)
         hg_buf_appendf(&b, ",\"redis\":\"%s\"", redis_ok ? "ok" : "degraded");
@@ -50,7 +50,7 @@ void hg_ops_ready(struct hg_worker *w, struct hg_conn *c, struct hg_http_request
     if (reason)
         hg_buf_appendf(&b, ",\"reason\":\"%s\"", reason);
     hg_buf_appendf(&b, "}");
-    hg_conn_respond(c, accept ? 200 : 503, "application/json", NULL, b.data, b.len);
+    hg_conn_respond(c, worst == HG_WORKER_NOT_READY ? 503 : 200, "application/json", NULL, b.data, b.len);
     hg_buf_free(&b);
 }
 

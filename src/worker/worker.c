@@ -27,6 +27,9 @@
 #define LAG_INTERVAL_MS 100
 
 static _Thread_local struct hg_worker *current_worker;
+/* Every worker, for /ready's view over all of them; written before any worker listens. */
+static struct hg_worker *all_workers[256];
+static _Atomic int n_all_workers;
 
 struct hg_worker *hg_worker_current(void) { return current_worker; }
 
@@ -61,6 +64,54 @@ static void on_amqp_confirm(void *arg, int status, uint64_t latency_ns)
         hg_metric_inc(HG_M_RABBITMQ_PUBLISH_FAILURES, NULL);
 }
 
+enum hg_worker_health hg_worker_health(struct hg_worker *w, const char **reason)
+{
+    const char *sink_reason = NULL;
+    int spool_rc = w->spool ? hg_spool_writable(w->spool) : HG_ERR_CLOSED;
+    int sink_rc = w->sink ? w->sink->ops->ready(w->sink, &sink_reason) : HG_ERR_CLOSED;
+    *reason = NULL;
+    if (w->stopping) {
+        *reason = "shutting down";
+        return HG_WORKER_NOT_READY;
+    }
+    if (spool_rc != 0) {
+        *reason = spool_rc == HG_ERR_FULL ? "spool full" : "spool not writable";
+        return HG_WORKER_NOT_READY;
+    }
+    if (sink_rc != 0) {
+        *reason = sink_reason ? sink_reason : "sink not ready";
+        return HG_WORKER_NOT_READY;
+    }
+    if (w->redis && hg_redis_state(w->redis) != HG_REDIS_OK) {
+        *reason = "redis unreachable: local fallback in use";
+        return HG_WORKER_DEGRADED;
+    }
+    return HG_WORKER_READY;
+}
+
+enum hg_worker_health hg_worker_health_all(const char **reason)
+{
+    enum hg_worker_health worst = HG_WORKER_READY;
+    *reason = NULL;
+    int n = atomic_load(&n_all_workers);
+    for (int i = 0; i < n; i++) {
+        int h = atomic_load_explicit(&all_workers[i]->health, memory_order_relaxed);
+        if (h > (int)worst) {
+            worst = (enum hg_worker_health)h;
+            *reason = atomic_load_explicit(&all_workers[i]->health_reason, memory_order_relaxed);
+        }
+    }
+    return worst;
+}
+
+static void publish_health(struct hg_worker *w)
+{
+    const char *reason;
+    enum hg_worker_health h = hg_worker_health(w, &reason);
+    atomic_store_explicit(&w->health_reason, reason, memory_order_relaxed);
+    atomic_store_explicit(&w->health, (int)h, memory_order_relaxed);
+}
+
 /* Event loop lag: how late a periodic timer fires. Also refreshes the spool gauges. */
 static void on_lag_timer(uv_timer_t *t)
 {
@@ -76,6 +127,7 @@ static void on_lag_timer(uv_timer_t *t)
         hg_spool_stats(w->spool, &records, &bytes);
     hg_metric_set(HG_M_SPOOL_RECORDS, NULL, (double)records);
     hg_metric_set(HG_M_SPOOL_BYTES, NULL, (double)bytes);
+    publish_health(w);
 }
 
 /* ---- shutdown chain: http stopped → sink closed → drain freed → spool closed → handles ---- */
@@ -89,6 +141,8 @@ static void on_spool_closed(void *arg)
 {
     struct hg_worker *w = arg;
     w->spool = NULL;
+    if (uv_is_closing((uv_handle_t *)&w->wakeup))
+        return;
     uv_close((uv_handle_t *)&w->lag_timer, on_handle_closed);
     uv_close((uv_handle_t *)&w->shutdown_timer, on_handle_closed);
     uv_close((uv_handle_t *)&w->wakeup, on_handle_closed);
@@ -99,22 +153,33 @@ static void on_drain_freed(void *arg)
 {
     struct hg_worker *w = arg;
     w->drain = NULL;
-    hg_spool_close(w->spool, on_spool_closed, w);
+    if (w->spool)
+        hg_spool_close(w->spool, on_spool_closed, w);
+    else
+        on_spool_closed(w);
 }
 
 static void on_http_client_closed(void *arg)
 {
     struct hg_worker *w = arg;
     w->http_client = NULL;
-    hg_drain_free(w->drain, on_drain_freed, w);
+    if (w->drain)
+        hg_drain_free(w->drain, on_drain_freed, w);
+    else
+        on_drain_freed(w);
 }
 
 static void on_redis_closed(void *arg)
 {
     struct hg_worker *w = arg;
     w->redis = NULL;
+    if (w->http_client == NULL) {
+        on_http_client_closed(w);
+        return;
+    }
     /* Closing the HTTP client ends every S3 call (their callbacks run now), then the S3 client goes. */
-    hg_http_close(w->http_client, on_http_client_closed, w);
+    if (w->http_client)
+        hg_http_close(w->http_client, on_http_client_closed, w);
     if (w->s3) {
         hg_s3_close(w->s3);
         w->s3 = NULL;
@@ -133,11 +198,16 @@ static void on_sink_closed(void *arg)
 static void on_http_stopped(void *arg)
 {
     struct hg_worker *w = arg;
-    hg_http_server_free(w->http);
+    if (w->http)
+        hg_http_server_free(w->http);
     w->http = NULL;
     uv_timer_stop(&w->shutdown_timer);
-    hg_drain_stop(w->drain);
-    w->sink->ops->close(w->sink, on_sink_closed, w);
+    if (w->drain)
+        hg_drain_stop(w->drain);
+    if (w->sink)
+        w->sink->ops->close(w->sink, on_sink_closed, w);
+    else
+        on_sink_closed(w);
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)
@@ -153,6 +223,11 @@ static void begin_stop(struct hg_worker *w)
     if (w->stopping)
         return;
     w->stopping = true;
+    publish_health(w);
+    if (w->http == NULL) {
+        on_http_stopped(w); /* never listened */
+        return;
+    }
     uv_timer_start(&w->shutdown_timer, on_shutdown_timeout, w->conf->shutdown_timeout_ms, 0);
     hg_http_server_stop(w->http, on_http_stopped, w);
 }
@@ -181,7 +256,8 @@ static int worker_open(struct hg_worker *w)
         .dir = c->spool_dir,
         .worker = w->id,
         .nworkers = w->nworkers,
-        .max_bytes = c->spool_max_bytes,
+        /* The quota is the process's: each worker owns an equal share of it. */
+        .max_bytes = c->spool_max_bytes / (uint64_t)w->nworkers,
         .segment_bytes = c->spool_segment_bytes,
         .commit_delay_us = c->spool_commit_delay_us,
         .on_fsync = on_fsync,
@@ -251,10 +327,15 @@ static int worker_open(struct hg_worker *w)
     };
     hg_drain_open(&w->loop, &b, &w->drain);
 
+    return 0;
+}
+
+static int worker_listen(struct hg_worker *w)
+{
     struct hg_http_limits l;
-    limits_from_conf(&l, c);
+    limits_from_conf(&l, w->conf);
     struct hg_http_handler h = { on_request, hg_req_abandon, w };
-    rc = hg_http_server_start(&w->loop, w->listen_fd, &l, &h, &w->http);
+    int rc = hg_http_server_start(&w->loop, w->listen_fd, &l, &h, &w->http);
     if (rc != 0) {
         hg_error(NULL, "cannot start listener", "error", hg_strerror(rc), NULL);
         return rc;
@@ -272,11 +353,24 @@ static void worker_main(void *arg)
 
     w->start_error = worker_open(w);
     uv_sem_post(&w->started);
-    if (w->start_error != 0)
+    if (w->start_error != 0) {
+        /* Close what did open, so nothing is left behind (the chain skips what is missing). */
+        begin_stop(w);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
         return;
-    char id[16];
-    snprintf(id, sizeof(id), "%d", w->id);
-    hg_info(NULL, "worker listening", "worker", id, NULL);
+    }
+    /*
+     * Listen only once every worker opened its spool and sink: an instance that answers 200 and
+     * then fails start-up on another worker would be lying about its health.
+     */
+    uv_sem_wait(&w->go);
+    if (!atomic_load(&w->stop_requested) && worker_listen(w) == 0) {
+        char id[16];
+        snprintf(id, sizeof(id), "%d", w->id);
+        hg_info(NULL, "worker listening", "worker", id, NULL);
+    } else {
+        begin_stop(w);
+    }
     uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 
@@ -297,6 +391,7 @@ int hg_worker_start(struct hg_worker *w, int id, int n, struct hg_conf *conf)
     uv_timer_init(&w->loop, &w->shutdown_timer);
     w->shutdown_timer.data = w;
     uv_sem_init(&w->started, 0);
+    uv_sem_init(&w->go, 0);
 
     w->listen_fd = hg_http_listen_socket(conf->listen_host, conf->listen_port, 4096);
     if (w->listen_fd < 0) {
@@ -309,8 +404,21 @@ int hg_worker_start(struct hg_worker *w, int id, int n, struct hg_conf *conf)
     int rc = uv_thread_create(&w->thread, worker_main, w);
     if (rc != 0)
         return rc;
+    w->thread_started = true;
     uv_sem_wait(&w->started);
+    if (w->start_error == 0 && id < (int)HG_ARRAY_SIZE(all_workers)) {
+        publish_health(w); /* the worker waits for hg_worker_go: nothing else touches it now */
+        all_workers[id] = w;
+        atomic_store(&n_all_workers, id + 1);
+    }
     return w->start_error;
+}
+
+void hg_worker_go(struct hg_worker *w, bool listen)
+{
+    if (!listen)
+        atomic_store(&w->stop_requested, true);
+    uv_sem_post(&w->go);
 }
 
 void hg_worker_reload(struct hg_worker *w, struct hg_conf *conf)
@@ -336,7 +444,8 @@ static void walk_close(uv_handle_t *h, void *arg)
 
 void hg_worker_join(struct hg_worker *w)
 {
-    uv_thread_join(&w->thread);
+    if (w->thread_started)
+        uv_thread_join(&w->thread);
     /* A worker that failed at start-up left handles open: close them so the loop can be freed. */
     uv_walk(&w->loop, walk_close, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -348,4 +457,5 @@ void hg_worker_join(struct hg_worker *w)
         hg_conf_unref(next);
     hg_conf_unref(w->conf);
     uv_sem_destroy(&w->started);
+    uv_sem_destroy(&w->go);
 }

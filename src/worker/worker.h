@@ -49,21 +49,39 @@ struct hg_worker {
     bool stopping;
     int close_steps;                 /* asynchronous closes still running at shutdown */
     int start_error;                 /* set by the thread if start-up failed */
-    uv_sem_t started;                /* posted when the worker listens (or failed) */
+    uv_sem_t started;                /* posted when the worker opened everything (or failed) */
+    uv_sem_t go;                     /* main → worker: every worker opened, listen (or stop) */
+    bool thread_started;
     uint64_t inflight;               /* requests between accept and answer */
+    _Atomic int health;              /* enum hg_worker_health, published by the lag timer */
+    _Atomic(const char *) health_reason;
 };
 
 /*
  * Start worker `id` of `n` on its own thread with one reference to `conf` (taken here).
- * Opens the spool (recovery), the sink, the listener; returns once it listens, or an error.
+ * Opens the spool (recovery), the sink and the clients; returns once they are open, or an error.
+ * The worker then waits for hg_worker_go before it accepts connections.
  */
 int hg_worker_start(struct hg_worker *w, int id, int n, struct hg_conf *conf);
+/* Every worker started: listen (true), or shut down without listening (false). */
+void hg_worker_go(struct hg_worker *w, bool listen);
 /* Hand a new config to the worker (a reference is taken); it applies it on its loop. */
 void hg_worker_reload(struct hg_worker *w, struct hg_conf *conf);
 /* Ask the worker to stop: stop accepting, finish in-flight requests and spool writes. */
 void hg_worker_stop(struct hg_worker *w);
 /* Wait for the worker thread to end and release what it owns. */
 void hg_worker_join(struct hg_worker *w);
+
+/* Readiness of one worker, as /ready reports it. */
+enum hg_worker_health {
+    HG_WORKER_READY = 0,
+    HG_WORKER_DEGRADED = 1,     /* accepting, a backend uses its fallback (Redis down) */
+    HG_WORKER_NOT_READY = 2,    /* stopping, spool not writable, or sink down */
+};
+/* This worker's health now (its own thread only); *reason is a static string or NULL. */
+enum hg_worker_health hg_worker_health(struct hg_worker *w, const char **reason);
+/* The worst health over all workers, as each last published it (any thread; ~100 ms old). */
+enum hg_worker_health hg_worker_health_all(const char **reason);
 
 /* Current worker of the calling thread (NULL on the main thread). */
 struct hg_worker *hg_worker_current(void);
