@@ -244,16 +244,22 @@ class Bucket:
         self.stopped = False
 
     def keys(self):
-        """Every key in the bucket (empty when it does not exist yet)."""
+        """Every key in the bucket (empty when it does not exist yet). s3rver sometimes answers a
+        listing with InternalError while it is busy writing; that is retried."""
         from botocore.exceptions import ClientError
-        out = []
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name):
-                out += [o["Key"] for o in page.get("Contents", [])]
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
-                return []
-            raise
+        for attempt in range(5):
+            out = []
+            try:
+                for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name):
+                    out += [o["Key"] for o in page.get("Contents", [])]
+                return out
+            except ClientError as e:
+                code = e.response.get("Error", {}).get("Code")
+                if code in ("NoSuchBucket", "404"):
+                    return []
+                if code != "InternalError" or attempt == 4:
+                    raise
+                time.sleep(0.5)
         return out
 
     def get(self, key):
@@ -389,7 +395,7 @@ class Load(threading.Thread):
     (with its time), and counts every other outcome. Connection errors (hookgate restarting) are
     counted and retried after a short sleep."""
 
-    def __init__(self, h, pause=0.005, timeout=10):
+    def __init__(self, h, pause=0.02, timeout=10):
         super().__init__(daemon=True)
         self.h = h
         self.pause = pause
