@@ -48,7 +48,7 @@ def check_all_acked_in_queues(rabbit, vhost, load, timeout=45, col=None):
     assert len(acked) >= 20, f"too little load to mean anything: {load.outcomes}"
     col = col or Collector(rabbit, vhost)
     col.wait_for(acked, timeout=timeout, what="200-acknowledged events")
-    unknown = col.ids() - acked - {m.message_id for m in col.messages if m.message_id is None}
+    unknown = col.ids() - acked
     # Everything in the queues was posted by the load (a post cut off by a crash may be there too).
     posted_but_unanswered = sum(v for k, v in load.outcomes.items() if not k.isdigit())
     assert len(unknown) <= posted_but_unanswered, f"events nobody posted: {sorted(unknown)[:5]}"
@@ -179,10 +179,11 @@ def test_s3_outage_under_load(make_hg, rabbit, vhost, bucket):
 def test_kill9_under_load(make_hg, rabbit, vhost, with_redis, request):
     redis_db = None
     if with_redis:
-        # A record killed between its dedup claim and the confirm waits for the claim's 60 s TTL
-        # (docs/redis.md, two-phase dedup), so this variant is slow by design.
+        # An event killed between its dedup claim and the confirm waits out the claim's 60 s TTL
+        # after the restart (docs/redis.md, two-phase dedup), then the record's retry backoff (up
+        # to 30 s): about one run in three takes 60-90 s, so this variant is opt-in.
         if not os.environ.get("HG_E2E_SLOW"):
-            pytest.skip("set HG_E2E_SLOW=1: waits out the 60 s dedup claim of killed attempts")
+            pytest.skip("set HG_E2E_SLOW=1 (may wait out the 60 s dedup claim of a killed attempt)")
         redis_db = request.getfixturevalue("redis_db")
     h = make_hg(overrides=backend_overrides(rabbit.url(vhost), redis_db))
     wait_ready(h)
@@ -200,7 +201,7 @@ def test_kill9_under_load(make_hg, rabbit, vhost, with_redis, request):
     after = load.acked_ids(since=t_back)
     assert len(after) >= 5, f"no acceptance after the restart: {load.outcomes}"
     assert not load.non_200, f"non-200 answers around the crash: {load.non_200[:5]}"
-    check_all_acked_in_queues(rabbit, vhost, load, timeout=90 if with_redis else 45)
+    check_all_acked_in_queues(rabbit, vhost, load, timeout=120 if with_redis else 45)
     assert t_back - t_killed < 30
 
 
@@ -229,3 +230,26 @@ def test_event_loop_never_waits_on_broker(make_hg, rabbit, vhost):
     assert len(load.acked_ids(since=t0, until=t1)) >= 5, load.outcomes
     # (That every acked event arrives after such an outage is test_rabbitmq_outage_under_load.)
     wait_ready(h, timeout=45)
+
+
+def test_ready_reports_s3_state(make_hg, rabbit, vhost, bucket):
+    """Issue 3: /ready lists each backend as ok|degraded|down. S3 up → ok; S3 down (an archive
+    failed) → not ok, while acceptance and publishing go on (200)."""
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost), bucket=bucket))
+    wait_ready(h)
+    assert post(h, hgm.text_envelope()).status_code == 200
+    wait_spool_empty(h)
+    code, body = ready(h)
+    assert body["checks"].get("s3") == "ok", body
+    bucket.stop()
+    try:
+        assert post(h, hgm.text_envelope()).status_code == 200
+        assert post(h, hgm.text_envelope()).status_code == 200
+
+        def s3_not_ok():
+            c, b = ready(h)
+            return c == 200 and b["checks"].get("s3") in ("degraded", "down")
+
+        hgm.wait_until(s3_not_ok, 10, interval=0.2, what=f"/ready showing S3 down (last: {ready(h)})")
+    finally:
+        bucket.start()

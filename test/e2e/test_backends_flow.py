@@ -6,16 +6,14 @@ The run happens once per module (fixture `flow`); each test asserts one aspect o
 
 import collections
 import datetime
-import json
 import re
 import time
-import uuid
 
 import pytest
 
 import hookgate as hgm
-from backends import (QUEUE_MESSAGES, QUEUE_STATUSES, Bucket, Collector, Rabbit, RedisDb, ALL_QUEUES,
-                      backend_overrides, new_request_id, post, wait_ready, wait_spool_empty, metric)
+from backends import (QUEUE_MESSAGES, QUEUE_STATUSES, Bucket, Collector, Rabbit, RedisDb,
+                      backend_overrides, new_request_id, post, wait_ready, wait_spool_empty)
 
 UNKNOWN_WABA = "299999999999999"
 LIMITED_RATE = 2
