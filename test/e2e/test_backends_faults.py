@@ -1,0 +1,255 @@
+"""Fault tests under load against the real servers: RabbitMQ, Redis and S3 each stopped and started
+again, and kill -9 of hookgate. A background thread posts unique webhooks all along and records
+every event id answered 200; at the end every one of them must be in the queues. Also: the event
+loop never waits on the broker (event_loop_lag_seconds) while it is down."""
+
+import os
+import threading
+import time
+
+import pytest
+
+import hookgate as hgm
+from backends import (Collector, Load, backend_overrides, bucket, metric, post, rabbit, ready,  # noqa: F401
+                      redis_db, vhost, wait_ready, wait_spool_empty)
+
+OUTAGE_S = float(os.environ.get("HG_E2E_OUTAGE_S", "3"))
+
+
+class Sampler(threading.Thread):
+    """Calls fn() every `interval` seconds; keeps (monotonic time, value or exception)."""
+
+    def __init__(self, fn, interval=0.1):
+        super().__init__(daemon=True)
+        self.fn = fn
+        self.interval = interval
+        self.samples = []
+        self.stop_event = threading.Event()
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                v = self.fn()
+            except Exception as e:  # noqa: BLE001 - recorded, judged by the test
+                v = e
+            self.samples.append((time.monotonic(), v))
+            self.stop_event.wait(self.interval)
+
+    def finish(self):
+        self.stop_event.set()
+        self.join(timeout=15)
+
+    def between(self, t0, t1):
+        return [v for t, v in self.samples if t0 <= t <= t1]
+
+
+def check_all_acked_in_queues(rabbit, vhost, load, timeout=45, col=None):
+    acked = load.acked_ids()
+    assert len(acked) >= 20, f"too little load to mean anything: {load.outcomes}"
+    col = col or Collector(rabbit, vhost)
+    col.wait_for(acked, timeout=timeout, what="200-acknowledged events")
+    unknown = col.ids() - acked
+    # Everything in the queues was posted by the load (a post cut off by a crash may be there too).
+    posted_but_unanswered = sum(v for k, v in load.outcomes.items() if not k.isdigit())
+    assert len(unknown) <= posted_but_unanswered, f"events nobody posted: {sorted(unknown)[:5]}"
+    return col
+
+
+def test_rabbitmq_outage_under_load(make_hg, rabbit, vhost, redis_db):
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost), redis_db))
+    wait_ready(h)
+    load = Load(h)
+    readiness = Sampler(lambda: ready(h), interval=0.1)
+    load.start()
+    readiness.start()
+    try:
+        time.sleep(1.0)
+        rabbit.stop_app()
+        t_down = time.monotonic()
+        hgm.wait_until(lambda: any(v[0] == 503 for v in readiness.between(t_down, time.monotonic())
+                                   if isinstance(v, tuple)), 10, what="/ready 503 while the broker is down")
+        time.sleep(OUTAGE_S)
+        t_up = time.monotonic()
+        rabbit.start_app()
+        time.sleep(1.0)
+    finally:
+        load.finish()
+        readiness.finish()
+    assert load.non_200 == [], f"non-200 answers while the broker was down: {load.non_200[:5]}"
+    assert set(load.outcomes) == {"200"}, load.outcomes
+    during = load.acked_ids(since=t_down, until=t_up)
+    assert len(during) >= 5, f"acceptance did not continue during the outage: {len(during)} 200s"
+    outage = [v for v in readiness.between(t_down + 0.5, t_up) if isinstance(v, tuple)]
+    assert outage, "no /ready samples during the outage"
+    for code, body in outage:
+        assert code == 503 and body.get("status") == "not_ready", (code, body)
+        assert body["checks"].get("rabbitmq") == "down", body
+    check_all_acked_in_queues(rabbit, vhost, load)
+    wait_ready(h, timeout=45)
+
+
+def test_redis_outage_under_load(make_hg, rabbit, vhost, redis_db):
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost), redis_db))
+    wait_ready(h)
+    load = Load(h)
+    readiness = Sampler(lambda: ready(h), interval=0.1)
+    load.start()
+    readiness.start()
+    try:
+        time.sleep(1.0)
+        redis_db.stop()
+        t_down = time.monotonic()
+        hgm.wait_until(lambda: any(v[1].get("status") == "degraded"
+                                   for v in readiness.between(t_down, time.monotonic()) if isinstance(v, tuple)),
+                       10, what="/ready degraded while Redis is down")
+        time.sleep(OUTAGE_S)
+        t_up = time.monotonic()
+        redis_db.start()
+        wait_ready(h, timeout=30)
+        time.sleep(0.5)
+    finally:
+        load.finish()
+        readiness.finish()
+    assert load.non_200 == [], f"non-200 answers while Redis was down: {load.non_200[:5]}"
+    assert set(load.outcomes) == {"200"}, load.outcomes
+    during = load.acked_ids(since=t_down, until=t_up)
+    assert len(during) >= 5, f"acceptance did not continue during the outage: {len(during)} 200s"
+    outage = [v for v in readiness.between(t_down + 0.5, t_up) if isinstance(v, tuple)]
+    assert outage, "no /ready samples during the outage"
+    for code, body in outage:
+        assert code == 200 and body.get("status") == "degraded", (code, body)
+        assert body["checks"].get("redis") == "degraded", body
+    assert metric(h, "redis_fallback_total") > 0, "the fallback was never counted"
+    col = check_all_acked_in_queues(rabbit, vhost, load)
+
+    # Redis is back: shared dedup again. A webhook posted now and then redelivered several times
+    # (new connections, so both workers see it) is published once and marked done in Redis.
+    w = hgm.new_wamid()
+    body = hgm.text_envelope(w, text="after redis came back")
+    assert post(h, body).status_code == 200
+    col.wait_for([w], timeout=20)
+    dups_before = metric(h, "dedup_duplicates_total")
+    for _ in range(4):
+        assert post(h, body).status_code == 200
+    wait_spool_empty(h)
+    time.sleep(0.3)
+    col.poll()
+    assert col.counts()[w] == 1, f"redelivery after Redis recovery published again ({col.counts()[w]}x)"
+    assert metric(h, "dedup_duplicates_total") == dups_before + 4
+    assert redis_db.client.get(f"hg:dedup:default:{w}") == b"done"
+
+
+def test_s3_outage_under_load(make_hg, rabbit, vhost, bucket):
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost), bucket=bucket))
+    wait_ready(h)
+    load = Load(h)
+    load.start()
+    try:
+        time.sleep(1.0)
+        bucket.stop()
+        t_down = time.monotonic()
+        time.sleep(OUTAGE_S)
+        t_mid = time.monotonic()
+        # Publishing goes on without the archive: what was acked while S3 is down reaches the queues
+        # before S3 is back, and the records wait in the spool for their archive step.
+        during = load.acked_ids(since=t_down + 0.5, until=t_mid)
+        assert len(during) >= 5, f"acceptance did not continue during the outage: {load.outcomes}"
+        col = Collector(rabbit, vhost)
+        col.wait_for(during, timeout=15, what="events acked while S3 was down")
+        assert metric(h, "spool_records") > 0, "records left the spool without their archive"
+        bucket.start()
+        time.sleep(0.5)
+    finally:
+        load.finish()
+        if bucket.stopped:
+            bucket.start()
+    assert set(load.outcomes) == {"200"}, load.outcomes
+    check_all_acked_in_queues(rabbit, vhost, load, col=col)
+    acked = load.acked_ids()
+    # Archives appear once S3 is back: one object per acked webhook, named after its first event.
+    wait_spool_empty(h, timeout=60)
+    keys = bucket.keys()
+    archived = {k.rsplit("/", 1)[1][:-len(".json")].split("-", 1)[1] for k in keys}
+    missing = acked - archived
+    assert not missing, f"{len(missing)} acked webhooks never archived, e.g. {sorted(missing)[:3]}"
+    assert len(keys) == len(acked), (len(keys), len(acked))
+
+
+@pytest.mark.parametrize("with_redis", [False, True], ids=["spool+broker", "with-redis"])
+def test_kill9_under_load(make_hg, rabbit, vhost, with_redis, request):
+    redis_db = None
+    if with_redis:
+        # An event killed between its dedup claim and the confirm waits out the claim's 60 s TTL
+        # after the restart (docs/redis.md, two-phase dedup), then the record's retry backoff (up
+        # to 30 s): about one run in three takes 60-90 s, so this variant is opt-in.
+        if not os.environ.get("HG_E2E_SLOW"):
+            pytest.skip("set HG_E2E_SLOW=1 (may wait out the 60 s dedup claim of a killed attempt)")
+        redis_db = request.getfixturevalue("redis_db")
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost), redis_db))
+    wait_ready(h)
+    load = Load(h)
+    load.start()
+    try:
+        time.sleep(1.5)
+        h.kill9()
+        t_killed = time.monotonic()
+        h.start()
+        t_back = time.monotonic()
+        time.sleep(1.5)
+    finally:
+        load.finish()
+    after = load.acked_ids(since=t_back)
+    assert len(after) >= 5, f"no acceptance after the restart: {load.outcomes}"
+    assert not load.non_200, f"non-200 answers around the crash: {load.non_200[:5]}"
+    check_all_acked_in_queues(rabbit, vhost, load, timeout=120 if with_redis else 45)
+    assert t_back - t_killed < 30
+
+
+def test_event_loop_never_waits_on_broker(make_hg, rabbit, vhost):
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost)))
+    wait_ready(h)
+    load = Load(h, pause=0.005)
+    lag = Sampler(lambda: metric(h, "event_loop_lag_seconds"), interval=0.05)
+    load.start()
+    lag.start()
+    try:
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        rabbit.stop_app()
+        time.sleep(OUTAGE_S)
+        t1 = time.monotonic()
+        rabbit.start_app()
+        time.sleep(1.0)
+    finally:
+        load.finish()
+        lag.finish()
+    during = [v for v in lag.between(t0, t1 + 1.0) if isinstance(v, float)]
+    assert len(during) >= 10, f"too few lag samples: {lag.samples[:5]}"
+    worst = max(during)
+    assert worst < 0.1, f"event loop lag {worst:.3f}s during the broker outage (samples: {sorted(during)[-5:]})"
+    assert len(load.acked_ids(since=t0, until=t1)) >= 5, load.outcomes
+    # (That every acked event arrives after such an outage is test_rabbitmq_outage_under_load.)
+    wait_ready(h, timeout=45)
+
+
+def test_ready_reports_s3_state(make_hg, rabbit, vhost, bucket):
+    """Issue 3: /ready lists each backend as ok|degraded|down. S3 up → ok; S3 down (an archive
+    failed) → not ok, while acceptance and publishing go on (200)."""
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost), bucket=bucket))
+    wait_ready(h)
+    assert post(h, hgm.text_envelope()).status_code == 200
+    wait_spool_empty(h)
+    code, body = ready(h)
+    assert body["checks"].get("s3") == "ok", body
+    bucket.stop()
+    try:
+        assert post(h, hgm.text_envelope()).status_code == 200
+        assert post(h, hgm.text_envelope()).status_code == 200
+
+        def s3_not_ok():
+            c, b = ready(h)
+            return c == 200 and b["checks"].get("s3") in ("degraded", "down")
+
+        hgm.wait_until(s3_not_ok, 10, interval=0.2, what=f"/ready showing S3 down (last: {ready(h)})")
+    finally:
+        bucket.start()
