@@ -6,6 +6,7 @@
 #include "core/err.h"
 #include "http/http.h"
 #include "ops/metrics.h"
+#include "req/drain.h"
 #include "req/req.h"
 #include "sink/sink.h"
 #include "spool/spool.h"
@@ -45,7 +46,7 @@ void hg_ops_ready(struct hg_worker *w, struct hg_conn *c, struct hg_http_request
     if (w->redis)
         hg_buf_appendf(&b, ",\"redis\":\"%s\"", redis_ok ? "ok" : "degraded");
     if (w->s3)
-        hg_buf_appendf(&b, ",\"s3\":\"configured\"");
+        hg_buf_appendf(&b, ",\"s3\":\"%s\"", hg_drain_archive_failing(w->drain) ? "down" : "ok");
     hg_buf_appendf(&b, "}");
     if (reason)
         hg_buf_appendf(&b, ",\"reason\":\"%s\"", reason);

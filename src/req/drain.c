@@ -104,6 +104,7 @@ struct hg_drain {
     bool recovered_done;
     bool closing;
     bool bucket_checked;
+    bool archive_failing;          /* the last archive attempt failed (for /ready) */
     void (*free_done)(void *arg);
     void *free_arg;
 };
@@ -356,6 +357,7 @@ static void on_archived(void *arg, const struct hg_s3_result *res)
     struct item *it = arg;
     struct hg_drain *d = it->drain;
     it->outstanding--;
+    d->archive_failing = res->err != 0;
     if (res->err == 0) {
         it->archive = AR_DONE;
         hg_metric_observe(HG_M_MINIO_UPLOAD_DURATION, NULL,
@@ -621,6 +623,11 @@ int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_
     uv_timer_start(&d->tick, on_tick, 0, TICK_MS);
     *out = d;
     return 0;
+}
+
+bool hg_drain_archive_failing(const struct hg_drain *d)
+{
+    return d->archive_failing;
 }
 
 uint64_t hg_drain_inflight(const struct hg_drain *d)

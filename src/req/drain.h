@@ -12,6 +12,7 @@
 #define HG_REQ_DRAIN_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -68,6 +69,9 @@ void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drai
 typedef void (*hg_drain_ack_cb)(void *arg, int status);
 void hg_drain_submit_acked(struct hg_drain *d, const struct hg_drain_record *rec, json_t *root, hg_drain_ack_cb ack,
                            void *arg);
+
+/* True while the last raw-archive attempt failed (S3 down or refusing). */
+bool hg_drain_archive_failing(const struct hg_drain *d);
 
 /* Records taken and not yet released. */
 uint64_t hg_drain_inflight(const struct hg_drain *d);

@@ -58,7 +58,8 @@ static void req_set_state(struct hg_req *q, enum hg_req_state s)
     q->state = s;
 }
 
-static void count_rejected(const char *tenant, const char *status)
+/* webhook_received_total{...,type="webhook",status} for the webhook as a whole. */
+static void count_webhook(const char *tenant, const char *status)
 {
     char labels[256], esc[128];
     snprintf(labels, sizeof(labels), "provider=\"whatsapp\",tenant=\"%s\",type=\"webhook\",status=\"%s\"",
@@ -147,7 +148,7 @@ static void on_spooled(void *arg, int status, uint64_t id)
     q->worker->inflight--;
     if (status != 0) {
         hg_error(q->request_id, "spool write failed; answered 503", "error", hg_strerror(status), NULL);
-        count_rejected(q->tenant, "unavailable");
+        count_webhook(q->tenant, "unavailable");
         req_answer_error(q, 503, "unavailable", "could not store the webhook durably; retry later",
                          "Retry-After: 5\r\n");
         req_free(q);
@@ -161,6 +162,7 @@ static void on_spooled(void *arg, int status, uint64_t id)
         hg_conn_respond(q->conn, 200, "application/json", q->rl_headers, body, (size_t)n);
     }
     req_set_state(q, HG_REQ_DONE);
+    count_webhook(q->tenant, "accepted");
     hg_metric_observe(HG_M_PROCESSING_DURATION, NULL, (double)(hg_time_mono_ns() - q->start_mono_ns) / 1e9);
     struct hg_drain_record rec = {
         .request_id = q->request_id,
@@ -182,13 +184,14 @@ static void on_broker_acked(void *arg, int status)
 {
     struct hg_req *q = arg;
     if (status != 0) {
-        count_rejected(q->tenant, "unavailable");
+        count_webhook(q->tenant, "unavailable");
         req_answer_error(q, 503, "unavailable", "the broker did not confirm the events; retry later",
                          "Retry-After: 5\r\n");
         req_free(q);
         return;
     }
     req_set_state(q, HG_REQ_DONE);
+    count_webhook(q->tenant, "accepted");
     if (q->conn) {
         char body[256];
         int n = snprintf(body, sizeof(body), "{\"status\":\"accepted\",\"request_id\":\"%s\",\"events\":%d}",
@@ -245,7 +248,7 @@ static void req_spool(struct hg_req *q)
             hg_warn(q->request_id, "spool full; answered 503", NULL);
         else
             hg_error(q->request_id, "spool append failed; answered 503", "error", hg_strerror(rc), NULL);
-        count_rejected(q->tenant, "unavailable");
+        count_webhook(q->tenant, "unavailable");
         if (q->conn)
             hg_conn_set_data(q->conn, NULL);
         req_answer_error(q, 503, full ? "spool_full" : "unavailable",
@@ -272,7 +275,7 @@ static void on_ratelimit(void *arg, const struct hg_redis_ratelimit_result *res)
     char labels[160], esc[128], retry[48];
     snprintf(labels, sizeof(labels), "tenant=\"%s\"", hg_metrics_label_escape(esc, sizeof(esc), q->tenant));
     hg_metric_inc(HG_M_RATELIMIT_REJECTED, labels);
-    count_rejected(q->tenant, "rate_limited");
+    count_webhook(q->tenant, "rate_limited");
     long long wait = res->reset_at_unix_s - (long long)(hg_time_now_ns() / 1000000000ull);
     snprintf(retry, sizeof(retry), "Retry-After: %lld\r\n", wait > 0 ? wait : 1);
     if (q->conn)
@@ -311,7 +314,7 @@ void hg_req_whatsapp_ingest(struct hg_worker *w, struct hg_conn *c, struct hg_ht
     char reason[256] = "";
 
     if (sig == NULL) {
-        count_rejected(tenant, "unauthorized");
+        count_webhook(tenant, "unauthorized");
         hg_conn_respond_error(c, 401, "unauthorized", "missing X-Hub-Signature-256", NULL);
         return;
     }
@@ -332,7 +335,7 @@ void hg_req_whatsapp_ingest(struct hg_worker *w, struct hg_conn *c, struct hg_ht
         if (root)
             json_decref(root);
         hg_warn(r->request_id, "no app secret configured for tenant; answered 503", "tenant", tenant_id, NULL);
-        count_rejected(tenant_id, "unavailable");
+        count_webhook(tenant_id, "unavailable");
         hg_conn_respond_error(c, 503, "tenant_unavailable", "no app secret configured for this tenant",
                               "Retry-After: 30\r\n");
         return;
@@ -341,14 +344,14 @@ void hg_req_whatsapp_ingest(struct hg_worker *w, struct hg_conn *c, struct hg_ht
         if (root)
             json_decref(root);
         hg_info(r->request_id, "signature mismatch", "tenant", tenant_id, NULL);
-        count_rejected(tenant_id, "unauthorized");
+        count_webhook(tenant_id, "unauthorized");
         hg_conn_respond_error(c, 401, "unauthorized", "signature does not match", NULL);
         return;
     }
     if (root == NULL && reason[0] == '\0')
         root = hg_whatsapp_parse(r->body, r->body_len, reason, sizeof(reason));
     if (root == NULL) {
-        count_rejected(tenant_id, "invalid");
+        count_webhook(tenant_id, "invalid");
         hg_conn_respond_error(c, 400, "invalid_envelope", reason, NULL);
         return;
     }

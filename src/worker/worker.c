@@ -82,6 +82,10 @@ enum hg_worker_health hg_worker_health(struct hg_worker *w, const char **reason)
         *reason = sink_reason ? sink_reason : "sink not ready";
         return HG_WORKER_NOT_READY;
     }
+    if (w->drain && hg_drain_archive_failing(w->drain)) {
+        *reason = "s3 archive failing: records wait in the spool";
+        return HG_WORKER_DEGRADED;
+    }
     if (w->redis && hg_redis_state(w->redis) != HG_REDIS_OK) {
         *reason = "redis unreachable: local fallback in use";
         return HG_WORKER_DEGRADED;
