@@ -20,6 +20,7 @@
 #include "req/drain.h"
 #include "req/req.h"
 #include "spool/spool.h"
+#include "tenants/tenants.h"
 #include "worker/worker.h"
 
 /* Where an ingest request is; every change goes through req_set_state(). */
@@ -48,6 +49,10 @@ struct hg_req {
     size_t headers_len;
     char *body;                    /* copy of the raw body: the connection may go away meanwhile */
     size_t body_len;
+    struct hg_tenant *svc_tenant;  /* tenant from the cache / tenant service (a reference) */
+    char *sig;                     /* X-Hub-Signature-256 while the tenant is looked up */
+    size_t sig_len;
+    char *parse_reason;            /* why the body did not parse (400 after a good signature) */
 };
 
 static const char *const state_names[] = { "verify", "ratelimit", "spool", "broker", "done" };
@@ -127,6 +132,10 @@ static void req_free(struct hg_req *q)
     if (q->root)
         json_decref(q->root);
     hg_conf_unref(q->conf);
+    if (q->svc_tenant)
+        hg_tenant_unref(q->svc_tenant);
+    free(q->sig);
+    free(q->parse_reason);
     free(q->headers);
     free(q->body);
     free(q);
@@ -304,6 +313,102 @@ static void spool_headers(struct hg_buf *b, const struct hg_http_request *r)
     }
 }
 
+/* Continue a request whose tenant came from the cache / tenant service. */
+static void on_tenant(void *arg, int status, struct hg_tenant *t)
+{
+    struct hg_req *q = arg;
+    if (status != 0) {
+        bool missing = status == HG_ERR_NOT_FOUND;
+        count_webhook(NULL, missing ? "unknown_tenant" : "unavailable");
+        if (missing)
+            req_answer_error(q, 404, "unknown_tenant", "no such tenant", NULL);
+        else
+            req_answer_error(q, 503, "tenant_unavailable", "tenant could not be resolved; retry later",
+                             "Retry-After: 10\r\n");
+        if (q->conn)
+            hg_conn_set_data(q->conn, NULL);
+        req_free(q);
+        return;
+    }
+    q->svc_tenant = t;
+    q->tenant = t->id;
+    q->rate_limit = t->rate_limit ? t->rate_limit : q->conf->ratelimit_default;
+    if (hg_whatsapp_verify_signature(q->sig, q->sig_len, q->body, q->body_len, &t->app_secrets) != 0) {
+        hg_info(q->request_id, "signature mismatch", "tenant", q->tenant, NULL);
+        count_webhook(q->tenant, "unauthorized");
+        req_answer_error(q, 401, "unauthorized", "signature does not match", NULL);
+    } else if (q->root == NULL) {
+        count_webhook(q->tenant, "invalid");
+        req_answer_error(q, 400, "invalid_envelope", q->parse_reason ? q->parse_reason : "invalid envelope", NULL);
+    } else {
+        q->events = count_events(q->root);
+        if (q->worker->redis) {
+            req_set_state(q, HG_REQ_RATELIMIT);
+            if (hg_redis_ratelimit(q->worker->redis, q->tenant, q->rate_limit, 60000, on_ratelimit, q) == 0)
+                return;
+        }
+        req_spool(q);
+        return;
+    }
+    if (q->conn)
+        hg_conn_set_data(q->conn, NULL);
+    req_free(q);
+}
+
+struct id_list {
+    const char *ids[HG_TENANTS_MAX_IDS];
+    size_t n;
+};
+
+static int collect_id(void *arg, const char *id)
+{
+    struct id_list *l = arg;
+    if (l->n < HG_TENANTS_MAX_IDS)
+        l->ids[l->n++] = id;
+    return 0;
+}
+
+static void req_lookup_tenant(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *path_tenant,
+                              json_t *root, const char *sig, size_t sig_len, const char *reason)
+{
+    struct hg_conf *conf = w->conf;
+    struct hg_req *q = hg_xcalloc(1, sizeof(*q));
+    q->state = HG_REQ_VERIFY;
+    q->worker = w;
+    q->conn = c;
+    q->conf = hg_conf_ref(conf);
+    q->root = root;
+    q->tenant = conf->default_tenant;
+    memcpy(q->request_id, r->request_id, sizeof(q->request_id));
+    q->received_at_ns = hg_time_now_ns();
+    q->start_mono_ns = r->start_ns;
+    q->body = hg_xstrndup(r->body, r->body_len);
+    q->body_len = r->body_len;
+    q->sig = hg_xstrndup(sig, sig_len);
+    q->sig_len = sig_len;
+    if (root == NULL && path_tenant) {
+        char why[256] = "";
+        q->root = hg_whatsapp_parse(r->body, r->body_len, why, sizeof(why));
+        if (q->root == NULL)
+            q->parse_reason = hg_xstrdup(why);
+    } else if (root == NULL) {
+        q->parse_reason = hg_xstrdup(reason);
+    }
+    struct hg_buf headers;
+    hg_buf_init(&headers, 8192);
+    spool_headers(&headers, r);
+    q->headers = hg_xstrndup(hg_buf_cstr(&headers), headers.len);
+    q->headers_len = headers.len;
+    hg_buf_free(&headers);
+    hg_conn_set_data(c, q);
+
+    struct id_list ids = { .n = 0 };
+    if (q->root)
+        hg_whatsapp_business_ids(q->root, collect_id, &ids);
+    if (hg_tenants_resolve(w->tenants, conf, path_tenant, ids.ids, ids.n, on_tenant, q) != 0)
+        on_tenant(q, HG_ERR_UNAVAILABLE, NULL);
+}
+
 void hg_req_whatsapp_ingest(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *tenant)
 {
     struct hg_conf *conf = w->conf;
@@ -328,6 +433,11 @@ void hg_req_whatsapp_ingest(struct hg_worker *w, struct hg_conn *c, struct hg_ht
             hg_whatsapp_business_ids(root, match_business, &m);
             t = m.found;
         }
+    }
+    if (t == NULL && w->tenants) {
+        /* Not in the config: the tenant cache and the tenant service decide (asynchronously). */
+        req_lookup_tenant(w, c, r, tenant, root, sig, sig_len, reason);
+        return;
     }
     const char *tenant_id = t ? t->id : conf->default_tenant;
     const struct hg_strlist *secrets = tenant_secrets(conf, t);

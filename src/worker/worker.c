@@ -22,6 +22,7 @@
 #include "sink/ndjson.h"
 #include "sink/sink.h"
 #include "spool/spool.h"
+#include "tenants/tenants.h"
 #include "worker/worker.h"
 
 #define LAG_INTERVAL_MS 100
@@ -190,13 +191,24 @@ static void on_redis_closed(void *arg)
     }
 }
 
-static void on_sink_closed(void *arg)
+static void on_tenants_closed(void *arg)
 {
     struct hg_worker *w = arg;
+    w->tenants = NULL;
     if (w->redis)
         hg_redis_close(w->redis, on_redis_closed, w);
     else
         on_redis_closed(w);
+}
+
+static void on_sink_closed(void *arg)
+{
+    struct hg_worker *w = arg;
+    /* Tenant lookups end first: they use the Redis and HTTP clients closed next. */
+    if (w->tenants)
+        hg_tenants_close(w->tenants, on_tenants_closed, w);
+    else
+        on_tenants_closed(w);
 }
 
 static void on_http_stopped(void *arg)
@@ -316,6 +328,20 @@ static int worker_open(struct hg_worker *w)
         rc = hg_s3_open(w->http_client, &s3o, &w->s3);
         if (rc != 0) {
             hg_error(NULL, "cannot use s3 endpoint", "error", hg_strerror(rc), NULL);
+            return rc;
+        }
+    }
+    if (c->tenant_service_url) {
+        struct hg_tenants_opts to = {
+            .service_url = c->tenant_service_url,
+            .service_token = c->tenant_service_token,
+            .timeout_ms = (uint32_t)c->tenant_service_timeout_ms,
+            .cache_ttl_ms = c->tenant_cache_ttl_ms,
+            .negative_ttl_ms = c->tenant_negative_ttl_ms,
+        };
+        rc = hg_tenants_open(&w->loop, w->http_client, w->redis, &to, &w->tenants);
+        if (rc != 0) {
+            hg_error(NULL, "cannot use the tenant service", "error", hg_strerror(rc), NULL);
             return rc;
         }
     }

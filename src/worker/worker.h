@@ -20,6 +20,7 @@ struct hg_drain;
 struct hg_redis;
 struct hg_http;
 struct hg_s3;
+struct hg_tenants;
 
 struct hg_worker {
     int id;
@@ -45,6 +46,7 @@ struct hg_worker {
     struct hg_redis *redis;          /* NULL without [redis] url */
     struct hg_http *http_client;     /* libcurl multi on this loop (S3, tenant service, media) */
     struct hg_s3 *s3;                /* NULL without [s3] endpoint */
+    struct hg_tenants *tenants;      /* NULL without [tenants] service_url */
 
     bool stopping;
     int close_steps;                 /* asynchronous closes still running at shutdown */
