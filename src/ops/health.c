@@ -33,8 +33,8 @@ void hg_ops_ready(struct hg_worker *w, struct hg_conn *c, struct hg_http_request
     enum hg_worker_health worst = own > all ? own : all;
     const char *reason = own >= all ? own_reason : all_reason;
     const char *sink_reason = NULL;
-    int spool_rc = hg_spool_writable(w->spool);
-    int sink_rc = w->sink->ops->ready(w->sink, &sink_reason);
+    int spool_rc = w->spool ? hg_spool_writable(w->spool) : HG_ERR_CLOSED;
+    int sink_rc = w->sink ? w->sink->ops->ready(w->sink, &sink_reason) : HG_ERR_CLOSED;
     bool redis_ok = w->redis == NULL || hg_redis_state(w->redis) == HG_REDIS_OK;
     static const char *const names[] = { "ready", "degraded", "not_ready" };
 
@@ -45,7 +45,7 @@ void hg_ops_ready(struct hg_worker *w, struct hg_conn *c, struct hg_http_request
                    w->sink_is_amqp ? "rabbitmq" : "ndjson", sink_rc == 0 ? "ok" : "down");
     if (w->redis)
         hg_buf_appendf(&b, ",\"redis\":\"%s\"", redis_ok ? "ok" : "degraded");
-    if (w->s3)
+    if (w->s3 && w->drain)
         hg_buf_appendf(&b, ",\"s3\":\"%s\"", hg_drain_archive_failing(w->drain) ? "down" : "ok");
     hg_buf_appendf(&b, "}");
     if (reason)

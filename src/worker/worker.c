@@ -68,13 +68,14 @@ static void on_amqp_confirm(void *arg, int status, uint64_t latency_ns)
 enum hg_worker_health hg_worker_health(struct hg_worker *w, const char **reason)
 {
     const char *sink_reason = NULL;
-    int spool_rc = w->spool ? hg_spool_writable(w->spool) : HG_ERR_CLOSED;
-    int sink_rc = w->sink ? w->sink->ops->ready(w->sink, &sink_reason) : HG_ERR_CLOSED;
     *reason = NULL;
+    /* Checked first: while stopping, the backends below are being closed and freed one by one. */
     if (w->stopping) {
         *reason = "shutting down";
         return HG_WORKER_NOT_READY;
     }
+    int spool_rc = w->spool ? hg_spool_writable(w->spool) : HG_ERR_CLOSED;
+    int sink_rc = w->sink ? w->sink->ops->ready(w->sink, &sink_reason) : HG_ERR_CLOSED;
     if (spool_rc != 0) {
         *reason = spool_rc == HG_ERR_FULL ? "spool full" : "spool not writable";
         return HG_WORKER_NOT_READY;
@@ -117,6 +118,18 @@ static void publish_health(struct hg_worker *w)
     atomic_store_explicit(&w->health, (int)h, memory_order_relaxed);
 }
 
+/* The tenant resolver counts on its own; the metrics get what it counted since the last tick. */
+static void publish_tenant_cache(struct hg_worker *w)
+{
+    const struct hg_tenants_stats *st = hg_tenants_stats(w->tenants);
+    struct hg_tenants_stats *seen = &w->tenants_seen;
+    hg_metric_add(HG_M_CACHE_HIT, "cache=\"tenant_local\"", st->local_hits - seen->local_hits);
+    hg_metric_add(HG_M_CACHE_MISS, "cache=\"tenant_local\"", st->local_misses - seen->local_misses);
+    hg_metric_add(HG_M_CACHE_HIT, "cache=\"tenant_redis\"", st->redis_hits - seen->redis_hits);
+    hg_metric_add(HG_M_CACHE_MISS, "cache=\"tenant_redis\"", st->redis_misses - seen->redis_misses);
+    *seen = *st;
+}
+
 /* Event loop lag: how late a periodic timer fires. Also refreshes the spool gauges. */
 static void on_lag_timer(uv_timer_t *t)
 {
@@ -132,6 +145,8 @@ static void on_lag_timer(uv_timer_t *t)
         hg_spool_stats(w->spool, &records, &bytes);
     hg_metric_set(HG_M_SPOOL_RECORDS, NULL, (double)records);
     hg_metric_set(HG_M_SPOOL_BYTES, NULL, (double)bytes);
+    if (w->tenants)
+        publish_tenant_cache(w);
     publish_health(w);
 }
 
@@ -204,6 +219,7 @@ static void on_tenants_closed(void *arg)
 static void on_sink_closed(void *arg)
 {
     struct hg_worker *w = arg;
+    w->sink = NULL; /* freed: the lag timer's health check must not look at it */
     /* Tenant lookups end first: they use the Redis and HTTP clients closed next. */
     if (w->tenants)
         hg_tenants_close(w->tenants, on_tenants_closed, w);

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "conf/conf.h"
+#include "tenants/tenants.h"
 
 struct hg_http_server;
 struct hg_spool;
@@ -47,6 +48,7 @@ struct hg_worker {
     struct hg_http *http_client;     /* libcurl multi on this loop (S3, tenant service, media) */
     struct hg_s3 *s3;                /* NULL without [s3] endpoint */
     struct hg_tenants *tenants;      /* NULL without [tenants] service_url */
+    struct hg_tenants_stats tenants_seen; /* counts already added to the cache metrics */
 
     bool stopping;
     int close_steps;                 /* asynchronous closes still running at shutdown */

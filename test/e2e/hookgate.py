@@ -627,7 +627,8 @@ class Hookgate:
         return out
 
     def stderr_tail(self, n=30):
-        return "\n".join(self.log_lines()[-n:])
+        """The last n log lines, or the sanitizer report when there is one (its head names the bug)."""
+        return self.sanitizer_report() or "\n".join(self.log_lines()[-n:])
 
     def sanitizer_report(self):
         text = self.log_text()

@@ -50,6 +50,10 @@ def test_tenant_from_service(hg_svc):
         assert hg_svc.post_whatsapp(hgm.text_envelope(waba_id="2001001", phone_number_id="2001002"),
                                     secret="alpha-secret").status_code == 200
     assert svc("/_test/stats") == calls
+    # The cache hits show in /metrics (published by the worker every 100 ms).
+    hgm.wait_until(lambda: hgm.metric_sum(hg_svc.metrics(), "cache_hit_total", cache="tenant_local") >= 3,
+                   5, what="cache_hit_total{cache=tenant_local} >= 3")
+    assert hgm.metric_sum(hg_svc.metrics(), "cache_miss_total", cache="tenant_local") >= 1
 
 
 def test_unknown_business_goes_to_default_and_unknown_path_is_404(hg_svc):
