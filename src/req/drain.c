@@ -117,6 +117,8 @@ struct hg_drain {
     uv_loop_t *loop;
     struct hg_drain_backends b;
     char *bucket;
+    char *media_bucket;
+    bool media_bucket_checked;
     uv_timer_t tick;               /* retries and backlog pulls */
     uv_idle_t build_idle;          /* normalizes queued records while any are queued */
     struct item *build_head, *build_tail;
@@ -434,10 +436,22 @@ static void media_give_up(struct item_event *e, const char *reason)
             reason, NULL);
 }
 
+static void on_media_bucket(void *arg, const struct hg_s3_result *res)
+{
+    struct hg_drain *d = arg;
+    if (res->err != 0) {
+        d->media_bucket_checked = false;
+        hg_warn(NULL, "media bucket not available yet", "bucket", d->media_bucket, "error", hg_strerror(res->err),
+                NULL);
+    }
+}
+
 static void on_media(void *arg, const struct hg_media_result *res)
 {
     struct item_event *e = arg;
     struct item *it = e->item;
+    if (res->status == HG_MEDIA_RETRY && res->error && strcmp(res->error, "upload_failed") == 0)
+        it->drain->media_bucket_checked = false; /* maybe the bucket went away: check it again */
     if (res->status == HG_MEDIA_RETRY) {
         if (it->drain->closing) {
             /* shutdown: the record stays in the spool; the next run fetches again */
@@ -463,6 +477,12 @@ static void media_fetch(struct item_event *e, const char *token)
     if (token == NULL || token[0] == '\0') {
         media_give_up(e, "no_access_token");
         return;
+    }
+    struct hg_drain *d = it->drain;
+    if (!d->media_bucket_checked && d->media_bucket && d->b.s3 && !d->closing) {
+        /* Once per worker (and after a failed upload); the fetch below retries meanwhile. */
+        d->media_bucket_checked = true;
+        hg_s3_ensure_bucket(d->b.s3, d->media_bucket, on_media_bucket, d);
     }
     json_t *content = json_object_get(e->doc, "content");
     struct hg_media_job job = {
@@ -915,6 +935,8 @@ int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_
     d->b = *b;
     d->bucket = hg_xstrdup(b->bucket ? b->bucket : "hookgate");
     d->b.bucket = d->bucket;
+    d->media_bucket = b->media_bucket ? hg_xstrdup(b->media_bucket) : NULL;
+    d->b.media_bucket = d->media_bucket;
     uv_timer_init(loop, &d->tick);
     d->tick.data = d;
     uv_timer_start(&d->tick, on_tick, 0, TICK_MS);
@@ -945,6 +967,7 @@ static void on_handle_closed(uv_handle_t *h)
     void (*done)(void *) = d->free_done;
     void *arg = d->free_arg;
     free(d->bucket);
+    free(d->media_bucket);
     free(d);
     if (done)
         done(arg);

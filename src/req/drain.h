@@ -47,6 +47,7 @@ struct hg_drain_backends {
      * (the Graph token from the config, or from `tenants` for the tenant service's tenants). */
     struct hg_statemgr *statemgr;
     struct hg_media *media;
+    const char *media_bucket;      /* created when missing, like the archive bucket (copied) */
     struct hg_tenants *tenants;
 };
 

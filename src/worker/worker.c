@@ -430,6 +430,7 @@ static int worker_open(struct hg_worker *w)
         .publish_dead = w->sink_is_amqp ? hg_amqp_publish_dead : NULL,
         .statemgr = w->statemgr,
         .media = w->media,
+        .media_bucket = c->media_bucket,
         .tenants = w->tenants,
     };
     hg_drain_open(&w->loop, &b, &w->drain);
