@@ -10,6 +10,7 @@
 #include <hiredis/async.h>
 #include <hiredis/adapters/libuv.h>
 
+#include "clients/ltable.h"
 #include "clients/redis.h"
 #include "core/common.h"
 #include "core/err.h"
@@ -80,26 +81,6 @@ static struct hs_step hs_load[SCRIPT__COUNT] = {
 #define KEY_PREFIX_DEDUP "hg:dedup:"
 #define DEDUP_PENDING 1
 #define DEDUP_DONE 2
-
-/* A bounded hash table with TTL and LRU eviction: the local fallback's memory. */
-struct lentry {
-    struct lentry *hnext;
-    struct lentry *lprev, *lnext; /* LRU list, most recently used first */
-    uint64_t hash;
-    uint64_t expires_ms;          /* monotonic ms; the entry is gone after it */
-    int64_t a, b;                 /* dedup: a = state; ratelimit: a = current, b = previous count */
-    uint64_t c, d;                /* ratelimit: c = current window start, d = window length */
-    size_t klen;
-    char key[];
-};
-
-struct ltable {
-    struct lentry **buckets; /* allocated on first insert: an always-up Redis costs nothing */
-    size_t nbuckets;
-    size_t count;
-    size_t max;
-    struct lentry *lru_head, *lru_tail;
-};
 
 enum cmd_kind {
     CMD_DEDUP_BEGIN,
@@ -174,8 +155,8 @@ struct hg_redis {
     uv_getaddrinfo_t gai;
     struct cmd *inflight_head, *inflight_tail; /* by deadline (all share one timeout) */
     struct cmd *queue_head, *queue_tail;
-    struct ltable dedup;
-    struct ltable rl;
+    struct hg_ltable dedup;
+    struct hg_ltable rl;
     hg_redis_close_cb close_cb;
     void *close_arg;
 };
@@ -184,249 +165,21 @@ static void start_connect(struct hg_redis *r);
 static void answer_fallback(struct cmd *c);
 static void on_idle(uv_idle_t *h);
 
-/* ---- URL --------------------------------------------------------------------------------- */
-
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Copy s[0..n) into out (cap bytes with NUL), decoding %XX. */
-static int copy_decoded(char *out, size_t cap, const char *s, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '%') {
-            if (i + 2 >= n)
-                return HG_ERR_PARSE;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return HG_ERR_PARSE;
-            ch = (char)(hi * 16 + lo);
-            if (ch == '\0')
-                return HG_ERR_PARSE;
-            i += 2;
-        }
-        if (o + 1 >= cap)
-            return HG_ERR_PARSE;
-        out[o++] = ch;
-    }
-    out[o] = '\0';
-    return 0;
-}
-
-static int parse_uint(const char *s, size_t n, int max, int *out)
-{
-    if (n == 0 || n > 10)
-        return HG_ERR_PARSE;
-    int64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return HG_ERR_PARSE;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v > max)
-        return HG_ERR_PARSE;
-    *out = (int)v;
-    return 0;
-}
-
-int hg_redis_url_parse(const char *url, struct hg_redis_url *out)
-{
-    static const char scheme[] = "redis://";
-    memset(out, 0, sizeof(*out));
-    out->port = 6379;
-    if (url == NULL || strncmp(url, scheme, sizeof(scheme) - 1) != 0)
-        return HG_ERR_PARSE;
-    const char *p = url + sizeof(scheme) - 1;
-    const char *end = p + strlen(p);
-    if (memchr(p, '?', (size_t)(end - p)) || memchr(p, '#', (size_t)(end - p)))
-        return HG_ERR_PARSE;
-    const char *slash = memchr(p, '/', (size_t)(end - p));
-    const char *auth_end = slash ? slash : end;
-    /* The last '@' before the path ends the userinfo, so a password with an unescaped '@'
-     * still parses as its owner meant. */
-    const char *at = NULL;
-    for (const char *q = p; q < auth_end; q++)
-        if (*q == '@')
-            at = q;
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            if (copy_decoded(out->user, sizeof(out->user), p, (size_t)(colon - p)) < 0 ||
-                copy_decoded(out->password, sizeof(out->password), colon + 1,
-                             (size_t)(at - colon - 1)) < 0)
-                return HG_ERR_PARSE;
-        } else if (copy_decoded(out->password, sizeof(out->password), p, (size_t)(at - p)) < 0) {
-            /* redis://secret@host: a lone userinfo is the password, as redis-cli reads it */
-            return HG_ERR_PARSE;
-        }
-        p = at + 1;
-    }
-    const char *host = p, *host_end, *port = NULL;
-    if (*p == '[') {
-        const char *rb = memchr(p, ']', (size_t)(auth_end - p));
-        if (rb == NULL)
-            return HG_ERR_PARSE;
-        host = p + 1;
-        host_end = rb;
-        if (rb + 1 < auth_end) {
-            if (rb[1] != ':')
-                return HG_ERR_PARSE;
-            port = rb + 2;
-        }
-    } else {
-        const char *colon = memchr(p, ':', (size_t)(auth_end - p));
-        host_end = colon ? colon : auth_end;
-        if (colon)
-            port = colon + 1;
-    }
-    size_t hlen = (size_t)(host_end - host);
-    if (hlen == 0 || hlen > HG_REDIS_HOST_MAX)
-        return HG_ERR_PARSE;
-    for (size_t i = 0; i < hlen; i++) {
-        char ch = host[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '-' || ch == '_' || ch == ':'))
-            return HG_ERR_PARSE;
-    }
-    memcpy(out->host, host, hlen);
-    out->host[hlen] = '\0';
-    if (port && (parse_uint(port, (size_t)(auth_end - port), 65535, &out->port) < 0 ||
-                 out->port == 0))
-        return HG_ERR_PARSE;
-    if (slash && slash + 1 < end && parse_uint(slash + 1, (size_t)(end - slash - 1), 65535,
-                                               &out->db) < 0)
-        return HG_ERR_PARSE;
-    return 0;
-}
-
 /* ---- local fallback table ---------------------------------------------------------------- */
-
-static uint64_t fnv1a(const char *s, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
 
 static uint64_t mono_ms(void)
 {
     return hg_time_mono_ns() / 1000000u;
 }
 
-static void lru_unlink(struct ltable *t, struct lentry *e)
-{
-    if (e->lprev)
-        e->lprev->lnext = e->lnext;
-    else
-        t->lru_head = e->lnext;
-    if (e->lnext)
-        e->lnext->lprev = e->lprev;
-    else
-        t->lru_tail = e->lprev;
-    e->lprev = e->lnext = NULL;
-}
-
-static void lru_push_front(struct ltable *t, struct lentry *e)
-{
-    e->lprev = NULL;
-    e->lnext = t->lru_head;
-    if (t->lru_head)
-        t->lru_head->lprev = e;
-    t->lru_head = e;
-    if (t->lru_tail == NULL)
-        t->lru_tail = e;
-}
-
-static void ltable_remove(struct ltable *t, struct lentry *e)
-{
-    struct lentry **pp = &t->buckets[e->hash & (t->nbuckets - 1)];
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
-    lru_unlink(t, e);
-    t->count--;
-    free(e);
-}
-
-/* The live entry for key, moved to the front of the LRU; expired entries are dropped. */
-static struct lentry *ltable_get(struct ltable *t, const char *key, size_t klen, uint64_t now)
-{
-    if (t->buckets == NULL)
-        return NULL;
-    uint64_t h = fnv1a(key, klen);
-    for (struct lentry *e = t->buckets[h & (t->nbuckets - 1)]; e; e = e->hnext) {
-        if (e->hash == h && e->klen == klen && memcmp(e->key, key, klen) == 0) {
-            if (e->expires_ms <= now) {
-                ltable_remove(t, e);
-                return NULL;
-            }
-            lru_unlink(t, e);
-            lru_push_front(t, e);
-            return e;
-        }
-    }
-    return NULL;
-}
-
-/* A fresh zeroed entry for a key known to be absent; evicts the LRU entry when full. */
-static struct lentry *ltable_add(struct ltable *t, const char *key, size_t klen,
-                                 uint64_t *evictions)
-{
-    if (t->buckets == NULL) {
-        size_t n = 64;
-        while (n < t->max && n < (1u << 20))
-            n <<= 1;
-        t->buckets = hg_xcalloc(n, sizeof(*t->buckets));
-        t->nbuckets = n;
-    }
-    if (t->count >= t->max && t->lru_tail) {
-        ltable_remove(t, t->lru_tail);
-        (*evictions)++;
-    }
-    struct lentry *e = hg_xcalloc(1, sizeof(*e) + klen + 1);
-    e->hash = fnv1a(key, klen);
-    e->klen = klen;
-    memcpy(e->key, key, klen);
-    size_t b = e->hash & (t->nbuckets - 1);
-    e->hnext = t->buckets[b];
-    t->buckets[b] = e;
-    lru_push_front(t, e);
-    t->count++;
-    return e;
-}
-
-static void ltable_free(struct ltable *t)
-{
-    struct lentry *e = t->lru_head;
-    while (e) {
-        struct lentry *next = e->lnext;
-        free(e);
-        e = next;
-    }
-    free(t->buckets);
-    memset(t, 0, sizeof(*t));
-}
-
 static void local_dedup(struct hg_redis *r, struct cmd *c)
 {
     uint64_t now = mono_ms();
-    struct lentry *e = ltable_get(&r->dedup, c->key, c->klen, now);
+    struct hg_lentry *e = hg_ltable_get(&r->dedup, c->key, c->klen, now);
     switch (c->kind) {
     case CMD_DEDUP_BEGIN:
         if (e == NULL) {
-            e = ltable_add(&r->dedup, c->key, c->klen, &r->stats.local_evictions);
+            e = hg_ltable_add(&r->dedup, c->key, c->klen, &r->stats.local_evictions);
             e->a = DEDUP_PENDING;
             e->expires_ms = now + c->ttl_ms;
             c->res.dedup.status = HG_REDIS_DEDUP_NEW;
@@ -437,14 +190,14 @@ static void local_dedup(struct hg_redis *r, struct cmd *c)
         break;
     case CMD_DEDUP_DONE:
         if (e == NULL)
-            e = ltable_add(&r->dedup, c->key, c->klen, &r->stats.local_evictions);
+            e = hg_ltable_add(&r->dedup, c->key, c->klen, &r->stats.local_evictions);
         e->a = DEDUP_DONE;
         e->expires_ms = now + c->ttl_ms;
         c->res.dedup.status = HG_REDIS_DEDUP_MARKED;
         break;
     default:
         if (e)
-            ltable_remove(&r->dedup, e);
+            hg_ltable_remove(&r->dedup, e);
         break;
     }
     c->res.dedup.fallback = true;
@@ -461,10 +214,10 @@ static void local_ratelimit(struct hg_redis *r, struct cmd *c)
     uint64_t w = c->window_ms;
     const char *tenant = c->key + c->tenant_off;
     size_t tlen = c->klen - c->tenant_off;
-    struct lentry *e = ltable_get(&r->rl, tenant, tlen, now);
+    struct hg_lentry *e = hg_ltable_get(&r->rl, tenant, tlen, now);
     if (e == NULL || e->d != w) {
         if (e == NULL)
-            e = ltable_add(&r->rl, tenant, tlen, &r->stats.local_evictions);
+            e = hg_ltable_add(&r->rl, tenant, tlen, &r->stats.local_evictions);
         e->a = e->b = 0;
         e->c = now - now % w;
         e->d = w;
@@ -1086,9 +839,9 @@ static int dedup_call(struct hg_redis *r, enum cmd_kind kind, const char *key, u
     c->arg = arg;
     if (kind == CMD_DEDUP_ABORT) {
         /* Forget a local mark too, so a retry is NEW whichever side answers it. */
-        struct lentry *e = ltable_get(&r->dedup, c->key, c->klen, mono_ms());
+        struct hg_lentry *e = hg_ltable_get(&r->dedup, c->key, c->klen, mono_ms());
         if (e)
-            ltable_remove(&r->dedup, e);
+            hg_ltable_remove(&r->dedup, e);
     }
     submit(r, c, NULL, 0);
     return 0;
@@ -1193,8 +946,8 @@ static void on_handle_closed(uv_handle_t *h)
         return;
     hg_redis_close_cb cb = r->close_cb;
     void *arg = r->close_arg;
-    ltable_free(&r->dedup);
-    ltable_free(&r->rl);
+    hg_ltable_free(&r->dedup);
+    hg_ltable_free(&r->rl);
     free(r);
     if (cb)
         cb(arg);

@@ -1,0 +1,112 @@
+/*
+ * A bounded hash table with TTL and LRU eviction (see ltable.h): the memory of the Redis client's
+ * local fallback (dedup and rate limits while Redis cannot answer).
+ */
+#include <string.h>
+
+#include "clients/ltable.h"
+#include "core/common.h"
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static void lru_unlink(struct hg_ltable *t, struct hg_lentry *e)
+{
+    if (e->lprev)
+        e->lprev->lnext = e->lnext;
+    else
+        t->lru_head = e->lnext;
+    if (e->lnext)
+        e->lnext->lprev = e->lprev;
+    else
+        t->lru_tail = e->lprev;
+    e->lprev = e->lnext = NULL;
+}
+
+static void lru_push_front(struct hg_ltable *t, struct hg_lentry *e)
+{
+    e->lprev = NULL;
+    e->lnext = t->lru_head;
+    if (t->lru_head)
+        t->lru_head->lprev = e;
+    t->lru_head = e;
+    if (t->lru_tail == NULL)
+        t->lru_tail = e;
+}
+
+void hg_ltable_remove(struct hg_ltable *t, struct hg_lentry *e)
+{
+    struct hg_lentry **pp = &t->buckets[e->hash & (t->nbuckets - 1)];
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    lru_unlink(t, e);
+    t->count--;
+    free(e);
+}
+
+/* The live entry for key, moved to the front of the LRU; expired entries are dropped. */
+struct hg_lentry *hg_ltable_get(struct hg_ltable *t, const char *key, size_t klen, uint64_t now)
+{
+    if (t->buckets == NULL)
+        return NULL;
+    uint64_t h = fnv1a(key, klen);
+    for (struct hg_lentry *e = t->buckets[h & (t->nbuckets - 1)]; e; e = e->hnext) {
+        if (e->hash == h && e->klen == klen && memcmp(e->key, key, klen) == 0) {
+            if (e->expires_ms <= now) {
+                hg_ltable_remove(t, e);
+                return NULL;
+            }
+            lru_unlink(t, e);
+            lru_push_front(t, e);
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* A fresh zeroed entry for a key known to be absent; evicts the LRU entry when full. */
+struct hg_lentry *hg_ltable_add(struct hg_ltable *t, const char *key, size_t klen,
+                                 uint64_t *evictions)
+{
+    if (t->buckets == NULL) {
+        size_t n = 64;
+        while (n < t->max && n < (1u << 20))
+            n <<= 1;
+        t->buckets = hg_xcalloc(n, sizeof(*t->buckets));
+        t->nbuckets = n;
+    }
+    if (t->count >= t->max && t->lru_tail) {
+        hg_ltable_remove(t, t->lru_tail);
+        (*evictions)++;
+    }
+    struct hg_lentry *e = hg_xcalloc(1, sizeof(*e) + klen + 1);
+    e->hash = fnv1a(key, klen);
+    e->klen = klen;
+    memcpy(e->key, key, klen);
+    size_t b = e->hash & (t->nbuckets - 1);
+    e->hnext = t->buckets[b];
+    t->buckets[b] = e;
+    lru_push_front(t, e);
+    t->count++;
+    return e;
+}
+
+void hg_ltable_free(struct hg_ltable *t)
+{
+    struct hg_lentry *e = t->lru_head;
+    while (e) {
+        struct hg_lentry *next = e->lnext;
+        free(e);
+        e = next;
+    }
+    free(t->buckets);
+    memset(t, 0, sizeof(*t));
+}

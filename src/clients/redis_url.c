@@ -1,0 +1,131 @@
+/*
+ * redis:// URL parsing for the Redis client (src/clients/redis.c): userinfo with percent-escapes,
+ * IPv6 literals, port and database number. Kept apart: it is pure string work with its own tests.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "clients/redis.h"
+#include "core/err.h"
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Copy s[0..n) into out (cap bytes with NUL), decoding %XX. */
+static int copy_decoded(char *out, size_t cap, const char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            if (i + 2 >= n)
+                return HG_ERR_PARSE;
+            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return HG_ERR_PARSE;
+            ch = (char)(hi * 16 + lo);
+            if (ch == '\0')
+                return HG_ERR_PARSE;
+            i += 2;
+        }
+        if (o + 1 >= cap)
+            return HG_ERR_PARSE;
+        out[o++] = ch;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+static int parse_uint(const char *s, size_t n, int max, int *out)
+{
+    if (n == 0 || n > 10)
+        return HG_ERR_PARSE;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return HG_ERR_PARSE;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v > max)
+        return HG_ERR_PARSE;
+    *out = (int)v;
+    return 0;
+}
+
+int hg_redis_url_parse(const char *url, struct hg_redis_url *out)
+{
+    static const char scheme[] = "redis://";
+    memset(out, 0, sizeof(*out));
+    out->port = 6379;
+    if (url == NULL || strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+        return HG_ERR_PARSE;
+    const char *p = url + sizeof(scheme) - 1;
+    const char *end = p + strlen(p);
+    if (memchr(p, '?', (size_t)(end - p)) || memchr(p, '#', (size_t)(end - p)))
+        return HG_ERR_PARSE;
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    const char *auth_end = slash ? slash : end;
+    /* The last '@' before the path ends the userinfo, so a password with an unescaped '@'
+     * still parses as its owner meant. */
+    const char *at = NULL;
+    for (const char *q = p; q < auth_end; q++)
+        if (*q == '@')
+            at = q;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            if (copy_decoded(out->user, sizeof(out->user), p, (size_t)(colon - p)) < 0 ||
+                copy_decoded(out->password, sizeof(out->password), colon + 1,
+                             (size_t)(at - colon - 1)) < 0)
+                return HG_ERR_PARSE;
+        } else if (copy_decoded(out->password, sizeof(out->password), p, (size_t)(at - p)) < 0) {
+            /* redis://secret@host: a lone userinfo is the password, as redis-cli reads it */
+            return HG_ERR_PARSE;
+        }
+        p = at + 1;
+    }
+    const char *host = p, *host_end, *port = NULL;
+    if (*p == '[') {
+        const char *rb = memchr(p, ']', (size_t)(auth_end - p));
+        if (rb == NULL)
+            return HG_ERR_PARSE;
+        host = p + 1;
+        host_end = rb;
+        if (rb + 1 < auth_end) {
+            if (rb[1] != ':')
+                return HG_ERR_PARSE;
+            port = rb + 2;
+        }
+    } else {
+        const char *colon = memchr(p, ':', (size_t)(auth_end - p));
+        host_end = colon ? colon : auth_end;
+        if (colon)
+            port = colon + 1;
+    }
+    size_t hlen = (size_t)(host_end - host);
+    if (hlen == 0 || hlen > HG_REDIS_HOST_MAX)
+        return HG_ERR_PARSE;
+    for (size_t i = 0; i < hlen; i++) {
+        char ch = host[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '-' || ch == '_' || ch == ':'))
+            return HG_ERR_PARSE;
+    }
+    memcpy(out->host, host, hlen);
+    out->host[hlen] = '\0';
+    if (port && (parse_uint(port, (size_t)(auth_end - port), 65535, &out->port) < 0 ||
+                 out->port == 0))
+        return HG_ERR_PARSE;
+    if (slash && slash + 1 < end && parse_uint(slash + 1, (size_t)(end - slash - 1), 65535,
+                                               &out->db) < 0)
+        return HG_ERR_PARSE;
+    return 0;
+}
