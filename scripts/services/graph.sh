@@ -9,6 +9,8 @@ root=$(cd "$here/../.." && pwd)
 port=${HG_TEST_GRAPH_PORT:-14580}
 token=test-graph-token
 token2=test-graph-token-2
+# The Graph token the fake tenant service gives tenant svc-alpha (test/fakes/tenant_service.py).
+token_svc=alpha-at
 cmd=${1:-}
 state=${2:-}
 [ -n "$cmd" ] && [ -n "$state" ] || { echo "usage: $0 start|stop STATEDIR" >&2; exit 2; }
@@ -29,7 +31,7 @@ do_start() {
     exit 1
   fi
   nohup python3 "$root/test/fakes/graph_api.py" "$port" "$root/test/fixtures/media" \
-    "$token" "$token2" >"$state/graph.log" 2>&1 &
+    "$token" "$token2" "$token_svc" >"$state/graph.log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 100); do
     if answering; then
@@ -67,6 +69,7 @@ case "$cmd" in
     echo "HG_TEST_GRAPH_URL=http://127.0.0.1:$port"
     echo "HG_TEST_GRAPH_TOKEN=$token"
     echo "HG_TEST_GRAPH_TOKEN2=$token2"
+    echo "HG_TEST_GRAPH_TOKEN_SVC=$token_svc"
     ;;
   stop) do_stop ;;
   *) echo "usage: $0 start|stop STATEDIR" >&2; exit 2 ;;

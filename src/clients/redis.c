@@ -89,6 +89,7 @@ enum cmd_kind {
     CMD_RATELIMIT,
     CMD_CACHE_GET,
     CMD_CACHE_SET,
+    CMD_CACHE_DEL,
 };
 
 /*
@@ -325,6 +326,7 @@ static void answer_fallback(struct cmd *c)
         break;
     case CMD_CACHE_GET:
     case CMD_CACHE_SET:
+    case CMD_CACHE_DEL:
         c->res.cache.status = HG_REDIS_CACHE_MISS;
         c->res.cache.fallback = true;
         r->stats.fallback_cache++;
@@ -662,8 +664,9 @@ static int send_cmd(struct hg_redis *r, struct cmd *c, const char *value, size_t
         argvlen[4] = strlen(ttl);
         return redisAsyncCommandArgv(r->ctx, on_reply, c, 5, argv, argvlen);
     case CMD_DEDUP_ABORT:
+    case CMD_CACHE_DEL:
     case CMD_CACHE_GET:
-        argv[0] = c->kind == CMD_DEDUP_ABORT ? "DEL" : "GET";
+        argv[0] = c->kind == CMD_CACHE_GET ? "GET" : "DEL";
         argv[1] = c->key;
         argvlen[0] = 3;
         argvlen[1] = c->klen;
@@ -935,6 +938,17 @@ int hg_redis_cache_set(struct hg_redis *r, const char *key, const void *value, s
 int hg_redis_cache_set_negative(struct hg_redis *r, const char *key, uint64_t ttl_ms)
 {
     return cache_set(r, key, NULL, 0, true, ttl_ms);
+}
+
+int hg_redis_cache_del(struct hg_redis *r, const char *key)
+{
+    size_t klen;
+    if (r->closing)
+        return HG_ERR_CLOSED;
+    if (check_key(key, HG_REDIS_KEY_MAX, &klen) < 0)
+        return HG_ERR_INVALID;
+    submit(r, cmd_new(r, CMD_CACHE_DEL, KEY_PREFIX_CACHE, key, klen), NULL, 0);
+    return 0;
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------- */

@@ -166,5 +166,7 @@ int hg_redis_cache_set(struct hg_redis *r, const char *key, const void *value, s
                        uint64_t ttl_ms);
 /* Remember "no such key" for ttl_ms; cache_get then answers NEGATIVE. */
 int hg_redis_cache_set_negative(struct hg_redis *r, const char *key, uint64_t ttl_ms);
+/* DEL hg:cache:<key>, fire and forget (dropped when Redis is down). */
+int hg_redis_cache_del(struct hg_redis *r, const char *key);
 
 #endif

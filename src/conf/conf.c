@@ -138,6 +138,7 @@ static const struct key conf_keys[] = {
     { "media", "max_inflight", KEY_UINT, CF(media_max_inflight), "8", "1", "1024", NULL, 0 },
     { "media", "max_inflight_tenant", KEY_UINT, CF(media_max_inflight_tenant), "4", "1", "1024", NULL, 0 },
     { "media", "clamd_socket", KEY_PATH, CF(media_clamd_socket), NULL, NULL, NULL, NULL, 0 },
+    { "media", "token_cache_ttl", KEY_MS, CF(media_token_cache_ttl_ms), "24h", "1s", "30d", NULL, 0 },
 
     { "state_manager", "url", KEY_STRING, CF(state_manager_url), NULL, NULL, NULL, http_schemes, 0 },
     { "state_manager", "token", KEY_STRING, CF(state_manager_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },

@@ -117,6 +117,7 @@ struct hg_conf {
     uint32_t media_max_inflight;      /* downloads at once per worker: 8 */
     uint32_t media_max_inflight_tenant; /* of those per tenant: 4 */
     char *media_clamd_socket;         /* unix socket of clamd; NULL = no scan */
+    uint64_t media_token_cache_ttl_ms; /* Redis cache of tenant service Graph tokens: 24 h */
 
     /* [state_manager] (optional enrichment) */
     char *state_manager_url;          /* NULL = none */

@@ -77,6 +77,7 @@ struct item_event {
     bool state_done, media_done;   /* that enrichment is in the document (or given up) */
     bool enrich_retry;             /* media undecided this round: go round again later */
     unsigned media_rounds;         /* undecided media fetches so far */
+    bool token_from_cache;         /* the Graph token of the fetch in flight came from Redis */
     char dedup_key[HG_REDIS_KEY_MAX + 1];
     const char *dead_reason;       /* set: goes to the dead-letter path with this reason */
     unsigned rejections;           /* times the sink refused it for good (nack, return) */
@@ -436,6 +437,13 @@ static void media_give_up(struct item_event *e, const char *reason)
             reason, NULL);
 }
 
+/* Redis cache key of a tenant's Graph API token. */
+static int token_key(char *out, size_t cap, const char *tenant)
+{
+    int n = snprintf(out, cap, "token:%s", tenant);
+    return n > 0 && (size_t)n < cap ? 0 : HG_ERR_TOO_BIG;
+}
+
 static void on_media_bucket(void *arg, const struct hg_s3_result *res)
 {
     struct hg_drain *d = arg;
@@ -452,7 +460,15 @@ static void on_media(void *arg, const struct hg_media_result *res)
     struct item *it = e->item;
     if (res->status == HG_MEDIA_RETRY && res->error && strcmp(res->error, "upload_failed") == 0)
         it->drain->media_bucket_checked = false; /* maybe the bucket went away: check it again */
-    if (res->status == HG_MEDIA_RETRY) {
+    if (res->status == HG_MEDIA_FAILED && e->token_from_cache && res->error &&
+        strcmp(res->error, "unauthorized") == 0) {
+        /* The cached token was rotated or revoked: forget it and ask the tenant service again. */
+        char key[HG_REDIS_KEY_MAX + 1];
+        if (token_key(key, sizeof(key), it->tenant) == 0)
+            hg_redis_cache_del(it->drain->b.redis, key);
+        e->token_from_cache = false;
+        e->enrich_retry = true;
+    } else if (res->status == HG_MEDIA_RETRY) {
         if (it->drain->closing) {
             /* shutdown: the record stays in the spool; the next run fetches again */
         } else if (++e->media_rounds >= MEDIA_MAX_ROUNDS) {
@@ -471,9 +487,10 @@ static void on_media(void *arg, const struct hg_media_result *res)
     item_settle(it);
 }
 
-static void media_fetch(struct item_event *e, const char *token)
+static void media_fetch(struct item_event *e, const char *token, bool from_cache)
 {
     struct item *it = e->item;
+    e->token_from_cache = from_cache;
     if (token == NULL || token[0] == '\0') {
         media_give_up(e, "no_access_token");
         return;
@@ -520,8 +537,12 @@ static void on_media_tenant(void *arg, int status, struct hg_tenant *tn)
     struct item_event *e = arg;
     struct item *it = e->item;
     if (status == 0) {
-        const struct hg_conf *conf = *it->drain->b.conf;
-        media_fetch(e, tn->access_token ? tn->access_token : conf->access_token);
+        struct hg_drain *d = it->drain;
+        const struct hg_conf *conf = *d->b.conf;
+        char key[HG_REDIS_KEY_MAX + 1];
+        if (tn->access_token && d->b.redis && token_key(key, sizeof(key), it->tenant) == 0)
+            hg_redis_cache_set(d->b.redis, key, tn->access_token, strlen(tn->access_token), d->b.token_ttl_ms);
+        media_fetch(e, tn->access_token ? tn->access_token : conf->access_token, false);
         hg_tenant_unref(tn);
     } else if (status == HG_ERR_NOT_FOUND) {
         media_give_up(e, "no_access_token");
@@ -532,22 +553,49 @@ static void on_media_tenant(void *arg, int status, struct hg_tenant *tn)
     item_settle(it);
 }
 
+/* A tenant of the tenant service: its token comes from the tenant caches or the service. */
+static void token_resolve(struct item_event *e)
+{
+    struct hg_drain *d = e->item->drain;
+    enrich_hold(e);
+    if (hg_tenants_resolve(d->b.tenants, *d->b.conf, e->item->tenant, NULL, 0, on_media_tenant, e) != 0) {
+        e->enrich_retry = true;
+        enrich_release(e);
+    }
+}
+
+static void on_token_cached(void *arg, const struct hg_redis_cache_result *res)
+{
+    struct item_event *e = arg;
+    struct item *it = e->item;
+    if (it->drain->closing)
+        e->enrich_retry = true;
+    else if (res->status == HG_REDIS_CACHE_HIT && res->len > 0)
+        media_fetch(e, res->value, true);
+    else
+        token_resolve(e);
+    enrich_release(e);
+    item_settle(it);
+}
+
 static void media_start(struct item_event *e)
 {
     struct item *it = e->item;
     struct hg_drain *d = it->drain;
-    const struct hg_conf *conf = *d->b.conf;
     const char *token;
-    if (conf_token(conf, it->tenant, &token) || d->b.tenants == NULL) {
-        media_fetch(e, token);
+    if (conf_token(*d->b.conf, it->tenant, &token) || d->b.tenants == NULL) {
+        media_fetch(e, token, false);
         return;
     }
-    /* A tenant of the tenant service: its token comes from the LRU, Redis or the service. */
-    enrich_hold(e);
-    if (hg_tenants_resolve(d->b.tenants, conf, it->tenant, NULL, 0, on_media_tenant, e) != 0) {
-        e->enrich_retry = true;
+    /* Tokens of service tenants are cached in Redis on their own, for longer than the tenant. */
+    char key[HG_REDIS_KEY_MAX + 1];
+    if (d->b.redis && token_key(key, sizeof(key), it->tenant) == 0) {
+        enrich_hold(e);
+        if (hg_redis_cache_get(d->b.redis, key, on_token_cached, e) == 0)
+            return;
         enrich_release(e);
     }
+    token_resolve(e);
 }
 
 static void enrich_start(struct item_event *e)

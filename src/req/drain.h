@@ -49,6 +49,7 @@ struct hg_drain_backends {
     struct hg_media *media;
     const char *media_bucket;      /* created when missing, like the archive bucket (copied) */
     struct hg_tenants *tenants;
+    uint64_t token_ttl_ms;         /* Redis cache of service tenants' Graph tokens */
 };
 
 /* A spooled webhook as the drain needs it; strings and body are copied by hg_drain_submit. */

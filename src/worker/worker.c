@@ -431,6 +431,7 @@ static int worker_open(struct hg_worker *w)
         .statemgr = w->statemgr,
         .media = w->media,
         .media_bucket = c->media_bucket,
+        .token_ttl_ms = c->media_token_cache_ttl_ms,
         .tenants = w->tenants,
     };
     hg_drain_open(&w->loop, &b, &w->drain);

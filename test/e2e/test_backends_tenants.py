@@ -3,6 +3,7 @@ contract, test/fakes/tenant_service.py) behind the Redis cache, wired into the r
 
 import json
 import os
+import time
 import urllib.request
 
 import pytest
@@ -75,3 +76,50 @@ def test_service_down_unknown_tenant_is_503(hg_svc):
     # Config tenants keep working while the service is down.
     assert hg_svc.post_whatsapp(hgm.text_envelope(), secret=hgm.ACME_SECRET,
                                 path="/webhooks/whatsapp/acme").status_code == 200
+
+
+# --------------------------------------------------------------------------- Graph tokens
+
+GRAPH = os.environ.get("HG_TEST_GRAPH_URL")
+SVC_TOKEN = os.environ.get("HG_TEST_GRAPH_TOKEN_SVC")
+
+
+def image_envelope(media_id, waba_id, mime):
+    wamid = hgm.new_wamid()
+    msg = {"from": "15551234567", "id": wamid, "timestamp": str(int(time.time())), "type": "image",
+           "image": {"id": media_id, "mime_type": mime}}
+    return wamid, hgm.envelope([(waba_id, [hgm.messages_change([msg])])])
+
+
+@pytest.mark.skipif(not (GRAPH and SVC_TOKEN), reason="needs the fake Graph API with the svc-alpha token")
+def test_service_tenant_graph_token_cached_in_redis(make_hg):
+    """A tenant known only to the tenant service: its Graph token (alpha-at) fetches its media, is
+    cached in Redis for [media] token_cache_ttl, and a cached token the Graph API refuses is
+    dropped and fetched again instead of failing the media."""
+    from backends import Bucket, RedisDb
+    bucket, redis_db = Bucket(), RedisDb()
+    try:
+        svc("/_test/mode", {"mode": "ok"})
+        h = make_hg({"server": {"workers": "1"},
+                     "tenants": {"service_url": SVC, "service_token": TOKEN},
+                     "redis": {"url": redis_db.url}, "s3": bucket.overrides(),
+                     "whatsapp": {"graph_api_base": GRAPH},
+                     "media": {"bucket": bucket.name, "token_cache_ttl": "2h"}})
+        wamid, env = image_envelope("jpg", "2001001", "image/jpeg")
+        assert h.post_whatsapp(env, secret="alpha-secret").status_code == 200
+        ev = {e["event_id"]: e for e in h.wait_events([wamid], timeout=30)}[wamid]
+        assert ev["tenant"] == "svc-alpha"
+        assert ev["media"].get("url"), ev["media"]          # fetched with alpha-at: stored
+        key = "hg:cache:token:svc-alpha"
+        assert redis_db.client.get(key) == b"v" + SVC_TOKEN.encode()
+        assert 7000 < redis_db.client.ttl(key) <= 7200
+
+        # The token was rotated: the cached one is refused (401) → dropped, asked again, stored.
+        redis_db.client.set(key, b"vrevoked-token", px=7_200_000)
+        wamid2, env2 = image_envelope("png", "2001001", "image/png")
+        assert h.post_whatsapp(env2, secret="alpha-secret").status_code == 200
+        ev2 = {e["event_id"]: e for e in h.wait_events([wamid2], timeout=30)}[wamid2]
+        assert ev2["media"].get("url") and "error" not in ev2["media"], ev2["media"]
+        assert redis_db.client.get(key) == b"v" + SVC_TOKEN.encode()
+    finally:
+        redis_db.close()

@@ -602,6 +602,12 @@ static void test_cache(void **state)
     assert_int_equal(rc.cache.len, strlen(val));
     assert_string_equal(rc.value, val);
 
+    /* Deleted: a miss again. */
+    assert_int_equal(hg_redis_cache_del(r, k1), 0);
+    cache_get(&loop, r, k1, &rc);
+    assert_int_equal(rc.cache.status, HG_REDIS_CACHE_MISS);
+    assert_int_equal(hg_redis_cache_set(r, k1, val, strlen(val), 60000), 0);
+
     /* A value that looks like the negative marker is still a value. */
     assert_int_equal(hg_redis_cache_set(r, k3, "n", 1, 60000), 0);
     cache_get(&loop, r, k3, &rc);
