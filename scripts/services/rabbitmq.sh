@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Test peer: a private rabbitmq-server on loopback (AMQP 56720, dist 56721, epmd 43690), with its
+# Test peer: a private rabbitmq-server on loopback (AMQP 26720, dist 26721, epmd 24369), with its
 # data, logs, config and Erlang cookie under STATEDIR. Contract: scripts/with-services.sh.
 #
 #   rabbitmq.sh start STATEDIR   prints HG_TEST_AMQP_URL=... and HG_TEST_RABBITMQ_CTL=...
@@ -19,9 +19,9 @@ fi
 mkdir -p "$state"
 state=$(cd "$state" && pwd)
 
-amqp_port=${HG_TEST_AMQP_PORT:-56720}
+amqp_port=${HG_TEST_AMQP_PORT:-26720}
 dist_port=$((amqp_port + 1))
-epmd_port=${HG_TEST_EPMD_PORT:-43690}
+epmd_port=${HG_TEST_EPMD_PORT:-24369}
 node=hgtest${HG_TEST_AMQP_PORT:-}@localhost
 bindir=/usr/lib/rabbitmq/bin
 
