@@ -1,17 +1,25 @@
 /*
- * The drain: spool record → (archive raw body) + (for each event: dedup → publish) → release.
- * See drain.h for the contract.
+ * The drain: spool record → (archive raw body) + (for each event: dedup → enrich → publish) →
+ * release. See drain.h for the contract.
  *
  * Every record is an `item` with independent steps: the archive (when S3 is configured) and one
  * small state machine per event. Each asynchronous step holds one count in `outstanding`; when the
  * count drops to zero the item is either complete (release it) or has a failed step (retry the
  * steps not done yet, after a backoff).
+ *
+ * Enrichment (State Manager mapping, media fetch) edits the event document; it is serialized once,
+ * just before its first publish, and kept as text for any retry. Normalization itself does not run
+ * inside hg_drain_submit (that is the spool's fsync callback, answering a batch of requests): the
+ * record is queued and built from an idle handle, a bounded batch per loop iteration.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "clients/redis.h"
 #include "clients/s3.h"
+#include "clients/statemgr.h"
+#include "media/media.h"
+#include "tenants/tenants.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -32,11 +40,14 @@
 #define TICK_MS 50
 #define DEDUP_PENDING_TTL_MS 60000 /* a crashed attempt's claim expires after this */
 #define MAX_REJECTIONS 3           /* refusals by the broker before an event is dead-lettered */
+#define MEDIA_MAX_ROUNDS 5         /* undecided media fetches before publishing with media.error */
+#define BUILD_BATCH 64             /* records normalized per loop iteration */
 
 /* Where one event is; every change goes through event_set_state(). */
 enum event_state {
     EV_NEW,        /* not yet checked / to be retried */
     EV_DEDUP,      /* dedup_begin in flight */
+    EV_ENRICH,     /* State Manager / media calls in flight */
     EV_PUBLISHING, /* sink publish in flight */
     EV_DONE,       /* confirmed by the sink, or a duplicate already published */
 };
@@ -58,8 +69,14 @@ struct item_event {
     char *priority_class;
     uint64_t timestamp_s;
     int priority;
-    char *json;
+    json_t *doc;                   /* the event until it is serialized */
+    char *json;                    /* NULL until the first publish */
     size_t json_len;
+    unsigned enrich_pending;       /* enrichment calls in flight (plus a hold while starting) */
+    bool enriched;                 /* enrichment finished, or none needed */
+    bool state_done, media_done;   /* that enrichment is in the document (or given up) */
+    bool enrich_retry;             /* media undecided this round: go round again later */
+    unsigned media_rounds;         /* undecided media fetches so far */
     char dedup_key[HG_REDIS_KEY_MAX + 1];
     const char *dead_reason;       /* set: goes to the dead-letter path with this reason */
     unsigned rejections;           /* times the sink refused it for good (nack, return) */
@@ -89,6 +106,8 @@ struct item {
     bool failed;                   /* some step of this round failed */
     unsigned attempts;
     uint64_t retry_at_ms;          /* loop time; 0 = not waiting */
+    bool built;                    /* events made (from the queue in the drain) */
+    struct item *build_next;       /* in drain->build_queue while not built */
     bool ephemeral;                /* ack = broker: not in the spool, never retried */
     hg_drain_ack_cb ack;           /* ephemeral: pending answer to the request */
     void *ack_arg;
@@ -98,13 +117,19 @@ struct hg_drain {
     uv_loop_t *loop;
     struct hg_drain_backends b;
     char *bucket;
+    char *media_bucket;
+    bool media_bucket_checked;
     uv_timer_t tick;               /* retries and backlog pulls */
+    uv_idle_t build_idle;          /* normalizes queued records while any are queued */
+    struct item *build_head, *build_tail;
     struct item *items;
     uint64_t n_items;
     bool recovered_done;
     bool closing;
     bool bucket_checked;
     bool archive_failing;          /* the last archive attempt failed (for /ready) */
+    bool sink_was_ready;           /* at the last tick: a reconnect retries waiting records at once */
+    int handles_open;              /* tick and build_idle, until their close callbacks ran */
     void (*free_done)(void *arg);
     void *free_arg;
 };
@@ -134,6 +159,8 @@ static void item_free(struct item *it)
         free(e->type);
         free(e->correlation_id);
         free(e->priority_class);
+        if (e->doc)
+            json_decref(e->doc);
         free(e->json);
     }
     free(it->events);
@@ -220,7 +247,7 @@ static void item_settle(struct item *it)
     }
 }
 
-/* ---- events: dedup → publish ---- */
+/* ---- events: dedup → enrich → publish ---- */
 
 static void on_published(void *arg, int status)
 {
@@ -251,9 +278,28 @@ static void on_published(void *arg, int status)
     item_settle(it);
 }
 
+/* The event cannot go on this round: back to NEW, its dedup claim released, the item retried. */
+static void event_fail(struct item_event *e)
+{
+    struct item *it = e->item;
+    event_set_state(e, EV_NEW);
+    it->failed = true;
+    if (it->drain->b.redis && !it->drain->closing)
+        hg_redis_dedup_abort(it->drain->b.redis, e->dedup_key);
+}
+
 static void event_publish(struct item_event *e)
 {
     struct item *it = e->item;
+    if (e->json == NULL) {
+        /* Frozen here, once: enrichment is in the document now; a retry sends the same bytes. */
+        e->json = json_dumps(e->doc, JSON_COMPACT);
+        if (e->json == NULL)
+            hg_oom(__FILE__, __LINE__);
+        e->json_len = strlen(e->json);
+        json_decref(e->doc);
+        e->doc = NULL;
+    }
     struct hg_event ev = {
         .event_id = e->event_id,
         .routing_key = e->routing_key,
@@ -281,11 +327,250 @@ static void event_publish(struct item_event *e)
         event_set_state(e, EV_PUBLISHING);
         it->outstanding++;
     } else {
-        event_set_state(e, EV_NEW);
-        it->failed = true;
-        if (it->drain->b.redis)
-            hg_redis_dedup_abort(it->drain->b.redis, e->dedup_key);
+        event_fail(e);
     }
+}
+
+/* -- enrichment: State Manager mapping and media, in parallel; then the publish -- */
+
+static bool is_message(const struct item_event *e)
+{
+    return strcmp(e->kind, "message") == 0 && e->dead_reason == NULL;
+}
+
+static bool wants_state(const struct item_event *e)
+{
+    return e->item->drain->b.statemgr != NULL && is_message(e);
+}
+
+static enum hg_media_type media_type_of(const struct item_event *e)
+{
+    int t = hg_media_type_parse(e->type);
+    return t < 0 ? HG_MEDIA_NTYPES : (enum hg_media_type)t;
+}
+
+static bool wants_media(const struct item_event *e)
+{
+    if (e->item->drain->b.media == NULL || !is_message(e) || media_type_of(e) == HG_MEDIA_NTYPES)
+        return false;
+    const char *id = json_string_value(json_object_get(json_object_get(e->doc, "content"), "media_id"));
+    return id != NULL && id[0] != '\0';
+}
+
+static void enrich_finish(struct item_event *e)
+{
+    if (e->enrich_retry || e->item->drain->closing) {
+        e->enrich_retry = false;
+        event_fail(e);
+        return;
+    }
+    e->enriched = true;
+    event_publish(e);
+}
+
+/* One enrichment call (or the starting hold) is over. The caller settles the item after. */
+static void enrich_release(struct item_event *e)
+{
+    e->item->outstanding--;
+    if (--e->enrich_pending == 0)
+        enrich_finish(e);
+}
+
+static void enrich_hold(struct item_event *e)
+{
+    e->item->outstanding++;
+    e->enrich_pending++;
+}
+
+static void on_state(void *arg, const struct hg_statemgr_result *r)
+{
+    struct item_event *e = arg;
+    struct item *it = e->item;
+    if (!(r->degraded && it->drain->closing)) {
+        /* Down, slow or refusing: published without the mapping (it is null), and counted. */
+        if (r->degraded) {
+            hg_metric_inc(HG_M_STATE_MANAGER_FAILURES, NULL);
+            hg_debug(it->request_id, "state manager degraded; publishing without mapping", "error",
+                     r->error ? r->error : "", NULL);
+        }
+        json_object_set_new(e->doc, "mapping", r->mapping ? json_incref(r->mapping) : json_null());
+        e->state_done = true;
+    }
+    enrich_release(e);
+    item_settle(it);
+}
+
+static void state_start(struct item_event *e)
+{
+    struct item *it = e->item;
+    const char *wa_id = json_string_value(json_object_get(json_object_get(e->doc, "customer"), "wa_id"));
+    json_t *body = hg_statemgr_message_body(e->doc);
+    enrich_hold(e);
+    int rc = hg_statemgr_enrich(it->drain->b.statemgr, wa_id ? wa_id : "", it->tenant, body, on_state, e);
+    if (body)
+        json_decref(body);
+    if (rc != 0) {
+        if (rc != HG_ERR_CLOSED) {
+            hg_metric_inc(HG_M_STATE_MANAGER_FAILURES, NULL);
+            json_object_set_new(e->doc, "mapping", json_null());
+            e->state_done = true;
+        }
+        enrich_release(e);
+    }
+}
+
+/* media given up on for good: the event goes out with media.error = reason. */
+static void media_give_up(struct item_event *e, const char *reason)
+{
+    json_t *content = json_object_get(e->doc, "content");
+    json_t *m = json_pack("{s:O?,s:s,s:s}", "media_id", json_object_get(content, "media_id"), "type", e->type,
+                          "error", reason);
+    if (m == NULL)
+        hg_oom(__FILE__, __LINE__);
+    json_object_set_new(e->doc, "media", m);
+    e->media_done = true;
+    char labels[96];
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason); /* reasons are fixed identifiers */
+    hg_metric_inc(HG_M_MEDIA_FAILURES, labels);
+    hg_warn(e->item->request_id, "media not stored; publishing with media.error", "event_id", e->event_id, "error",
+            reason, NULL);
+}
+
+static void on_media_bucket(void *arg, const struct hg_s3_result *res)
+{
+    struct hg_drain *d = arg;
+    if (res->err != 0) {
+        d->media_bucket_checked = false;
+        hg_warn(NULL, "media bucket not available yet", "bucket", d->media_bucket, "error", hg_strerror(res->err),
+                NULL);
+    }
+}
+
+static void on_media(void *arg, const struct hg_media_result *res)
+{
+    struct item_event *e = arg;
+    struct item *it = e->item;
+    if (res->status == HG_MEDIA_RETRY && res->error && strcmp(res->error, "upload_failed") == 0)
+        it->drain->media_bucket_checked = false; /* maybe the bucket went away: check it again */
+    if (res->status == HG_MEDIA_RETRY) {
+        if (it->drain->closing) {
+            /* shutdown: the record stays in the spool; the next run fetches again */
+        } else if (++e->media_rounds >= MEDIA_MAX_ROUNDS) {
+            media_give_up(e, res->error ? res->error : "download_failed");
+        } else {
+            e->enrich_retry = true;
+        }
+    } else {
+        json_t *m = hg_media_result_json(res);
+        if (m == NULL)
+            hg_oom(__FILE__, __LINE__);
+        json_object_set_new(e->doc, "media", m);
+        e->media_done = true;
+    }
+    enrich_release(e);
+    item_settle(it);
+}
+
+static void media_fetch(struct item_event *e, const char *token)
+{
+    struct item *it = e->item;
+    if (token == NULL || token[0] == '\0') {
+        media_give_up(e, "no_access_token");
+        return;
+    }
+    struct hg_drain *d = it->drain;
+    if (!d->media_bucket_checked && d->media_bucket && d->b.s3 && !d->closing) {
+        /* Once per worker (and after a failed upload); the fetch below retries meanwhile. */
+        d->media_bucket_checked = true;
+        hg_s3_ensure_bucket(d->b.s3, d->media_bucket, on_media_bucket, d);
+    }
+    json_t *content = json_object_get(e->doc, "content");
+    struct hg_media_job job = {
+        .tenant = it->tenant,
+        .access_token = token,
+        .media_id = json_string_value(json_object_get(content, "media_id")),
+        .media_type = media_type_of(e),
+        .mime_type = json_string_value(json_object_get(content, "mime_type")),
+        .sha256 = json_string_value(json_object_get(content, "sha256")),
+        .message_id = e->event_id,
+        .occurred_at_s = e->timestamp_s,
+        .request_id = it->request_id,
+    };
+    enrich_hold(e);
+    int rc = hg_media_fetch(it->drain->b.media, &job, on_media, e);
+    if (rc == HG_ERR_INVALID)
+        media_give_up(e, "invalid");
+    else if (rc != 0)
+        e->enrich_retry = true; /* queue full or closing: later */
+    if (rc != 0)
+        enrich_release(e);
+}
+
+/* The Graph API token of the config's own tenants (and the default): theirs, else [whatsapp]'s. */
+static bool conf_token(const struct hg_conf *conf, const char *tenant, const char **token)
+{
+    const struct hg_tenant_conf *tc = hg_conf_tenant(conf, tenant);
+    bool is_default = conf->default_tenant != NULL && strcmp(conf->default_tenant, tenant) == 0;
+    *token = tc && tc->access_token ? tc->access_token : conf->access_token;
+    return tc != NULL || is_default;
+}
+
+static void on_media_tenant(void *arg, int status, struct hg_tenant *tn)
+{
+    struct item_event *e = arg;
+    struct item *it = e->item;
+    if (status == 0) {
+        const struct hg_conf *conf = *it->drain->b.conf;
+        media_fetch(e, tn->access_token ? tn->access_token : conf->access_token);
+        hg_tenant_unref(tn);
+    } else if (status == HG_ERR_NOT_FOUND) {
+        media_give_up(e, "no_access_token");
+    } else {
+        e->enrich_retry = true; /* tenant service unavailable, or closing */
+    }
+    enrich_release(e);
+    item_settle(it);
+}
+
+static void media_start(struct item_event *e)
+{
+    struct item *it = e->item;
+    struct hg_drain *d = it->drain;
+    const struct hg_conf *conf = *d->b.conf;
+    const char *token;
+    if (conf_token(conf, it->tenant, &token) || d->b.tenants == NULL) {
+        media_fetch(e, token);
+        return;
+    }
+    /* A tenant of the tenant service: its token comes from the LRU, Redis or the service. */
+    enrich_hold(e);
+    if (hg_tenants_resolve(d->b.tenants, conf, it->tenant, NULL, 0, on_media_tenant, e) != 0) {
+        e->enrich_retry = true;
+        enrich_release(e);
+    }
+}
+
+static void enrich_start(struct item_event *e)
+{
+    event_set_state(e, EV_ENRICH);
+    e->enrich_retry = false;
+    enrich_hold(e); /* released below: a call answering at once cannot finish the event early */
+    if (!e->state_done && wants_state(e))
+        state_start(e);
+    if (!e->media_done && wants_media(e))
+        media_start(e);
+    enrich_release(e);
+}
+
+/* Dedup said this event is new here: enrich it (first time) and publish it. */
+static void event_go(struct item_event *e)
+{
+    if (e->item->drain->closing)
+        event_fail(e);
+    else if (e->enriched)
+        event_publish(e);
+    else
+        enrich_start(e);
 }
 
 static void on_dedup(void *arg, const struct hg_redis_dedup_result *res)
@@ -301,7 +586,7 @@ static void on_dedup(void *arg, const struct hg_redis_dedup_result *res)
             event_set_state(e, EV_NEW);
             it->failed = true;
         } else {
-            event_publish(e);
+            event_go(e);
         }
         break;
     case HG_REDIS_DEDUP_DUPLICATE_DONE:
@@ -323,13 +608,13 @@ static void event_start(struct item_event *e)
     struct item *it = e->item;
     struct hg_drain *d = it->drain;
     if (d->b.redis == NULL) {
-        event_publish(e);
+        event_go(e);
         return;
     }
     if (e->dedup_key[0] == '\0' &&
         hg_redis_dedup_key(e->dedup_key, sizeof(e->dedup_key), it->tenant, e->event_id) != 0) {
         /* An id too long to be a key cannot be deduplicated: publish it (at least once). */
-        event_publish(e);
+        event_go(e);
         return;
     }
     if (!d->closing && hg_redis_dedup_begin(d->b.redis, e->dedup_key, DEDUP_PENDING_TTL_MS, on_dedup, e) == 0) {
@@ -431,9 +716,6 @@ static int on_event(void *arg, const struct hg_event *ev, json_t *doc)
     /* Tenant rules set priority and tags before the document is frozen into its JSON text. */
     if (it->drain->b.conf && strcmp(ev->kind, "dead_letter") != 0)
         hg_rules_apply(hg_conf_rules(*it->drain->b.conf, it->tenant), doc, &priority, &priority_class);
-    char *json = json_dumps(doc, JSON_COMPACT);
-    if (json == NULL)
-        hg_oom(__FILE__, __LINE__);
     it->events = hg_xrealloc(it->events, (it->n_events + 1) * sizeof(*it->events));
     struct item_event *e = &it->events[it->n_events++];
     memset(e, 0, sizeof(*e));
@@ -446,8 +728,9 @@ static int on_event(void *arg, const struct hg_event *ev, json_t *doc)
     e->priority_class = dup_or_empty(priority_class ? priority_class : "medium");
     e->timestamp_s = ev->timestamp_s;
     e->priority = priority;
-    e->json = json;
-    e->json_len = strlen(json);
+    e->doc = json_incref(doc);
+    /* Nothing to add to it: the document is final (and needs no enrichment round). */
+    e->enriched = !wants_state(e) && !wants_media(e);
     return 0;
 }
 
@@ -484,6 +767,7 @@ static void item_dead_letter(struct item *it, const char *reason)
 
 static void item_build(struct item *it)
 {
+    it->built = true;
     if (it->root == NULL) {
         char reason[256];
         it->root = hg_whatsapp_parse(it->body, it->body_len, reason, sizeof(reason));
@@ -542,12 +826,36 @@ static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct
     return it;
 }
 
+static void on_build_idle(uv_idle_t *h);
+
 void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec, json_t *root)
 {
     struct item *it = item_new(d, spool_id, rec);
     it->root = root;
-    item_build(it);
-    item_step(it);
+    /* Built later, from the loop: the caller is answering a batch of requests right now. */
+    if (d->build_tail)
+        d->build_tail->build_next = it;
+    else
+        d->build_head = it;
+    d->build_tail = it;
+    if (!uv_is_active((uv_handle_t *)&d->build_idle) && !d->closing)
+        uv_idle_start(&d->build_idle, on_build_idle);
+}
+
+static void on_build_idle(uv_idle_t *h)
+{
+    struct hg_drain *d = h->data;
+    for (int i = 0; i < BUILD_BATCH && d->build_head && !d->closing; i++) {
+        struct item *it = d->build_head;
+        d->build_head = it->build_next;
+        if (d->build_head == NULL)
+            d->build_tail = NULL;
+        it->build_next = NULL;
+        item_build(it);
+        item_step(it);
+    }
+    if (d->build_head == NULL || d->closing)
+        uv_idle_stop(&d->build_idle);
 }
 
 void hg_drain_submit_acked(struct hg_drain *d, const struct hg_drain_record *rec, json_t *root, hg_drain_ack_cb ack,
@@ -602,8 +910,17 @@ static void on_tick(uv_timer_t *t)
     if (d->closing)
         return;
     uint64_t now = uv_now(d->loop);
+    /* The sink is back (a broker reconnect): records waiting out a backoff go now, not in 30 s. */
+    const char *why;
+    bool ready = d->b.sink->ops->ready(d->b.sink, &why) == 0;
+    bool back = ready && !d->sink_was_ready;
+    d->sink_was_ready = ready;
     for (struct item *it = d->items, *next; it; it = next) {
         next = it->next;
+        if (back && it->retry_at_ms) {
+            it->retry_at_ms = now;
+            it->attempts = 0;
+        }
         if (it->retry_at_ms && it->retry_at_ms <= now && it->outstanding == 0)
             item_step(it);
     }
@@ -618,9 +935,14 @@ int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_
     d->b = *b;
     d->bucket = hg_xstrdup(b->bucket ? b->bucket : "hookgate");
     d->b.bucket = d->bucket;
+    d->media_bucket = b->media_bucket ? hg_xstrdup(b->media_bucket) : NULL;
+    d->b.media_bucket = d->media_bucket;
     uv_timer_init(loop, &d->tick);
     d->tick.data = d;
     uv_timer_start(&d->tick, on_tick, 0, TICK_MS);
+    uv_idle_init(loop, &d->build_idle);
+    d->build_idle.data = d;
+    d->handles_open = 2;
     *out = d;
     return 0;
 }
@@ -635,14 +957,17 @@ uint64_t hg_drain_inflight(const struct hg_drain *d)
     return d->n_items;
 }
 
-static void on_tick_closed(uv_handle_t *h)
+static void on_handle_closed(uv_handle_t *h)
 {
     struct hg_drain *d = h->data;
+    if (--d->handles_open > 0)
+        return;
     while (d->items)
         item_free(d->items);
     void (*done)(void *) = d->free_done;
     void *arg = d->free_arg;
     free(d->bucket);
+    free(d->media_bucket);
     free(d);
     if (done)
         done(arg);
@@ -652,6 +977,7 @@ void hg_drain_stop(struct hg_drain *d)
 {
     d->closing = true;
     uv_timer_stop(&d->tick);
+    uv_idle_stop(&d->build_idle);
 }
 
 void hg_drain_free(struct hg_drain *d, void (*done)(void *arg), void *arg)
@@ -659,5 +985,6 @@ void hg_drain_free(struct hg_drain *d, void (*done)(void *arg), void *arg)
     d->closing = true;
     d->free_done = done;
     d->free_arg = arg;
-    uv_close((uv_handle_t *)&d->tick, on_tick_closed);
+    uv_close((uv_handle_t *)&d->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&d->build_idle, on_handle_closed);
 }

@@ -23,6 +23,9 @@ struct hg_sink;
 struct hg_drain;
 struct hg_redis;
 struct hg_s3;
+struct hg_statemgr;
+struct hg_media;
+struct hg_tenants;
 
 /* What the drain hands records to. Only spool and sink are required. */
 struct hg_conf;
@@ -39,6 +42,13 @@ struct hg_drain_backends {
      * with routing key "dead_letter.<reason>" on the sink itself. */
     int (*publish_dead)(struct hg_sink *s, const struct hg_event *ev, const char *reason, hg_sink_cb cb,
                         void *arg);
+    /* Enrichment before publish (each NULL = not done). Messages get `mapping` from the State
+     * Manager; image/video/audio/document/sticker messages get `media` once fetched and stored
+     * (the Graph token from the config, or from `tenants` for the tenant service's tenants). */
+    struct hg_statemgr *statemgr;
+    struct hg_media *media;
+    const char *media_bucket;      /* created when missing, like the archive bucket (copied) */
+    struct hg_tenants *tenants;
 };
 
 /* A spooled webhook as the drain needs it; strings and body are copied by hg_drain_submit. */

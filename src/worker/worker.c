@@ -22,6 +22,8 @@
 #include "sink/ndjson.h"
 #include "sink/sink.h"
 #include "spool/spool.h"
+#include "clients/statemgr.h"
+#include "media/media.h"
 #include "tenants/tenants.h"
 #include "worker/worker.h"
 
@@ -216,15 +218,36 @@ static void on_tenants_closed(void *arg)
         on_redis_closed(w);
 }
 
-static void on_sink_closed(void *arg)
+static void on_media_closed(void *arg)
 {
     struct hg_worker *w = arg;
-    w->sink = NULL; /* freed: the lag timer's health check must not look at it */
-    /* Tenant lookups end first: they use the Redis and HTTP clients closed next. */
+    w->media = NULL;
+    /* Tenant lookups end next: they use the Redis and HTTP clients closed after them. */
     if (w->tenants)
         hg_tenants_close(w->tenants, on_tenants_closed, w);
     else
         on_tenants_closed(w);
+}
+
+static void on_statemgr_closed(void *arg)
+{
+    struct hg_worker *w = arg;
+    w->statemgr = NULL;
+    /* Downloads in flight end as "retry": their records stay in the spool for the next run. */
+    if (w->media)
+        hg_media_close(w->media, on_media_closed, w);
+    else
+        on_media_closed(w);
+}
+
+static void on_sink_closed(void *arg)
+{
+    struct hg_worker *w = arg;
+    w->sink = NULL; /* freed: the lag timer's health check must not look at it */
+    if (w->statemgr)
+        hg_statemgr_close(w->statemgr, on_statemgr_closed, w);
+    else
+        on_statemgr_closed(w);
 }
 
 static void on_http_stopped(void *arg)
@@ -361,6 +384,41 @@ static int worker_open(struct hg_worker *w)
             return rc;
         }
     }
+    if (c->state_manager_url) {
+        struct hg_statemgr_opts so2 = {
+            .base_url = c->state_manager_url,
+            .token = c->state_manager_token,
+            .timeout_ms = (uint32_t)c->state_manager_timeout_ms,
+        };
+        rc = hg_statemgr_open(w->http_client, &w->loop, &so2, &w->statemgr);
+        if (rc != 0) {
+            hg_error(NULL, "cannot use the state manager url", "error", hg_strerror(rc), NULL);
+            return rc;
+        }
+    }
+    if (c->media_enabled > 0 && w->s3) {
+        struct hg_media_opts mo = {
+            .graph_api_base = c->graph_api_base,
+            .graph_api_version = c->graph_api_version,
+            .bucket = c->media_bucket,
+            .max_size = { [HG_MEDIA_IMAGE] = c->media_max_image, [HG_MEDIA_VIDEO] = c->media_max_video,
+                          [HG_MEDIA_AUDIO] = c->media_max_audio, [HG_MEDIA_DOCUMENT] = c->media_max_document,
+                          [HG_MEDIA_STICKER] = c->media_max_sticker },
+            .part_size = (size_t)c->media_part_size,
+            .presign_expiry_s = (uint32_t)(c->media_presign_expiry_ms / 1000),
+            .download_timeout_ms = (uint32_t)c->media_download_timeout_ms,
+            .max_inflight = c->media_max_inflight,
+            .max_inflight_tenant = c->media_max_inflight_tenant,
+            .clamd_socket = c->media_clamd_socket,
+        };
+        rc = hg_media_open(&w->loop, w->http_client, w->s3, &mo, &w->media);
+        if (rc != 0) {
+            hg_error(NULL, "cannot set up media fetching", "error", hg_strerror(rc), NULL);
+            return rc;
+        }
+    } else if (c->media_enabled > 0) {
+        hg_warn(NULL, "[media] enabled without [s3] endpoint: media is not fetched", NULL);
+    }
     struct hg_drain_backends b = {
         .conf = &w->conf,
         .spool = w->spool,
@@ -370,6 +428,10 @@ static int worker_open(struct hg_worker *w)
         .s3 = w->s3,
         .bucket = c->s3_bucket,
         .publish_dead = w->sink_is_amqp ? hg_amqp_publish_dead : NULL,
+        .statemgr = w->statemgr,
+        .media = w->media,
+        .media_bucket = c->media_bucket,
+        .tenants = w->tenants,
     };
     hg_drain_open(&w->loop, &b, &w->drain);
 

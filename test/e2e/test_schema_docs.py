@@ -119,3 +119,43 @@ def test_schema_rejects(validator, name, mutate):
     assert_valid(validator, doc)
     mutate(doc)
     assert list(validator.iter_errors(doc)), f"schema accepted a broken {name} event"
+
+
+# --------------------------------------------------------------------------- configuration docs
+
+def conf_table_keys():
+    """(section, key) of every row of the key tables in src/conf/conf.c (the loader's truth)."""
+    src = (ROOT / "src" / "conf" / "conf.c").read_text()
+    rows = re.findall(r'^\s*\{ "([a-z_]+)", "([a-z_0-9]+)", KEY_', src, re.M)
+    assert len(rows) > 40, "the key table was not found in src/conf/conf.c"
+    return rows
+
+
+def sections_of(text, header_re):
+    """{section name: text of that section} for headers matching header_re (group 1 = name)."""
+    out, name, buf = {}, None, []
+    for line in text.splitlines():
+        m = re.match(header_re, line)
+        if m:
+            if name:
+                out[name] = "\n".join(buf)
+            name, buf = m.group(1), []
+        elif name:
+            buf.append(line)
+    if name:
+        out[name] = "\n".join(buf)
+    return out
+
+
+@pytest.mark.parametrize("section,key", conf_table_keys())
+def test_every_key_is_documented(section, key):
+    docs = sections_of((ROOT / "docs" / "configuration.md").read_text(), r"^### \[([a-z_]+)")
+    assert section in docs, f"docs/configuration.md has no ### [{section}] section"
+    assert re.search(rf"^\| {key} \|", docs[section], re.M), f"[{section}] {key} is not in docs/configuration.md"
+
+
+@pytest.mark.parametrize("section,key", [r for r in conf_table_keys() if r[0] not in ("tenant", "rules")])
+def test_every_key_is_in_the_example_file(section, key):
+    conf = sections_of((ROOT / "conf" / "hookgate.conf").read_text(), r"^\[([a-z_]+)\]")
+    assert section in conf, f"conf/hookgate.conf has no [{section}] section"
+    assert re.search(rf"^;?{key}(_file)? =", conf[section], re.M), f"[{section}] {key} is not in conf/hookgate.conf"
