@@ -427,7 +427,9 @@ static void job_free(struct job *j)
 /*
  * One job's outcome into the metrics, from the calling worker's registry. Per job, not per
  * attempt: a file stored on its third try is one download and no failure. Durations are those
- * of the last attempt (the one that decided). A shutdown is no failure of the media.
+ * of the last attempt (the one that decided). Only final failures count in media_failures_total:
+ * a RETRY is not decided yet (the drain counts it when it gives up and publishes media.error), so
+ * the counter moves once per event published without its media.
  */
 static void observe(const struct job *j, const struct hg_media_result *r)
 {
@@ -443,7 +445,7 @@ static void observe(const struct job *j, const struct hg_media_result *r)
         /* the same family as the raw archive's uploads, told apart by kind */
         hg_metric_observe(HG_M_MINIO_UPLOAD_DURATION, "kind=\"media\"",
                           (double)j->upload_ns / 1e9);
-    } else {
+    } else if (r->status == HG_MEDIA_FAILED) {
         /* reason codes are this module's static strings: no escaping needed */
         char labels[96];
         snprintf(labels, sizeof(labels), "reason=\"%s\"", r->error ? r->error : "download_failed");

@@ -1058,6 +1058,17 @@ static void test_metrics(void **state)
     fetch(f, &j, &r[4]);
     close_media(f);                      /* shutdown is no failure of the media */
     assert_string_equal(r[4].error, "shutdown");
+    /* nor is an undecided job (the drain counts it if it gives up) */
+    struct hg_media_opts o2 = base_opts(f);
+    o2.graph_api_base = "http://127.0.0.1:1";
+    o2.max_attempts = 1;
+    open_media(f, &o2);
+    struct outcome u = { 0 };
+    j = job_for("jpg", HG_MEDIA_IMAGE, "wamid.m5");
+    run_one(f, &j, &u);
+    assert_int_equal(u.status, HG_MEDIA_RETRY);
+    assert_string_equal(u.error, "download_failed");
+    outcome_free(&u);
 
     assert_int_equal(hg_metric_counter_total(HG_M_MEDIA_FAILURES, "reason=\"not_found\""), 1);
     assert_int_equal(hg_metric_counter_total(HG_M_MEDIA_FAILURES, "reason=\"sha256_mismatch\""),
