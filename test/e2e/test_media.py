@@ -194,6 +194,14 @@ def run(hookgate_bin, tmp_path_factory):
             r = h.post_whatsapp(media_envelope([msg], tenant), secret=secrets[tenant])
             assert r.status_code == 200, (label, r.status_code, r.text)
             posted[msg["id"]] = (label, media_id, mtype, tenant, expected, msg)
+        # Two media messages in one webhook: each fetched and stored on its own.
+        batch = [media_message("ogg", "audio", mime="audio/ogg; codecs=opus"),
+                 media_message("pdf", "document", mime="application/pdf")]
+        r = h.post_whatsapp(media_envelope(batch, "acme"), secret=hgm.ACME_SECRET)
+        assert r.status_code == 200, r.text
+        for msg in batch:
+            posted[msg["id"]] = (f"batched {msg['type']}", msg[msg["type"]]["id"], msg["type"], "acme",
+                                 "stored", msg)
         # A text message in the same run: no media step, media stays null.
         text_id = hgm.new_wamid()
         r = h.post_whatsapp(hgm.text_envelope(text_id))
@@ -397,21 +405,30 @@ def test_presigned_url_expires(make_hg, rig):
     assert s3_get(bucket, media_bucket, media["key"])[0] == JPEG
 
 
-def test_restart_mid_download_fetches_again_and_publishes_once(make_hg, rig):
+@pytest.mark.parametrize("how", ["kill9", "sigterm"])
+def test_restart_mid_download_fetches_again_and_publishes_once(make_hg, rig, how):
+    """kill -9 (or a plain SIGTERM) while a download is running: the record is still in the spool,
+    the next run downloads again, and the event goes out exactly once, with its media stored."""
     rabbit, vhost, bucket = rig
     media_bucket = bucket.name + "-media"
     h = make_hg(media_overrides(rabbit, vhost, bucket, media_bucket, workers=1))
     wait_ready(h)
-    media_id = "drip-3000-restart"
+    media_id = f"drip-3000-{how}"
     msg = media_message(media_id, "image", mime="image/jpeg")
     assert h.post_whatsapp(media_envelope([msg])).status_code == 200
     path = f"/files/{media_id}"
     hgm.wait_until(lambda: graph_call("/_stats")["hits"].get(path, 0) >= 1, 20, what="download started")
     time.sleep(0.3)
-    h.kill9()
     col = Collector(rabbit, vhost)
-    assert col.poll() == [], "published before its media was stored"
-    assert s3_keys_or_empty(bucket, media_bucket) == []
+    if how == "kill9":
+        h.kill9()
+        assert col.poll() == [], "published before its media was stored"
+        assert s3_keys_or_empty(bucket, media_bucket) == []
+    else:
+        assert h.stop() == 0, h.stderr_tail()
+        # a shutdown cancels the download: nothing half-stored, nothing published without media
+        assert col.poll() == [], "published at shutdown without its media"
+        assert s3_keys_or_empty(bucket, media_bucket) == []
     h.start()
     col.wait_for([msg["id"]], timeout=40)
     wait_spool_empty(h)
@@ -422,7 +439,7 @@ def test_restart_mid_download_fetches_again_and_publishes_once(make_hg, rig):
     assert media["key"] == f"media-inbound/default/image/{DAY}/{msg['id']}.jpg", media
     assert s3_get(bucket, media_bucket, media["key"])[0] == JPEG
     assert requests.get(media["url"], timeout=10).content == JPEG
-    # the first download was cut by the kill; the second one ran whole
+    # the first download was cut short; the second one ran whole
     assert graph_call("/_stats")["hits"].get(path) == 2
 
 
