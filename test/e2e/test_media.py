@@ -87,7 +87,13 @@ CASES = [
     ("sticker that is no webp", "png", "sticker", "default", "image/png", "mime_mismatch"),
     ("webhook declares another type", "jpg", "image", "default", "image/png", "mime_mismatch"),
     ("tenant token refused", "jpg", "image", "globex", "image/jpeg", "unauthorized"),
+    # undecided every time (503): the drain gives up after MEDIA_ROUNDS rounds and publishes
+    ("graph api always 503", "broken", "image", "default", "image/jpeg", "download_failed"),
 ]
+
+# src/req/drain.c MEDIA_MAX_ROUNDS times the module's default max_attempts
+MEDIA_ROUNDS = 5
+MEDIA_ATTEMPTS = 5
 
 
 def graph():
@@ -332,6 +338,8 @@ def test_retried_cases_stored_after_retries(run):
     assert hits.get("/v18.0/badsha") == 1, hits
     assert hits.get("/v18.0/gone") == 1, hits
     assert "/files/big" not in hits, hits
+    # transient every time: retried by the module, then by the drain, then given up
+    assert hits.get("/v18.0/broken") == MEDIA_ROUNDS * MEDIA_ATTEMPTS, hits
 
 
 def test_tenant_tokens(run):

@@ -16,7 +16,7 @@ Retry-After: 0), ratelimited (429 once), slow-<n> (the JPEG sent in small chunks
 badsha, liar (PNG bytes declared image/jpeg), big (larger than the tests' image cap, file_size
 says so), bigquiet (the same but file_size understates it), multi (a 200 KiB PDF-like file),
 eicar (text/plain carrying the EICAR antivirus test string), weird (declared type we do not store),
-drip-<ms>-<tag> (the JPEG trickled out over about <ms> milliseconds, for crash-mid-download tests).
+broken (metadata always 503 with Retry-After: 0), drip-<ms>-<tag> (the JPEG trickled out over about <ms> milliseconds, for crash-mid-download tests).
 """
 import base64
 import hashlib
@@ -86,6 +86,7 @@ MEDIA = {
     "eicar": (EICAR + b"\n", "text/plain", "hex", None),
     "clean": (b"hello, this is a plain text document\n", "text/plain", "b64", None),
     "weird": (b"whatever\n", "application/x-hookgate-unknown", "hex", None),
+    "broken": (JPEG, "image/jpeg", "hex", None),
 }
 
 
@@ -172,6 +173,9 @@ class Handler(BaseHTTPRequestHandler):
         entry = lookup(media_id)
         if entry is None or media_id == "gone":
             self.error(404, "Unsupported get request")
+            return
+        if media_id == "broken":
+            self.error(503, "temporarily unavailable", {"Retry-After": "0"})
             return
         if media_id == "flaky" and self.once("meta:flaky"):
             self.error(503, "temporarily unavailable", {"Retry-After": "0"})
