@@ -459,3 +459,39 @@ def s3_keys_or_empty(bucket, name):
         if e.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
             return []
         raise
+
+
+def test_token_from_tenant_service(make_hg, rig):
+    """Tenants the config does not know take their Graph token from the tenant service; one the
+    service gives no token falls back to [whatsapp] access_token."""
+    svc_url = os.environ.get("HG_TEST_TENANT_SERVICE_URL")
+    if not svc_url:
+        pytest.skip("needs HG_TEST_TENANT_SERVICE_URL")
+    rabbit, vhost, bucket = rig
+    media_bucket = bucket.name + "-media"
+    o = media_overrides(rabbit, vhost, bucket, media_bucket, workers=1)
+    o["tenants"] = {"service_url": svc_url, "service_token": os.environ.get("HG_TEST_TENANT_SERVICE_TOKEN", "")}
+    h = make_hg(o)
+    wait_ready(h)
+    # test/fakes/tenant_service.py: WABA 2001001 is svc-alpha (access_token "alpha-at", which the
+    # fake Graph API refuses), 3001001 is svc-beta (no access_token).
+    alpha = media_message("jpg", "image", mime="image/jpeg")
+    beta = media_message("png", "image", mime="image/png")
+    r = h.post_whatsapp(hgm.envelope([("2001001", [hgm.messages_change([alpha], phone_number_id="2001002")])]),
+                        secret="alpha-secret")
+    assert r.status_code == 200, r.text
+    r = h.post_whatsapp(hgm.envelope([("3001001", [hgm.messages_change([beta], phone_number_id="3001002")])]),
+                        secret="beta-2")
+    assert r.status_code == 200, r.text
+    col = Collector(rabbit, vhost)
+    col.wait_for([alpha["id"], beta["id"]], timeout=30)
+    docs = {m.message_id: m.json() for m in col.messages}
+    assert docs[alpha["id"]]["tenant"] == "svc-alpha"
+    assert docs[alpha["id"]]["media"] == {"media_id": "jpg", "type": "image", "error": "unauthorized"}
+    media = docs[beta["id"]]["media"]
+    assert media["key"] == f"media-inbound/svc-beta/image/{DAY}/{beta['id']}.png", media
+    assert s3_get(bucket, media_bucket, media["key"])[0] == PNG
+    _, token, _ = graph()
+    ht = graph_call("/_stats")["hits_token"]
+    assert ht.get("alpha-at /v18.0/jpg") == 1, ht
+    assert ht.get(f"{token} /v18.0/png") == 1, ht
