@@ -14,6 +14,7 @@
 #include "core/str.h"
 #include "core/time.h"
 #include "media/media.h"
+#include "ops/metrics.h"
 
 /* The metadata answer is a handful of short fields. */
 #define META_MAX (16 * 1024)
@@ -423,6 +424,35 @@ static void job_free(struct job *j)
 
 /* ---- finishing ---- */
 
+/*
+ * One job's outcome into the metrics, from the calling worker's registry. Per job, not per
+ * attempt: a file stored on its third try is one download and no failure. Durations are those
+ * of the last attempt (the one that decided). Only final failures count in media_failures_total:
+ * a RETRY is not decided yet (the drain counts it when it gives up and publishes media.error), so
+ * the counter moves once per event published without its media.
+ */
+static void observe(const struct job *j, const struct hg_media_result *r)
+{
+    if (r->status == HG_MEDIA_RETRY && r->error != NULL && strcmp(r->error, "shutdown") == 0)
+        return;
+    if (j->dl_end_ns > j->attempt_ns) {
+        /* a download ran to an answer; size is what arrived (how far it got, on a failure) */
+        hg_metric_observe(HG_M_MEDIA_DOWNLOAD_DURATION, NULL,
+                          (double)(j->dl_end_ns - j->attempt_ns) / 1e9);
+        hg_metric_observe(HG_M_MEDIA_DOWNLOAD_SIZE, NULL, (double)r->size);
+    }
+    if (r->status == HG_MEDIA_STORED) {
+        /* the same family as the raw archive's uploads, told apart by kind */
+        hg_metric_observe(HG_M_MINIO_UPLOAD_DURATION, "kind=\"media\"",
+                          (double)j->upload_ns / 1e9);
+    } else if (r->status == HG_MEDIA_FAILED) {
+        /* reason codes are this module's static strings: no escaping needed */
+        char labels[96];
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", r->error ? r->error : "download_failed");
+        hg_metric_inc(HG_M_MEDIA_FAILURES, labels);
+    }
+}
+
 static void finish(struct job *j, enum hg_media_status status, const char *error)
 {
     struct hg_media *m = j->m;
@@ -462,6 +492,8 @@ static void finish(struct job *j, enum hg_media_status status, const char *error
     if (r.status != HG_MEDIA_STORED)
         hg_info(j->request_id, "media: not stored", "media_id", j->media_id, "error", r.error,
                 "final", r.status == HG_MEDIA_FAILED ? "true" : "false", NULL);
+
+    observe(j, &r);
 
     if (j->state == JOB_QUEUED)
         queue_remove(m, j);

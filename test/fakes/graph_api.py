@@ -7,14 +7,16 @@ Every request needs `Authorization: Bearer <one of the tokens>` (401 otherwise),
   GET /v18.0/<media_id>   metadata {url, mime_type, sha256, file_size, id, messaging_product}
   GET /files/<media_id>   the bytes (the url above points here)
   GET /_stats             (no auth) counters: hits per path, in-flight file downloads now and at
-                          most, in total and per token
+                          most, in total and per token; hits_token: "<token> <path>" -> n for
+                          every request carrying a bearer token (accepted or not)
   POST /_reset            (no auth) zero the counters and the flaky state
 Media ids: jpg png webp ogg mp4 pdf (real files, sha256 hex for some and base64 for others),
 expired (url answers 404), gone (metadata 404), flaky (metadata and file 503 once each, with
 Retry-After: 0), ratelimited (429 once), slow-<n> (the JPEG sent in small chunks with pauses),
 badsha, liar (PNG bytes declared image/jpeg), big (larger than the tests' image cap, file_size
 says so), bigquiet (the same but file_size understates it), multi (a 200 KiB PDF-like file),
-eicar (text/plain carrying the EICAR antivirus test string), weird (declared type we do not store).
+eicar (text/plain carrying the EICAR antivirus test string), weird (declared type we do not store),
+broken (metadata always 503 with Retry-After: 0), drip-<ms>-<tag> (the JPEG trickled out over about <ms> milliseconds, for crash-mid-download tests).
 """
 import base64
 import hashlib
@@ -39,7 +41,7 @@ def reset():
     with lock:
         stats.clear()
         stats.update({"hits": {}, "inflight": 0, "max_inflight": 0,
-                      "inflight_token": {}, "max_inflight_token": {}})
+                      "inflight_token": {}, "max_inflight_token": {}, "hits_token": {}})
         flaky_state.clear()
 
 
@@ -84,11 +86,20 @@ MEDIA = {
     "eicar": (EICAR + b"\n", "text/plain", "hex", None),
     "clean": (b"hello, this is a plain text document\n", "text/plain", "b64", None),
     "weird": (b"whatever\n", "application/x-hookgate-unknown", "hex", None),
+    "broken": (JPEG, "image/jpeg", "hex", None),
 }
 
 
+def drip_ms(media_id):
+    """The duration of a drip-<ms>-<tag> download in milliseconds, or None."""
+    parts = media_id.split("-")
+    if len(parts) >= 2 and parts[0] == "drip" and parts[1].isdigit():
+        return min(int(parts[1]), 600000)
+    return None
+
+
 def lookup(media_id):
-    if media_id.startswith("slow-"):
+    if media_id.startswith("slow-") or drip_ms(media_id) is not None:
         return MEDIA["jpg"]
     return MEDIA.get(media_id)
 
@@ -144,6 +155,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         auth = self.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else None
+        if token is not None:
+            with lock:
+                key = "%s %s" % (token, path)
+                stats["hits_token"][key] = stats["hits_token"].get(key, 0) + 1
         if token not in TOKENS:
             self.error(401, "Invalid OAuth access token")
             return
@@ -158,6 +173,9 @@ class Handler(BaseHTTPRequestHandler):
         entry = lookup(media_id)
         if entry is None or media_id == "gone":
             self.error(404, "Unsupported get request")
+            return
+        if media_id == "broken":
+            self.error(503, "temporarily unavailable", {"Retry-After": "0"})
             return
         if media_id == "flaky" and self.once("meta:flaky"):
             self.error(503, "temporarily unavailable", {"Retry-After": "0"})
@@ -192,7 +210,16 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            if media_id.startswith("slow-"):
+            if drip_ms(media_id) is not None:
+                # 20 pieces, the last one only after the whole duration
+                step = max(1, len(data) // 20)
+                pieces = [data[i:i + step] for i in range(0, len(data), step)]
+                pause = drip_ms(media_id) / 1000.0 / len(pieces)
+                for piece in pieces:
+                    time.sleep(pause)
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+            elif media_id.startswith("slow-"):
                 step = max(1, len(data) // 8)
                 for i in range(0, len(data), step):
                     self.wfile.write(data[i:i + step])

@@ -21,6 +21,7 @@
 #include "core/str.h"
 #include "core/time.h"
 #include "media/media.h"
+#include "ops/metrics.h"
 
 #define KiB 1024
 #define FIXTURES "../fixtures/media/"
@@ -1003,6 +1004,102 @@ static void test_close(void **state)
         uv_run(&f->loop, UV_RUN_ONCE);
 }
 
+/* Render /metrics text; the caller frees it. */
+static char *metrics_text(void)
+{
+    struct hg_buf b;
+    hg_buf_init(&b, 4 << 20);
+    assert_int_equal(hg_metrics_render(&b), 0);
+    char *t = strdup(hg_buf_cstr(&b));
+    hg_buf_free(&b);
+    return t;
+}
+
+/* The value of the sample line starting with `prefix` followed by a space; -1 when absent. */
+static double metric_value(const char *text, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (const char *p = text; p != NULL && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        if (strncmp(p, prefix, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    }
+    return -1;
+}
+
+static void test_metrics(void **state)
+{
+    struct fixture *f = *state;
+    if (!have_servers())
+        skip();
+    hg_metrics_free(); /* a clean registry: only this test's jobs count */
+    struct hg_media_opts o = base_opts(f);
+    o.max_inflight = 1; /* one at a time: the slow job below is still queued at close */
+    open_media(f, &o);
+    size_t jpg_len;
+    unsigned char *jpg = read_file(FIXTURES "tiny.jpg", &jpg_len);
+    free(jpg);
+
+    struct outcome r[5] = { 0 };
+    struct hg_media_job j = job_for("jpg", HG_MEDIA_IMAGE, "wamid.m0");
+    fetch(f, &j, &r[0]);                 /* stored: a download, a size, an upload */
+    j = job_for("flaky", HG_MEDIA_IMAGE, "wamid.m1");
+    fetch(f, &j, &r[1]);                 /* stored on the third try: no failure counted */
+    j = job_for("gone", HG_MEDIA_IMAGE, "wamid.m2");
+    fetch(f, &j, &r[2]);                 /* not_found at the metadata: no download observed */
+    j = job_for("badsha", HG_MEDIA_IMAGE, "wamid.m3");
+    fetch(f, &j, &r[3]);                 /* downloaded whole, then refused */
+    wait_outcomes(f, r, 4);
+    assert_int_equal(r[0].status, HG_MEDIA_STORED);
+    assert_int_equal(r[1].status, HG_MEDIA_STORED);
+    assert_int_equal(r[1].attempts, 3);
+    assert_string_equal(r[2].error, "not_found");
+    assert_string_equal(r[3].error, "sha256_mismatch");
+    j = job_for("slow-m", HG_MEDIA_IMAGE, "wamid.m4");
+    fetch(f, &j, &r[4]);
+    close_media(f);                      /* shutdown is no failure of the media */
+    assert_string_equal(r[4].error, "shutdown");
+    /* nor is an undecided job (the drain counts it if it gives up) */
+    struct hg_media_opts o2 = base_opts(f);
+    o2.graph_api_base = "http://127.0.0.1:1";
+    o2.max_attempts = 1;
+    open_media(f, &o2);
+    struct outcome u = { 0 };
+    j = job_for("jpg", HG_MEDIA_IMAGE, "wamid.m5");
+    run_one(f, &j, &u);
+    assert_int_equal(u.status, HG_MEDIA_RETRY);
+    assert_string_equal(u.error, "download_failed");
+    outcome_free(&u);
+
+    assert_int_equal(hg_metric_counter_total(HG_M_MEDIA_FAILURES, "reason=\"not_found\""), 1);
+    assert_int_equal(hg_metric_counter_total(HG_M_MEDIA_FAILURES, "reason=\"sha256_mismatch\""),
+                     1);
+    assert_int_equal(hg_metric_counter_total(HG_M_MEDIA_FAILURES, "reason=\"download_failed\""),
+                     0);
+    assert_int_equal(hg_metric_counter_total(HG_M_MEDIA_FAILURES, "reason=\"shutdown\""), 0);
+
+    char *text = metrics_text();
+    /* jpg, flaky (its last attempt), badsha: three downloads that reached an answer */
+    assert_true(metric_value(text, "media_download_duration_seconds_count") == 3);
+    assert_true(metric_value(text, "media_download_duration_seconds_sum") > 0);
+    assert_true(metric_value(text, "media_download_size_bytes_count") == 3);
+    /* the JPEG twice and the PNG once */
+    size_t png_len;
+    unsigned char *png = read_file(FIXTURES "tiny.png", &png_len);
+    free(png);
+    assert_true(metric_value(text, "media_download_size_bytes_sum") ==
+                (double)(2 * jpg_len + png_len));
+    assert_true(metric_value(text, "media_download_size_bytes_bucket{le=\"1024\"}") ==
+                (jpg_len <= 1024) * 2 + (png_len <= 1024));
+    /* two uploads, told apart from the raw archive's */
+    assert_true(metric_value(text, "minio_upload_duration_seconds_count{kind=\"media\"}") == 2);
+    assert_true(metric_value(text, "minio_upload_duration_seconds_sum{kind=\"media\"}") > 0);
+    assert_true(metric_value(text, "media_failures_total{reason=\"not_found\"}") == 1);
+    free(text);
+    for (int i = 0; i < 5; i++)
+        outcome_free(&r[i]);
+    hg_metrics_free();
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -1019,6 +1116,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_multipart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clamd, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
