@@ -693,7 +693,7 @@ static void on_archived(void *arg, const struct hg_s3_result *res)
     d->archive_failing = res->err != 0;
     if (res->err == 0) {
         it->archive = AR_DONE;
-        hg_metric_observe(HG_M_MINIO_UPLOAD_DURATION, NULL,
+        hg_metric_observe(HG_M_MINIO_UPLOAD_DURATION, "kind=\"archive\"",
                           (double)(hg_time_mono_ns() - it->archive_start_ns) / 1e9);
     } else {
         it->archive = AR_PENDING;
