@@ -489,9 +489,15 @@ static void finish(struct job *j, enum hg_media_status status, const char *error
             r.expires_at_s = now + m->o.presign_expiry_s;
         }
     }
-    if (r.status != HG_MEDIA_STORED)
+    if (r.status != HG_MEDIA_STORED) {
         hg_info(j->request_id, "media: not stored", "media_id", j->media_id, "error", r.error,
                 "final", r.status == HG_MEDIA_FAILED ? "true" : "false", NULL);
+    } else {
+        char size[24];
+        snprintf(size, sizeof(size), "%llu", (unsigned long long)r.size);
+        hg_info(j->request_id, "media: stored", "media_id", j->media_id, "key", j->key, "size", size,
+                "upload", r.multipart ? "multipart" : "put", NULL);
+    }
 
     observe(j, &r);
 

@@ -14,7 +14,7 @@ Media ids: jpg png webp ogg mp4 pdf (real files, sha256 hex for some and base64 
 expired (url answers 404), gone (metadata 404), flaky (metadata and file 503 once each, with
 Retry-After: 0), ratelimited (429 once), slow-<n> (the JPEG sent in small chunks with pauses),
 badsha, liar (PNG bytes declared image/jpeg), big (larger than the tests' image cap, file_size
-says so), bigquiet (the same but file_size understates it), multi (a 200 KiB PDF-like file),
+says so), bigquiet (the same but file_size understates it), multi (a 200 KiB PDF-like file), huge (an 11 MiB PDF-like file: a multipart upload),
 eicar (text/plain carrying the EICAR antivirus test string), weird (declared type we do not store),
 broken (metadata always 503 with Retry-After: 0), drip-<ms>-<tag> (the JPEG trickled out over about <ms> milliseconds, for crash-mid-download tests).
 """
@@ -87,6 +87,10 @@ MEDIA = {
     "clean": (b"hello, this is a plain text document\n", "text/plain", "b64", None),
     "weird": (b"whatever\n", "application/x-hookgate-unknown", "hex", None),
     "broken": (JPEG, "image/jpeg", "hex", None),
+    # 11 MiB + 5 bytes: stored as a multipart upload of 5 MiB parts (3 parts, the last one short)
+    "huge": (b"%PDF-1.4\n" + b"".join(hashlib.sha256(i.to_bytes(4, "little")).digest()
+                                      for i in range(11 * 1024 * 1024 // 32)) + b"%%EOF",
+             "application/pdf", "hex", None),
 }
 
 
