@@ -499,8 +499,8 @@ def test_token_from_tenant_service(make_hg, rig):
     o["tenants"] = {"service_url": svc_url, "service_token": os.environ.get("HG_TEST_TENANT_SERVICE_TOKEN", "")}
     h = make_hg(o)
     wait_ready(h)
-    # test/fakes/tenant_service.py: WABA 2001001 is svc-alpha (access_token "alpha-at", which the
-    # fake Graph API refuses), 3001001 is svc-beta (no access_token).
+    # test/fakes/tenant_service.py: WABA 2001001 is svc-alpha (access_token "alpha-at", which
+    # scripts/services/graph.sh makes the fake Graph API accept), 3001001 is svc-beta (no access_token).
     alpha = media_message("jpg", "image", mime="image/jpeg")
     beta = media_message("png", "image", mime="image/png")
     r = h.post_whatsapp(hgm.envelope([("2001001", [hgm.messages_change([alpha], phone_number_id="2001002")])]),
@@ -513,7 +513,9 @@ def test_token_from_tenant_service(make_hg, rig):
     col.wait_for([alpha["id"], beta["id"]], timeout=30)
     docs = {m.message_id: m.json() for m in col.messages}
     assert docs[alpha["id"]]["tenant"] == "svc-alpha"
-    assert docs[alpha["id"]]["media"] == {"media_id": "jpg", "type": "image", "error": "unauthorized"}
+    media = docs[alpha["id"]]["media"]
+    assert media["key"] == f"media-inbound/svc-alpha/image/{DAY}/{alpha['id']}.jpg", media
+    assert s3_get(bucket, media_bucket, media["key"])[0] == JPEG
     media = docs[beta["id"]]["media"]
     assert media["key"] == f"media-inbound/svc-beta/image/{DAY}/{beta['id']}.png", media
     assert s3_get(bucket, media_bucket, media["key"])[0] == PNG
