@@ -79,6 +79,8 @@ struct connect_work {
     amqp_connection_state_t conn; /* out: logged in, topology declared, confirm mode on */
     int url_index;
     char error[160];              /* out: why the last URL failed */
+    unsigned no_priority;         /* out: bit i = queue_names[i] kept without x-max-priority */
+    char priority_refusal[120];   /* out: the broker's text for the first such queue */
 };
 
 struct hg_amqp {
@@ -342,13 +344,21 @@ static amqp_table_entry_t utf8_entry(const char *key, const char *value)
     return t;
 }
 
-static int declare_queue(struct hg_amqp *a, amqp_connection_state_t c, struct connect_work *w,
-                         const char *name, bool dlq)
+/* The broker's reply code when r is a channel.close, else 0. */
+static unsigned channel_close_code(amqp_rpc_reply_t r)
+{
+    if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD)
+        return 0;
+    return ((amqp_channel_close_t *)r.reply.decoded)->reply_code;
+}
+
+/* Send one queue.declare; the arguments are the DLX pair (live queues), x-queue-type = quorum, and
+ * x-max-priority when `priority` > 0. */
+static amqp_rpc_reply_t queue_declare(struct hg_amqp *a, amqp_connection_state_t c, const char *queue,
+                                      bool dlq, const char *dlq_key, int priority)
 {
     amqp_table_entry_t args[4];
     int n = 0;
-    char dlq_key[64];
-    snprintf(dlq_key, sizeof dlq_key, "%s.dlq", name);
     if (!dlq) {
         args[n++] = utf8_entry("x-dead-letter-exchange", HG_AMQP_DLX);
         args[n++] = utf8_entry("x-dead-letter-routing-key", dlq_key);
@@ -357,15 +367,58 @@ static int declare_queue(struct hg_amqp *a, amqp_connection_state_t c, struct co
      * declared earlier without the argument. */
     if (a->quorum)
         args[n++] = utf8_entry("x-queue-type", "quorum");
-    else if (a->max_priority > 0 && !dlq) {
+    else if (priority > 0) {
         args[n].key = amqp_cstring_bytes("x-max-priority");
         args[n].value.kind = AMQP_FIELD_KIND_I32;
-        args[n].value.value.i32 = a->max_priority;
+        args[n].value.value.i32 = priority;
         n++;
     }
     amqp_table_t table = {.num_entries = n, .entries = args};
-    amqp_queue_declare(c, CHANNEL, amqp_cstring_bytes(dlq ? dlq_key : name), 0, 1, 0, 0, table);
-    return rpc_check(c, w, dlq ? "declare dead-letter queue" : "declare queue");
+    amqp_queue_declare(c, CHANNEL, amqp_cstring_bytes(queue), 0, 1, 0, 0, table);
+    return amqp_get_rpc_reply(c);
+}
+
+/*
+ * Declare live queue queue_names[qi] (or its DLQ). A live queue that already exists without
+ * x-max-priority (declared before priorities were on by default) makes the broker refuse the
+ * declaration with 406 PRECONDITION_FAILED and close the channel; RabbitMQ cannot add the argument
+ * to an existing queue. Then: close-ok, reopen the channel and declare again without
+ * x-max-priority, so every other argument is still checked. If that passes the queue is used as it
+ * is (priorities have no effect on it) and w->no_priority records it for a warning on the loop.
+ * A queue with another x-max-priority value fails both ways: the operator must migrate it.
+ */
+static int declare_queue(struct hg_amqp *a, amqp_connection_state_t c, struct connect_work *w, size_t qi,
+                         bool dlq)
+{
+    const char *name = queue_names[qi];
+    const char *what = dlq ? "declare dead-letter queue" : "declare queue";
+    int priority = dlq || a->quorum ? 0 : a->max_priority;
+    char dlq_key[64];
+    snprintf(dlq_key, sizeof dlq_key, "%s.dlq", name);
+
+    amqp_rpc_reply_t r = queue_declare(a, c, dlq ? dlq_key : name, dlq, dlq_key, priority);
+    if (priority == 0 || channel_close_code(r) != AMQP_PRECONDITION_FAILED)
+        return reply_check(r, w, what);
+
+    /* Keep the broker's text before the next call reuses the decoding pool. */
+    amqp_bytes_t t = ((amqp_channel_close_t *)r.reply.decoded)->reply_text;
+    char text[sizeof w->priority_refusal];
+    snprintf(text, sizeof text, "%.*s", (int)HG_MIN(t.len, sizeof text - 1), (char *)t.bytes);
+    amqp_channel_close_ok_t ok = {0};
+    int rc = amqp_send_method(c, CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    if (rc != AMQP_STATUS_OK) {
+        set_error(w, "channel close-ok", amqp_error_string2(rc));
+        return -1;
+    }
+    amqp_channel_open(c, CHANNEL);
+    if (rpc_check(c, w, "reopen channel") != 0)
+        return -1;
+    if (reply_check(queue_declare(a, c, name, false, dlq_key, 0), w, what) != 0)
+        return -1;
+    if (w->no_priority == 0)
+        snprintf(w->priority_refusal, sizeof w->priority_refusal, "%s", text);
+    w->no_priority |= 1u << qi;
+    return 0;
 }
 
 static int bind_queue(amqp_connection_state_t c, struct connect_work *w, const char *queue,
@@ -394,8 +447,8 @@ static int declare_topology(struct hg_amqp *a, amqp_connection_state_t c, struct
     for (size_t i = 0; i < HG_ARRAY_SIZE(queue_names); i++) {
         char dlq_key[64];
         snprintf(dlq_key, sizeof dlq_key, "%s.dlq", queue_names[i]);
-        if (declare_queue(a, c, w, queue_names[i], false) != 0 ||
-            declare_queue(a, c, w, queue_names[i], true) != 0 ||
+        if (declare_queue(a, c, w, i, false) != 0 ||
+            declare_queue(a, c, w, i, true) != 0 ||
             bind_queue(c, w, dlq_key, HG_AMQP_DLX, dlq_key) != 0)
             return -1;
     }
@@ -472,6 +525,7 @@ static void on_connect_work(uv_work_t *req)
     struct connect_work *w = HG_CONTAINER_OF(req, struct connect_work, req);
     struct hg_amqp *a = w->owner;
     for (size_t i = 0; i < a->n_urls; i++) {
+        w->no_priority = 0;
         w->conn = connect_one(a, w, i);
         if (w->conn) {
             w->url_index = (int)i;
@@ -800,6 +854,17 @@ static void on_connect_done(uv_work_t *req, int status)
     char idx[8];
     snprintf(idx, sizeof idx, "%d", w->url_index);
     hg_info(NULL, "amqp connected", "url_index", idx, NULL);
+    a->stats.queues_without_priority = 0;
+    for (size_t i = 0; i < HG_ARRAY_SIZE(queue_names); i++) {
+        if (!(w->no_priority & (1u << i)))
+            continue;
+        a->stats.queues_without_priority++;
+        char mp[16];
+        snprintf(mp, sizeof mp, "%d", a->max_priority);
+        hg_warn(NULL, "amqp queue exists without x-max-priority: using it as it is, message priorities have no "
+                      "effect on it; delete or migrate it to get priorities (docs/amqp.md)",
+                "queue", queue_names[i], "max_priority", mp, "broker", w->priority_refusal, NULL);
+    }
     int hb = amqp_get_heartbeat(c);
     if (hb > 0)
         uv_timer_start(&a->heartbeat_timer, on_heartbeat, (uint64_t)hb * 500, (uint64_t)hb * 500);

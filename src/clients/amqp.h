@@ -29,7 +29,8 @@ struct hg_amqp_opts {
     const char *const *urls;
     size_t n_urls;
     const char *queue_type;          /* "classic" (default when NULL) or "quorum" */
-    int max_priority;                /* x-max-priority 1..255 on classic queues; 0 = none */
+    int max_priority;                /* x-max-priority 1..255 on live classic queues; 0 = none. An
+                                        existing queue without it is used as it is (a warning) */
     unsigned reconnect_min_ms;       /* first backoff step; 0 → 100 */
     unsigned reconnect_max_ms;       /* backoff ceiling; 0 → 30000 */
     unsigned connect_timeout_ms;     /* TCP connect and each handshake RPC; 0 → 5000 */
@@ -52,6 +53,8 @@ struct hg_amqp_stats {
     size_t inflight;      /* written, waiting for the broker */
     size_t pending;       /* accepted, waiting for room in the socket send window */
     int url_index;        /* index in opts.urls of the current connection; -1 when down */
+    unsigned queues_without_priority; /* live queues of the last connect that exist without
+                                         x-max-priority and are used as they are (docs/amqp.md) */
 };
 
 /*

@@ -106,7 +106,7 @@ static const struct key conf_keys[] = {
 
     { "amqp", "url", KEY_STRLIST, CF(amqp_urls), NULL, NULL, NULL, amqp_schemes, KEY_F_SECRET },
     { "amqp", "queue_type", KEY_ENUM, CF(amqp_queue_type), "classic", NULL, NULL, queue_words, 0 },
-    { "amqp", "max_priority", KEY_UINT, CF(amqp_max_priority), "0", "0", "255", NULL, 0 },
+    { "amqp", "max_priority", KEY_UINT, CF(amqp_max_priority), "10", "0", "255", NULL, 0 },
 
     { "redis", "url", KEY_STRING, CF(redis_url), NULL, NULL, NULL, redis_schemes, KEY_F_SECRET },
     { "redis", "dedup_ttl", KEY_MS, CF(dedup_ttl_ms), "24h", "1s", "30d", NULL, 0 },

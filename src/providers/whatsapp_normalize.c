@@ -17,7 +17,12 @@
 #define SCHEMA_VERSION   "1"
 #define PROVIDER         "whatsapp"
 #define ROUTING_WORD_MAX 64    /* one routing key word taken from the payload */
-#define EVENT_ID_MAX     512   /* AMQP message_id is a shortstr (255); wamids are ~60 bytes */
+#define EVENT_ID_MAX     256   /* buffer for an event id */
+/* The longest provider id used as the event id: it becomes the AMQP message_id, a shortstr (255
+ * bytes), and the sink refuses a longer one, so the event could never be published. Real wamids are
+ * ~60 bytes; a longer id (or one with a NUL) gets a derived id instead, and the original stays in
+ * raw. */
+#define EVENT_ID_LEN_MAX 255
 #define TS_MAX_S         253402300799ll /* 9999-12-31T23:59:59Z: beyond it RFC 3339 has no form */
 
 /* Where the walk is: the envelope position of the current event, and what to call. */
@@ -339,6 +344,15 @@ static void derived_id(char *out, size_t cap, const char *kind, const struct wal
     snprintf(out, cap, "%s:%s", kind, hex);
 }
 
+/* A provider id that can be the event id as it is: a string of 1..EVENT_ID_LEN_MAX bytes, no NUL. */
+static int usable_id(json_t *v)
+{
+    if (!json_is_string(v))
+        return 0;
+    size_t n = json_string_length(v);
+    return n > 0 && n <= EVENT_ID_LEN_MAX && strlen(json_string_value(v)) == n;
+}
+
 /*
  * ---- message types: one processor per type, chosen by the table below. Each fills `content`
  * from the message `msg` and its type object `obj` (msg[type], may be NULL). ----
@@ -546,7 +560,7 @@ static int process_message(struct walk *w, json_t *msg)
             break;
         }
     }
-    if (json_is_string(json_object_get(msg, "id")) && json_string_length(json_object_get(msg, "id")) < sizeof(id))
+    if (usable_id(json_object_get(msg, "id")))
         snprintf(id, sizeof(id), "%s", str_of(msg, "id"));
     else
         derived_id(id, sizeof(id), "message", w, msg);
@@ -598,7 +612,7 @@ static int process_status(struct walk *w, json_t *st)
     if (status == NULL)
         status = "unknown";
     size_t wlen = wamid ? strlen(wamid) : 0, slen = strlen(status);
-    if (wamid != NULL && wlen + slen + 2 <= sizeof(id)) {
+    if (usable_id(json_object_get(st, "id")) && wlen + 1 + slen <= EVENT_ID_LEN_MAX) {
         memcpy(id, wamid, wlen);
         id[wlen] = ':';
         memcpy(id + wlen + 1, status, slen + 1);

@@ -707,6 +707,53 @@ static void test_routing_key_sanitized(void **state)
     captured_free(&c);
 }
 
+/*
+ * The event id becomes the AMQP message_id, a shortstr of at most 255 bytes, and the sink refuses
+ * a longer one (the event could never be published and its spool record would never drain). A
+ * provider id that is longer, empty or holds a NUL gets a derived id; 255 bytes exactly is kept.
+ */
+static void test_long_ids_derived(void **state)
+{
+    char id255[256], id300[301], sid250[251], b[4096];
+    memset(id255, 'A', 255);
+    memcpy(id255, "wamid.", 6);
+    id255[255] = '\0';
+    memset(id300, 'B', 300);
+    memcpy(id300, "wamid.", 6);
+    id300[300] = '\0';
+    memset(sid250, 'C', 250);
+    memcpy(sid250, "wamid.", 6);
+    sid250[250] = '\0';
+    snprintf(b, sizeof(b),
+             "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"1\",\"changes\":[{\"field\":\"messages\","
+             "\"value\":{\"messages\":[{\"id\":\"%s\",\"type\":\"text\"},{\"id\":\"%s\",\"type\":\"text\"},"
+             "{\"id\":\"wamid.N\\u0000UL\",\"type\":\"text\"},{\"id\":\"\",\"type\":\"text\"}],"
+             "\"statuses\":[{\"id\":\"%s\",\"status\":\"read\"},{\"id\":\"%s\",\"status\":\"delivered\"}]}}]}]}",
+             id255, id300, sid250, sid250);
+    char reason[128];
+    struct captured c = {0};
+    json_t *root = hg_whatsapp_parse(b, strlen(b), reason, sizeof(reason));
+    assert_non_null(root);
+    assert_int_equal(hg_whatsapp_normalize(root, &META, capture, &c), 6);
+    assert_string_equal(c.event_id[0], id255);
+    for (int i = 1; i <= 3; i++) {
+        assert_int_equal(strlen(c.event_id[i]), strlen("message:") + 32);
+        assert_memory_equal(c.event_id[i], "message:", 8);
+    }
+    assert_string_not_equal(c.event_id[1], c.event_id[2]);
+    /* 250 + ":read" = 255 bytes fits; 250 + ":delivered" does not. */
+    assert_int_equal(strlen(c.event_id[4]), 255);
+    assert_memory_equal(c.event_id[4], sid250, 250);
+    assert_string_equal(c.event_id[4] + 250, ":read");
+    assert_memory_equal(c.event_id[5], "status:", 7);
+    assert_int_equal(strlen(c.event_id[5]), strlen("status:") + 32);
+    /* The original id is kept in raw and, for statuses, in content.message_id. */
+    expect_str(c.docs[1], "raw.id", id300);
+    expect_str(c.docs[5], "content.message_id", sid250);
+    json_decref(root);
+    captured_free(&c);
+}
+
 /* Wrong JSON types anywhere are left out of the normalized view, never a crash or a rejection. */
 static void test_wrong_types(void **state)
 {
@@ -752,7 +799,8 @@ static const char *const FIXTURE_NAMES[] = {
     "interactive_nfm_reply", "button", "reaction", "reaction_removed", "order", "system_user_changed_number",
     "system_identity_changed", "unsupported", "unknown_future_type", "referral_ctwa", "status_sent",
     "status_delivered", "status_read", "status_played", "status_failed", "status_group_read", "errors_value",
-    "account_update", "batched", "emoji_and_escapes",
+    "account_update", "batched", "emoji_and_escapes", "unknown_fields", "message_template_status_update",
+    "status_deleted_user_id", "long_ids",
 };
 
 static void test_expected_documents(void **state)
@@ -809,6 +857,7 @@ int main(void)
         cmocka_unit_test(test_batched),
         cmocka_unit_test(test_emoji_escapes),
         cmocka_unit_test(test_routing_key_sanitized),
+        cmocka_unit_test(test_long_ids_derived),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_expected_documents),
     };
