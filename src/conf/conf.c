@@ -1308,9 +1308,15 @@ static void validate(struct load *L)
         c->media_enabled = c->s3_endpoint != NULL;
 
     if (c->amqp_max_priority > 0 && strcmp(c->amqp_queue_type, "quorum") == 0) {
-        where(L, "amqp", "max_priority", at, sizeof(at));
-        fail(L, "%s: max_priority needs queue_type = classic (quorum queues have no priorities)", at);
-        return;
+        const struct origin *o = &L->origin[key_find(conf_keys, N_CONF_KEYS, "amqp", "max_priority") - conf_keys];
+        if (o->line == 0 && !o->env) {
+            /* The default max_priority is for classic queues; only an explicit one is an error. */
+            c->amqp_max_priority = 0;
+        } else {
+            where(L, "amqp", "max_priority", at, sizeof(at));
+            fail(L, "%s: max_priority needs queue_type = classic (quorum queues have no priorities)", at);
+            return;
+        }
     }
     if (strcmp(c->ack, "broker") == 0 && c->amqp_urls.n == 0) {
         where(L, "server", "ack", at, sizeof(at));

@@ -78,6 +78,7 @@ struct item_event {
     bool enrich_retry;             /* media undecided this round: go round again later */
     unsigned media_rounds;         /* undecided media fetches so far */
     bool token_from_cache;         /* the Graph token of the fetch in flight came from Redis */
+    bool stubbed;                  /* json is a dead-letter stub: the sink refused the event itself */
     char dedup_key[HG_REDIS_KEY_MAX + 1];
     const char *dead_reason;       /* set: goes to the dead-letter path with this reason */
     unsigned rejections;           /* times the sink refused it for good (nack, return) */
@@ -289,9 +290,56 @@ static void event_fail(struct item_event *e)
         hg_redis_dedup_abort(it->drain->b.redis, e->dedup_key);
 }
 
+/*
+ * The sink refuses this event for good (too big for it, or malformed for it): it must not go round
+ * forever and hold its record in the spool. First the dead-letter path with the whole event; when
+ * that refuses it too (or there is none), a small stub that names it, so consumers learn of it (the
+ * raw body stays in the spool until then, and in the S3 archive after). False: nothing left to try.
+ */
+static bool event_escalate(struct item_event *e, int rc)
+{
+    struct item *it = e->item;
+    struct hg_drain *d = it->drain;
+    const char *reason = rc == HG_ERR_TOO_BIG ? "too big for the sink" : "refused by the sink";
+    if (e->dead_reason == NULL && d->b.publish_dead) {
+        e->dead_reason = reason;
+        hg_error(it->request_id, "event refused by the sink for good; dead-lettering it", "event_id", e->event_id,
+                 "error", hg_strerror(rc), NULL);
+        return true;
+    }
+    if (e->stubbed) {
+        hg_error(it->request_id, "event dropped: the sink refuses even its dead-letter stub", "event_id",
+                 e->event_id, "error", hg_strerror(rc), NULL);
+        return false;
+    }
+    json_t *stub = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "schema_version", "1", "event_id",
+                             e->event_id, "kind", "dead_letter", "type", "unpublishable", "reason", reason,
+                             "event_type", e->type, "provider", it->provider, "tenant", it->tenant,
+                             "correlation_id", it->request_id, "size", (json_int_t)e->json_len);
+    if (stub == NULL)
+        hg_oom(__FILE__, __LINE__);
+    free(e->json);
+    e->json = json_dumps(stub, JSON_COMPACT);
+    json_decref(stub);
+    if (e->json == NULL)
+        hg_oom(__FILE__, __LINE__);
+    e->json_len = strlen(e->json);
+    e->stubbed = true;
+    if (e->dead_reason == NULL) {
+        /* No dead-letter path (ndjson): the stub goes out as a dead_letter event of its own. */
+        e->dead_reason = reason;
+        free(e->routing_key);
+        e->routing_key = hg_xstrdup("dead_letter.unpublishable");
+    }
+    hg_error(it->request_id, "event too big or malformed even for the dead-letter path; sending a stub",
+             "event_id", e->event_id, NULL);
+    return true;
+}
+
 static void event_publish(struct item_event *e)
 {
     struct item *it = e->item;
+    struct hg_drain *d = it->drain;
     if (e->json == NULL) {
         /* Frozen here, once: enrichment is in the document now; a retry sends the same bytes. */
         e->json = json_dumps(e->doc, JSON_COMPACT);
@@ -301,34 +349,42 @@ static void event_publish(struct item_event *e)
         json_decref(e->doc);
         e->doc = NULL;
     }
-    struct hg_event ev = {
-        .event_id = e->event_id,
-        .routing_key = e->routing_key,
-        .kind = e->kind,
-        .type = e->type,
-        .tenant = it->tenant,
-        .provider = it->provider,
-        .correlation_id = e->correlation_id,
-        .timestamp_s = e->timestamp_s,
-        .priority = e->priority,
-        .priority_class = e->priority_class,
-        .json = e->json,
-        .json_len = e->json_len,
-    };
-    e->publish_start_ns = hg_time_mono_ns();
-    struct hg_drain *d = it->drain;
-    int rc = HG_ERR_CLOSED;
-    if (!d->closing) {
-        if (e->dead_reason && d->b.publish_dead)
-            rc = d->b.publish_dead(d->b.sink, &ev, e->dead_reason, on_published, e);
-        else
-            rc = hg_sink_publish(d->b.sink, &ev, on_published, e);
-    }
-    if (rc == 0) {
-        event_set_state(e, EV_PUBLISHING);
-        it->outstanding++;
-    } else {
+    for (;;) {
+        struct hg_event ev = {
+            .event_id = e->event_id,
+            .routing_key = e->routing_key,
+            .kind = e->kind,
+            .type = e->type,
+            .tenant = it->tenant,
+            .provider = it->provider,
+            .correlation_id = e->correlation_id,
+            .timestamp_s = e->timestamp_s,
+            .priority = e->priority,
+            .priority_class = e->priority_class,
+            .json = e->json,
+            .json_len = e->json_len,
+        };
+        e->publish_start_ns = hg_time_mono_ns();
+        int rc = HG_ERR_CLOSED;
+        if (!d->closing) {
+            if (e->dead_reason && d->b.publish_dead)
+                rc = d->b.publish_dead(d->b.sink, &ev, e->dead_reason, on_published, e);
+            else
+                rc = hg_sink_publish(d->b.sink, &ev, on_published, e);
+        }
+        if (rc == 0) {
+            event_set_state(e, EV_PUBLISHING);
+            it->outstanding++;
+            return;
+        }
+        if ((rc == HG_ERR_INVALID || rc == HG_ERR_TOO_BIG) && !d->closing) {
+            if (event_escalate(e, rc))
+                continue;
+            event_set_state(e, EV_DONE); /* logged: nothing can carry it */
+            return;
+        }
         event_fail(e);
+        return;
     }
 }
 

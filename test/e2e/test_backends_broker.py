@@ -221,3 +221,25 @@ def test_queue_arguments_quorum_and_priority(make_hg, rabbit, vhost):
         h2.stop()
     finally:
         rabbit.delete_vhost(vh2)
+
+
+def test_event_too_big_for_the_broker_dead_lettered_as_stub(make_hg, rabbit, vhost):
+    """An event bigger than the AMQP sink takes (1 MiB; the body limit is 3 MiB) is refused for
+    good, not retried forever: the dead-letter queue gets a stub naming it, and the spool drains."""
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost)))
+    wait_ready(h)
+    big = hgm.new_wamid()
+    rid = new_request_id()
+    assert post(h, hgm.text_envelope(big, text="x" * (1200 * 1024)), request_id=rid).status_code == 200
+    small = hgm.new_wamid()
+    assert post(h, hgm.text_envelope(small, text="fits")).status_code == 200
+    col = Collector(rabbit, vhost)
+    col.wait_for([big, small], timeout=30, what="the stub and the small event")
+    stub = [m for m in col.messages if m.message_id == big]
+    assert len(stub) == 1 and stub[0].queue == QUEUE_MESSAGES + ".dlq", stub
+    doc = stub[0].json()
+    assert doc["kind"] == "dead_letter" and doc["type"] == "unpublishable", doc
+    assert doc["reason"] == "too big for the sink" and doc["event_id"] == big, doc
+    assert doc["correlation_id"] == rid and doc["size"] > 1024 * 1024, doc
+    assert [m.queue for m in col.messages if m.message_id == small] == [QUEUE_MESSAGES]
+    wait_spool_empty(h, timeout=20)

@@ -150,7 +150,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->ndjson_enabled, 1);
     assert_int_equal(c->amqp_urls.n, 0);
     assert_string_equal(c->amqp_queue_type, "classic");
-    assert_int_equal(c->amqp_max_priority, 0);
+    assert_int_equal(c->amqp_max_priority, 10);
     assert_null(c->redis_url);
     assert_int_equal(c->dedup_ttl_ms, 24ull * 3600 * 1000);
     assert_int_equal(c->ratelimit_default, 1000);
@@ -315,6 +315,10 @@ static void test_error_cross_keys(void **state)
 {
     expect_error_prefix("conf/priority_quorum.conf",
                         "conf/priority_quorum.conf:4: max_priority needs queue_type = classic");
+    /* Quorum queues without an explicit max_priority: the classic default (10) does not apply. */
+    struct hg_conf *c = load_ok("conf/quorum_default_priority.conf");
+    assert_int_equal(c->amqp_max_priority, 0);
+    hg_conf_unref(c);
     expect_error("conf/broker_no_amqp.conf", "conf/broker_no_amqp.conf:2: ack = broker needs an [amqp] url");
     expect_error("conf/business_twice.conf",
                  "conf/business_twice.conf:4: business id '2' is listed for both [tenant.a] and [tenant.b]");
