@@ -18,6 +18,7 @@ import json
 import os
 import pathlib
 import re
+import sys
 import time
 import urllib.request
 
@@ -26,7 +27,7 @@ import requests
 
 import hookgate as hgm
 from backends import (QUEUE_MESSAGES, Bucket, Collector, Rabbit, backend_overrides, require_env,
-                      wait_ready, wait_spool_empty)
+                      metric, wait_ready, wait_spool_empty)
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "media"
 
@@ -437,6 +438,36 @@ def test_large_document_multipart(make_hg, rig):
     assert stored and '"upload":"multipart"' in stored[0], stored
     r = requests.get(media["url"], timeout=30)
     assert r.status_code == 200 and r.content == src
+
+
+def test_malware_scan_with_clamd(make_hg, rig, tmp_path):
+    """[media] clamd_socket: every file is streamed to clamd (INSTREAM) before it is stored; the
+    EICAR test file is flagged, not stored, and published with media.error = "infected"; a clean
+    file is stored. clamd here is test/fakes/clamd.py (the real one needs a signature download)."""
+    import subprocess
+    sock = str(tmp_path / "clamd.sock")
+    fake = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).resolve().parents[1] / "fakes" / "clamd.py"),
+                             sock])
+    try:
+        hgm.wait_until(lambda: os.path.exists(sock), 10, what="fake clamd socket")
+        rabbit, vhost, bucket = rig
+        media_bucket = bucket.name + "-media"
+        h = make_hg(media_overrides(rabbit, vhost, bucket, media_bucket, {"clamd_socket": sock}, workers=1))
+        wait_ready(h)
+        infected = media_message("eicar", "document", mime="text/plain")
+        clean = media_message("clean", "document", mime="text/plain")
+        assert h.post_whatsapp(media_envelope([infected, clean])).status_code == 200
+        col = Collector(rabbit, vhost)
+        col.wait_for([infected["id"], clean["id"]], timeout=30)
+        docs = {m.message_id: m.json() for m in col.messages}
+        assert docs[infected["id"]]["media"] == {"media_id": "eicar", "type": "document", "error": "infected"}
+        stored = docs[clean["id"]]["media"]
+        assert "error" not in stored, stored
+        assert s3_keys(bucket, media_bucket) == [stored["key"]]
+        assert metric(h, "media_failures_total", reason="infected") == 1
+    finally:
+        fake.kill()
+        fake.wait()
 
 
 @pytest.mark.parametrize("how", ["kill9", "sigterm"])
