@@ -17,51 +17,12 @@
 #include <uv.h>
 
 #include "conf/conf.h"
+#include "conf/conf_internal.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/str.h"
 #include "rules/rules.h"
-
-/* Bounds on what we read: a config or secret file bigger than this is a mistake, not a config. */
-#define CONF_MAX_FILE   (1u << 20)
-#define CONF_MAX_SECRET (64u << 10)
-#define CONF_MAX_LINE   8192
-#define CONF_MAX_ITEMS  256     /* items in one comma-separated list */
-#define CONF_MAX_TENANTS 4096
-#define CONF_ID_MAX     64      /* tenant ids appear in URLs, env names and object keys */
-#define CONF_WHY        512
-
-enum key_type {
-    KEY_STRING,     /* char *; empty value = unset (NULL) */
-    KEY_STRLIST,    /* struct hg_strlist, comma-separated; empty value = empty list */
-    KEY_UINT,       /* unsigned integer field of `size` bytes */
-    KEY_SIZE,       /* uint64_t bytes: "3MiB", "512k", "1048576" */
-    KEY_MS,         /* uint64_t milliseconds: "30s", "250ms", "5m", "24h", "1d"; bare = seconds */
-    KEY_US,         /* uint64_t microseconds: as KEY_MS plus "200us" */
-    KEY_AUTOBOOL,   /* int: auto = -1 (resolved after load), yes/true/on/1 = 1, no/false/off/0 = 0 */
-    KEY_ENUM,       /* char *, one of `words` */
-    KEY_LOGLEVEL,   /* int: enum hg_log_level */
-    KEY_LISTEN,     /* "host:port" | "[v6]:port" | ":port" into listen_host + listen_port */
-    KEY_WORKERS,    /* int: "auto" (= CPUs, resolved after load) or a number in range */
-    KEY_PATH,       /* char *, made absolute against the working directory */
-};
-
-/* Secret-ish: never echoed in errors, and `<key>_file` / HOOKGATE_..._FILE reads it from a file. */
-#define KEY_F_SECRET 0x1
-/* Value must be a valid tenant id. */
-#define KEY_F_ID     0x2
-
-struct key {
-    const char *section;       /* "server"; "tenant" means any [tenant.<id>] section */
-    const char *name;
-    enum key_type type;
-    size_t off, size;          /* the field in struct hg_conf (or struct hg_tenant_conf) */
-    const char *def;           /* default, parsed exactly like a file value; NULL = unset */
-    const char *min, *max;     /* numeric range, written in the key's own syntax ("1KiB") */
-    const char *const *words;  /* KEY_ENUM: allowed values; strings/lists: allowed URL prefixes */
-    unsigned flags;
-};
 
 #define CF(field) offsetof(struct hg_conf, field), sizeof(((struct hg_conf *)0)->field)
 #define TF(field) offsetof(struct hg_tenant_conf, field), sizeof(((struct hg_tenant_conf *)0)->field)
@@ -231,384 +192,13 @@ static void fail(struct load *L, const char *fmt, ...)
     va_end(ap);
 }
 
-/* ---------------------------------------------------------------- lists and strings */
-
-/* Overwrite a secret before its memory goes back to the allocator (core dumps, reuse). */
-static void wipe(char *s)
-{
-    if (s)
-        explicit_bzero(s, strlen(s));
-}
-
-static void strlist_clear(struct hg_strlist *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->items[i]);
-    free(l->items);
-    l->items = NULL;
-    l->n = 0;
-}
-
-static bool is_space(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
-}
-
-/*
- * Split `s` at any character of `seps`, trimming blanks around items. An empty `s` is an empty
- * list; an empty item inside ("a,,b") is an error because it is almost always a typo.
- */
-static int strlist_parse(const char *s, const char *seps, struct hg_strlist *out, char *why, size_t wl)
-{
-    struct hg_strlist l = { NULL, 0 };
-    const char *p = s;
-    while (is_space(*p))
-        p++;
-    if (*p == '\0') {
-        *out = l;
-        return 0;
-    }
-    for (;;) {
-        size_t n = strcspn(p, seps);
-        const char *a = p, *b = p + n;
-        while (a < b && is_space(*a))
-            a++;
-        while (b > a && is_space(b[-1]))
-            b--;
-        if (a == b) {
-            snprintf(why, wl, "empty item in list");
-            goto fail;
-        }
-        if (l.n == CONF_MAX_ITEMS) {
-            snprintf(why, wl, "more than %u items in list", CONF_MAX_ITEMS);
-            goto fail;
-        }
-        l.items = hg_xrealloc(l.items, (l.n + 1) * sizeof(*l.items));
-        l.items[l.n++] = hg_xstrndup(a, (size_t)(b - a));
-        if (p[n] == '\0')
-            break;
-        p += n + 1;
-    }
-    *out = l;
-    return 0;
-fail:
-    strlist_clear(&l);
-    return -1;
-}
-
-/* Absolute path for `p` against the working directory; no symlink resolution (dirs may not exist). */
-static char *path_absolute(const char *p)
-{
-    if (p[0] == '/')
-        return hg_xstrdup(p);
-    char cwd[4096];
-    if (getcwd(cwd, sizeof(cwd)) == NULL)
-        return NULL;
-    while (p[0] == '.' && p[1] == '/')
-        p += 2;
-    size_t cl = strlen(cwd), pl = strlen(p);
-    if (cl > 1 && cwd[cl - 1] == '/')
-        cl--;
-    char *r = hg_xmalloc(cl + 1 + pl + 1);
-    memcpy(r, cwd, cl);
-    r[cl] = '/';
-    memcpy(r + cl + 1, p, pl + 1);
-    if (pl == 0 || strcmp(p, ".") == 0)
-        r[cl] = '\0';
-    return r;
-}
-
-static bool valid_tenant_id(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > CONF_ID_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.')
-            return false;
-    return true;
-}
-
-/* ---------------------------------------------------------------- value parsers */
-
-static void words_join(char *out, size_t n, const char *const *w, const char *sep)
-{
-    size_t o = 0;
-    out[0] = '\0';
-    for (size_t i = 0; w[i] && o < n; i++)
-        o += (size_t)snprintf(out + o, n - o, "%s%s", i ? sep : "", w[i]);
-}
-
-/* URL-ish values must start with one of the key's schemes; the value itself is never echoed. */
-static int check_scheme(const struct key *k, const char *v, size_t item, char *why, size_t wl)
-{
-    for (size_t i = 0; k->words[i]; i++)
-        if (strncasecmp(v, k->words[i], strlen(k->words[i])) == 0)
-            return 0;
-    char all[128];
-    words_join(all, sizeof(all), k->words, " or ");
-    if (item)
-        snprintf(why, wl, "item %zu must start with %s", item, all);
-    else
-        snprintf(why, wl, "must start with %s", all);
-    return -1;
-}
-
-/* Durations in microseconds: "200us", "250ms", "30s", "5m"/"5min", "24h", "1d"; bare = seconds. */
-static int parse_duration_us(const char *s, uint64_t *out)
-{
-    const char *p = s;
-    while (*p >= '0' && *p <= '9')
-        p++;
-    uint64_t v;
-    if (hg_span_to_u64(s, (size_t)(p - s), UINT64_MAX, &v))
-        return HG_ERR_PARSE;
-    while (*p == ' ')
-        p++;
-    uint64_t mul;
-    if (*p == '\0' || strcmp(p, "s") == 0) mul = 1000000ull;
-    else if (strcmp(p, "us") == 0) mul = 1;
-    else if (strcmp(p, "ms") == 0) mul = 1000ull;
-    else if (strcmp(p, "m") == 0 || strcmp(p, "min") == 0) mul = 60000000ull;
-    else if (strcmp(p, "h") == 0) mul = 3600000000ull;
-    else if (strcmp(p, "d") == 0) mul = 86400000000ull;
-    else return HG_ERR_PARSE;
-    if (v > UINT64_MAX / mul)
-        return HG_ERR_PARSE;
-    *out = v * mul;
-    return 0;
-}
-
-/* Parse a numeric value of key type `t` into its unit (bytes, ms, us or plain). */
-static int parse_number(enum key_type t, const char *s, uint64_t *out, char *why, size_t wl)
-{
-    uint64_t us;
-    switch (t) {
-    case KEY_UINT:
-    case KEY_WORKERS:
-        if (hg_span_to_u64(s, strlen(s), UINT64_MAX, out) == 0)
-            return 0;
-        snprintf(why, wl, "'%s' is not a number", s);
-        return -1;
-    case KEY_SIZE:
-        if (hg_str_to_size(s, out) == 0)
-            return 0;
-        snprintf(why, wl, "'%s' is not a size (like 512KiB, 3MiB, 1GiB or a byte count)", s);
-        return -1;
-    case KEY_MS:
-        if (parse_duration_us(s, &us) == 0) {
-            if (us % 1000) {
-                snprintf(why, wl, "'%s' is finer than a millisecond", s);
-                return -1;
-            }
-            *out = us / 1000;
-            return 0;
-        }
-        snprintf(why, wl, "'%s' is not a duration (like 250ms, 30s, 5m, 24h)", s);
-        return -1;
-    case KEY_US:
-        if (parse_duration_us(s, out) == 0)
-            return 0;
-        snprintf(why, wl, "'%s' is not a duration (like 200us, 2ms, 1s)", s);
-        return -1;
-    default:
-        break;
-    }
-    snprintf(why, wl, "internal: not a numeric key");
-    return -1;
-}
-
-/* Check `v` against the key's range (written in the key's syntax); table ranges always parse. */
-static int check_range(const struct key *k, const char *text, uint64_t v, char *why, size_t wl)
-{
-    uint64_t lo = 0, hi = UINT64_MAX;
-    char scratch[64];
-    if (k->min && parse_number(k->type, k->min, &lo, scratch, sizeof(scratch)))
-        abort();
-    if (k->max && parse_number(k->type, k->max, &hi, scratch, sizeof(scratch)))
-        abort();
-    if (k->size == sizeof(uint32_t) && hi > UINT32_MAX)
-        hi = UINT32_MAX;
-    if (v < lo || v > hi) {
-        snprintf(why, wl, "%s is out of range %s..%s", text, k->min ? k->min : "0", k->max ? k->max : "max");
-        return -1;
-    }
-    return 0;
-}
-
-/* "host:port", "[v6]:port" or ":port" (all IPv4 interfaces) into listen_host / listen_port. */
-static int set_listen(struct hg_conf *c, const char *v, char *why, size_t wl)
-{
-    const char *colon = strrchr(v, ':');
-    char host[INET6_ADDRSTRLEN + 8];
-    unsigned char addr[sizeof(struct in6_addr)];
-    bool v6 = false;
-    uint64_t port;
-    if (colon == NULL)
-        goto bad;
-    size_t hl = (size_t)(colon - v);
-    if (hl > 0 && v[0] == '[') {
-        if (hl < 3 || v[hl - 1] != ']' || hl - 2 >= sizeof(host))
-            goto bad;
-        memcpy(host, v + 1, hl - 2);
-        host[hl - 2] = '\0';
-        v6 = true;
-    } else {
-        if (hl >= sizeof(host) || memchr(v, ':', hl))
-            goto bad;
-        memcpy(host, v, hl);
-        host[hl] = '\0';
-    }
-    /* Numeric only (plus localhost): the listener binds with uv_ip4_addr / uv_ip6_addr. */
-    if (hl == 0) {
-        snprintf(host, sizeof(host), "0.0.0.0");
-    } else if (!v6 && strcmp(host, "localhost") == 0) {
-        snprintf(host, sizeof(host), "127.0.0.1");
-    } else if (inet_pton(v6 ? AF_INET6 : AF_INET, host, addr) != 1) {
-        snprintf(why, wl, "'%s' is not a numeric %s address", host, v6 ? "IPv6" : "IPv4");
-        return -1;
-    }
-    if (hg_span_to_u64(colon + 1, strlen(colon + 1), 65535, &port)) {
-        snprintf(why, wl, "port '%s' is not a number in 0..65535", colon + 1);
-        return -1;
-    }
-    free(c->listen_host);
-    c->listen_host = hg_xstrdup(host);
-    c->listen_port = (uint16_t)port;
-    return 0;
-bad:
-    snprintf(why, wl, "'%s' is not host:port, [ipv6]:port or :port", v);
-    return -1;
-}
-
-/* Parse `v` and store it into the field of `base` that `k` names, freeing what was there. */
-static int set_value(const struct key *k, void *base, const char *v, char *why, size_t wl)
-{
-    char *field = (char *)base + k->off;
-    uint64_t n;
-
-    switch (k->type) {
-    case KEY_STRING:
-    case KEY_ENUM:
-    case KEY_PATH: {
-        char **sp = (char **)field;
-        if (*v == '\0') {
-            /* Empty unsets an optional key; keys with a default always have a value. */
-            if (k->type != KEY_STRING || k->def) {
-                snprintf(why, wl, "empty value");
-                return -1;
-            }
-            free(*sp);
-            *sp = NULL;
-            return 0;
-        }
-        if (k->type == KEY_ENUM) {
-            size_t i;
-            for (i = 0; k->words[i]; i++)
-                if (strcmp(v, k->words[i]) == 0)
-                    break;
-            if (k->words[i] == NULL) {
-                char all[128];
-                words_join(all, sizeof(all), k->words, ", ");
-                snprintf(why, wl, "'%s' is not one of %s", v, all);
-                return -1;
-            }
-        }
-        if (k->words && k->type == KEY_STRING && check_scheme(k, v, 0, why, wl))
-            return -1;
-        if ((k->flags & KEY_F_ID) && !valid_tenant_id(v)) {
-            snprintf(why, wl, "'%s' is not a tenant id (1-%d of A-Z a-z 0-9 - _ .)", v, CONF_ID_MAX);
-            return -1;
-        }
-        char *nv;
-        if (k->type == KEY_PATH) {
-            nv = path_absolute(v);
-            if (nv == NULL) {
-                snprintf(why, wl, "cannot resolve relative path: %s", strerror(errno));
-                return -1;
-            }
-        } else {
-            nv = hg_xstrdup(v);
-        }
-        free(*sp);
-        *sp = nv;
-        return 0;
-    }
-    case KEY_STRLIST: {
-        struct hg_strlist l;
-        if (strlist_parse(v, ",", &l, why, wl))
-            return -1;
-        for (size_t i = 0; k->words && i < l.n; i++) {
-            if (check_scheme(k, l.items[i], i + 1, why, wl)) {
-                strlist_clear(&l);
-                return -1;
-            }
-        }
-        strlist_clear((struct hg_strlist *)field);
-        *(struct hg_strlist *)field = l;
-        return 0;
-    }
-    case KEY_UINT:
-    case KEY_SIZE:
-    case KEY_MS:
-    case KEY_US:
-        if (parse_number(k->type, v, &n, why, wl) || check_range(k, v, n, why, wl))
-            return -1;
-        if (k->size == sizeof(uint64_t))
-            *(uint64_t *)field = n;
-        else if (k->size == sizeof(uint32_t))
-            *(uint32_t *)field = (uint32_t)n;
-        else
-            abort();
-        return 0;
-    case KEY_WORKERS:
-        if (strcmp(v, "auto") == 0) {
-            *(int *)field = 0;   /* resolved to the CPU count after load */
-            return 0;
-        }
-        if (parse_number(k->type, v, &n, why, wl)) {
-            snprintf(why, wl, "'%s' is not auto or a number", v);
-            return -1;
-        }
-        if (check_range(k, v, n, why, wl))
-            return -1;
-        *(int *)field = (int)n;
-        return 0;
-    case KEY_AUTOBOOL:
-        if (strcmp(v, "auto") == 0)
-            *(int *)field = -1;
-        else if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcasecmp(v, "on") || !strcmp(v, "1"))
-            *(int *)field = 1;
-        else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcasecmp(v, "off") || !strcmp(v, "0"))
-            *(int *)field = 0;
-        else {
-            snprintf(why, wl, "'%s' is not one of auto, yes, no", v);
-            return -1;
-        }
-        return 0;
-    case KEY_LOGLEVEL: {
-        int lv = hg_log_level_parse(v);
-        if (lv < 0) {
-            snprintf(why, wl, "'%s' is not one of debug, info, warn, error", v);
-            return -1;
-        }
-        *(int *)field = lv;
-        return 0;
-    }
-    case KEY_LISTEN:
-        /* The field is listen_host; listen_port is only ever set here, as its pair. */
-        return set_listen(base, v, why, wl);
-    }
-    abort();
-}
-
 /* ---------------------------------------------------------------- secret files */
 
 /* Read a whole small file; trailing CR/LF removed. Errors name the file (never its content). */
 static int read_secret_file(const char *path, char **out, char *why, size_t wl)
 {
     int rc = -1;
-    char *abs = path_absolute(path);
+    char *abs = conf_path_absolute(path);
     char *buf = NULL;
     int fd = -1;
     if (abs == NULL) {
@@ -681,14 +271,14 @@ static int set_from_file(const struct key *k, void *base, const char *path, char
     int rc;
     if (k->type == KEY_STRLIST) {
         struct hg_strlist l;
-        rc = strlist_parse(text, ",\n", &l, why, wl);
+        rc = conf_strlist_parse(text, ",\n", &l, why, wl);
         for (size_t i = 0; rc == 0 && k->words && i < l.n; i++) {
-            rc = check_scheme(k, l.items[i], i + 1, why, wl);
+            rc = conf_check_scheme(k, l.items[i], i + 1, why, wl);
             if (rc)
-                strlist_clear(&l);
+                conf_strlist_clear(&l);
         }
         if (rc == 0) {
-            strlist_clear((struct hg_strlist *)((char *)base + k->off));
+            conf_strlist_clear((struct hg_strlist *)((char *)base + k->off));
             *(struct hg_strlist *)((char *)base + k->off) = l;
         } else {
             prefix_why(why, wl, path);
@@ -699,10 +289,10 @@ static int set_from_file(const struct key *k, void *base, const char *path, char
             snprintf(why, wl, "'%s' has more than one line", path);
             rc = -1;
         } else {
-            rc = set_value(k, base, text, why, wl);
+            rc = conf_set_value(k, base, text, why, wl);
         }
     }
-    wipe(text);
+    conf_wipe(text);
     free(text);
     return rc;
 }
@@ -726,7 +316,7 @@ static struct hg_tenant_conf *tenant_add(struct load *L, const char *id, int lin
     t->id = hg_xstrdup(id);
     char why[CONF_WHY];
     for (size_t k = 0; k < N_TENANT_KEYS; k++)
-        if (tenant_keys[k].def && set_value(&tenant_keys[k], t, tenant_keys[k].def, why, sizeof(why)))
+        if (tenant_keys[k].def && conf_set_value(&tenant_keys[k], t, tenant_keys[k].def, why, sizeof(why)))
             abort();
     return t;
 }
@@ -735,13 +325,13 @@ static void tenant_free(struct hg_tenant_conf *t)
 {
     free(t->id);
     for (size_t i = 0; i < t->app_secrets.n; i++)
-        wipe(t->app_secrets.items[i]);
-    strlist_clear(&t->app_secrets);
-    wipe(t->verify_token);
+        conf_wipe(t->app_secrets.items[i]);
+    conf_strlist_clear(&t->app_secrets);
+    conf_wipe(t->verify_token);
     free(t->verify_token);
-    wipe(t->access_token);
+    conf_wipe(t->access_token);
     free(t->access_token);
-    strlist_clear(&t->business_ids);
+    conf_strlist_clear(&t->business_ids);
 }
 
 /* ---------------------------------------------------------------- rules */
@@ -754,7 +344,7 @@ static const char *const rules_fixed_keys[] = {
 static void rules_section(struct load *L, const char *id)
 {
     struct hg_conf *c = L->c;
-    if (!valid_tenant_id(id)) {
+    if (!conf_valid_tenant_id(id)) {
         fail(L, "%s:%d: '%s' is not a tenant id (1-%d of A-Z a-z 0-9 - _ .)", L->path, L->lineno, id,
              CONF_ID_MAX);
         return;
@@ -823,7 +413,7 @@ static void on_section_line(struct load *L, const char *line, size_t n)
     size_t i = 0;
     if (L->lineno == 1 && n >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0)
         i = 3;   /* UTF-8 BOM, which inih skips too */
-    while (i < n && is_space(line[i]))
+    while (i < n && conf_is_space(line[i]))
         i++;
     if (i == n || line[i] != '[')
         return;
@@ -848,7 +438,7 @@ static void on_section_line(struct load *L, const char *line, size_t n)
 
     if (strncmp(L->section, "tenant.", 7) == 0) {
         const char *id = L->section + 7;
-        if (!valid_tenant_id(id)) {
+        if (!conf_valid_tenant_id(id)) {
             fail(L, "%s:%d: '%s' is not a tenant id (1-%d of A-Z a-z 0-9 - _ .)", L->path, L->lineno,
                  id, CONF_ID_MAX);
             return;
@@ -971,7 +561,7 @@ static int on_pair(void *user, const char *section, const char *name, const char
     }
     char why[CONF_WHY];
     int rc = via_file ? set_from_file(k, base, value, why, sizeof(why))
-                      : set_value(k, base, value, why, sizeof(why));
+                      : conf_set_value(k, base, value, why, sizeof(why));
     if (rc) {
         fail(L, "%s:%d: %s: %s", L->path, L->lineno, name, why);
         return 1;
@@ -1084,7 +674,7 @@ static void apply_env_table(struct load *L, const struct key *table, size_t n, v
         }
         char why[CONF_WHY];
         if (v) {
-            if (set_value(k, base, v, why, sizeof(why)))
+            if (conf_set_value(k, base, v, why, sizeof(why)))
                 fail(L, "env %s: %s", name, why);
             origins[i].env = true;
             origins[i].env_file = false;
@@ -1380,13 +970,13 @@ static void conf_free(struct hg_conf *c)
         if (k->type == KEY_STRING || k->type == KEY_ENUM || k->type == KEY_PATH || k->type == KEY_LISTEN) {
             char **sp = (char **)field;
             if (k->flags & KEY_F_SECRET)
-                wipe(*sp);
+                conf_wipe(*sp);
             free(*sp);
         } else if (k->type == KEY_STRLIST) {
             struct hg_strlist *l = (struct hg_strlist *)field;
             for (size_t j = 0; (k->flags & KEY_F_SECRET) && j < l->n; j++)
-                wipe(l->items[j]);
-            strlist_clear(l);
+                conf_wipe(l->items[j]);
+            conf_strlist_clear(l);
         }
     }
     for (size_t t = 0; t < c->n_tenants; t++)
@@ -1418,11 +1008,11 @@ int hg_conf_load(const char *path, struct hg_conf **out, char *err, size_t errle
 
     char why[CONF_WHY];
     for (size_t i = 0; i < N_CONF_KEYS; i++)
-        if (conf_keys[i].def && set_value(&conf_keys[i], c, conf_keys[i].def, why, sizeof(why)))
+        if (conf_keys[i].def && conf_set_value(&conf_keys[i], c, conf_keys[i].def, why, sizeof(why)))
             abort();   /* a default that does not parse is a bug in the table */
 
     if (path) {
-        c->path = path_absolute(path);
+        c->path = conf_path_absolute(path);
         if (c->path == NULL)
             fail(&L, "%s: cannot resolve path: %s", path, strerror(errno));
         else
