@@ -553,13 +553,19 @@ static void commit_done(uv_work_t *work, int uvstatus)
             s->live_bytes += w->len;
         }
     }
-    for (size_t i = 0; i < c->batch.nwaiters; i++) {
-        struct waiter *w = &c->batch.waiters[i];
-        w->cb(w->arg, status, status == 0 ? ((uint64_t)slot << 32 | w->idx) : 0);
-    }
-    batch_free(&c->batch);
+    /*
+     * Start the next batch (what arrived during this fsync) before answering this one: its write
+     * and fdatasync then run in the threadpool while the loop thread does the callbacks' CPU work
+     * (answers, drain). Appends and releases the callbacks make queue for the batch after it.
+     */
+    struct batch done = c->batch;
     free(c);
     schedule_commit(s, true);
+    for (size_t i = 0; i < done.nwaiters; i++) {
+        struct waiter *w = &done.waiters[i];
+        w->cb(w->arg, status, status == 0 ? ((uint64_t)slot << 32 | w->idx) : 0);
+    }
+    batch_free(&done);
     maybe_finish(s);
 }
 
