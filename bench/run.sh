@@ -5,17 +5,24 @@
 # Everything runs on 127.0.0.1 ports of its own, under build/bench/, each step bounded in time;
 # everything started here is stopped on exit. Prints one table and writes bench/results/<date>.md
 # (quick runs: <date>-quick.md). --quick shortens every step (whole run < 2 min) and only checks
-# that the harness works; no run asserts timing.
+# that the harness works; no run asserts timing. --only 2,5,6 runs just those figures (the ratio
+# needs 1 too); a partial run writes <date>-partial.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 QUICK=0
-case "${1:-}" in
-  --quick) QUICK=1 ;;
-  "") ;;
-  *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
-esac
+ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --only) ONLY=",${2:?--only needs a list like 2,5,6},"; shift ;;
+    *) echo "usage: $0 [--quick] [--only 1,2,3,4,5,6]" >&2; exit 2 ;;
+  esac
+  shift
+done
+# want N: is figure N part of this run?
+want() { [ -z "$ONLY" ] || [[ $ONLY == *",$1,"* ]]; }
 
 B=$ROOT/build/bench
 HG=$ROOT/build/hookgate
@@ -195,18 +202,7 @@ m = {
 json.dump(m, open(sys.argv[1], "w"))
 EOF
 
-# ---- (1) HTTP ceiling: nginx ----
-log "(1) HTTP ceiling: nginx, 1 worker"
-start_nginx
-for c in $CEIL_CONNS; do
-  lg 1 "nginx c=$c" -p "$NGINX_PORT" -c "$c" -d "$DUR" -w "$WARM"
-done
-
-# ---- (4, reference) latency floor of the loopback + client: nginx open loop ----
-lg 4 "nginx @500/s" -p "$NGINX_PORT" -c 32 -R 500 -d "$DUR"
-lg 4 "nginx @5000/s" -p "$NGINX_PORT" -c 64 -R 5000 -d "$DUR"
-
-# ---- (5, reference) nginx worker RSS per idle connection ----
+# idle_rss LABEL PID PORT: RSS per idle keep-alive connection (figure 5).
 idle_rss() { # idle_rss LABEL PID PORT
   local label=$1 pid=$2 port=$3 ready=$B/idle.ready before after lgpid i n
   rm -f "$ready"
@@ -235,13 +231,33 @@ idle_rss() { # idle_rss LABEL PID PORT
   log "$(printf '%-28s RSS %s KiB -> %s KiB with %s idle connections: %s KiB/conn' "$label" "$before" "$after" "$n" \
         "$(python3 -c "print('%.2f' % (($after - $before) / $n))")")"
 }
+
+# ---- (1) HTTP ceiling: nginx ----
+if want 1 || want 4 || want 5; then
+log "(1) HTTP ceiling: nginx, 1 worker"
+start_nginx
+if want 1; then
+  for c in $CEIL_CONNS; do
+    lg 1 "nginx c=$c" -p "$NGINX_PORT" -c "$c" -d "$DUR" -w "$WARM"
+  done
+fi
+
+# ---- (4, reference) latency floor of the loopback + client: nginx open loop ----
+if want 4; then
+  lg 4 "nginx @500/s" -p "$NGINX_PORT" -c 32 -R 500 -d "$DUR"
+  lg 4 "nginx @5000/s" -p "$NGINX_PORT" -c 64 -R 5000 -d "$DUR"
+fi
+
+# ---- (5, reference) nginx worker RSS per idle connection ----
 NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1 || true)
-if [ -n "$NGINX_WORKER" ]; then
+if want 5 && [ -n "$NGINX_WORKER" ]; then
   idle_rss "nginx worker idle" "$NGINX_WORKER" "$NGINX_PORT"
 fi
 stop_pid "$NGINX_PID"
+fi
 
 # ---- (2) ingest: hookgate 1 worker, embedded spool + ndjson, signatures on ----
+if want 2; then
 log "(2) ingest: hookgate, 1 worker, spool + ndjson, signature verification on"
 for c in $INGEST_CONNS; do
   start_hookgate hg-ingest
@@ -256,16 +272,20 @@ done
 start_hookgate hg-ingest
 lg 2 "hookgate c=64 mix" -p "$HG_PORT" -c 64 -d "$DUR" -w "$WARM" -b mix
 stop_pid "$HG_PID"
+fi
 
 # ---- (4) latency, open loop, hookgate ingest ----
+if want 4; then
 log "(4) latency, open loop (latency from the scheduled send time)"
 start_hookgate hg-latency
 lg 4 "hookgate @500/s" -p "$HG_PORT" -c 32 -R 500 -d "$LAT500" -w 1
 lg 4 "hookgate @5000/s" -p "$HG_PORT" -c 128 -R 5000 -d "$LAT5000" -w 1
 stop_pid "$HG_PID"
 rm -rf "$B/hg-ingest" "$B/hg-latency"
+fi
 
 # ---- (3) full pipeline: Redis + RabbitMQ + S3 ----
+if want 3; then
 log "(3) full pipeline"
 if ! nm "$HG" 2>/dev/null | grep -q ' T hg_amqp_'; then
   record '{"bench":3,"label":"full pipeline","skipped":"full pipeline not available yet: build/hookgate has no AMQP client (no hg_amqp_* symbols), HOOKGATE_AMQP_URL is accepted by the config but nothing publishes"}'
@@ -300,15 +320,19 @@ else
   unset HOOKGATE_AMQP_URL HOOKGATE_REDIS_URL HOOKGATE_S3_ENDPOINT
   stop_services; STARTED_SVC=()
 fi
+fi
 
 # ---- (5) connections: hookgate RSS with N idle keep-alive connections ----
+if want 5; then
 log "(5) idle keep-alive connections: $IDLE_N"
 start_hookgate hg-idle
 idle_rss "hookgate idle" "$HG_PID" "$HG_PORT"
 stop_pid "$HG_PID"
 rm -rf "$B/hg-idle"
+fi
 
 # ---- (6) instructions per webhook: callgrind on a fixed input set ----
+if want 6; then
 log "(6) instructions per webhook (callgrind, $CG_N fixed requests, 1 connection)"
 if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
   rm -f "$B"/callgrind.out*
@@ -342,12 +366,14 @@ if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; th
 else
   record '{"bench":6,"label":"instructions/webhook","skipped":"valgrind not installed"}'
 fi
+fi
 
 # ---- report ----
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 mkdir -p bench/results
 name=$(date +%F)
 [ $QUICK = 1 ] && name="$name-quick"
+[ -n "$ONLY" ] && name="$name-partial"
 out=bench/results/$name.md
 n=2
 while [ -e "$out" ]; do out=bench/results/$name-$n.md; n=$((n + 1)); done
