@@ -8,46 +8,30 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <mbedtls/platform_util.h>
-#include <mbedtls/sha256.h>
-#include <mbedtls/version.h>
-
 #include "core/common.h"
 #include "core/err.h"
+#include "core/sha256.h"
 #include "core/str.h"
 #include "providers/whatsapp.h"
 
 #define SIG_PREFIX     "sha256="
 #define SIG_PREFIX_LEN (sizeof(SIG_PREFIX) - 1)
-#define SHA256_LEN     32
-#define SHA256_BLOCK   64
+#define SHA256_LEN     HG_SHA256_LEN
+#define SHA256_BLOCK   HG_SHA256_BLOCK
 /* Secrets whose HMAC key state a worker thread keeps: a config's secrets plus rotation. */
 #define KEY_CACHE_SIZE 8
-
-/* mbedTLS 3 dropped the _ret suffix of the SHA-256 calls that return an error code. */
-#if MBEDTLS_VERSION_MAJOR >= 3
-#define sha256_starts mbedtls_sha256_starts
-#define sha256_update mbedtls_sha256_update
-#define sha256_finish mbedtls_sha256_finish
-#define sha256_oneshot mbedtls_sha256
-#else
-#define sha256_starts mbedtls_sha256_starts_ret
-#define sha256_update mbedtls_sha256_update_ret
-#define sha256_finish mbedtls_sha256_finish_ret
-#define sha256_oneshot mbedtls_sha256_ret
-#endif
 
 /*
  * HMAC-SHA256 with the key already absorbed: the SHA-256 states after the 64-byte ipad and opad
  * blocks. Computing them once per secret instead of once per request saves two of the ~16
- * compression rounds of a typical webhook, plus mbedtls_md's context allocation.
+ * compression rounds of a typical webhook. core/sha256 uses the CPU's SHA extensions when present.
  */
 struct hmac_key {
     bool valid;
     size_t secret_len;
     unsigned char secret[SHA256_BLOCK]; /* the secret itself: a hit is confirmed by content */
-    mbedtls_sha256_context inner;
-    mbedtls_sha256_context outer;
+    struct hg_sha256 inner;
+    struct hg_sha256 outer;
 };
 
 /*
@@ -56,6 +40,73 @@ struct hmac_key {
  */
 static _Thread_local struct hmac_key key_cache[KEY_CACHE_SIZE];
 static _Thread_local unsigned key_cache_next;
+
+/* Wipe key material; the volatile pointer keeps the compiler from dropping the stores. */
+static void wipe(void *p, size_t n)
+{
+    volatile unsigned char *v = p;
+    while (n--)
+        *v++ = 0;
+}
+
+/* Absorb the padded key into the inner and outer states (RFC 2104). */
+static void hmac_key_init(struct hmac_key *k, const unsigned char *secret, size_t len)
+{
+    unsigned char k0[SHA256_BLOCK] = { 0 }, pad[SHA256_BLOCK];
+    if (len > SHA256_BLOCK)
+        hg_sha256(secret, len, k0); /* a key longer than the block is hashed first */
+    else
+        memcpy(k0, secret, len);
+    for (size_t i = 0; i < SHA256_BLOCK; i++)
+        pad[i] = k0[i] ^ 0x36;
+    hg_sha256_init(&k->inner);
+    hg_sha256_update(&k->inner, pad, SHA256_BLOCK);
+    for (size_t i = 0; i < SHA256_BLOCK; i++)
+        pad[i] = k0[i] ^ 0x5c;
+    hg_sha256_init(&k->outer);
+    hg_sha256_update(&k->outer, pad, SHA256_BLOCK);
+    wipe(k0, sizeof(k0));
+    wipe(pad, sizeof(pad));
+}
+
+/*
+ * The key state of `secret`, from this thread's cache or computed into it (round robin). Secrets
+ * longer than a block are not cached: their state is computed into `tmp`.
+ */
+static const struct hmac_key *hmac_key_get(const char *secret, struct hmac_key *tmp)
+{
+    size_t len = strlen(secret);
+    if (len > SHA256_BLOCK) {
+        hmac_key_init(tmp, (const unsigned char *)secret, len);
+        return tmp;
+    }
+    for (size_t i = 0; i < KEY_CACHE_SIZE; i++) {
+        struct hmac_key *k = &key_cache[i];
+        if (k->valid && k->secret_len == len && memcmp(k->secret, secret, len) == 0)
+            return k;
+    }
+    struct hmac_key *k = &key_cache[key_cache_next];
+    key_cache_next = (key_cache_next + 1) % KEY_CACHE_SIZE;
+    hmac_key_init(k, (const unsigned char *)secret, len);
+    memcpy(k->secret, secret, len);
+    k->secret_len = len;
+    k->valid = true;
+    return k;
+}
+
+/* HMAC-SHA256(key, body) from a precomputed key state: copying a state clones the hash. */
+static void hmac_sha256(const struct hmac_key *k, const void *body, size_t body_len, unsigned char out[SHA256_LEN])
+{
+    struct hg_sha256 ctx = k->inner;
+    unsigned char inner[SHA256_LEN];
+    hg_sha256_update(&ctx, body, body_len);
+    hg_sha256_final(&ctx, inner);
+    ctx = k->outer;
+    hg_sha256_update(&ctx, inner, SHA256_LEN);
+    hg_sha256_final(&ctx, out);
+    wipe(&ctx, sizeof(ctx));
+    wipe(inner, sizeof(inner));
+}
 
 static int hex_value(unsigned char c)
 {
@@ -66,78 +117,6 @@ static int hex_value(unsigned char c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
-}
-
-/* Absorb the padded key into the inner and outer states (RFC 2104). 0 or an mbedTLS error. */
-static int hmac_key_init(struct hmac_key *k, const unsigned char *secret, size_t len)
-{
-    unsigned char k0[SHA256_BLOCK] = { 0 }, pad[SHA256_BLOCK];
-    int rc;
-    if (len > SHA256_BLOCK) {
-        /* A key longer than the block is hashed first. */
-        if ((rc = sha256_oneshot(secret, len, k0, 0)) != 0)
-            goto out;
-    } else {
-        memcpy(k0, secret, len);
-    }
-    mbedtls_sha256_init(&k->inner);
-    mbedtls_sha256_init(&k->outer);
-    for (size_t i = 0; i < SHA256_BLOCK; i++)
-        pad[i] = k0[i] ^ 0x36;
-    if ((rc = sha256_starts(&k->inner, 0)) != 0 || (rc = sha256_update(&k->inner, pad, SHA256_BLOCK)) != 0)
-        goto out;
-    for (size_t i = 0; i < SHA256_BLOCK; i++)
-        pad[i] = k0[i] ^ 0x5c;
-    if ((rc = sha256_starts(&k->outer, 0)) != 0 || (rc = sha256_update(&k->outer, pad, SHA256_BLOCK)) != 0)
-        goto out;
-out:
-    mbedtls_platform_zeroize(k0, sizeof(k0));
-    mbedtls_platform_zeroize(pad, sizeof(pad));
-    return rc;
-}
-
-/*
- * The key state of `secret`, from this thread's cache or computed into it (round robin). Secrets
- * longer than a block are not cached (their state is computed into `tmp`). NULL on an mbedTLS error.
- */
-static const struct hmac_key *hmac_key_get(const char *secret, struct hmac_key *tmp)
-{
-    size_t len = strlen(secret);
-    if (len > SHA256_BLOCK)
-        return hmac_key_init(tmp, (const unsigned char *)secret, len) == 0 ? tmp : NULL;
-    for (size_t i = 0; i < KEY_CACHE_SIZE; i++) {
-        struct hmac_key *k = &key_cache[i];
-        if (k->valid && k->secret_len == len && memcmp(k->secret, secret, len) == 0)
-            return k;
-    }
-    struct hmac_key *k = &key_cache[key_cache_next];
-    key_cache_next = (key_cache_next + 1) % KEY_CACHE_SIZE;
-    k->valid = false;
-    if (hmac_key_init(k, (const unsigned char *)secret, len) != 0)
-        return NULL;
-    memcpy(k->secret, secret, len);
-    k->secret_len = len;
-    k->valid = true;
-    return k;
-}
-
-/* HMAC-SHA256(key, body) from a precomputed key state. 0 or an mbedTLS error. */
-static int hmac_sha256(const struct hmac_key *k, const void *body, size_t body_len, unsigned char out[SHA256_LEN])
-{
-    mbedtls_sha256_context ctx;
-    unsigned char inner[SHA256_LEN];
-    int rc;
-    mbedtls_sha256_init(&ctx);
-    mbedtls_sha256_clone(&ctx, &k->inner);
-    if ((rc = sha256_update(&ctx, body, body_len)) != 0 || (rc = sha256_finish(&ctx, inner)) != 0)
-        goto out;
-    mbedtls_sha256_clone(&ctx, &k->outer);
-    if ((rc = sha256_update(&ctx, inner, SHA256_LEN)) != 0 || (rc = sha256_finish(&ctx, out)) != 0)
-        goto out;
-out:
-    mbedtls_sha256_free(&ctx);
-    mbedtls_platform_zeroize(inner, sizeof(inner));
-    return rc;
 }
 
 /* Decode exactly 2*n hex digits (either case) into n bytes. 0 or HG_ERR_PARSE. */
@@ -183,11 +162,9 @@ int hg_whatsapp_verify_signature(const char *header, size_t header_len, const vo
             continue;
         struct hmac_key tmp;
         const struct hmac_key *k = hmac_key_get(secret, &tmp);
-        int rc = k ? hmac_sha256(k, body, body_len, got) : -1;
+        hmac_sha256(k, body, body_len, got);
         if (k == &tmp)
-            mbedtls_platform_zeroize(&tmp, sizeof(tmp));
-        if (rc != 0)
-            continue;
+            wipe(&tmp, sizeof(tmp));
         if (hg_ct_equal(got, sizeof(got), want, sizeof(want)))
             matched = 1;
     }
