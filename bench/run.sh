@@ -25,7 +25,7 @@ done
 want() { [ -z "$ONLY" ] || [[ $ONLY == *",$1,"* ]]; }
 
 B=$ROOT/build/bench
-HG=$ROOT/build/hookgate
+HG=${HOOKGATE_BIN:-$ROOT/build/hookgate}  # HOOKGATE_BIN: measure another build (e.g. a baseline)
 LG=$B/loadgen
 RES=$B/results.ndjson
 SECRET=demo-app-secret
@@ -198,7 +198,7 @@ m = {
   "fs": sh("df -hT $B | awk 'NR==2 {print \$2\" on \"\$1}'"),
   "cc": sh("cc --version | head -1"),
   "nginx": sh("nginx -v 2>&1"),
-  "hookgate": sh("$HG -v") + " (git " + sh("git rev-parse --short HEAD") + ")",
+  "hookgate": sh("$HG -v") + (" (binary ${HOOKGATE_BIN:-})" if "${HOOKGATE_BIN:-}" else " (git " + sh("git rev-parse --short HEAD") + ")"),
   "libuv": sh("pkg-config --modversion libuv"),
   "jansson": sh("pkg-config --modversion jansson"),
   "mbedtls": sh("grep -h 'define MBEDTLS_VERSION_STRING ' /usr/include/mbedtls/version.h | cut -d'\"' -f2"),
