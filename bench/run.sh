@@ -232,7 +232,8 @@ idle_rss() { # idle_rss LABEL PID PORT
     return 0
   fi
   n=$(cat "$ready")
-  sleep 1
+  # hookgate trims its heap after a quiet second (up to 2 s after the last answer): measure after.
+  sleep 2.5
   after=$(rss_kib "$pid")
   stop_pid $lgpid
   record "{\"bench\":5,\"label\":\"$label\",\"conns\":$n,\"rss_before_kib\":$before,\"rss_with_kib\":$after}"

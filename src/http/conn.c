@@ -66,6 +66,8 @@ struct hg_http_server {
     struct conn_request *rq_pool;   /* free request states, singly linked through `next` */
     uint32_t rq_pooled;
     uint32_t rq_busy;               /* request states held by connections */
+    uint64_t rq_taken;              /* request states ever taken: tells whether a second was quiet */
+    uint64_t trim_mark;             /* rq_taken when the trim timer was armed */
     uv_timer_t trim_timer;          /* malloc_trim once the server goes quiet */
 };
 
@@ -149,6 +151,7 @@ static struct conn_request *rq_get(struct hg_conn *c)
         rq = hg_xcalloc(1, sizeof(*rq));
     }
     s->rq_busy++;
+    s->rq_taken++;
     rq->next = NULL;
     /* Caps come from this connection's limits snapshot; capacities carry over from the pool. */
     hg_buf_reset(&rq->head);
@@ -176,16 +179,30 @@ static struct conn_request *rq_get(struct hg_conn *c)
     return rq;
 }
 
+static void on_trim_timer(uv_timer_t *t);
+
+static void trim_arm(struct hg_http_server *s)
+{
+    s->trim_mark = s->rq_taken;
+    uv_timer_start(&s->trim_timer, on_trim_timer, TRIM_DELAY_MS, 0);
+}
+
 static void on_trim_timer(uv_timer_t *t)
 {
     struct hg_http_server *s = t->data;
+    if (s->rq_busy > 0)
+        return; /* the release of the last one re-arms */
+    if (s->rq_taken != s->trim_mark) {
+        trim_arm(s); /* requests came and went meanwhile: not quiet yet */
+        return;
+    }
     /*
      * A burst of requests leaves freed memory (request states, parsed envelopes, drain work)
      * scattered between long-lived objects such as idle connections; glibc keeps those pages
-     * resident, so without this an idle server's RSS stays at its busiest point. Only when quiet.
+     * resident, so without this an idle server's RSS stays at its busiest point. Only after a
+     * whole TRIM_DELAY_MS without a request, so it never runs under steady traffic.
      */
-    if (s->rq_busy == 0)
-        malloc_trim(0);
+    malloc_trim(0);
 }
 
 /* A request state was given back: when it was the last one, schedule a heap trim. */
@@ -193,7 +210,7 @@ static void rq_released(struct hg_http_server *s)
 {
     s->rq_busy--;
     if (s->rq_busy == 0 && !s->stopping && !uv_is_active((uv_handle_t *)&s->trim_timer))
-        uv_timer_start(&s->trim_timer, on_trim_timer, TRIM_DELAY_MS, 0);
+        trim_arm(s);
 }
 
 /* Give the connection's request state back: to the pool, or to malloc when the pool is full. */
