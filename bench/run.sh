@@ -5,30 +5,37 @@
 # Everything runs on 127.0.0.1 ports of its own, under build/bench/, each step bounded in time;
 # everything started here is stopped on exit. Prints one table and writes bench/results/<date>.md
 # (quick runs: <date>-quick.md). --quick shortens every step (whole run < 2 min) and only checks
-# that the harness works; no run asserts timing.
+# that the harness works; no run asserts timing. --only 2,5,6 runs just those figures (the ratio
+# needs 1 too); a partial run writes <date>-partial.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 QUICK=0
-case "${1:-}" in
-  --quick) QUICK=1 ;;
-  "") ;;
-  *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
-esac
+ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --only) ONLY=",${2:?--only needs a list like 2,5,6},"; shift ;;
+    *) echo "usage: $0 [--quick] [--only 1,2,3,4,5,6]" >&2; exit 2 ;;
+  esac
+  shift
+done
+# want N: is figure N part of this run?
+want() { [ -z "$ONLY" ] || [[ $ONLY == *",$1,"* ]]; }
 
 B=$ROOT/build/bench
-HG=$ROOT/build/hookgate
+HG=${HOOKGATE_BIN:-$ROOT/build/hookgate}  # HOOKGATE_BIN: measure another build (e.g. a baseline)
 LG=$B/loadgen
 RES=$B/results.ndjson
 SECRET=demo-app-secret
 FIXED_TS=1749416383
 
 if [ $QUICK = 1 ]; then
-  DUR=1; WARM=0.3; LAT500=2; LAT5000=2; IDLE_N=1000; CG_WARM=50; CG_N=200
+  DUR=1; WARM=0.3; LAT500=2; LAT5000=2; IDLE_N=1000; CG_WARM=50; CG_N=200; DRAIN_MAX=20
   CEIL_CONNS="16"; INGEST_CONNS="16 64"
 else
-  DUR=5; WARM=1; LAT500=15; LAT5000=10; IDLE_N=10000; CG_WARM=200; CG_N=2000
+  DUR=5; WARM=1; LAT500=15; LAT5000=10; IDLE_N=10000; CG_WARM=200; CG_N=2000; DRAIN_MAX=120
   CEIL_CONNS="16 64"; INGEST_CONNS="16 64 256"
 fi
 
@@ -38,6 +45,11 @@ log() { printf 'bench: %s\n' "$*" >&2; }
 mkdir -p "$B"
 if [ ! -x "$HG" ]; then
   make -s all
+fi
+CEIL=$B/amqp_ceiling
+if [ ! -x "$CEIL" ] || [ bench/amqp_ceiling.c -nt "$CEIL" ]; then
+  cc -std=gnu11 -O2 -g -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Werror \
+     -o "$CEIL" bench/amqp_ceiling.c -lrabbitmq || log "cannot build $CEIL (librabbitmq-dev)"
 fi
 if [ ! -x "$LG" ] || [ bench/loadgen.c -nt "$LG" ]; then
   log "building $LG"
@@ -153,6 +165,7 @@ verify_token = bench-verify-token
 dir = $d/spool
 [ndjson]
 dir = $d/out
+${HG_EXTRA_CONF:-}
 EOF
   "$@" "$HG" -c "$d/hookgate.conf" >"$d/hookgate.log" 2>&1 &
   HG_PID=$!
@@ -163,6 +176,8 @@ EOF
 }
 
 metric() { awk -v m="$1" '$1 == m {print $2}' "$2"; }
+# msum REGEX FILE: sum of the /metrics samples whose name{labels} matches (0 when none).
+msum() { awk -v re="$1" '$1 ~ re {s += $2} END {printf "%d", s}' "$2" 2>/dev/null || echo 0; }
 
 # ---- machine description ----
 : >"$RES"
@@ -183,7 +198,7 @@ m = {
   "fs": sh("df -hT $B | awk 'NR==2 {print \$2\" on \"\$1}'"),
   "cc": sh("cc --version | head -1"),
   "nginx": sh("nginx -v 2>&1"),
-  "hookgate": sh("$HG -v") + " (git " + sh("git rev-parse --short HEAD") + ")",
+  "hookgate": sh("$HG -v") + (" (binary ${HOOKGATE_BIN:-})" if "${HOOKGATE_BIN:-}" else " (git " + sh("git rev-parse --short HEAD") + ")"),
   "libuv": sh("pkg-config --modversion libuv"),
   "jansson": sh("pkg-config --modversion jansson"),
   "mbedtls": sh("grep -h 'define MBEDTLS_VERSION_STRING ' /usr/include/mbedtls/version.h | cut -d'\"' -f2"),
@@ -195,18 +210,7 @@ m = {
 json.dump(m, open(sys.argv[1], "w"))
 EOF
 
-# ---- (1) HTTP ceiling: nginx ----
-log "(1) HTTP ceiling: nginx, 1 worker"
-start_nginx
-for c in $CEIL_CONNS; do
-  lg 1 "nginx c=$c" -p "$NGINX_PORT" -c "$c" -d "$DUR" -w "$WARM"
-done
-
-# ---- (4, reference) latency floor of the loopback + client: nginx open loop ----
-lg 4 "nginx @500/s" -p "$NGINX_PORT" -c 32 -R 500 -d "$DUR"
-lg 4 "nginx @5000/s" -p "$NGINX_PORT" -c 64 -R 5000 -d "$DUR"
-
-# ---- (5, reference) nginx worker RSS per idle connection ----
+# idle_rss LABEL PID PORT: RSS per idle keep-alive connection (figure 5).
 idle_rss() { # idle_rss LABEL PID PORT
   local label=$1 pid=$2 port=$3 ready=$B/idle.ready before after lgpid i n
   rm -f "$ready"
@@ -228,20 +232,41 @@ idle_rss() { # idle_rss LABEL PID PORT
     return 0
   fi
   n=$(cat "$ready")
-  sleep 1
+  # hookgate trims its heap after a quiet second (up to 2 s after the last answer): measure after.
+  sleep 2.5
   after=$(rss_kib "$pid")
   stop_pid $lgpid
   record "{\"bench\":5,\"label\":\"$label\",\"conns\":$n,\"rss_before_kib\":$before,\"rss_with_kib\":$after}"
   log "$(printf '%-28s RSS %s KiB -> %s KiB with %s idle connections: %s KiB/conn' "$label" "$before" "$after" "$n" \
         "$(python3 -c "print('%.2f' % (($after - $before) / $n))")")"
 }
+
+# ---- (1) HTTP ceiling: nginx ----
+if want 1 || want 4 || want 5; then
+log "(1) HTTP ceiling: nginx, 1 worker"
+start_nginx
+if want 1; then
+  for c in $CEIL_CONNS; do
+    lg 1 "nginx c=$c" -p "$NGINX_PORT" -c "$c" -d "$DUR" -w "$WARM"
+  done
+fi
+
+# ---- (4, reference) latency floor of the loopback + client: nginx open loop ----
+if want 4; then
+  lg 4 "nginx @500/s" -p "$NGINX_PORT" -c 32 -R 500 -d "$DUR"
+  lg 4 "nginx @5000/s" -p "$NGINX_PORT" -c 64 -R 5000 -d "$DUR"
+fi
+
+# ---- (5, reference) nginx worker RSS per idle connection ----
 NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1 || true)
-if [ -n "$NGINX_WORKER" ]; then
+if want 5 && [ -n "$NGINX_WORKER" ]; then
   idle_rss "nginx worker idle" "$NGINX_WORKER" "$NGINX_PORT"
 fi
 stop_pid "$NGINX_PID"
+fi
 
 # ---- (2) ingest: hookgate 1 worker, embedded spool + ndjson, signatures on ----
+if want 2; then
 log "(2) ingest: hookgate, 1 worker, spool + ndjson, signature verification on"
 for c in $INGEST_CONNS; do
   start_hookgate hg-ingest
@@ -256,59 +281,123 @@ done
 start_hookgate hg-ingest
 lg 2 "hookgate c=64 mix" -p "$HG_PORT" -c 64 -d "$DUR" -w "$WARM" -b mix
 stop_pid "$HG_PID"
+fi
 
 # ---- (4) latency, open loop, hookgate ingest ----
+if want 4; then
 log "(4) latency, open loop (latency from the scheduled send time)"
 start_hookgate hg-latency
 lg 4 "hookgate @500/s" -p "$HG_PORT" -c 32 -R 500 -d "$LAT500" -w 1
 lg 4 "hookgate @5000/s" -p "$HG_PORT" -c 128 -R 5000 -d "$LAT5000" -w 1
 stop_pid "$HG_PID"
 rm -rf "$B/hg-ingest" "$B/hg-latency"
+fi
 
 # ---- (3) full pipeline: Redis + RabbitMQ + S3 ----
+if want 3; then
 log "(3) full pipeline"
-if ! nm "$HG" 2>/dev/null | grep -q ' T hg_amqp_'; then
+if ! nm "$HG" 2>/dev/null | grep ' T hg_amqp_' >/dev/null; then
   record '{"bench":3,"label":"full pipeline","skipped":"full pipeline not available yet: build/hookgate has no AMQP client (no hg_amqp_* symbols), HOOKGATE_AMQP_URL is accepted by the config but nothing publishes"}'
   log "skipped: full pipeline not available yet (no hg_amqp_* in build/hookgate)"
 elif ! ls scripts/services/rabbitmq.sh scripts/services/redis.sh >/dev/null 2>&1; then
   record '{"bench":3,"label":"full pipeline","skipped":"full pipeline not available yet: scripts/services/{rabbitmq,redis}.sh missing, cannot start the peers"}'
   log "skipped: no scripts/services to start the peers"
 else
-  # The peers come from scripts/services (KEY=VALUE lines); hookgate reads HOOKGATE_* from env.
-  SVC=$B/services; mkdir -p "$SVC"; STARTED_SVC=()
+  # The peers come from scripts/services (KEY=VALUE lines, ports from HG_TEST_*_PORT when set),
+  # with fresh state; hookgate gets them as config sections.
+  SVC=$B/services; rm -rf "$SVC"; mkdir -p "$SVC"; STARTED_SVC=()
   stop_services() { local s; for s in "${STARTED_SVC[@]}"; do "scripts/services/$s.sh" stop "$SVC/$s" >/dev/null 2>&1 || true; done; }
   trap 'stop_services; cleanup' EXIT
   ok=1
   for s in redis rabbitmq s3; do
-    [ -x "scripts/services/$s.sh" ] || continue
+    [ -x "scripts/services/$s.sh" ] || { ok=0; continue; }
     mkdir -p "$SVC/$s"
-    if out=$("scripts/services/$s.sh" start "$SVC/$s"); then
+    if out=$("scripts/services/$s.sh" start "$SVC/$s" 2>>"$B/services.log"); then
       STARTED_SVC+=("$s")
       while IFS= read -r line; do [ -n "$line" ] && export "${line?}"; done <<<"$out"
-    else ok=0; fi
+    else ok=0; log "could not start $s (see $B/services.log)"; fi
   done
-  export HOOKGATE_AMQP_URL=${HG_TEST_AMQP_URL:-} HOOKGATE_REDIS_URL=${HG_TEST_REDIS_URL:-} HOOKGATE_S3_ENDPOINT=${HG_TEST_S3_ENDPOINT:-}
-  if [ $ok = 1 ] && start_hookgate hg-full && curl -sf "http://127.0.0.1:$HG_PORT/ready" | grep -q amqp; then
-    lg 3 "pipeline c=64" -p "$HG_PORT" -c 64 -d "$DUR" -w "$WARM"
+  BROKER_CONF="[amqp]
+url = ${HG_TEST_AMQP_URL:-}
+[redis]
+url = ${HG_TEST_REDIS_URL:-}
+[ratelimit]
+default = 1000000000"
+  S3_CONF="[s3]
+endpoint = ${HG_TEST_S3_ENDPOINT:-}
+access_key = ${HG_TEST_S3_ACCESS_KEY:-}
+secret_key = ${HG_TEST_S3_SECRET_KEY:-}
+bucket = hookgate-bench"
+  # pipeline_run LABEL: closed loop c=64 against the running hookgate. Acked is what loadgen
+  # sees; published is what the broker confirmed, counted from the run's start until the drain
+  # has caught up (or stalled for 5 s), so a backlog left behind is charged to the run.
+  pipeline_run() {
+    local label=$1 m0=$B/metrics-full-0.txt m1=$B/metrics-full-1.txt t0 t1 i acc conf last=-1 still=0 left
+    curl -sf "http://127.0.0.1:$HG_PORT/metrics" >"$m0" || true
+    t0=$(date +%s.%N)
+    lg 3 "$label" -p "$HG_PORT" -c 64 -d "$DUR" -w "$WARM"
+    for i in $(seq 1 $((DRAIN_MAX * 5))); do
+      curl -sf "http://127.0.0.1:$HG_PORT/metrics" >"$m1" || true
+      acc=$(( $(msum '^webhook_received_total.*type="webhook",status="accepted"' "$m1") - $(msum '^webhook_received_total.*type="webhook",status="accepted"' "$m0") ))
+      conf=$(( $(msum '^rabbitmq_publish_total.*status="confirmed"' "$m1") - $(msum '^rabbitmq_publish_total.*status="confirmed"' "$m0") ))
+      [ "$conf" -ge "$acc" ] && break
+      if [ "$conf" = "$last" ]; then still=$((still + 1)); [ $still -ge 25 ] && break; else still=0; fi
+      last=$conf
+      sleep 0.2
+    done
+    t1=$(date +%s.%N)
+    left=$(msum '^spool_records' "$m1")
+    record "$(python3 -c 'import json,sys; l=sys.argv[1]; t0,t1,a,c,s=map(float,sys.argv[2:7]); print(json.dumps({"bench":3,"kind":"published","label":l,"accepted":int(a),"confirmed":int(c),"spool_records_left":int(s),"seconds":round(t1-t0,3),"published_rps":round(c/(t1-t0),1)}))' "$label" "$t0" "$t1" "$acc" "$conf" "${left:-0}")"
+    log "$label: $acc webhooks accepted, $conf events confirmed by the broker in $(python3 -c "print('%.1f' % ($t1 - $t0))") s"
+  }
+  if [ $ok = 1 ]; then
+    # Redis + RabbitMQ only: hookgate against the broker it is meant to be limited by.
+    HG_EXTRA_CONF=$BROKER_CONF
+    if start_hookgate hg-full && curl -sf "http://127.0.0.1:$HG_PORT/ready" | grep -q '"rabbitmq":"ok"'; then
+      pipeline_run "pipeline redis+amqp c=64"
+    else
+      record '{"bench":3,"label":"pipeline redis+amqp","skipped":"hookgate did not report rabbitmq ok on /ready"}'
+    fi
+    stop_pid "$HG_PID"; HG_PID=""
+  fi
+  HG_EXTRA_CONF="$BROKER_CONF
+$S3_CONF"
+  if [ $ok = 1 ] && start_hookgate hg-full && curl -sf "http://127.0.0.1:$HG_PORT/ready" | grep -q '"rabbitmq":"ok"'; then
+    pipeline_run "pipeline c=64"
     lg 4 "pipeline @500/s" -p "$HG_PORT" -c 32 -R 500 -d "$LAT500" -w 1
     lg 4 "pipeline @5000/s" -p "$HG_PORT" -c 128 -R 5000 -d "$LAT5000" -w 1
-    record '{"bench":3,"kind":"note","label":"full pipeline","note":"published count not cross-checked against the broker yet"}'
+    stop_pid "$HG_PID"; HG_PID=""
+    # The ceiling publishes messages of the size hookgate published (mean over its queues).
+    ctl=${HG_TEST_RABBITMQ_CTL:-}
+    size=$("$ctl" -q list_queues name messages message_bytes 2>/dev/null |
+           awk '$1 !~ /^hookgate\.bench/ && $1 !~ /dlq$/ {n += $2; b += $3} END {if (n > 0) printf "%d", b / n}')
+    size=${size:-1400}
+    for q in $("$ctl" -q list_queues name 2>/dev/null || true); do "$ctl" -q purge_queue "$q" >/dev/null 2>&1 || true; done
+    for w in 64 256 1024; do
+      out=$("$CEIL" -u "$HG_TEST_AMQP_URL" -s "$size" -d "$DUR" -w "$w" -l "broker w=$w" 2>>"$B/services.log" || true)
+      if [ -n "$out" ]; then record "{\"bench\":3,\"kind\":\"ceiling\",${out#\{}"; log "broker ceiling (rabbitmq-c, confirms, $size B, window $w): $(python3 -c 'import json,sys; print("%.0f msg/s" % json.loads(sys.argv[1])["rps"])' "$out")"
+      else log "broker ceiling window $w failed (see $B/services.log)"; fi
+    done
   else
-    record '{"bench":3,"label":"full pipeline","skipped":"full pipeline not available yet: hookgate with HOOKGATE_AMQP_URL did not report an amqp check on /ready"}'
+    record '{"bench":3,"label":"full pipeline","skipped":"full pipeline not available: the peers did not start or hookgate did not report rabbitmq ok on /ready"}'
   fi
   [ -n "$HG_PID" ] && stop_pid "$HG_PID"
-  unset HOOKGATE_AMQP_URL HOOKGATE_REDIS_URL HOOKGATE_S3_ENDPOINT
+  unset HG_EXTRA_CONF
   stop_services; STARTED_SVC=()
+fi
 fi
 
 # ---- (5) connections: hookgate RSS with N idle keep-alive connections ----
+if want 5; then
 log "(5) idle keep-alive connections: $IDLE_N"
 start_hookgate hg-idle
 idle_rss "hookgate idle" "$HG_PID" "$HG_PORT"
 stop_pid "$HG_PID"
 rm -rf "$B/hg-idle"
+fi
 
 # ---- (6) instructions per webhook: callgrind on a fixed input set ----
+if want 6; then
 log "(6) instructions per webhook (callgrind, $CG_N fixed requests, 1 connection)"
 if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
   rm -f "$B"/callgrind.out*
@@ -342,12 +431,14 @@ if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; th
 else
   record '{"bench":6,"label":"instructions/webhook","skipped":"valgrind not installed"}'
 fi
+fi
 
 # ---- report ----
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 mkdir -p bench/results
 name=$(date +%F)
 [ $QUICK = 1 ] && name="$name-quick"
+[ -n "$ONLY" ] && name="$name-partial"
 out=bench/results/$name.md
 n=2
 while [ -e "$out" ]; do out=bench/results/$name-$n.md; n=$((n + 1)); done

@@ -1,5 +1,6 @@
 /* Clocks and RFC 3339 formatting. */
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "core/time.h"
@@ -18,20 +19,69 @@ uint64_t hg_time_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Write v as exactly `width` decimal digits (the low ones) at p. */
+static void put_digits(char *p, uint64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+/*
+ * Proleptic Gregorian civil date of a day count since 1970-01-01 (the "days from civil" inverse
+ * in Howard Hinnant's date algorithms). Formatting is on every event's path; gmtime_r takes the
+ * timezone lock and snprintf parses its format each time, together most of the cost.
+ */
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
 size_t hg_time_rfc3339(char *out, size_t cap, uint64_t ns, int frac)
 {
-    time_t secs = (time_t)(ns / 1000000000ull);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    int n;
+    uint64_t secs = ns / 1000000000ull;
     uint64_t sub = ns % 1000000000ull;
-    switch (frac) {
-    case 3: n = snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(sub / 1000000)); break;
-    case 6: n = snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(sub / 1000)); break;
-    case 9: n = snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%09uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)sub); break;
-    default: n = snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec); break;
+    int64_t y;
+    unsigned mo, d;
+    civil_from_days((int64_t)(secs / 86400), &y, &mo, &d);
+    unsigned sod = (unsigned)(secs % 86400);
+    char buf[32];
+    /* yyyy-MM-ddTHH:mm:ss: years past 9999 keep their low four digits, as %04d of a wider field would not. */
+    put_digits(buf, (uint64_t)y % 10000, 4);
+    buf[4] = '-';
+    put_digits(buf + 5, mo, 2);
+    buf[7] = '-';
+    put_digits(buf + 8, d, 2);
+    buf[10] = 'T';
+    put_digits(buf + 11, sod / 3600, 2);
+    buf[13] = ':';
+    put_digits(buf + 14, sod / 60 % 60, 2);
+    buf[16] = ':';
+    put_digits(buf + 17, sod % 60, 2);
+    size_t n = 19;
+    if (frac == 3 || frac == 6 || frac == 9) {
+        buf[n++] = '.';
+        uint64_t v = frac == 3 ? sub / 1000000 : frac == 6 ? sub / 1000 : sub;
+        put_digits(buf + n, v, frac);
+        n += (size_t)frac;
     }
-    return n < 0 ? 0 : (size_t)n;
+    buf[n++] = 'Z';
+    /* snprintf's contract: truncate to cap - 1 and NUL-terminate, return the full length. */
+    if (cap > 0) {
+        size_t k = n < cap - 1 ? n : cap - 1;
+        memcpy(out, buf, k);
+        out[k] = '\0';
+    }
+    return n;
 }
 
 void hg_time_date(char out[11], uint64_t ns)

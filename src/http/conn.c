@@ -4,11 +4,15 @@
  * A connection handles one request at a time. When llhttp completes a message it pauses; the
  * request goes to the application and reading stops until the answer is written, so pipelined
  * requests wait in the socket (or in `pending`, the few bytes read past the paused message) and
- * are answered in order. Reads land in one buffer shared by the worker's connections, so an idle
- * keep-alive connection costs only its struct and libuv handles.
+ * are answered in order. Reads land in one buffer shared by the worker's connections, and
+ * everything a request needs (header bytes and table, body, answer, write request) lives in a
+ * `struct conn_request` taken from a small per-server pool at the request's first byte and given
+ * back once its answer is written, so an idle keep-alive connection costs only its struct and
+ * libuv handles (well under 1 KiB).
  */
 #include <errno.h>
 #include <llhttp.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -17,7 +21,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "core/arena.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -28,7 +31,12 @@
 #include "ops/metrics.h"
 
 #define READ_BUF_SIZE (64 * 1024)
-#define ARENA_CAP (1024 * 1024)
+/* Request states kept for reuse per server: enough for a burst without malloc, bounded memory. */
+#define RQ_POOL_MAX 64
+/* A pooled request state keeps buffers up to this capacity; bigger ones go back to malloc. */
+#define RQ_KEEP_BYTES (16 * 1024)
+/* After the last request in flight is answered, give free heap pages back after this long. */
+#define TRIM_DELAY_MS 1000
 
 /* Where a connection is in its life; every change goes through set_state(). */
 enum conn_state {
@@ -50,17 +58,41 @@ struct hg_http_server {
     uint32_t nconns;
     bool stopping;
     bool listener_closed;
+    bool trim_closed;
     void (*stop_done)(void *arg);
     void *stop_arg;
     char read_buf[READ_BUF_SIZE];   /* shared by all connections of this loop */
     bool read_buf_busy;
+    struct conn_request *rq_pool;   /* free request states, singly linked through `next` */
+    uint32_t rq_pooled;
+    uint32_t rq_busy;               /* request states held by connections */
+    uint64_t rq_taken;              /* request states ever taken: tells whether a second was quiet */
+    uint64_t trim_mark;             /* rq_taken when the trim timer was armed */
+    uv_timer_t trim_timer;          /* malloc_trim once the server goes quiet */
+};
+
+/*
+ * Everything one request needs, from its first byte until its answer is written. Owned by one
+ * connection at a time; pooled per server between requests.
+ */
+struct conn_request {
+    struct conn_request *next;       /* pool link */
+    struct hg_buf head;              /* URL and header bytes (capped), then "path\0query\0" */
+    size_t url_len;
+    uint32_t name_off[HG_HTTP_MAX_HEADERS], name_len[HG_HTTP_MAX_HEADERS];
+    uint32_t value_off[HG_HTTP_MAX_HEADERS], value_len[HG_HTTP_MAX_HEADERS];
+    size_t n_headers;
+    bool in_value;
+    struct hg_buf body;
+    struct hg_buf out;               /* the answer being written */
+    uv_write_t write_req;
+    uv_write_t continue_req;
+    struct hg_http_request req;
 };
 
 struct hg_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
-    uv_write_t write_req;
-    uv_write_t continue_req;
     struct hg_http_server *srv;
     struct hg_conn *prev, *next;
     llhttp_t parser;
@@ -71,23 +103,13 @@ struct hg_conn {
     char *pending;                   /* bytes read past a paused message */
     size_t pending_len;
 
-    struct hg_buf head;              /* URL and header bytes of the current request (capped) */
-    size_t url_len;
-    size_t name_off[HG_HTTP_MAX_HEADERS], name_len[HG_HTTP_MAX_HEADERS];
-    size_t value_off[HG_HTTP_MAX_HEADERS], value_len[HG_HTTP_MAX_HEADERS];
-    size_t n_headers;
-    bool in_value;
-    bool header_overflow;
-    struct hg_buf body;
-    struct hg_arena arena;
-    struct hg_http_request req;
+    struct conn_request *rq;         /* the request in progress; NULL while idle */
     int fail_status;                 /* set by a parser callback before it stops the parser */
     bool keep_alive;
     bool close_after;
     bool abandoned_notified;
     bool served_one;
     bool continue_pending;           /* a "100 Continue" write is in flight */
-    struct hg_buf out;
     void *app_data;                  /* the application's object for the request in flight */
 };
 
@@ -104,6 +126,117 @@ static void set_state(struct hg_conn *c, enum conn_state s)
 
 static void timer_arm(struct hg_conn *c, uint64_t ms);
 static void start_reading(struct hg_conn *c);
+
+/* ---- request states: taken at a request's first byte, given back once it is answered ---- */
+
+static void rq_destroy(struct conn_request *rq)
+{
+    hg_buf_free(&rq->head);
+    hg_buf_free(&rq->body);
+    hg_buf_free(&rq->out);
+    free(rq);
+}
+
+/* The connection's request state, taken from the pool (or allocated) when it has none. */
+static struct conn_request *rq_get(struct hg_conn *c)
+{
+    if (c->rq)
+        return c->rq;
+    struct hg_http_server *s = c->srv;
+    struct conn_request *rq = s->rq_pool;
+    if (rq) {
+        s->rq_pool = rq->next;
+        s->rq_pooled--;
+    } else {
+        rq = hg_xcalloc(1, sizeof(*rq));
+    }
+    s->rq_busy++;
+    s->rq_taken++;
+    rq->next = NULL;
+    /* Caps come from this connection's limits snapshot; capacities carry over from the pool. */
+    hg_buf_reset(&rq->head);
+    rq->head.max = c->limits.max_header_bytes;
+    hg_buf_reset(&rq->body);
+    rq->body.max = c->limits.max_body_bytes;
+    hg_buf_reset(&rq->out);
+    rq->out.max = 1 << 20;
+    rq->url_len = 0;
+    rq->n_headers = 0;
+    rq->in_value = false;
+    rq->req.method = 0;
+    rq->req.path = "";
+    rq->req.path_len = 0;
+    rq->req.query = "";
+    rq->req.query_len = 0;
+    rq->req.n_headers = 0;
+    rq->req.body = "";
+    rq->req.body_len = 0;
+    rq->req.request_id[0] = '\0';
+    rq->req.start_ns = 0;
+    rq->write_req.data = c;
+    rq->continue_req.data = c;
+    c->rq = rq;
+    return rq;
+}
+
+static void on_trim_timer(uv_timer_t *t);
+
+static void trim_arm(struct hg_http_server *s)
+{
+    s->trim_mark = s->rq_taken;
+    uv_timer_start(&s->trim_timer, on_trim_timer, TRIM_DELAY_MS, 0);
+}
+
+static void on_trim_timer(uv_timer_t *t)
+{
+    struct hg_http_server *s = t->data;
+    if (s->rq_busy > 0)
+        return; /* the release of the last one re-arms */
+    if (s->rq_taken != s->trim_mark) {
+        trim_arm(s); /* requests came and went meanwhile: not quiet yet */
+        return;
+    }
+    /*
+     * A burst of requests leaves freed memory (request states, parsed envelopes, drain work)
+     * scattered between long-lived objects such as idle connections; glibc keeps those pages
+     * resident, so without this an idle server's RSS stays at its busiest point. Only after a
+     * whole TRIM_DELAY_MS without a request, so it never runs under steady traffic.
+     */
+    malloc_trim(0);
+}
+
+/* A request state was given back: when it was the last one, schedule a heap trim. */
+static void rq_released(struct hg_http_server *s)
+{
+    s->rq_busy--;
+    if (s->rq_busy == 0 && !s->stopping && !uv_is_active((uv_handle_t *)&s->trim_timer))
+        trim_arm(s);
+}
+
+/* Give the connection's request state back: to the pool, or to malloc when the pool is full. */
+static void rq_put(struct hg_conn *c)
+{
+    struct conn_request *rq = c->rq;
+    if (rq == NULL)
+        return;
+    c->rq = NULL;
+    struct hg_http_server *s = c->srv;
+    rq_released(s);
+    if (s->rq_pooled >= RQ_POOL_MAX) {
+        rq_destroy(rq);
+        return;
+    }
+    /* A big body or answer once must not pin its memory in the pool for ever. */
+    if (rq->head.alloc > RQ_KEEP_BYTES)
+        hg_buf_free(&rq->head);
+    if (rq->body.alloc > RQ_KEEP_BYTES)
+        hg_buf_free(&rq->body);
+    if (rq->out.alloc > RQ_KEEP_BYTES)
+        hg_buf_free(&rq->out);
+    rq->next = s->rq_pool;
+    s->rq_pool = rq;
+    s->rq_pooled++;
+}
 
 const char *hg_http_reason(int status)
 {
@@ -162,16 +295,10 @@ static bool request_id_sane(const char *v, size_t n)
 static int on_message_begin(llhttp_t *p)
 {
     struct hg_conn *c = p->data;
-    hg_buf_reset(&c->head);
-    hg_buf_reset(&c->body);
-    hg_arena_reset(&c->arena);
-    c->url_len = 0;
-    c->n_headers = 0;
-    c->in_value = false;
-    c->header_overflow = false;
+    rq_put(c); /* normally none is held here; a fresh state either way */
+    struct conn_request *rq = rq_get(c);
     c->fail_status = 0;
-    memset(&c->req, 0, sizeof(c->req));
-    c->req.start_ns = hg_time_mono_ns();
+    rq->req.start_ns = hg_time_mono_ns();
     set_state(c, CONN_HEADERS);
     timer_arm(c, c->limits.header_timeout_ms);
     return 0;
@@ -179,7 +306,7 @@ static int on_message_begin(llhttp_t *p)
 
 static int head_append(struct hg_conn *c, const char *at, size_t len)
 {
-    if (hg_buf_append(&c->head, at, len) != 0) {
+    if (hg_buf_append(&c->rq->head, at, len) != 0) {
         c->fail_status = 431;
         return HPE_USER;
     }
@@ -189,46 +316,51 @@ static int head_append(struct hg_conn *c, const char *at, size_t len)
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct hg_conn *c = p->data;
-    c->url_len += len;
+    c->rq->url_len += len;
     return head_append(c, at, len);
 }
 
+/*
+ * Offsets and lengths in the head buffer fit 32 bits: the buffer is capped by max_header_bytes,
+ * which the config bounds far below 4 GiB.
+ */
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct hg_conn *c = p->data;
-    if (c->in_value || c->n_headers == 0) {
-        if (c->n_headers == HG_HTTP_MAX_HEADERS) {
+    struct conn_request *rq = c->rq;
+    if (rq->in_value || rq->n_headers == 0) {
+        if (rq->n_headers == HG_HTTP_MAX_HEADERS) {
             c->fail_status = 431;
             return HPE_USER;
         }
-        if (c->n_headers > 0 || c->in_value)
-            c->in_value = false;
-        c->name_off[c->n_headers] = c->head.len;
-        c->name_len[c->n_headers] = 0;
-        c->value_off[c->n_headers] = c->head.len;
-        c->value_len[c->n_headers] = 0;
-        c->n_headers++;
+        rq->in_value = false;
+        rq->name_off[rq->n_headers] = (uint32_t)rq->head.len;
+        rq->name_len[rq->n_headers] = 0;
+        rq->value_off[rq->n_headers] = (uint32_t)rq->head.len;
+        rq->value_len[rq->n_headers] = 0;
+        rq->n_headers++;
     }
-    c->name_len[c->n_headers - 1] += len;
+    rq->name_len[rq->n_headers - 1] += (uint32_t)len;
     return head_append(c, at, len);
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct hg_conn *c = p->data;
-    if (c->n_headers == 0)
+    struct conn_request *rq = c->rq;
+    if (rq->n_headers == 0)
         return HPE_USER;
-    if (!c->in_value) {
-        c->in_value = true;
-        c->value_off[c->n_headers - 1] = c->head.len;
+    if (!rq->in_value) {
+        rq->in_value = true;
+        rq->value_off[rq->n_headers - 1] = (uint32_t)rq->head.len;
     }
-    c->value_len[c->n_headers - 1] += len;
+    rq->value_len[rq->n_headers - 1] += (uint32_t)len;
     return head_append(c, at, len);
 }
 
 static void on_continue_written(uv_write_t *w, int status)
 {
-    struct hg_conn *c = HG_CONTAINER_OF(w, struct hg_conn, continue_req);
+    struct hg_conn *c = w->data;
     (void)status; /* a failed write shows up on the next read or write */
     c->continue_pending = false;
 }
@@ -236,32 +368,48 @@ static void on_continue_written(uv_write_t *w, int status)
 static int on_headers_complete(llhttp_t *p)
 {
     struct hg_conn *c = p->data;
-    struct hg_http_request *r = &c->req;
-    const char *base = c->head.data ? c->head.data : "";
+    struct conn_request *rq = c->rq;
+    struct hg_http_request *r = &rq->req;
 
     r->method = p->method;
-    const char *q = memchr(base, '?', c->url_len);
-    size_t plen = q ? (size_t)(q - base) : c->url_len;
-    r->path = hg_arena_strndup(&c->arena, base, plen);
-    r->path_len = plen;
-    if (q) {
-        r->query_len = c->url_len - plen - 1;
-        r->query = hg_arena_strndup(&c->arena, q + 1, r->query_len);
-    } else {
-        r->query = "";
-        r->query_len = 0;
-    }
-    if (r->path == NULL || r->query == NULL) {
+    /*
+     * Path and query need their own NUL-terminated copies: the URL bytes are followed by the
+     * header bytes. They go at the end of the head buffer (one allocation for the whole request
+     * line and headers), past the header cap by at most the URL's own size.
+     */
+    size_t url_len = rq->url_len;
+    size_t url_off = rq->head.len;
+    rq->head.max += url_len + 2;
+    char *dst = hg_buf_reserve(&rq->head, url_len + 2);
+    if (dst == NULL) {
         c->fail_status = 431;
         return HPE_USER;
     }
-    for (size_t i = 0; i < c->n_headers; i++) {
-        r->headers[i].name = base + c->name_off[i];
-        r->headers[i].name_len = c->name_len[i];
-        r->headers[i].value = base + c->value_off[i];
-        r->headers[i].value_len = c->value_len[i];
+    const char *base = rq->head.data; /* stable from here: nothing appends to head any more */
+    const char *q = memchr(base, '?', url_len);
+    size_t plen = q ? (size_t)(q - base) : url_len;
+    memcpy(dst, base, plen);
+    dst[plen] = '\0';
+    r->path = dst;
+    r->path_len = plen;
+    if (q) {
+        r->query_len = url_len - plen - 1;
+        memcpy(dst + plen + 1, q + 1, r->query_len);
+        dst[plen + 1 + r->query_len] = '\0';
+        r->query = dst + plen + 1;
+    } else {
+        dst[plen + 1] = '\0';
+        r->query = "";
+        r->query_len = 0;
     }
-    r->n_headers = c->n_headers;
+    rq->head.len = url_off + url_len + 2;
+    for (size_t i = 0; i < rq->n_headers; i++) {
+        r->headers[i].name = base + rq->name_off[i];
+        r->headers[i].name_len = rq->name_len[i];
+        r->headers[i].value = base + rq->value_off[i];
+        r->headers[i].value_len = rq->value_len[i];
+    }
+    r->n_headers = rq->n_headers;
 
     size_t idlen;
     const char *id = hg_http_header_get(r, "X-Request-Id", &idlen);
@@ -287,7 +435,7 @@ static int on_headers_complete(llhttp_t *p)
     const char *expect = hg_http_header_get(r, "Expect", &elen);
     if (expect && hg_span_ieq(expect, elen, "100-continue") && !c->continue_pending) {
         uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
-        if (uv_write(&c->continue_req, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) == 0)
+        if (uv_write(&rq->continue_req, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) == 0)
             c->continue_pending = true;
     }
     set_state(c, CONN_BODY);
@@ -298,7 +446,7 @@ static int on_headers_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct hg_conn *c = p->data;
-    if (hg_buf_append(&c->body, at, len) != 0) {
+    if (hg_buf_append(&c->rq->body, at, len) != 0) {
         c->fail_status = 413;
         return HPE_USER;
     }
@@ -309,8 +457,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 static int on_message_complete(llhttp_t *p)
 {
     struct hg_conn *c = p->data;
-    c->req.body = hg_buf_cstr(&c->body);
-    c->req.body_len = c->body.len;
+    c->rq->req.body = hg_buf_cstr(&c->rq->body);
+    c->rq->req.body_len = c->rq->body.len;
     c->keep_alive = llhttp_should_keep_alive(p);
     /* Pause: the request is handled before the parser may look at pipelined bytes. */
     return HPE_PAUSED;
@@ -348,14 +496,15 @@ static void timer_arm(struct hg_conn *c, uint64_t ms)
 
 static void on_written(uv_write_t *w, int status)
 {
-    struct hg_conn *c = HG_CONTAINER_OF(w, struct hg_conn, write_req);
+    struct hg_conn *c = w->data;
     if (c->state == CONN_CLOSING)
         return;
     if (status < 0 || c->close_after) {
         conn_close(c);
         return;
     }
-    hg_buf_reset(&c->out);
+    /* Answered: an idle keep-alive connection holds no request memory. */
+    rq_put(c);
     set_state(c, CONN_IDLE);
     c->served_one = true;
     timer_arm(c, c->limits.keepalive_timeout_ms);
@@ -379,39 +528,82 @@ static void on_written(uv_write_t *w, int status)
     start_reading(c);
 }
 
+/* Decimal digits of v, written backwards from `end`; returns the first digit. */
+static char *put_decimal(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
+/* Append a C string (nothing for NULL). The caller checks the buffer's error state once. */
+static void out_str(struct hg_buf *b, const char *str, int *rc)
+{
+    if (*rc == 0 && str)
+        *rc = hg_buf_append(b, str, strlen(str));
+}
+
+/*
+ * The answer is assembled by plain copies, not printf: this runs once per request and the
+ * format parsing cost more than the rest of the answer together (callgrind).
+ */
 static void write_response(struct hg_conn *c, int status, const char *request_id, const char *content_type,
                            const char *extra, const char *body, size_t body_len)
 {
+    struct conn_request *rq = rq_get(c);
     if (c->srv->stopping)
         c->close_after = true;
     if (!c->keep_alive)
         c->close_after = true;
-    hg_buf_reset(&c->out);
+    struct hg_buf *out = &rq->out;
+    hg_buf_reset(out);
     /* The answer is bounded by the body we were given plus a small header block. */
-    c->out.max = body_len + 4096 + (extra ? strlen(extra) : 0);
-    int rc = hg_buf_appendf(&c->out,
-                            "HTTP/1.1 %d %s\r\n"
-                            "Content-Type: %s\r\n"
-                            "Content-Length: %zu\r\n"
-                            "X-Request-Id: %s\r\n"
-                            "%s"
-                            "Connection: %s\r\n\r\n",
-                            status, hg_http_reason(status), content_type ? content_type : "application/json",
-                            body_len, request_id, extra ? extra : "", c->close_after ? "close" : "keep-alive");
+    out->max = body_len + 4096 + (extra ? strlen(extra) : 0);
+    if (status < 100 || status > 999)
+        status = 500;
+    char num[24];
+    char *end = num + sizeof(num);
+    int rc = 0;
+    out_str(out, "HTTP/1.1 ", &rc);
+    if (rc == 0) {
+        char *d = put_decimal(end, (uint64_t)status);
+        rc = hg_buf_append(out, d, (size_t)(end - d));
+    }
+    out_str(out, " ", &rc);
+    out_str(out, hg_http_reason(status), &rc);
+    out_str(out, "\r\nContent-Type: ", &rc);
+    out_str(out, content_type ? content_type : "application/json", &rc);
+    out_str(out, "\r\nContent-Length: ", &rc);
+    if (rc == 0) {
+        char *d = put_decimal(end, body_len);
+        rc = hg_buf_append(out, d, (size_t)(end - d));
+    }
+    out_str(out, "\r\nX-Request-Id: ", &rc);
+    out_str(out, request_id, &rc);
+    out_str(out, "\r\n", &rc);
+    out_str(out, extra, &rc);
+    out_str(out, c->close_after ? "Connection: close\r\n\r\n" : "Connection: keep-alive\r\n\r\n", &rc);
     if (rc == 0 && body_len)
-        rc = hg_buf_append(&c->out, body, body_len);
+        rc = hg_buf_append(out, body, body_len);
     if (rc != 0) {
         conn_close(c);
         return;
     }
-    char code[24];
-    snprintf(code, sizeof(code), "code=\"%d\"", status);
+    /* The metric label, e.g. code="200", without snprintf. */
+    char code[16] = "code=\"";
+    char *d = put_decimal(end, (uint64_t)status);
+    size_t dn = (size_t)(end - d);
+    memcpy(code + 6, d, dn);
+    code[6 + dn] = '"';
+    code[7 + dn] = '\0';
     hg_metric_inc(HG_M_HTTP_REQUESTS, code);
 
     set_state(c, CONN_WRITING);
     uv_timer_stop(&c->timer);
-    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
-    if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0)
+    uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
+    if (uv_write(&rq->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0)
         conn_close(c);
 }
 
@@ -421,7 +613,7 @@ void hg_conn_respond(struct hg_conn *c, int status, const char *content_type, co
     if (c->state != CONN_HANDLING)
         return; /* answered twice: a bug in the caller; never write two answers */
     c->app_data = NULL;
-    write_response(c, status, c->req.request_id, content_type, extra_headers, body, body_len);
+    write_response(c, status, c->rq->req.request_id, content_type, extra_headers, body, body_len);
 }
 
 static void json_error_body(struct hg_buf *b, const char *code, const char *message, const char *rid)
@@ -443,9 +635,11 @@ static void json_error_body(struct hg_buf *b, const char *code, const char *mess
 void hg_conn_respond_error(struct hg_conn *c, int status, const char *code, const char *message,
                            const char *extra_headers)
 {
+    if (c->state != CONN_HANDLING)
+        return;
     struct hg_buf b;
     hg_buf_init(&b, 8192);
-    json_error_body(&b, code, message, c->req.request_id);
+    json_error_body(&b, code, message, c->rq->req.request_id);
     hg_conn_respond(c, status, "application/json", extra_headers, b.data, b.len);
     hg_buf_free(&b);
 }
@@ -456,14 +650,15 @@ void *hg_conn_get_data(const struct hg_conn *c) { return c->app_data; }
 /* An error found by the parser or a timer: answer it and close after. */
 static void conn_fail(struct hg_conn *c, int status, const char *code, const char *message)
 {
-    if (c->req.request_id[0] == '\0')
-        hg_uuid_v4(c->req.request_id);
+    struct conn_request *rq = rq_get(c);
+    if (rq->req.request_id[0] == '\0')
+        hg_uuid_v4(rq->req.request_id);
     c->close_after = true;
     uv_read_stop((uv_stream_t *)&c->tcp);
     struct hg_buf b;
     hg_buf_init(&b, 8192);
-    json_error_body(&b, code, message, c->req.request_id);
-    write_response(c, status, c->req.request_id, "application/json", NULL, b.data, b.len);
+    json_error_body(&b, code, message, rq->req.request_id);
+    write_response(c, status, rq->req.request_id, "application/json", NULL, b.data, b.len);
     hg_buf_free(&b);
 }
 
@@ -474,7 +669,7 @@ static void dispatch(struct hg_conn *c)
     set_state(c, CONN_HANDLING);
     uv_timer_stop(&c->timer);
     uv_read_stop((uv_stream_t *)&c->tcp);
-    c->srv->handler.on_request(c, &c->req, c->srv->handler.ud);
+    c->srv->handler.on_request(c, &c->rq->req, c->srv->handler.ud);
 }
 
 static void conn_feed(struct hg_conn *c, const char *data, size_t len)
@@ -554,7 +749,7 @@ static void start_reading(struct hg_conn *c)
 
 static void maybe_stop_done(struct hg_http_server *s)
 {
-    if (s->stopping && s->listener_closed && s->nconns == 0 && s->stop_done) {
+    if (s->stopping && s->listener_closed && s->trim_closed && s->nconns == 0 && s->stop_done) {
         void (*done)(void *) = s->stop_done;
         s->stop_done = NULL;
         done(s->stop_arg);
@@ -575,10 +770,10 @@ static void on_conn_handle_closed(uv_handle_t *h)
         c->next->prev = c->prev;
     s->nconns--;
     hg_metric_set(HG_M_CONNECTIONS, NULL, (double)s->nconns);
-    hg_buf_free(&c->head);
-    hg_buf_free(&c->body);
-    hg_buf_free(&c->out);
-    hg_arena_destroy(&c->arena);
+    if (c->rq) {
+        rq_destroy(c->rq);
+        rq_released(s);
+    }
     free(c->pending);
     free(c);
     maybe_stop_done(s);
@@ -611,10 +806,6 @@ static void on_connection(uv_stream_t *ls, int status)
     c->tcp.data = c;
     c->timer.data = c;
     c->open_handles = 2;
-    hg_buf_init(&c->head, c->limits.max_header_bytes);
-    hg_buf_init(&c->body, c->limits.max_body_bytes);
-    hg_buf_init(&c->out, 1 << 20);
-    hg_arena_init(&c->arena, ARENA_CAP);
     llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
     c->parser.data = c;
     c->next = s->conns;
@@ -668,6 +859,10 @@ int hg_http_server_start(uv_loop_t *loop, int fd, const struct hg_http_limits *l
         free(s);
         return rc;
     }
+    uv_timer_init(loop, &s->trim_timer);
+    s->trim_timer.data = s;
+    /* Housekeeping only: it must not keep the loop alive. */
+    uv_unref((uv_handle_t *)&s->trim_timer);
     *out = s;
     return 0;
 }
@@ -680,6 +875,13 @@ void hg_http_server_set_limits(struct hg_http_server *s, const struct hg_http_li
 uint32_t hg_http_server_connections(const struct hg_http_server *s)
 {
     return s->nconns;
+}
+
+static void on_trim_closed(uv_handle_t *h)
+{
+    struct hg_http_server *s = h->data;
+    s->trim_closed = true;
+    maybe_stop_done(s);
 }
 
 static void on_listener_closed(uv_handle_t *h)
@@ -697,6 +899,7 @@ void hg_http_server_stop(struct hg_http_server *s, void (*done)(void *arg), void
     s->stop_done = done;
     s->stop_arg = arg;
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    uv_close((uv_handle_t *)&s->trim_timer, on_trim_closed);
     for (struct hg_conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         if (c->state == CONN_IDLE)
@@ -716,6 +919,11 @@ void hg_http_server_abort(struct hg_http_server *s)
 
 void hg_http_server_free(struct hg_http_server *s)
 {
+    while (s->rq_pool) {
+        struct conn_request *rq = s->rq_pool;
+        s->rq_pool = rq->next;
+        rq_destroy(rq);
+    }
     free(s);
 }
 

@@ -45,14 +45,15 @@ struct hg_req {
     int events;
     uint32_t rate_limit;           /* requests per minute for this tenant */
     char rl_headers[192];          /* X-RateLimit-* lines for every answer, "" without Redis */
-    char *headers;                 /* spooled request headers ("Name: value\n" lines) */
+    char *headers;                 /* spooled request headers ("Name: value\n" lines), in `inline_data` */
     size_t headers_len;
-    char *body;                    /* copy of the raw body: the connection may go away meanwhile */
+    char *body;                    /* copy of the raw body (the connection may go away meanwhile), in `inline_data` */
     size_t body_len;
     struct hg_tenant *svc_tenant;  /* tenant from the cache / tenant service (a reference) */
     char *sig;                     /* X-Hub-Signature-256 while the tenant is looked up */
     size_t sig_len;
     char *parse_reason;            /* why the body did not parse (400 after a good signature) */
+    char inline_data[];            /* body NUL headers NUL: one allocation with the request */
 };
 
 static const char *const state_names[] = { "verify", "ratelimit", "spool", "broker", "done" };
@@ -63,13 +64,67 @@ static void req_set_state(struct hg_req *q, enum hg_req_state s)
     q->state = s;
 }
 
+/* A bounded string builder for the small fixed texts of every request (no printf on this path). */
+struct text {
+    char *p;
+    size_t cap;
+    size_t len;
+};
+
+/* Append n bytes, truncating at cap - 1; the text stays NUL-terminated. */
+static void text_add(struct text *t, const char *s, size_t n)
+{
+    if (t->len + 1 >= t->cap)
+        return;
+    size_t room = t->cap - 1 - t->len;
+    if (n > room)
+        n = room;
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+    t->p[t->len] = '\0';
+}
+
+static void text_str(struct text *t, const char *s) { text_add(t, s, strlen(s)); }
+
+static void text_int(struct text *t, long long v)
+{
+    char d[24];
+    char *e = d + sizeof(d), *q = e;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--q = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--q = '-';
+    text_add(t, q, (size_t)(e - q));
+}
+
 /* webhook_received_total{...,type="webhook",status} for the webhook as a whole. */
 static void count_webhook(const char *tenant, const char *status)
 {
     char labels[256], esc[128];
-    snprintf(labels, sizeof(labels), "provider=\"whatsapp\",tenant=\"%s\",type=\"webhook\",status=\"%s\"",
-             hg_metrics_label_escape(esc, sizeof(esc), tenant ? tenant : "unknown"), status);
+    struct text t = { labels, sizeof(labels), 0 };
+    labels[0] = '\0';
+    text_str(&t, "provider=\"whatsapp\",tenant=\"");
+    text_str(&t, hg_metrics_label_escape(esc, sizeof(esc), tenant ? tenant : "unknown"));
+    text_str(&t, "\",type=\"webhook\",status=\"");
+    text_str(&t, status);
+    text_str(&t, "\"");
     hg_metric_inc(HG_M_WEBHOOK_RECEIVED, labels);
+}
+
+/* The 200 body: {"status":"accepted","request_id":"...","events":N}. Returns its length. */
+static size_t accepted_body(char *out, size_t cap, const char *request_id, int events)
+{
+    struct text t = { out, cap, 0 };
+    out[0] = '\0';
+    text_str(&t, "{\"status\":\"accepted\",\"request_id\":\"");
+    text_str(&t, request_id);
+    text_str(&t, "\",\"events\":");
+    text_int(&t, events);
+    text_str(&t, "}");
+    return t.len;
 }
 
 /* The secrets and verify token that apply to a tenant: its own, else the [whatsapp] defaults. */
@@ -136,8 +191,6 @@ static void req_free(struct hg_req *q)
         hg_tenant_unref(q->svc_tenant);
     free(q->sig);
     free(q->parse_reason);
-    free(q->headers);
-    free(q->body);
     free(q);
 }
 
@@ -166,9 +219,8 @@ static void on_spooled(void *arg, int status, uint64_t id)
     /* Durable: answer first, then hand the record on. */
     if (q->conn) {
         char body[256];
-        int n = snprintf(body, sizeof(body), "{\"status\":\"accepted\",\"request_id\":\"%s\",\"events\":%d}",
-                         q->request_id, q->events);
-        hg_conn_respond(q->conn, 200, "application/json", q->rl_headers, body, (size_t)n);
+        size_t n = accepted_body(body, sizeof(body), q->request_id, q->events);
+        hg_conn_respond(q->conn, 200, "application/json", q->rl_headers, body, n);
     }
     req_set_state(q, HG_REQ_DONE);
     count_webhook(q->tenant, "accepted");
@@ -203,9 +255,8 @@ static void on_broker_acked(void *arg, int status)
     count_webhook(q->tenant, "accepted");
     if (q->conn) {
         char body[256];
-        int n = snprintf(body, sizeof(body), "{\"status\":\"accepted\",\"request_id\":\"%s\",\"events\":%d}",
-                         q->request_id, q->events);
-        hg_conn_respond(q->conn, 200, "application/json", q->rl_headers, body, (size_t)n);
+        size_t n = accepted_body(body, sizeof(body), q->request_id, q->events);
+        hg_conn_respond(q->conn, 200, "application/json", q->rl_headers, body, n);
     }
     hg_metric_observe(HG_M_PROCESSING_DURATION, NULL, (double)(hg_time_mono_ns() - q->start_mono_ns) / 1e9);
     req_free(q);
@@ -302,15 +353,69 @@ void hg_req_abandon(struct hg_conn *c, void *data)
 }
 
 /* The request headers a later re-verification or replay needs, as "name: value\n" lines. */
-static void spool_headers(struct hg_buf *b, const struct hg_http_request *r)
+static const char *const spooled_header_names[] = { "X-Hub-Signature-256", "Content-Type", "User-Agent" };
+#define SPOOLED_HEADERS_MAX 8192 /* cap on their total size, as before */
+
+/* Bytes spool_headers will write (before the cap). */
+static size_t spool_headers_len(const struct hg_http_request *r)
 {
-    static const char *const keep[] = { "X-Hub-Signature-256", "Content-Type", "User-Agent" };
-    for (size_t i = 0; i < HG_ARRAY_SIZE(keep); i++) {
+    size_t total = 0;
+    for (size_t i = 0; i < HG_ARRAY_SIZE(spooled_header_names); i++) {
         size_t n;
-        const char *v = hg_http_header_get(r, keep[i], &n);
-        if (v)
-            hg_buf_appendf(b, "%s: %.*s\n", keep[i], (int)n, v);
+        if (hg_http_header_get(r, spooled_header_names[i], &n))
+            total += strlen(spooled_header_names[i]) + 2 + n + 1;
     }
+    return total;
+}
+
+/*
+ * Write the kept headers into out (room for cap bytes plus a NUL); a line that would pass the cap
+ * is left out, as the capped buffer did. Returns the length written.
+ */
+static size_t spool_headers(char *out, size_t cap, const struct hg_http_request *r)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < HG_ARRAY_SIZE(spooled_header_names); i++) {
+        size_t n;
+        const char *v = hg_http_header_get(r, spooled_header_names[i], &n);
+        if (v == NULL)
+            continue;
+        size_t nl = strlen(spooled_header_names[i]);
+        if (nl + 2 + n + 1 > cap - len)
+            continue;
+        memcpy(out + len, spooled_header_names[i], nl);
+        memcpy(out + len + nl, ": ", 2);
+        memcpy(out + len + nl + 2, v, n);
+        out[len + nl + 2 + n] = '\n';
+        len += nl + 2 + n + 1;
+    }
+    out[len] = '\0';
+    return len;
+}
+
+/*
+ * A request with its own copies of the body and the spooled headers in one allocation (the
+ * connection's buffers are reused once it is answered; the drain needs both after that).
+ */
+static struct hg_req *req_new(struct hg_worker *w, struct hg_conn *c, const struct hg_http_request *r)
+{
+    size_t hcap = HG_MIN(spool_headers_len(r), (size_t)SPOOLED_HEADERS_MAX);
+    struct hg_req *q = hg_xcalloc(1, sizeof(*q) + r->body_len + 1 + hcap + 1);
+    q->state = HG_REQ_VERIFY;
+    q->worker = w;
+    q->conn = c;
+    q->conf = hg_conf_ref(w->conf);
+    memcpy(q->request_id, r->request_id, sizeof(q->request_id));
+    q->received_at_ns = hg_time_now_ns();
+    q->start_mono_ns = r->start_ns;
+    q->body = q->inline_data;
+    if (r->body_len)
+        memcpy(q->body, r->body, r->body_len);
+    q->body[r->body_len] = '\0';
+    q->body_len = r->body_len;
+    q->headers = q->inline_data + r->body_len + 1;
+    q->headers_len = spool_headers(q->headers, hcap, r);
+    return q;
 }
 
 /* Continue a request whose tenant came from the cache / tenant service. */
@@ -372,18 +477,9 @@ static void req_lookup_tenant(struct hg_worker *w, struct hg_conn *c, struct hg_
                               json_t *root, const char *sig, size_t sig_len, const char *reason)
 {
     struct hg_conf *conf = w->conf;
-    struct hg_req *q = hg_xcalloc(1, sizeof(*q));
-    q->state = HG_REQ_VERIFY;
-    q->worker = w;
-    q->conn = c;
-    q->conf = hg_conf_ref(conf);
+    struct hg_req *q = req_new(w, c, r);
     q->root = root;
     q->tenant = conf->default_tenant;
-    memcpy(q->request_id, r->request_id, sizeof(q->request_id));
-    q->received_at_ns = hg_time_now_ns();
-    q->start_mono_ns = r->start_ns;
-    q->body = hg_xstrndup(r->body, r->body_len);
-    q->body_len = r->body_len;
     q->sig = hg_xstrndup(sig, sig_len);
     q->sig_len = sig_len;
     if (root == NULL && path_tenant) {
@@ -394,12 +490,6 @@ static void req_lookup_tenant(struct hg_worker *w, struct hg_conn *c, struct hg_
     } else if (root == NULL) {
         q->parse_reason = hg_xstrdup(reason);
     }
-    struct hg_buf headers;
-    hg_buf_init(&headers, 8192);
-    spool_headers(&headers, r);
-    q->headers = hg_xstrndup(hg_buf_cstr(&headers), headers.len);
-    q->headers_len = headers.len;
-    hg_buf_free(&headers);
     hg_conn_set_data(c, q);
 
     struct id_list ids = { .n = 0 };
@@ -466,27 +556,11 @@ void hg_req_whatsapp_ingest(struct hg_worker *w, struct hg_conn *c, struct hg_ht
         return;
     }
 
-    struct hg_req *q = hg_xcalloc(1, sizeof(*q));
-    q->state = HG_REQ_VERIFY;
-    q->worker = w;
-    q->conn = c;
-    q->conf = hg_conf_ref(conf);
+    struct hg_req *q = req_new(w, c, r);
     q->root = root;
     q->tenant = tenant_id;
-    memcpy(q->request_id, r->request_id, sizeof(q->request_id));
-    q->received_at_ns = hg_time_now_ns();
-    q->start_mono_ns = r->start_ns;
     q->events = count_events(root);
-    q->body = hg_xstrndup(r->body, r->body_len);
-    q->body_len = r->body_len;
-
     q->rate_limit = t && t->rate_limit ? t->rate_limit : conf->ratelimit_default;
-    struct hg_buf headers;
-    hg_buf_init(&headers, 8192);
-    spool_headers(&headers, r);
-    q->headers = hg_xstrndup(hg_buf_cstr(&headers), headers.len);
-    q->headers_len = headers.len;
-    hg_buf_free(&headers);
     hg_conn_set_data(c, q);
 
     if (w->redis) {

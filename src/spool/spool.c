@@ -146,6 +146,7 @@ struct hg_spool {
     struct segment *cur;   /* the segment new batches go to; NULL until the first batch */
 
     struct batch pending;  /* appends and releases that arrived since the last commit started */
+    struct batch spare;    /* a finished batch's empty buffers, reused by the next pending one */
     struct commit *inflight;
     uv_timer_t timer;
     bool timer_armed;
@@ -275,6 +276,40 @@ static void batch_free(struct batch *b)
     free(b->data);
     free(b->waiters);
     memset(b, 0, sizeof(*b));
+}
+
+/* A finished batch's buffers become the spare (when none is kept and they are not huge). */
+#define SPARE_MAX (1u << 20)
+static void batch_recycle(struct batch *spare, struct batch *done)
+{
+    if (spare->data == NULL && done->cap <= SPARE_MAX) {
+        spare->data = done->data;
+        spare->cap = done->cap;
+        done->data = NULL;
+    }
+    if (spare->waiters == NULL && done->waiters_cap <= SPARE_MAX / sizeof(*done->waiters)) {
+        spare->waiters = done->waiters;
+        spare->waiters_cap = done->waiters_cap;
+        done->waiters = NULL;
+    }
+    batch_free(done);
+}
+
+/* Give an empty pending batch the spare buffers: a commit per request otherwise costs two mallocs. */
+static void pending_adopt_spare(struct hg_spool *s)
+{
+    if (s->pending.data == NULL && s->spare.data != NULL) {
+        s->pending.data = s->spare.data;
+        s->pending.cap = s->spare.cap;
+        s->spare.data = NULL;
+        s->spare.cap = 0;
+    }
+    if (s->pending.waiters == NULL && s->spare.waiters != NULL) {
+        s->pending.waiters = s->spare.waiters;
+        s->pending.waiters_cap = s->spare.waiters_cap;
+        s->spare.waiters = NULL;
+        s->spare.waiters_cap = 0;
+    }
 }
 
 static void batch_add_release(struct batch *b, uint64_t uid, uint32_t idx)
@@ -553,13 +588,19 @@ static void commit_done(uv_work_t *work, int uvstatus)
             s->live_bytes += w->len;
         }
     }
-    for (size_t i = 0; i < c->batch.nwaiters; i++) {
-        struct waiter *w = &c->batch.waiters[i];
-        w->cb(w->arg, status, status == 0 ? ((uint64_t)slot << 32 | w->idx) : 0);
-    }
-    batch_free(&c->batch);
+    /*
+     * Start the next batch (what arrived during this fsync) before answering this one: its write
+     * and fdatasync then run in the threadpool while the loop thread does the callbacks' CPU work
+     * (answers, drain). Appends and releases the callbacks make queue for the batch after it.
+     */
+    struct batch done = c->batch;
     free(c);
     schedule_commit(s, true);
+    for (size_t i = 0; i < done.nwaiters; i++) {
+        struct waiter *w = &done.waiters[i];
+        w->cb(w->arg, status, status == 0 ? ((uint64_t)slot << 32 | w->idx) : 0);
+    }
+    batch_recycle(&s->spare, &done);
     maybe_finish(s);
 }
 
@@ -670,6 +711,7 @@ int hg_spool_append(struct hg_spool *s, const struct hg_spool_record *rec, hg_sp
     if (total > RECORD_MAX)
         return HG_ERR_TOO_BIG;
 
+    pending_adopt_spare(s);
     char *p = batch_reserve(&s->pending, (size_t)total);
     frame_header(p, REC_DATA, (uint32_t)total, rec->received_at_ns, hg_time_now_ns());
     size_t pos = HDR_LEN;
@@ -710,6 +752,7 @@ int hg_spool_release(struct hg_spool *s, uint64_t id)
     s->live_records--;
     s->live_bytes -= len;
     /* Advisory and unsynced: it rides with the next batch (or goes alone without fdatasync). */
+    pending_adopt_spare(s);
     batch_add_release(&s->pending, seg->uid, idx);
     maybe_delete(s, seg);
     schedule_commit(s, false);
@@ -1159,6 +1202,7 @@ static void spool_free(struct hg_spool *s)
         segment_free(s->segs[i]);
     free(s->segs);
     batch_free(&s->pending);
+    batch_free(&s->spare);
     free(s->recov);
     free(s->dir);
     free(s->own_dir);

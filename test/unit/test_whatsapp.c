@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -104,6 +105,55 @@ static void test_signature_no_secrets(void **state)
     char *empty[] = {""};
     assert_int_equal(verify("sha256=" VEC_HEX, "test", 4, NULL, 0), HG_ERR_SIGNATURE);
     assert_int_equal(verify("sha256=" VEC_HEX, "test", 4, empty, 1), HG_ERR_SIGNATURE);
+}
+
+/* RFC 4231 test case 6: a 131-byte key (longer than the SHA-256 block, so hashed first). */
+static void test_signature_long_key(void **state)
+{
+    char key[132];
+    memset(key, 0xaa, 131);
+    key[131] = '\0';
+    char *secrets[] = {key};
+    const char *msg = "Test Using Larger Than Block-Size Key - Hash Key First";
+    assert_int_equal(verify("sha256=60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54", msg,
+                            strlen(msg), secrets, 1),
+                     0);
+}
+
+/*
+ * The per-thread key state cache: more secrets than it holds, cycled so every lookup misses and
+ * evicts; and one buffer whose contents change (a reloaded config at the same address) must not
+ * hit the old secret's state.
+ */
+static void test_signature_key_cache(void **state)
+{
+    char names[20][16];
+    char *wrong[20];
+    for (int i = 0; i < 20; i++) {
+        snprintf(names[i], sizeof(names[i]), "rot-secret-%d", i);
+        wrong[i] = names[i];
+    }
+    char good[] = "app-secret-2026";
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 20; i++) {
+            char *pair[] = {wrong[i], good};
+            assert_int_equal(verify(ENVELOPE_SIG, ENVELOPE, strlen(ENVELOPE), pair, 2), 0);
+            assert_int_equal(verify(ENVELOPE_SIG, ENVELOPE, strlen(ENVELOPE), &wrong[i], 1), HG_ERR_SIGNATURE);
+        }
+    }
+    char buf[] = "app-secret-2026";
+    char *one[] = {buf};
+    assert_int_equal(verify(ENVELOPE_SIG, ENVELOPE, strlen(ENVELOPE), one, 1), 0);
+    buf[14] = '5'; /* same address, same length, other secret */
+    assert_int_equal(verify(ENVELOPE_SIG, ENVELOPE, strlen(ENVELOPE), one, 1), HG_ERR_SIGNATURE);
+    buf[14] = '6';
+    assert_int_equal(verify(ENVELOPE_SIG, ENVELOPE, strlen(ENVELOPE), one, 1), 0);
+    /* Prefix of a cached secret: a different key. */
+    char *prefix[] = {"app-secret-202"};
+    assert_int_equal(verify(ENVELOPE_SIG, ENVELOPE, strlen(ENVELOPE), prefix, 1), HG_ERR_SIGNATURE);
+    /* The published vector still holds after all that churn. */
+    char *vec[] = {"secret"};
+    assert_int_equal(verify("sha256=" VEC_HEX, "test", 4, vec, 1), 0);
 }
 
 static int handshake(const char *query, const char *token, char *out, size_t cap)
@@ -285,6 +335,8 @@ int main(void)
         cmocka_unit_test(test_signature_malformed),
         cmocka_unit_test(test_signature_body_changed),
         cmocka_unit_test(test_signature_no_secrets),
+        cmocka_unit_test(test_signature_long_key),
+        cmocka_unit_test(test_signature_key_cache),
         cmocka_unit_test(test_handshake_ok),
         cmocka_unit_test(test_handshake_wrong_token),
         cmocka_unit_test(test_handshake_wrong_mode),
