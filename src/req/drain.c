@@ -78,7 +78,7 @@ struct item_event {
     bool enrich_retry;             /* media undecided this round: go round again later */
     unsigned media_rounds;         /* undecided media fetches so far */
     bool token_from_cache;         /* the Graph token of the fetch in flight came from Redis */
-    bool stubbed;                  /* json is a dead-letter stub: the sink refused the event itself */
+    bool summarized;               /* json is a dead-letter summary: the sink refused the event */
     char dedup_key[HG_REDIS_KEY_MAX + 1];
     const char *dead_reason;       /* set: goes to the dead-letter path with this reason */
     unsigned rejections;           /* times the sink refused it for good (nack, return) */
@@ -293,8 +293,8 @@ static void event_fail(struct item_event *e)
 /*
  * The sink refuses this event for good (too big for it, or malformed for it): it must not go round
  * forever and hold its record in the spool. First the dead-letter path with the whole event; when
- * that refuses it too (or there is none), a small stub that names it, so consumers learn of it (the
- * raw body stays in the spool until then, and in the S3 archive after). False: nothing left to try.
+ * that refuses it too (or there is none), a small summary that names it, so consumers learn of it
+ * (the raw body stays in the spool until then, and in the S3 archive after). False: nothing left.
  */
 static bool event_escalate(struct item_event *e, int rc)
 {
@@ -307,31 +307,31 @@ static bool event_escalate(struct item_event *e, int rc)
                  "error", hg_strerror(rc), NULL);
         return true;
     }
-    if (e->stubbed) {
-        hg_error(it->request_id, "event dropped: the sink refuses even its dead-letter stub", "event_id",
+    if (e->summarized) {
+        hg_error(it->request_id, "event dropped: the sink refuses even its dead-letter summary", "event_id",
                  e->event_id, "error", hg_strerror(rc), NULL);
         return false;
     }
-    json_t *stub = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "schema_version", "1", "event_id",
-                             e->event_id, "kind", "dead_letter", "type", "unpublishable", "reason", reason,
-                             "event_type", e->type, "provider", it->provider, "tenant", it->tenant,
-                             "correlation_id", it->request_id, "size", (json_int_t)e->json_len);
-    if (stub == NULL)
+    json_t *summary = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "schema_version", "1",
+                                "event_id", e->event_id, "kind", "dead_letter", "type", "unpublishable",
+                                "reason", reason, "event_type", e->type, "provider", it->provider, "tenant",
+                                it->tenant, "correlation_id", it->request_id, "size", (json_int_t)e->json_len);
+    if (summary == NULL)
         hg_oom(__FILE__, __LINE__);
     free(e->json);
-    e->json = json_dumps(stub, JSON_COMPACT);
-    json_decref(stub);
+    e->json = json_dumps(summary, JSON_COMPACT);
+    json_decref(summary);
     if (e->json == NULL)
         hg_oom(__FILE__, __LINE__);
     e->json_len = strlen(e->json);
-    e->stubbed = true;
+    e->summarized = true;
     if (e->dead_reason == NULL) {
-        /* No dead-letter path (ndjson): the stub goes out as a dead_letter event of its own. */
+        /* No dead-letter path (ndjson): the summary goes out as a dead_letter event of its own. */
         e->dead_reason = reason;
         free(e->routing_key);
         e->routing_key = hg_xstrdup("dead_letter.unpublishable");
     }
-    hg_error(it->request_id, "event too big or malformed even for the dead-letter path; sending a stub",
+    hg_error(it->request_id, "event too big or malformed even for the dead-letter path; sending a summary",
              "event_id", e->event_id, NULL);
     return true;
 }
@@ -799,8 +799,8 @@ static void archive_start(struct item *it)
     };
     size_t nmeta = sig[0] ? HG_ARRAY_SIZE(meta) : HG_ARRAY_SIZE(meta) - 1;
     it->archive_start_ns = hg_time_mono_ns();
-    if (!d->closing && hg_s3_put_object(d->b.s3, d->bucket, key, "application/json", meta, nmeta, it->body, it->body_len,
-                         on_archived, it) == 0) {
+    if (!d->closing && hg_s3_put_object(d->b.s3, d->bucket, key, "application/json", meta, nmeta, it->body,
+                                        it->body_len, on_archived, it) == 0) {
         it->archive = AR_IN_FLIGHT;
         it->outstanding++;
     } else {

@@ -223,9 +223,9 @@ def test_queue_arguments_quorum_and_priority(make_hg, rabbit, vhost):
         rabbit.delete_vhost(vh2)
 
 
-def test_event_too_big_for_the_broker_dead_lettered_as_stub(make_hg, rabbit, vhost):
+def test_event_too_big_for_the_broker_dead_lettered_as_summary(make_hg, rabbit, vhost):
     """An event bigger than the AMQP sink takes (1 MiB; the body limit is 3 MiB) is refused for
-    good, not retried forever: the dead-letter queue gets a stub naming it, and the spool drains."""
+    good, not retried forever: the dead-letter queue gets a summary naming it, and the spool drains."""
     h = make_hg(overrides=backend_overrides(rabbit.url(vhost)))
     wait_ready(h)
     big = hgm.new_wamid()
@@ -234,10 +234,10 @@ def test_event_too_big_for_the_broker_dead_lettered_as_stub(make_hg, rabbit, vho
     small = hgm.new_wamid()
     assert post(h, hgm.text_envelope(small, text="fits")).status_code == 200
     col = Collector(rabbit, vhost)
-    col.wait_for([big, small], timeout=30, what="the stub and the small event")
-    stub = [m for m in col.messages if m.message_id == big]
-    assert len(stub) == 1 and stub[0].queue == QUEUE_MESSAGES + ".dlq", stub
-    doc = stub[0].json()
+    col.wait_for([big, small], timeout=30, what="the summary and the small event")
+    summary = [m for m in col.messages if m.message_id == big]
+    assert len(summary) == 1 and summary[0].queue == QUEUE_MESSAGES + ".dlq", summary
+    doc = summary[0].json()
     assert doc["kind"] == "dead_letter" and doc["type"] == "unpublishable", doc
     assert doc["reason"] == "too big for the sink" and doc["event_id"] == big, doc
     assert doc["correlation_id"] == rid and doc["size"] > 1024 * 1024, doc

@@ -59,6 +59,18 @@ def check_all_acked_in_queues(rabbit, vhost, load, timeout=45, col=None):
     return col
 
 
+def check_accepted_through(load, readiness, t_down, t_up, what):
+    """Every post was answered 200, also between t_down and t_up; returns the /ready samples
+    (code, body) taken during the outage, for the caller to judge."""
+    assert load.non_200 == [], f"non-200 answers while {what} was down: {load.non_200[:5]}"
+    assert set(load.outcomes) == {"200"}, load.outcomes
+    during = load.acked_ids(since=t_down, until=t_up)
+    assert len(during) >= 5, f"acceptance did not continue during the outage: {len(during)} 200s"
+    outage = [v for v in readiness.between(t_down + 0.5, t_up) if isinstance(v, tuple)]
+    assert outage, "no /ready samples during the outage"
+    return outage
+
+
 def test_rabbitmq_outage_under_load(make_hg, rabbit, vhost, redis_db):
     h = make_hg(overrides=backend_overrides(rabbit.url(vhost), redis_db))
     wait_ready(h)
@@ -79,13 +91,7 @@ def test_rabbitmq_outage_under_load(make_hg, rabbit, vhost, redis_db):
     finally:
         load.finish()
         readiness.finish()
-    assert load.non_200 == [], f"non-200 answers while the broker was down: {load.non_200[:5]}"
-    assert set(load.outcomes) == {"200"}, load.outcomes
-    during = load.acked_ids(since=t_down, until=t_up)
-    assert len(during) >= 5, f"acceptance did not continue during the outage: {len(during)} 200s"
-    outage = [v for v in readiness.between(t_down + 0.5, t_up) if isinstance(v, tuple)]
-    assert outage, "no /ready samples during the outage"
-    for code, body in outage:
+    for code, body in check_accepted_through(load, readiness, t_down, t_up, "the broker"):
         assert code == 503 and body.get("status") == "not_ready", (code, body)
         assert body["checks"].get("rabbitmq") == "down", body
     # Once the broker is back, the records queued during the outage go at once: not after the
@@ -120,13 +126,7 @@ def test_redis_outage_under_load(make_hg, rabbit, vhost, redis_db):
     finally:
         load.finish()
         readiness.finish()
-    assert load.non_200 == [], f"non-200 answers while Redis was down: {load.non_200[:5]}"
-    assert set(load.outcomes) == {"200"}, load.outcomes
-    during = load.acked_ids(since=t_down, until=t_up)
-    assert len(during) >= 5, f"acceptance did not continue during the outage: {len(during)} 200s"
-    outage = [v for v in readiness.between(t_down + 0.5, t_up) if isinstance(v, tuple)]
-    assert outage, "no /ready samples during the outage"
-    for code, body in outage:
+    for code, body in check_accepted_through(load, readiness, t_down, t_up, "Redis"):
         assert code == 200 and body.get("status") == "degraded", (code, body)
         assert body["checks"].get("redis") == "degraded", body
     assert metric(h, "redis_fallback_total") > 0, "the fallback was never counted"
