@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+import urllib.request
 import uuid
 
 import pytest
@@ -456,3 +457,24 @@ def assert_no_sanitizer(h):
 
 def repo_root():
     return pathlib.Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- shared test plumbing
+
+def control_call(base_url, path, body=None):
+    """A fake's JSON control endpoint (test/fakes/*): GET, or POST with `body` as JSON."""
+    req = urllib.request.Request(base_url + path, data=None if body is None else json.dumps(body).encode(),
+                                 method="GET" if body is None else "POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read() or b"{}")
+
+
+def teardown_module_run(h, rabbit, vhost):
+    """End of a module-wide run: a hookgate still running is killed, its vhost removed."""
+    if h.running():
+        h.kill9()
+    try:
+        rabbit.delete_vhost(vhost)
+    except AssertionError:
+        pass

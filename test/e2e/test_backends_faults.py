@@ -59,39 +59,43 @@ def check_all_acked_in_queues(rabbit, vhost, load, timeout=45, col=None):
     return col
 
 
-def check_accepted_through(load, readiness, t_down, t_up, what):
-    """Every post was answered 200, also between t_down and t_up; returns the /ready samples
-    (code, body) taken during the outage, for the caller to judge."""
-    assert load.non_200 == [], f"non-200 answers while {what} was down: {load.non_200[:5]}"
-    assert set(load.outcomes) == {"200"}, load.outcomes
-    during = load.acked_ids(since=t_down, until=t_up)
-    assert len(during) >= 5, f"acceptance did not continue during the outage: {len(during)} 200s"
-    outage = [v for v in readiness.between(t_down + 0.5, t_up) if isinstance(v, tuple)]
-    assert outage, "no /ready samples during the outage"
-    return outage
-
-
-def test_rabbitmq_outage_under_load(make_hg, rabbit, vhost, redis_db):
-    h = make_hg(overrides=backend_overrides(rabbit.url(vhost), redis_db))
-    wait_ready(h)
+def outage_under_load(h, stop, start, down_seen, outage_s, what, settle):
+    """Post unique webhooks and sample /ready all along: once the load runs, stop() a backend,
+    wait until /ready shows it (down_seen(code, body)), keep it down outage_s, start() it, then
+    settle(). Checks every post was answered 200, during the outage too; returns the load and the
+    /ready samples (code, body) taken during the outage, for the caller to judge."""
     load = Load(h)
     readiness = Sampler(lambda: ready(h), interval=0.1)
     load.start()
     readiness.start()
     try:
         time.sleep(1.0)
-        rabbit.stop_app()
+        stop()
         t_down = time.monotonic()
-        hgm.wait_until(lambda: any(v[0] == 503 for v in readiness.between(t_down, time.monotonic())
-                                   if isinstance(v, tuple)), 10, what="/ready 503 while the broker is down")
-        time.sleep(BROKER_OUTAGE_S)
+        hgm.wait_until(lambda: any(down_seen(*v) for v in readiness.between(t_down, time.monotonic())
+                                   if isinstance(v, tuple)), 10, what=f"/ready showing {what} down")
+        time.sleep(outage_s)
         t_up = time.monotonic()
-        rabbit.start_app()
-        time.sleep(1.0)
+        start()
+        settle()
     finally:
         load.finish()
         readiness.finish()
-    for code, body in check_accepted_through(load, readiness, t_down, t_up, "the broker"):
+    assert load.non_200 == [], f"non-200 answers while {what} was down: {load.non_200[:5]}"
+    assert set(load.outcomes) == {"200"}, load.outcomes
+    during = load.acked_ids(since=t_down, until=t_up)
+    assert len(during) >= 5, f"acceptance did not continue during the outage: {len(during)} 200s"
+    outage = [v for v in readiness.between(t_down + 0.5, t_up) if isinstance(v, tuple)]
+    assert outage, "no /ready samples during the outage"
+    return load, outage
+
+
+def test_rabbitmq_outage_under_load(make_hg, rabbit, vhost, redis_db):
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost), redis_db))
+    wait_ready(h)
+    load, outage = outage_under_load(h, rabbit.stop_app, rabbit.start_app, lambda code, body: code == 503,
+                                     BROKER_OUTAGE_S, "the broker", lambda: time.sleep(1.0))
+    for code, body in outage:
         assert code == 503 and body.get("status") == "not_ready", (code, body)
         assert body["checks"].get("rabbitmq") == "down", body
     # Once the broker is back, the records queued during the outage go at once: not after the
@@ -107,26 +111,14 @@ def test_rabbitmq_outage_under_load(make_hg, rabbit, vhost, redis_db):
 def test_redis_outage_under_load(make_hg, rabbit, vhost, redis_db):
     h = make_hg(overrides=backend_overrides(rabbit.url(vhost), redis_db))
     wait_ready(h)
-    load = Load(h)
-    readiness = Sampler(lambda: ready(h), interval=0.1)
-    load.start()
-    readiness.start()
-    try:
-        time.sleep(1.0)
-        redis_db.stop()
-        t_down = time.monotonic()
-        hgm.wait_until(lambda: any(v[1].get("status") == "degraded"
-                                   for v in readiness.between(t_down, time.monotonic()) if isinstance(v, tuple)),
-                       10, what="/ready degraded while Redis is down")
-        time.sleep(OUTAGE_S)
-        t_up = time.monotonic()
-        redis_db.start()
+
+    def settle():
         wait_ready(h, timeout=30)
         time.sleep(0.5)
-    finally:
-        load.finish()
-        readiness.finish()
-    for code, body in check_accepted_through(load, readiness, t_down, t_up, "Redis"):
+
+    load, outage = outage_under_load(h, redis_db.stop, redis_db.start,
+                                     lambda code, body: body.get("status") == "degraded", OUTAGE_S, "Redis", settle)
+    for code, body in outage:
         assert code == 200 and body.get("status") == "degraded", (code, body)
         assert body["checks"].get("redis") == "degraded", body
     assert metric(h, "redis_fallback_total") > 0, "the fallback was never counted"

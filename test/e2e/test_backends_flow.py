@@ -12,8 +12,8 @@ import time
 import pytest
 
 import hookgate as hgm
-from backends import (QUEUE_MESSAGES, QUEUE_STATUSES, Bucket, Collector, Rabbit, RedisDb,
-                      backend_overrides, new_request_id, post, wait_ready, wait_spool_empty)
+from backends import (QUEUE_MESSAGES, QUEUE_STATUSES, Bucket, Collector, Rabbit, RedisDb, backend_overrides,
+                      new_request_id, post, wait_ready, wait_spool_empty, teardown_module_run)
 
 UNKNOWN_WABA = "299999999999999"
 LIMITED_RATE = 2
@@ -171,13 +171,8 @@ def flow(hookgate_bin, tmp_path_factory):
         yield {"h": h, "traffic": tr, "messages": col.messages, "keys": keys, "bucket": bucket,
                "metrics": samples, "rc": rc, "redis": redis_db}
     finally:
-        if h.running():
-            h.kill9()
         redis_db.close()
-        try:
-            rabbit.delete_vhost(vhost)
-        except AssertionError:
-            pass
+        teardown_module_run(h, rabbit, vhost)
 
 
 def test_flow_clean_exit(flow):

@@ -3,13 +3,12 @@
 conversation mapping and records the message; when it is down, events still go out, without the
 mapping, and state_manager_failures_total counts it."""
 
-import json
 import os
-import urllib.request
 
 import pytest
 
 import hookgate as hgm
+from backends import control_call
 
 SM = os.environ.get("HG_TEST_STATE_MANAGER_URL")
 
@@ -19,11 +18,7 @@ MAPPED_WA_ID = "16505551234"   # preloaded in the fake: conversation conv-0001
 
 
 def sm(path, body=None):
-    req = urllib.request.Request(SM + path, data=None if body is None else json.dumps(body).encode(),
-                                 method="GET" if body is None else "POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return json.loads(r.read() or b"{}")
+    return control_call(SM, path, body)
 
 
 @pytest.fixture

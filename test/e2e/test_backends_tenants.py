@@ -1,14 +1,13 @@
 """Tenant resolution beyond the config: the tenant service (a local fake speaking the documented
 contract, test/fakes/tenant_service.py) behind the Redis cache, wired into the request path."""
 
-import json
 import os
 import time
-import urllib.request
 
 import pytest
 
 import hookgate as hgm
+from backends import control_call
 
 SVC = os.environ.get("HG_TEST_TENANT_SERVICE_URL")
 TOKEN = os.environ.get("HG_TEST_TENANT_SERVICE_TOKEN", "")
@@ -17,11 +16,7 @@ pytestmark = pytest.mark.skipif(not SVC, reason="HG_TEST_TENANT_SERVICE_URL not 
 
 
 def svc(path, body=None):
-    req = urllib.request.Request(SVC + path, data=None if body is None else json.dumps(body).encode(),
-                                 method="GET" if body is None else "POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return json.loads(r.read() or b"{}")
+    return control_call(SVC, path, body)
 
 
 @pytest.fixture

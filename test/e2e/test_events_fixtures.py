@@ -25,7 +25,8 @@ import pytest
 
 import hookgate as hgm
 from backends import (ALL_QUEUES, DEAD_QUEUES, QUEUE_MESSAGES, QUEUE_STATUSES, QUEUE_SYSTEM, Collector,
-                      Rabbit, backend_overrides, new_request_id, post, wait_ready, wait_spool_empty)
+                      Rabbit, backend_overrides, new_request_id, post, wait_ready, wait_spool_empty,
+                      teardown_module_run)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "test" / "fixtures" / "whatsapp"
@@ -177,12 +178,7 @@ def published(hookgate_bin, tmp_path_factory):
         rc = h.stop()
         yield {"h": h, "rc": rc, "posts": posts, "messages": col.messages, "drained": drained}
     finally:
-        if h.running():
-            h.kill9()
-        try:
-            rabbit.delete_vhost(vhost)
-        except AssertionError:
-            pass
+        teardown_module_run(h, rabbit, vhost)
 
 
 def test_fixture_ids_are_unique():

@@ -26,8 +26,8 @@ import pytest
 import requests
 
 import hookgate as hgm
-from backends import (QUEUE_MESSAGES, Bucket, Collector, Rabbit, backend_overrides, require_env,
-                      metric, wait_ready, wait_spool_empty)
+from backends import (QUEUE_MESSAGES, Bucket, Collector, Rabbit, backend_overrides, require_env, metric,
+                      wait_ready, wait_spool_empty, teardown_module_run)
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "media"
 
@@ -226,12 +226,7 @@ def run(hookgate_bin, tmp_path_factory):
                "media_bucket": media_bucket, "keys": keys, "before": before, "after": after,
                "graph": graph_stats, "rc": rc}
     finally:
-        if h.running():
-            h.kill9()
-        try:
-            rabbit.delete_vhost(vhost)
-        except AssertionError:
-            pass
+        teardown_module_run(h, rabbit, vhost)
 
 
 def events(run):
