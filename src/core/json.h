@@ -9,13 +9,15 @@
  * released with its arena. jansson stays for configuration and the clients' small documents;
  * hg_json_from_jansson / hg_json_to_jansson cross the boundary.
  *
- * Semantics follow jansson's with JSON_ALLOW_NUL, so the gateway accepts exactly what it did:
- * strict RFC 8259 grammar, one top-level value of any type, valid UTF-8 only (no overlong forms,
+ * Semantics follow jansson's (JSON_ALLOW_NUL | JSON_DECODE_ANY): strict RFC 8259 grammar, one
+ * top-level value of any type, valid UTF-8 only (no overlong forms,
  * no surrogates, nothing past U+10FFFF), \u escapes with surrogate pairs joined and a lone
  * surrogate refused, "\u0000" allowed (strings carry a length), control characters refused inside
- * strings, nesting deeper than HG_JSON_MAX_DEPTH refused. A repeated key keeps the first key's
- * position and the last value (jansson's json_object_set). One difference: a number keeps its text
- * exactly as sent (no range limit, no reformatting of reals), so it is written back unchanged.
+ * strings, nesting deeper than HG_JSON_MAX_DEPTH refused (jansson: 2048). A repeated key keeps the
+ * first key's position and the last value (jansson's json_object_set). Accepted where jansson 2.14
+ * refused: NULs in keys, integers past long long and reals past a double, because a number keeps
+ * its text exactly as sent (no range limit, no reformatting of reals) and is written back
+ * unchanged. A webhook that says something valid in JSON is not refused for how it says it.
  */
 #ifndef HG_CORE_JSON_H
 #define HG_CORE_JSON_H
@@ -116,7 +118,9 @@ struct hg_json *hg_json_array(struct hg_arena *a);
 struct hg_json *hg_json_stringn(struct hg_arena *a, const char *s, size_t n);
 struct hg_json *hg_json_string(struct hg_arena *a, const char *s);
 struct hg_json *hg_json_integer(struct hg_arena *a, long long v);
-/* A real written as jansson writes it ("%.17g", with ".0" added when it reads as an integer). */
+/* A real written as jansson writes it ("%.17g", ".0" added when it reads as an integer, the
+ * exponent without '+' or leading zeros: "1.0000000000000001e300"). NULL also for NaN and
+ * infinities, which JSON cannot carry. */
 struct hg_json *hg_json_real(struct hg_arena *a, double v);
 /* true / false / null are shared constants: never NULL, never to be modified. */
 struct hg_json *hg_json_bool(bool b);
@@ -129,7 +133,7 @@ struct hg_json *hg_json_null(void);
  */
 int hg_json_set(struct hg_arena *a, struct hg_json *obj, const char *key, struct hg_json *val);
 int hg_json_setn(struct hg_arena *a, struct hg_json *obj, const char *key, size_t key_len, struct hg_json *val);
-/* Remove obj[key]; 0 when it was there, HG_ERR_NOT_FOUND when not. */
+/* Remove obj[key]; 0 when it was there, HG_ERR_NOT_FOUND when not (or obj is no object). */
 int hg_json_del(struct hg_json *obj, const char *key);
 /* Append val to an array: 0, HG_ERR_INVALID or HG_ERR_NOMEM. */
 int hg_json_append(struct hg_arena *a, struct hg_json *arr, struct hg_json *val);
@@ -139,7 +143,8 @@ int hg_json_append(struct hg_arena *a, struct hg_json *arr, struct hg_json *val)
 /*
  * Append v's compact JSON to b, byte for byte what jansson's json_dumps(JSON_COMPACT) writes for
  * the same tree (UTF-8 kept as is; '"', '\\' and control characters escaped, \b \f \n \r \t by
- * name, the rest as \u00XX; members in order). 0, or HG_ERR_TOO_BIG past b's cap.
+ * name, the rest as \u00XX; members in order). 0, or HG_ERR_TOO_BIG past b's cap (b is then as it
+ * was), HG_ERR_INVALID for NULL or nesting past 2048 (a container appended to itself).
  */
 int hg_json_write(struct hg_buf *b, const struct hg_json *v);
 /* v's compact JSON in a malloc'd NUL-terminated string (*len its length), or NULL. */
@@ -147,10 +152,24 @@ char *hg_json_dumps(const struct hg_json *v, size_t *len);
 
 /* ---- the jansson boundary ---- */
 
-/* A deep copy of a jansson tree into `a` (integers and reals formatted as jansson dumps them). */
+/* A deep copy of a jansson tree into `a` (integers and reals formatted as jansson dumps them);
+ * NULL when the arena refuses memory or past 2048 levels. */
 struct hg_json *hg_json_from_jansson(struct hg_arena *a, const json_t *j);
 /* A new jansson tree (a new reference) equal to v; NULL on allocation failure. Numbers become
- * integers when they are integers that fit json_int_t, reals otherwise. */
+ * integers when they are integers that fit json_int_t, reals otherwise. NULL also where jansson
+ * cannot hold the value: a number past a double (1e400), a built string that is not UTF-8. */
 json_t *hg_json_to_jansson(const struct hg_json *v);
+
+/* ---- an owned document: a tree and the arena it lives in, handed on as one pointer ---- */
+
+struct hg_json_doc {
+    struct hg_arena arena;
+    struct hg_json *root;      /* NULL until set */
+};
+
+/* An empty document (root NULL) whose arena holds at most `cap` bytes (0 = no cap). Never NULL. */
+struct hg_json_doc *hg_json_doc_new(size_t cap);
+/* Release the document, its arena and every node in it. NULL is fine. */
+void hg_json_doc_free(struct hg_json_doc *d);
 
 #endif

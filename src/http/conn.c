@@ -1,10 +1,10 @@
 /*
  * HTTP/1.1 connections: llhttp parsing, limits, timeouts, in-order answers.
  *
- * A connection handles one request at a time. When llhttp completes a message it pauses; the
- * request goes to the application and reading stops until the answer is written, so pipelined
- * requests wait in the socket (or in `pending`, the few bytes read past the paused message) and
- * are answered in order. Reads land in one buffer shared by the worker's connections, and
+ * A connection handles one request at a time. When llhttp completes a message it pauses and the
+ * request goes to the application. Reading stays on (no epoll_ctl pair per request); bytes that
+ * arrive before the answer is written (a pipelining client) are kept in `pending`, reading stops
+ * until the answer is written, and they are parsed after it, so answers are in order. Reads land in one buffer shared by the worker's connections, and
  * everything a request needs (header bytes and table, body, answer, write request) lives in a
  * `struct conn_request` taken from a small per-server pool at the request's first byte and given
  * back once its answer is written, so an idle keep-alive connection costs only its struct and
@@ -668,7 +668,11 @@ static void dispatch(struct hg_conn *c)
 {
     set_state(c, CONN_HANDLING);
     uv_timer_stop(&c->timer);
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    /*
+     * Reading stays on: stopping and restarting it costs an epoll_ctl pair per request, and a
+     * client that waits for its answer sends nothing meanwhile. A pipelining client's bytes are
+     * kept (one read's worth) and reading stops then (on_read).
+     */
     c->srv->handler.on_request(c, &c->rq->req, c->srv->handler.ud);
 }
 
@@ -723,9 +727,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     if (nread < 0) {
-        if (c->state == CONN_HEADERS || c->state == CONN_BODY) {
-            /* Peer went away mid-request: nothing to answer. */
+        if (nread == UV_EOF && (c->state == CONN_HANDLING || c->state == CONN_WRITING)) {
+            /* A half-close after a complete request: its answer is still owed; close after it. */
+            c->close_after = true;
+            uv_read_stop(s);
+            return;
         }
+        /* Peer went away (mid-request: nothing to answer; while handled: the request is told). */
         conn_close(c);
         return;
     }

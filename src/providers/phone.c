@@ -108,6 +108,9 @@ size_t hg_phone_lookup(const char *digits, size_t n, const char **region)
     size_t best_len = 0;
 
     for (size_t i = 0; i < HG_ARRAY_SIZE(cc_table); i++) {
+        /* Most rows differ in the first digit: skip them before measuring the prefix. */
+        if (n == 0 || cc_table[i].prefix[0] != digits[0])
+            continue;
         size_t plen = strlen(cc_table[i].prefix);
         if (plen <= n && plen > best_len && memcmp(digits, cc_table[i].prefix, plen) == 0) {
             best = &cc_table[i];

@@ -18,6 +18,9 @@
 #define SIG_PREFIX_LEN (sizeof(SIG_PREFIX) - 1)
 #define SHA256_LEN     HG_SHA256_LEN
 #define SHA256_BLOCK   HG_SHA256_BLOCK
+/* Arena of a parsed envelope and its events: bytes per body byte, plus a base. */
+#define ARENA_PER_BODY_BYTE 64
+#define ARENA_BASE          (1024 * 1024)
 /* Secrets whose HMAC key state a worker thread keeps: a config's secrets plus rotation. */
 #define KEY_CACHE_SIZE 8
 
@@ -281,9 +284,9 @@ out:
 }
 
 /* Write the 400 reason, drop the document, return NULL. */
-static json_t *fail(char *reason, size_t cap, json_t *root, const char *fmt, ...)
+static struct hg_json_doc *fail(char *reason, size_t cap, struct hg_json_doc *doc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static json_t *fail(char *reason, size_t cap, json_t *root, const char *fmt, ...)
+static struct hg_json_doc *fail(char *reason, size_t cap, struct hg_json_doc *doc, const char *fmt, ...)
 {
     if (reason != NULL && cap > 0) {
         va_list ap;
@@ -291,69 +294,70 @@ static json_t *fail(char *reason, size_t cap, json_t *root, const char *fmt, ...
         vsnprintf(reason, cap, fmt, ap);
         va_end(ap);
     }
-    json_decref(root);
+    hg_json_doc_free(doc);
     return NULL;
 }
 
-json_t *hg_whatsapp_parse(const char *body, size_t len, char *reason, size_t cap)
+struct hg_json_doc *hg_whatsapp_parse(const char *body, size_t len, char *reason, size_t cap)
 {
-    json_error_t jerr;
     /*
-     * JSON_ALLOW_NUL: a "\u0000" inside user text is valid JSON and must not cost the sender a
-     * 400 (Meta would retry a permanent failure for days); the normalizer copies string nodes,
-     * not C strings, so nothing is truncated.
+     * The arena also takes the events built from this envelope. Its cap bounds what one body can
+     * cost: a node per two bytes of "[0,0,...]" is the worst case a body can reach.
      */
-    json_t *root = json_loadb(body ? body : "", len, JSON_ALLOW_NUL, &jerr);
-    if (root == NULL) {
-        if (reason != NULL && cap > 0)
-            snprintf(reason, cap, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
-                     jerr.column);
-        return NULL;
-    }
-    if (!json_is_object(root))
-        return fail(reason, cap, root, "body is not a JSON object");
-    json_t *object = json_object_get(root, "object");
-    if (!json_is_string(object) || strcmp(json_string_value(object), "whatsapp_business_account") != 0)
-        return fail(reason, cap, root, "object is not whatsapp_business_account");
-    json_t *entry = json_object_get(root, "entry");
-    if (!json_is_array(entry) || json_array_size(entry) == 0)
-        return fail(reason, cap, root, "entry is not a non-empty array");
-    for (size_t i = 0; i < json_array_size(entry); i++) {
-        json_t *e = json_array_get(entry, i);
-        if (!json_is_object(e))
-            return fail(reason, cap, root, "entry[%zu] is not an object", i);
-        if (!json_is_string(json_object_get(e, "id")))
-            return fail(reason, cap, root, "entry[%zu].id is not a string", i);
-        json_t *changes = json_object_get(e, "changes");
-        if (!json_is_array(changes))
-            return fail(reason, cap, root, "entry[%zu].changes is not an array", i);
-        for (size_t j = 0; j < json_array_size(changes); j++) {
-            json_t *c = json_array_get(changes, j);
-            if (!json_is_object(c))
-                return fail(reason, cap, root, "entry[%zu].changes[%zu] is not an object", i, j);
-            if (!json_is_string(json_object_get(c, "field")))
-                return fail(reason, cap, root, "entry[%zu].changes[%zu].field is not a string", i, j);
-            if (!json_is_object(json_object_get(c, "value")))
-                return fail(reason, cap, root, "entry[%zu].changes[%zu].value is not an object", i, j);
+    struct hg_json_doc *doc = hg_json_doc_new(ARENA_PER_BODY_BYTE * len + ARENA_BASE);
+    struct hg_json_error jerr;
+    /*
+     * A "\u0000" inside user text is valid JSON and must not cost the sender a 400 (Meta would
+     * retry a permanent failure for days); strings carry their length, so nothing is truncated.
+     */
+    struct hg_json *root = hg_json_parse(&doc->arena, body ? body : "", len, &jerr);
+    if (root == NULL)
+        return fail(reason, cap, doc, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+                    jerr.column);
+    doc->root = root;
+    if (!hg_json_is_object(root))
+        return fail(reason, cap, doc, "body is not a JSON object");
+    const char *object = hg_json_str(hg_json_get(root, "object"));
+    if (object == NULL || strcmp(object, "whatsapp_business_account") != 0)
+        return fail(reason, cap, doc, "object is not whatsapp_business_account");
+    struct hg_json *entry = hg_json_get(root, "entry");
+    if (!hg_json_is_array(entry) || hg_json_size(entry) == 0)
+        return fail(reason, cap, doc, "entry is not a non-empty array");
+    size_t i = 0;
+    for (struct hg_json_item *ei = hg_json_first(entry); ei; ei = ei->next, i++) {
+        struct hg_json *e = ei->val;
+        if (!hg_json_is_object(e))
+            return fail(reason, cap, doc, "entry[%zu] is not an object", i);
+        if (!hg_json_is_string(hg_json_get(e, "id")))
+            return fail(reason, cap, doc, "entry[%zu].id is not a string", i);
+        struct hg_json *changes = hg_json_get(e, "changes");
+        if (!hg_json_is_array(changes))
+            return fail(reason, cap, doc, "entry[%zu].changes is not an array", i);
+        size_t j = 0;
+        for (struct hg_json_item *ci = hg_json_first(changes); ci; ci = ci->next, j++) {
+            struct hg_json *c = ci->val;
+            if (!hg_json_is_object(c))
+                return fail(reason, cap, doc, "entry[%zu].changes[%zu] is not an object", i, j);
+            if (!hg_json_is_string(hg_json_get(c, "field")))
+                return fail(reason, cap, doc, "entry[%zu].changes[%zu].field is not a string", i, j);
+            if (!hg_json_is_object(hg_json_get(c, "value")))
+                return fail(reason, cap, doc, "entry[%zu].changes[%zu].value is not an object", i, j);
         }
     }
-    return root;
+    return doc;
 }
 
-int hg_whatsapp_business_ids(json_t *root, int (*fn)(void *arg, const char *id), void *arg)
+int hg_whatsapp_business_ids(const struct hg_json *root, int (*fn)(void *arg, const char *id), void *arg)
 {
-    json_t *entry = json_object_get(root, "entry");
-    for (size_t i = 0; i < json_array_size(entry); i++) {
-        json_t *e = json_array_get(entry, i);
-        json_t *id = json_object_get(e, "id");
+    for (struct hg_json_item *ei = hg_json_first(hg_json_get(root, "entry")); ei; ei = ei->next) {
         int rc;
-        if (json_is_string(id) && (rc = fn(arg, json_string_value(id))) != 0)
+        const char *id = hg_json_str(hg_json_get(ei->val, "id"));
+        if (id != NULL && (rc = fn(arg, id)) != 0)
             return rc;
-        json_t *changes = json_object_get(e, "changes");
-        for (size_t j = 0; j < json_array_size(changes); j++) {
-            json_t *value = json_object_get(json_array_get(changes, j), "value");
-            json_t *pnid = json_object_get(json_object_get(value, "metadata"), "phone_number_id");
-            if (json_is_string(pnid) && (rc = fn(arg, json_string_value(pnid))) != 0)
+        for (struct hg_json_item *ci = hg_json_first(hg_json_get(ei->val, "changes")); ci; ci = ci->next) {
+            struct hg_json *value = hg_json_get(ci->val, "value");
+            const char *pnid = hg_json_str(hg_json_get(hg_json_get(value, "metadata"), "phone_number_id"));
+            if (pnid != NULL && (rc = fn(arg, pnid)) != 0)
                 return rc;
         }
     }

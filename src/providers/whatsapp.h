@@ -7,11 +7,11 @@
 #ifndef HG_PROVIDERS_WHATSAPP_H
 #define HG_PROVIDERS_WHATSAPP_H
 
-#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "conf/conf.h"
+#include "core/json.h"
 #include "sink/sink.h"
 
 /*
@@ -37,20 +37,21 @@ int hg_whatsapp_handshake(const char *query, size_t query_len, const char *verif
 
 /*
  * Parse and validate an envelope: {"object":"whatsapp_business_account","entry":[{"id":..,
- * "changes":[{"field":..,"value":{..}}]}]}. Returns a new reference, or NULL with a short reason
- * ("body is not valid JSON: ...", "object is not whatsapp_business_account",
+ * "changes":[{"field":..,"value":{..}}]}]}. Returns a new document (free with hg_json_doc_free;
+ * its arena also holds the events hg_whatsapp_normalize builds from it), or NULL with a short
+ * reason ("body is not valid JSON: ...", "object is not whatsapp_business_account",
  * "entry[0].changes[1].value is not an object", ...) for a 400. Checked: object, entry (non-empty
  * array of objects, each with a string id and a changes array of objects, each with a string
  * field and an object value). Anything else, including unknown keys, is accepted.
  */
-json_t *hg_whatsapp_parse(const char *body, size_t len, char *reason, size_t cap);
+struct hg_json_doc *hg_whatsapp_parse(const char *body, size_t len, char *reason, size_t cap);
 
 /*
  * Business ids in the envelope used to map a tenant: entry[i].id (WABA id) and
  * value.metadata.phone_number_id, in document order. Calls fn for each; stops when fn returns
  * non-zero and returns that value.
  */
-int hg_whatsapp_business_ids(json_t *root, int (*fn)(void *arg, const char *id), void *arg);
+int hg_whatsapp_business_ids(const struct hg_json *root, int (*fn)(void *arg, const char *id), void *arg);
 
 /* Context for normalization: what the gateway knows about the webhook. */
 struct hg_event_meta {
@@ -65,13 +66,14 @@ struct hg_event_meta {
  * one event per value.messages[] (kind "message"), value.statuses[] ("status") and
  * value.errors[] ("error"), in that order; any other field gives one "system" event.
  * For every event, `emit` runs synchronously with the sink view (all strings valid only during
- * the call; ev->json is NULL: the caller dumps `doc`) and the normalized document (borrowed:
- * emit must copy, incref or dump it). A non-zero return from emit (use a negative code) stops the
+ * the call; ev->json is NULL: the caller dumps `doc`) and the normalized document, allocated in `a` (it
+ * lives as long as the arena; it shares nodes with `root`, so the envelope must stay too). A non-zero return from emit (use a negative code) stops the
  * walk and is returned. Otherwise returns the number of events emitted (>= 0), or
  * HG_ERR_NOMEM when a document could not be allocated. Unknown types and fields never fail: they
  * become type "unknown" (messages) or a "system" event, with `raw` kept.
  */
-typedef int (*hg_event_emit_fn)(void *arg, const struct hg_event *ev, json_t *doc);
-int hg_whatsapp_normalize(json_t *root, const struct hg_event_meta *meta, hg_event_emit_fn emit, void *arg);
+typedef int (*hg_event_emit_fn)(void *arg, const struct hg_event *ev, struct hg_json *doc);
+int hg_whatsapp_normalize(struct hg_arena *a, const struct hg_json *root, const struct hg_event_meta *meta,
+                          hg_event_emit_fn emit, void *arg);
 
 #endif

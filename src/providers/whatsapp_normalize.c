@@ -34,148 +34,191 @@ struct walk {
     uint64_t received_s;
     const char *waba_id;   /* entry.id */
     const char *field;     /* change.field */
-    json_t *value;         /* change.value */
+    struct hg_json *value; /* change.value */
+    struct hg_arena *a;    /* where documents are built */
+    bool oom;              /* the arena refused memory while building the current document */
     int emitted;
 };
 
+/*
+ * ---- building in the walk's arena: a refused allocation marks the walk (w->oom) instead of
+ * being checked at every call; the document is then dropped whole, never emitted half built ----
+ */
+
+static void set(struct walk *w, struct hg_json *dst, const char *key, struct hg_json *val)
+{
+    if (hg_json_set(w->a, dst, key, val) != 0)
+        w->oom = true;
+}
+
+static void append(struct walk *w, struct hg_json *arr, struct hg_json *val)
+{
+    if (hg_json_append(w->a, arr, val) != 0)
+        w->oom = true;
+}
+
+static struct hg_json *obj_new(struct walk *w)
+{
+    struct hg_json *o = hg_json_object(w->a);
+    w->oom |= o == NULL;
+    return o;
+}
+
+static struct hg_json *arr_new(struct walk *w)
+{
+    struct hg_json *o = hg_json_array(w->a);
+    w->oom |= o == NULL;
+    return o;
+}
+
+static struct hg_json *str_new(struct walk *w, const char *s)
+{
+    struct hg_json *o = hg_json_string(w->a, s);
+    w->oom |= o == NULL;
+    return o;
+}
+
+static bool hg_json_is_true(const struct hg_json *v)
+{
+    return hg_json_is(v, HG_JSON_TRUE);
+}
+
 /* ---- small JSON helpers: copy a typed value when present, leave it out otherwise ---- */
 
-static const char *str_of(json_t *obj, const char *key)
+static const char *str_of(struct hg_json *obj, const char *key)
 {
-    json_t *v = json_object_get(obj, key);
-    return json_is_string(v) ? json_string_value(v) : NULL;
+    struct hg_json *v = hg_json_get(obj, key);
+    return hg_json_is_string(v) ? hg_json_str(v) : NULL;
 }
 
 /* The node is shared, not copied: string nodes keep embedded NULs and their exact bytes. */
-static void copy_str(json_t *dst, const char *dkey, json_t *src, const char *skey)
+static void copy_str(struct walk *w, struct hg_json *dst, const char *dkey, struct hg_json *src, const char *skey)
 {
-    json_t *v = json_object_get(src, skey);
-    if (json_is_string(v))
-        json_object_set(dst, dkey, v);
+    struct hg_json *v = hg_json_get(src, skey);
+    if (hg_json_is_string(v))
+        set(w, dst, dkey, v);
 }
 
-static void copy_num(json_t *dst, const char *dkey, json_t *src, const char *skey)
+static void copy_num(struct walk *w, struct hg_json *dst, const char *dkey, struct hg_json *src, const char *skey)
 {
-    json_t *v = json_object_get(src, skey);
-    if (json_is_number(v))
-        json_object_set(dst, dkey, v);
+    struct hg_json *v = hg_json_get(src, skey);
+    if (hg_json_is_number(v))
+        set(w, dst, dkey, v);
 }
 
-static void copy_bool(json_t *dst, const char *dkey, json_t *src, const char *skey)
+static void copy_bool(struct walk *w, struct hg_json *dst, const char *dkey, struct hg_json *src, const char *skey)
 {
-    json_t *v = json_object_get(src, skey);
-    if (json_is_boolean(v))
-        json_object_set(dst, dkey, v);
+    struct hg_json *v = hg_json_get(src, skey);
+    if (hg_json_is_bool(v))
+        set(w, dst, dkey, v);
 }
 
 /* Copy each listed key that holds a string. */
-static void copy_strs(json_t *dst, json_t *src, const char *const *keys)
+static void copy_strs(struct walk *w, struct hg_json *dst, struct hg_json *src, const char *const *keys)
 {
     for (; *keys != NULL; keys++)
-        copy_str(dst, *keys, src, *keys);
+        copy_str(w, dst, *keys, src, *keys);
 }
 
 /* An object of the listed string keys of src[key], set under dst[key] when src[key] is an object. */
-static void copy_sub(json_t *dst, json_t *src, const char *key, const char *const *keys)
+static void copy_sub(struct walk *w, struct hg_json *dst, struct hg_json *src, const char *key, const char *const *keys)
 {
-    json_t *s = json_object_get(src, key);
-    if (!json_is_object(s))
+    struct hg_json *s = hg_json_get(src, key);
+    if (!hg_json_is_object(s))
         return;
-    json_t *o = json_object();
-    copy_strs(o, s, keys);
-    json_object_set_new(dst, key, o);
+    struct hg_json *o = obj_new(w);
+    copy_strs(w, o, s, keys);
+    set(w, dst, key, o);
 }
 
 /* An array of objects of the listed string keys for src[key], when it is an array. */
-static void copy_sub_array(json_t *dst, json_t *src, const char *key, const char *const *keys)
+static void copy_sub_array(struct walk *w, struct hg_json *dst, struct hg_json *src, const char *key,
+                           const char *const *keys)
 {
-    json_t *s = json_object_get(src, key);
-    if (!json_is_array(s))
+    struct hg_json *s = hg_json_get(src, key);
+    if (!hg_json_is_array(s))
         return;
-    json_t *a = json_array();
-    for (size_t i = 0; i < json_array_size(s); i++) {
-        json_t *item = json_array_get(s, i);
-        if (!json_is_object(item))
+    struct hg_json *a = arr_new(w);
+    for (struct hg_json_item *i = hg_json_first(s); i; i = i->next) {
+        if (!hg_json_is_object(i->val))
             continue;
-        json_t *o = json_object();
-        copy_strs(o, item, keys);
-        json_array_append_new(a, o);
+        struct hg_json *o = obj_new(w);
+        copy_strs(w, o, i->val, keys);
+        append(w, a, o);
     }
-    json_object_set_new(dst, key, a);
+    set(w, dst, key, a);
 }
 
 /*
  * Unix seconds from a payload timestamp: Meta sends a decimal string, a few non-message fields
  * send an integer. 0 when absent or not a sane time.
  */
-static int64_t unix_seconds(json_t *v)
+static int64_t unix_seconds(struct hg_json *v)
 {
     int64_t s = 0;
-    if (json_is_string(v)) {
-        if (hg_str_to_i64(json_string_value(v), 0, TS_MAX_S, &s) != 0)
+    if (hg_json_is_string(v)) {
+        if (hg_str_to_i64(hg_json_str(v), 0, TS_MAX_S, &s) != 0)
             return 0;
-    } else if (json_is_integer(v)) {
-        s = json_integer_value(v);
-        if (s < 0 || s > TS_MAX_S)
+    } else if (hg_json_is_number(v)) {
+        long long n;
+        if (!hg_json_int(v, &n) || n < 0 || n > TS_MAX_S)
             return 0;
+        s = n;
     }
     return s;
 }
 
 /* Set dst[key] to the RFC 3339 UTC form of the timestamp in src[skey], when there is one. */
-static void copy_time(json_t *dst, const char *dkey, json_t *src, const char *skey)
+static void copy_time(struct walk *w, struct hg_json *dst, const char *dkey, struct hg_json *src, const char *skey)
 {
-    int64_t s = unix_seconds(json_object_get(src, skey));
+    int64_t s = unix_seconds(hg_json_get(src, skey));
     char buf[40];
     if (s <= 0)
         return;
     hg_time_rfc3339(buf, sizeof(buf), (uint64_t)s * 1000000000ull, 0);
-    json_object_set_new(dst, dkey, json_string(buf));
+    set(w, dst, dkey, str_new(w, buf));
 }
 
 /* ---- shared parts of the document ---- */
 
 /* The normalized form of one provider error object. */
-static json_t *error_object(json_t *e)
+static struct hg_json *error_object(struct walk *w, struct hg_json *e)
 {
-    json_t *o = json_object();
-    copy_num(o, "code", e, "code");
-    copy_str(o, "title", e, "title");
-    copy_str(o, "message", e, "message");
-    copy_str(o, "details", json_object_get(e, "error_data"), "details");
-    copy_str(o, "href", e, "href");
+    struct hg_json *o = obj_new(w);
+    copy_num(w, o, "code", e, "code");
+    copy_str(w, o, "title", e, "title");
+    copy_str(w, o, "message", e, "message");
+    copy_str(w, o, "details", hg_json_get(e, "error_data"), "details");
+    copy_str(w, o, "href", e, "href");
     return o;
 }
 
 /* Normalized errors of an `errors` array, or NULL when there is none. */
-static json_t *errors_of(json_t *obj)
+static struct hg_json *errors_of(struct walk *w, struct hg_json *obj)
 {
-    json_t *errs = json_object_get(obj, "errors");
-    if (!json_is_array(errs) || json_array_size(errs) == 0)
+    struct hg_json *errs = hg_json_get(obj, "errors");
+    if (!hg_json_is_array(errs) || hg_json_size(errs) == 0)
         return NULL;
-    json_t *a = json_array();
-    for (size_t i = 0; i < json_array_size(errs); i++) {
-        json_t *e = json_array_get(errs, i);
-        if (json_is_object(e))
-            json_array_append_new(a, error_object(e));
-    }
+    struct hg_json *a = arr_new(w);
+    for (struct hg_json_item *i = hg_json_first(errs); i; i = i->next)
+        if (hg_json_is_object(i->val))
+            append(w, a, error_object(w, i->val));
     return a;
 }
 
 /* value.contacts[] entry for this customer: by wa_id, by user id, or the only one when no id. */
-static json_t *find_contact(json_t *value, const char *wa_id, const char *user_id)
+static struct hg_json *find_contact(struct hg_json *value, const char *wa_id, const char *user_id)
 {
-    json_t *contacts = json_object_get(value, "contacts");
-    if (!json_is_array(contacts))
+    struct hg_json *contacts = hg_json_get(value, "contacts");
+    if (!hg_json_is_array(contacts))
         return NULL;
-    for (size_t i = 0; i < json_array_size(contacts); i++) {
-        json_t *c = json_array_get(contacts, i);
-        const char *cw = str_of(c, "wa_id"), *cu = str_of(c, "user_id");
+    for (struct hg_json_item *i = hg_json_first(contacts); i; i = i->next) {
+        const char *cw = str_of(i->val, "wa_id"), *cu = str_of(i->val, "user_id");
         if ((wa_id && cw && strcmp(wa_id, cw) == 0) || (user_id && cu && strcmp(user_id, cu) == 0))
-            return c;
+            return i->val;
     }
-    if (wa_id == NULL && user_id == NULL && json_array_size(contacts) == 1)
-        return json_is_object(json_array_get(contacts, 0)) ? json_array_get(contacts, 0) : NULL;
+    if (wa_id == NULL && user_id == NULL && hg_json_size(contacts) == 1)
+        return hg_json_is_object(contacts->head->val) ? contacts->head->val : NULL;
     return NULL;
 }
 
@@ -183,57 +226,54 @@ static json_t *find_contact(json_t *value, const char *wa_id, const char *user_i
  * The customer object: wa_id plus its E.164 reading, and what value.contacts[] says about the
  * same person. NULL when nothing identifies a customer.
  */
-static json_t *customer_object(json_t *value, json_t *wa_id_node, json_t *user_id_node,
-                               json_t *parent_user_id_node, json_t *identity_node, int with_contacts)
+static struct hg_json *customer_object(struct walk *w, struct hg_json *value, struct hg_json *wa_id_node,
+                                       struct hg_json *user_id_node, struct hg_json *parent_user_id_node,
+                                       struct hg_json *identity_node, int with_contacts)
 {
-    const char *wa_id = json_is_string(wa_id_node) ? json_string_value(wa_id_node) : NULL;
-    const char *user_id = json_is_string(user_id_node) ? json_string_value(user_id_node) : NULL;
-    json_t *contact = with_contacts ? find_contact(value, wa_id, user_id) : NULL;
-    json_t *o = json_object();
+    const char *wa_id = hg_json_is_string(wa_id_node) ? hg_json_str(wa_id_node) : NULL;
+    const char *user_id = hg_json_is_string(user_id_node) ? hg_json_str(user_id_node) : NULL;
+    struct hg_json *contact = with_contacts ? find_contact(value, wa_id, user_id) : NULL;
+    struct hg_json *o = obj_new(w);
     struct hg_phone phone;
 
-    if (wa_id == NULL && contact != NULL && json_is_string(json_object_get(contact, "wa_id"))) {
-        wa_id_node = json_object_get(contact, "wa_id");
-        wa_id = json_string_value(wa_id_node);
+    if (wa_id == NULL && contact != NULL && hg_json_is_string(hg_json_get(contact, "wa_id"))) {
+        wa_id_node = hg_json_get(contact, "wa_id");
+        wa_id = hg_json_str(wa_id_node);
     }
     if (wa_id != NULL) {
-        json_object_set(o, "wa_id", wa_id_node);
-        if (hg_phone_parse(wa_id, json_string_length(wa_id_node), &phone) == 0) {
-            json_object_set_new(o, "phone", json_string(phone.e164));
+        set(w, o, "wa_id", wa_id_node);
+        if (hg_phone_parse(wa_id, wa_id_node->len, &phone) == 0) {
+            set(w, o, "phone", str_new(w, phone.e164));
             if (phone.cc[0] != '\0')
-                json_object_set_new(o, "country_calling_code", json_string(phone.cc));
+                set(w, o, "country_calling_code", str_new(w, phone.cc));
             if (phone.region != NULL)
-                json_object_set_new(o, "region", json_string(phone.region));
+                set(w, o, "region", str_new(w, phone.region));
         }
     }
     if (contact != NULL) {
-        json_t *profile = json_object_get(contact, "profile");
-        copy_str(o, "profile_name", profile, "name");
-        copy_str(o, "username", profile, "username");
-        copy_str(o, "identity_key_hash", contact, "identity_key_hash");
-        copy_str(o, "user_id", contact, "user_id");
-        copy_str(o, "parent_user_id", contact, "parent_user_id");
+        struct hg_json *profile = hg_json_get(contact, "profile");
+        copy_str(w, o, "profile_name", profile, "name");
+        copy_str(w, o, "username", profile, "username");
+        copy_str(w, o, "identity_key_hash", contact, "identity_key_hash");
+        copy_str(w, o, "user_id", contact, "user_id");
+        copy_str(w, o, "parent_user_id", contact, "parent_user_id");
     }
-    if (!json_object_get(o, "identity_key_hash") && json_is_string(identity_node))
-        json_object_set(o, "identity_key_hash", identity_node);
-    if (!json_object_get(o, "user_id") && user_id != NULL)
-        json_object_set(o, "user_id", user_id_node);
-    if (!json_object_get(o, "parent_user_id") && json_is_string(parent_user_id_node))
-        json_object_set(o, "parent_user_id", parent_user_id_node);
-    if (json_object_size(o) == 0) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
+    if (!hg_json_get(o, "identity_key_hash") && hg_json_is_string(identity_node))
+        set(w, o, "identity_key_hash", identity_node);
+    if (!hg_json_get(o, "user_id") && user_id != NULL)
+        set(w, o, "user_id", user_id_node);
+    if (!hg_json_get(o, "parent_user_id") && hg_json_is_string(parent_user_id_node))
+        set(w, o, "parent_user_id", parent_user_id_node);
+    return hg_json_size(o) == 0 ? NULL : o;
 }
 
-static json_t *business_object(const struct walk *w)
+static struct hg_json *business_object(struct walk *w)
 {
-    json_t *o = json_object();
-    json_t *md = json_object_get(w->value, "metadata");
-    json_object_set_new(o, "waba_id", json_string(w->waba_id));
-    copy_str(o, "phone_number_id", md, "phone_number_id");
-    copy_str(o, "display_phone_number", md, "display_phone_number");
+    struct hg_json *o = obj_new(w);
+    struct hg_json *md = hg_json_get(w->value, "metadata");
+    set(w, o, "waba_id", str_new(w, w->waba_id));
+    copy_str(w, o, "phone_number_id", md, "phone_number_id");
+    copy_str(w, o, "display_phone_number", md, "display_phone_number");
     return o;
 }
 
@@ -241,37 +281,37 @@ static json_t *business_object(const struct walk *w)
  * A new document with every envelope key present (null until filled), in the documented order,
  * so consumers can rely on the keys being there.
  */
-static json_t *doc_new(const struct walk *w, const char *event_id, const char *kind, const char *type,
-                       json_t *occurred, int64_t *occurred_s)
+static struct hg_json *doc_new(struct walk *w, const char *event_id, const char *kind, const char *type,
+                               struct hg_json *occurred, int64_t *occurred_s)
 {
-    json_t *doc = json_object();
+    struct hg_json *doc = obj_new(w);
     int64_t s = unix_seconds(occurred);
     char buf[40];
 
-    json_object_set_new(doc, "schema_version", json_string(SCHEMA_VERSION));
-    json_object_set_new(doc, "event_id", json_string(event_id));
-    json_object_set_new(doc, "correlation_id", w->meta->request_id ? json_string(w->meta->request_id) : json_null());
-    json_object_set_new(doc, "provider", json_string(PROVIDER));
-    json_object_set_new(doc, "tenant", w->meta->tenant ? json_string(w->meta->tenant) : json_null());
-    json_object_set_new(doc, "kind", json_string(kind));
-    json_object_set_new(doc, "type", json_stringn(type, strlen(type)));
+    set(w, doc, "schema_version", str_new(w, SCHEMA_VERSION));
+    set(w, doc, "event_id", str_new(w, event_id));
+    set(w, doc, "correlation_id", w->meta->request_id ? str_new(w, w->meta->request_id) : hg_json_null());
+    set(w, doc, "provider", str_new(w, PROVIDER));
+    set(w, doc, "tenant", w->meta->tenant ? str_new(w, w->meta->tenant) : hg_json_null());
+    set(w, doc, "kind", str_new(w, kind));
+    set(w, doc, "type", str_new(w, type));
     if (s > 0) {
         hg_time_rfc3339(buf, sizeof(buf), (uint64_t)s * 1000000000ull, 0);
-        json_object_set_new(doc, "occurred_at", json_string(buf));
+        set(w, doc, "occurred_at", str_new(w, buf));
         *occurred_s = s;
     } else {
-        json_object_set_new(doc, "occurred_at", json_string(w->received_at));
+        set(w, doc, "occurred_at", str_new(w, w->received_at));
         *occurred_s = (int64_t)w->received_s;
     }
-    json_object_set_new(doc, "received_at", json_string(w->received_at));
-    json_object_set_new(doc, "customer", json_null());
-    json_object_set_new(doc, "business", business_object(w));
-    json_object_set_new(doc, "content", json_null());
-    json_object_set_new(doc, "context", json_null());
-    json_object_set_new(doc, "referral", json_null());
-    json_object_set_new(doc, "errors", json_null());
-    json_object_set_new(doc, "media", json_null());
-    json_object_set_new(doc, "raw", json_null());
+    set(w, doc, "received_at", str_new(w, w->received_at));
+    set(w, doc, "customer", hg_json_null());
+    set(w, doc, "business", business_object(w));
+    set(w, doc, "content", hg_json_null());
+    set(w, doc, "context", hg_json_null());
+    set(w, doc, "referral", hg_json_null());
+    set(w, doc, "errors", hg_json_null());
+    set(w, doc, "media", hg_json_null());
+    set(w, doc, "raw", hg_json_null());
     return doc;
 }
 
@@ -289,18 +329,20 @@ static void routing_word(char *out, size_t cap, const char *in)
     out[n] = '\0';
 }
 
-/* Hand the finished document to the caller and drop it. */
-static int emit_doc(struct walk *w, json_t *doc, const char *event_id, const char *prefix, const char *type,
+/* Hand the finished document to the caller (it stays in the arena); a half-built one is dropped. */
+static int emit_doc(struct walk *w, struct hg_json *doc, const char *event_id, const char *prefix, const char *type,
                     int64_t occurred_s)
 {
     char rk[16 + ROUTING_WORD_MAX + 2], word[ROUTING_WORD_MAX + 1];
+    if (w->oom || doc == NULL)
+        return HG_ERR_NOMEM;
     routing_word(word, sizeof(word), type);
     snprintf(rk, sizeof(rk), "%s.%s", prefix, word);
     struct hg_event ev = {
         .event_id = event_id,
         .routing_key = rk,
-        .kind = json_string_value(json_object_get(doc, "kind")),
-        .type = json_string_value(json_object_get(doc, "type")),
+        .kind = hg_json_str(hg_json_get(doc, "kind")),
+        .type = hg_json_str(hg_json_get(doc, "type")),
         .tenant = w->meta->tenant,
         .provider = PROVIDER,
         .correlation_id = w->meta->request_id,
@@ -311,7 +353,6 @@ static int emit_doc(struct walk *w, json_t *doc, const char *event_id, const cha
         .json_len = 0,
     };
     int rc = w->emit(w->arg, &ev, doc);
-    json_decref(doc);
     if (rc == 0)
         w->emitted++;
     return rc;
@@ -319,16 +360,19 @@ static int emit_doc(struct walk *w, json_t *doc, const char *event_id, const cha
 
 /*
  * A stable id for events the provider gives no id: the same content on redelivery hashes to the
- * same id, so dedup works. sha256 over the WABA id, the field and the compact, key-sorted JSON.
+ * same id, so dedup works. sha256 over the WABA id, the field and the compact, key-sorted JSON as
+ * jansson writes it (ids made by earlier versions stay the same; these events are the rare kind).
  */
-static void derived_id(char *out, size_t cap, const char *kind, const struct walk *w, json_t *obj)
+static void derived_id(char *out, size_t cap, const char *kind, const struct walk *w, struct hg_json *obj)
 {
     const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
     unsigned char digest[32];
     char hex[65];
-    char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    json_t *j = hg_json_to_jansson(obj);
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
     mbedtls_md_context_t ctx;
 
+    json_decref(j);
     mbedtls_md_init(&ctx);
     memset(digest, 0, sizeof(digest));
     if (md != NULL && mbedtls_md_setup(&ctx, md, 0) == 0 && mbedtls_md_starts(&ctx) == 0) {
@@ -345,12 +389,11 @@ static void derived_id(char *out, size_t cap, const char *kind, const struct wal
 }
 
 /* A provider id that can be the event id as it is: a string of 1..EVENT_ID_LEN_MAX bytes, no NUL. */
-static int usable_id(json_t *v)
+static int usable_id(struct hg_json *v)
 {
-    if (!json_is_string(v))
+    if (!hg_json_is_string(v))
         return 0;
-    size_t n = json_string_length(v);
-    return n > 0 && n <= EVENT_ID_LEN_MAX && strlen(json_string_value(v)) == n;
+    return v->len > 0 && v->len <= EVENT_ID_LEN_MAX && memchr(v->str, '\0', v->len) == NULL;
 }
 
 /*
@@ -358,39 +401,39 @@ static int usable_id(json_t *v)
  * from the message `msg` and its type object `obj` (msg[type], may be NULL). ----
  */
 
-typedef void (*content_fn)(json_t *content, json_t *msg, json_t *obj);
+typedef void (*content_fn)(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj);
 
-static void content_text(json_t *content, json_t *msg, json_t *obj)
+static void content_text(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
 {
-    copy_str(content, "body", obj, "body");
+    copy_str(w, content, "body", obj, "body");
 }
 
-static void content_media(json_t *content, json_t *msg, json_t *obj)
+static void content_media(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
 {
     const char *type = str_of(msg, "type");
-    copy_str(content, "media_id", obj, "id");
-    copy_str(content, "mime_type", obj, "mime_type");
-    copy_str(content, "sha256", obj, "sha256");
-    copy_str(content, "caption", obj, "caption");
+    copy_str(w, content, "media_id", obj, "id");
+    copy_str(w, content, "mime_type", obj, "mime_type");
+    copy_str(w, content, "sha256", obj, "sha256");
+    copy_str(w, content, "caption", obj, "caption");
     if (strcmp(type, "document") == 0)
-        copy_str(content, "filename", obj, "filename");
+        copy_str(w, content, "filename", obj, "filename");
     /* Booleans with a meaning when absent are always present: absent = false. */
     if (strcmp(type, "audio") == 0)
-        json_object_set_new(content, "voice", json_boolean(json_is_true(json_object_get(obj, "voice"))));
+        set(w, content, "voice", hg_json_bool(hg_json_is_true(hg_json_get(obj, "voice"))));
     if (strcmp(type, "sticker") == 0)
-        json_object_set_new(content, "animated", json_boolean(json_is_true(json_object_get(obj, "animated"))));
+        set(w, content, "animated", hg_json_bool(hg_json_is_true(hg_json_get(obj, "animated"))));
 }
 
-static void content_location(json_t *content, json_t *msg, json_t *obj)
+static void content_location(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
 {
-    copy_num(content, "latitude", obj, "latitude");
-    copy_num(content, "longitude", obj, "longitude");
-    copy_str(content, "name", obj, "name");
-    copy_str(content, "address", obj, "address");
-    copy_str(content, "url", obj, "url");
+    copy_num(w, content, "latitude", obj, "latitude");
+    copy_num(w, content, "longitude", obj, "longitude");
+    copy_str(w, content, "name", obj, "name");
+    copy_str(w, content, "address", obj, "address");
+    copy_str(w, content, "url", obj, "url");
 }
 
-static void content_contacts(json_t *content, json_t *msg, json_t *obj)
+static void content_contacts(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
 {
     static const char *const name_keys[] = {"formatted_name", "first_name", "last_name", "middle_name",
                                             "suffix", "prefix", NULL};
@@ -400,110 +443,112 @@ static void content_contacts(json_t *content, json_t *msg, json_t *obj)
                                                NULL};
     static const char *const org_keys[] = {"company", "department", "title", NULL};
     static const char *const url_keys[] = {"url", "type", NULL};
-    json_t *list = json_object_get(msg, "contacts");
-    json_t *out = json_array();
+    struct hg_json *list = hg_json_get(msg, "contacts");
+    struct hg_json *out = arr_new(w);
 
-    for (size_t i = 0; i < json_array_size(list); i++) {
-        json_t *c = json_array_get(list, i);
-        if (!json_is_object(c))
+    for (struct hg_json_item *i = hg_json_first(list); i; i = i->next) {
+        struct hg_json *c = i->val;
+        if (!hg_json_is_object(c))
             continue;
-        json_t *o = json_object();
-        copy_sub(o, c, "name", name_keys);
-        copy_sub_array(o, c, "phones", phone_keys);
-        copy_sub_array(o, c, "emails", email_keys);
-        copy_sub_array(o, c, "addresses", address_keys);
-        copy_sub(o, c, "org", org_keys);
-        copy_sub_array(o, c, "urls", url_keys);
-        copy_str(o, "birthday", c, "birthday");
-        copy_str(o, "vcard", c, "vcard");
-        json_array_append_new(out, o);
+        struct hg_json *o = obj_new(w);
+        copy_sub(w, o, c, "name", name_keys);
+        copy_sub_array(w, o, c, "phones", phone_keys);
+        copy_sub_array(w, o, c, "emails", email_keys);
+        copy_sub_array(w, o, c, "addresses", address_keys);
+        copy_sub(w, o, c, "org", org_keys);
+        copy_sub_array(w, o, c, "urls", url_keys);
+        copy_str(w, o, "birthday", c, "birthday");
+        copy_str(w, o, "vcard", c, "vcard");
+        append(w, out, o);
     }
-    json_object_set_new(content, "contacts", out);
+    set(w, content, "contacts", out);
 }
 
-static void content_interactive(json_t *content, json_t *msg, json_t *obj)
+static void content_interactive(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
 {
     const char *itype = str_of(obj, "type");
     if (itype == NULL)
         return;
-    json_object_set(content, "interactive_type", json_object_get(obj, "type"));
-    json_t *reply = json_object_get(obj, itype);
+    set(w, content, "interactive_type", hg_json_get(obj, "type"));
+    struct hg_json *reply = hg_json_get(obj, itype);
     if (strcmp(itype, "button_reply") == 0) {
-        copy_str(content, "id", reply, "id");
-        copy_str(content, "title", reply, "title");
+        copy_str(w, content, "id", reply, "id");
+        copy_str(w, content, "title", reply, "title");
     } else if (strcmp(itype, "list_reply") == 0) {
-        copy_str(content, "id", reply, "id");
-        copy_str(content, "title", reply, "title");
-        copy_str(content, "description", reply, "description");
+        copy_str(w, content, "id", reply, "id");
+        copy_str(w, content, "title", reply, "title");
+        copy_str(w, content, "description", reply, "description");
     } else if (strcmp(itype, "nfm_reply") == 0) {
-        copy_str(content, "name", reply, "name");
-        copy_str(content, "body", reply, "body");
-        json_t *rj = json_object_get(reply, "response_json");
-        if (!json_is_string(rj))
+        copy_str(w, content, "name", reply, "name");
+        copy_str(w, content, "body", reply, "body");
+        struct hg_json *rj = hg_json_get(reply, "response_json");
+        if (!hg_json_is_string(rj))
             return;
-        json_object_set(content, "response_json", rj);
-        json_t *parsed = json_loadb(json_string_value(rj), json_string_length(rj), JSON_ALLOW_NUL, NULL);
-        if (json_is_object(parsed)) {
-            json_object_set_new(content, "response", parsed);
+        set(w, content, "response_json", rj);
+        struct hg_json_error err;
+        struct hg_json *parsed = hg_json_parse(w->a, rj->str, rj->len, &err);
+        if (parsed == NULL && strcmp(err.text, "out of memory") == 0)
+            w->oom = true;
+        if (hg_json_is_object(parsed)) {
+            set(w, content, "response", parsed);
         } else {
             /* A Flow answer that does not parse is still the user's answer: keep it, flag it. */
-            json_decref(parsed);
-            json_object_set_new(content, "response", json_null());
-            json_object_set_new(content, "warning", json_string("response_json is not a JSON object"));
+            set(w, content, "response", hg_json_null());
+            set(w, content, "warning", str_new(w, "response_json is not a JSON object"));
         }
     }
 }
 
-static void content_button(json_t *content, json_t *msg, json_t *obj)
+static void content_button(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
 {
-    copy_str(content, "payload", obj, "payload");
-    copy_str(content, "text", obj, "text");
+    copy_str(w, content, "payload", obj, "payload");
+    copy_str(w, content, "text", obj, "text");
 }
 
-static void content_reaction(json_t *content, json_t *msg, json_t *obj)
+static void content_reaction(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
 {
-    json_t *emoji = json_object_get(obj, "emoji");
-    int removed = !json_is_string(emoji) || json_string_length(emoji) == 0;
-    copy_str(content, "message_id", obj, "message_id");
+    struct hg_json *emoji = hg_json_get(obj, "emoji");
+    int removed = !hg_json_is_string(emoji) || emoji->len == 0;
+    copy_str(w, content, "message_id", obj, "message_id");
     if (!removed)
-        json_object_set(content, "emoji", emoji);
-    json_object_set_new(content, "removed", json_boolean(removed));
+        set(w, content, "emoji", emoji);
+    set(w, content, "removed", hg_json_bool(removed));
 }
 
-static void content_order(json_t *content, json_t *msg, json_t *obj)
+static void content_order(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
 {
-    json_t *items = json_object_get(obj, "product_items");
-    copy_str(content, "catalog_id", obj, "catalog_id");
-    copy_str(content, "text", obj, "text");
-    if (!json_is_array(items))
+    struct hg_json *items = hg_json_get(obj, "product_items");
+    copy_str(w, content, "catalog_id", obj, "catalog_id");
+    copy_str(w, content, "text", obj, "text");
+    if (!hg_json_is_array(items))
         return;
-    json_t *out = json_array();
-    for (size_t i = 0; i < json_array_size(items); i++) {
-        json_t *it = json_array_get(items, i);
-        if (!json_is_object(it))
+    struct hg_json *out = arr_new(w);
+    for (struct hg_json_item *i = hg_json_first(items); i; i = i->next) {
+        struct hg_json *it = i->val;
+        if (!hg_json_is_object(it))
             continue;
-        json_t *o = json_object();
-        copy_str(o, "product_retailer_id", it, "product_retailer_id");
-        copy_num(o, "quantity", it, "quantity");
-        copy_num(o, "item_price", it, "item_price");
-        copy_str(o, "currency", it, "currency");
-        json_array_append_new(out, o);
+        struct hg_json *o = obj_new(w);
+        copy_str(w, o, "product_retailer_id", it, "product_retailer_id");
+        copy_num(w, o, "quantity", it, "quantity");
+        copy_num(w, o, "item_price", it, "item_price");
+        copy_str(w, o, "currency", it, "currency");
+        append(w, out, o);
     }
-    json_object_set_new(content, "product_items", out);
+    set(w, content, "product_items", out);
 }
 
-static void content_system(json_t *content, json_t *msg, json_t *obj)
+static void content_system(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
 {
     static const char *const keys[] = {"body", "type", "wa_id", "new_wa_id", "identity", "customer", "user", NULL};
-    copy_strs(content, obj, keys);
+    copy_strs(w, content, obj, keys);
 }
 
-static void content_unsupported(json_t *content, json_t *msg, json_t *obj)
+static void content_unsupported(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
 {
-    json_t *errs = errors_of(msg);
+    struct hg_json *errs = errors_of(w, msg);
     if (errs != NULL)
-        json_object_set_new(content, "errors", errs);
-    copy_str(content, "unsupported_type", json_object_get(msg, "unsupported"), "type");
+        set(w, content, "errors", errs);
+    copy_str(w, content, "unsupported_type", hg_json_get(msg, "unsupported"), "type");
 }
 
 static const struct {
@@ -526,28 +571,28 @@ static const struct {
     {"unsupported", content_unsupported},
 };
 
-static json_t *context_object(json_t *ctx)
+static struct hg_json *context_object(struct walk *w, struct hg_json *ctx)
 {
     static const char *const product_keys[] = {"catalog_id", "product_retailer_id", NULL};
-    json_t *o = json_object();
-    copy_str(o, "reply_to_id", ctx, "id");
-    copy_str(o, "reply_to_from", ctx, "from");
-    copy_bool(o, "forwarded", ctx, "forwarded");
-    copy_bool(o, "frequently_forwarded", ctx, "frequently_forwarded");
-    copy_sub(o, ctx, "referred_product", product_keys);
+    struct hg_json *o = obj_new(w);
+    copy_str(w, o, "reply_to_id", ctx, "id");
+    copy_str(w, o, "reply_to_from", ctx, "from");
+    copy_bool(w, o, "forwarded", ctx, "forwarded");
+    copy_bool(w, o, "frequently_forwarded", ctx, "frequently_forwarded");
+    copy_sub(w, o, ctx, "referred_product", product_keys);
     return o;
 }
 
-static json_t *referral_object(json_t *ref)
+static struct hg_json *referral_object(struct walk *w, struct hg_json *ref)
 {
     static const char *const keys[] = {"source_url", "source_id", "source_type", "headline", "body", "media_type",
                                        "image_url", "video_url", "thumbnail_url", "ctwa_clid", NULL};
-    json_t *o = json_object();
-    copy_strs(o, ref, keys);
+    struct hg_json *o = obj_new(w);
+    copy_strs(w, o, ref, keys);
     return o;
 }
 
-static int process_message(struct walk *w, json_t *msg)
+static int process_message(struct walk *w, struct hg_json *msg)
 {
     const char *type = str_of(msg, "type");
     content_fn fn = NULL;
@@ -560,45 +605,45 @@ static int process_message(struct walk *w, json_t *msg)
             break;
         }
     }
-    if (usable_id(json_object_get(msg, "id")))
+    if (usable_id(hg_json_get(msg, "id")))
         snprintf(id, sizeof(id), "%s", str_of(msg, "id"));
     else
         derived_id(id, sizeof(id), "message", w, msg);
 
     const char *ntype = fn ? type : "unknown";
-    json_t *doc = doc_new(w, id, "message", ntype, json_object_get(msg, "timestamp"), &occurred_s);
+    struct hg_json *doc = doc_new(w, id, "message", ntype, hg_json_get(msg, "timestamp"), &occurred_s);
     if (doc == NULL)
         return HG_ERR_NOMEM;
     /* System notices are about a number change, not a conversation: no contacts profile. */
     int system = fn == content_system;
-    json_t *customer = customer_object(w->value, json_object_get(msg, "from"), json_object_get(msg, "from_user_id"),
-                                       json_object_get(msg, "from_parent_user_id"), NULL, !system);
+    struct hg_json *customer = customer_object(w, w->value, hg_json_get(msg, "from"), hg_json_get(msg, "from_user_id"),
+                                       hg_json_get(msg, "from_parent_user_id"), NULL, !system);
     if (customer != NULL)
-        json_object_set_new(doc, "customer", customer);
+        set(w, doc, "customer", customer);
 
-    json_t *content = json_object();
+    struct hg_json *content = obj_new(w);
     if (fn != NULL) {
-        fn(content, msg, json_object_get(msg, type));
+        fn(w, content, msg, hg_json_get(msg, type));
     } else {
-        json_t *orig = json_object_get(msg, "type");
-        json_object_set(content, "original_type", orig ? orig : json_null());
+        struct hg_json *orig = hg_json_get(msg, "type");
+        set(w, content, "original_type", orig ? orig : hg_json_null());
     }
-    json_object_set_new(doc, "content", content);
+    set(w, doc, "content", content);
 
-    json_t *ctx = json_object_get(msg, "context");
-    if (json_is_object(ctx))
-        json_object_set_new(doc, "context", context_object(ctx));
-    json_t *ref = json_object_get(msg, "referral");
-    if (json_is_object(ref))
-        json_object_set_new(doc, "referral", referral_object(ref));
-    json_t *errs = errors_of(msg);
+    struct hg_json *ctx = hg_json_get(msg, "context");
+    if (hg_json_is_object(ctx))
+        set(w, doc, "context", context_object(w, ctx));
+    struct hg_json *ref = hg_json_get(msg, "referral");
+    if (hg_json_is_object(ref))
+        set(w, doc, "referral", referral_object(w, ref));
+    struct hg_json *errs = errors_of(w, msg);
     if (errs != NULL)
-        json_object_set_new(doc, "errors", errs);
-    json_object_set(doc, "raw", msg);
+        set(w, doc, "errors", errs);
+    set(w, doc, "raw", msg);
     return emit_doc(w, doc, id, "message", ntype, occurred_s);
 }
 
-static int process_status(struct walk *w, json_t *st)
+static int process_status(struct walk *w, struct hg_json *st)
 {
     static const char *const copy_keys[] = {"recipient_id", "recipient_type", "biz_opaque_callback_data",
                                             "recipient_participant_id", "recipient_user_id",
@@ -612,75 +657,76 @@ static int process_status(struct walk *w, json_t *st)
     if (status == NULL)
         status = "unknown";
     size_t wlen = wamid ? strlen(wamid) : 0, slen = strlen(status);
-    if (usable_id(json_object_get(st, "id")) && wlen + 1 + slen <= EVENT_ID_LEN_MAX) {
+    if (usable_id(hg_json_get(st, "id")) && wlen + 1 + slen <= EVENT_ID_LEN_MAX) {
         memcpy(id, wamid, wlen);
         id[wlen] = ':';
         memcpy(id + wlen + 1, status, slen + 1);
     } else
         derived_id(id, sizeof(id), "status", w, st);
 
-    json_t *doc = doc_new(w, id, "status", status, json_object_get(st, "timestamp"), &occurred_s);
+    struct hg_json *doc = doc_new(w, id, "status", status, hg_json_get(st, "timestamp"), &occurred_s);
     if (doc == NULL)
         return HG_ERR_NOMEM;
 
     /* In a group the recipient is the group; the person is the participant. */
     const char *rtype = str_of(st, "recipient_type");
     int group = rtype != NULL && strcmp(rtype, "group") == 0;
-    json_t *customer = customer_object(w->value,
-                                       json_object_get(st, group ? "recipient_participant_id" : "recipient_id"),
-                                       json_object_get(st, "recipient_user_id"),
-                                       json_object_get(st, "recipient_parent_user_id"),
-                                       json_object_get(st, "recipient_identity_key_hash"), 1);
+    struct hg_json *customer = customer_object(w, w->value,
+                                       hg_json_get(st, group ? "recipient_participant_id" : "recipient_id"),
+                                       hg_json_get(st, "recipient_user_id"),
+                                       hg_json_get(st, "recipient_parent_user_id"),
+                                       hg_json_get(st, "recipient_identity_key_hash"), 1);
     if (customer != NULL)
-        json_object_set_new(doc, "customer", customer);
+        set(w, doc, "customer", customer);
 
-    json_t *content = json_object();
-    copy_str(content, "message_id", st, "id");
-    copy_strs(content, st, copy_keys);
-    json_t *conv = json_object_get(st, "conversation");
-    if (json_is_object(conv)) {
-        json_t *c = json_object();
-        copy_str(c, "id", conv, "id");
-        copy_time(c, "expiration_timestamp", conv, "expiration_timestamp");
-        copy_str(c, "origin_type", json_object_get(conv, "origin"), "type");
-        json_object_set_new(content, "conversation", c);
+    struct hg_json *content = obj_new(w);
+    copy_str(w, content, "message_id", st, "id");
+    copy_strs(w, content, st, copy_keys);
+    struct hg_json *conv = hg_json_get(st, "conversation");
+    if (hg_json_is_object(conv)) {
+        struct hg_json *c = obj_new(w);
+        copy_str(w, c, "id", conv, "id");
+        copy_time(w, c, "expiration_timestamp", conv, "expiration_timestamp");
+        copy_str(w, c, "origin_type", hg_json_get(conv, "origin"), "type");
+        set(w, content, "conversation", c);
     }
-    json_t *pricing = json_object_get(st, "pricing");
-    if (json_is_object(pricing)) {
-        json_t *p = json_object();
-        copy_bool(p, "billable", pricing, "billable");
-        copy_str(p, "pricing_model", pricing, "pricing_model");
-        copy_str(p, "type", pricing, "type");
-        copy_str(p, "category", pricing, "category");
-        json_object_set_new(content, "pricing", p);
+    struct hg_json *pricing = hg_json_get(st, "pricing");
+    if (hg_json_is_object(pricing)) {
+        struct hg_json *p = obj_new(w);
+        copy_bool(w, p, "billable", pricing, "billable");
+        copy_str(w, p, "pricing_model", pricing, "pricing_model");
+        copy_str(w, p, "type", pricing, "type");
+        copy_str(w, p, "category", pricing, "category");
+        set(w, content, "pricing", p);
     }
-    json_object_set_new(doc, "content", content);
-    json_t *errs = errors_of(st);
+    set(w, doc, "content", content);
+    struct hg_json *errs = errors_of(w, st);
     if (errs != NULL)
-        json_object_set_new(doc, "errors", errs);
-    json_object_set(doc, "raw", st);
+        set(w, doc, "errors", errs);
+    set(w, doc, "raw", st);
     return emit_doc(w, doc, id, "status", status, occurred_s);
 }
 
-static int process_error(struct walk *w, json_t *err)
+static int process_error(struct walk *w, struct hg_json *err)
 {
     char id[EVENT_ID_MAX], type[32];
     int64_t occurred_s;
-    json_t *code = json_object_get(err, "code");
+    struct hg_json *code = hg_json_get(err, "code");
 
-    if (json_is_integer(code))
-        snprintf(type, sizeof(type), "%lld", (long long)json_integer_value(code));
+    long long code_value;
+    if (hg_json_int(code, &code_value))
+        snprintf(type, sizeof(type), "%lld", code_value);
     else
         snprintf(type, sizeof(type), "unknown");
     derived_id(id, sizeof(id), "error", w, err);
-    json_t *doc = doc_new(w, id, "error", type, json_object_get(err, "timestamp"), &occurred_s);
+    struct hg_json *doc = doc_new(w, id, "error", type, hg_json_get(err, "timestamp"), &occurred_s);
     if (doc == NULL)
         return HG_ERR_NOMEM;
-    json_object_set_new(doc, "content", error_object(err));
-    json_t *errs = json_array();
-    json_array_append_new(errs, error_object(err));
-    json_object_set_new(doc, "errors", errs);
-    json_object_set(doc, "raw", err);
+    set(w, doc, "content", error_object(w, err));
+    struct hg_json *errs = arr_new(w);
+    append(w, errs, error_object(w, err));
+    set(w, doc, "errors", errs);
+    set(w, doc, "raw", err);
     return emit_doc(w, doc, id, "error", type, occurred_s);
 }
 
@@ -691,55 +737,51 @@ static int process_system(struct walk *w)
     int64_t occurred_s;
 
     derived_id(id, sizeof(id), "system", w, w->value);
-    json_t *doc = doc_new(w, id, "system", w->field, json_object_get(w->value, "timestamp"), &occurred_s);
+    struct hg_json *doc = doc_new(w, id, "system", w->field, hg_json_get(w->value, "timestamp"), &occurred_s);
     if (doc == NULL)
         return HG_ERR_NOMEM;
-    json_t *content = json_object();
-    json_object_set_new(content, "field", json_string(w->field));
-    copy_str(content, "event", w->value, "event");
-    json_object_set_new(doc, "content", content);
-    json_t *errs = errors_of(w->value);
+    struct hg_json *content = obj_new(w);
+    set(w, content, "field", str_new(w, w->field));
+    copy_str(w, content, "event", w->value, "event");
+    set(w, doc, "content", content);
+    struct hg_json *errs = errors_of(w, w->value);
     if (errs != NULL)
-        json_object_set_new(doc, "errors", errs);
-    json_object_set(doc, "raw", w->value);
+        set(w, doc, "errors", errs);
+    set(w, doc, "raw", w->value);
     return emit_doc(w, doc, id, "system", w->field, occurred_s);
 }
 
 /* Run fn over every object of value[key]. */
-static int each(struct walk *w, const char *key, int (*fn)(struct walk *w, json_t *obj))
+static int each(struct walk *w, const char *key, int (*fn)(struct walk *w, struct hg_json *obj))
 {
-    json_t *arr = json_object_get(w->value, key);
-    for (size_t i = 0; i < json_array_size(arr); i++) {
-        json_t *obj = json_array_get(arr, i);
-        if (!json_is_object(obj))
+    struct hg_json *arr = hg_json_get(w->value, key);
+    for (struct hg_json_item *i = hg_json_first(arr); i; i = i->next) {
+        if (!hg_json_is_object(i->val))
             continue;
-        int rc = fn(w, obj);
+        int rc = fn(w, i->val);
         if (rc != 0)
             return rc;
     }
     return 0;
 }
 
-int hg_whatsapp_normalize(json_t *root, const struct hg_event_meta *meta, hg_event_emit_fn emit, void *arg)
+int hg_whatsapp_normalize(struct hg_arena *a, const struct hg_json *root, const struct hg_event_meta *meta,
+                          hg_event_emit_fn emit, void *arg)
 {
-    struct walk w = {.meta = meta, .emit = emit, .arg = arg};
-    json_t *entry = json_object_get(root, "entry");
+    struct walk w = {.meta = meta, .emit = emit, .arg = arg, .a = a};
     int rc;
 
     hg_time_rfc3339(w.received_at, sizeof(w.received_at), meta->received_at_ns, 3);
     w.received_s = meta->received_at_ns / 1000000000ull;
 
-    for (size_t i = 0; i < json_array_size(entry); i++) {
-        json_t *e = json_array_get(entry, i);
-        json_t *changes = json_object_get(e, "changes");
-        w.waba_id = str_of(e, "id");
+    for (struct hg_json_item *ei = hg_json_first(hg_json_get(root, "entry")); ei; ei = ei->next) {
+        w.waba_id = str_of(ei->val, "id");
         if (w.waba_id == NULL)
             w.waba_id = "";
-        for (size_t j = 0; j < json_array_size(changes); j++) {
-            json_t *c = json_array_get(changes, j);
-            w.field = str_of(c, "field");
-            w.value = json_object_get(c, "value");
-            if (w.field == NULL || !json_is_object(w.value))
+        for (struct hg_json_item *ci = hg_json_first(hg_json_get(ei->val, "changes")); ci; ci = ci->next) {
+            w.field = str_of(ci->val, "field");
+            w.value = hg_json_get(ci->val, "value");
+            if (w.field == NULL || !hg_json_is_object(w.value))
                 continue;
             if (strcmp(w.field, "messages") == 0) {
                 if ((rc = each(&w, "messages", process_message)) != 0 ||

@@ -69,7 +69,7 @@ struct item_event {
     char *priority_class;
     uint64_t timestamp_s;
     int priority;
-    json_t *doc;                   /* the event until it is serialized */
+    struct hg_json *doc;           /* the event until it is serialized (in the item's arena) */
     char *json;                    /* NULL until the first publish */
     size_t json_len;
     unsigned enrich_pending;       /* enrichment calls in flight (plus a hold while starting) */
@@ -99,7 +99,7 @@ struct item {
     size_t headers_len;
     char *body;
     size_t body_len;
-    json_t *root;                  /* parsed envelope until events are built */
+    struct hg_json_doc *doc;       /* the envelope; its arena holds the events' documents too */
     struct item_event *events;
     size_t n_events;
     enum archive_state archive;
@@ -161,13 +161,10 @@ static void item_free(struct item *it)
         free(e->type);
         free(e->correlation_id);
         free(e->priority_class);
-        if (e->doc)
-            json_decref(e->doc);
         free(e->json);
     }
     free(it->events);
-    if (it->root)
-        json_decref(it->root);
+    hg_json_doc_free(it->doc);
     free(it->request_id);
     free(it->tenant);
     free(it->provider);
@@ -342,11 +339,9 @@ static void event_publish(struct item_event *e)
     struct hg_drain *d = it->drain;
     if (e->json == NULL) {
         /* Frozen here, once: enrichment is in the document now; a retry sends the same bytes. */
-        e->json = json_dumps(e->doc, JSON_COMPACT);
+        e->json = hg_json_dumps(e->doc, &e->json_len);
         if (e->json == NULL)
             hg_oom(__FILE__, __LINE__);
-        e->json_len = strlen(e->json);
-        json_decref(e->doc);
         e->doc = NULL;
     }
     for (;;) {
@@ -410,8 +405,29 @@ static bool wants_media(const struct item_event *e)
 {
     if (e->item->drain->b.media == NULL || !is_message(e) || media_type_of(e) == HG_MEDIA_NTYPES)
         return false;
-    const char *id = json_string_value(json_object_get(json_object_get(e->doc, "content"), "media_id"));
+    const char *id = hg_json_str(hg_json_get(hg_json_get(e->doc, "content"), "media_id"));
     return id != NULL && id[0] != '\0';
+}
+
+/*
+ * Set doc[key] = val (val from the item's arena, NULL when it refused memory). The arena is sized
+ * for the envelope's events many times over, so a refusal means something is badly wrong: the
+ * key gets null rather than the event being lost.
+ */
+static void event_doc_set(struct item_event *e, const char *key, struct hg_json *val)
+{
+    if (val == NULL || hg_json_set(&e->item->doc->arena, e->doc, key, val) != 0) {
+        hg_error(e->item->request_id, "event document arena exhausted; field set to null", "event_id", e->event_id,
+                 "field", key, NULL);
+        hg_json_set(&e->item->doc->arena, e->doc, key, hg_json_null());
+    }
+}
+
+/* A jansson tree of a client (State Manager, media) into the event; the tree is released. */
+static void event_doc_set_jansson(struct item_event *e, const char *key, json_t *val)
+{
+    event_doc_set(e, key, val ? hg_json_from_jansson(&e->item->doc->arena, val) : hg_json_null());
+    json_decref(val);
 }
 
 static void enrich_finish(struct item_event *e)
@@ -450,7 +466,7 @@ static void on_state(void *arg, const struct hg_statemgr_result *r)
             hg_debug(it->request_id, "state manager degraded; publishing without mapping", "error",
                      r->error ? r->error : "", NULL);
         }
-        json_object_set_new(e->doc, "mapping", r->mapping ? json_incref(r->mapping) : json_null());
+        event_doc_set_jansson(e, "mapping", r->mapping ? json_incref(r->mapping) : NULL);
         e->state_done = true;
     }
     enrich_release(e);
@@ -460,8 +476,10 @@ static void on_state(void *arg, const struct hg_statemgr_result *r)
 static void state_start(struct item_event *e)
 {
     struct item *it = e->item;
-    const char *wa_id = json_string_value(json_object_get(json_object_get(e->doc, "customer"), "wa_id"));
-    json_t *body = hg_statemgr_message_body(e->doc);
+    const char *wa_id = hg_json_str(hg_json_get(hg_json_get(e->doc, "customer"), "wa_id"));
+    json_t *event = hg_json_to_jansson(e->doc);
+    json_t *body = event ? hg_statemgr_message_body(event) : NULL;
+    json_decref(event);
     enrich_hold(e);
     int rc = hg_statemgr_enrich(it->drain->b.statemgr, wa_id ? wa_id : "", it->tenant, body, on_state, e);
     if (body)
@@ -469,7 +487,7 @@ static void state_start(struct item_event *e)
     if (rc != 0) {
         if (rc != HG_ERR_CLOSED) {
             hg_metric_inc(HG_M_STATE_MANAGER_FAILURES, NULL);
-            json_object_set_new(e->doc, "mapping", json_null());
+            event_doc_set(e, "mapping", hg_json_null());
             e->state_done = true;
         }
         enrich_release(e);
@@ -479,12 +497,14 @@ static void state_start(struct item_event *e)
 /* media given up on for good: the event goes out with media.error = reason. */
 static void media_give_up(struct item_event *e, const char *reason)
 {
-    json_t *content = json_object_get(e->doc, "content");
-    json_t *m = json_pack("{s:O?,s:s,s:s}", "media_id", json_object_get(content, "media_id"), "type", e->type,
-                          "error", reason);
-    if (m == NULL)
-        hg_oom(__FILE__, __LINE__);
-    json_object_set_new(e->doc, "media", m);
+    struct hg_arena *a = &e->item->doc->arena;
+    struct hg_json *media_id = hg_json_get(hg_json_get(e->doc, "content"), "media_id");
+    struct hg_json *m = hg_json_object(a);
+    if (m == NULL || hg_json_set(a, m, "media_id", media_id ? media_id : hg_json_null()) != 0 ||
+        hg_json_set(a, m, "type", hg_json_string(a, e->type)) != 0 ||
+        hg_json_set(a, m, "error", hg_json_string(a, reason)) != 0)
+        m = NULL;
+    event_doc_set(e, "media", m);
     e->media_done = true;
     char labels[96];
     snprintf(labels, sizeof(labels), "reason=\"%s\"", reason); /* reasons are fixed identifiers */
@@ -536,7 +556,7 @@ static void on_media(void *arg, const struct hg_media_result *res)
         json_t *m = hg_media_result_json(res);
         if (m == NULL)
             hg_oom(__FILE__, __LINE__);
-        json_object_set_new(e->doc, "media", m);
+        event_doc_set_jansson(e, "media", m);
         e->media_done = true;
     }
     enrich_release(e);
@@ -557,14 +577,14 @@ static void media_fetch(struct item_event *e, const char *token, bool from_cache
         d->media_bucket_checked = true;
         hg_s3_ensure_bucket(d->b.s3, d->media_bucket, on_media_bucket, d);
     }
-    json_t *content = json_object_get(e->doc, "content");
+    struct hg_json *content = hg_json_get(e->doc, "content");
     struct hg_media_job job = {
         .tenant = it->tenant,
         .access_token = token,
-        .media_id = json_string_value(json_object_get(content, "media_id")),
+        .media_id = hg_json_str(hg_json_get(content, "media_id")),
         .media_type = media_type_of(e),
-        .mime_type = json_string_value(json_object_get(content, "mime_type")),
-        .sha256 = json_string_value(json_object_get(content, "sha256")),
+        .mime_type = hg_json_str(hg_json_get(content, "mime_type")),
+        .sha256 = hg_json_str(hg_json_get(content, "sha256")),
         .message_id = e->event_id,
         .occurred_at_s = e->timestamp_s,
         .request_id = it->request_id,
@@ -812,14 +832,15 @@ static void archive_start(struct item *it)
 
 static char *dup_or_empty(const char *s) { return hg_xstrdup(s ? s : ""); }
 
-static int on_event(void *arg, const struct hg_event *ev, json_t *doc)
+static int on_event(void *arg, const struct hg_event *ev, struct hg_json *doc)
 {
     struct item *it = arg;
     int priority = ev->priority;
     const char *priority_class = ev->priority_class;
     /* Tenant rules set priority and tags before the document is frozen into its JSON text. */
     if (it->drain->b.conf && strcmp(ev->kind, "dead_letter") != 0)
-        hg_rules_apply(hg_conf_rules(*it->drain->b.conf, it->tenant), doc, &priority, &priority_class);
+        hg_rules_apply(hg_conf_rules(*it->drain->b.conf, it->tenant), &it->doc->arena, doc, &priority,
+                       &priority_class);
     it->events = hg_xrealloc(it->events, (it->n_events + 1) * sizeof(*it->events));
     struct item_event *e = &it->events[it->n_events++];
     memset(e, 0, sizeof(*e));
@@ -832,7 +853,7 @@ static int on_event(void *arg, const struct hg_event *ev, json_t *doc)
     e->priority_class = dup_or_empty(priority_class ? priority_class : "medium");
     e->timestamp_s = ev->timestamp_s;
     e->priority = priority;
-    e->doc = json_incref(doc);
+    e->doc = doc;
     /* Nothing to add to it: the document is final (and needs no enrichment round). */
     e->enriched = !wants_state(e) && !wants_media(e);
     return 0;
@@ -850,6 +871,14 @@ static void item_dead_letter(struct item *it, const char *reason)
                         "unparseable", "reason", reason, "provider", it->provider, "tenant", it->tenant,
                         "correlation_id", it->request_id);
     }
+    if (it->doc == NULL)
+        it->doc = hg_json_doc_new(0);
+    /* After a normalization that ran out of arena, the dead letter must still be made. */
+    it->doc->arena.cap = 0;
+    struct hg_json *hdoc = doc ? hg_json_from_jansson(&it->doc->arena, doc) : NULL;
+    json_decref(doc);
+    if (hdoc == NULL)
+        hg_oom(__FILE__, __LINE__);
     char id[160];
     snprintf(id, sizeof(id), "dead:%s", it->request_id);
     struct hg_event ev = {
@@ -863,8 +892,7 @@ static void item_dead_letter(struct item *it, const char *reason)
         .timestamp_s = it->received_at_ns / 1000000000ull,
         .priority_class = "medium",
     };
-    on_event(it, &ev, doc);
-    json_decref(doc);
+    on_event(it, &ev, hdoc);
     it->events[it->n_events - 1].dead_reason = "unparseable";
     hg_error(it->request_id, "record cannot be normalized; dead-lettered", "reason", reason, NULL);
 }
@@ -872,10 +900,10 @@ static void item_dead_letter(struct item *it, const char *reason)
 static void item_build(struct item *it)
 {
     it->built = true;
-    if (it->root == NULL) {
+    if (it->doc == NULL) {
         char reason[256];
-        it->root = hg_whatsapp_parse(it->body, it->body_len, reason, sizeof(reason));
-        if (it->root == NULL) {
+        it->doc = hg_whatsapp_parse(it->body, it->body_len, reason, sizeof(reason));
+        if (it->doc == NULL) {
             item_dead_letter(it, reason);
             return;
         }
@@ -885,9 +913,8 @@ static void item_build(struct item *it)
         .request_id = it->request_id,
         .received_at_ns = it->received_at_ns,
     };
-    int n = hg_whatsapp_normalize(it->root, &meta, on_event, it);
-    json_decref(it->root);
-    it->root = NULL;
+    /* The envelope stays: the events share its nodes until they are serialized. */
+    int n = hg_whatsapp_normalize(&it->doc->arena, it->doc->root, &meta, on_event, it);
     if (n < 0)
         item_dead_letter(it, hg_strerror(n));
 }
@@ -932,10 +959,11 @@ static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct
 
 static void on_build_idle(uv_idle_t *h);
 
-void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec, json_t *root)
+void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec,
+                     struct hg_json_doc *doc)
 {
     struct item *it = item_new(d, spool_id, rec);
-    it->root = root;
+    it->doc = doc;
     /* Built later, from the loop: the caller is answering a batch of requests right now. */
     if (d->build_tail)
         d->build_tail->build_next = it;
@@ -962,14 +990,14 @@ static void on_build_idle(uv_idle_t *h)
         uv_idle_stop(&d->build_idle);
 }
 
-void hg_drain_submit_acked(struct hg_drain *d, const struct hg_drain_record *rec, json_t *root, hg_drain_ack_cb ack,
-                           void *arg)
+void hg_drain_submit_acked(struct hg_drain *d, const struct hg_drain_record *rec, struct hg_json_doc *doc,
+                           hg_drain_ack_cb ack, void *arg)
 {
     struct item *it = item_new(d, 0, rec);
     it->ephemeral = true;
     it->ack = ack;
     it->ack_arg = arg;
-    it->root = root;
+    it->doc = doc;
     item_build(it);
     /* The answer must never come before this returns: hold the item until the end. */
     it->outstanding++;

@@ -11,11 +11,11 @@
 #ifndef HG_REQ_DRAIN_H
 #define HG_REQ_DRAIN_H
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
+#include "core/json.h"
 #include "sink/sink.h"
 
 struct hg_spool;
@@ -66,10 +66,11 @@ struct hg_drain_record {
 
 int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_drain **out);
 /*
- * Hand on record `spool_id`. `root` is the already parsed envelope or NULL (it is then parsed
- * from the body); the drain takes over that reference.
+ * Hand on record `spool_id`. `doc` is the already parsed envelope (hg_whatsapp_parse) or NULL (it
+ * is then parsed from the body); the drain takes it over, and builds the events in its arena.
  */
-void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec, json_t *root);
+void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec,
+                     struct hg_json_doc *doc);
 /*
  * ack = broker: hand on a webhook that is NOT in the spool. `ack(arg, 0)` runs once every event is
  * confirmed by the sink (the caller answers 200 then); `ack(arg, <0)` runs as soon as one step
@@ -78,8 +79,8 @@ void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drai
  * not touch `arg` after the call. The raw archive still runs; it does not change the answer.
  */
 typedef void (*hg_drain_ack_cb)(void *arg, int status);
-void hg_drain_submit_acked(struct hg_drain *d, const struct hg_drain_record *rec, json_t *root, hg_drain_ack_cb ack,
-                           void *arg);
+void hg_drain_submit_acked(struct hg_drain *d, const struct hg_drain_record *rec, struct hg_json_doc *doc,
+                           hg_drain_ack_cb ack, void *arg);
 
 /* True while the last raw-archive attempt failed (S3 down or refusing). */
 bool hg_drain_archive_failing(const struct hg_drain *d);

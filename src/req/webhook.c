@@ -37,7 +37,7 @@ struct hg_req {
     struct hg_worker *worker;
     struct hg_conn *conn;          /* NULL once the connection went away */
     struct hg_conf *conf;          /* the config this request started with (a reference) */
-    json_t *root;                  /* parsed envelope, handed to the drain */
+    struct hg_json_doc *doc;       /* parsed envelope, handed to the drain */
     const char *tenant;            /* points into conf */
     char request_id[HG_HTTP_REQUEST_ID_MAX + 1];
     uint64_t received_at_ns;
@@ -161,19 +161,17 @@ static int match_business(void *arg, const char *id)
 }
 
 /* Events a validated envelope will produce: messages + statuses + errors, one per other field. */
-static int count_events(json_t *root)
+static int count_events(const struct hg_json *root)
 {
     int n = 0;
-    size_t i, j;
-    json_t *entry, *change;
-    json_array_foreach(json_object_get(root, "entry"), i, entry) {
-        json_array_foreach(json_object_get(entry, "changes"), j, change) {
-            json_t *value = json_object_get(change, "value");
-            const char *field = json_string_value(json_object_get(change, "field"));
+    for (struct hg_json_item *ei = hg_json_first(hg_json_get(root, "entry")); ei; ei = ei->next) {
+        for (struct hg_json_item *ci = hg_json_first(hg_json_get(ei->val, "changes")); ci; ci = ci->next) {
+            struct hg_json *value = hg_json_get(ci->val, "value");
+            const char *field = hg_json_str(hg_json_get(ci->val, "field"));
             if (field && strcmp(field, "messages") == 0) {
-                n += (int)json_array_size(json_object_get(value, "messages"));
-                n += (int)json_array_size(json_object_get(value, "statuses"));
-                n += (int)json_array_size(json_object_get(value, "errors"));
+                n += (int)hg_json_size(hg_json_get(value, "messages"));
+                n += (int)hg_json_size(hg_json_get(value, "statuses"));
+                n += (int)hg_json_size(hg_json_get(value, "errors"));
             } else {
                 n++;
             }
@@ -184,8 +182,7 @@ static int count_events(json_t *root)
 
 static void req_free(struct hg_req *q)
 {
-    if (q->root)
-        json_decref(q->root);
+    hg_json_doc_free(q->doc);
     hg_conf_unref(q->conf);
     if (q->svc_tenant)
         hg_tenant_unref(q->svc_tenant);
@@ -235,9 +232,9 @@ static void on_spooled(void *arg, int status, uint64_t id)
         .body = q->body,
         .body_len = q->body_len,
     };
-    json_t *root = q->root;
-    q->root = NULL;
-    hg_drain_submit(q->worker->drain, id, &rec, root);
+    struct hg_json_doc *doc = q->doc;
+    q->doc = NULL;
+    hg_drain_submit(q->worker->drain, id, &rec, doc);
     req_free(q);
 }
 
@@ -276,9 +273,9 @@ static void req_publish(struct hg_req *q)
         .body = q->body,
         .body_len = q->body_len,
     };
-    json_t *root = q->root;
-    q->root = NULL;
-    hg_drain_submit_acked(q->worker->drain, &rec, root, on_broker_acked, q);
+    struct hg_json_doc *doc = q->doc;
+    q->doc = NULL;
+    hg_drain_submit_acked(q->worker->drain, &rec, doc, on_broker_acked, q);
     /* q may be freed by now. */
 }
 
@@ -442,11 +439,11 @@ static void on_tenant(void *arg, int status, struct hg_tenant *t)
         hg_info(q->request_id, "signature mismatch", "tenant", q->tenant, NULL);
         count_webhook(q->tenant, "unauthorized");
         req_answer_error(q, 401, "unauthorized", "signature does not match", NULL);
-    } else if (q->root == NULL) {
+    } else if (q->doc == NULL) {
         count_webhook(q->tenant, "invalid");
         req_answer_error(q, 400, "invalid_envelope", q->parse_reason ? q->parse_reason : "invalid envelope", NULL);
     } else {
-        q->events = count_events(q->root);
+        q->events = count_events(q->doc->root);
         if (q->worker->redis) {
             req_set_state(q, HG_REQ_RATELIMIT);
             if (hg_redis_ratelimit(q->worker->redis, q->tenant, q->rate_limit, 60000, on_ratelimit, q) == 0)
@@ -473,28 +470,29 @@ static int collect_id(void *arg, const char *id)
     return 0;
 }
 
-static void req_lookup_tenant(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *path_tenant,
-                              json_t *root, const char *sig, size_t sig_len, const char *reason)
+static void req_lookup_tenant(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r,
+                              const char *path_tenant, struct hg_json_doc *doc, const char *sig, size_t sig_len,
+                              const char *reason)
 {
     struct hg_conf *conf = w->conf;
     struct hg_req *q = req_new(w, c, r);
-    q->root = root;
+    q->doc = doc;
     q->tenant = conf->default_tenant;
     q->sig = hg_xstrndup(sig, sig_len);
     q->sig_len = sig_len;
-    if (root == NULL && path_tenant) {
+    if (doc == NULL && path_tenant) {
         char why[256] = "";
-        q->root = hg_whatsapp_parse(r->body, r->body_len, why, sizeof(why));
-        if (q->root == NULL)
+        q->doc = hg_whatsapp_parse(r->body, r->body_len, why, sizeof(why));
+        if (q->doc == NULL)
             q->parse_reason = hg_xstrdup(why);
-    } else if (root == NULL) {
+    } else if (doc == NULL) {
         q->parse_reason = hg_xstrdup(reason);
     }
     hg_conn_set_data(c, q);
 
     struct id_list ids = { .n = 0 };
-    if (q->root)
-        hg_whatsapp_business_ids(q->root, collect_id, &ids);
+    if (q->doc)
+        hg_whatsapp_business_ids(q->doc->root, collect_id, &ids);
     if (hg_tenants_resolve(w->tenants, conf, path_tenant, ids.ids, ids.n, on_tenant, q) != 0)
         on_tenant(q, HG_ERR_UNAVAILABLE, NULL);
 }
@@ -505,7 +503,7 @@ void hg_req_whatsapp_ingest(struct hg_worker *w, struct hg_conn *c, struct hg_ht
     size_t sig_len = 0;
     const char *sig = hg_http_header_get(r, "X-Hub-Signature-256", &sig_len);
     const struct hg_tenant_conf *t = NULL;
-    json_t *root = NULL;
+    struct hg_json_doc *doc = NULL;
     char reason[256] = "";
 
     if (sig == NULL) {
@@ -517,23 +515,22 @@ void hg_req_whatsapp_ingest(struct hg_worker *w, struct hg_conn *c, struct hg_ht
         t = hg_conf_tenant(conf, tenant);
     } else {
         /* No tenant in the path: the envelope's WABA / phone number ids may map to one. */
-        root = hg_whatsapp_parse(r->body, r->body_len, reason, sizeof(reason));
-        if (root) {
+        doc = hg_whatsapp_parse(r->body, r->body_len, reason, sizeof(reason));
+        if (doc) {
             struct tenant_match m = { conf, NULL };
-            hg_whatsapp_business_ids(root, match_business, &m);
+            hg_whatsapp_business_ids(doc->root, match_business, &m);
             t = m.found;
         }
     }
     if (t == NULL && w->tenants) {
         /* Not in the config: the tenant cache and the tenant service decide (asynchronously). */
-        req_lookup_tenant(w, c, r, tenant, root, sig, sig_len, reason);
+        req_lookup_tenant(w, c, r, tenant, doc, sig, sig_len, reason);
         return;
     }
     const char *tenant_id = t ? t->id : conf->default_tenant;
     const struct hg_strlist *secrets = tenant_secrets(conf, t);
     if (secrets->n == 0) {
-        if (root)
-            json_decref(root);
+        hg_json_doc_free(doc);
         hg_warn(r->request_id, "no app secret configured for tenant; answered 503", "tenant", tenant_id, NULL);
         count_webhook(tenant_id, "unavailable");
         hg_conn_respond_error(c, 503, "tenant_unavailable", "no app secret configured for this tenant",
@@ -541,25 +538,24 @@ void hg_req_whatsapp_ingest(struct hg_worker *w, struct hg_conn *c, struct hg_ht
         return;
     }
     if (hg_whatsapp_verify_signature(sig, sig_len, r->body, r->body_len, secrets) != 0) {
-        if (root)
-            json_decref(root);
+        hg_json_doc_free(doc);
         hg_info(r->request_id, "signature mismatch", "tenant", tenant_id, NULL);
         count_webhook(tenant_id, "unauthorized");
         hg_conn_respond_error(c, 401, "unauthorized", "signature does not match", NULL);
         return;
     }
-    if (root == NULL && reason[0] == '\0')
-        root = hg_whatsapp_parse(r->body, r->body_len, reason, sizeof(reason));
-    if (root == NULL) {
+    if (doc == NULL && reason[0] == '\0')
+        doc = hg_whatsapp_parse(r->body, r->body_len, reason, sizeof(reason));
+    if (doc == NULL) {
         count_webhook(tenant_id, "invalid");
         hg_conn_respond_error(c, 400, "invalid_envelope", reason, NULL);
         return;
     }
 
     struct hg_req *q = req_new(w, c, r);
-    q->root = root;
+    q->doc = doc;
     q->tenant = tenant_id;
-    q->events = count_events(root);
+    q->events = count_events(doc->root);
     q->rate_limit = t && t->rate_limit ? t->rate_limit : conf->ratelimit_default;
     hg_conn_set_data(c, q);
 

@@ -576,26 +576,26 @@ static const struct {
     { "location", { "name", "address" } },
 };
 
-static void text_collect(json_t *doc, struct text *t)
+static void text_collect(const struct hg_json *doc, struct text *t)
 {
     t->count = 0;
-    const char *kind = json_string_value(json_object_get(doc, "kind"));
-    const char *type = json_string_value(json_object_get(doc, "type"));
-    json_t *content = json_object_get(doc, "content");
-    if (kind == NULL || type == NULL || strcmp(kind, "message") != 0 || !json_is_object(content))
+    const char *kind = hg_json_str(hg_json_get(doc, "kind"));
+    const char *type = hg_json_str(hg_json_get(doc, "type"));
+    struct hg_json *content = hg_json_get(doc, "content");
+    if (kind == NULL || type == NULL || strcmp(kind, "message") != 0 || !hg_json_is_object(content))
         return;
     size_t budget = HG_RULES_MAX_TEXT;
     for (size_t i = 0; i < HG_ARRAY_SIZE(text_keys); i++) {
         if (strcmp(text_keys[i].type, type) != 0)
             continue;
         for (size_t k = 0; k < HG_ARRAY_SIZE(text_keys[i].keys) && text_keys[i].keys[k]; k++) {
-            json_t *v = json_object_get(content, text_keys[i].keys[k]);
-            if (!json_is_string(v) || budget == 0)
+            struct hg_json *v = hg_json_get(content, text_keys[i].keys[k]);
+            if (!hg_json_is_string(v) || budget == 0)
                 continue;
-            size_t n = HG_MIN(json_string_length(v), budget);
+            size_t n = HG_MIN(v->len, budget);
             if (n == 0)
                 continue;
-            t->s[t->count] = json_string_value(v);
+            t->s[t->count] = v->str;
             t->n[t->count] = n;
             t->count++;
             budget -= n;
@@ -635,28 +635,29 @@ static bool entry_match(const struct entry *e, const char *folded, size_t fn, co
 }
 
 /* Write priority and tags into doc, just before raw (so raw stays the last key). */
-static int doc_set(json_t *doc, int cls, const struct hg_rules *r, uint64_t tags)
+static int doc_set(struct hg_arena *a, struct hg_json *doc, int cls, const struct hg_rules *r, uint64_t tags)
 {
     int rc = 0;
-    json_t *arr = json_array();
+    struct hg_json *arr = hg_json_array(a);
     for (size_t i = 0; r && i < r->n_tags && arr; i++)
         if (tags & (UINT64_C(1) << i))
-            rc |= json_array_append_new(arr, json_string(r->tags[i]));
-    json_t *raw = json_incref(json_object_get(doc, "raw"));
+            rc |= hg_json_append(a, arr, hg_json_string(a, r->tags[i]));
+    struct hg_json *raw = hg_json_get(doc, "raw");
     if (raw)
-        json_object_del(doc, "raw");
-    rc |= json_object_set_new(doc, "priority", json_string(class_names[cls]));
-    rc |= json_object_set_new(doc, "tags", arr);
+        hg_json_del(doc, "raw");
+    rc |= hg_json_set(a, doc, "priority", hg_json_string(a, class_names[cls]));
+    rc |= hg_json_set(a, doc, "tags", arr);
     if (raw)
-        rc |= json_object_set_new(doc, "raw", raw);
+        rc |= hg_json_set(a, doc, "raw", raw);
     return rc ? HG_ERR_NOMEM : 0;
 }
 
-int hg_rules_apply(const struct hg_rules *r, json_t *doc, int *priority, const char **priority_class)
+int hg_rules_apply(const struct hg_rules *r, struct hg_arena *a, struct hg_json *doc, int *priority,
+                   const char **priority_class)
 {
     *priority = HG_RULES_PRIORITY_MEDIUM;
     *priority_class = class_names[HG_RULES_MEDIUM];
-    if (!json_is_object(doc))
+    if (!hg_json_is_object(doc))
         return HG_ERR_INVALID;
 
     int best = -1;
@@ -696,7 +697,7 @@ int hg_rules_apply(const struct hg_rules *r, json_t *doc, int *priority, const c
         }
     }
     int cls = best < 0 ? HG_RULES_MEDIUM : best;
-    rc = doc_set(doc, cls, r, tags);
+    rc = doc_set(a, doc, cls, r, tags);
     *priority = class_priorities[cls];
     *priority_class = class_names[cls];
     if (folded != stack)

@@ -7,8 +7,9 @@
 #ifndef HG_RULES_RULES_H
 #define HG_RULES_RULES_H
 
-#include <jansson.h>
 #include <stddef.h>
+
+#include "core/json.h"
 
 /* Priority classes, lowest first; the highest class any rule matched wins. */
 enum hg_rules_class {
@@ -69,9 +70,10 @@ void hg_rules_free(struct hg_rules *r);
  * HG_RULES_MAX_TEXT bytes of it. No text or no match: medium and no tags.
  * *priority gets the AMQP priority (1, 4, 7 or 9) and *priority_class the class name (a static
  * string). Returns 0, or HG_ERR_INVALID when `doc` is not an object (out params are then medium,
- * `doc` is untouched). Thread-safe for a sealed `r`; allocates only the new JSON values and, for
- * texts longer than 4 KiB, one scratch buffer.
+ * `doc` is untouched). Thread-safe for a sealed `r`; allocates the new JSON values in `a` (the
+ * document's arena) and, for texts longer than 4 KiB, one scratch buffer.
  */
-int hg_rules_apply(const struct hg_rules *r, json_t *doc, int *priority, const char **priority_class);
+int hg_rules_apply(const struct hg_rules *r, struct hg_arena *a, struct hg_json *doc, int *priority,
+                   const char **priority_class);
 
 #endif

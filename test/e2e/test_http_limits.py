@@ -243,6 +243,37 @@ def test_pipelined_posts_in_order(lim):
         assert [e["correlation_id"] for e in evs if e["event_id"] == w] == [f"pp{i}"]
 
 
+def test_requests_sent_while_the_previous_is_handled(lim):
+    """Each request goes out in its own send, before the previous answer came back (reading stays
+    on while a request is handled): every one is answered, in order, and published once."""
+    wamids = [hgm.new_wamid() for _ in range(20)]
+    with lim.raw() as c:
+        for i, w in enumerate(wamids):
+            c.send(signed_post(hgm.body_bytes(hgm.text_envelope(w)), extra=[("X-Request-Id", f"sp{i}")]))
+            time.sleep(0.0005)
+        rs = [c.read_response() for _ in wamids]
+        c.send(hgm.request_bytes("GET", "/health"))
+        assert c.read_response().status == 200, "the connection stopped reading after the pipelined requests"
+    assert [r.status for r in rs] == [200] * len(wamids), rs
+    assert [r.json()["request_id"] for r in rs] == [f"sp{i}" for i in range(len(wamids))]
+    evs = lim.wait_events(wamids)
+    assert sorted(e["event_id"] for e in evs) == sorted(wamids)
+
+
+def test_half_close_after_the_request_still_answered(lim):
+    """A client that shuts down its sending side after the request still gets the 200 (and the
+    webhook is stored); the connection is closed after the answer."""
+    wamid = hgm.new_wamid()
+    with lim.raw() as c:
+        c.send(signed_post(hgm.body_bytes(hgm.text_envelope(wamid)), extra=[("X-Request-Id", "hc1")]))
+        c.sock.shutdown(socket.SHUT_WR)
+        r = c.read_response(timeout=5)
+        assert r.status == 200, r
+        assert r.json()["request_id"] == "hc1"
+        assert c.wait_closed(2), "connection kept open after the peer's half-close"
+    lim.wait_events([wamid])
+
+
 @pytest.mark.parametrize("line", [
     b"GARBAGE\r\n\r\n",
     b"GET\r\n\r\n",

@@ -600,29 +600,44 @@ static void rules_file_done(const char *dir, const char *path)
     rmdir(dir);
 }
 
+/* A normalized text message with `body`, in `a`. */
+static struct hg_json *rules_doc(struct hg_arena *a, const char *body)
+{
+    struct hg_json *doc = hg_json_object(a), *content = hg_json_object(a);
+    assert_int_equal(hg_json_set(a, doc, "kind", hg_json_string(a, "message")), 0);
+    assert_int_equal(hg_json_set(a, doc, "type", hg_json_string(a, "text")), 0);
+    assert_int_equal(hg_json_set(a, content, "body", hg_json_string(a, body)), 0);
+    assert_int_equal(hg_json_set(a, doc, "content", content), 0);
+    assert_int_equal(hg_json_set(a, doc, "raw", hg_json_object(a)), 0);
+    return doc;
+}
+
 /* Priority class hg_rules_apply gives a text message with `body`. */
 static const char *rules_class(const struct hg_rules *r, const char *body)
 {
-    json_t *doc = json_pack("{s:s, s:s, s:{s:s}, s:{}}", "kind", "message", "type", "text", "content", "body", body,
-                            "raw");
+    struct hg_arena a;
+    hg_arena_init(&a, 0);
     int prio;
     const char *cls;
-    assert_int_equal(hg_rules_apply(r, doc, &prio, &cls), 0);
-    json_decref(doc);
+    assert_int_equal(hg_rules_apply(r, &a, rules_doc(&a, body), &prio, &cls), 0);
+    hg_arena_destroy(&a);
     return cls;
 }
 
 static const char *rules_tags(const struct hg_rules *r, const char *body)
 {
     static char out[256];
-    json_t *doc = json_pack("{s:s, s:s, s:{s:s}}", "kind", "message", "type", "text", "content", "body", body);
+    struct hg_arena a;
+    hg_arena_init(&a, 0);
+    struct hg_json *doc = rules_doc(&a, body);
     int prio;
     const char *cls;
-    assert_int_equal(hg_rules_apply(r, doc, &prio, &cls), 0);
-    char *s = json_dumps(json_object_get(doc, "tags"), JSON_COMPACT);
+    assert_int_equal(hg_rules_apply(r, &a, doc, &prio, &cls), 0);
+    char *s = hg_json_dumps(hg_json_get(doc, "tags"), NULL);
+    assert_non_null(s);
     snprintf(out, sizeof(out), "%s", s);
     free(s);
-    json_decref(doc);
+    hg_arena_destroy(&a);
     return out;
 }
 

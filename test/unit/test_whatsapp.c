@@ -240,8 +240,8 @@ static void test_handshake_cap(void **state)
 static void expect_reject(const char *body, const char *reason_part)
 {
     char reason[256] = "";
-    json_t *root = hg_whatsapp_parse(body, strlen(body), reason, sizeof(reason));
-    assert_null(root);
+    struct hg_json_doc *doc = hg_whatsapp_parse(body, strlen(body), reason, sizeof(reason));
+    assert_null(doc);
     if (strstr(reason, reason_part) == NULL)
         fail_msg("reason \"%s\" does not contain \"%s\"", reason, reason_part);
 }
@@ -249,23 +249,32 @@ static void expect_reject(const char *body, const char *reason_part)
 static void test_parse_ok(void **state)
 {
     char reason[128] = "";
-    json_t *root = hg_whatsapp_parse(ENVELOPE, strlen(ENVELOPE), reason, sizeof(reason));
-    assert_non_null(root);
+    struct hg_json_doc *doc = hg_whatsapp_parse(ENVELOPE, strlen(ENVELOPE), reason, sizeof(reason));
+    assert_non_null(doc);
     assert_string_equal(reason, "");
-    assert_string_equal(json_string_value(json_object_get(root, "object")), "whatsapp_business_account");
-    json_decref(root);
+    assert_string_equal(hg_json_str(hg_json_get(doc->root, "object")), "whatsapp_business_account");
+    hg_json_doc_free(doc);
 
     /* Unknown keys anywhere and an empty changes array are fine; a NUL in text is kept. */
     const char *b = "{\"object\":\"whatsapp_business_account\",\"future\":1,\"entry\":[{\"id\":\"1\",\"changes\":[],"
                     "\"x\":[1]},{\"id\":\"2\",\"changes\":[{\"field\":\"messages\",\"value\":{\"t\":\"a\\u0000b\"}}]}]}";
-    root = hg_whatsapp_parse(b, strlen(b), reason, sizeof(reason));
-    assert_non_null(root);
-    json_decref(root);
+    doc = hg_whatsapp_parse(b, strlen(b), reason, sizeof(reason));
+    assert_non_null(doc);
+    struct hg_json *t = hg_json_get(hg_json_get(hg_json_get(hg_json_get(doc->root, "entry")->tail->val, "changes")
+                                                    ->head->val, "value"), "t");
+    assert_non_null(t);
+    assert_int_equal(t->len, 3);
+    assert_memory_equal(t->str, "a\0b", 3);
+    hg_json_doc_free(doc);
 }
 
 static void test_parse_reject(void **state)
 {
     expect_reject("{\"object\":", "body is not valid JSON");
+    expect_reject("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"1\",\"changes\":[]}]}}",
+                  "body is not valid JSON");
+    expect_reject("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"\xc3\x28\",\"changes\":[]}]}",
+                  "body is not valid JSON");
     expect_reject("", "body is not valid JSON");
     expect_reject("[1,2]", "not a JSON object");
     expect_reject("{\"entry\":[]}", "object is not whatsapp_business_account");
@@ -307,8 +316,9 @@ static void test_business_ids(void **state)
                     "{\"field\":\"account_update\",\"value\":{}}]},"
                     "{\"id\":\"WABA2\",\"changes\":[{\"field\":\"messages\",\"value\":{\"metadata\":{\"phone_number_id\":\"PN2\"}}}]}]}";
     char reason[128];
-    json_t *root = hg_whatsapp_parse(b, strlen(b), reason, sizeof(reason));
-    assert_non_null(root);
+    struct hg_json_doc *doc = hg_whatsapp_parse(b, strlen(b), reason, sizeof(reason));
+    assert_non_null(doc);
+    const struct hg_json *root = doc->root;
     struct collected c = {.n = 0, .stop_at = -1};
     assert_int_equal(hg_whatsapp_business_ids(root, collect, &c), 0);
     assert_int_equal(c.n, 4);
@@ -320,7 +330,7 @@ static void test_business_ids(void **state)
     struct collected s = {.n = 0, .stop_at = 2};
     assert_int_equal(hg_whatsapp_business_ids(root, collect, &s), 42);
     assert_int_equal(s.n, 2);
-    json_decref(root);
+    hg_json_doc_free(doc);
 }
 
 int main(void)
