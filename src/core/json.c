@@ -638,7 +638,7 @@ struct hg_json *hg_json_getn(const struct hg_json *obj, const char *key, size_t 
     if (!hg_json_is_object(obj) || (key == NULL && key_len != 0))
         return NULL;
     for (struct hg_json_item *it = obj->head; it; it = it->next) {
-        if (it->key_len == key_len && (key_len == 0 || memcmp(it->key, key, key_len) == 0))
+        if (it->key_len == key_len && (key_len == 0 || (it->key[0] == key[0] && memcmp(it->key, key, key_len) == 0)))
             return it->val;
     }
     return NULL;
@@ -798,7 +798,7 @@ int hg_json_setn(struct hg_arena *a, struct hg_json *obj, const char *key, size_
     if (!hg_json_is_object(obj) || val == NULL || (key == NULL && key_len != 0))
         return HG_ERR_INVALID;
     for (struct hg_json_item *it = obj->head; it; it = it->next) {
-        if (it->key_len == key_len && (key_len == 0 || memcmp(it->key, key, key_len) == 0)) {
+        if (it->key_len == key_len && (key_len == 0 || (it->key[0] == key[0] && memcmp(it->key, key, key_len) == 0))) {
             it->val = val;
             return 0;
         }

@@ -108,13 +108,14 @@ size_t hg_phone_lookup(const char *digits, size_t n, const char **region)
     size_t best_len = 0;
 
     for (size_t i = 0; i < HG_ARRAY_SIZE(cc_table); i++) {
-        /* Most rows differ in the first digit: skip them before measuring the prefix. */
-        if (n == 0 || cc_table[i].prefix[0] != digits[0])
-            continue;
-        size_t plen = strlen(cc_table[i].prefix);
-        if (plen <= n && plen > best_len && memcmp(digits, cc_table[i].prefix, plen) == 0) {
+        /* Compared digit by digit: most rows differ in the first one and cost one comparison. */
+        const char *p = cc_table[i].prefix;
+        size_t k = 0;
+        while (k < n && p[k] != '\0' && p[k] == digits[k])
+            k++;
+        if (p[k] == '\0' && k > best_len) {
             best = &cc_table[i];
-            best_len = plen;
+            best_len = k;
         }
     }
     if (region != NULL)
