@@ -69,6 +69,9 @@ struct hg_http_server {
     uint64_t rq_taken;              /* request states ever taken: tells whether a second was quiet */
     uint64_t trim_mark;             /* rq_taken when the trim timer was armed */
     uv_timer_t trim_timer;          /* malloc_trim once the server goes quiet */
+    uv_idle_t written_idle;         /* completes answers written at once (write_response) */
+    struct hg_conn *written_head;   /* connections whose answer went out whole, to complete */
+    bool written_closed;
 };
 
 /*
@@ -110,6 +113,8 @@ struct hg_conn {
     bool abandoned_notified;
     bool served_one;
     bool continue_pending;           /* a "100 Continue" write is in flight */
+    bool written_queued;             /* in srv->written_head: the answer is out, completion due */
+    struct hg_conn *written_next;
     void *app_data;                  /* the application's object for the request in flight */
 };
 
@@ -494,9 +499,9 @@ static void timer_arm(struct hg_conn *c, uint64_t ms)
 
 /* ---- writing ---- */
 
-static void on_written(uv_write_t *w, int status)
+/* The answer is out (or failed): back to idle, or closed. */
+static void written_done(struct hg_conn *c, int status)
 {
-    struct hg_conn *c = w->data;
     if (c->state == CONN_CLOSING)
         return;
     if (status < 0 || c->close_after) {
@@ -526,6 +531,67 @@ static void on_written(uv_write_t *w, int status)
             return;
     }
     start_reading(c);
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+    written_done(w->data, status);
+}
+
+static void written_unlink(struct hg_conn *c)
+{
+    struct hg_conn **pp = &c->srv->written_head;
+    while (*pp && *pp != c)
+        pp = &(*pp)->written_next;
+    if (*pp)
+        *pp = c->written_next;
+    c->written_queued = false;
+    c->written_next = NULL;
+}
+
+/* Complete every answer that went out whole; each completion may start the next request. */
+static void written_flush(struct hg_http_server *s)
+{
+    while (s->written_head) {
+        struct hg_conn *c = s->written_head;
+        written_unlink(c);
+        written_done(c, 0);
+    }
+    uv_idle_stop(&s->written_idle);
+}
+
+static void on_written_idle(uv_idle_t *h)
+{
+    written_flush(h->data);
+}
+
+/*
+ * Send the answer in out. Most answers fit the socket buffer at once: uv_try_write sends them
+ * without the write queue, whose completion re-arms epoll (an epoll_ctl per request). Their
+ * completion runs from the server's idle handle at the next loop turn, never on the stack of the
+ * caller answering (which may be answering a whole batch). What does not fit goes through uv_write.
+ */
+static void send_answer(struct hg_conn *c, struct hg_buf *out)
+{
+    struct hg_http_server *s = c->srv;
+    uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)out->len) {
+        c->written_next = s->written_head;
+        s->written_head = c;
+        c->written_queued = true;
+        if (!uv_is_active((uv_handle_t *)&s->written_idle))
+            uv_idle_start(&s->written_idle, on_written_idle);
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        conn_close(c);
+        return;
+    }
+    if (n > 0)
+        b = uv_buf_init(out->data + n, (unsigned)(out->len - (size_t)n));
+    if (uv_write(&c->rq->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0)
+        conn_close(c);
 }
 
 /* Decimal digits of v, written backwards from `end`; returns the first digit. */
@@ -602,9 +668,7 @@ static void write_response(struct hg_conn *c, int status, const char *request_id
 
     set_state(c, CONN_WRITING);
     uv_timer_stop(&c->timer);
-    uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
-    if (uv_write(&rq->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0)
-        conn_close(c);
+    send_answer(c, out);
 }
 
 void hg_conn_respond(struct hg_conn *c, int status, const char *content_type, const char *extra_headers,
@@ -757,7 +821,8 @@ static void start_reading(struct hg_conn *c)
 
 static void maybe_stop_done(struct hg_http_server *s)
 {
-    if (s->stopping && s->listener_closed && s->trim_closed && s->nconns == 0 && s->stop_done) {
+    if (s->stopping && s->listener_closed && s->trim_closed && s->written_closed && s->nconns == 0 &&
+        s->stop_done) {
         void (*done)(void *) = s->stop_done;
         s->stop_done = NULL;
         done(s->stop_arg);
@@ -793,6 +858,8 @@ static void conn_close(struct hg_conn *c)
         return;
     bool was_handling = c->state == CONN_HANDLING;
     set_state(c, CONN_CLOSING);
+    if (c->written_queued)
+        written_unlink(c);
     if (was_handling && !c->abandoned_notified && c->srv->handler.on_abandon) {
         c->abandoned_notified = true;
         c->srv->handler.on_abandon(c, c->srv->handler.ud);
@@ -871,6 +938,8 @@ int hg_http_server_start(uv_loop_t *loop, int fd, const struct hg_http_limits *l
     s->trim_timer.data = s;
     /* Housekeeping only: it must not keep the loop alive. */
     uv_unref((uv_handle_t *)&s->trim_timer);
+    uv_idle_init(loop, &s->written_idle);
+    s->written_idle.data = s;
     *out = s;
     return 0;
 }
@@ -892,6 +961,13 @@ static void on_trim_closed(uv_handle_t *h)
     maybe_stop_done(s);
 }
 
+static void on_written_idle_closed(uv_handle_t *h)
+{
+    struct hg_http_server *s = h->data;
+    s->written_closed = true;
+    maybe_stop_done(s);
+}
+
 static void on_listener_closed(uv_handle_t *h)
 {
     struct hg_http_server *s = h->data;
@@ -908,6 +984,9 @@ void hg_http_server_stop(struct hg_http_server *s, void (*done)(void *arg), void
     s->stop_arg = arg;
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
     uv_close((uv_handle_t *)&s->trim_timer, on_trim_closed);
+    /* Answers already out complete now (each closes, as stopping asks); then the idle goes. */
+    written_flush(s);
+    uv_close((uv_handle_t *)&s->written_idle, on_written_idle_closed);
     for (struct hg_conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         if (c->state == CONN_IDLE)
