@@ -2,6 +2,8 @@
  * E.164 parsing and the ITU-T country calling code table (ITU-T E.164 assignment list, with
  * the shared codes +1, +7 and a few others split by their documented sub-prefixes).
  */
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/common.h"
@@ -102,20 +104,39 @@ static const struct cc_prefix cc_table[] = {
     {"5997", 3, "BQ"}, {"6189164", 2, "CX"}, {"6189162", 2, "CC"},
 };
 
+/*
+ * The rows of each first digit, built once: a lookup then compares only the rows that can match
+ * (a tenth of the table, the +1 and +7 sub-prefixes included) instead of all of them.
+ */
+static uint16_t by_digit[10][HG_ARRAY_SIZE(cc_table)];
+static uint16_t by_digit_n[10];
+static pthread_once_t by_digit_once = PTHREAD_ONCE_INIT;
+
+static void by_digit_build(void)
+{
+    for (size_t i = 0; i < HG_ARRAY_SIZE(cc_table); i++) {
+        int d = cc_table[i].prefix[0] - '0';
+        by_digit[d][by_digit_n[d]++] = (uint16_t)i;
+    }
+}
+
 size_t hg_phone_lookup(const char *digits, size_t n, const char **region)
 {
     const struct cc_prefix *best = NULL;
     size_t best_len = 0;
 
-    for (size_t i = 0; i < HG_ARRAY_SIZE(cc_table); i++) {
-        /* Compared digit by digit: most rows differ in the first one and cost one comparison. */
-        const char *p = cc_table[i].prefix;
-        size_t k = 0;
-        while (k < n && p[k] != '\0' && p[k] == digits[k])
-            k++;
-        if (p[k] == '\0' && k > best_len) {
-            best = &cc_table[i];
-            best_len = k;
+    if (n > 0 && digits[0] >= '0' && digits[0] <= '9') {
+        pthread_once(&by_digit_once, by_digit_build);
+        int d = digits[0] - '0';
+        for (size_t j = 0; j < by_digit_n[d]; j++) {
+            const struct cc_prefix *row = &cc_table[by_digit[d][j]];
+            size_t k = 1;
+            while (k < n && row->prefix[k] != '\0' && row->prefix[k] == digits[k])
+                k++;
+            if (row->prefix[k] == '\0' && k > best_len) {
+                best = row;
+                best_len = k;
+            }
         }
     }
     if (region != NULL)
