@@ -1,4 +1,8 @@
-/* Unit tests for the spool: group commit, recovery, torn/corrupt tails, quota, rotation, orphans, close. */
+/*
+ * Unit tests for the spool: group commit, recovery, torn/corrupt tails, quota, rotation, orphans,
+ * close, and segments prepared ahead (zero-filled): their zero tails, interrupted preparations,
+ * rollover into them and their place in the quota.
+ */
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -205,6 +209,25 @@ static char *read_all(const char *path, size_t *len)
     return p;
 }
 
+/* Offset just past the last non-zero byte: where a zero-filled segment's records end. */
+static off_t data_end(const char *path)
+{
+    size_t len;
+    char *p = read_all(path, &len);
+    while (len > 0 && p[len - 1] == 0)
+        len--;
+    free(p);
+    return (off_t)len;
+}
+
+static void write_at(const char *path, off_t off, const void *buf, size_t n)
+{
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, buf, n, off), (ssize_t)n);
+    close(fd);
+}
+
 static void test_append_one(void **state)
 {
     struct fixture *f = *state;
@@ -309,8 +332,9 @@ static void test_recover_after_reopen(void **state)
     assert_int_equal(hg_spool_recovered_next(s, &none), HG_ERR_NOT_FOUND);
     char w0[128];
     snprintf(w0, sizeof(w0), "%s/w0", f->dir);
-    assert_int_equal(count_files(w0, ".seg"), 0);
+    assert_int_equal(count_files(w0, ".seg"), 1); /* only the one prepared at open */
     close_spool(f, s);
+    assert_int_equal(count_files(w0, ".seg"), 0);
 }
 
 /* A release whose only copy sat in a segment deleted at recovery is written again. */
@@ -356,7 +380,8 @@ static void test_torn_tail(void **state)
     snprintf(w0, sizeof(w0), "%s/w0", f->dir);
     snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
     only_file(w0, ".seg", seg, sizeof(seg));
-    off_t torn = file_size(seg) - 10;
+    /* A torn write at the end of a plain (growing) segment: the file ends inside the last record. */
+    off_t torn = data_end(seg) - 10;
     assert_int_equal(truncate(seg, torn), 0);
 
     s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
@@ -376,8 +401,11 @@ static void test_torn_tail(void **state)
     assert_int_equal(append_one(s, 9, 10, &r4), 0);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(r4.status, 0);
-    assert_int_equal(count_files(w0, ".seg"), 2);
+    assert_int_equal(file_size(seg), torn - file_size(qfile));
+    /* The cut one, the one written, and the next one prepared (deleted by the close). */
+    assert_int_equal(count_files(w0, ".seg"), 3);
     close_spool(f, s);
+    assert_int_equal(count_files(w0, ".seg"), 2);
 }
 
 static void test_crc_mismatch(void **state)
@@ -407,7 +435,7 @@ static void test_crc_mismatch(void **state)
     b ^= 0x20;
     assert_int_equal(pwrite(fd, &b, 1, flip), 1);
     close(fd);
-    off_t before = file_size(seg);
+    off_t before = data_end(seg); /* the zeros after it are not quarantined */
 
     s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
     struct hg_spool_entry *e;
@@ -441,7 +469,7 @@ static void test_quarantine_failure_keeps_segment(void **state)
     snprintf(w0, sizeof(w0), "%s/w0", f->dir);
     snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
     only_file(w0, ".seg", seg, sizeof(seg));
-    off_t torn = file_size(seg) - 1; /* the only data record is torn */
+    off_t torn = data_end(seg) - 1; /* the only data record is torn */
     assert_int_equal(truncate(seg, torn), 0);
     assert_int_equal(rmdir(qdir), 0);
     FILE *fp = fopen(qdir, "w"); /* a file where the directory should be: copies fail */
@@ -500,7 +528,7 @@ static void test_rotation_and_deletion(void **state)
     struct stat st;
     snprintf(w0, sizeof(w0), "%s/w0", f->dir);
     snprintf(first, sizeof(first), "%s/0000000000000001.seg", w0);
-    assert_int_equal(count_files(w0, ".seg"), N / 2);
+    assert_int_equal(count_files(w0, ".seg"), N / 2 + 1); /* + the next one, prepared */
     assert_true(file_size(first) <= 600);
     assert_int_equal((int)(r[0].id >> 32), (int)(r[1].id >> 32));
     assert_true((r[0].id >> 32) != (r[2].id >> 32));
@@ -516,8 +544,8 @@ static void test_rotation_and_deletion(void **state)
     for (int i = 2; i < N; i++)
         assert_int_equal(hg_spool_release(s, r[i].id), 0);
     uv_run(&f->loop, UV_RUN_DEFAULT);
-    /* Only the segment being written survives. */
-    assert_int_equal(count_files(w0, ".seg"), 1);
+    /* Only the segment being written survives (and the next one, prepared). */
+    assert_int_equal(count_files(w0, ".seg"), 2);
     uint64_t recs, bytes;
     hg_spool_stats(s, &recs, &bytes);
     assert_int_equal(recs, 0);
@@ -527,8 +555,9 @@ static void test_rotation_and_deletion(void **state)
     s = open_spool(f, 0, 1, 1 << 24, 600);
     struct hg_spool_entry *e;
     assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
-    assert_int_equal(count_files(w0, ".seg"), 0);
+    assert_int_equal(count_files(w0, ".seg"), 1); /* only the one prepared at open */
     close_spool(f, s);
+    assert_int_equal(count_files(w0, ".seg"), 0);
 }
 
 static void test_orphan_adoption(void **state)
@@ -623,32 +652,51 @@ static void test_close_with_appends_in_flight(void **state)
     close_spool(f, s);
 }
 
-/* A failed batch answers its appends with the error; the next batch moves to a new segment. */
+/*
+ * A failed batch answers its appends with the error; the next batch moves to a new segment. The
+ * failure is made by taking names: the next segment cannot be prepared (its name exists), so the
+ * rotation falls back to creating a plain segment, whose name is taken too.
+ */
 static void test_write_error_not_durable(void **state)
 {
     struct fixture *f = *state;
-    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
-    char path[256];
-    snprintf(path, sizeof(path), "%s/w0/0000000000000001.seg", f->dir);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600); /* the next segment's name is taken */
-    assert_true(fd >= 0);
-    close(fd);
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 600); /* two ~234-byte records per segment */
+    char w0[128], path[256];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    for (int seq = 2; seq <= 3; seq++) {
+        snprintf(path, sizeof(path), "%s/%016x.seg", w0, seq);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        assert_true(fd >= 0);
+        close(fd);
+    }
 
-    struct result r = { 0 }, ok = { 0 };
-    assert_int_equal(append_one(s, 1, 10, &r), 0);
+    struct result a = { 0 }, b = { 0 }, r = { 0 }, ok = { 0 };
+    assert_int_equal(append_one(s, 0, 100, &a), 0); /* into segment 1, prepared at open */
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(a.status, 0);
+    assert_int_equal(count_files(w0, ".zero"), 0); /* the failed preparation of 2 left nothing */
+    snprintf(path, sizeof(path), "%s/%016x.seg", w0, 2);
+    assert_int_equal(file_size(path), 0);           /* and did not replace what had that name */
+    assert_int_equal(append_one(s, 1, 100, &b), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(b.status, 0);
+
+    assert_int_equal(append_one(s, 2, 100, &r), 0); /* rotates: no prepared segment, 3 is taken */
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(r.calls, 1);
     assert_int_equal(r.status, UV_EEXIST);
     assert_int_equal(hg_spool_writable(s), UV_EEXIST);
     uint64_t recs, bytes;
     hg_spool_stats(s, &recs, &bytes);
-    assert_int_equal(recs, 0);
-    assert_int_equal(bytes, 0);
+    assert_int_equal(recs, 2);
 
-    assert_int_equal(append_one(s, 2, 10, &ok), 0);
+    assert_int_equal(append_one(s, 3, 100, &ok), 0); /* into segment 4, prepared after the failure */
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(ok.status, 0);
     assert_int_equal(hg_spool_writable(s), 0);
+    snprintf(path, sizeof(path), "%s/%016x.seg", w0, 4);
+    assert_int_equal(file_size(path), 600);
+    assert_int_equal((int)(ok.id >> 32), (int)(a.id >> 32) + 2); /* after the failed segment 3 */
     close_spool(f, s);
 }
 
