@@ -827,7 +827,8 @@ static void start_commit(struct hg_spool *s)
     struct segment *cur = s->cur;
     if (rotate) {
         struct segment *seg;
-        struct prep *p = s->prep;
+        /* schedule_commit never lets a rotation start while the preparation runs. */
+        struct prep *p = s->prep_busy ? NULL : s->prep;
         if (p) {
             /* The prepared file is complete and durable under its name: just write into it. */
             s->prep = NULL;

@@ -700,6 +700,297 @@ static void test_write_error_not_durable(void **state)
     close_spool(f, s);
 }
 
+/* N records in a zero-filled segment, then zeros: all N come back, nothing is quarantined or cut. */
+static void test_prezeroed_recovery(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 7 };
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[N] = { { 0 } };
+    for (int i = 0; i < N; i++)
+        assert_int_equal(append_one(s, i, 300 + (size_t)i, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(r[i].status, 0);
+    close_spool(f, s);
+
+    char w0[128], qdir[128], seg[300];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+    only_file(w0, ".seg", seg, sizeof(seg));
+    assert_int_equal(file_size(seg), 1 << 20); /* written in full before use */
+    off_t end = data_end(seg);
+    assert_true(end > N * 300 && end < (1 << 20));
+
+    for (int run = 0; run < 2; run++) { /* twice: recovery itself must not change the file */
+        s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+        uint64_t recs;
+        hg_spool_stats(s, &recs, NULL);
+        assert_int_equal(recs, N);
+        struct hg_spool_entry *e;
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+            check_entry(e, i, 300 + (size_t)i);
+            hg_spool_entry_free(e);
+        }
+        assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+        close_spool(f, s);
+        assert_int_equal(count_files(qdir, ".bad"), 0);
+        assert_int_equal(file_size(seg), 1 << 20);
+        assert_int_equal(data_end(seg), end);
+    }
+}
+
+/* A torn last record in a zero-filled segment (its end never reached the disk): cut and quarantined as before. */
+static void test_torn_record_then_zeros(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[3] = { { 0 } };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(append_one(s, i, 200, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    char w0[128], seg[300], qdir[128], qfile[400];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+    only_file(w0, ".seg", seg, sizeof(seg));
+    off_t end = data_end(seg);
+    char z[10] = { 0 };
+    write_at(seg, end - 10, z, sizeof(z)); /* the file keeps its size: zeros where the tail was */
+    off_t torn = end - 10;
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct hg_spool_entry *e;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+        check_entry(e, i, 200);
+        hg_spool_entry_free(e);
+    }
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    close_spool(f, s);
+    /* Exactly the torn record's bytes are kept, and the segment ends where it began. */
+    only_file(qdir, ".bad", qfile, sizeof(qfile));
+    assert_true(file_size(qfile) > 0);
+    assert_int_equal(file_size(seg) + file_size(qfile), torn);
+    size_t len;
+    char *q = read_all(qfile, &len);
+    assert_non_null(memmem(q, len, "req-2", 5));
+    assert_null(memmem(q, len, "req-1", 5));
+    free(q);
+    /* Recovered once more: nothing new is found or quarantined. */
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    uint64_t recs;
+    hg_spool_stats(s, &recs, NULL);
+    assert_int_equal(recs, 2);
+    close_spool(f, s);
+    assert_int_equal(count_files(qdir, ".bad"), 1);
+}
+
+/* Zeros inside the last record but data after them: not a clean end, the whole tail is bad. */
+static void test_zero_hole_then_data(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[3] = { { 0 } };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(append_one(s, i, 600, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    char w0[128], seg[300], qdir[128], qfile[400];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+    only_file(w0, ".seg", seg, sizeof(seg));
+    off_t end = data_end(seg);
+    char z[200] = { 0 };
+    write_at(seg, end - 400, z, sizeof(z)); /* a hole in record 2's body */
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    uint64_t recs;
+    hg_spool_stats(s, &recs, NULL);
+    assert_int_equal(recs, 2);
+    close_spool(f, s);
+    only_file(qdir, ".bad", qfile, sizeof(qfile));
+    assert_int_equal(file_size(seg) + file_size(qfile), end);
+}
+
+/*
+ * A crash while the next segment was being prepared: a <seq>.zero file of any length and
+ * content, or (the prepared segment being unused) a .seg holding only its header and some zeros.
+ * Both are deleted; the records are all there; nothing is quarantined.
+ */
+static void test_crash_during_prezero(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 16);
+    struct result r[3] = { { 0 } };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(append_one(s, i, 100, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+
+    char w0[128], qdir[128], prepared[256], copy[256], zero[256];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+    snprintf(prepared, sizeof(prepared), "%s/0000000000000002.seg", w0);
+    snprintf(copy, sizeof(copy), "%s/prepared.copy", f->dir);
+    snprintf(zero, sizeof(zero), "%s/0000000000000003.zero", w0);
+    assert_int_equal(count_files(w0, ".seg"), 2);
+    assert_int_equal(file_size(prepared), 1 << 16);
+    assert_true(data_end(prepared) <= 56); /* its header, then zeros */
+    assert_int_equal(link(prepared, copy), 0);
+    close_spool(f, s);
+    assert_int_equal(count_files(w0, ".seg"), 1);
+
+    /* Put back what a crash would have left: the prepared one (cut short), a half-filled .zero. */
+    assert_int_equal(rename(copy, prepared), 0);
+    assert_int_equal(truncate(prepared, 4096), 0);
+    FILE *fp = fopen(zero, "w");
+    assert_non_null(fp);
+    fputs("HGSP stale bytes of a file that was never named .seg", fp);
+    fclose(fp);
+    assert_int_equal(truncate(zero, 10000), 0);
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 16);
+    struct hg_spool_entry *e;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+        check_entry(e, i, 100);
+        hg_spool_entry_free(e);
+    }
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    assert_int_equal(count_files(w0, ".zero"), 0);
+    struct stat st;
+    assert_int_equal(stat(prepared, &st), -1); /* an empty segment is deleted */
+    assert_int_equal(count_files(qdir, ".bad"), 0);
+    /* New appends go after every name seen, including the .zero one. */
+    struct result n = { 0 };
+    assert_int_equal(append_one(s, 9, 100, &n), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(n.status, 0);
+    close_spool(f, s);
+    char next[256];
+    snprintf(next, sizeof(next), "%s/0000000000000003.seg", w0);
+    assert_int_equal(file_size(next), 1 << 16);
+    assert_int_equal(count_files(w0, ".seg"), 2);
+}
+
+/*
+ * Rollover into prepared segments: every segment is written in full before use, each holds as
+ * many records as its logical size allows (not its file size, which is always segment_bytes), a
+ * batch bigger than a segment still goes (past the zeros), and everything recovers in order.
+ */
+static void test_rollover_prezeroed(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 600);
+    enum { N = 9 };
+    struct result r[N] = { { 0 } };
+    size_t blen[N];
+    char w0[128], path[256];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    for (int i = 0; i < N; i++) {
+        blen[i] = i == 6 ? 1000 : 100; /* record 6 alone is bigger than a segment */
+        assert_int_equal(append_one(s, i, blen[i], &r[i]), 0);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(r[i].status, 0);
+        assert_int_equal(count_files(w0, ".zero"), 0);
+    }
+    /* Two ~234-byte records per 600-byte segment: 0-1, 2-3, 4-5, then 6 alone, 7-8. */
+    int want_seg[N] = { 1, 1, 2, 2, 3, 3, 4, 5, 5 };
+    for (int i = 0; i < N; i++)
+        assert_int_equal((int)(r[i].id >> 32) - (int)(r[0].id >> 32), want_seg[i] - 1);
+    for (int seq = 1; seq <= 6; seq++) { /* 6: the next one, prepared */
+        snprintf(path, sizeof(path), "%s/%016x.seg", w0, seq);
+        assert_int_equal(file_size(path), seq == 4 ? 56 + 1134 : 600);
+    }
+    assert_int_equal(count_files(w0, ".seg"), 6);
+    close_spool(f, s);
+    assert_int_equal(count_files(w0, ".seg"), 5);
+
+    s = open_spool(f, 0, 1, 1 << 24, 600);
+    struct hg_spool_entry *e;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+        check_entry(e, i, blen[i]);
+        hg_spool_entry_free(e);
+    }
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    close_spool(f, s);
+}
+
+/*
+ * A rotation that comes while the next segment is still being prepared waits for it: appends
+ * made meanwhile are answered once it is there, and segments are used in sequence order.
+ */
+static void test_rotation_waits_for_prepared(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 600);
+    enum { N = 12 };
+    struct result r[N] = { { 0 } };
+    /* Never let the loop finish in between: each append's batch goes while the preparation may still run. */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(append_one(s, i, 100, &r[i]), 0);
+        uv_run(&f->loop, UV_RUN_ONCE);
+    }
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, 0);
+        if (i > 0)
+            assert_true(r[i].id >> 32 >= r[i - 1].id >> 32);
+    }
+    close_spool(f, s);
+    s = open_spool(f, 0, 1, 1 << 24, 600);
+    struct hg_spool_entry *e;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+        check_entry(e, i, 100);
+        hg_spool_entry_free(e);
+    }
+    close_spool(f, s);
+}
+
+/*
+ * max_bytes counts live record bytes only: the zero-filled segments (here 1 MiB each, far past
+ * the quota) take disk space but no quota, and released records give theirs back.
+ */
+static void test_quota_ignores_prepared_space(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1100, 1 << 20);
+    struct result r[3] = { { 0 } }, one = { 0 }, full = { 0 };
+    assert_int_equal(append_one(s, 0, 200, &r[0]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    uint64_t recs, bytes, rec_len;
+    hg_spool_stats(s, &recs, &rec_len);
+    assert_int_equal(recs, 1);
+    for (int i = 1; i < 3; i++)
+        assert_int_equal(append_one(s, i, 200, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    hg_spool_stats(s, &recs, &bytes);
+    assert_int_equal(recs, 3);
+    assert_int_equal(bytes, 3 * rec_len);
+    char w0[128];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    assert_int_equal(count_files(w0, ".seg"), 2); /* 2 MiB on disk for ~1 KiB of records */
+    assert_int_equal(hg_spool_writable(s), 0);
+    assert_int_equal(append_one(s, 3, 200, &full), HG_ERR_FULL);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(hg_spool_release(s, r[i].id), 0);
+    hg_spool_stats(s, &recs, &bytes);
+    assert_int_equal(bytes, 0);
+    assert_int_equal(append_one(s, 4, 200, &one), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(one.status, 0);
+    hg_spool_stats(s, &recs, &bytes);
+    assert_int_equal(bytes, rec_len);
+    assert_int_equal(full.calls, 0);
+    close_spool(f, s);
+}
+
 static void test_open_invalid(void **state)
 {
     struct fixture *f = *state;
@@ -725,6 +1016,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_orphan_adoption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_appends_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_error_not_durable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prezeroed_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_record_then_zeros, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_hole_then_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_during_prezero, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollover_prezeroed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rotation_waits_for_prepared, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quota_ignores_prepared_space, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_invalid, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
