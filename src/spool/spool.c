@@ -608,8 +608,16 @@ static void prep_run(struct prep *p)
     if (rc == 0 && fdatasync(fd) < 0)
         rc = -errno;
     /* Never over an existing segment: that would destroy its records. */
-    if (rc == 0 && renameat2(AT_FDCWD, p->tmp_path, AT_FDCWD, p->path, RENAME_NOREPLACE) < 0)
+    if (rc == 0 && renameat2(AT_FDCWD, p->tmp_path, AT_FDCWD, p->path, RENAME_NOREPLACE) < 0) {
         rc = -errno;
+        /* A filesystem without RENAME_NOREPLACE: link() refuses an existing name just the same
+         * (a .zero name left behind is deleted by the next recovery). */
+        if (rc == -EINVAL || rc == -ENOSYS) {
+            rc = link(p->tmp_path, p->path) < 0 ? -errno : 0;
+            if (rc == 0)
+                unlink(p->tmp_path);
+        }
+    }
     if (rc < 0) {
         close(fd);
         unlink(p->tmp_path);
