@@ -864,7 +864,7 @@ static void test_crash_during_prezero(void **state)
     struct stat st;
     assert_int_equal(stat(prepared, &st), -1); /* an empty segment is deleted */
     assert_int_equal(count_files(qdir, ".bad"), 0);
-    /* New appends go after every name seen, including the .zero one. */
+    /* New appends go to a segment prepared afresh after the last .seg (the .zero's name is free again). */
     struct result n = { 0 };
     assert_int_equal(append_one(s, 9, 100, &n), 0);
     uv_run(&f->loop, UV_RUN_DEFAULT);
