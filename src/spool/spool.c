@@ -1,7 +1,8 @@
 /*
  * The spool's write-ahead log: record framing, segment files, group commit on the libuv
- * threadpool, and start-up recovery that cuts and quarantines torn or corrupt tails.
- * The on-disk format and the reasoning behind it are in docs/spool.md.
+ * threadpool, segment files prepared ahead of use (zero-filled), and start-up recovery that cuts
+ * and quarantines torn or corrupt tails. The on-disk format and the reasoning behind it are in
+ * docs/spool.md; the zero-filled segments are explained at "segments prepared ahead" below.
  */
 #include "spool/spool.h"
 
@@ -12,6 +13,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -35,6 +37,8 @@
 #define DATA_FIELDS     5           /* request_id, tenant, provider, headers, body */
 #define RECORD_MAX      (64u << 20) /* framing cap: a length past it is corruption, not data */
 #define COPY_CHUNK      65536
+#define ZERO_CHUNK      (1u << 20)  /* zero-fill step: each is written and fdatasync'ed alone */
+#define ZERO_IOV        16          /* ZERO_CHUNK as ZERO_IOV writes of one shared zero buffer */
 
 /* Byte offsets inside the record header. */
 #define OFF_MAGIC    0
@@ -125,6 +129,21 @@ struct unlink_req {
     struct hg_spool *spool;
 };
 
+/* The next segment, prepared ahead: everything its threadpool job needs, so it never touches the spool. */
+struct prep {
+    uv_work_t work;
+    struct hg_spool *spool;
+    uint64_t seq;
+    uint64_t uid;
+    uint64_t size;        /* file length: header + zeros up to segment_bytes */
+    char *path;           /* <seq>.seg, the name it gets once complete */
+    char *tmp_path;       /* <seq>.zero while it is being filled */
+    const char *dir_path; /* the spool's own_dir: the spool waits for the job before it is freed */
+    char seghdr[SEGHDR_LEN];
+    int fd;               /* open for writing once ready */
+    int status;
+};
+
 struct hg_spool {
     uv_loop_t *loop;
     char *dir;
@@ -144,6 +163,9 @@ struct hg_spool {
     uint32_t next_slot;
     uint64_t next_seq;
     struct segment *cur;   /* the segment new batches go to; NULL until the first batch */
+    struct prep *prep;     /* the next segment, prepared ahead (NULL: none, or it failed) */
+    bool prep_busy;        /* prep's job is running on the threadpool */
+    bool prep_waited;      /* a commit waits for that job (it needs to rotate) */
 
     struct batch pending;  /* appends and releases that arrived since the last commit started */
     struct batch spare;    /* a finished batch's empty buffers, reused by the next pending one */
@@ -490,6 +512,192 @@ static void maybe_delete(struct hg_spool *s, struct segment *seg)
     segment_forget(s, seg);
 }
 
+/* ---- segments prepared ahead ----
+ *
+ * Why: every acknowledged append waits for one fdatasync. On a file that grows, that fdatasync
+ * also has to write the inode (the new i_size, and the block allocation), synchronously and after
+ * the data: on ext4 without a journal (ext4_fsync_nojournal) that is a second dependent disk
+ * write, and it is what made the ingest p99 tail. Overwriting blocks that were already written
+ * and synced changes no metadata, so the fdatasync writes the data pages only. (fallocate is not
+ * enough: it leaves unwritten extents whose conversion on first write is a metadata change too.)
+ *
+ * How: a segment file is written in full before any record goes into it: its REC_SEGMENT header,
+ * then zeros up to segment_bytes, in ZERO_CHUNK steps each fdatasync'ed (so the fill never queues
+ * a large flush in front of a commit's fdatasync), as <seq>.zero; then renamed (never over an
+ * existing name) to <seq>.seg and the directory fsynced. Only a complete, durable file ever
+ * carries a .seg name, so a crash during the fill leaves a .zero file, which recovery deletes (it
+ * never held a record). The first segment is prepared synchronously in hg_spool_open; each time a
+ * commit rotates into the prepared segment, the next one is prepared on the threadpool while the
+ * current one fills. Records are written at the segment's logical offset (segment->size, which
+ * is also what the rotation test uses), never at the file size.
+ *
+ * If a rotation comes while the next segment is still being prepared, the commit waits for it
+ * (the batch keeps gathering appends), so segments are always used in sequence order; if the
+ * preparation failed (e.g. ENOSPC, a name taken), the commit creates a plain growing segment as
+ * before and the next preparation is tried at once.
+ *
+ * Recovery: a run of zero bytes up to the end of the file where the next record header would be
+ * is the clean end of the segment. Anything else there (a torn or corrupt record, even one
+ * followed by zeros) is handled as before: bytes up to the last non-zero one are copied to
+ * quarantine/ and the segment is cut at the last good record.
+ *
+ * Space: up to two segments per worker (the one being written, the one prepared) take
+ * segment_bytes on disk whatever they hold. max_bytes is a quota on live record bytes, not on
+ * disk usage, so it does not count that (see spool.h); a clean close deletes the unused prepared
+ * segment, and recovery deletes segments with nothing live.
+ */
+
+static char zeros[ZERO_CHUNK / ZERO_IOV];
+
+static struct prep *prep_new(struct hg_spool *s)
+{
+    struct prep *p = hg_xcalloc(1, sizeof(*p));
+    p->spool = s;
+    p->seq = s->next_seq++;
+    p->uid = hg_random_u64();
+    p->size = HG_MAX(s->segment_bytes, (uint64_t)SEGHDR_LEN);
+    p->path = path_fmt("%s/%016" PRIx64 ".seg", s->own_dir, p->seq);
+    p->tmp_path = path_fmt("%s/%016" PRIx64 ".zero", s->own_dir, p->seq);
+    p->dir_path = s->own_dir;
+    p->fd = -1;
+    frame_header(p->seghdr, REC_SEGMENT, SEGHDR_LEN, 0, hg_time_now_ns());
+    put64(p->seghdr + HDR_LEN, p->uid);
+    put64(p->seghdr + HDR_LEN + 8, p->seq);
+    put32(p->seghdr + HDR_LEN + 16, (uint32_t)s->worker);
+    put32(p->seghdr + HDR_LEN + 20, 0);
+    frame_seal(p->seghdr, SEGHDR_LEN);
+    return p;
+}
+
+static void prep_free(struct prep *p)
+{
+    if (p->fd >= 0)
+        close(p->fd);
+    free(p->path);
+    free(p->tmp_path);
+    free(p);
+}
+
+static int pwrite_all(int fd, struct iovec *iov, int iovcnt, uint64_t off);
+
+/* Fill, sync and name the file. Runs on the threadpool (or in hg_spool_open): uses only `p`. */
+static void prep_run(struct prep *p)
+{
+    struct iovec iov[ZERO_IOV];
+    int fd = open(p->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        p->status = -errno;
+        return;
+    }
+    iov[0] = (struct iovec){ .iov_base = p->seghdr, .iov_len = SEGHDR_LEN };
+    int rc = pwrite_all(fd, iov, 1, 0);
+    for (uint64_t off = SEGHDR_LEN; rc == 0 && off < p->size;) {
+        uint64_t n = HG_MIN((uint64_t)ZERO_CHUNK, p->size - off);
+        int k = 0;
+        for (uint64_t left = n; left > 0; k++) {
+            size_t m = (size_t)HG_MIN(left, (uint64_t)sizeof(zeros));
+            iov[k] = (struct iovec){ .iov_base = zeros, .iov_len = m };
+            left -= m;
+        }
+        rc = pwrite_all(fd, iov, k, off);
+        if (rc == 0 && fdatasync(fd) < 0)
+            rc = -errno;
+        off += n;
+    }
+    /* Also covers a file no longer than its header. The size is durable with it (fdatasync). */
+    if (rc == 0 && fdatasync(fd) < 0)
+        rc = -errno;
+    /* Never over an existing segment: that would destroy its records. */
+    if (rc == 0 && renameat2(AT_FDCWD, p->tmp_path, AT_FDCWD, p->path, RENAME_NOREPLACE) < 0) {
+        rc = -errno;
+        /* A filesystem without RENAME_NOREPLACE: link() refuses an existing name just the same
+         * (a .zero name left behind is deleted by the next recovery). */
+        if (rc == -EINVAL || rc == -ENOSYS) {
+            rc = link(p->tmp_path, p->path) < 0 ? -errno : 0;
+            if (rc == 0)
+                unlink(p->tmp_path);
+        }
+    }
+    if (rc < 0) {
+        close(fd);
+        unlink(p->tmp_path);
+        p->status = rc;
+        return;
+    }
+    /* Once renamed the file is complete: if only the directory sync fails, it is still a valid
+     * (empty) segment to recovery, but records must not be acknowledged in a name that may vanish. */
+    rc = fsync_dir(p->dir_path);
+    if (rc < 0) {
+        close(fd);
+        unlink(p->path);
+        p->status = rc;
+        return;
+    }
+    p->fd = fd;
+}
+
+static void prep_work(uv_work_t *work)
+{
+    prep_run(HG_CONTAINER_OF(work, struct prep, work));
+}
+
+/* A failed preparation leaves nothing behind; the next rotation creates a plain segment. */
+static bool prep_check(struct hg_spool *s, struct prep *p, int uvstatus)
+{
+    int status = uvstatus < 0 ? uvstatus : p->status;
+    if (status == 0)
+        return true;
+    hg_warn(NULL, "spool: cannot prepare the next segment", "path", p->path, "error", hg_strerror(status), NULL);
+    if (s->prep == p)
+        s->prep = NULL;
+    prep_free(p);
+    return false;
+}
+
+static void schedule_commit(struct hg_spool *s, bool now);
+
+static void prep_done(uv_work_t *work, int uvstatus)
+{
+    struct prep *p = HG_CONTAINER_OF(work, struct prep, work);
+    struct hg_spool *s = p->spool;
+    s->prep_busy = false;
+    prep_check(s, p, uvstatus);
+    if (s->prep_waited) {
+        s->prep_waited = false;
+        schedule_commit(s, true);
+    }
+    maybe_finish(s);
+}
+
+/* Prepare the segment after the current one, unless one is ready or closing has begun. */
+static void prep_start(struct hg_spool *s)
+{
+    if (s->prep || s->closing)
+        return;
+    s->prep = prep_new(s);
+    s->prep_busy = true;
+    /* Cannot fail: uv_queue_work only rejects a NULL work callback. */
+    if (uv_queue_work(s->loop, &s->prep->work, prep_work, prep_done) < 0)
+        abort();
+}
+
+/* At close: the prepared segment was never used; delete it (asynchronously, like released ones). */
+static void prep_drop(struct hg_spool *s)
+{
+    struct prep *p = s->prep;
+    s->prep = NULL;
+    struct unlink_req *u = hg_xcalloc(1, sizeof(*u));
+    u->spool = s;
+    int rc = uv_fs_unlink(s->loop, &u->req, p->path, on_unlinked);
+    if (rc < 0) {
+        hg_warn(NULL, "spool: cannot delete unused segment", "path", p->path, "error", hg_strerror(rc), NULL);
+        free(u);
+    } else {
+        s->unlinks++;
+    }
+    prep_free(p);
+}
+
 /* ---- group commit ---- */
 
 static int pwrite_all(int fd, struct iovec *iov, int iovcnt, uint64_t off)
@@ -604,9 +812,19 @@ static void commit_done(uv_work_t *work, int uvstatus)
     maybe_finish(s);
 }
 
+/* Does the pending batch need a new segment? The current one's size is its logical write offset. */
+static bool must_rotate(const struct hg_spool *s)
+{
+    const struct segment *cur = s->cur;
+    return cur == NULL || cur->broken
+           || (cur->size > SEGHDR_LEN && cur->size + s->pending.len > s->segment_bytes)
+           || (uint64_t)cur->nrecords + s->pending.nwaiters > UINT32_MAX;
+}
+
 /* Hand the pending batch to the threadpool, rotating to a new segment first when needed. */
 static void start_commit(struct hg_spool *s)
 {
+    bool rotate = must_rotate(s);
     struct commit *c = hg_xcalloc(1, sizeof(*c));
     c->spool = s;
     c->batch = s->pending;
@@ -615,27 +833,39 @@ static void start_commit(struct hg_spool *s)
     c->sync = c->batch.nwaiters > 0;
 
     struct segment *cur = s->cur;
-    bool rotate = cur == NULL || cur->broken
-                  || (cur->size > SEGHDR_LEN && cur->size + c->batch.len > s->segment_bytes)
-                  || (uint64_t)cur->nrecords + c->batch.nwaiters > UINT32_MAX;
     if (rotate) {
-        struct segment *seg = segment_new(s, s->worker, s->own_dir, s->next_seq++, hg_random_u64());
-        frame_header(c->seghdr, REC_SEGMENT, SEGHDR_LEN, 0, hg_time_now_ns());
-        put64(c->seghdr + HDR_LEN, seg->uid);
-        put64(c->seghdr + HDR_LEN + 8, seg->seq);
-        put32(c->seghdr + HDR_LEN + 16, (uint32_t)s->worker);
-        put32(c->seghdr + HDR_LEN + 20, 0);
-        frame_seal(c->seghdr, SEGHDR_LEN);
+        struct segment *seg;
+        /* schedule_commit never lets a rotation start while the preparation runs. */
+        struct prep *p = s->prep_busy ? NULL : s->prep;
+        if (p) {
+            /* The prepared file is complete and durable under its name: just write into it. */
+            s->prep = NULL;
+            seg = segment_new(s, s->worker, s->own_dir, p->seq, p->uid);
+            seg->fd = p->fd;
+            p->fd = -1;
+            seg->on_disk = true;
+            prep_free(p);
+        } else {
+            /* No prepared segment (its preparation failed): a plain one, created by the commit. */
+            seg = segment_new(s, s->worker, s->own_dir, s->next_seq++, hg_random_u64());
+            frame_header(c->seghdr, REC_SEGMENT, SEGHDR_LEN, 0, hg_time_now_ns());
+            put64(c->seghdr + HDR_LEN, seg->uid);
+            put64(c->seghdr + HDR_LEN + 8, seg->seq);
+            put32(c->seghdr + HDR_LEN + 16, (uint32_t)s->worker);
+            put32(c->seghdr + HDR_LEN + 20, 0);
+            frame_seal(c->seghdr, SEGHDR_LEN);
+            c->create = true;
+            c->path = seg->path;
+            c->dir_path = s->own_dir;
+        }
         seg->size = SEGHDR_LEN;
-        c->create = true;
-        c->path = seg->path;
-        c->dir_path = s->own_dir;
         s->cur = seg;
         if (cur) {
             c->close_fd = cur->fd;
             cur->fd = -1;
             maybe_delete(s, cur);
         }
+        prep_start(s);
     }
     c->seg = s->cur;
     c->fd = s->cur->fd;
@@ -656,8 +886,7 @@ static void on_commit_timer(uv_timer_t *t)
 {
     struct hg_spool *s = HG_CONTAINER_OF(t, struct hg_spool, timer);
     s->timer_armed = false;
-    if (s->inflight == NULL && s->pending.len > 0)
-        start_commit(s);
+    schedule_commit(s, true);
 }
 
 /*
@@ -669,6 +898,11 @@ static void schedule_commit(struct hg_spool *s, bool now)
 {
     if (s->inflight || s->pending.len == 0 || s->finishing)
         return;
+    if (s->prep_busy && must_rotate(s)) {
+        /* prep_done starts it: segments are used in sequence order. */
+        s->prep_waited = true;
+        return;
+    }
     if (now || s->closing) {
         if (s->timer_armed) {
             uv_timer_stop(&s->timer);
@@ -904,6 +1138,32 @@ static int read_record(struct scan *sc, int fd, uint64_t off, uint64_t size, uin
     return 0;
 }
 
+/*
+ * End of the non-zero bytes in [off, size): `off` itself when they are all zero, i.e. the clean
+ * end of a prepared segment. 0 or an I/O error.
+ */
+static int nonzero_end(int fd, uint64_t off, uint64_t size, uint64_t *end)
+{
+    char *chunk = hg_xmalloc(COPY_CHUNK);
+    int rc = 0;
+    *end = off;
+    for (uint64_t pos = off; pos < size;) {
+        size_t n = (size_t)HG_MIN((uint64_t)COPY_CHUNK, size - pos);
+        rc = read_exact(fd, chunk, n, pos);
+        if (rc < 0)
+            break;
+        for (size_t i = n; i > 0; i--) {
+            if (chunk[i - 1] != 0) {
+                *end = pos + i;
+                break;
+            }
+        }
+        pos += n;
+    }
+    free(chunk);
+    return rc;
+}
+
 /* Scan one segment file; index its data records and collect its releases; cut a bad tail. */
 static int recover_segment(struct hg_spool *s, struct scan *sc, int dir_worker, const char *dir_path, uint64_t seq)
 {
@@ -968,13 +1228,20 @@ static int recover_segment(struct hg_spool *s, struct scan *sc, int dir_worker, 
     }
 
     bool unsaved = false;
-    if (off < size) {
-        /* Torn or corrupt tail: keep a copy, then cut the segment at the last good record. */
+    uint64_t end = off;
+    if (off < size && (rc = nonzero_end(fd, off, size, &end)) < 0) {
+        hg_error(NULL, "spool: cannot read segment", "path", path, "error", hg_strerror(rc), NULL);
+        goto out;
+    }
+    /* Zeros alone after the last good record: the unused rest of a prepared segment. */
+    if (off < end) {
+        /* Torn or corrupt tail: keep a copy (up to its last non-zero byte), then cut the segment
+         * at the last good record. */
         char *qpath = NULL;
         char offs[24], lens[24];
         snprintf(offs, sizeof(offs), "%" PRIu64, off);
-        snprintf(lens, sizeof(lens), "%" PRIu64, size - off);
-        int qrc = quarantine_tail(s, dir_worker, seq, fd, off, size, &qpath);
+        snprintf(lens, sizeof(lens), "%" PRIu64, end - off);
+        int qrc = quarantine_tail(s, dir_worker, seq, fd, off, end, &qpath);
         if (qrc == 0 && ftruncate(fd, (off_t)off) < 0)
             qrc = -errno;
         if (qrc == 0 && fdatasync(fd) < 0)
@@ -1009,10 +1276,10 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* "<16 hex digits>.seg" → its sequence number. */
-static bool parse_segment_name(const char *name, uint64_t *seq)
+/* "<16 hex digits><suffix>" → its sequence number: ".seg" for segments, ".zero" for one being prepared. */
+static bool parse_segment_name(const char *name, const char *suffix, uint64_t *seq)
 {
-    if (strlen(name) != 20 || strcmp(name + 16, ".seg") != 0)
+    if (strlen(name) != 16 + strlen(suffix) || strcmp(name + 16, suffix) != 0)
         return false;
     uint64_t v = 0;
     for (int i = 0; i < 16; i++) {
@@ -1038,7 +1305,16 @@ static int recover_dir(struct hg_spool *s, struct scan *sc, int dir_worker, cons
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         uint64_t seq;
-        if (!parse_segment_name(de->d_name, &seq))
+        if (parse_segment_name(de->d_name, ".zero", &seq)) {
+            /* A crash interrupted its preparation: it never held a record. */
+            char *zpath = path_fmt("%s/%s", dir_path, de->d_name);
+            if (unlink(zpath) < 0 && errno != ENOENT)
+                hg_warn(NULL, "spool: cannot delete unfinished segment", "path", zpath,
+                        "error", hg_strerror(-errno), NULL);
+            free(zpath);
+            continue;
+        }
+        if (!parse_segment_name(de->d_name, ".seg", &seq))
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
@@ -1201,6 +1477,8 @@ static void spool_free(struct hg_spool *s)
     for (size_t i = 0; i < s->nsegs; i++)
         segment_free(s->segs[i]);
     free(s->segs);
+    if (s->prep)
+        prep_free(s->prep);
     batch_free(&s->pending);
     batch_free(&s->spare);
     free(s->recov);
@@ -1244,6 +1522,11 @@ int hg_spool_open(uv_loop_t *loop, const struct hg_spool_opts *opts, struct hg_s
     settle_recovery(s, &sc);
     /* New appends always start a fresh segment after every recovered one. */
     s->next_seq = max_seq + 1;
+    /* The first segment is prepared now, so the first appends already overwrite zeros. */
+    struct prep *p = prep_new(s);
+    prep_run(p);
+    if (prep_check(s, p, 0))
+        s->prep = p;
 
     uv_timer_init(loop, &s->timer);
     if (s->pending.len > 0)
@@ -1347,10 +1630,14 @@ static void on_fd_closed(uv_fs_t *req)
     uv_close((uv_handle_t *)&s->timer, on_timer_closed);
 }
 
-/* Once nothing is queued, written or being deleted: close the segment fd, then the timer. */
+/* Once nothing is queued, written, prepared or being deleted: close the segment fd, then the timer. */
 static void maybe_finish(struct hg_spool *s)
 {
-    if (!s->closing || s->finishing || s->inflight || s->pending.len > 0 || s->unlinks > 0)
+    if (!s->closing || s->finishing || s->inflight || s->pending.len > 0 || s->prep_busy)
+        return;
+    if (s->prep)
+        prep_drop(s);
+    if (s->unlinks > 0)
         return;
     s->finishing = true;
     if (s->cur && s->cur->fd >= 0) {

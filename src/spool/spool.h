@@ -1,9 +1,11 @@
 /*
  * The spool: a per-worker write-ahead log that makes each webhook durable before it is answered.
- * Segment files `<dir>/w<worker>/<seq:016x>.seg`; each record framed with magic, length, CRC-32C,
- * timestamps and metadata. Appends are batched (group commit): one write + one fdatasync for all
- * appends that arrived while the previous fsync ran; the write and the fsync run on the libuv
- * threadpool, never on the loop thread. Everything else is called on the owning worker's loop.
+ * Segment files `<dir>/w<worker>/<seq:016x>.seg`, written full of zeros ahead of use (so a commit's
+ * fdatasync overwrites allocated blocks and changes no metadata); each record framed with magic,
+ * length, CRC-32C, timestamps and metadata. Appends are batched (group commit): one write + one
+ * fdatasync for all appends that arrived while the previous fsync ran; the write and the fsync run
+ * on the libuv threadpool, never on the loop thread. Everything else is called on the owning
+ * worker's loop.
  */
 #ifndef HG_SPOOL_SPOOL_H
 #define HG_SPOOL_SPOOL_H
@@ -19,8 +21,11 @@ struct hg_spool_opts {
     int worker;                 /* this worker's index */
     int nworkers;               /* recovery also adopts <dir>/w<j> for j >= nworkers, j % nworkers == worker */
     uint64_t max_bytes;         /* quota over live record bytes (unreleased + pending); past it appends
-                                 * fail with HG_ERR_FULL */
-    uint64_t segment_bytes;     /* rotate to a new segment past this size */
+                                 * fail with HG_ERR_FULL. Not a bound on disk use: segment files are
+                                 * zero-filled to segment_bytes before use, so the segment being written
+                                 * and the next one (prepared ahead) take 2 x segment_bytes whatever they
+                                 * hold, and a segment stays until all its records are released */
+    uint64_t segment_bytes;     /* segment file size: rotate to a new segment past it */
     uint64_t commit_delay_us;   /* wait up to this long for more appends before writing; 0 = at once
                                  * (still batches every append made in the same loop iteration) */
     /* Observer of each fdatasync's duration (seconds), called on the loop thread after it
@@ -63,8 +68,9 @@ typedef void (*hg_spool_close_cb)(void *arg);
 /*
  * Open (creating directories) and recover: scan every segment of this worker (and its orphans),
  * verify each record's CRC, cut a torn or corrupt tail (the bad bytes are copied to
- * <dir>/quarantine/ first, never silently deleted), and index every record not yet released.
- * Runs synchronously; call before serving. 0 or a negative error.
+ * <dir>/quarantine/ first, never silently deleted; zeros alone after the last record are the
+ * clean end of a segment), and index every record not yet released. Then prepare (zero-fill) the
+ * first segment to write. Runs synchronously; call before serving. 0 or a negative error.
  */
 int hg_spool_open(uv_loop_t *loop, const struct hg_spool_opts *opts, struct hg_spool **out);
 

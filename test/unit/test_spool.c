@@ -1,4 +1,8 @@
-/* Unit tests for the spool: group commit, recovery, torn/corrupt tails, quota, rotation, orphans, close. */
+/*
+ * Unit tests for the spool: group commit, recovery, torn/corrupt tails, quota, rotation, orphans,
+ * close, and segments prepared ahead (zero-filled): their zero tails, interrupted preparations,
+ * rollover into them and their place in the quota.
+ */
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -205,6 +209,25 @@ static char *read_all(const char *path, size_t *len)
     return p;
 }
 
+/* Offset just past the last non-zero byte: where a zero-filled segment's records end. */
+static off_t data_end(const char *path)
+{
+    size_t len;
+    char *p = read_all(path, &len);
+    while (len > 0 && p[len - 1] == 0)
+        len--;
+    free(p);
+    return (off_t)len;
+}
+
+static void write_at(const char *path, off_t off, const void *buf, size_t n)
+{
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, buf, n, off), (ssize_t)n);
+    close(fd);
+}
+
 static void test_append_one(void **state)
 {
     struct fixture *f = *state;
@@ -309,8 +332,9 @@ static void test_recover_after_reopen(void **state)
     assert_int_equal(hg_spool_recovered_next(s, &none), HG_ERR_NOT_FOUND);
     char w0[128];
     snprintf(w0, sizeof(w0), "%s/w0", f->dir);
-    assert_int_equal(count_files(w0, ".seg"), 0);
+    assert_int_equal(count_files(w0, ".seg"), 1); /* only the one prepared at open */
     close_spool(f, s);
+    assert_int_equal(count_files(w0, ".seg"), 0);
 }
 
 /* A release whose only copy sat in a segment deleted at recovery is written again. */
@@ -356,7 +380,8 @@ static void test_torn_tail(void **state)
     snprintf(w0, sizeof(w0), "%s/w0", f->dir);
     snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
     only_file(w0, ".seg", seg, sizeof(seg));
-    off_t torn = file_size(seg) - 10;
+    /* A torn write at the end of a plain (growing) segment: the file ends inside the last record. */
+    off_t torn = data_end(seg) - 10;
     assert_int_equal(truncate(seg, torn), 0);
 
     s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
@@ -376,8 +401,11 @@ static void test_torn_tail(void **state)
     assert_int_equal(append_one(s, 9, 10, &r4), 0);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(r4.status, 0);
-    assert_int_equal(count_files(w0, ".seg"), 2);
+    assert_int_equal(file_size(seg), torn - file_size(qfile));
+    /* The cut one, the one written, and the next one prepared (deleted by the close). */
+    assert_int_equal(count_files(w0, ".seg"), 3);
     close_spool(f, s);
+    assert_int_equal(count_files(w0, ".seg"), 2);
 }
 
 static void test_crc_mismatch(void **state)
@@ -407,7 +435,7 @@ static void test_crc_mismatch(void **state)
     b ^= 0x20;
     assert_int_equal(pwrite(fd, &b, 1, flip), 1);
     close(fd);
-    off_t before = file_size(seg);
+    off_t before = data_end(seg); /* the zeros after it are not quarantined */
 
     s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
     struct hg_spool_entry *e;
@@ -441,7 +469,7 @@ static void test_quarantine_failure_keeps_segment(void **state)
     snprintf(w0, sizeof(w0), "%s/w0", f->dir);
     snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
     only_file(w0, ".seg", seg, sizeof(seg));
-    off_t torn = file_size(seg) - 1; /* the only data record is torn */
+    off_t torn = data_end(seg) - 1; /* the only data record is torn */
     assert_int_equal(truncate(seg, torn), 0);
     assert_int_equal(rmdir(qdir), 0);
     FILE *fp = fopen(qdir, "w"); /* a file where the directory should be: copies fail */
@@ -500,7 +528,7 @@ static void test_rotation_and_deletion(void **state)
     struct stat st;
     snprintf(w0, sizeof(w0), "%s/w0", f->dir);
     snprintf(first, sizeof(first), "%s/0000000000000001.seg", w0);
-    assert_int_equal(count_files(w0, ".seg"), N / 2);
+    assert_int_equal(count_files(w0, ".seg"), N / 2 + 1); /* + the next one, prepared */
     assert_true(file_size(first) <= 600);
     assert_int_equal((int)(r[0].id >> 32), (int)(r[1].id >> 32));
     assert_true((r[0].id >> 32) != (r[2].id >> 32));
@@ -516,8 +544,8 @@ static void test_rotation_and_deletion(void **state)
     for (int i = 2; i < N; i++)
         assert_int_equal(hg_spool_release(s, r[i].id), 0);
     uv_run(&f->loop, UV_RUN_DEFAULT);
-    /* Only the segment being written survives. */
-    assert_int_equal(count_files(w0, ".seg"), 1);
+    /* Only the segment being written survives (and the next one, prepared). */
+    assert_int_equal(count_files(w0, ".seg"), 2);
     uint64_t recs, bytes;
     hg_spool_stats(s, &recs, &bytes);
     assert_int_equal(recs, 0);
@@ -527,8 +555,9 @@ static void test_rotation_and_deletion(void **state)
     s = open_spool(f, 0, 1, 1 << 24, 600);
     struct hg_spool_entry *e;
     assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
-    assert_int_equal(count_files(w0, ".seg"), 0);
+    assert_int_equal(count_files(w0, ".seg"), 1); /* only the one prepared at open */
     close_spool(f, s);
+    assert_int_equal(count_files(w0, ".seg"), 0);
 }
 
 static void test_orphan_adoption(void **state)
@@ -623,32 +652,342 @@ static void test_close_with_appends_in_flight(void **state)
     close_spool(f, s);
 }
 
-/* A failed batch answers its appends with the error; the next batch moves to a new segment. */
+/*
+ * A failed batch answers its appends with the error; the next batch moves to a new segment. The
+ * failure is made by taking names: the next segment cannot be prepared (its name exists), so the
+ * rotation falls back to creating a plain segment, whose name is taken too.
+ */
 static void test_write_error_not_durable(void **state)
 {
     struct fixture *f = *state;
-    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
-    char path[256];
-    snprintf(path, sizeof(path), "%s/w0/0000000000000001.seg", f->dir);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600); /* the next segment's name is taken */
-    assert_true(fd >= 0);
-    close(fd);
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 600); /* two ~234-byte records per segment */
+    char w0[128], path[256];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    for (int seq = 2; seq <= 3; seq++) {
+        snprintf(path, sizeof(path), "%s/%016x.seg", w0, seq);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        assert_true(fd >= 0);
+        close(fd);
+    }
 
-    struct result r = { 0 }, ok = { 0 };
-    assert_int_equal(append_one(s, 1, 10, &r), 0);
+    struct result a = { 0 }, b = { 0 }, r = { 0 }, ok = { 0 };
+    assert_int_equal(append_one(s, 0, 100, &a), 0); /* into segment 1, prepared at open */
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(a.status, 0);
+    assert_int_equal(count_files(w0, ".zero"), 0); /* the failed preparation of 2 left nothing */
+    snprintf(path, sizeof(path), "%s/%016x.seg", w0, 2);
+    assert_int_equal(file_size(path), 0);           /* and did not replace what had that name */
+    assert_int_equal(append_one(s, 1, 100, &b), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(b.status, 0);
+
+    assert_int_equal(append_one(s, 2, 100, &r), 0); /* rotates: no prepared segment, 3 is taken */
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(r.calls, 1);
     assert_int_equal(r.status, UV_EEXIST);
     assert_int_equal(hg_spool_writable(s), UV_EEXIST);
     uint64_t recs, bytes;
     hg_spool_stats(s, &recs, &bytes);
-    assert_int_equal(recs, 0);
-    assert_int_equal(bytes, 0);
+    assert_int_equal(recs, 2);
 
-    assert_int_equal(append_one(s, 2, 10, &ok), 0);
+    assert_int_equal(append_one(s, 3, 100, &ok), 0); /* into segment 4, prepared after the failure */
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(ok.status, 0);
     assert_int_equal(hg_spool_writable(s), 0);
+    snprintf(path, sizeof(path), "%s/%016x.seg", w0, 4);
+    assert_int_equal(file_size(path), 600);
+    assert_int_equal((int)(ok.id >> 32), (int)(a.id >> 32) + 2); /* after the failed segment 3 */
+    close_spool(f, s);
+}
+
+/* N records in a zero-filled segment, then zeros: all N come back, nothing is quarantined or cut. */
+static void test_prezeroed_recovery(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 7 };
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[N] = { { 0 } };
+    for (int i = 0; i < N; i++)
+        assert_int_equal(append_one(s, i, 300 + (size_t)i, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(r[i].status, 0);
+    close_spool(f, s);
+
+    char w0[128], qdir[128], seg[300];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+    only_file(w0, ".seg", seg, sizeof(seg));
+    assert_int_equal(file_size(seg), 1 << 20); /* written in full before use */
+    off_t end = data_end(seg);
+    assert_true(end > N * 300 && end < (1 << 20));
+
+    for (int run = 0; run < 2; run++) { /* twice: recovery itself must not change the file */
+        s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+        uint64_t recs;
+        hg_spool_stats(s, &recs, NULL);
+        assert_int_equal(recs, N);
+        struct hg_spool_entry *e;
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+            check_entry(e, i, 300 + (size_t)i);
+            hg_spool_entry_free(e);
+        }
+        assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+        close_spool(f, s);
+        assert_int_equal(count_files(qdir, ".bad"), 0);
+        assert_int_equal(file_size(seg), 1 << 20);
+        assert_int_equal(data_end(seg), end);
+    }
+}
+
+/* A torn last record in a zero-filled segment (its end never reached the disk): cut and quarantined as before. */
+static void test_torn_record_then_zeros(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[3] = { { 0 } };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(append_one(s, i, 200, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    char w0[128], seg[300], qdir[128], qfile[400];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+    only_file(w0, ".seg", seg, sizeof(seg));
+    off_t end = data_end(seg);
+    char z[10] = { 0 };
+    write_at(seg, end - 10, z, sizeof(z)); /* the file keeps its size: zeros where the tail was */
+    off_t torn = end - 10;
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct hg_spool_entry *e;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+        check_entry(e, i, 200);
+        hg_spool_entry_free(e);
+    }
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    close_spool(f, s);
+    /* Exactly the torn record's bytes are kept, and the segment ends where it began. */
+    only_file(qdir, ".bad", qfile, sizeof(qfile));
+    assert_true(file_size(qfile) > 0);
+    assert_int_equal(file_size(seg) + file_size(qfile), torn);
+    size_t len;
+    char *q = read_all(qfile, &len);
+    assert_non_null(memmem(q, len, "req-2", 5));
+    assert_null(memmem(q, len, "req-1", 5));
+    free(q);
+    /* Recovered once more: nothing new is found or quarantined. */
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    uint64_t recs;
+    hg_spool_stats(s, &recs, NULL);
+    assert_int_equal(recs, 2);
+    close_spool(f, s);
+    assert_int_equal(count_files(qdir, ".bad"), 1);
+}
+
+/* Zeros inside the last record but data after them: not a clean end, the whole tail is bad. */
+static void test_zero_hole_then_data(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[3] = { { 0 } };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(append_one(s, i, 600, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    char w0[128], seg[300], qdir[128], qfile[400];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+    only_file(w0, ".seg", seg, sizeof(seg));
+    off_t end = data_end(seg);
+    char z[200] = { 0 };
+    write_at(seg, end - 400, z, sizeof(z)); /* a hole in record 2's body */
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    uint64_t recs;
+    hg_spool_stats(s, &recs, NULL);
+    assert_int_equal(recs, 2);
+    close_spool(f, s);
+    only_file(qdir, ".bad", qfile, sizeof(qfile));
+    assert_int_equal(file_size(seg) + file_size(qfile), end);
+}
+
+/*
+ * A crash while the next segment was being prepared: a <seq>.zero file of any length and
+ * content, or (the prepared segment being unused) a .seg holding only its header and some zeros.
+ * Both are deleted; the records are all there; nothing is quarantined.
+ */
+static void test_crash_during_prezero(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 16);
+    struct result r[3] = { { 0 } };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(append_one(s, i, 100, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+
+    char w0[128], qdir[128], prepared[256], copy[256], zero[256];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
+    snprintf(prepared, sizeof(prepared), "%s/0000000000000002.seg", w0);
+    snprintf(copy, sizeof(copy), "%s/prepared.copy", f->dir);
+    snprintf(zero, sizeof(zero), "%s/0000000000000003.zero", w0);
+    assert_int_equal(count_files(w0, ".seg"), 2);
+    assert_int_equal(file_size(prepared), 1 << 16);
+    assert_true(data_end(prepared) <= 56); /* its header, then zeros */
+    assert_int_equal(link(prepared, copy), 0);
+    close_spool(f, s);
+    assert_int_equal(count_files(w0, ".seg"), 1);
+
+    /* Put back what a crash would have left: the prepared one (cut short), a half-filled .zero. */
+    assert_int_equal(rename(copy, prepared), 0);
+    assert_int_equal(truncate(prepared, 4096), 0);
+    FILE *fp = fopen(zero, "w");
+    assert_non_null(fp);
+    fputs("HGSP stale bytes of a file that was never named .seg", fp);
+    fclose(fp);
+    assert_int_equal(truncate(zero, 10000), 0);
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 16);
+    struct hg_spool_entry *e;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+        check_entry(e, i, 100);
+        hg_spool_entry_free(e);
+    }
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    assert_int_equal(count_files(w0, ".zero"), 0);
+    struct stat st;
+    assert_int_equal(stat(prepared, &st), -1); /* an empty segment is deleted */
+    assert_int_equal(count_files(qdir, ".bad"), 0);
+    /* New appends go to a segment prepared afresh after the last .seg (the .zero's name is free again). */
+    struct result n = { 0 };
+    assert_int_equal(append_one(s, 9, 100, &n), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(n.status, 0);
+    close_spool(f, s);
+    char next[256];
+    snprintf(next, sizeof(next), "%s/0000000000000003.seg", w0);
+    assert_int_equal(file_size(next), 1 << 16);
+    assert_int_equal(count_files(w0, ".seg"), 2);
+}
+
+/*
+ * Rollover into prepared segments: every segment is written in full before use, each holds as
+ * many records as its logical size allows (not its file size, which is always segment_bytes), a
+ * batch bigger than a segment still goes (past the zeros), and everything recovers in order.
+ */
+static void test_rollover_prezeroed(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 600);
+    enum { N = 9 };
+    struct result r[N] = { { 0 } };
+    size_t blen[N];
+    char w0[128], path[256];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    for (int i = 0; i < N; i++) {
+        blen[i] = i == 6 ? 1000 : 100; /* record 6 alone is bigger than a segment */
+        assert_int_equal(append_one(s, i, blen[i], &r[i]), 0);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(r[i].status, 0);
+        assert_int_equal(count_files(w0, ".zero"), 0);
+    }
+    /* Two ~234-byte records per 600-byte segment: 0-1, 2-3, 4-5, then 6 alone, 7-8. */
+    int want_seg[N] = { 1, 1, 2, 2, 3, 3, 4, 5, 5 };
+    for (int i = 0; i < N; i++)
+        assert_int_equal((int)(r[i].id >> 32) - (int)(r[0].id >> 32), want_seg[i] - 1);
+    for (int seq = 1; seq <= 6; seq++) { /* 6: the next one, prepared */
+        snprintf(path, sizeof(path), "%s/%016x.seg", w0, seq);
+        assert_int_equal(file_size(path), seq == 4 ? 56 + 1134 : 600);
+    }
+    assert_int_equal(count_files(w0, ".seg"), 6);
+    close_spool(f, s);
+    assert_int_equal(count_files(w0, ".seg"), 5);
+
+    s = open_spool(f, 0, 1, 1 << 24, 600);
+    struct hg_spool_entry *e;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+        check_entry(e, i, blen[i]);
+        hg_spool_entry_free(e);
+    }
+    assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
+    close_spool(f, s);
+}
+
+/*
+ * A rotation that comes while the next segment is still being prepared waits for it: appends
+ * made meanwhile are answered once it is there, and segments are used in sequence order.
+ */
+static void test_rotation_waits_for_prepared(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 600);
+    enum { N = 12 };
+    struct result r[N] = { { 0 } };
+    /* Never let the loop finish in between: each append's batch goes while the preparation may still run. */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(append_one(s, i, 100, &r[i]), 0);
+        uv_run(&f->loop, UV_RUN_ONCE);
+    }
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, 0);
+        if (i > 0)
+            assert_true(r[i].id >> 32 >= r[i - 1].id >> 32);
+    }
+    close_spool(f, s);
+    s = open_spool(f, 0, 1, 1 << 24, 600);
+    struct hg_spool_entry *e;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(hg_spool_recovered_next(s, &e), 0);
+        check_entry(e, i, 100);
+        hg_spool_entry_free(e);
+    }
+    close_spool(f, s);
+}
+
+/*
+ * max_bytes counts live record bytes only: the zero-filled segments (here 1 MiB each, far past
+ * the quota) take disk space but no quota, and released records give theirs back.
+ */
+static void test_quota_ignores_prepared_space(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1100, 1 << 20);
+    struct result r[3] = { { 0 } }, one = { 0 }, full = { 0 };
+    assert_int_equal(append_one(s, 0, 200, &r[0]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    uint64_t recs, bytes, rec_len;
+    hg_spool_stats(s, &recs, &rec_len);
+    assert_int_equal(recs, 1);
+    for (int i = 1; i < 3; i++)
+        assert_int_equal(append_one(s, i, 200, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    hg_spool_stats(s, &recs, &bytes);
+    assert_int_equal(recs, 3);
+    assert_int_equal(bytes, 3 * rec_len);
+    char w0[128];
+    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
+    assert_int_equal(count_files(w0, ".seg"), 2); /* 2 MiB on disk for ~1 KiB of records */
+    assert_int_equal(hg_spool_writable(s), 0);
+    assert_int_equal(append_one(s, 3, 200, &full), HG_ERR_FULL);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(hg_spool_release(s, r[i].id), 0);
+    hg_spool_stats(s, &recs, &bytes);
+    assert_int_equal(bytes, 0);
+    assert_int_equal(append_one(s, 4, 200, &one), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(one.status, 0);
+    hg_spool_stats(s, &recs, &bytes);
+    assert_int_equal(bytes, rec_len);
+    assert_int_equal(full.calls, 0);
     close_spool(f, s);
 }
 
@@ -677,6 +1016,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_orphan_adoption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_appends_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_error_not_durable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prezeroed_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_record_then_zeros, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_hole_then_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_during_prezero, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollover_prezeroed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rotation_waits_for_prepared, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quota_ignores_prepared_space, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_invalid, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
