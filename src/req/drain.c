@@ -131,6 +131,8 @@ struct hg_drain {
     bool bucket_checked;
     bool archive_failing;          /* the last archive attempt failed (for /ready) */
     bool sink_was_ready;           /* at the last tick: a reconnect retries waiting records at once */
+    bool sink_failing;             /* the last publish failed (refused at once or not confirmed) */
+    bool sink_recovered;           /* a publish went through after failures: retry waiting records */
     int handles_open;              /* tick and build_idle, until their close callbacks ran */
     void (*free_done)(void *arg);
     void *free_arg;
@@ -255,6 +257,11 @@ static void on_published(void *arg, int status)
     struct hg_drain *d = it->drain;
     it->outstanding--;
     if (status == 0) {
+        if (d->sink_failing) {
+            /* The sink works again, whether or not it ever said "not ready" in between. */
+            d->sink_failing = false;
+            d->sink_recovered = true;
+        }
         event_set_state(e, EV_DONE);
         char labels[256], esc[128];
         snprintf(labels, sizeof(labels), "provider=\"%s\",tenant=\"%s\",type=\"%s\",status=\"published\"",
@@ -265,6 +272,8 @@ static void on_published(void *arg, int status)
     } else {
         event_set_state(e, EV_NEW);
         it->failed = true;
+        if (status != HG_ERR_REJECTED)
+            d->sink_failing = true;
         if (d->b.redis && !d->closing)
             hg_redis_dedup_abort(d->b.redis, e->dedup_key);
         /* Poison: an event the broker keeps refusing goes to the dead-letter path, not round forever. */
@@ -378,6 +387,8 @@ static void event_publish(struct item_event *e)
             event_set_state(e, EV_DONE); /* logged: nothing can carry it */
             return;
         }
+        if (!d->closing)
+            d->sink_failing = true;
         event_fail(e);
         return;
     }
@@ -1042,11 +1053,16 @@ static void on_tick(uv_timer_t *t)
     if (d->closing)
         return;
     uint64_t now = uv_now(d->loop);
-    /* The sink is back (a broker reconnect): records waiting out a backoff go now, not in 30 s. */
+    /*
+     * The sink is back (a broker reconnect, or a publish that went through after failures, when a
+     * flapping broker came back between two ticks): records waiting out a backoff go now, not in
+     * up to 30 s.
+     */
     const char *why;
     bool ready = d->b.sink->ops->ready(d->b.sink, &why) == 0;
-    bool back = ready && !d->sink_was_ready;
+    bool back = ready && (!d->sink_was_ready || d->sink_recovered);
     d->sink_was_ready = ready;
+    d->sink_recovered = false;
     for (struct item *it = d->items, *next; it; it = next) {
         next = it->next;
         if (back && it->retry_at_ms) {
