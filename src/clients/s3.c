@@ -505,10 +505,16 @@ done:
         hg_debug(NULL, "s3 call failed", "error", hg_strerror(res->err), "code", res->code, NULL);
     s3->pending--;
     s3->inflight--;
+    /*
+     * Looked at before the callback: with nothing queued, the callback may close the client (no
+     * call pending), and any call it makes finds the free slot itself.
+     */
+    bool queued = s3->queue_head != NULL;
     op->cb(op->arg, res);
     op_free(op);
     /* The freed slot goes to the oldest waiting call (calls the callback made queue behind it). */
-    queue_pump(s3);
+    if (queued)
+        queue_pump(s3);
 }
 
 /* A call that was accepted but could not be sent: its callback runs now, with err. */
