@@ -178,6 +178,20 @@ if metr:
                       "%.3f" % (1000 * m["fsync_seconds"] / f) if f else "—"])
     md.append(md_table(["run", "requests 200", "spool fsyncs", "requests per fsync", "mean fsync ms"], mrows))
 
+brk = by(4, "breakdown")
+if brk:
+    md.append("\n## Pipeline latency runs: where the time goes (hookgate /metrics, /proc)\n")
+    md.append("`hookgate` = request start → answer inside hookgate (the client's latency adds the loopback and the "
+              "client). S3 uploads = archive PUTs finished during the run and their mean time from the drain's "
+              "start of the upload (queueing included). CPU in cores over the run; the S3 fake shares the 2 cores.\n")
+    f = lambda v, fmt: "—" if v is None else fmt % v
+    md.append(md_table(["run", "hookgate mean ms", "hookgate p99 ≤ ms", "fsyncs", "mean fsync ms", "S3 uploads",
+                        "mean upload ms", "hookgate cpu", "S3 fake cpu", "spool records after"],
+                       [[r["label"], f(r["hookgate_mean_ms"], "%.2f"), f(r["hookgate_p99_le_ms"], "%.1f"),
+                         "%d" % r["fsyncs"], f(r["fsync_mean_ms"], "%.2f"), "%d" % r["s3_uploads"],
+                         f(r["s3_upload_mean_ms"], "%.0f"), "%.2f" % r["hookgate_cpu"], "%.2f" % r["s3_fake_cpu"],
+                         "%d" % r["spool_records_after"]] for r in brk]))
+
 for name, title in (("callgrind-inclusive.txt", "inclusive"), ("callgrind-self.txt", "self")):
     path = os.path.join(bench_dir, name)
     if not cg or not os.path.exists(path):

@@ -350,6 +350,70 @@ bucket = hookgate-bench"
     record "$(python3 -c 'import json,sys; l=sys.argv[1]; t0,t1,a,c,s=map(float,sys.argv[2:7]); print(json.dumps({"bench":3,"kind":"published","label":l,"accepted":int(a),"confirmed":int(c),"spool_records_left":int(s),"seconds":round(t1-t0,3),"published_rps":round(c/(t1-t0),1)}))' "$label" "$t0" "$t1" "$acc" "$conf" "${left:-0}")"
     log "$label: $acc webhooks accepted, $conf events confirmed by the broker in $(python3 -c "print('%.1f' % ($t1 - $t0))") s"
   }
+  # cpu_ticks PID: user + system CPU of a process, in clock ticks (0 when it is gone).
+  cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+  # wait_spool_empty: until every accepted record is done (published *and* archived), at most
+  # DRAIN_MAX s. The closed-loop run leaves an archive backlog when S3 is slower than the intake;
+  # a latency run started on top of it would measure that backlog, not its own rate.
+  wait_spool_empty() {
+    local i left t0
+    t0=$(date +%s.%N)
+    for i in $(seq 1 $((DRAIN_MAX * 5))); do
+      left=$(curl -sf "http://127.0.0.1:$HG_PORT/metrics" | awk '$1 == "spool_records" {print $2}')
+      [ "${left:-1}" = 0 ] && break
+      sleep 0.2
+    done
+    log "archive backlog: spool empty after $(python3 -c "print('%.1f' % ($(date +%s.%N) - $t0))") s (records left: ${left:-?})"
+  }
+  # pipeline_lat LABEL LOADGEN-ARGS...: an open-loop latency run plus where its time went:
+  # hookgate's own time per request (request start → answer, /metrics), spool fsyncs, S3 uploads
+  # finished during the run, and the CPU hookgate and the S3 fake used meanwhile.
+  pipeline_lat() {
+    local label=$1 m0=$B/metrics-lat-0.txt m1=$B/metrics-lat-1.txt s3pid hg0 hg1 s30 s31 t0 t1
+    shift
+    s3pid=$(cat "$SVC/s3/s3.pid" 2>/dev/null || echo 0)
+    curl -sf "http://127.0.0.1:$HG_PORT/metrics" >"$m0" || true
+    hg0=$(cpu_ticks "$HG_PID"); s30=$(cpu_ticks "$s3pid"); t0=$(date +%s.%N)
+    lg 4 "$label" "$@"
+    hg1=$(cpu_ticks "$HG_PID"); s31=$(cpu_ticks "$s3pid"); t1=$(date +%s.%N)
+    curl -sf "http://127.0.0.1:$HG_PORT/metrics" >"$m1" || true
+    record "$(python3 - "$label" "$m0" "$m1" "$hg0" "$hg1" "$s30" "$s31" "$t0" "$t1" "$(getconf CLK_TCK)" <<'PY'
+import json, re, sys
+label, f0, f1 = sys.argv[1:4]
+hg0, hg1, s30, s31 = (int(float(x)) for x in sys.argv[4:8])
+t0, t1, tck = float(sys.argv[8]), float(sys.argv[9]), float(sys.argv[10])
+def read(f):
+    m = {}
+    for l in open(f):
+        x = re.match(r'^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$', l.strip())
+        if x:
+            m[x.group(1) + (x.group(2) or "")] = m.get(x.group(1) + (x.group(2) or ""), 0) + float(x.group(3))
+    return m
+a, b = read(f0), read(f1)
+d = lambda k: b.get(k, 0) - a.get(k, 0)
+def dsum(prefix):
+    return sum(v - a.get(k, 0) for k, v in b.items() if k.startswith(prefix))
+def quantile(name, q):
+    """Upper bound of the histogram bucket holding quantile q of this run's observations."""
+    buckets = sorted((float(re.search(r'le="([^"]+)"', k).group(1).replace("+Inf", "inf")), v - a.get(k, 0))
+                     for k, v in b.items() if k.startswith(name + "_bucket"))
+    n = buckets[-1][1] if buckets else 0
+    return next((le for le, c in buckets if c >= q * n), None) if n else None
+n = d("webhook_processing_duration_seconds_count")
+up_n = dsum("minio_upload_duration_seconds_count")
+fs_n = d("spool_fsync_duration_seconds_count")
+p99 = quantile("webhook_processing_duration_seconds", 0.99)
+secs = t1 - t0
+print(json.dumps({"bench": 4, "kind": "breakdown", "label": label, "seconds": round(secs, 2),
+    "hookgate_mean_ms": round(1000 * d("webhook_processing_duration_seconds_sum") / n, 3) if n else None,
+    "hookgate_p99_le_ms": round(1000 * p99, 1) if p99 not in (None, float("inf")) else None,
+    "fsyncs": int(fs_n), "fsync_mean_ms": round(1000 * d("spool_fsync_duration_seconds_sum") / fs_n, 3) if fs_n else None,
+    "s3_uploads": int(up_n), "s3_upload_mean_ms": round(1000 * dsum("minio_upload_duration_seconds_sum") / up_n, 1) if up_n else None,
+    "hookgate_cpu": round((hg1 - hg0) / tck / secs, 3), "s3_fake_cpu": round((s31 - s30) / tck / secs, 3),
+    "spool_records_after": int(b.get("spool_records", 0))}))
+PY
+)"
+  }
   if [ $ok = 1 ]; then
     # Redis + RabbitMQ only: hookgate against the broker it is meant to be limited by.
     HG_EXTRA_CONF=$BROKER_CONF
@@ -364,8 +428,10 @@ bucket = hookgate-bench"
 $S3_CONF"
   if [ $ok = 1 ] && start_hookgate hg-full && curl -sf "http://127.0.0.1:$HG_PORT/ready" | grep -q '"rabbitmq":"ok"'; then
     pipeline_run "pipeline c=64"
-    lg 4 "pipeline @500/s" -p "$HG_PORT" -c 32 -R 500 -d "$LAT500" -w 1
-    lg 4 "pipeline @5000/s" -p "$HG_PORT" -c 128 -R 5000 -d "$LAT5000" -w 1
+    wait_spool_empty
+    pipeline_lat "pipeline @500/s" -p "$HG_PORT" -c 32 -R 500 -d "$LAT500" -w 1
+    wait_spool_empty
+    pipeline_lat "pipeline @5000/s" -p "$HG_PORT" -c 128 -R 5000 -d "$LAT5000" -w 1
     stop_pid "$HG_PID"; HG_PID=""
     # The ceiling publishes messages of the size hookgate published (mean over its queues).
     ctl=${HG_TEST_RABBITMQ_CTL:-}

@@ -11,6 +11,14 @@
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000
 #define DEFAULT_TIMEOUT_MS 60000
+/*
+ * Idle connections kept for reuse. curl's default (4 x the easy handles added right now) shrinks
+ * as transfers finish, so under a steady stream of short calls connections were closed and
+ * reopened all the time. No per-host cap (CURLMOPT_MAX_HOST_CONNECTIONS): curl 7.88 walks its
+ * whole queue of waiting transfers on every curl_multi_remove_handle; callers bound themselves
+ * (the S3 client's max_inflight).
+ */
+#define MAX_CACHED_CONNECTIONS 128
 
 /* One poll handle per socket curl tells us about; freed only in its close callback. */
 struct sock_ctx {
@@ -260,6 +268,7 @@ int hg_http_open(uv_loop_t *loop, struct hg_http **out)
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)MAX_CACHED_CONNECTIONS);
     *out = h;
     return 0;
 }

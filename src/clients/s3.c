@@ -18,6 +18,14 @@
 #define KEY_MAX 1024
 /* A URL is scheme, host, bucket, a key encoded at most 3x, and the presign query. */
 #define URL_MAX (8 * 1024)
+/*
+ * Calls handed to hg_http at once (hg_s3_opts.max_inflight = 0); the rest wait in our own FIFO.
+ * Without a bound every archived webhook is a curl transfer of its own the moment it is drained:
+ * when S3 is slower than the intake (a backlog) that meant thousands of transfers, as many
+ * connections and curl bookkeeping that is linear in their number on every transfer, all on the
+ * worker's loop thread — which also answers the webhooks.
+ */
+#define DEFAULT_MAX_INFLIGHT 64
 
 struct hg_s3 {
     struct hg_http *http;
@@ -28,7 +36,10 @@ struct hg_s3 {
     char *secret_key;
     bool path_style;
     uint32_t connect_timeout_ms, timeout_ms;
-    size_t pending;
+    size_t pending;          /* accepted calls whose callback has not run (queued + in flight) */
+    size_t inflight;         /* calls handed to hg_http */
+    size_t max_inflight;
+    struct s3_op *queue_head, *queue_tail; /* accepted, waiting for an in-flight slot */
 };
 
 enum op_kind {
@@ -50,6 +61,9 @@ struct s3_op {
     struct hg_buf resp;       /* response body (capped) */
     struct hg_buf req_body;   /* XML we send (complete, create bucket); must outlive the request */
     struct hg_s3_result res;
+    /* While queued: the request to send, its strings owned here (see args_keep). */
+    struct send_args *args;
+    struct s3_op *queue_next;
 };
 
 /* What one signed request consists of; strings only need to live during op_send. */
@@ -137,14 +151,25 @@ int hg_s3_open(struct hg_http *http, const struct hg_s3_opts *opts, struct hg_s3
     s3->path_style = opts->path_style;
     s3->connect_timeout_ms = opts->connect_timeout_ms;
     s3->timeout_ms = opts->timeout_ms;
+    s3->max_inflight = opts->max_inflight ? opts->max_inflight : DEFAULT_MAX_INFLIGHT;
     *out = s3;
     return 0;
 }
+
+static void op_fail(struct s3_op *op, int err);
 
 void hg_s3_close(struct hg_s3 *s3)
 {
     if (s3 == NULL)
         return;
+    /* Calls still waiting for a slot never reached hg_http: they end here. */
+    while (s3->queue_head != NULL) {
+        struct s3_op *op = s3->queue_head;
+        s3->queue_head = op->queue_next;
+        if (s3->queue_head == NULL)
+            s3->queue_tail = NULL;
+        op_fail(op, HG_ERR_CLOSED);
+    }
     if (s3->pending != 0)
         hg_warn(NULL, "s3: closed with calls pending", NULL);
     free(s3->scheme);
@@ -244,15 +269,64 @@ static struct s3_op *op_new(struct hg_s3 *s3, enum op_kind kind, hg_s3_cb cb, vo
     return op;
 }
 
+static void args_free(struct send_args *a)
+{
+    if (a == NULL)
+        return;
+    free((char *)a->bucket);
+    free((char *)a->key);
+    free((char *)a->query);
+    free((char *)a->content_type);
+    for (size_t i = 0; i < a->nmeta; i++) {
+        free((char *)a->meta[i].name);
+        free((char *)a->meta[i].value);
+    }
+    free((struct hg_http_header *)a->meta);
+    free(a);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? hg_xstrdup(s) : NULL;
+}
+
+/*
+ * A queued call is signed when it is sent (a signature is only good for minutes), so it keeps its
+ * own copies of the strings, which the caller only had to keep during the call. The method is
+ * always a literal; bodies and stream readers are the caller's until the callback, as documented.
+ */
+static void args_keep(struct s3_op *op, const struct send_args *a)
+{
+    struct send_args *k = hg_xcalloc(1, sizeof(*k));
+    *k = *a;
+    k->bucket = dup_or_null(a->bucket);
+    k->key = dup_or_null(a->key);
+    k->query = dup_or_null(a->query);
+    k->content_type = dup_or_null(a->content_type);
+    if (a->nmeta > 0) {
+        struct hg_http_header *m = hg_xcalloc(a->nmeta, sizeof(*m));
+        for (size_t i = 0; i < a->nmeta; i++) {
+            m[i].name = hg_xstrdup(a->meta[i].name);
+            m[i].value = hg_xstrdup(a->meta[i].value);
+        }
+        k->meta = m;
+    } else {
+        k->meta = NULL;
+    }
+    op->args = k;
+}
+
 static void op_free(struct s3_op *op)
 {
     hg_buf_free(&op->resp);
     hg_buf_free(&op->req_body);
     free(op->bucket);
+    args_free(op->args);
     free(op);
 }
 
 static void on_http_done(void *arg, const struct hg_http_resp *resp);
+static void queue_pump(struct hg_s3 *s3);
 
 /* Build, sign and start one request for op. 0 or <0 (then nothing was started). */
 static int op_send(struct s3_op *op, const struct send_args *a)
@@ -430,19 +504,75 @@ done:
     if (res->err != 0)
         hg_debug(NULL, "s3 call failed", "error", hg_strerror(res->err), "code", res->code, NULL);
     s3->pending--;
+    s3->inflight--;
+    /*
+     * Looked at before the callback: with nothing queued, the callback may close the client (no
+     * call pending), and any call it makes finds the free slot itself.
+     */
+    bool queued = s3->queue_head != NULL;
     op->cb(op->arg, res);
+    op_free(op);
+    /* The freed slot goes to the oldest waiting call (calls the callback made queue behind it). */
+    if (queued)
+        queue_pump(s3);
+}
+
+/* A call that was accepted but could not be sent: its callback runs now, with err. */
+static void op_fail(struct s3_op *op, int err)
+{
+    memset(&op->res, 0, sizeof(op->res));
+    op->res.err = err;
+    op->s3->pending--;
+    hg_debug(NULL, "s3 call failed", "error", hg_strerror(err), NULL);
+    op->cb(op->arg, &op->res);
     op_free(op);
 }
 
-/* Start op with a; on failure free it (the caller's callback then never runs). */
+/*
+ * Send waiting calls while there are free slots. Runs only from on_http_done, never inside a
+ * caller's hg_s3_* call, so a queued call's failure can be reported through its callback.
+ */
+static void queue_pump(struct hg_s3 *s3)
+{
+    while (s3->queue_head != NULL && s3->inflight < s3->max_inflight) {
+        struct s3_op *op = s3->queue_head;
+        s3->queue_head = op->queue_next;
+        if (s3->queue_head == NULL)
+            s3->queue_tail = NULL;
+        op->queue_next = NULL;
+        int rc = op_send(op, op->args);
+        if (rc < 0) {
+            op_fail(op, rc);
+            continue;
+        }
+        s3->inflight++;
+    }
+}
+
+/*
+ * Start op with a, or queue it when max_inflight calls are out already. On failure (only
+ * possible when it is sent at once) free it: the caller's callback then never runs.
+ */
 static int op_start(struct s3_op *op, const struct send_args *a)
 {
+    struct hg_s3 *s3 = op->s3;
+    if (s3->inflight >= s3->max_inflight || s3->queue_head != NULL) {
+        args_keep(op, a);
+        if (s3->queue_tail != NULL)
+            s3->queue_tail->queue_next = op;
+        else
+            s3->queue_head = op;
+        s3->queue_tail = op;
+        s3->pending++;
+        return 0;
+    }
     int rc = op_send(op, a);
     if (rc < 0) {
         op_free(op);
         return rc;
     }
-    op->s3->pending++;
+    s3->pending++;
+    s3->inflight++;
     return 0;
 }
 

@@ -19,6 +19,11 @@ struct hg_s3_opts {
     bool path_style;             /* endpoint/bucket/key (MinIO, tests); else bucket.host/key */
     uint32_t connect_timeout_ms; /* 0 = hg_http's default */
     uint32_t timeout_ms;         /* per request; 0 = hg_http's default */
+    /*
+     * Calls on the wire at once (0 = 64). More wait in the client's FIFO, in order, and are
+     * signed when sent; the timeouts count from then. Their callbacks run as always.
+     */
+    size_t max_inflight;
 };
 
 /* Outcome of one S3 call. Everything in it is valid only during the callback. */

@@ -522,6 +522,144 @@ static void test_stream_put(void **state)
     free(data);
 }
 
+/* ---- max_inflight: calls past the bound wait in the client's FIFO ---- */
+
+struct queued {
+    struct hg_http *http;
+    int order[16];           /* callback order: the index each call was started with */
+    int done;
+    int errs[16];
+    size_t max_http_pending; /* the most transfers hg_http held when a callback ran */
+};
+
+struct queued_call {
+    struct queued *q;
+    int index;
+};
+
+static void on_queued(void *arg, const struct hg_s3_result *res)
+{
+    struct queued_call *qc = arg;
+    struct queued *q = qc->q;
+    size_t p = hg_http_pending(q->http);
+    if (p > q->max_http_pending)
+        q->max_http_pending = p;
+    q->errs[qc->index] = res->err;
+    q->order[q->done++] = qc->index;
+}
+
+static void test_queue_bounded(void **state)
+{
+    struct fixture *f = *state;
+    if (endpoint() == NULL)
+        skip();
+    struct hg_s3 *s3;
+    const struct hg_s3_opts o = {
+        .endpoint = endpoint(), .access_key = env_or("HG_TEST_S3_ACCESS_KEY", "S3RVER"),
+        .secret_key = env_or("HG_TEST_S3_SECRET_KEY", "S3RVER"), .path_style = true,
+        .max_inflight = 2,
+    };
+    assert_int_equal(hg_s3_open(f->http, &o, &s3), 0);
+    ensure_bucket(f);
+    enum { N = 12 };
+    struct queued q = { .http = f->http };
+    struct queued_call qc[N];
+    char bodies[N][32];
+    for (int i = 0; i < N; i++) {
+        /* Key and metadata live in one reused buffer: queued calls must keep their own copies. */
+        char key[64], val[32];
+        snprintf(key, sizeof(key), "queued/%02d", i);
+        snprintf(val, sizeof(val), "v%d", i);
+        snprintf(bodies[i], sizeof(bodies[i]), "body of call %d", i);
+        const struct hg_http_header meta = { "x-amz-meta-index", val };
+        qc[i] = (struct queued_call){ &q, i };
+        assert_int_equal(hg_s3_put_object(s3, f->bucket, key, "text/plain", &meta, 1, bodies[i],
+                                          strlen(bodies[i]), on_queued, &qc[i]), 0);
+        memset(key, 'x', sizeof(key) - 1);
+        memset(val, 'y', sizeof(val) - 1);
+    }
+    assert_int_equal(hg_s3_pending(s3), N);
+    assert_int_equal(hg_http_pending(f->http), 2);
+    assert_int_equal(q.done, 0); /* never inside the call */
+    while (q.done < N)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(hg_s3_pending(s3), 0);
+    assert_true(q.max_http_pending <= 2);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(q.errs[i], 0);
+    /* The queued calls went out under their own keys with their own bodies. */
+    for (int i = 0; i < N; i++) {
+        char key[64];
+        snprintf(key, sizeof(key), "queued/%02d", i);
+        get_expect(f, key, bodies[i], strlen(bodies[i]));
+    }
+    hg_s3_close(s3);
+}
+
+/* Against a closed port: one call at a time, callbacks in FIFO order, each failing on its own. */
+static void test_queue_refused_in_order(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    struct hg_http *http;
+    struct hg_s3 *s3;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(hg_http_open(&loop, &http), 0);
+    const struct hg_s3_opts o = { .endpoint = "http://127.0.0.1:1", .access_key = "a",
+                                  .secret_key = "b", .path_style = true, .max_inflight = 1 };
+    assert_int_equal(hg_s3_open(http, &o, &s3), 0);
+    struct queued q = { .http = http };
+    struct queued_call qc[4];
+    for (int i = 0; i < 4; i++) {
+        qc[i] = (struct queued_call){ &q, i };
+        assert_int_equal(hg_s3_put_object(s3, "bucket", "k", NULL, NULL, 0, "x", 1, on_queued, &qc[i]), 0);
+    }
+    assert_int_equal(hg_http_pending(http), 1);
+    assert_int_equal(hg_s3_pending(s3), 4);
+    while (q.done < 4)
+        uv_run(&loop, UV_RUN_ONCE);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(q.order[i], i);
+        assert_int_equal(q.errs[i], HG_ERR_UNAVAILABLE);
+    }
+    assert_true(q.max_http_pending <= 1);
+    assert_int_equal(hg_s3_pending(s3), 0);
+    hg_s3_close(s3);
+    hg_http_close(http, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* Closing the HTTP client ends the queued calls too, each callback once, before close returns. */
+static void test_queue_http_close(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    struct hg_http *http;
+    struct hg_s3 *s3;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(hg_http_open(&loop, &http), 0);
+    const struct hg_s3_opts o = { .endpoint = "http://127.0.0.1:1", .access_key = "a",
+                                  .secret_key = "b", .path_style = true, .max_inflight = 1 };
+    assert_int_equal(hg_s3_open(http, &o, &s3), 0);
+    struct queued q = { .http = http };
+    struct queued_call qc[3];
+    for (int i = 0; i < 3; i++) {
+        qc[i] = (struct queued_call){ &q, i };
+        assert_int_equal(hg_s3_put_object(s3, "bucket", "k", NULL, NULL, 0, "x", 1, on_queued, &qc[i]), 0);
+    }
+    hg_http_close(http, NULL, NULL);
+    assert_int_equal(q.done, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(q.order[i], i);
+        assert_int_equal(q.errs[i], HG_ERR_CLOSED);
+    }
+    assert_int_equal(hg_s3_pending(s3), 0);
+    hg_s3_close(s3);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -534,6 +672,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_presign, setup, teardown),
         cmocka_unit_test_setup_teardown(test_multipart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_put, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_bounded, setup, teardown),
+        cmocka_unit_test(test_queue_refused_in_order),
+        cmocka_unit_test(test_queue_http_close),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
