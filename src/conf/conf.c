@@ -85,6 +85,7 @@ static const struct key conf_keys[] = {
     { "s3", "access_key", KEY_STRING, CF(s3_access_key), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "s3", "secret_key", KEY_STRING, CF(s3_secret_key), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "s3", "bucket", KEY_STRING, CF(s3_bucket), "hookgate", NULL, NULL, NULL, 0 },
+    { "s3", "max_inflight", KEY_UINT, CF(s3_max_inflight), "64", "1", "4096", NULL, 0 },
 
     { "media", "enabled", KEY_AUTOBOOL, CF(media_enabled), "auto", NULL, NULL, NULL, 0 },
     { "media", "bucket", KEY_STRING, CF(media_bucket), "hookgate-media", NULL, NULL, NULL, 0 },

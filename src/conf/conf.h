@@ -102,6 +102,7 @@ struct hg_conf {
     char *s3_access_key;
     char *s3_secret_key;
     char *s3_bucket;                  /* "hookgate" */
+    uint32_t s3_max_inflight;         /* S3 calls on the wire per worker; more wait in order */
 
     /* [media] (needs [s3] and a Graph API access token) */
     int media_enabled;                /* auto = yes when [s3] endpoint is set */

@@ -363,6 +363,7 @@ static int worker_open(struct hg_worker *w)
             .access_key = c->s3_access_key,
             .secret_key = c->s3_secret_key,
             .path_style = true,
+            .max_inflight = c->s3_max_inflight,
         };
         rc = hg_s3_open(w->http_client, &s3o, &w->s3);
         if (rc != 0) {
