@@ -14,10 +14,16 @@ struct hg_arena {
     struct hg_arena_cleanup *cleanups; /* run in reverse order of registration */
     size_t used;                       /* bytes handed out since the last reset */
     size_t cap;                        /* hg_arena_alloc returns NULL past this (0 = no cap) */
+    size_t chunk;                      /* bytes of a standard chunk, its header included */
 };
+
+/* Chunks of this size (total) are kept in a per-thread cache when released, and reused. */
+#define HG_ARENA_CACHED_CHUNK (16 * 1024)
 
 /* Prepare an empty arena; `cap` bounds the bytes it will ever hand out between resets. */
 void hg_arena_init(struct hg_arena *a, size_t cap);
+/* The same with standard chunks of `chunk_bytes` (HG_ARENA_CACHED_CHUNK: from the thread's cache). */
+void hg_arena_init_sized(struct hg_arena *a, size_t cap, size_t chunk_bytes);
 /* 16-byte aligned memory valid until reset/destroy; NULL when the cap would be passed. */
 void *hg_arena_alloc(struct hg_arena *a, size_t n);
 char *hg_arena_strndup(struct hg_arena *a, const char *s, size_t n);

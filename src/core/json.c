@@ -25,6 +25,7 @@
  * threshold (half its 4 KiB chunk) so they share chunks with the request's other allocations. */
 #define BLOCK_MIN 256
 #define BLOCK_MAX 2032
+#define DUMPS_FIRST 2048 /* hg_json_dumps' first buffer */
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define HG_JSON_SWAR 1
@@ -1050,7 +1051,8 @@ char *hg_json_dumps(const struct hg_json *v, size_t *len)
 {
     struct hg_buf b;
     hg_buf_init(&b, SIZE_MAX / 2);
-    if (hg_json_write(&b, v) != 0) {
+    /* An event is 1-2 KiB: one allocation instead of doubling up from hg_buf's 256 bytes. */
+    if (hg_buf_reserve(&b, DUMPS_FIRST) == NULL || hg_json_write(&b, v) != 0) {
         hg_buf_free(&b);
         return NULL;
     }
