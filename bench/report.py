@@ -101,6 +101,11 @@ for rate, target in (("500", "p99 ≤ 2 ms"), ("5000", "")):
         figures.append(("4", "pipeline latency, open loop %s req/s" % rate,
                         "p50 %s / p99 %s / p99.9 %s ms" % (ms(r["p50_ms"]), ms(r["p99_ms"]), ms(r["p999_ms"])),
                         "p99 ≤ 10 ms" if rate == "500" else "—"))
+for r in by(4, "floor"):
+    if r["mode"] == "fdatasync":
+        figures.append(("4", "floor: a lone commit on this disk (fdatasync job) @500/s",
+                        "p50 %s / p99 %s / p99.9 %s ms" % (ms(r["p50_ms"]), ms(r["p99_ms"]), ms(r["p999_ms"])),
+                        "— (the machine)"))
 r = idle.get("hookgate idle")
 figures.append(("5", "RSS per idle keep-alive connection",
                 "%.2f KiB (%d conns: %d → %d KiB)" % (per_conn(r), r["conns"], r["rss_before_kib"], r["rss_with_kib"]) if r else "failed",
@@ -177,6 +182,17 @@ if metr:
         mrows.append([m["label"], "%d" % n, "%d" % f, "%.1f" % (n / f) if f else "—",
                       "%.3f" % (1000 * m["fsync_seconds"] / f) if f else "—"])
     md.append(md_table(["run", "requests 200", "spool fsyncs", "requests per fsync", "mean fsync ms"], mrows))
+
+flo = by(4, "floor")
+if flo:
+    md.append("\n## The machine's floor under figure 4 (bench/fsync_floor.c)\n")
+    md.append("One libuv threadpool job every 2 ms, as the spool queues a lone webhook's group commit, timed from "
+              "queue to after-work callback: `empty` = the two cross-thread wake-ups alone; `fdatasync` = pwrite "
+              "1 KiB into a zero-filled file + fdatasync, on the spool's disk. No HTTP and no load generator: "
+              "hookgate's @500/s latency cannot be below the `fdatasync` row.\n")
+    md.append(md_table(["job", "rate", "jobs", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"],
+                       [[r["mode"], "%.0f/s" % r["rate"], "%d" % r["jobs"], ms(r["p50_ms"]), ms(r["p90_ms"]),
+                         ms(r["p99_ms"]), ms(r["p999_ms"]), ms(r["max_ms"])] for r in flo]))
 
 brk = by(4, "breakdown")
 if brk:

@@ -51,6 +51,11 @@ if [ ! -x "$CEIL" ] || [ bench/amqp_ceiling.c -nt "$CEIL" ]; then
   cc -std=gnu11 -O2 -g -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Werror \
      -o "$CEIL" bench/amqp_ceiling.c -lrabbitmq || log "cannot build $CEIL (librabbitmq-dev)"
 fi
+FLOOR=$B/fsync_floor
+if [ ! -x "$FLOOR" ] || [ bench/fsync_floor.c -nt "$FLOOR" ]; then
+  cc -std=gnu11 -O2 -g -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Werror \
+     -o "$FLOOR" bench/fsync_floor.c -luv || log "cannot build $FLOOR (libuv1-dev)"
+fi
 if [ ! -x "$LG" ] || [ bench/loadgen.c -nt "$LG" ]; then
   log "building $LG"
   cc -std=gnu11 -O2 -g -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Werror \
@@ -291,6 +296,17 @@ lg 4 "hookgate @500/s" -p "$HG_PORT" -c 32 -R 500 -d "$LAT500" -w 1
 lg 4 "hookgate @5000/s" -p "$HG_PORT" -c 128 -R 5000 -d "$LAT5000" -w 1
 stop_pid "$HG_PID"
 rm -rf "$B/hg-ingest" "$B/hg-latency"
+# The machine's floor under the @500/s figure: a lone commit's threadpool round trip, empty and
+# with pwrite + fdatasync into a zero-filled file on the spool's disk (see bench/fsync_floor.c).
+if [ -x "$FLOOR" ]; then
+  for mode in empty fdatasync; do
+    out=$("$FLOOR" "$mode" 500 "$LAT500" "$B/fsync-floor.dat" 2>>"$B/loadgen.log" || true)
+    if [ -n "$out" ]; then
+      record "{\"bench\":4,\"kind\":\"floor\",${out#\{}"
+      log "floor @500/s, $mode job: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("p50 %.3f / p99 %.3f / p99.9 %.3f ms" % (r["p50_ms"], r["p99_ms"], r["p999_ms"]))' "$out")"
+    fi
+  done
+fi
 fi
 
 # ---- (3) full pipeline: Redis + RabbitMQ + S3 ----
