@@ -12,7 +12,7 @@
 #include "core/err.h"
 
 #define CHUNK_DEFAULT 4096
-#define CACHE_MAX     32 /* chunks a thread keeps for reuse: 32 x 16 KiB for document arenas */
+#define CACHE_MAX     64 /* chunks a thread keeps for reuse: 64 x 8 KiB for document arenas */
 
 struct hg_arena_chunk {
     struct hg_arena_chunk *next;

@@ -18,7 +18,7 @@ struct hg_arena {
 };
 
 /* Chunks of this size (total) are kept in a per-thread cache when released, and reused. */
-#define HG_ARENA_CACHED_CHUNK (16 * 1024)
+#define HG_ARENA_CACHED_CHUNK (8 * 1024)
 
 /* Prepare an empty arena; `cap` bounds the bytes it will ever hand out between resets. */
 void hg_arena_init(struct hg_arena *a, size_t cap);

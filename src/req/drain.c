@@ -61,7 +61,8 @@ enum archive_state {
 
 struct item_event {
     enum event_state state;
-    const char *event_id;          /* these strings live in the item's arena */
+    char *strings;                 /* one block holding the six strings below */
+    const char *event_id;
     const char *routing_key;
     const char *kind;
     const char *type;
@@ -108,6 +109,7 @@ struct item {
     bool failed;                   /* some step of this round failed */
     unsigned attempts;
     uint64_t retry_at_ms;          /* loop time; 0 = not waiting */
+    struct item *wprev, *wnext;    /* in drain->waiting while retry_at_ms != 0 */
     bool built;                    /* events made (from the queue in the drain) */
     struct item *build_next;       /* in drain->build_queue while not built */
     bool ephemeral;                /* ack = broker: not in the spool, never retried */
@@ -125,6 +127,7 @@ struct hg_drain {
     uv_idle_t build_idle;          /* normalizes queued records while any are queued */
     struct item *build_head, *build_tail;
     struct item *items;
+    struct item *waiting;          /* items waiting out a retry backoff: the tick walks only these */
     uint64_t n_items;
     bool recovered_done;
     bool closing;
@@ -145,9 +148,38 @@ static void event_set_state(struct item_event *e, enum event_state s)
     e->state = s;
 }
 
+/* Wait for a retry at `at` (loop time), in the drain's waiting list. */
+static void item_wait(struct item *it, uint64_t at)
+{
+    struct hg_drain *d = it->drain;
+    if (it->retry_at_ms == 0) {
+        it->wprev = NULL;
+        it->wnext = d->waiting;
+        if (d->waiting)
+            d->waiting->wprev = it;
+        d->waiting = it;
+    }
+    it->retry_at_ms = at ? at : 1; /* 0 means "not waiting" */
+}
+
+static void item_unwait(struct item *it)
+{
+    if (it->retry_at_ms == 0)
+        return;
+    if (it->wprev)
+        it->wprev->wnext = it->wnext;
+    else
+        it->drain->waiting = it->wnext;
+    if (it->wnext)
+        it->wnext->wprev = it->wprev;
+    it->wprev = it->wnext = NULL;
+    it->retry_at_ms = 0;
+}
+
 static void item_free(struct item *it)
 {
     struct hg_drain *d = it->drain;
+    item_unwait(it);
     if (it->prev)
         it->prev->next = it->next;
     else
@@ -157,6 +189,7 @@ static void item_free(struct item *it)
     d->n_items--;
     for (size_t i = 0; i < it->n_events; i++) {
         struct item_event *e = &it->events[i];
+        free(e->strings);
         free(e->json);
     }
     free(it->events);
@@ -232,7 +265,7 @@ static void item_settle(struct item *it)
     if (it->failed) {
         it->attempts++;
         it->failed = false;
-        it->retry_at_ms = uv_now(it->drain->loop) + backoff_ms(it->attempts);
+        item_wait(it, uv_now(it->drain->loop) + backoff_ms(it->attempts));
         if (it->attempts == 1 || it->attempts % 20 == 0) {
             char n[24];
             snprintf(n, sizeof(n), "%u", it->attempts);
@@ -358,6 +391,20 @@ static bool event_escalate(struct item_event *e, int rc)
     return true;
 }
 
+/*
+ * Once every event is serialized the envelope and the documents are no longer read: the arena
+ * goes now, not when the record is released, so a backlog (a broker down, a slow S3) holds each
+ * record's body and event texts, not its parse tree.
+ */
+static void item_doc_release(struct item *it)
+{
+    for (size_t i = 0; i < it->n_events; i++)
+        if (it->events[i].doc != NULL)
+            return;
+    hg_json_doc_free(it->doc);
+    it->doc = NULL;
+}
+
 static void event_publish(struct item_event *e)
 {
     struct item *it = e->item;
@@ -368,6 +415,7 @@ static void event_publish(struct item_event *e)
         if (e->json == NULL)
             hg_oom(__FILE__, __LINE__);
         e->doc = NULL;
+        item_doc_release(it);
     }
     for (;;) {
         struct hg_event ev = {
@@ -860,19 +908,21 @@ static void archive_start(struct item *it)
 static char *dup_or_empty(const char *s) { return hg_xstrdup(s ? s : ""); }
 
 /*
- * A copy of s ("" for NULL) in the item's document arena, freed with it. Past the arena's cap
- * (a body that used it up) the cap is lifted: an event's identity must be kept.
+ * The event's identity strings, copied into one allocation (not six): they outlive the document
+ * arena, which goes as soon as every event of the record is serialized.
  */
-static const char *item_dup(struct item *it, const char *s)
+static void event_strings(struct item_event *e, const char *const src[6], const char **dst[6])
 {
-    struct hg_arena *a = &it->doc->arena;
-    size_t n = s ? strlen(s) : 0;
-    char *p = hg_arena_strndup(a, s ? s : "", n);
-    if (p == NULL) {
-        a->cap = 0;
-        p = hg_arena_strndup(a, s ? s : "", n);
+    size_t len[6], total = 0;
+    for (int i = 0; i < 6; i++)
+        total += (len[i] = src[i] ? strlen(src[i]) : 0) + 1;
+    char *p = e->strings = hg_xmalloc(total);
+    for (int i = 0; i < 6; i++) {
+        memcpy(p, src[i] ? src[i] : "", len[i]);
+        p[len[i]] = '\0';
+        *dst[i] = p;
+        p += len[i] + 1;
     }
-    return p;
 }
 
 static int on_event(void *arg, const struct hg_event *ev, struct hg_json *doc)
@@ -888,12 +938,11 @@ static int on_event(void *arg, const struct hg_event *ev, struct hg_json *doc)
     struct item_event *e = &it->events[it->n_events++];
     memset(e, 0, sizeof(*e));
     e->item = it;
-    e->event_id = item_dup(it, ev->event_id);
-    e->routing_key = item_dup(it, ev->routing_key);
-    e->kind = item_dup(it, ev->kind);
-    e->type = item_dup(it, ev->type);
-    e->correlation_id = item_dup(it, ev->correlation_id);
-    e->priority_class = item_dup(it, priority_class ? priority_class : "medium");
+    const char *const src[6] = { ev->event_id, ev->routing_key, ev->kind, ev->type, ev->correlation_id,
+                                 priority_class ? priority_class : "medium" };
+    const char **dst[6] = { &e->event_id, &e->routing_key, &e->kind, &e->type, &e->correlation_id,
+                            &e->priority_class };
+    event_strings(e, src, dst);
     e->timestamp_s = ev->timestamp_s;
     e->priority = priority;
     e->doc = doc;
@@ -965,7 +1014,7 @@ static void item_build(struct item *it)
 /* Start every step that is not done and not in flight. */
 static void item_step(struct item *it)
 {
-    it->retry_at_ms = 0;
+    item_unwait(it);
     it->failed = false;
     /* Hold one count so a step finishing at once cannot free the item under this loop. */
     it->outstanding++;
@@ -1095,13 +1144,18 @@ static void on_tick(uv_timer_t *t)
     bool back = ready && (!d->sink_was_ready || d->sink_recovered);
     d->sink_was_ready = ready;
     d->sink_recovered = false;
-    for (struct item *it = d->items, *next; it; it = next) {
-        next = it->next;
-        if (back && it->retry_at_ms) {
-            it->retry_at_ms = now;
+    /*
+     * Only the records waiting out a backoff: walking every record in flight each tick cost 7-8 %
+     * of the loop with a backlog of thousands. A record stepped here that fails again at once is
+     * put back at the head, which this walk has passed.
+     */
+    for (struct item *it = d->waiting, *next; it; it = next) {
+        next = it->wnext;
+        if (back) {
+            it->retry_at_ms = now ? now : 1;
             it->attempts = 0;
         }
-        if (it->retry_at_ms && it->retry_at_ms <= now && it->outstanding == 0)
+        if (it->retry_at_ms <= now && it->outstanding == 0)
             item_step(it);
     }
     if (!d->recovered_done)
