@@ -220,6 +220,28 @@ static off_t data_end(const char *path)
     return (off_t)len;
 }
 
+/* Worker 0's directory, its only segment, and the quarantine directory. */
+struct seg_paths {
+    char w0[128], seg[300], qdir[128];
+};
+
+/* Append n records of `size` bytes (ids 0..n-1), wait until they are durable, close, locate. */
+static void write_and_locate(struct fixture *f, int n, size_t size, struct seg_paths *p)
+{
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[8] = { { 0 } };
+    assert_true(n <= 8);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(append_one(s, i, size, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(r[i].status, 0);
+    close_spool(f, s);
+    snprintf(p->w0, sizeof(p->w0), "%s/w0", f->dir);
+    snprintf(p->qdir, sizeof(p->qdir), "%s/quarantine", f->dir);
+    only_file(p->w0, ".seg", p->seg, sizeof(p->seg));
+}
+
 static void write_at(const char *path, off_t off, const void *buf, size_t n)
 {
     int fd = open(path, O_WRONLY);
@@ -369,17 +391,11 @@ static void test_release_survives_restarts(void **state)
 static void test_torn_tail(void **state)
 {
     struct fixture *f = *state;
-    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
-    struct result r[3] = { { 0 } };
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(append_one(s, i, 200, &r[i]), 0);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    close_spool(f, s);
-
-    char w0[128], seg[300], qdir[128], qfile[400];
-    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
-    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
-    only_file(w0, ".seg", seg, sizeof(seg));
+    struct seg_paths sp;
+    write_and_locate(f, 3, 200, &sp);
+    const char *w0 = sp.w0, *seg = sp.seg, *qdir = sp.qdir;
+    char qfile[400];
+    struct hg_spool *s;
     /* A torn write at the end of a plain (growing) segment: the file ends inside the last record. */
     off_t torn = data_end(seg) - 10;
     assert_int_equal(truncate(seg, torn), 0);
@@ -411,17 +427,11 @@ static void test_torn_tail(void **state)
 static void test_crc_mismatch(void **state)
 {
     struct fixture *f = *state;
-    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
-    struct result r[3] = { { 0 } };
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(append_one(s, i, 400, &r[i]), 0);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    close_spool(f, s);
-
-    char w0[128], seg[300], qdir[128], qfile[400];
-    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
-    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
-    only_file(w0, ".seg", seg, sizeof(seg));
+    struct seg_paths sp;
+    write_and_locate(f, 3, 400, &sp);
+    const char *seg = sp.seg, *qdir = sp.qdir;
+    char qfile[400];
+    struct hg_spool *s;
     size_t len;
     char *data = read_all(seg, &len);
     char *mid = memmem(data, len, "BBBBBBBBBB", 10); /* inside record 1's body */
@@ -745,17 +755,11 @@ static void test_prezeroed_recovery(void **state)
 static void test_torn_record_then_zeros(void **state)
 {
     struct fixture *f = *state;
-    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
-    struct result r[3] = { { 0 } };
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(append_one(s, i, 200, &r[i]), 0);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    close_spool(f, s);
-
-    char w0[128], seg[300], qdir[128], qfile[400];
-    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
-    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
-    only_file(w0, ".seg", seg, sizeof(seg));
+    struct seg_paths sp;
+    write_and_locate(f, 3, 200, &sp);
+    const char *seg = sp.seg, *qdir = sp.qdir;
+    char qfile[400];
+    struct hg_spool *s;
     off_t end = data_end(seg);
     char z[10] = { 0 };
     write_at(seg, end - 10, z, sizeof(z)); /* the file keeps its size: zeros where the tail was */
@@ -792,17 +796,11 @@ static void test_torn_record_then_zeros(void **state)
 static void test_zero_hole_then_data(void **state)
 {
     struct fixture *f = *state;
-    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
-    struct result r[3] = { { 0 } };
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(append_one(s, i, 600, &r[i]), 0);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    close_spool(f, s);
-
-    char w0[128], seg[300], qdir[128], qfile[400];
-    snprintf(w0, sizeof(w0), "%s/w0", f->dir);
-    snprintf(qdir, sizeof(qdir), "%s/quarantine", f->dir);
-    only_file(w0, ".seg", seg, sizeof(seg));
+    struct seg_paths sp;
+    write_and_locate(f, 3, 600, &sp);
+    const char *seg = sp.seg, *qdir = sp.qdir;
+    char qfile[400];
+    struct hg_spool *s;
     off_t end = data_end(seg);
     char z[200] = { 0 };
     write_at(seg, end - 400, z, sizeof(z)); /* a hole in record 2's body */
