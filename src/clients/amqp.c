@@ -3,6 +3,10 @@
  * uv_queue_work thread (rabbitmq-c's RPCs are blocking); afterwards the loop owns the connection:
  * uv_poll for reads, zero-timeout frame reads, and writes admitted only while the kernel send
  * buffer has room so rabbitmq-c never has to wait for the socket. See docs/amqp.md.
+ *
+ * Sections, in order: entries (a publish and its confirm queue); connect (work thread: TCP,
+ * login, topology, confirm mode); loop side (frames, confirms, returns, heartbeats, reconnect);
+ * publish; close; open.
  */
 #include "clients/amqp.h"
 

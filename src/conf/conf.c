@@ -1,6 +1,10 @@
 /*
  * Configuration loader: one key table drives defaults, the INI file (inih), env overrides
  * (HOOKGATE_<SECTION>_<KEY>), <key>_file secrets and validation; errors say "file:line: reason".
+ *
+ * Sections, in order: the key table; secret files; tenants; rules; file parsing (inih
+ * callbacks); environment; validation; public API (load, reload, lookups, free). Value parsers
+ * (sizes, durations, URLs, lists) are in conf_value.c.
  */
 #include <arpa/inet.h>
 #include <ctype.h>

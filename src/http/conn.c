@@ -4,11 +4,13 @@
  * A connection handles one request at a time. When llhttp completes a message it pauses and the
  * request goes to the application. Reading stays on (no epoll_ctl pair per request); bytes that
  * arrive before the answer is written (a pipelining client) are kept in `pending`, reading stops
- * until the answer is written, and they are parsed after it, so answers are in order. Reads land in one buffer shared by the worker's connections, and
- * everything a request needs (header bytes and table, body, answer, write request) lives in a
- * `struct conn_request` taken from a small per-server pool at the request's first byte and given
- * back once its answer is written, so an idle keep-alive connection costs only its struct and
- * libuv handles (well under 1 KiB).
+ * until the answer is written, and they are parsed after it, so answers are in order. An answer
+ * that fits the socket goes out with uv_try_write and completes from an idle handle (send_answer).
+ * Reads land in one buffer shared by the worker's connections, and everything a request needs
+ * (header bytes and table, body, answer, write request) lives in a `struct conn_request` taken
+ * from a small per-server pool at the request's first byte and given back once its answer is
+ * written, so an idle keep-alive connection costs only its struct and libuv handles (well under
+ * 1 KiB).
  */
 #include <errno.h>
 #include <llhttp.h>

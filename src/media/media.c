@@ -1,6 +1,10 @@
 /*
  * Media jobs: Graph API metadata → streamed download (size cap, magic number, SHA-256, optional
  * clamd INSTREAM scan) → S3 (one PUT, or multipart for big files) → presigned GET URL.
+ *
+ * Sections, in order: opening and options; tenants, slots, queue (per-tenant concurrency);
+ * freeing; finishing (the result and its callback); failure and settling (retry or give up);
+ * clamd INSTREAM; S3 (PUT, multipart, presign); download (Graph API metadata, then the stream).
  */
 #include <stdio.h>
 #include <string.h>

@@ -66,11 +66,12 @@ struct hg_event_meta {
  * one event per value.messages[] (kind "message"), value.statuses[] ("status") and
  * value.errors[] ("error"), in that order; any other field gives one "system" event.
  * For every event, `emit` runs synchronously with the sink view (all strings valid only during
- * the call; ev->json is NULL: the caller dumps `doc`) and the normalized document, allocated in `a` (it
- * lives as long as the arena; it shares nodes with `root`, so the envelope must stay too). A non-zero return from emit (use a negative code) stops the
- * walk and is returned. Otherwise returns the number of events emitted (>= 0), or
- * HG_ERR_NOMEM when a document could not be allocated. Unknown types and fields never fail: they
- * become type "unknown" (messages) or a "system" event, with `raw` kept.
+ * the call; ev->json is NULL: the caller dumps `doc`) and the normalized document, allocated in
+ * `a` (it lives as long as the arena; it shares nodes with `root`, so the envelope must stay
+ * too). A non-zero return from emit (use a negative code) stops the walk and is returned.
+ * Otherwise returns the number of events emitted (>= 0), or HG_ERR_NOMEM when a document could
+ * not be allocated. Unknown types and fields never fail: they become type "unknown" (messages) or
+ * a "system" event, with `raw` kept.
  */
 typedef int (*hg_event_emit_fn)(void *arg, const struct hg_event *ev, struct hg_json *doc);
 int hg_whatsapp_normalize(struct hg_arena *a, const struct hg_json *root, const struct hg_event_meta *meta,

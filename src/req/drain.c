@@ -11,6 +11,16 @@
  * just before its first publish, and kept as text for any retry. Normalization itself does not run
  * inside hg_drain_submit (that is the spool's fsync callback, answering a batch of requests): the
  * record is queued and built from an idle handle, a bounded batch per loop iteration.
+ *
+ * Sections, in order:
+ *   records          item lifecycle: the retry waiting list, free, ack, settle (retry or release)
+ *   events           publish, its callback, dead-lettering what the sink refuses for good
+ *   enrichment       State Manager mapping and media fetch (with the Graph token lookup)
+ *   dedup            Redis two-phase dedup in front of enrich + publish
+ *   raw archive      the body's PutObject to S3
+ *   building events  normalize (or dead-letter) a record into item events
+ *   intake           step an item; submit, the build queue, recovered records, the 50 ms tick
+ *   open and close
  */
 #include <stdio.h>
 #include <string.h>
@@ -142,6 +152,8 @@ struct hg_drain {
 };
 
 static void item_step(struct item *it);
+
+/* ---- records ---- */
 
 static void event_set_state(struct item_event *e, enum event_state s)
 {
@@ -275,7 +287,7 @@ static void item_settle(struct item *it)
     }
 }
 
-/* ---- events: dedup → enrich → publish ---- */
+/* ---- events: publish and dead-lettering ---- */
 
 /* A metrics label set assembled by copies; what does not fit is cut (the buffer holds any real one). */
 struct label_buf {
@@ -458,7 +470,7 @@ static void event_publish(struct item_event *e)
     }
 }
 
-/* -- enrichment: State Manager mapping and media, in parallel; then the publish -- */
+/* ---- enrichment: State Manager mapping and media, in parallel; then the publish ---- */
 
 static bool is_message(const struct item_event *e)
 {
@@ -761,6 +773,8 @@ static void enrich_start(struct item_event *e)
     enrich_release(e);
 }
 
+/* ---- dedup ---- */
+
 /* Dedup said this event is new here: enrich it (first time) and publish it. */
 static void event_go(struct item_event *e)
 {
@@ -1011,6 +1025,8 @@ static void item_build(struct item *it)
         item_dead_letter(it, hg_strerror(n));
 }
 
+/* ---- intake: stepping, submit, the build queue, recovered records, the tick ---- */
+
 /* Start every step that is not done and not in flight. */
 static void item_step(struct item *it)
 {
@@ -1161,6 +1177,8 @@ static void on_tick(uv_timer_t *t)
     if (!d->recovered_done)
         pull_recovered(d);
 }
+
+/* ---- open and close ---- */
 
 int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_drain **out)
 {

@@ -3,6 +3,17 @@
  * threadpool, segment files prepared ahead of use (zero-filled), and start-up recovery that cuts
  * and quarantines torn or corrupt tails. The on-disk format and the reasoning behind it are in
  * docs/spool.md; the zero-filled segments are explained at "segments prepared ahead" below.
+ *
+ * Sections, in order:
+ *   little-endian encoding   record headers and payload fields
+ *   batches                  the pending batch an append encodes into
+ *   paths and directories    names, mkdir -p with durable parents, directory fsync
+ *   segments                 open/close of segment files, the per-segment record index
+ *   segments prepared ahead  zero-filled `.zero` → `.seg` on the threadpool, and taking one
+ *   group commit             the threadpool job (pwritev + fdatasync) and its completion
+ *   public                   append, release, stats
+ *   recovery                 scan, check, quarantine + cut, re-append lost releases, index
+ *   close
  */
 #include "spool/spool.h"
 
