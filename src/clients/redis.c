@@ -8,10 +8,10 @@
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libuv.h>
 
 #include "clients/ltable.h"
 #include "clients/redis.h"
+#include "clients/redis_uv.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -513,10 +513,7 @@ static void connect_to(struct hg_redis *r, const char *ip)
             redisAsyncFree(ac);
         goto retry;
     }
-    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
-        /* The adapter installs its hooks before it can fail; without its data they would
-         * dereference NULL in redisAsyncFree. */
-        memset(&ac->ev, 0, sizeof(ac->ev));
+    if (hg_redis_uv_attach(ac, r->loop) != 0) {
         redisAsyncFree(ac);
         goto retry;
     }

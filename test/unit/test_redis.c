@@ -10,10 +10,12 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <uv.h>
 
 #include "clients/redis.h"
+#include "clients/redis_uv.h"
 #include "core/err.h"
 #include "core/time.h"
 #include "core/uuid.h"
@@ -740,6 +742,167 @@ static void test_redis_restart(void **state)
     close_client(&loop, r);
 }
 
+/* ---- the hiredis ↔ libuv glue (redis_uv.c), on a raw async context ---------------------- */
+
+struct glue_rec {
+    int connected;     /* 1 ok, -1 failed */
+    int disconnected;
+    int replies;
+    long long last_int;
+    bool in_order;
+    char status[32];
+};
+
+static void glue_on_connect(const redisAsyncContext *ac, int status)
+{
+    struct glue_rec *g = ac->data;
+    g->connected = status == REDIS_OK ? 1 : -1;
+}
+
+static void glue_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    struct glue_rec *g = ac->data;
+    g->disconnected++;
+}
+
+static void glue_on_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct glue_rec *g = ac->data;
+    redisReply *r = reply;
+    (void)priv;
+    if (r == NULL)
+        return; /* the context is going away */
+    g->replies++;
+    if (r->type == REDIS_REPLY_INTEGER) {
+        if (r->integer != g->last_int + 1)
+            g->in_order = false;
+        g->last_int = r->integer;
+    } else if (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR) {
+        snprintf(g->status, sizeof(g->status), "%s", r->str);
+    }
+}
+
+static redisAsyncContext *glue_connect(uv_loop_t *loop, struct glue_rec *g)
+{
+    struct hg_redis_url u;
+    assert_int_equal(hg_redis_url_parse(server_url(), &u), 0);
+    redisAsyncContext *ac = redisAsyncConnect(u.host, u.port);
+    assert_non_null(ac);
+    assert_int_equal(ac->err, 0);
+    assert_int_equal(hg_redis_uv_attach(ac, loop), 0);
+    assert_int_not_equal(hg_redis_uv_attach(ac, loop), 0); /* attached once only */
+    ac->data = g;
+    g->in_order = true;
+    redisAsyncSetDisconnectCallback(ac, glue_on_disconnect);
+    redisAsyncSetConnectCallback(ac, glue_on_connect);
+    int one = 1;
+    run_until(loop, &g->connected, 1, 2000);
+    assert_int_equal(g->connected, one);
+    return ac;
+}
+
+/* Close the context and every handle; ASan reports anything the glue leaked. */
+static void glue_close(uv_loop_t *loop, redisAsyncContext *ac, struct glue_rec *g)
+{
+    redisAsyncDisconnect(ac);
+    run_until(loop, &g->disconnected, 1, 2000);
+    assert_int_equal(g->disconnected, 1);
+    uv_run(loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
+/* Commands queued in one loop turn leave in one write pass, and epoll is never touched. */
+static void test_glue_one_write_per_turn(void **state)
+{
+    (void)state;
+    if (!server_url())
+        skip();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct glue_rec g = { 0 };
+    redisAsyncContext *ac = glue_connect(&loop, &g);
+    char key[64];
+    key_of(key, sizeof(key), "glue-incr");
+    struct hg_redis_uv_stats s0, s1;
+    hg_redis_uv_stats(&s0);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(redisAsyncCommand(ac, glue_on_reply, NULL, "INCR %s", key), REDIS_OK);
+    assert_true(run_until(&loop, &g.replies, 300, 3000));
+    hg_redis_uv_stats(&s1);
+    assert_true(g.in_order);
+    assert_int_equal(g.last_int, 300);
+    assert_int_equal(s1.flushes - s0.flushes, 1);
+    assert_int_equal(s1.poll_changes - s0.poll_changes, 0);
+    assert_int_equal(s1.write_waits - s0.write_waits, 0);
+
+    /* The next turn's command is a write pass of its own. */
+    assert_int_equal(redisAsyncCommand(ac, glue_on_reply, NULL, "DEL %s", key), REDIS_OK);
+    assert_true(run_until(&loop, &g.replies, 301, 3000));
+    hg_redis_uv_stats(&s0);
+    assert_int_equal(s0.flushes - s1.flushes, 1);
+    assert_int_equal(s0.poll_changes - s1.poll_changes, 0);
+    glue_close(&loop, ac, &g);
+}
+
+/* A command larger than the socket buffer waits for writability, then the glue goes back to
+ * flushing at the end of the turn. */
+static void test_glue_full_socket(void **state)
+{
+    (void)state;
+    if (!server_url())
+        skip();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct glue_rec g = { 0 };
+    redisAsyncContext *ac = glue_connect(&loop, &g);
+    char key[64];
+    key_of(key, sizeof(key), "glue-big");
+    size_t big = 48u << 20;
+    char *v = malloc(big);
+    assert_non_null(v);
+    memset(v, 'x', big);
+    struct hg_redis_uv_stats s0, s1;
+    hg_redis_uv_stats(&s0);
+    assert_int_equal(redisAsyncCommand(ac, glue_on_reply, NULL, "SET %s %b", key, v, big), REDIS_OK);
+    free(v);
+    assert_true(run_until(&loop, &g.replies, 1, 20000));
+    assert_string_equal(g.status, "OK");
+    hg_redis_uv_stats(&s1);
+    assert_true(s1.write_waits - s0.write_waits >= 1);
+    assert_true(s1.poll_changes - s0.poll_changes >= 2); /* writability armed, then dropped */
+
+    g.last_int = big - 1;
+    assert_int_equal(redisAsyncCommand(ac, glue_on_reply, NULL, "STRLEN %s", key), REDIS_OK);
+    assert_true(run_until(&loop, &g.replies, 2, 3000));
+    assert_int_equal(g.last_int, (long long)big);
+    assert_true(g.in_order);
+    hg_redis_uv_stats(&s0);
+    assert_int_equal(s0.poll_changes - s1.poll_changes, 0);
+    assert_int_equal(s0.flushes - s1.flushes, 1);
+    assert_int_equal(redisAsyncCommand(ac, glue_on_reply, NULL, "DEL %s", key), REDIS_OK);
+    assert_true(run_until(&loop, &g.replies, 3, 3000));
+    glue_close(&loop, ac, &g);
+}
+
+/* The server hangs up: hiredis frees the context from inside a read; the glue's handles close
+ * after it and nothing touches the freed context. */
+static void test_glue_server_hangs_up(void **state)
+{
+    (void)state;
+    if (!server_url())
+        skip();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct glue_rec g = { 0 };
+    redisAsyncContext *ac = glue_connect(&loop, &g);
+    assert_int_equal(redisAsyncCommand(ac, glue_on_reply, NULL, "QUIT"), REDIS_OK);
+    assert_true(run_until(&loop, &g.disconnected, 1, 3000));
+    assert_int_equal(g.disconnected, 1);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -757,6 +920,9 @@ int main(void)
         cmocka_unit_test(test_cache),
         cmocka_unit_test(test_command_timeout),
         cmocka_unit_test(test_redis_restart),
+        cmocka_unit_test(test_glue_one_write_per_turn),
+        cmocka_unit_test(test_glue_full_socket),
+        cmocka_unit_test(test_glue_server_hangs_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
