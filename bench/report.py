@@ -208,6 +208,22 @@ if brk:
                          f(r["s3_upload_mean_ms"], "%.0f"), "%.2f" % r["hookgate_cpu"], "%.2f" % r["s3_fake_cpu"],
                          "%d" % r["spool_records_after"]] for r in brk]))
 
+sysc = [r for r in by(6, "syscalls") if "calls" in r]
+if sysc:
+    md.append("\n## Syscalls per webhook at 500 req/s (strace -f -c)\n")
+    md.append("Every syscall of the hookgate process (loop and threadpool threads) during an open-loop run at "
+              "500 req/s, divided by the requests answered. A count, like figure 6: strace slows the process, "
+              "so no time is read from it.\n")
+    # The columns: the syscalls with the highest rate in any run.
+    rate = {}
+    for r in sysc:
+        for k, v in r["calls"].items():
+            rate[k] = max(rate.get(k, 0), v / r["requests"])
+    names = sorted(rate, key=lambda k: -rate[k])[:12]
+    md.append(md_table(["run", "requests", "all"] + names,
+                       [[r["label"], "%d" % r["requests"], "%.1f" % (sum(r["calls"].values()) / r["requests"])] +
+                        ["%.2f" % (r["calls"].get(k, 0) / r["requests"]) for k in names] for r in sysc]))
+
 for name, title in (("callgrind-inclusive.txt", "inclusive"), ("callgrind-self.txt", "self")):
     path = os.path.join(bench_dir, name)
     if not cg or not os.path.exists(path):

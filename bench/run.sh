@@ -246,6 +246,44 @@ idle_rss() { # idle_rss LABEL PID PORT
         "$(python3 -c "print('%.2f' % (($after - $before) / $n))")")"
 }
 
+# syscall_run LABEL: syscalls per webhook of the running hookgate (HG_PID, HG_PORT) at 500 req/s,
+# counted by strace -f -c over the whole process (loop, threadpool). strace slows every syscall,
+# so this is a count, not a time: like the instruction count it does not move with machine noise.
+syscall_run() {
+  local label=$1 st=$B/strace-$$.txt out secs=$((DUR + 1)) spid
+  command -v strace >/dev/null || { record "{\"bench\":6,\"kind\":\"syscalls\",\"label\":\"$label\",\"skipped\":\"strace not installed\"}"; return 0; }
+  rm -f "$st"
+  strace -f -c -qq -o "$st" -p "$HG_PID" 2>>"$B/loadgen.log" &
+  spid=$!
+  sleep 0.5
+  out=$("$LG" -l "$label" -s "$SECRET" -p "$HG_PORT" -c 32 -R 500 -d "$secs" 2>>"$B/loadgen.log") || true
+  sleep 0.5 # the drain finishes the last records (publish, dedup done) inside the count
+  kill -INT "$spid" 2>/dev/null || true
+  wait "$spid" 2>/dev/null || true
+  record "$(python3 - "$label" "$st" "$out" <<'PY'
+import json, re, sys
+label, path, out = sys.argv[1:4]
+try:
+    ok = json.loads(out)["ok"]
+except Exception:
+    ok = 0
+calls = {}
+try:
+    for l in open(path):
+        m = re.match(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", l)
+        if m and m.group(2) != "total":
+            calls[m.group(2)] = int(m.group(1))
+except OSError:
+    pass
+if ok and calls:
+    print(json.dumps({"bench": 6, "kind": "syscalls", "label": label, "requests": ok, "calls": calls}))
+else:
+    print(json.dumps({"bench": 6, "kind": "syscalls", "label": label, "failed": True}))
+PY
+)"
+  rm -f "$st"
+}
+
 # ---- (1) HTTP ceiling: nginx ----
 if want 1 || want 4 || want 5; then
 log "(1) HTTP ceiling: nginx, 1 worker"
@@ -294,6 +332,10 @@ log "(4) latency, open loop (latency from the scheduled send time)"
 start_hookgate hg-latency
 lg 4 "hookgate @500/s" -p "$HG_PORT" -c 32 -R 500 -d "$LAT500" -w 1
 lg 4 "hookgate @5000/s" -p "$HG_PORT" -c 128 -R 5000 -d "$LAT5000" -w 1
+stop_pid "$HG_PID"
+rm -rf "$B/hg-latency"
+start_hookgate hg-latency
+syscall_run "ingest @500/s"
 stop_pid "$HG_PID"
 rm -rf "$B/hg-ingest" "$B/hg-latency"
 # The machine's floor under the @500/s figure: a lone commit's threadpool round trip, empty and
@@ -435,6 +477,7 @@ PY
     HG_EXTRA_CONF=$BROKER_CONF
     if start_hookgate hg-full && curl -sf "http://127.0.0.1:$HG_PORT/ready" | grep -q '"rabbitmq":"ok"'; then
       pipeline_run "pipeline redis+amqp c=64"
+      syscall_run "pipeline redis+amqp @500/s"
     else
       record '{"bench":3,"label":"pipeline redis+amqp","skipped":"hookgate did not report rabbitmq ok on /ready"}'
     fi
