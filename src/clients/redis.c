@@ -9,7 +9,7 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
 
-#include "clients/ltable.h"
+#include "core/ltable.h"
 #include "clients/redis.h"
 #include "clients/redis_uv.h"
 #include "core/common.h"

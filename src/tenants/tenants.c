@@ -14,6 +14,7 @@
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/ltable.h"
 #include "tenants/tenants.h"
 
 #define DEF_TIMEOUT_MS 2000u
@@ -188,125 +189,42 @@ out:
 
 /* ---- the per-worker LRU -------------------------------------------------------------------- */
 
-struct lru_entry {
-    char key[KEY_MAX];
-    uint64_t hash;
-    struct hg_tenant *tenant;  /* a reference; NULL = "no such tenant" */
-    uint64_t fresh_until;      /* loop ms: answers without a lookup until then */
-    uint64_t stale_until;      /* loop ms: may still answer while the service fails */
-    struct lru_entry *hnext;   /* bucket chain */
-    struct lru_entry *prev, *next; /* recency list, head = most recent */
-};
-
-struct lru {
-    struct lru_entry **buckets;
-    size_t mask;
-    size_t n, max;
-    struct lru_entry *head, *tail;
-};
-
-static uint64_t hash_key(const char *s)
+/*
+ * An hg_ltable (core/ltable.h) keyed "ba:<id>" / "id:<id>": ptr = a tenant reference (NULL = "no
+ * such tenant"), c = loop ms until which it answers without a lookup, expires_ms = loop ms until
+ * which it may still answer while the service fails (stale-if-error).
+ */
+static void lru_drop(void *tenant)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s != '\0'; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
+    hg_tenant_unref(tenant);
 }
 
-static void lru_init(struct lru *l, size_t max)
+static struct hg_tenant *entry_tenant(const struct hg_lentry *e)
 {
-    size_t nb = 16;
-    while (nb < max)
-        nb <<= 1;
-    l->buckets = hg_xcalloc(nb, sizeof(*l->buckets));
-    l->mask = nb - 1;
-    l->max = max;
-}
-
-static void lru_unlink(struct lru *l, struct lru_entry *e)
-{
-    if (e->prev != NULL)
-        e->prev->next = e->next;
-    else
-        l->head = e->next;
-    if (e->next != NULL)
-        e->next->prev = e->prev;
-    else
-        l->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void lru_push_head(struct lru *l, struct lru_entry *e)
-{
-    e->next = l->head;
-    e->prev = NULL;
-    if (l->head != NULL)
-        l->head->prev = e;
-    l->head = e;
-    if (l->tail == NULL)
-        l->tail = e;
-}
-
-static void lru_remove(struct lru *l, struct lru_entry *e)
-{
-    struct lru_entry **pp = &l->buckets[e->hash & l->mask];
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
-    lru_unlink(l, e);
-    hg_tenant_unref(e->tenant);
-    free(e);
-    l->n--;
+    return e->ptr;
 }
 
 /* The entry for key unless it is past its stale horizon (then it is dropped). */
-static struct lru_entry *lru_find(struct lru *l, const char *key, uint64_t now)
+static struct hg_lentry *lru_find(struct hg_ltable *l, const char *key, uint64_t now)
 {
-    uint64_t h = hash_key(key);
-    for (struct lru_entry *e = l->buckets[h & l->mask]; e != NULL; e = e->hnext) {
-        if (e->hash != h || strcmp(e->key, key) != 0)
-            continue;
-        if (now >= e->stale_until) {
-            lru_remove(l, e);
-            return NULL;
-        }
-        lru_unlink(l, e);
-        lru_push_head(l, e);
-        return e;
-    }
-    return NULL;
+    return hg_ltable_get(l, key, strlen(key), now);
 }
 
 /* Remember key → tenant (a new reference is taken; NULL = not found). */
-static void lru_put(struct lru *l, const char *key, struct hg_tenant *tenant, uint64_t now,
+static void lru_put(struct hg_ltable *l, const char *key, struct hg_tenant *tenant, uint64_t now,
                     uint64_t fresh_ms, uint64_t stale_ms)
 {
-    struct lru_entry *e = lru_find(l, key, now);
+    struct hg_lentry *e = lru_find(l, key, now);
     if (e == NULL) {
         if (l->max == 0)
             return;
-        if (l->n >= l->max)
-            lru_remove(l, l->tail);
-        e = hg_xcalloc(1, sizeof(*e));
-        snprintf(e->key, sizeof(e->key), "%s", key);
-        e->hash = hash_key(e->key);
-        e->hnext = l->buckets[e->hash & l->mask];
-        l->buckets[e->hash & l->mask] = e;
-        lru_push_head(l, e);
-        l->n++;
+        uint64_t evicted = 0;
+        e = hg_ltable_add(l, key, strlen(key), &evicted);
     }
-    hg_tenant_unref(e->tenant);
-    e->tenant = tenant != NULL ? hg_tenant_ref(tenant) : NULL;
-    e->fresh_until = now + fresh_ms;
+    hg_ltable_set_ptr(l, e, tenant != NULL ? hg_tenant_ref(tenant) : NULL);
+    e->c = now + fresh_ms;
     /* Not-found entries are never served stale: an outage must not hide a new tenant. */
-    e->stale_until = tenant != NULL ? now + HG_MAX(fresh_ms, stale_ms) : e->fresh_until;
-}
-
-static void lru_free(struct lru *l)
-{
-    while (l->head != NULL)
-        lru_remove(l, l->head);
-    free(l->buckets);
+    e->expires_ms = tenant != NULL ? now + HG_MAX(fresh_ms, stale_ms) : e->c;
 }
 
 /* ---- the resolver ------------------------------------------------------------------------ */
@@ -366,7 +284,7 @@ struct hg_tenants {
     struct hg_tenant **snap_tenants;   /* snap->n_tenants slots, built on first use */
     struct hg_tenant *snap_default;
 
-    struct lru lru;
+    struct hg_ltable lru;
     struct lookup *lookups;
     size_t n_lookups;
     struct resolve *ready, *ready_tail; /* finished resolves whose callbacks are due */
@@ -498,15 +416,15 @@ static int decide_lru(struct hg_tenants *t, const struct hg_conf *conf, const ch
 
     if (path != NULL) {
         make_key(key, true, path);
-        struct lru_entry *e = lru_find(&t->lru, key, now);
-        if (e == NULL || now >= e->fresh_until) {
+        struct hg_lentry *e = lru_find(&t->lru, key, now);
+        if (e == NULL || now >= e->c) {
             t->stats.local_misses += count_miss;
             return HG_TENANTS_PENDING;
         }
         t->stats.local_hits++;
-        if (e->tenant == NULL)
+        if (entry_tenant(e) == NULL)
             return HG_ERR_NOT_FOUND;
-        *out = hg_tenant_ref(e->tenant);
+        *out = hg_tenant_ref(entry_tenant(e));
         return 0;
     }
     for (; *idx < n_ids; (*idx)++) {
@@ -515,14 +433,14 @@ static int decide_lru(struct hg_tenants *t, const struct hg_conf *conf, const ch
             continue;
         }
         make_key(key, false, ids[*idx]);
-        struct lru_entry *e = lru_find(&t->lru, key, now);
-        if (e == NULL || now >= e->fresh_until) {
+        struct hg_lentry *e = lru_find(&t->lru, key, now);
+        if (e == NULL || now >= e->c) {
             t->stats.local_misses += count_miss;
             return HG_TENANTS_PENDING;
         }
         t->stats.local_hits++;
-        if (e->tenant != NULL) {
-            *out = hg_tenant_ref(e->tenant);
+        if (entry_tenant(e) != NULL) {
+            *out = hg_tenant_ref(entry_tenant(e));
             return 0;
         }
     }
@@ -589,7 +507,7 @@ static void on_closed(uv_handle_t *h)
     struct hg_tenants *t = h->data;
     void (*cb)(void *) = t->close_cb;
     void *arg = t->close_arg;
-    lru_free(&t->lru);
+    hg_ltable_free(&t->lru);
     snap_drop(t);
     free(t->service_url);
     free(t->auth_header);
@@ -642,12 +560,12 @@ static void lookup_done(struct lookup *l, enum lookup_outcome outcome, struct hg
     struct hg_tenant *stale = NULL;
     if (outcome == OUTCOME_FAILED) {
         uint64_t now = uv_now(t->loop);
-        struct lru_entry *e = lru_find(&t->lru, l->key, now);
-        if (e != NULL && e->tenant != NULL) {
+        struct hg_lentry *e = lru_find(&t->lru, l->key, now);
+        if (e != NULL && entry_tenant(e) != NULL) {
             /* Stale-if-error: the tenant was valid a while ago, which beats a 503; keep it fresh
              * for another local TTL so a failing service is not asked on every request. */
-            stale = e->tenant;
-            e->fresh_until = now + t->local_ttl_ms;
+            stale = entry_tenant(e);
+            e->c = now + t->local_ttl_ms;
         }
     }
     while (r != NULL) {
@@ -958,11 +876,12 @@ int hg_tenants_open(uv_loop_t *loop, struct hg_http *http, struct hg_redis *redi
     t->stale_ttl_ms = opts->stale_ttl_ms ? opts->stale_ttl_ms : DEF_STALE_TTL_MS;
     t->max_inflight = opts->max_inflight ? opts->max_inflight : DEF_MAX_INFLIGHT;
     t->failure_backoff_ms = opts->failure_backoff_ms ? opts->failure_backoff_ms : DEF_FAILURE_BACKOFF_MS;
-    lru_init(&t->lru, opts->local_max ? opts->local_max : DEF_LOCAL_MAX);
+    t->lru.max = opts->local_max ? opts->local_max : DEF_LOCAL_MAX;
+    t->lru.drop = lru_drop;
 
     int rc = uv_idle_init(loop, &t->idle);
     if (rc != 0) {
-        lru_free(&t->lru);
+        hg_ltable_free(&t->lru);
         free(t->service_url);
         free(t->auth_header);
         free(t);

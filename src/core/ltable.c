@@ -1,10 +1,10 @@
 /*
  * A bounded hash table with TTL and LRU eviction (see ltable.h): the memory of the Redis client's
- * local fallback (dedup and rate limits while Redis cannot answer).
+ * local fallback (dedup and rate limits while Redis cannot answer) and of the tenant resolver.
  */
 #include <string.h>
 
-#include "clients/ltable.h"
+#include "core/ltable.h"
 #include "core/common.h"
 
 static uint64_t fnv1a(const char *s, size_t n)
@@ -15,6 +15,13 @@ static uint64_t fnv1a(const char *s, size_t n)
         h *= 0x100000001b3ull;
     }
     return h;
+}
+
+static void entry_free(struct hg_ltable *t, struct hg_lentry *e)
+{
+    if (e->ptr && t->drop)
+        t->drop(e->ptr);
+    free(e);
 }
 
 static void lru_unlink(struct hg_ltable *t, struct hg_lentry *e)
@@ -49,7 +56,14 @@ void hg_ltable_remove(struct hg_ltable *t, struct hg_lentry *e)
     *pp = e->hnext;
     lru_unlink(t, e);
     t->count--;
-    free(e);
+    entry_free(t, e);
+}
+
+void hg_ltable_set_ptr(struct hg_ltable *t, struct hg_lentry *e, void *ptr)
+{
+    if (e->ptr && t->drop)
+        t->drop(e->ptr);
+    e->ptr = ptr;
 }
 
 /* The live entry for key, moved to the front of the LRU; expired entries are dropped. */
@@ -104,9 +118,12 @@ void hg_ltable_free(struct hg_ltable *t)
     struct hg_lentry *e = t->lru_head;
     while (e) {
         struct hg_lentry *next = e->lnext;
-        free(e);
+        entry_free(t, e);
         e = next;
     }
     free(t->buckets);
-    memset(t, 0, sizeof(*t));
+    t->buckets = NULL;
+    t->nbuckets = 0;
+    t->count = 0;
+    t->lru_head = t->lru_tail = NULL;
 }
