@@ -15,21 +15,21 @@
  * Sections, in order:
  *   records          item lifecycle: the retry waiting list, free, ack, settle (retry or release)
  *   events           publish, its callback, dead-lettering what the sink refuses for good
- *   enrichment       State Manager mapping and media fetch (with the Graph token lookup)
  *   dedup            Redis two-phase dedup in front of enrich + publish
  *   raw archive      the body's PutObject to S3
  *   building events  normalize (or dead-letter) a record into item events
  *   intake           step an item; submit, the build queue, recovered records, the 50 ms tick
  *   open and close
+ *
+ * The enrichment step between dedup and publish (State Manager mapping, media fetch with the Graph
+ * token lookup) is in enrich.c; the structs and the calls each file makes into the other are in
+ * drain_internal.h.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "clients/redis.h"
 #include "clients/s3.h"
-#include "clients/statemgr.h"
-#include "media/media.h"
-#include "tenants/tenants.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -40,6 +40,7 @@
 #include "providers/whatsapp.h"
 #include "rules/rules.h"
 #include "req/drain.h"
+#include "req/drain_internal.h"
 #include "sink/sink.h"
 #include "spool/spool.h"
 
@@ -50,112 +51,13 @@
 #define TICK_MS 50
 #define DEDUP_PENDING_TTL_MS 60000 /* a crashed attempt's claim expires after this */
 #define MAX_REJECTIONS 3           /* refusals by the broker before an event is dead-lettered */
-#define MEDIA_MAX_ROUNDS 5         /* undecided media fetches before publishing with media.error */
 #define BUILD_BATCH 64             /* records normalized per loop iteration */
-
-/* Where one event is; every change goes through event_set_state(). */
-enum event_state {
-    EV_NEW,        /* not yet checked / to be retried */
-    EV_DEDUP,      /* dedup_begin in flight */
-    EV_ENRICH,     /* State Manager / media calls in flight */
-    EV_PUBLISHING, /* sink publish in flight */
-    EV_DONE,       /* confirmed by the sink, or a duplicate already published */
-};
-
-enum archive_state {
-    AR_NONE,       /* no archive configured */
-    AR_PENDING,    /* to be (re)tried */
-    AR_IN_FLIGHT,  /* PutObject in flight */
-    AR_DONE,
-};
-
-struct item_event {
-    enum event_state state;
-    char *strings;                 /* one block holding the six strings below */
-    const char *event_id;
-    const char *routing_key;
-    const char *kind;
-    const char *type;
-    const char *correlation_id;
-    const char *priority_class;
-    uint64_t timestamp_s;
-    int priority;
-    struct hg_json *doc;           /* the event until it is serialized (in the item's arena) */
-    char *json;                    /* NULL until the first publish */
-    size_t json_len;
-    unsigned enrich_pending;       /* enrichment calls in flight (plus a hold while starting) */
-    bool enriched;                 /* enrichment finished, or none needed */
-    bool state_done, media_done;   /* that enrichment is in the document (or given up) */
-    bool enrich_retry;             /* media undecided this round: go round again later */
-    unsigned media_rounds;         /* undecided media fetches so far */
-    bool token_from_cache;         /* the Graph token of the fetch in flight came from Redis */
-    bool summarized;               /* json is a dead-letter summary: the sink refused the event */
-    char dedup_key[HG_REDIS_KEY_MAX + 1];
-    const char *dead_reason;       /* set: goes to the dead-letter path with this reason */
-    unsigned rejections;           /* times the sink refused it for good (nack, return) */
-    uint64_t publish_start_ns;
-    struct item *item;
-};
-
-/* One spool record being handed on. */
-struct item {
-    struct hg_drain *drain;
-    struct item *prev, *next;      /* in drain->items */
-    uint64_t spool_id;
-    char *request_id;
-    char *tenant;
-    char *provider;
-    uint64_t received_at_ns;
-    char *headers;
-    size_t headers_len;
-    char *body;
-    size_t body_len;
-    struct hg_json_doc *doc;       /* the envelope; its arena holds the events' documents too */
-    struct item_event *events;
-    size_t n_events;
-    enum archive_state archive;
-    uint64_t archive_start_ns;
-    unsigned outstanding;          /* asynchronous steps awaiting their callback */
-    bool failed;                   /* some step of this round failed */
-    unsigned attempts;
-    uint64_t retry_at_ms;          /* loop time; 0 = not waiting */
-    struct item *wprev, *wnext;    /* in drain->waiting while retry_at_ms != 0 */
-    bool built;                    /* events made (from the queue in the drain) */
-    struct item *build_next;       /* in drain->build_queue while not built */
-    bool ephemeral;                /* ack = broker: not in the spool, never retried */
-    hg_drain_ack_cb ack;           /* ephemeral: pending answer to the request */
-    void *ack_arg;
-};
-
-struct hg_drain {
-    uv_loop_t *loop;
-    struct hg_drain_backends b;
-    char *bucket;
-    char *media_bucket;
-    bool media_bucket_checked;
-    uv_timer_t tick;               /* retries and backlog pulls */
-    uv_idle_t build_idle;          /* normalizes queued records while any are queued */
-    struct item *build_head, *build_tail;
-    struct item *items;
-    struct item *waiting;          /* items waiting out a retry backoff: the tick walks only these */
-    uint64_t n_items;
-    bool recovered_done;
-    bool closing;
-    bool bucket_checked;
-    bool archive_failing;          /* the last archive attempt failed (for /ready) */
-    bool sink_was_ready;           /* at the last tick: a reconnect retries waiting records at once */
-    bool sink_failing;             /* the last publish failed (refused at once or not confirmed) */
-    bool sink_recovered;           /* a publish went through after failures: retry waiting records */
-    int handles_open;              /* tick and build_idle, until their close callbacks ran */
-    void (*free_done)(void *arg);
-    void *free_arg;
-};
 
 static void item_step(struct item *it);
 
 /* ---- records ---- */
 
-static void event_set_state(struct item_event *e, enum event_state s)
+void drain_event_set_state(struct item_event *e, enum event_state s)
 {
     e->state = s;
 }
@@ -254,7 +156,7 @@ static bool item_complete(const struct item *it)
 }
 
 /* An asynchronous step finished: decide what happens to the item when it was the last one. */
-static void item_settle(struct item *it)
+void drain_item_settle(struct item *it)
 {
     if (it->ephemeral) {
         if (events_done(it))
@@ -320,7 +222,7 @@ static void on_published(void *arg, int status)
             d->sink_failing = false;
             d->sink_recovered = true;
         }
-        event_set_state(e, EV_DONE);
+        drain_event_set_state(e, EV_DONE);
         char labels[384], esc[128];
         /* By copies, not snprintf (it was the biggest cost of this callback). */
         struct label_buf lb = { labels, sizeof(labels), 0 };
@@ -332,7 +234,7 @@ static void on_published(void *arg, int status)
         if (d->b.redis && !d->closing)
             hg_redis_dedup_done(d->b.redis, e->dedup_key, d->b.dedup_ttl_ms, NULL, NULL);
     } else {
-        event_set_state(e, EV_NEW);
+        drain_event_set_state(e, EV_NEW);
         it->failed = true;
         if (status != HG_ERR_REJECTED)
             d->sink_failing = true;
@@ -345,14 +247,14 @@ static void on_published(void *arg, int status)
             hg_error(it->request_id, "event refused by the broker; dead-lettering it", "event_id", e->event_id, NULL);
         }
     }
-    item_settle(it);
+    drain_item_settle(it);
 }
 
 /* The event cannot go on this round: back to NEW, its dedup claim released, the item retried. */
-static void event_fail(struct item_event *e)
+void drain_event_fail(struct item_event *e)
 {
     struct item *it = e->item;
-    event_set_state(e, EV_NEW);
+    drain_event_set_state(e, EV_NEW);
     it->failed = true;
     if (it->drain->b.redis && !it->drain->closing)
         hg_redis_dedup_abort(it->drain->b.redis, e->dedup_key);
@@ -417,7 +319,7 @@ static void item_doc_release(struct item *it)
     it->doc = NULL;
 }
 
-static void event_publish(struct item_event *e)
+void drain_event_publish(struct item_event *e)
 {
     struct item *it = e->item;
     struct hg_drain *d = it->drain;
@@ -453,324 +355,21 @@ static void event_publish(struct item_event *e)
                 rc = hg_sink_publish(d->b.sink, &ev, on_published, e);
         }
         if (rc == 0) {
-            event_set_state(e, EV_PUBLISHING);
+            drain_event_set_state(e, EV_PUBLISHING);
             it->outstanding++;
             return;
         }
         if ((rc == HG_ERR_INVALID || rc == HG_ERR_TOO_BIG) && !d->closing) {
             if (event_escalate(e, rc))
                 continue;
-            event_set_state(e, EV_DONE); /* logged: nothing can carry it */
+            drain_event_set_state(e, EV_DONE); /* logged: nothing can carry it */
             return;
         }
         if (!d->closing)
             d->sink_failing = true;
-        event_fail(e);
+        drain_event_fail(e);
         return;
     }
-}
-
-/* ---- enrichment: State Manager mapping and media, in parallel; then the publish ---- */
-
-static bool is_message(const struct item_event *e)
-{
-    return strcmp(e->kind, "message") == 0 && e->dead_reason == NULL;
-}
-
-static bool wants_state(const struct item_event *e)
-{
-    return e->item->drain->b.statemgr != NULL && is_message(e);
-}
-
-static enum hg_media_type media_type_of(const struct item_event *e)
-{
-    int t = hg_media_type_parse(e->type);
-    return t < 0 ? HG_MEDIA_NTYPES : (enum hg_media_type)t;
-}
-
-static bool wants_media(const struct item_event *e)
-{
-    if (e->item->drain->b.media == NULL || !is_message(e) || media_type_of(e) == HG_MEDIA_NTYPES)
-        return false;
-    const char *id = hg_json_str(hg_json_get(hg_json_get(e->doc, "content"), "media_id"));
-    return id != NULL && id[0] != '\0';
-}
-
-/*
- * Set doc[key] = val (val from the item's arena, NULL when it refused memory). The arena is sized
- * for the envelope's events many times over, so a refusal means something is badly wrong: the
- * key gets null rather than the event being lost.
- */
-static void event_doc_set(struct item_event *e, const char *key, struct hg_json *val)
-{
-    if (val == NULL || hg_json_set(&e->item->doc->arena, e->doc, key, val) != 0) {
-        hg_error(e->item->request_id, "event document arena exhausted; field set to null", "event_id", e->event_id,
-                 "field", key, NULL);
-        hg_json_set(&e->item->doc->arena, e->doc, key, hg_json_null());
-    }
-}
-
-/* A jansson tree of a client (State Manager, media) into the event; the tree is released. */
-static void event_doc_set_jansson(struct item_event *e, const char *key, json_t *val)
-{
-    event_doc_set(e, key, val ? hg_json_from_jansson(&e->item->doc->arena, val) : hg_json_null());
-    json_decref(val);
-}
-
-static void enrich_finish(struct item_event *e)
-{
-    if (e->enrich_retry || e->item->drain->closing) {
-        e->enrich_retry = false;
-        event_fail(e);
-        return;
-    }
-    e->enriched = true;
-    event_publish(e);
-}
-
-/* One enrichment call (or the starting hold) is over. The caller settles the item after. */
-static void enrich_release(struct item_event *e)
-{
-    e->item->outstanding--;
-    if (--e->enrich_pending == 0)
-        enrich_finish(e);
-}
-
-static void enrich_hold(struct item_event *e)
-{
-    e->item->outstanding++;
-    e->enrich_pending++;
-}
-
-static void on_state(void *arg, const struct hg_statemgr_result *r)
-{
-    struct item_event *e = arg;
-    struct item *it = e->item;
-    if (!(r->degraded && it->drain->closing)) {
-        /* Down, slow or refusing: published without the mapping (it is null), and counted. */
-        if (r->degraded) {
-            hg_metric_inc(HG_M_STATE_MANAGER_FAILURES, NULL);
-            hg_debug(it->request_id, "state manager degraded; publishing without mapping", "error",
-                     r->error ? r->error : "", NULL);
-        }
-        event_doc_set_jansson(e, "mapping", r->mapping ? json_incref(r->mapping) : NULL);
-        e->state_done = true;
-    }
-    enrich_release(e);
-    item_settle(it);
-}
-
-static void state_start(struct item_event *e)
-{
-    struct item *it = e->item;
-    const char *wa_id = hg_json_str(hg_json_get(hg_json_get(e->doc, "customer"), "wa_id"));
-    json_t *event = hg_json_to_jansson(e->doc);
-    json_t *body = event ? hg_statemgr_message_body(event) : NULL;
-    json_decref(event);
-    enrich_hold(e);
-    int rc = hg_statemgr_enrich(it->drain->b.statemgr, wa_id ? wa_id : "", it->tenant, body, on_state, e);
-    if (body)
-        json_decref(body);
-    if (rc != 0) {
-        if (rc != HG_ERR_CLOSED) {
-            hg_metric_inc(HG_M_STATE_MANAGER_FAILURES, NULL);
-            event_doc_set(e, "mapping", hg_json_null());
-            e->state_done = true;
-        }
-        enrich_release(e);
-    }
-}
-
-/* media given up on for good: the event goes out with media.error = reason. */
-static void media_give_up(struct item_event *e, const char *reason)
-{
-    struct hg_arena *a = &e->item->doc->arena;
-    struct hg_json *media_id = hg_json_get(hg_json_get(e->doc, "content"), "media_id");
-    struct hg_json *m = hg_json_object(a);
-    if (m == NULL || hg_json_set(a, m, "media_id", media_id ? media_id : hg_json_null()) != 0 ||
-        hg_json_set(a, m, "type", hg_json_string(a, e->type)) != 0 ||
-        hg_json_set(a, m, "error", hg_json_string(a, reason)) != 0)
-        m = NULL;
-    event_doc_set(e, "media", m);
-    e->media_done = true;
-    char labels[96];
-    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason); /* reasons are fixed identifiers */
-    hg_metric_inc(HG_M_MEDIA_FAILURES, labels);
-    hg_warn(e->item->request_id, "media not stored; publishing with media.error", "event_id", e->event_id, "error",
-            reason, NULL);
-}
-
-/* Redis cache key of a tenant's Graph API token. */
-static int token_key(char *out, size_t cap, const char *tenant)
-{
-    int n = snprintf(out, cap, "token:%s", tenant);
-    return n > 0 && (size_t)n < cap ? 0 : HG_ERR_TOO_BIG;
-}
-
-static void on_media_bucket(void *arg, const struct hg_s3_result *res)
-{
-    struct hg_drain *d = arg;
-    if (res->err != 0) {
-        d->media_bucket_checked = false;
-        hg_warn(NULL, "media bucket not available yet", "bucket", d->media_bucket, "error", hg_strerror(res->err),
-                NULL);
-    }
-}
-
-static void on_media(void *arg, const struct hg_media_result *res)
-{
-    struct item_event *e = arg;
-    struct item *it = e->item;
-    if (res->status == HG_MEDIA_RETRY && res->error && strcmp(res->error, "upload_failed") == 0)
-        it->drain->media_bucket_checked = false; /* maybe the bucket went away: check it again */
-    if (res->status == HG_MEDIA_FAILED && e->token_from_cache && res->error &&
-        strcmp(res->error, "unauthorized") == 0) {
-        /* The cached token was rotated or revoked: forget it and ask the tenant service again. */
-        char key[HG_REDIS_KEY_MAX + 1];
-        if (token_key(key, sizeof(key), it->tenant) == 0)
-            hg_redis_cache_del(it->drain->b.redis, key);
-        e->token_from_cache = false;
-        e->enrich_retry = true;
-    } else if (res->status == HG_MEDIA_RETRY) {
-        if (it->drain->closing) {
-            /* shutdown: the record stays in the spool; the next run fetches again */
-        } else if (++e->media_rounds >= MEDIA_MAX_ROUNDS) {
-            media_give_up(e, res->error ? res->error : "download_failed");
-        } else {
-            e->enrich_retry = true;
-        }
-    } else {
-        json_t *m = hg_media_result_json(res);
-        if (m == NULL)
-            hg_oom(__FILE__, __LINE__);
-        event_doc_set_jansson(e, "media", m);
-        e->media_done = true;
-    }
-    enrich_release(e);
-    item_settle(it);
-}
-
-static void media_fetch(struct item_event *e, const char *token, bool from_cache)
-{
-    struct item *it = e->item;
-    e->token_from_cache = from_cache;
-    if (token == NULL || token[0] == '\0') {
-        media_give_up(e, "no_access_token");
-        return;
-    }
-    struct hg_drain *d = it->drain;
-    if (!d->media_bucket_checked && d->media_bucket && d->b.s3 && !d->closing) {
-        /* Once per worker (and after a failed upload); the fetch below retries meanwhile. */
-        d->media_bucket_checked = true;
-        hg_s3_ensure_bucket(d->b.s3, d->media_bucket, on_media_bucket, d);
-    }
-    struct hg_json *content = hg_json_get(e->doc, "content");
-    struct hg_media_job job = {
-        .tenant = it->tenant,
-        .access_token = token,
-        .media_id = hg_json_str(hg_json_get(content, "media_id")),
-        .media_type = media_type_of(e),
-        .mime_type = hg_json_str(hg_json_get(content, "mime_type")),
-        .sha256 = hg_json_str(hg_json_get(content, "sha256")),
-        .message_id = e->event_id,
-        .occurred_at_s = e->timestamp_s,
-        .request_id = it->request_id,
-    };
-    enrich_hold(e);
-    int rc = hg_media_fetch(it->drain->b.media, &job, on_media, e);
-    if (rc == HG_ERR_INVALID)
-        media_give_up(e, "invalid");
-    else if (rc != 0)
-        e->enrich_retry = true; /* queue full or closing: later */
-    if (rc != 0)
-        enrich_release(e);
-}
-
-/* The Graph API token of the config's own tenants (and the default): theirs, else [whatsapp]'s. */
-static bool conf_token(const struct hg_conf *conf, const char *tenant, const char **token)
-{
-    const struct hg_tenant_conf *tc = hg_conf_tenant(conf, tenant);
-    bool is_default = conf->default_tenant != NULL && strcmp(conf->default_tenant, tenant) == 0;
-    *token = tc && tc->access_token ? tc->access_token : conf->access_token;
-    return tc != NULL || is_default;
-}
-
-static void on_media_tenant(void *arg, int status, struct hg_tenant *tn)
-{
-    struct item_event *e = arg;
-    struct item *it = e->item;
-    if (status == 0) {
-        struct hg_drain *d = it->drain;
-        const struct hg_conf *conf = *d->b.conf;
-        char key[HG_REDIS_KEY_MAX + 1];
-        if (tn->access_token && d->b.redis && token_key(key, sizeof(key), it->tenant) == 0)
-            hg_redis_cache_set(d->b.redis, key, tn->access_token, strlen(tn->access_token), d->b.token_ttl_ms);
-        media_fetch(e, tn->access_token ? tn->access_token : conf->access_token, false);
-        hg_tenant_unref(tn);
-    } else if (status == HG_ERR_NOT_FOUND) {
-        media_give_up(e, "no_access_token");
-    } else {
-        e->enrich_retry = true; /* tenant service unavailable, or closing */
-    }
-    enrich_release(e);
-    item_settle(it);
-}
-
-/* A tenant of the tenant service: its token comes from the tenant caches or the service. */
-static void token_resolve(struct item_event *e)
-{
-    struct hg_drain *d = e->item->drain;
-    enrich_hold(e);
-    if (hg_tenants_resolve(d->b.tenants, *d->b.conf, e->item->tenant, NULL, 0, on_media_tenant, e) != 0) {
-        e->enrich_retry = true;
-        enrich_release(e);
-    }
-}
-
-static void on_token_cached(void *arg, const struct hg_redis_cache_result *res)
-{
-    struct item_event *e = arg;
-    struct item *it = e->item;
-    if (it->drain->closing)
-        e->enrich_retry = true;
-    else if (res->status == HG_REDIS_CACHE_HIT && res->len > 0)
-        media_fetch(e, res->value, true);
-    else
-        token_resolve(e);
-    enrich_release(e);
-    item_settle(it);
-}
-
-static void media_start(struct item_event *e)
-{
-    struct item *it = e->item;
-    struct hg_drain *d = it->drain;
-    const char *token;
-    if (conf_token(*d->b.conf, it->tenant, &token) || d->b.tenants == NULL) {
-        media_fetch(e, token, false);
-        return;
-    }
-    /* Tokens of service tenants are cached in Redis on their own, for longer than the tenant. */
-    char key[HG_REDIS_KEY_MAX + 1];
-    if (d->b.redis && token_key(key, sizeof(key), it->tenant) == 0) {
-        enrich_hold(e);
-        if (hg_redis_cache_get(d->b.redis, key, on_token_cached, e) == 0)
-            return;
-        enrich_release(e);
-    }
-    token_resolve(e);
-}
-
-static void enrich_start(struct item_event *e)
-{
-    event_set_state(e, EV_ENRICH);
-    e->enrich_retry = false;
-    enrich_hold(e); /* released below: a call answering at once cannot finish the event early */
-    if (!e->state_done && wants_state(e))
-        state_start(e);
-    if (!e->media_done && wants_media(e))
-        media_start(e);
-    enrich_release(e);
 }
 
 /* ---- dedup ---- */
@@ -779,9 +378,9 @@ static void enrich_start(struct item_event *e)
 static void event_go(struct item_event *e)
 {
     if (e->item->drain->closing)
-        event_fail(e);
+        drain_event_fail(e);
     else if (e->enriched)
-        event_publish(e);
+        drain_event_publish(e);
     else
         enrich_start(e);
 }
@@ -796,7 +395,7 @@ static void on_dedup(void *arg, const struct hg_redis_dedup_result *res)
     switch (res->status) {
     case HG_REDIS_DEDUP_NEW:
         if (it->drain->closing) {
-            event_set_state(e, EV_NEW);
+            drain_event_set_state(e, EV_NEW);
             it->failed = true;
         } else {
             event_go(e);
@@ -805,15 +404,15 @@ static void on_dedup(void *arg, const struct hg_redis_dedup_result *res)
     case HG_REDIS_DEDUP_DUPLICATE_DONE:
         hg_metric_inc(HG_M_DEDUP_DUPLICATES, NULL);
         hg_debug(it->request_id, "duplicate event skipped", "event_id", e->event_id, NULL);
-        event_set_state(e, EV_DONE);
+        drain_event_set_state(e, EV_DONE);
         break;
     default:
         /* Another attempt holds the id (or a crashed one did): look again after a backoff. */
-        event_set_state(e, EV_NEW);
+        drain_event_set_state(e, EV_NEW);
         it->failed = true;
         break;
     }
-    item_settle(it);
+    drain_item_settle(it);
 }
 
 static void event_start(struct item_event *e)
@@ -831,10 +430,10 @@ static void event_start(struct item_event *e)
         return;
     }
     if (!d->closing && hg_redis_dedup_begin(d->b.redis, e->dedup_key, DEDUP_PENDING_TTL_MS, on_dedup, e) == 0) {
-        event_set_state(e, EV_DEDUP);
+        drain_event_set_state(e, EV_DEDUP);
         it->outstanding++;
     } else {
-        event_set_state(e, EV_NEW);
+        drain_event_set_state(e, EV_NEW);
         it->failed = true;
     }
 }
@@ -867,7 +466,7 @@ static void on_archived(void *arg, const struct hg_s3_result *res)
             d->bucket_checked = false;
         hg_debug(it->request_id, "archive failed", "error", hg_strerror(res->err), "code", res->code, NULL);
     }
-    item_settle(it);
+    drain_item_settle(it);
 }
 
 /* Object key webhooks-inbound/{tenant}/{yyyy-MM-dd}/{timestamp}-{messageId}.json */
@@ -961,7 +560,7 @@ static int on_event(void *arg, const struct hg_event *ev, struct hg_json *doc)
     e->priority = priority;
     e->doc = doc;
     /* Nothing to add to it: the document is final (and needs no enrichment round). */
-    e->enriched = !wants_state(e) && !wants_media(e);
+    e->enriched = !enrich_wants_state(e) && !enrich_wants_media(e);
     return 0;
 }
 
@@ -1040,7 +639,7 @@ static void item_step(struct item *it)
         if (it->events[i].state == EV_NEW)
             event_start(&it->events[i]);
     it->outstanding--;
-    item_settle(it);
+    drain_item_settle(it);
 }
 
 static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec)
@@ -1111,7 +710,7 @@ void hg_drain_submit_acked(struct hg_drain *d, const struct hg_drain_record *rec
     it->outstanding++;
     item_step(it);
     it->outstanding--;
-    item_settle(it);
+    drain_item_settle(it);
 }
 
 static void pull_recovered(struct hg_drain *d)

@@ -1,27 +1,27 @@
 /*
  * The spool's write-ahead log: record framing, segment files, group commit on the libuv
- * threadpool, segment files prepared ahead of use (zero-filled), and start-up recovery that cuts
- * and quarantines torn or corrupt tails. The on-disk format and the reasoning behind it are in
- * docs/spool.md; the zero-filled segments are explained at "segments prepared ahead" below.
+ * threadpool, segment files prepared ahead of use (zero-filled). Start-up recovery (open: cut and
+ * quarantine torn or corrupt tails) is in recover.c; what the two share is in spool_internal.h.
+ * The on-disk format and the reasoning behind it are in docs/spool.md; the zero-filled segments are
+ * explained at "segments prepared ahead" below.
  *
  * Sections, in order:
- *   little-endian encoding   record headers and payload fields
+ *   little-endian encoding   record headers and payload fields (byte helpers: spool_internal.h)
  *   batches                  the pending batch an append encodes into
  *   paths and directories    names, mkdir -p with durable parents, directory fsync
  *   segments                 open/close of segment files, the per-segment record index
  *   segments prepared ahead  zero-filled `.zero` → `.seg` on the threadpool, and taking one
  *   group commit             the threadpool job (pwritev + fdatasync) and its completion
  *   public                   append, release, stats
- *   recovery                 scan, check, quarantine + cut, re-append lost releases, index
- *   close
+ *   close                    free, then the segment fd and the timer
+ * (recovery, in recover.c: open, scan, check, quarantine + cut, re-append lost releases, index)
  */
 #include "spool/spool.h"
+#include "spool/spool_internal.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,73 +34,12 @@
 #include "core/crc32c.h"
 #include "core/err.h"
 #include "core/log.h"
-#include "core/str.h"
 #include "core/time.h"
 #include "core/uuid.h"
 
-#define SPOOL_MAGIC     0x50534748u /* "HGSP" read as little-endian */
-#define SPOOL_VERSION   1
-#define HDR_LEN         32u         /* fixed header of every record */
-#define SEG_PAYLOAD     24u         /* uid u64, seq u64, worker u32, reserved u32 */
-#define SEGHDR_LEN      (HDR_LEN + SEG_PAYLOAD)
-#define RELEASE_PAYLOAD 16u         /* segment uid u64, record index u32, reserved u32 */
-#define RELEASE_LEN     (HDR_LEN + RELEASE_PAYLOAD)
-#define DATA_FIELDS     5           /* request_id, tenant, provider, headers, body */
-#define RECORD_MAX      (64u << 20) /* framing cap: a length past it is corruption, not data */
-#define COPY_CHUNK      65536
 #define ZERO_CHUNK      (1u << 20)  /* zero-fill step: each is written and fdatasync'ed alone */
 #define ZERO_IOV        16          /* ZERO_CHUNK as ZERO_IOV writes of one shared zero buffer */
 
-/* Byte offsets inside the record header. */
-#define OFF_MAGIC    0
-#define OFF_TYPE     4
-#define OFF_VERSION  5
-#define OFF_LEN      8
-#define OFF_CRC      12
-#define OFF_RECEIVED 16
-#define OFF_SPOOLED  24
-
-enum rec_type {
-    REC_SEGMENT = 1, /* first record of every segment: names it for release records */
-    REC_DATA = 2,    /* one webhook */
-    REC_RELEASE = 3, /* advisory: a data record was handed on */
-};
-
-/* One segment file, recovered or written in this run. */
-struct segment {
-    uint32_t slot;      /* per-run number, the upper half of the record ids it hands out */
-    uint64_t uid;       /* random, written in its REC_SEGMENT header: what release records name */
-    uint64_t seq;       /* from the file name; orders segments of one directory */
-    int dir_worker;     /* which <dir>/w<j> holds it (j != worker for adopted orphans) */
-    char *path;
-    uint64_t size;      /* bytes written or scheduled to be written */
-    uint32_t nrecords;  /* data records: the next record index */
-    uint32_t *lens;     /* per index: framed length while live, 0 when released/failed/in flight */
-    uint32_t lens_cap;
-    uint32_t live;      /* durable, unreleased data records */
-    int fd;             /* write fd of the current segment, else -1 */
-    bool on_disk;       /* its file exists (recovered, or created by us): only then is it deleted */
-    bool pinned;        /* holds a bad tail that could not be quarantined: never delete it */
-    bool broken;        /* a write or fsync on it failed: never write to it again */
-};
-
-/* An append waiting for its batch's fsync. */
-struct waiter {
-    hg_spool_append_cb cb;
-    void *arg;
-    uint32_t len;
-    uint32_t idx;
-};
-
-/* Encoded records plus the appends to answer once they are durable. */
-struct batch {
-    char *data;
-    size_t len;
-    size_t cap;
-    struct waiter *waiters;
-    size_t nwaiters;
-    size_t waiters_cap;
-};
 
 /* The one batch being written: everything the threadpool needs, so it never touches the spool. */
 struct commit {
@@ -118,21 +57,6 @@ struct commit {
     bool sync;            /* fdatasync after the write: false for release-only batches */
     int status;
     double fsync_seconds;
-};
-
-/* A data record found at recovery, in order, for hg_spool_recovered_next. */
-struct recovered {
-    uint32_t slot;
-    uint32_t idx;
-    uint64_t offset;
-    uint32_t len;
-};
-
-/* A release record found at recovery; `holder` is the slot of the segment that contains it. */
-struct found_release {
-    uint64_t uid;
-    uint32_t idx;
-    uint32_t holder;
 };
 
 struct unlink_req {
@@ -155,85 +79,10 @@ struct prep {
     int status;
 };
 
-struct hg_spool {
-    uv_loop_t *loop;
-    char *dir;
-    char *own_dir;
-    char *quarantine_dir;
-    int worker;
-    int nworkers;
-    uint64_t max_bytes;
-    uint64_t segment_bytes;
-    uint64_t commit_delay_us;
-    void (*on_fsync)(void *arg, double seconds);
-    void *on_fsync_arg;
-
-    struct segment **segs; /* sorted by slot, so ids find their segment by binary search */
-    size_t nsegs;
-    size_t segs_cap;
-    uint32_t next_slot;
-    uint64_t next_seq;
-    struct segment *cur;   /* the segment new batches go to; NULL until the first batch */
-    struct prep *prep;     /* the next segment, prepared ahead (NULL: none, or it failed) */
-    bool prep_busy;        /* prep's job is running on the threadpool */
-    bool prep_waited;      /* a commit waits for that job (it needs to rotate) */
-
-    struct batch pending;  /* appends and releases that arrived since the last commit started */
-    struct batch spare;    /* a finished batch's empty buffers, reused by the next pending one */
-    struct commit *inflight;
-    uv_timer_t timer;
-    bool timer_armed;
-
-    uint64_t live_records;
-    uint64_t live_bytes;
-    uint64_t pending_bytes; /* appended, not yet durable or failed: counts against the quota */
-    int io_error;           /* status of the last commit: 0 or the error that broke it */
-
-    struct recovered *recov;
-    size_t nrecov;
-    size_t recov_cap;
-    size_t recov_pos;
-
-    unsigned unlinks;       /* uv_fs_unlink requests in flight */
-    bool closing;
-    bool finishing;
-    hg_spool_close_cb close_cb;
-    void *close_arg;
-    uv_fs_t close_req;
-};
-
 /* ---- little-endian encoding ---- */
 
-static void put32(char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (char)(v >> (8 * i));
-}
-
-static void put64(char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (char)(v >> (8 * i));
-}
-
-static uint32_t get32(const char *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)(unsigned char)p[i] << (8 * i);
-    return v;
-}
-
-static uint64_t get64(const char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)(unsigned char)p[i] << (8 * i);
-    return v;
-}
-
 /* CRC-32C over the header and payload with the CRC field itself left out. */
-static uint32_t record_crc(const char *rec, uint32_t total)
+uint32_t spool_record_crc(const char *rec, uint32_t total)
 {
     uint32_t crc = hg_crc32c(0, rec, OFF_CRC);
     return hg_crc32c(crc, rec + OFF_CRC + 4, total - (OFF_CRC + 4));
@@ -255,16 +104,11 @@ static void frame_header(char *rec, enum rec_type type, uint32_t total, uint64_t
 /* Call once the payload is in place. */
 static void frame_seal(char *rec, uint32_t total)
 {
-    put32(rec + OFF_CRC, record_crc(rec, total));
+    put32(rec + OFF_CRC, spool_record_crc(rec, total));
 }
 
-struct span {
-    const char *p;
-    uint32_t n;
-};
-
 /* Split a data record's payload into its five length-prefixed fields; HG_ERR_CORRUPT if they do not tile it. */
-static int decode_data(const char *rec, uint32_t total, struct span f[DATA_FIELDS])
+int spool_decode_data(const char *rec, uint32_t total, struct span f[DATA_FIELDS])
 {
     uint32_t pos = HDR_LEN;
     for (int i = 0; i < DATA_FIELDS; i++) {
@@ -345,7 +189,7 @@ static void pending_adopt_spare(struct hg_spool *s)
     }
 }
 
-static void batch_add_release(struct batch *b, uint64_t uid, uint32_t idx)
+void spool_batch_add_release(struct batch *b, uint64_t uid, uint32_t idx)
 {
     char *rec = batch_reserve(b, RELEASE_LEN);
     frame_header(rec, REC_RELEASE, RELEASE_LEN, 0, hg_time_now_ns());
@@ -358,9 +202,7 @@ static void batch_add_release(struct batch *b, uint64_t uid, uint32_t idx)
 
 /* ---- paths and directories ---- */
 
-static char *path_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *path_fmt(const char *fmt, ...)
+char *spool_path_fmt(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -376,7 +218,7 @@ static char *path_fmt(const char *fmt, ...)
 }
 
 /* Runs on the threadpool too: uses nothing but its argument. */
-static int fsync_dir(const char *path)
+int spool_fsync_dir(const char *path)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
@@ -387,7 +229,7 @@ static int fsync_dir(const char *path)
 }
 
 /* mkdir -p; each directory it creates is made durable by fsyncing its parent. */
-static int mkdir_p(const char *path)
+int spool_mkdir_p(const char *path)
 {
     char *p = hg_xstrdup(path);
     size_t n = strlen(p);
@@ -402,13 +244,13 @@ static int mkdir_p(const char *path)
         if (mkdir(p, 0750) == 0) {
             char *slash = strrchr(p, '/');
             if (slash == p) {
-                rc = fsync_dir("/");
+                rc = spool_fsync_dir("/");
             } else if (slash) {
                 *slash = '\0';
-                rc = fsync_dir(p);
+                rc = spool_fsync_dir(p);
                 *slash = '/';
             } else {
-                rc = fsync_dir(".");
+                rc = spool_fsync_dir(".");
             }
         } else if (errno != EEXIST) {
             rc = -errno;
@@ -424,14 +266,14 @@ out:
 
 /* ---- segments ---- */
 
-static struct segment *segment_new(struct hg_spool *s, int dir_worker, const char *dir_path, uint64_t seq, uint64_t uid)
+struct segment *spool_segment_new(struct hg_spool *s, int dir_worker, const char *dir_path, uint64_t seq, uint64_t uid)
 {
     struct segment *seg = hg_xcalloc(1, sizeof(*seg));
     seg->slot = s->next_slot++;
     seg->uid = uid;
     seg->seq = seq;
     seg->dir_worker = dir_worker;
-    seg->path = path_fmt("%s/%016" PRIx64 ".seg", dir_path, seq);
+    seg->path = spool_path_fmt("%s/%016" PRIx64 ".seg", dir_path, seq);
     seg->fd = -1;
     if (s->nsegs == s->segs_cap) {
         s->segs_cap = s->segs_cap ? s->segs_cap * 2 : 16;
@@ -449,7 +291,7 @@ static void segment_free(struct segment *seg)
 }
 
 /* Give the segment a new record index, its length slot zero until the record is durable. */
-static uint32_t segment_next_index(struct segment *seg)
+uint32_t spool_segment_next_index(struct segment *seg)
 {
     if (seg->nrecords == seg->lens_cap) {
         seg->lens_cap = seg->lens_cap ? seg->lens_cap * 2 : 64;
@@ -459,7 +301,7 @@ static uint32_t segment_next_index(struct segment *seg)
     return seg->nrecords++;
 }
 
-static struct segment *find_segment(const struct hg_spool *s, uint32_t slot)
+struct segment *spool_find_segment(const struct hg_spool *s, uint32_t slot)
 {
     size_t lo = 0, hi = s->nsegs;
     while (lo < hi) {
@@ -474,7 +316,7 @@ static struct segment *find_segment(const struct hg_spool *s, uint32_t slot)
     return NULL;
 }
 
-static void segment_forget(struct hg_spool *s, struct segment *seg)
+void spool_segment_forget(struct hg_spool *s, struct segment *seg)
 {
     for (size_t i = 0; i < s->nsegs; i++) {
         if (s->segs[i] == seg) {
@@ -507,7 +349,7 @@ static void maybe_delete(struct hg_spool *s, struct segment *seg)
     if (seg->live > 0 || seg == s->cur || seg->pinned)
         return;
     if (!seg->on_disk) {
-        segment_forget(s, seg);
+        spool_segment_forget(s, seg);
         return;
     }
     struct unlink_req *u = hg_xcalloc(1, sizeof(*u));
@@ -520,7 +362,7 @@ static void maybe_delete(struct hg_spool *s, struct segment *seg)
     } else {
         s->unlinks++;
     }
-    segment_forget(s, seg);
+    spool_segment_forget(s, seg);
 }
 
 /* ---- segments prepared ahead ----
@@ -560,15 +402,15 @@ static void maybe_delete(struct hg_spool *s, struct segment *seg)
 
 static char zeros[ZERO_CHUNK / ZERO_IOV];
 
-static struct prep *prep_new(struct hg_spool *s)
+struct prep *spool_prep_new(struct hg_spool *s)
 {
     struct prep *p = hg_xcalloc(1, sizeof(*p));
     p->spool = s;
     p->seq = s->next_seq++;
     p->uid = hg_random_u64();
     p->size = HG_MAX(s->segment_bytes, (uint64_t)SEGHDR_LEN);
-    p->path = path_fmt("%s/%016" PRIx64 ".seg", s->own_dir, p->seq);
-    p->tmp_path = path_fmt("%s/%016" PRIx64 ".zero", s->own_dir, p->seq);
+    p->path = spool_path_fmt("%s/%016" PRIx64 ".seg", s->own_dir, p->seq);
+    p->tmp_path = spool_path_fmt("%s/%016" PRIx64 ".zero", s->own_dir, p->seq);
     p->dir_path = s->own_dir;
     p->fd = -1;
     frame_header(p->seghdr, REC_SEGMENT, SEGHDR_LEN, 0, hg_time_now_ns());
@@ -592,7 +434,7 @@ static void prep_free(struct prep *p)
 static int pwrite_all(int fd, struct iovec *iov, int iovcnt, uint64_t off);
 
 /* Fill, sync and name the file. Runs on the threadpool (or in hg_spool_open): uses only `p`. */
-static void prep_run(struct prep *p)
+void spool_prep_run(struct prep *p)
 {
     struct iovec iov[ZERO_IOV];
     int fd = open(p->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
@@ -637,7 +479,7 @@ static void prep_run(struct prep *p)
     }
     /* Once renamed the file is complete: if only the directory sync fails, it is still a valid
      * (empty) segment to recovery, but records must not be acknowledged in a name that may vanish. */
-    rc = fsync_dir(p->dir_path);
+    rc = spool_fsync_dir(p->dir_path);
     if (rc < 0) {
         close(fd);
         unlink(p->path);
@@ -649,11 +491,11 @@ static void prep_run(struct prep *p)
 
 static void prep_work(uv_work_t *work)
 {
-    prep_run(HG_CONTAINER_OF(work, struct prep, work));
+    spool_prep_run(HG_CONTAINER_OF(work, struct prep, work));
 }
 
 /* A failed preparation leaves nothing behind; the next rotation creates a plain segment. */
-static bool prep_check(struct hg_spool *s, struct prep *p, int uvstatus)
+bool spool_prep_check(struct hg_spool *s, struct prep *p, int uvstatus)
 {
     int status = uvstatus < 0 ? uvstatus : p->status;
     if (status == 0)
@@ -665,17 +507,15 @@ static bool prep_check(struct hg_spool *s, struct prep *p, int uvstatus)
     return false;
 }
 
-static void schedule_commit(struct hg_spool *s, bool now);
-
 static void prep_done(uv_work_t *work, int uvstatus)
 {
     struct prep *p = HG_CONTAINER_OF(work, struct prep, work);
     struct hg_spool *s = p->spool;
     s->prep_busy = false;
-    prep_check(s, p, uvstatus);
+    spool_prep_check(s, p, uvstatus);
     if (s->prep_waited) {
         s->prep_waited = false;
-        schedule_commit(s, true);
+        spool_schedule_commit(s, true);
     }
     maybe_finish(s);
 }
@@ -685,7 +525,7 @@ static void prep_start(struct hg_spool *s)
 {
     if (s->prep || s->closing)
         return;
-    s->prep = prep_new(s);
+    s->prep = spool_prep_new(s);
     s->prep_busy = true;
     /* Cannot fail: uv_queue_work only rejects a NULL work callback. */
     if (uv_queue_work(s->loop, &s->prep->work, prep_work, prep_done) < 0)
@@ -753,7 +593,7 @@ static void commit_work(uv_work_t *work)
             return;
         }
         /* The new file's name must survive a crash before any record in it is acknowledged. */
-        c->status = fsync_dir(c->dir_path);
+        c->status = spool_fsync_dir(c->dir_path);
         if (c->status < 0)
             return;
     }
@@ -770,8 +610,6 @@ static void commit_work(uv_work_t *work)
         c->status = -errno;
     c->fsync_seconds = (double)(hg_time_mono_ns() - t0) / 1e9;
 }
-
-static void schedule_commit(struct hg_spool *s, bool now);
 
 static void commit_done(uv_work_t *work, int uvstatus)
 {
@@ -814,7 +652,7 @@ static void commit_done(uv_work_t *work, int uvstatus)
      */
     struct batch done = c->batch;
     free(c);
-    schedule_commit(s, true);
+    spool_schedule_commit(s, true);
     for (size_t i = 0; i < done.nwaiters; i++) {
         struct waiter *w = &done.waiters[i];
         w->cb(w->arg, status, status == 0 ? ((uint64_t)slot << 32 | w->idx) : 0);
@@ -846,19 +684,19 @@ static void start_commit(struct hg_spool *s)
     struct segment *cur = s->cur;
     if (rotate) {
         struct segment *seg;
-        /* schedule_commit never lets a rotation start while the preparation runs. */
+        /* spool_schedule_commit never lets a rotation start while the preparation runs. */
         struct prep *p = s->prep_busy ? NULL : s->prep;
         if (p) {
             /* The prepared file is complete and durable under its name: just write into it. */
             s->prep = NULL;
-            seg = segment_new(s, s->worker, s->own_dir, p->seq, p->uid);
+            seg = spool_segment_new(s, s->worker, s->own_dir, p->seq, p->uid);
             seg->fd = p->fd;
             p->fd = -1;
             seg->on_disk = true;
             prep_free(p);
         } else {
             /* No prepared segment (its preparation failed): a plain one, created by the commit. */
-            seg = segment_new(s, s->worker, s->own_dir, s->next_seq++, hg_random_u64());
+            seg = spool_segment_new(s, s->worker, s->own_dir, s->next_seq++, hg_random_u64());
             frame_header(c->seghdr, REC_SEGMENT, SEGHDR_LEN, 0, hg_time_now_ns());
             put64(c->seghdr + HDR_LEN, seg->uid);
             put64(c->seghdr + HDR_LEN + 8, seg->seq);
@@ -884,7 +722,7 @@ static void start_commit(struct hg_spool *s)
     c->offset = c->create ? 0 : s->cur->size;
     s->cur->size += c->batch.len;
     for (size_t i = 0; i < c->batch.nwaiters; i++)
-        c->batch.waiters[i].idx = segment_next_index(s->cur);
+        c->batch.waiters[i].idx = spool_segment_next_index(s->cur);
 
     s->inflight = c;
     /* Cannot fail: uv_queue_work only rejects a NULL work callback. */
@@ -897,7 +735,7 @@ static void on_commit_timer(uv_timer_t *t)
 {
     struct hg_spool *s = HG_CONTAINER_OF(t, struct hg_spool, timer);
     s->timer_armed = false;
-    schedule_commit(s, true);
+    spool_schedule_commit(s, true);
 }
 
 /*
@@ -905,7 +743,7 @@ static void on_commit_timer(uv_timer_t *t)
  * the next loop iteration) so a burst shares one fsync; after a commit completes (`now`), what
  * queued meanwhile has already waited and goes at once.
  */
-static void schedule_commit(struct hg_spool *s, bool now)
+void spool_schedule_commit(struct hg_spool *s, bool now)
 {
     if (s->inflight || s->pending.len == 0 || s->finishing)
         return;
@@ -976,7 +814,7 @@ int hg_spool_append(struct hg_spool *s, const struct hg_spool_record *rec, hg_sp
     w->len = (uint32_t)total;
     w->idx = 0;
     s->pending_bytes += total;
-    schedule_commit(s, false);
+    spool_schedule_commit(s, false);
     return 0;
 }
 
@@ -986,7 +824,7 @@ int hg_spool_release(struct hg_spool *s, uint64_t id)
         return HG_ERR_INVALID;
     if (s->finishing)
         return HG_ERR_CLOSED;
-    struct segment *seg = find_segment(s, (uint32_t)(id >> 32));
+    struct segment *seg = spool_find_segment(s, (uint32_t)(id >> 32));
     uint32_t idx = (uint32_t)id;
     if (seg == NULL || idx >= seg->nrecords || seg->lens[idx] == 0)
         return HG_ERR_NOT_FOUND;
@@ -998,9 +836,9 @@ int hg_spool_release(struct hg_spool *s, uint64_t id)
     s->live_bytes -= len;
     /* Advisory and unsynced: it rides with the next batch (or goes alone without fdatasync). */
     pending_adopt_spare(s);
-    batch_add_release(&s->pending, seg->uid, idx);
+    spool_batch_add_release(&s->pending, seg->uid, idx);
     maybe_delete(s, seg);
-    schedule_commit(s, false);
+    spool_schedule_commit(s, false);
     return 0;
 }
 
@@ -1023,467 +861,9 @@ int hg_spool_writable(const struct hg_spool *s)
     return 0;
 }
 
-/* ---- recovery ---- */
+/* ---- close ---- */
 
-/* State of one hg_spool_open scan; freed when open returns. */
-struct scan {
-    char *buf;               /* one record at a time */
-    size_t cap;
-    struct found_release *rel;
-    size_t nrel;
-    size_t relcap;
-};
-
-static int read_exact(int fd, void *buf, size_t n, uint64_t off)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (r == 0)
-            return HG_ERR_CORRUPT;
-        done += (size_t)r;
-    }
-    return 0;
-}
-
-static int write_exact(int fd, const void *buf, size_t n)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t w = write(fd, (const char *)buf + done, n - done);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        done += (size_t)w;
-    }
-    return 0;
-}
-
-/* Copy bytes [off, end) of a segment to <dir>/quarantine/<worker>-<seq>-<off>.bad, durably. */
-static int quarantine_tail(struct hg_spool *s, int dir_worker, uint64_t seq, int fd, uint64_t off, uint64_t end,
-                           char **qpath_out)
-{
-    char *qpath = path_fmt("%s/%d-%016" PRIx64 "-%" PRIu64 ".bad", s->quarantine_dir, dir_worker, seq, off);
-    char *chunk = hg_xmalloc(COPY_CHUNK);
-    int rc = 0;
-    int qfd = open(qpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (qfd < 0) {
-        rc = -errno;
-        goto out;
-    }
-    for (uint64_t pos = off; pos < end;) {
-        size_t n = (size_t)HG_MIN((uint64_t)COPY_CHUNK, end - pos);
-        rc = read_exact(fd, chunk, n, pos);
-        if (rc == 0)
-            rc = write_exact(qfd, chunk, n);
-        if (rc < 0)
-            goto out;
-        pos += n;
-    }
-    if (fsync(qfd) < 0) {
-        rc = -errno;
-        goto out;
-    }
-    rc = fsync_dir(s->quarantine_dir);
-out:
-    if (qfd >= 0)
-        close(qfd);
-    free(chunk);
-    *qpath_out = qpath;
-    return rc;
-}
-
-static void recovered_add(struct hg_spool *s, uint32_t slot, uint32_t idx, uint64_t off, uint32_t len)
-{
-    if (s->nrecov == s->recov_cap) {
-        s->recov_cap = s->recov_cap ? s->recov_cap * 2 : 64;
-        s->recov = hg_xrealloc(s->recov, s->recov_cap * sizeof(*s->recov));
-    }
-    s->recov[s->nrecov++] = (struct recovered){ .slot = slot, .idx = idx, .offset = off, .len = len };
-}
-
-/*
- * Check one record at `off` of a `size`-byte file: framing, CRC, and a payload that matches its
- * type. Leaves the record in sc->buf. 0, HG_ERR_CORRUPT, or an I/O error.
- */
-static int read_record(struct scan *sc, int fd, uint64_t off, uint64_t size, uint32_t *total_out)
-{
-    if (size - off < HDR_LEN)
-        return HG_ERR_CORRUPT;
-    char hdr[HDR_LEN];
-    int rc = read_exact(fd, hdr, HDR_LEN, off);
-    if (rc < 0)
-        return rc;
-    uint32_t total = get32(hdr + OFF_LEN);
-    uint8_t type = (uint8_t)hdr[OFF_TYPE];
-    if (get32(hdr + OFF_MAGIC) != SPOOL_MAGIC || hdr[OFF_VERSION] != SPOOL_VERSION)
-        return HG_ERR_CORRUPT;
-    if (total < HDR_LEN || total > RECORD_MAX || total > size - off)
-        return HG_ERR_CORRUPT;
-    if ((type == REC_SEGMENT && total != SEGHDR_LEN) || (type == REC_RELEASE && total != RELEASE_LEN)
-        || (type != REC_SEGMENT && type != REC_RELEASE && type != REC_DATA))
-        return HG_ERR_CORRUPT;
-    if (sc->cap < total) {
-        sc->cap = total;
-        sc->buf = hg_xrealloc(sc->buf, sc->cap);
-    }
-    memcpy(sc->buf, hdr, HDR_LEN);
-    rc = read_exact(fd, sc->buf + HDR_LEN, total - HDR_LEN, off + HDR_LEN);
-    if (rc < 0)
-        return rc;
-    if (record_crc(sc->buf, total) != get32(sc->buf + OFF_CRC))
-        return HG_ERR_CORRUPT;
-    if (type == REC_DATA) {
-        struct span f[DATA_FIELDS];
-        if (decode_data(sc->buf, total, f) < 0)
-            return HG_ERR_CORRUPT;
-    }
-    *total_out = total;
-    return 0;
-}
-
-/*
- * End of the non-zero bytes in [off, size): `off` itself when they are all zero, i.e. the clean
- * end of a prepared segment. 0 or an I/O error.
- */
-static int nonzero_end(int fd, uint64_t off, uint64_t size, uint64_t *end)
-{
-    char *chunk = hg_xmalloc(COPY_CHUNK);
-    int rc = 0;
-    *end = off;
-    for (uint64_t pos = off; pos < size;) {
-        size_t n = (size_t)HG_MIN((uint64_t)COPY_CHUNK, size - pos);
-        rc = read_exact(fd, chunk, n, pos);
-        if (rc < 0)
-            break;
-        for (size_t i = n; i > 0; i--) {
-            if (chunk[i - 1] != 0) {
-                *end = pos + i;
-                break;
-            }
-        }
-        pos += n;
-    }
-    free(chunk);
-    return rc;
-}
-
-/* Scan one segment file; index its data records and collect its releases; cut a bad tail. */
-static int recover_segment(struct hg_spool *s, struct scan *sc, int dir_worker, const char *dir_path, uint64_t seq)
-{
-    char *path = path_fmt("%s/%016" PRIx64 ".seg", dir_path, seq);
-    struct segment *seg = NULL;
-    uint64_t off = 0;
-    int bad = 0;
-    int rc = 0;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-        rc = -errno;
-        hg_error(NULL, "spool: cannot open segment", "path", path, "error", hg_strerror(rc), NULL);
-        goto out;
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        rc = -errno;
-        goto out;
-    }
-    uint64_t size = (uint64_t)st.st_size;
-
-    while (off < size) {
-        uint32_t total = 0;
-        bad = read_record(sc, fd, off, size, &total);
-        if (bad == 0) {
-            uint8_t type = (uint8_t)sc->buf[OFF_TYPE];
-            /* A segment is only usable with its header first: release records name it by uid. */
-            if ((off == 0) != (type == REC_SEGMENT))
-                bad = HG_ERR_CORRUPT;
-        }
-        if (bad == HG_ERR_CORRUPT)
-            break;
-        if (bad < 0) {
-            rc = bad;
-            hg_error(NULL, "spool: cannot read segment", "path", path, "error", hg_strerror(rc), NULL);
-            goto out;
-        }
-        switch ((uint8_t)sc->buf[OFF_TYPE]) {
-        case REC_SEGMENT:
-            seg = segment_new(s, dir_worker, dir_path, seq, get64(sc->buf + HDR_LEN));
-            seg->on_disk = true;
-            break;
-        case REC_DATA: {
-            uint32_t idx = segment_next_index(seg);
-            seg->lens[idx] = total;
-            recovered_add(s, seg->slot, idx, off, total);
-            break;
-        }
-        case REC_RELEASE:
-            if (sc->nrel == sc->relcap) {
-                sc->relcap = sc->relcap ? sc->relcap * 2 : 64;
-                sc->rel = hg_xrealloc(sc->rel, sc->relcap * sizeof(*sc->rel));
-            }
-            sc->rel[sc->nrel++] = (struct found_release){
-                .uid = get64(sc->buf + HDR_LEN),
-                .idx = get32(sc->buf + HDR_LEN + 8),
-                .holder = seg->slot,
-            };
-            break;
-        }
-        off += total;
-    }
-
-    bool unsaved = false;
-    uint64_t end = off;
-    if (off < size && (rc = nonzero_end(fd, off, size, &end)) < 0) {
-        hg_error(NULL, "spool: cannot read segment", "path", path, "error", hg_strerror(rc), NULL);
-        goto out;
-    }
-    /* Zeros alone after the last good record: the unused rest of a prepared segment. */
-    if (off < end) {
-        /* Torn or corrupt tail: keep a copy (up to its last non-zero byte), then cut the segment
-         * at the last good record. */
-        char *qpath = NULL;
-        char offs[24], lens[24];
-        snprintf(offs, sizeof(offs), "%" PRIu64, off);
-        snprintf(lens, sizeof(lens), "%" PRIu64, end - off);
-        int qrc = quarantine_tail(s, dir_worker, seq, fd, off, end, &qpath);
-        if (qrc == 0 && ftruncate(fd, (off_t)off) < 0)
-            qrc = -errno;
-        if (qrc == 0 && fdatasync(fd) < 0)
-            qrc = -errno;
-        if (qrc == 0) {
-            hg_warn(NULL, "spool: cut bad segment tail", "path", path, "offset", offs, "bytes", lens,
-                    "quarantine", qpath, NULL);
-        } else {
-            /* Never destroy what could not be saved: leave the file as it is; no append ever
-             * goes after recovered data, so only this start-up's reading stops early. */
-            hg_error(NULL, "spool: cannot quarantine bad segment tail, left in place", "path", path,
-                     "offset", offs, "error", hg_strerror(qrc), NULL);
-            unsaved = true;
-        }
-        free(qpath);
-    }
-    if (seg) {
-        seg->size = off;
-        seg->pinned = unsaved;
-    } else if (!unsaved && unlink(path) < 0)
-        hg_warn(NULL, "spool: cannot delete empty segment", "path", path, "error", hg_strerror(-errno), NULL);
-out:
-    if (fd >= 0)
-        close(fd);
-    free(path);
-    return rc;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* "<16 hex digits><suffix>" → its sequence number: ".seg" for segments, ".zero" for one being prepared. */
-static bool parse_segment_name(const char *name, const char *suffix, uint64_t *seq)
-{
-    if (strlen(name) != 16 + strlen(suffix) || strcmp(name + 16, suffix) != 0)
-        return false;
-    uint64_t v = 0;
-    for (int i = 0; i < 16; i++) {
-        char c = name[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0)
-            return false;
-        v = v << 4 | (uint64_t)d;
-    }
-    *seq = v;
-    return true;
-}
-
-/* Recover every segment of one worker directory, oldest first. *max_seq gets the highest seen. */
-static int recover_dir(struct hg_spool *s, struct scan *sc, int dir_worker, const char *dir_path, uint64_t *max_seq)
-{
-    uint64_t *seqs = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 0;
-    DIR *d = opendir(dir_path);
-    if (d == NULL)
-        return -errno;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        uint64_t seq;
-        if (parse_segment_name(de->d_name, ".zero", &seq)) {
-            /* A crash interrupted its preparation: it never held a record. */
-            char *zpath = path_fmt("%s/%s", dir_path, de->d_name);
-            if (unlink(zpath) < 0 && errno != ENOENT)
-                hg_warn(NULL, "spool: cannot delete unfinished segment", "path", zpath,
-                        "error", hg_strerror(-errno), NULL);
-            free(zpath);
-            continue;
-        }
-        if (!parse_segment_name(de->d_name, ".seg", &seq))
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            seqs = hg_xrealloc(seqs, cap * sizeof(*seqs));
-        }
-        seqs[n++] = seq;
-    }
-    closedir(d);
-    if (n)
-        qsort(seqs, n, sizeof(*seqs), cmp_u64);
-    for (size_t i = 0; i < n; i++) {
-        rc = recover_segment(s, sc, dir_worker, dir_path, seqs[i]);
-        if (rc < 0)
-            goto out;
-        if (max_seq && seqs[i] > *max_seq)
-            *max_seq = seqs[i];
-    }
-out:
-    free(seqs);
-    return rc;
-}
-
-/* "w<j>" without leading zeros → j. */
-static bool parse_worker_dir(const char *name, int *j)
-{
-    int64_t v;
-    if (name[0] != 'w' || name[1] < '0' || name[1] > '9' || (name[1] == '0' && name[2] != '\0'))
-        return false;
-    if (hg_str_to_i64(name + 1, 0, INT_MAX, &v) < 0)
-        return false;
-    *j = (int)v;
-    return true;
-}
-
-static int cmp_int(const void *a, const void *b)
-{
-    int x = *(const int *)a, y = *(const int *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Directories of workers that no longer exist and fall to this one: j >= nworkers, j % nworkers == worker. */
-static int recover_orphans(struct hg_spool *s, struct scan *sc)
-{
-    int *js = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 0;
-    DIR *d = opendir(s->dir);
-    if (d == NULL)
-        return -errno;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        int j;
-        if (!parse_worker_dir(de->d_name, &j) || j < s->nworkers || j % s->nworkers != s->worker)
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 4;
-            js = hg_xrealloc(js, cap * sizeof(*js));
-        }
-        js[n++] = j;
-    }
-    closedir(d);
-    if (n)
-        qsort(js, n, sizeof(*js), cmp_int);
-    for (size_t i = 0; i < n; i++) {
-        char *path = path_fmt("%s/w%d", s->dir, js[i]);
-        char num[16];
-        snprintf(num, sizeof(num), "%d", js[i]);
-        size_t before = s->nsegs;
-        rc = recover_dir(s, sc, js[i], path, NULL);
-        if (rc == 0 && s->nsegs > before)
-            hg_info(NULL, "spool: adopted orphan segments", "from_worker", num, NULL);
-        free(path);
-        if (rc < 0)
-            goto out;
-    }
-out:
-    free(js);
-    return rc;
-}
-
-static int cmp_seg_uid(const void *a, const void *b)
-{
-    const struct segment *x = *(struct segment *const *)a, *y = *(struct segment *const *)b;
-    return x->uid < y->uid ? -1 : x->uid > y->uid;
-}
-
-static struct segment *find_by_uid(struct segment **by_uid, size_t n, uint64_t uid)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (by_uid[mid]->uid == uid)
-            return by_uid[mid];
-        if (by_uid[mid]->uid < uid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
-/*
- * Apply the releases found anywhere, count what is live, delete segments left with nothing live,
- * and re-note the releases whose only copy was in a deleted segment (so the next start still
- * skips those records).
- */
-static void settle_recovery(struct hg_spool *s, struct scan *sc)
-{
-    size_t nsegs = s->nsegs;
-    struct segment **by_uid = hg_xmalloc(nsegs * sizeof(*by_uid));
-    if (nsegs) {
-        memcpy(by_uid, s->segs, nsegs * sizeof(*by_uid));
-        qsort(by_uid, nsegs, sizeof(*by_uid), cmp_seg_uid);
-    }
-    for (size_t i = 0; i < sc->nrel; i++) {
-        struct segment *seg = find_by_uid(by_uid, nsegs, sc->rel[i].uid);
-        if (seg && sc->rel[i].idx < seg->nrecords)
-            seg->lens[sc->rel[i].idx] = 0;
-    }
-    free(by_uid);
-
-    for (size_t i = 0; i < s->nsegs; i++) {
-        struct segment *seg = s->segs[i];
-        for (uint32_t k = 0; k < seg->nrecords; k++) {
-            if (seg->lens[k]) {
-                seg->live++;
-                s->live_records++;
-                s->live_bytes += seg->lens[k];
-            }
-        }
-    }
-
-    /* Holders are looked up by slot, so note re-emissions before any segment is freed. */
-    for (size_t i = 0; i < sc->nrel; i++) {
-        struct segment *holder = find_segment(s, sc->rel[i].holder);
-        if (holder && holder->live > 0)
-            continue;
-        for (size_t k = 0; k < s->nsegs; k++) {
-            struct segment *seg = s->segs[k];
-            if (seg->uid == sc->rel[i].uid && seg->live > 0 && sc->rel[i].idx < seg->nrecords)
-                batch_add_release(&s->pending, seg->uid, sc->rel[i].idx);
-        }
-    }
-
-    for (size_t i = 0; i < s->nsegs;) {
-        struct segment *seg = s->segs[i];
-        if (seg->live > 0 || seg->pinned) {
-            i++;
-            continue;
-        }
-        if (unlink(seg->path) < 0 && errno != ENOENT)
-            hg_warn(NULL, "spool: cannot delete released segment", "path", seg->path,
-                    "error", hg_strerror(-errno), NULL);
-        segment_forget(s, seg);
-    }
-}
-
-static void spool_free(struct hg_spool *s)
+void spool_free(struct hg_spool *s)
 {
     for (size_t i = 0; i < s->nsegs; i++)
         segment_free(s->segs[i]);
@@ -1498,131 +878,6 @@ static void spool_free(struct hg_spool *s)
     free(s->quarantine_dir);
     free(s);
 }
-
-int hg_spool_open(uv_loop_t *loop, const struct hg_spool_opts *opts, struct hg_spool **out)
-{
-    if (loop == NULL || opts == NULL || out == NULL || opts->dir == NULL || opts->dir[0] == '\0'
-        || opts->nworkers < 1 || opts->worker < 0 || opts->worker >= opts->nworkers
-        || opts->max_bytes == 0 || opts->segment_bytes == 0)
-        return HG_ERR_INVALID;
-
-    struct scan sc = { 0 };
-    struct hg_spool *s = hg_xcalloc(1, sizeof(*s));
-    int rc;
-    s->loop = loop;
-    s->dir = hg_xstrdup(opts->dir);
-    s->own_dir = path_fmt("%s/w%d", opts->dir, opts->worker);
-    s->quarantine_dir = path_fmt("%s/quarantine", opts->dir);
-    s->worker = opts->worker;
-    s->nworkers = opts->nworkers;
-    s->max_bytes = opts->max_bytes;
-    s->segment_bytes = opts->segment_bytes;
-    s->commit_delay_us = opts->commit_delay_us;
-    s->on_fsync = opts->on_fsync;
-    s->on_fsync_arg = opts->on_fsync_arg;
-
-    if ((rc = mkdir_p(s->own_dir)) < 0 || (rc = mkdir_p(s->quarantine_dir)) < 0) {
-        hg_error(NULL, "spool: cannot create directory", "dir", s->dir, "error", hg_strerror(rc), NULL);
-        goto fail;
-    }
-    uint64_t max_seq = 0;
-    if ((rc = recover_dir(s, &sc, s->worker, s->own_dir, &max_seq)) < 0)
-        goto fail;
-    if ((rc = recover_orphans(s, &sc)) < 0)
-        goto fail;
-    settle_recovery(s, &sc);
-    /* New appends always start a fresh segment after every recovered one. */
-    s->next_seq = max_seq + 1;
-    /* The first segment is prepared now, so the first appends already overwrite zeros. */
-    struct prep *p = prep_new(s);
-    prep_run(p);
-    if (prep_check(s, p, 0))
-        s->prep = p;
-
-    uv_timer_init(loop, &s->timer);
-    if (s->pending.len > 0)
-        schedule_commit(s, false);
-
-    char nrec[24], nbytes[24];
-    snprintf(nrec, sizeof(nrec), "%" PRIu64, s->live_records);
-    snprintf(nbytes, sizeof(nbytes), "%" PRIu64, s->live_bytes);
-    hg_info(NULL, "spool: recovered", "dir", s->own_dir, "records", nrec, "bytes", nbytes, NULL);
-    free(sc.buf);
-    free(sc.rel);
-    *out = s;
-    return 0;
-fail:
-    free(sc.buf);
-    free(sc.rel);
-    spool_free(s);
-    return rc;
-}
-
-int hg_spool_recovered_next(struct hg_spool *s, struct hg_spool_entry **out)
-{
-    while (s->recov_pos < s->nrecov) {
-        struct recovered *r = &s->recov[s->recov_pos++];
-        struct segment *seg = find_segment(s, r->slot);
-        if (seg == NULL || r->idx >= seg->nrecords || seg->lens[r->idx] == 0)
-            continue;
-
-        char *rec = hg_xmalloc(r->len);
-        struct span f[DATA_FIELDS];
-        int rc;
-        int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            rc = -errno;
-            goto fail;
-        }
-        rc = read_exact(fd, rec, r->len, r->offset);
-        close(fd);
-        if (rc < 0)
-            goto fail;
-        if (get32(rec + OFF_LEN) != r->len || record_crc(rec, r->len) != get32(rec + OFF_CRC)
-            || decode_data(rec, r->len, f) < 0) {
-            rc = HG_ERR_CORRUPT;
-            goto fail;
-        }
-        struct hg_spool_entry *e = hg_xcalloc(1, sizeof(*e));
-        e->id = (uint64_t)seg->slot << 32 | r->idx;
-        e->received_at_ns = get64(rec + OFF_RECEIVED);
-        e->spooled_at_ns = get64(rec + OFF_SPOOLED);
-        e->request_id = hg_xstrndup(f[0].p, f[0].n);
-        e->tenant = hg_xstrndup(f[1].p, f[1].n);
-        e->provider = hg_xstrndup(f[2].p, f[2].n);
-        /* Headers and body may hold NUL bytes: copy by length, NUL-terminated for convenience. */
-        e->headers = hg_xmalloc((size_t)f[3].n + 1);
-        memcpy(e->headers, f[3].p, f[3].n);
-        e->headers[f[3].n] = '\0';
-        e->headers_len = f[3].n;
-        e->body = hg_xmalloc((size_t)f[4].n + 1);
-        memcpy(e->body, f[4].p, f[4].n);
-        e->body[f[4].n] = '\0';
-        e->body_len = f[4].n;
-        free(rec);
-        *out = e;
-        return 0;
-fail:
-        hg_error(NULL, "spool: cannot read recovered record", "path", seg->path, "error", hg_strerror(rc), NULL);
-        free(rec);
-        return rc;
-    }
-    return HG_ERR_NOT_FOUND;
-}
-
-void hg_spool_entry_free(struct hg_spool_entry *e)
-{
-    if (e == NULL)
-        return;
-    free(e->request_id);
-    free(e->tenant);
-    free(e->provider);
-    free(e->headers);
-    free(e->body);
-    free(e);
-}
-
-/* ---- close ---- */
 
 static void on_timer_closed(uv_handle_t *h)
 {
@@ -1667,6 +922,6 @@ void hg_spool_close(struct hg_spool *s, hg_spool_close_cb cb, void *arg)
     s->closing = true;
     s->close_cb = cb;
     s->close_arg = arg;
-    schedule_commit(s, true);
+    spool_schedule_commit(s, true);
     maybe_finish(s);
 }

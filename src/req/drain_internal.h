@@ -1,0 +1,144 @@
+/*
+ * Internal to src/req: what the drain (drain.c) and its enrichment step (enrich.c) share. The
+ * record and event structs, and the calls each file makes into the other. Not part of the public
+ * API (req/drain.h).
+ */
+#ifndef HG_REQ_DRAIN_INTERNAL_H
+#define HG_REQ_DRAIN_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "clients/redis.h"
+#include "core/json.h"
+#include "req/drain.h"
+
+/* Where one event is; every change goes through drain_event_set_state(). */
+enum event_state {
+    EV_NEW,        /* not yet checked / to be retried */
+    EV_DEDUP,      /* dedup_begin in flight */
+    EV_ENRICH,     /* State Manager / media calls in flight */
+    EV_PUBLISHING, /* sink publish in flight */
+    EV_DONE,       /* confirmed by the sink, or a duplicate already published */
+};
+
+enum archive_state {
+    AR_NONE,       /* no archive configured */
+    AR_PENDING,    /* to be (re)tried */
+    AR_IN_FLIGHT,  /* PutObject in flight */
+    AR_DONE,
+};
+
+struct item_event {
+    enum event_state state;
+    char *strings;                 /* one block holding the six strings below */
+    const char *event_id;
+    const char *routing_key;
+    const char *kind;
+    const char *type;
+    const char *correlation_id;
+    const char *priority_class;
+    uint64_t timestamp_s;
+    int priority;
+    struct hg_json *doc;           /* the event until it is serialized (in the item's arena) */
+    char *json;                    /* NULL until the first publish */
+    size_t json_len;
+    unsigned enrich_pending;       /* enrichment calls in flight (plus a hold while starting) */
+    bool enriched;                 /* enrichment finished, or none needed */
+    bool state_done, media_done;   /* that enrichment is in the document (or given up) */
+    bool enrich_retry;             /* media undecided this round: go round again later */
+    unsigned media_rounds;         /* undecided media fetches so far */
+    bool token_from_cache;         /* the Graph token of the fetch in flight came from Redis */
+    bool summarized;               /* json is a dead-letter summary: the sink refused the event */
+    char dedup_key[HG_REDIS_KEY_MAX + 1];
+    const char *dead_reason;       /* set: goes to the dead-letter path with this reason */
+    unsigned rejections;           /* times the sink refused it for good (nack, return) */
+    uint64_t publish_start_ns;
+    struct item *item;
+};
+
+/* One spool record being handed on. */
+struct item {
+    struct hg_drain *drain;
+    struct item *prev, *next;      /* in drain->items */
+    uint64_t spool_id;
+    char *request_id;
+    char *tenant;
+    char *provider;
+    uint64_t received_at_ns;
+    char *headers;
+    size_t headers_len;
+    char *body;
+    size_t body_len;
+    struct hg_json_doc *doc;       /* the envelope; its arena holds the events' documents too */
+    struct item_event *events;
+    size_t n_events;
+    enum archive_state archive;
+    uint64_t archive_start_ns;
+    unsigned outstanding;          /* asynchronous steps awaiting their callback */
+    bool failed;                   /* some step of this round failed */
+    unsigned attempts;
+    uint64_t retry_at_ms;          /* loop time; 0 = not waiting */
+    struct item *wprev, *wnext;    /* in drain->waiting while retry_at_ms != 0 */
+    bool built;                    /* events made (from the queue in the drain) */
+    struct item *build_next;       /* in drain->build_queue while not built */
+    bool ephemeral;                /* ack = broker: not in the spool, never retried */
+    hg_drain_ack_cb ack;           /* ephemeral: pending answer to the request */
+    void *ack_arg;
+};
+
+struct hg_drain {
+    uv_loop_t *loop;
+    struct hg_drain_backends b;
+    char *bucket;
+    char *media_bucket;
+    bool media_bucket_checked;
+    uv_timer_t tick;               /* retries and backlog pulls */
+    uv_idle_t build_idle;          /* normalizes queued records while any are queued */
+    struct item *build_head, *build_tail;
+    struct item *items;
+    struct item *waiting;          /* items waiting out a retry backoff: the tick walks only these */
+    uint64_t n_items;
+    bool recovered_done;
+    bool closing;
+    bool bucket_checked;
+    bool archive_failing;          /* the last archive attempt failed (for /ready) */
+    bool sink_was_ready;           /* at the last tick: a reconnect retries waiting records at once */
+    bool sink_failing;             /* the last publish failed (refused at once or not confirmed) */
+    bool sink_recovered;           /* a publish went through after failures: retry waiting records */
+    int handles_open;              /* tick and build_idle, until their close callbacks ran */
+    void (*free_done)(void *arg);
+    void *free_arg;
+};
+
+/* ---- drain.c, called by the enrichment ---- */
+
+/* Every change of an event's state goes through here. */
+void drain_event_set_state(struct item_event *e, enum event_state s);
+/* An asynchronous step finished: decide what happens to the item when it was the last one. */
+void drain_item_settle(struct item *it);
+/* The event cannot go on this round: back to NEW, its dedup claim released, the item retried. */
+void drain_event_fail(struct item_event *e);
+/*
+ * Publish the event (serialized on the first call; a retry sends the same bytes), on the
+ * dead-letter path when it has a dead_reason; what the sink refuses for good is escalated.
+ */
+void drain_event_publish(struct item_event *e);
+
+/* ---- enrich.c, called by the drain ---- */
+
+/* The event is a message that gets a State Manager `mapping` (a State Manager is configured). */
+bool enrich_wants_state(const struct item_event *e);
+/* The event is a media message with a media_id and media fetching is configured. */
+bool enrich_wants_media(const struct item_event *e);
+/*
+ * Start the enrichment calls still missing (mapping, media), in parallel; each holds one count of
+ * the item's `outstanding`. When the last one is over the event is published, or failed for a
+ * retry (media undecided this round, or closing). The drain calls it once dedup has let a
+ * not-yet-enriched event through.
+ */
+void enrich_start(struct item_event *e);
+
+#endif
