@@ -64,6 +64,7 @@ static const struct key conf_keys[] = {
     { "spool", "max_bytes", KEY_SIZE, CF(spool_max_bytes), "1GiB", "1MiB", "65536GiB", NULL, 0 },
     { "spool", "segment_bytes", KEY_SIZE, CF(spool_segment_bytes), "16MiB", "64KiB", "1GiB", NULL, 0 },
     { "spool", "commit_delay", KEY_US, CF(spool_commit_delay_us), "0", "0", "1s", NULL, 0 },
+    { "spool", "max_in_memory", KEY_UINT, CF(spool_max_in_memory), "4096", "16", "1000000", NULL, 0 },
 
     { "ndjson", "dir", KEY_PATH, CF(ndjson_dir), "var/out", NULL, NULL, NULL, 0 },
     { "ndjson", "rotate_bytes", KEY_SIZE, CF(ndjson_rotate_bytes), "64MiB", "64KiB", "64GiB", NULL, 0 },

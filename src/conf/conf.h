@@ -71,6 +71,7 @@ struct hg_conf {
     uint64_t spool_max_bytes;         /* quota: 1 GiB; past it 503 + Retry-After */
     uint64_t spool_segment_bytes;     /* rotate segments at 16 MiB */
     uint64_t spool_commit_delay_us;   /* group commit: wait up to this for more appends; 0 = none */
+    uint32_t spool_max_in_memory;     /* records a worker's drain holds; the rest wait on disk: 4096 */
 
     /* [ndjson] */
     char *ndjson_dir;                 /* "var/out", absolute after load */

@@ -75,6 +75,7 @@ static const struct family families[HG_M__COUNT] = {
     [HG_M_STATE_MANAGER_FAILURES] = { "state_manager_failures_total", "State manager calls that failed.", FAMILY_COUNTER, false, MERGE_SUM, NULL },
     [HG_M_SPOOL_RECORDS] = { "spool_records", "Records waiting in the spool.", FAMILY_GAUGE, false, MERGE_SUM, NULL },
     [HG_M_SPOOL_BYTES] = { "spool_bytes", "Bytes held by the spool.", FAMILY_GAUGE, false, MERGE_SUM, NULL },
+    [HG_M_DRAIN_IN_MEMORY] = { "drain_records_in_memory", "Spooled records the drain holds in memory (the rest of spool_records wait on disk).", FAMILY_GAUGE, false, MERGE_SUM, NULL },
     [HG_M_CONNECTIONS] = { "http_connections", "Open HTTP connections.", FAMILY_GAUGE, false, MERGE_SUM, NULL },
     [HG_M_EVENT_LOOP_LAG] = { "event_loop_lag_seconds", "Event loop lag, the worst worker.", FAMILY_GAUGE, false, MERGE_MAX, NULL },
     [HG_M_PROCESSING_DURATION] = { "webhook_processing_duration_seconds", "Time from request start to response.", FAMILY_HISTOGRAM, false, MERGE_SUM, &seconds_buckets },

@@ -29,6 +29,7 @@ enum hg_metric {
     /* gauges (summed over workers) */
     HG_M_SPOOL_RECORDS,             /* spool_records */
     HG_M_SPOOL_BYTES,               /* spool_bytes */
+    HG_M_DRAIN_IN_MEMORY,           /* drain_records_in_memory */
     HG_M_CONNECTIONS,               /* http_connections */
     HG_M_EVENT_LOOP_LAG,            /* event_loop_lag_seconds (max over workers) */
     /* histograms (seconds unless the name says otherwise) */

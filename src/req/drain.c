@@ -45,7 +45,7 @@
 #include "spool/spool.h"
 
 #define RECOVER_BATCH 256          /* recovered records taken per pull */
-#define INFLIGHT_PULL_LIMIT 1024   /* pull the backlog only while fewer records are in flight */
+#define DEFAULT_MAX_IN_MEMORY 4096 /* records held at once; the rest wait in the spool (backlog) */
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 30000
 #define TICK_MS 50
@@ -90,6 +90,8 @@ static void item_unwait(struct item *it)
     it->retry_at_ms = 0;
 }
 
+static void wake_intake(struct hg_drain *d);
+
 static void item_free(struct item *it)
 {
     struct hg_drain *d = it->drain;
@@ -101,6 +103,9 @@ static void item_free(struct item *it)
     if (it->next)
         it->next->prev = it->prev;
     d->n_items--;
+    /* Room again: the backlog waiting in the spool comes in from the loop's idle phase. */
+    if (!d->closing && !hg_spool_backlog_empty(d->b.spool))
+        wake_intake(d);
     for (size_t i = 0; i < it->n_events; i++) {
         struct item_event *e = &it->events[i];
         free(e->strings);
@@ -669,6 +674,18 @@ static void on_build_idle(uv_idle_t *h);
 void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec,
                      struct hg_json_doc *doc)
 {
+    /*
+     * Memory is bounded, the disk quota is not the RAM: past max_in_memory records (a broker
+     * outage, a slow S3), or while older records still wait in the spool (their turn comes
+     * first), this one waits there too, as a few bytes of index, and is read back in order.
+     */
+    if ((d->n_items >= d->max_in_memory || !hg_spool_backlog_empty(d->b.spool)) &&
+        hg_spool_defer(d->b.spool, spool_id) == 0) {
+        hg_json_doc_free(doc);
+        d->deferred++;
+        wake_intake(d);
+        return;
+    }
     struct item *it = item_new(d, spool_id, rec);
     it->doc = doc;
     /* Built later, from the loop: the caller is answering a batch of requests right now. */
@@ -677,9 +694,23 @@ void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drai
     else
         d->build_head = it;
     d->build_tail = it;
-    if (!uv_is_active((uv_handle_t *)&d->build_idle) && !d->closing)
+    wake_intake(d);
+}
+
+/* Is there intake work for the idle phase: records to build, or backlog that fits in memory? */
+static bool intake_due(const struct hg_drain *d)
+{
+    return !d->closing && (d->build_head != NULL ||
+           (d->n_items < d->max_in_memory && !hg_spool_backlog_empty(d->b.spool)));
+}
+
+static void wake_intake(struct hg_drain *d)
+{
+    if (intake_due(d) && !uv_is_active((uv_handle_t *)&d->build_idle))
         uv_idle_start(&d->build_idle, on_build_idle);
 }
+
+static void pull_backlog(struct hg_drain *d);
 
 static void on_build_idle(uv_idle_t *h)
 {
@@ -693,7 +724,9 @@ static void on_build_idle(uv_idle_t *h)
         item_build(it);
         item_step(it);
     }
-    if (d->build_head == NULL || d->closing)
+    if (d->build_head == NULL && !d->closing)
+        pull_backlog(d);
+    if (!intake_due(d))
         uv_idle_stop(&d->build_idle);
 }
 
@@ -713,15 +746,15 @@ void hg_drain_submit_acked(struct hg_drain *d, const struct hg_drain_record *rec
     drain_item_settle(it);
 }
 
-static void pull_recovered(struct hg_drain *d)
+/* Take up to RECOVER_BATCH records of the spool's backlog (recovered, or deferred by submit)
+ * while they fit in memory; each is parsed again from its body. */
+static void pull_backlog(struct hg_drain *d)
 {
-    for (int i = 0; i < RECOVER_BATCH && d->n_items < INFLIGHT_PULL_LIMIT; i++) {
+    for (int i = 0; i < RECOVER_BATCH && d->n_items < d->max_in_memory; i++) {
         struct hg_spool_entry *e;
         int rc = hg_spool_recovered_next(d->b.spool, &e);
-        if (rc == HG_ERR_NOT_FOUND) {
-            d->recovered_done = true;
+        if (rc == HG_ERR_NOT_FOUND)
             return;
-        }
         if (rc != 0) {
             hg_error(NULL, "reading a recovered spool record failed", "error", hg_strerror(rc), NULL);
             continue;
@@ -773,8 +806,7 @@ static void on_tick(uv_timer_t *t)
         if (it->retry_at_ms <= now && it->outstanding == 0)
             item_step(it);
     }
-    if (!d->recovered_done)
-        pull_recovered(d);
+    wake_intake(d); /* the recovered backlog at start; later, only a safety net */
 }
 
 /* ---- open and close ---- */
@@ -784,6 +816,7 @@ int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_
     struct hg_drain *d = hg_xcalloc(1, sizeof(*d));
     d->loop = loop;
     d->b = *b;
+    d->max_in_memory = b->max_in_memory ? b->max_in_memory : DEFAULT_MAX_IN_MEMORY;
     d->bucket = hg_xstrdup(b->bucket ? b->bucket : "hookgate");
     d->b.bucket = d->bucket;
     d->media_bucket = b->media_bucket ? hg_xstrdup(b->media_bucket) : NULL;

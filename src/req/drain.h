@@ -50,6 +50,8 @@ struct hg_drain_backends {
     const char *media_bucket;      /* created when missing, like the archive bucket (copied) */
     struct hg_tenants *tenants;
     uint64_t token_ttl_ms;         /* Redis cache of service tenants' Graph tokens */
+    uint32_t max_in_memory;        /* records held in memory at once (0 = 4096); the rest wait in
+                                    * the spool and are read back in order */
 };
 
 /* A spooled webhook as the drain needs it; strings and body are copied by hg_drain_submit. */

@@ -101,7 +101,8 @@ struct hg_drain {
     struct item *items;
     struct item *waiting;          /* items waiting out a retry backoff: the tick walks only these */
     uint64_t n_items;
-    bool recovered_done;
+    uint64_t max_in_memory;        /* records held at once; past it submit defers to the spool */
+    uint64_t deferred;             /* records submit left in the spool (counter) */
     bool closing;
     bool bucket_checked;
     bool archive_failing;          /* the last archive attempt failed (for /ready) */

@@ -119,6 +119,12 @@ out:
 
 static void recovered_add(struct hg_spool *s, uint32_t slot, uint32_t idx, uint64_t off, uint32_t len)
 {
+    if (s->nrecov == s->recov_cap && s->recov_pos > 0) {
+        /* Full, with records already taken at the front: reuse their room before growing. */
+        s->nrecov -= s->recov_pos;
+        memmove(s->recov, s->recov + s->recov_pos, s->nrecov * sizeof(*s->recov));
+        s->recov_pos = 0;
+    }
     if (s->nrecov == s->recov_cap) {
         s->recov_cap = s->recov_cap ? s->recov_cap * 2 : 64;
         s->recov = hg_xrealloc(s->recov, s->recov_cap * sizeof(*s->recov));
@@ -237,6 +243,7 @@ static int recover_segment(struct hg_spool *s, struct scan *sc, int dir_worker, 
         case REC_DATA: {
             uint32_t idx = spool_segment_next_index(seg);
             seg->lens[idx] = total;
+            seg->offs[idx] = off;
             recovered_add(s, seg->slot, idx, off, total);
             break;
         }
@@ -511,6 +518,7 @@ int hg_spool_open(uv_loop_t *loop, const struct hg_spool_opts *opts, struct hg_s
     struct hg_spool *s = hg_xcalloc(1, sizeof(*s));
     int rc;
     s->loop = loop;
+    s->backlog_fd = -1;
     s->dir = hg_xstrdup(opts->dir);
     s->own_dir = spool_path_fmt("%s/w%d", opts->dir, opts->worker);
     s->quarantine_dir = spool_path_fmt("%s/quarantine", opts->dir);
@@ -559,10 +567,41 @@ fail:
     return rc;
 }
 
+int hg_spool_defer(struct hg_spool *s, uint64_t id)
+{
+    if (s->closing)
+        return HG_ERR_CLOSED;
+    uint32_t idx = (uint32_t)id;
+    struct segment *seg = spool_find_segment(s, (uint32_t)(id >> 32));
+    if (seg == NULL || idx >= seg->nrecords || seg->lens[idx] == 0)
+        return HG_ERR_NOT_FOUND;
+    recovered_add(s, seg->slot, idx, seg->offs[idx], seg->lens[idx]);
+    return 0;
+}
+
+bool hg_spool_backlog_empty(const struct hg_spool *s)
+{
+    return s->recov_pos == s->nrecov;
+}
+
+/* A read fd for seg, kept for the next record of the same segment (a backlog reads in order). */
+static int backlog_fd(struct hg_spool *s, const struct segment *seg)
+{
+    if (s->backlog_fd >= 0 && s->backlog_slot == seg->slot)
+        return s->backlog_fd;
+    if (s->backlog_fd >= 0)
+        close(s->backlog_fd);
+    s->backlog_fd = open(seg->path, O_RDONLY | O_CLOEXEC);
+    s->backlog_slot = seg->slot;
+    return s->backlog_fd >= 0 ? s->backlog_fd : -errno;
+}
+
 int hg_spool_recovered_next(struct hg_spool *s, struct hg_spool_entry **out)
 {
     while (s->recov_pos < s->nrecov) {
         struct recovered *r = &s->recov[s->recov_pos++];
+        if (s->recov_pos == s->nrecov)
+            s->recov_pos = s->nrecov = 0; /* taken to the end: deferrals start at the front again */
         struct segment *seg = spool_find_segment(s, r->slot);
         if (seg == NULL || r->idx >= seg->nrecords || seg->lens[r->idx] == 0)
             continue;
@@ -570,13 +609,12 @@ int hg_spool_recovered_next(struct hg_spool *s, struct hg_spool_entry **out)
         char *rec = hg_xmalloc(r->len);
         struct span f[DATA_FIELDS];
         int rc;
-        int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
+        int fd = backlog_fd(s, seg);
         if (fd < 0) {
-            rc = -errno;
+            rc = fd;
             goto fail;
         }
         rc = read_exact(fd, rec, r->len, r->offset);
-        close(fd);
         if (rc < 0)
             goto fail;
         if (get32(rec + OFF_LEN) != r->len || spool_record_crc(rec, r->len) != get32(rec + OFF_CRC)

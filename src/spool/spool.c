@@ -287,6 +287,7 @@ static void segment_free(struct segment *seg)
 {
     free(seg->path);
     free(seg->lens);
+    free(seg->offs);
     free(seg);
 }
 
@@ -296,8 +297,10 @@ uint32_t spool_segment_next_index(struct segment *seg)
     if (seg->nrecords == seg->lens_cap) {
         seg->lens_cap = seg->lens_cap ? seg->lens_cap * 2 : 64;
         seg->lens = hg_xrealloc(seg->lens, (size_t)seg->lens_cap * sizeof(*seg->lens));
+        seg->offs = hg_xrealloc(seg->offs, (size_t)seg->lens_cap * sizeof(*seg->offs));
     }
     seg->lens[seg->nrecords] = 0;
+    seg->offs[seg->nrecords] = 0;
     return seg->nrecords++;
 }
 
@@ -324,6 +327,10 @@ void spool_segment_forget(struct hg_spool *s, struct segment *seg)
             s->nsegs--;
             break;
         }
+    }
+    if (s->backlog_fd >= 0 && s->backlog_slot == seg->slot) {
+        close(s->backlog_fd); /* the file is going: do not keep its blocks alive */
+        s->backlog_fd = -1;
     }
     segment_free(seg);
 }
@@ -720,9 +727,13 @@ static void start_commit(struct hg_spool *s)
     c->fd = s->cur->fd;
     /* A new file is written from 0 with the segment header in front of the batch. */
     c->offset = c->create ? 0 : s->cur->size;
+    uint64_t base = s->cur->size; /* where the batch lands (after the header of a new file) */
     s->cur->size += c->batch.len;
-    for (size_t i = 0; i < c->batch.nwaiters; i++)
-        c->batch.waiters[i].idx = spool_segment_next_index(s->cur);
+    for (size_t i = 0; i < c->batch.nwaiters; i++) {
+        struct waiter *w = &c->batch.waiters[i];
+        w->idx = spool_segment_next_index(s->cur);
+        s->cur->offs[w->idx] = base + w->pos;
+    }
 
     s->inflight = c;
     /* Cannot fail: uv_queue_work only rejects a NULL work callback. */
@@ -795,6 +806,7 @@ int hg_spool_append(struct hg_spool *s, const struct hg_spool_record *rec, hg_sp
         return HG_ERR_TOO_BIG;
 
     pending_adopt_spare(s);
+    size_t at = s->pending.len;
     char *p = batch_reserve(&s->pending, (size_t)total);
     frame_header(p, REC_DATA, (uint32_t)total, rec->received_at_ns, hg_time_now_ns());
     size_t pos = HDR_LEN;
@@ -813,6 +825,7 @@ int hg_spool_append(struct hg_spool *s, const struct hg_spool_record *rec, hg_sp
     w->arg = arg;
     w->len = (uint32_t)total;
     w->idx = 0;
+    w->pos = at;
     s->pending_bytes += total;
     spool_schedule_commit(s, false);
     return 0;
@@ -873,6 +886,8 @@ void spool_free(struct hg_spool *s)
     batch_free(&s->pending);
     batch_free(&s->spare);
     free(s->recov);
+    if (s->backlog_fd >= 0)
+        close(s->backlog_fd);
     free(s->dir);
     free(s->own_dir);
     free(s->quarantine_dir);

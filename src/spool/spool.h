@@ -10,6 +10,7 @@
 #ifndef HG_SPOOL_SPOOL_H
 #define HG_SPOOL_SPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -91,13 +92,24 @@ int hg_spool_append(struct hg_spool *s, const struct hg_spool_record *rec, hg_sp
 int hg_spool_release(struct hg_spool *s, uint64_t id);
 
 /*
- * Next record found at recovery and not yet taken (nor released), in append order (own segments,
- * then adopted orphans). *out is the caller's (hg_spool_entry_free). HG_ERR_NOT_FOUND when none
- * is left. Reads synchronously with pread: used while draining the recovered backlog, a bounded
- * number at a time. On a read error or a CRC mismatch the error is returned and that record is
- * skipped for this run (it stays unreleased, so the next start offers it again).
+ * Next record of the backlog not yet taken (nor released): first those found at recovery, in
+ * append order (own segments, then adopted orphans), then those deferred with hg_spool_defer, in
+ * the order deferred. *out is the caller's (hg_spool_entry_free). HG_ERR_NOT_FOUND when none is
+ * left. Reads synchronously with pread (one fd kept per segment being read): used while draining
+ * the backlog, a bounded number at a time. On a read error or a CRC mismatch the error is
+ * returned and that record is skipped for this run (it stays unreleased, so the next start
+ * offers it again).
  */
 int hg_spool_recovered_next(struct hg_spool *s, struct hg_spool_entry **out);
+/*
+ * The caller will not hold durable record `id` in memory: offer it again through
+ * hg_spool_recovered_next, after the records already there (append order is kept when every
+ * record is deferred while the backlog is not empty). It stays unreleased until
+ * hg_spool_release. 0, HG_ERR_NOT_FOUND (unknown, released or not yet durable) or HG_ERR_CLOSED.
+ */
+int hg_spool_defer(struct hg_spool *s, uint64_t id);
+/* Nothing left for hg_spool_recovered_next. */
+bool hg_spool_backlog_empty(const struct hg_spool *s);
 void hg_spool_entry_free(struct hg_spool_entry *e);
 
 /* Live (durable, unreleased) records and their framed bytes, for metrics and /ready. */

@@ -48,7 +48,8 @@ struct segment {
     uint64_t size;      /* bytes written or scheduled to be written */
     uint32_t nrecords;  /* data records: the next record index */
     uint32_t *lens;     /* per index: framed length while live, 0 when released/failed/in flight */
-    uint32_t lens_cap;
+    uint64_t *offs;     /* per index: the record's offset in the file (for the backlog's reads) */
+    uint32_t lens_cap;  /* slots in lens and offs */
     uint32_t live;      /* durable, unreleased data records */
     int fd;             /* write fd of the current segment, else -1 */
     bool on_disk;       /* its file exists (recovered, or created by us): only then is it deleted */
@@ -62,6 +63,7 @@ struct waiter {
     void *arg;
     uint32_t len;
     uint32_t idx;
+    size_t pos;         /* the record's offset in its batch's data */
 };
 
 /* Encoded records plus the appends to answer once they are durable. */
@@ -113,10 +115,14 @@ struct hg_spool {
     uint64_t pending_bytes; /* appended, not yet durable or failed: counts against the quota */
     int io_error;           /* status of the last commit: 0 or the error that broke it */
 
+    /* The backlog hg_spool_recovered_next offers: records found at recovery, then records the
+     * caller deferred (hg_spool_defer), in that order. */
     struct recovered *recov;
     size_t nrecov;
     size_t recov_cap;
     size_t recov_pos;
+    int backlog_fd;         /* read fd of the segment the backlog last read, or -1 */
+    uint32_t backlog_slot;  /* ... and that segment's slot */
 
     unsigned unlinks;       /* uv_fs_unlink requests in flight */
     bool closing;

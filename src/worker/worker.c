@@ -147,6 +147,8 @@ static void on_lag_timer(uv_timer_t *t)
         hg_spool_stats(w->spool, &records, &bytes);
     hg_metric_set(HG_M_SPOOL_RECORDS, NULL, (double)records);
     hg_metric_set(HG_M_SPOOL_BYTES, NULL, (double)bytes);
+    if (w->drain)
+        hg_metric_set(HG_M_DRAIN_IN_MEMORY, NULL, (double)hg_drain_inflight(w->drain));
     if (w->tenants)
         publish_tenant_cache(w);
     publish_health(w);
@@ -433,6 +435,7 @@ static int worker_open(struct hg_worker *w)
         .media = w->media,
         .media_bucket = c->media_bucket,
         .token_ttl_ms = c->media_token_cache_ttl_ms,
+        .max_in_memory = c->spool_max_in_memory,
         .tenants = w->tenants,
     };
     hg_drain_open(&w->loop, &b, &w->drain);

@@ -30,6 +30,7 @@ REQUIRED_FAMILIES = {
     "http_requests_total": "counter",
     "spool_records": "gauge",
     "spool_bytes": "gauge",
+    "drain_records_in_memory": "gauge",
     "spool_fsync_duration_seconds": "histogram",
     "event_loop_lag_seconds": "gauge",
 }
