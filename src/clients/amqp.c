@@ -1110,8 +1110,9 @@ static void flush_pending(struct hg_amqp *a)
     }
     if (l->out.alloc > OUT_KEEP_BYTES) {
         /* One large message grew the buffer: give it back instead of holding it per worker. */
+        size_t cap = l->out.max;
         hg_buf_free(&l->out);
-        hg_buf_init(&l->out, l->out.max);
+        hg_buf_init(&l->out, cap);
     }
     if (a->pending.head)
         kick(a, FLUSH_RETRY_MS);

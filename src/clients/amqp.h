@@ -37,7 +37,7 @@ struct hg_amqp_opts {
     unsigned reconnect_max_ms;       /* backoff ceiling; 0 → 30000 */
     unsigned connect_timeout_ms;     /* TCP connect and each handshake RPC; 0 → 5000 */
     unsigned heartbeat_s;            /* AMQP heartbeat; 0 → 30 */
-    size_t max_pending;              /* publishes waiting for send room; 0 → 10000 */
+    size_t max_pending;              /* publishes accepted, not yet written; 0 → 10000 */
     size_t max_message_bytes;        /* largest json body; 0 → 1 MiB */
     unsigned close_timeout_ms;       /* how long close() waits for confirms; 0 → 2000 */
     hg_amqp_confirm_hook on_confirm; /* e.g. observe rabbitmq_confirm_duration_seconds */
@@ -53,7 +53,8 @@ struct hg_amqp_stats {
     uint64_t connects;    /* successful connects (topology declared) */
     uint64_t disconnects; /* connections lost */
     size_t inflight;      /* written, waiting for the broker */
-    size_t pending;       /* accepted, waiting for room in the socket send window */
+    size_t pending;       /* accepted, not yet written: until the turn's flush, or room in
+                             the socket send window */
     int url_index;        /* index in opts.urls of the current connection; -1 when down */
     unsigned queues_without_priority; /* live queues of the last connect that exist without
                                          x-max-priority and are used as they are (docs/amqp.md) */
