@@ -1,12 +1,13 @@
 /*
  * RabbitMQ sink over rabbitmq-c, driven by a libuv loop. Connect, login and topology run on a
  * uv_queue_work thread (rabbitmq-c's RPCs are blocking); afterwards the loop owns the connection:
- * uv_poll for reads, zero-timeout frame reads, and writes admitted only while the kernel send
- * buffer has room so rabbitmq-c never has to wait for the socket. See docs/amqp.md.
+ * uv_poll for reads, zero-timeout frame reads, and publishes encoded here (rabbitmq-c's encoders)
+ * and written once per loop turn with one send(), admitted only while the kernel send buffer has
+ * room so neither we nor rabbitmq-c ever wait for the socket. See docs/amqp.md.
  *
  * Sections, in order: entries (a publish and its confirm queue); connect (work thread: TCP,
  * login, topology, confirm mode); loop side (frames, confirms, returns, heartbeats, reconnect);
- * publish; close; open.
+ * publish (frame encoding, the per-turn flush); close; open.
  */
 #include "clients/amqp.h"
 
@@ -21,6 +22,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include "core/buf.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -37,6 +39,8 @@
  */
 #define SEND_WINDOW        (256 * 1024)
 #define FLUSH_RETRY_MS     1
+/* The link's send buffer is given back after a flush when one large message grew it past this. */
+#define OUT_KEEP_BYTES     (1024 * 1024)
 
 enum amqp_state {
     ST_DOWN,       /* not connected; retry_timer will start the next attempt */
@@ -75,6 +79,7 @@ struct link {
     uv_poll_t poll;
     int fd;
     int url_index;
+    struct hg_buf out;            /* the frames of one flush, written with one send() */
 };
 
 struct connect_work {
@@ -120,6 +125,7 @@ struct hg_amqp {
     uv_timer_t kick_timer;        /* deferred work: teardown, more frames, pending flush */
     uv_timer_t heartbeat_timer;   /* lets rabbitmq-c send and check heartbeats */
     uv_timer_t close_timer;       /* bounds how long close() waits for confirms */
+    uv_prepare_t flush_prepare;   /* active while `pending` is not empty: one send() per turn */
     int handles_open;
     bool closing;
     void (*done)(void *arg);
@@ -133,7 +139,6 @@ static const char *const queue_names[] = {HG_AMQP_QUEUE_MESSAGES, HG_AMQP_QUEUE_
 
 static void start_connect(struct hg_amqp *a);
 static void pump(struct hg_amqp *a);
-static void flush_pending(struct hg_amqp *a);
 static void maybe_finish_close(struct hg_amqp *a);
 static void shutdown_now(struct hg_amqp *a);
 
@@ -166,18 +171,6 @@ static void list_push(struct entry_list *l, struct entry *e)
     else
         l->head = e;
     l->tail = e;
-    l->count++;
-}
-
-static void list_push_front(struct entry_list *l, struct entry *e)
-{
-    e->prev = NULL;
-    e->next = l->head;
-    if (l->head)
-        l->head->prev = e;
-    else
-        l->tail = e;
-    l->head = e;
     l->count++;
 }
 
@@ -506,7 +499,7 @@ static amqp_connection_state_t connect_one(struct hg_amqp *a, struct connect_wor
         goto fail;
 
     /* rabbitmq-c opens its sockets O_NONBLOCK already; make sure, then size the send buffer so
-     * the window in room_for() never reaches it (see SEND_WINDOW). */
+     * the window in flush_pending() never reaches it (see SEND_WINDOW). */
     int fd = amqp_get_sockfd(c);
     int fl = fcntl(fd, F_GETFL);
     int sndbuf = (int)(4 * (SEND_WINDOW + a->max_message_bytes));
@@ -546,6 +539,7 @@ static void on_link_closed(uv_handle_t *h)
     struct hg_amqp *a = l->owner;
     /* Only now, with the poll handle gone, may the fd be closed. */
     amqp_destroy_connection(l->conn);
+    hg_buf_free(&l->out);
     free(l);
     a->handles_open--;
     maybe_finish_close(a);
@@ -740,7 +734,8 @@ static void pump(struct hg_amqp *a)
         kick(a, 0);
     else
         amqp_maybe_release_buffers(l->conn);
-    flush_pending(a);
+    /* Acks may have made room in the send window: pending publishes go out from the prepare
+     * handle before the loop blocks again, together with whatever this turn still publishes. */
     maybe_finish_close(a);
 }
 
@@ -829,11 +824,17 @@ static void on_connect_done(uv_work_t *req, int status)
     l->conn = c;
     l->fd = amqp_get_sockfd(c);
     l->url_index = w->url_index;
+    /* Room for a full send window, then one message alone (the empty-queue case of
+     * flush_pending) with a frame's envelope per 4 KiB of body at the smallest frame_max, and the
+     * frame_max each of its method and header frames is encoded into. */
+    hg_buf_init(&l->out, SEND_WINDOW + a->max_message_bytes + a->max_message_bytes / 256 +
+                             4 * FRAME_MAX);
     int rc = uv_poll_init(a->loop, &l->poll, l->fd);
     if (rc != 0) {
         /* Nothing to close yet: drop the connection and try again later. */
         hg_error(NULL, "amqp poll init failed", "error", uv_strerror(rc), NULL);
         amqp_destroy_connection(c);
+        hg_buf_free(&l->out);
         free(l);
         a->down_reason = "cannot watch the socket";
         set_state(a, ST_DOWN);
@@ -893,85 +894,237 @@ static void start_connect(struct hg_amqp *a)
 
 /* ---- publish ------------------------------------------------------------------------------ */
 
-/* True when writing e now cannot make send() return EAGAIN (see SEND_WINDOW). */
-static bool room_for(struct hg_amqp *a, const struct entry *e)
+/*
+ * The sink writes its publishes itself rather than through amqp_basic_publish, which sends the
+ * method, header and body frames with one send() each: a loop turn's publishes are encoded into
+ * the link's buffer with rabbitmq-c's own encoders and leave in one send(). The frames are the
+ * ones amqp_basic_publish would write (test_encode_matches_rabbitmq_c holds them side by side):
+ * type (1 method, 2 header, 3 body), channel, payload size, payload, FRAME_END.
+ */
+#define FRAME_HEADER_SIZE  7       /* type (1) + channel (2) + payload size (4) */
+#define FRAME_END_SIZE     1
+#define FRAME_MIN          4096    /* the smallest frame_max AMQP 0-9-1 allows */
+
+static void put_u16(uint8_t *p, uint16_t v)
 {
-    int outq = 0;
-    if (a->inflight.count >= a->max_pending)
-        return false;
-    if (ioctl(a->link->fd, SIOCOUTQ, &outq) != 0)
-        return false;
-    /* An empty queue takes any one message: SO_SNDBUF covers SEND_WINDOW + the largest body. */
-    return outq == 0 || (size_t)outq + e->wire <= SEND_WINDOW;
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
 }
 
-/* Write one message. 0, or <0 when the socket failed (the connection is then unusable). */
-static int send_entry(struct hg_amqp *a, struct entry *e)
+static void put_u32(uint8_t *p, uint32_t v)
 {
-    amqp_table_entry_t hdr[6];
-    int n = 0;
-    if (e->tenant)
-        hdr[n++] = utf8_entry("x-tenant-id", e->tenant);
-    if (e->provider)
-        hdr[n++] = utf8_entry("x-provider", e->provider);
-    if (e->type)
-        hdr[n++] = utf8_entry("x-event-type", e->type);
-    if (e->priority_class)
-        hdr[n++] = utf8_entry("x-priority-class", e->priority_class);
-    if (e->reason)
-        hdr[n++] = utf8_entry("x-death-reason", e->reason);
+    put_u16(p, (uint16_t)(v >> 16));
+    put_u16(p + 2, (uint16_t)v);
+}
 
-    amqp_basic_properties_t p;
-    memset(&p, 0, sizeof p);
-    p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-               AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG |
-               AMQP_BASIC_PRIORITY_FLAG | AMQP_BASIC_HEADERS_FLAG;
-    p.content_type = amqp_cstring_bytes("application/json");
-    p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
-    p.message_id = amqp_cstring_bytes(e->event_id);
-    p.timestamp = e->timestamp_s ? e->timestamp_s : hg_time_now_ns() / 1000000000u;
-    p.priority = (uint8_t)e->priority;
-    p.headers.num_entries = n;
-    p.headers.entries = hdr;
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    put_u32(p, (uint32_t)(v >> 32));
+    put_u32(p + 4, (uint32_t)v);
+}
+
+/* Type, channel and payload size before a payload of n bytes at p, FRAME_END after it. */
+static void frame_wrap(uint8_t *p, uint8_t type, size_t n)
+{
+    p[0] = type;
+    put_u16(p + 1, CHANNEL);
+    put_u32(p + 3, (uint32_t)n);
+    p[FRAME_HEADER_SIZE + n] = AMQP_FRAME_END;
+}
+
+/* Append the frames of one publish of e to out; out is unchanged on failure. rabbitmq-c encodes a
+ * method or header frame into a frame_max buffer, so the same room is given here: a message whose
+ * properties do not fit a frame fails here as it failed there. */
+static int encode_entry(const struct entry *e, size_t frame_max, struct hg_buf *out)
+{
+    size_t start = out->len;
+    size_t room = frame_max - FRAME_HEADER_SIZE - FRAME_END_SIZE;
+    int rc = HG_ERR_TOO_BIG;
+
+    amqp_basic_publish_t m = {
+        .ticket = 0,
+        .exchange = amqp_cstring_bytes(e->dead ? HG_AMQP_DLX : HG_AMQP_EXCHANGE),
+        .routing_key = amqp_cstring_bytes(e->routing_key),
+        .mandatory = 1,
+        .immediate = 0,
+    };
+    uint8_t *p = (uint8_t *)hg_buf_reserve(out, frame_max);
+    if (p == NULL)
+        goto fail;
+    /* Method payload: class and method id as one 32-bit number, then the arguments. */
+    put_u32(p + FRAME_HEADER_SIZE, AMQP_BASIC_PUBLISH_METHOD);
+    amqp_bytes_t args = {.len = room - 4, .bytes = p + FRAME_HEADER_SIZE + 4};
+    int n = amqp_encode_method(AMQP_BASIC_PUBLISH_METHOD, &m, args);
+    if (n < 0)
+        goto fail;
+    frame_wrap(p, AMQP_FRAME_METHOD, 4 + (size_t)n);
+    out->len += FRAME_HEADER_SIZE + 4 + (size_t)n + FRAME_END_SIZE;
+
+    amqp_table_entry_t hdr[5];
+    int nh = 0;
+    if (e->tenant)
+        hdr[nh++] = utf8_entry("x-tenant-id", e->tenant);
+    if (e->provider)
+        hdr[nh++] = utf8_entry("x-provider", e->provider);
+    if (e->type)
+        hdr[nh++] = utf8_entry("x-event-type", e->type);
+    if (e->priority_class)
+        hdr[nh++] = utf8_entry("x-priority-class", e->priority_class);
+    if (e->reason)
+        hdr[nh++] = utf8_entry("x-death-reason", e->reason);
+    amqp_basic_properties_t props;
+    memset(&props, 0, sizeof props);
+    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+                   AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG |
+                   AMQP_BASIC_PRIORITY_FLAG | AMQP_BASIC_HEADERS_FLAG;
+    props.content_type = amqp_cstring_bytes("application/json");
+    props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    props.message_id = amqp_cstring_bytes(e->event_id);
+    props.timestamp = e->timestamp_s ? e->timestamp_s : hg_time_now_ns() / 1000000000u;
+    props.priority = (uint8_t)e->priority;
+    props.headers.num_entries = nh;
+    props.headers.entries = hdr;
     if (e->correlation_id) {
-        p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
-        p.correlation_id = amqp_cstring_bytes(e->correlation_id);
+        props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        props.correlation_id = amqp_cstring_bytes(e->correlation_id);
     }
-    amqp_bytes_t body = {.len = e->json_len, .bytes = (void *)e->json};
-    int rc = amqp_basic_publish(a->link->conn, CHANNEL,
-                                amqp_cstring_bytes(e->dead ? HG_AMQP_DLX : HG_AMQP_EXCHANGE),
-                                amqp_cstring_bytes(e->routing_key), 1, 0, &p, body);
-    if (rc != AMQP_STATUS_OK) {
-        hg_warn(NULL, "amqp publish write failed", "error", amqp_error_string2(rc), NULL);
-        return HG_ERR_UNAVAILABLE;
+    p = (uint8_t *)hg_buf_reserve(out, frame_max);
+    if (p == NULL)
+        goto fail;
+    /* Header payload: class, weight 0, body size, then the property flags and values. */
+    uint8_t *h = p + FRAME_HEADER_SIZE;
+    put_u16(h, AMQP_BASIC_CLASS);
+    put_u16(h + 2, 0);
+    put_u64(h + 4, e->json_len);
+    amqp_bytes_t fields = {.len = room - 12, .bytes = h + 12};
+    n = amqp_encode_properties(AMQP_BASIC_CLASS, &props, fields);
+    if (n < 0)
+        goto fail;
+    frame_wrap(p, AMQP_FRAME_HEADER, 12 + (size_t)n);
+    out->len += FRAME_HEADER_SIZE + 12 + (size_t)n + FRAME_END_SIZE;
+
+    for (size_t off = 0; off < e->json_len;) {
+        size_t chunk = HG_MIN(e->json_len - off, room);
+        p = (uint8_t *)hg_buf_reserve(out, FRAME_HEADER_SIZE + chunk + FRAME_END_SIZE);
+        if (p == NULL)
+            goto fail;
+        memcpy(p + FRAME_HEADER_SIZE, e->json + off, chunk);
+        frame_wrap(p, AMQP_FRAME_BODY, chunk);
+        out->len += FRAME_HEADER_SIZE + chunk + FRAME_END_SIZE;
+        off += chunk;
     }
-    e->tag = ++a->next_tag;
-    e->sent_ns = hg_time_mono_ns();
-    list_push(&a->inflight, e);
-    a->stats.published++;
+    return 0;
+fail:
+    out->len = start;
+    return rc;
+}
+
+/* What publish refuses at once for the event's fields alone. */
+static int check_event(const struct hg_event *ev)
+{
+    if (ev == NULL || ev->event_id == NULL || ev->routing_key == NULL ||
+        (ev->json == NULL && ev->json_len > 0) || strlen(ev->event_id) > 255 ||
+        strlen(ev->routing_key) > 255)
+        return HG_ERR_INVALID;
     return 0;
 }
 
-/* Write pending entries while there is room; otherwise look again in FLUSH_RETRY_MS. */
+int hg_amqp_encode_publish(const struct hg_event *ev, const char *dead_reason, size_t frame_max,
+                           struct hg_buf *out)
+{
+    if (check_event(ev) != 0 || (dead_reason && strlen(dead_reason) > 200) ||
+        frame_max < FRAME_MIN || frame_max > UINT32_MAX)
+        return HG_ERR_INVALID;
+    struct entry *e = entry_new(ev, dead_reason != NULL, dead_reason);
+    if (e == NULL)
+        return HG_ERR_INVALID;
+    int rc = encode_entry(e, frame_max, out);
+    free(e);
+    return rc;
+}
+
+/*
+ * Write what fits of `pending` in one send(): one SIOCOUTQ read, then entries in order while the
+ * send queue plus the bytes encoded so far plus the entry's estimate stay within SEND_WINDOW (an
+ * empty queue takes any one message: SO_SNDBUF covers SEND_WINDOW + the largest body) and the
+ * in-flight count stays under max_pending. So send() cannot meet EAGAIN (see SEND_WINDOW): the
+ * frames go out whole, and rabbitmq-c's own writes on this socket never land inside one. What
+ * does not fit waits; the kick timer looks again in FLUSH_RETRY_MS.
+ */
 static void flush_pending(struct hg_amqp *a)
 {
-    while (a->pending.head && a->link && !a->broken) {
-        struct entry *e = a->pending.head;
-        if (!room_for(a, e))
+    struct link *l = a->link;
+    if (a->pending.head == NULL || l == NULL || a->broken)
+        return;
+    int outq = 0;
+    if (ioctl(l->fd, SIOCOUTQ, &outq) != 0 || outq < 0) {
+        kick(a, FLUSH_RETRY_MS);
+        return;
+    }
+    size_t frame_max = (size_t)amqp_get_frame_max(l->conn);
+    size_t n = 0;
+    hg_buf_reset(&l->out);
+    for (struct entry *e = a->pending.head; e; e = e->next) {
+        if (a->inflight.count + n >= a->max_pending)
             break;
-        list_remove(&a->pending, e);
-        if (send_entry(a, e) != 0) {
-            list_push_front(&a->pending, e);
+        bool alone = outq == 0 && l->out.len == 0;
+        if (!alone && (size_t)outq + l->out.len + e->wire > SEND_WINDOW)
+            break;
+        int rc = encode_entry(e, frame_max, &l->out);
+        if (rc != 0 && l->out.len > 0)
+            break; /* past the buffer's cap: send what is encoded, this one goes next time */
+        if (rc != 0) {
+            /* amqp_basic_publish failed on such a message too, and the link was given up. */
+            hg_warn(NULL, "amqp publish encode failed", "error", hg_strerror(rc), "event_id",
+                    e->event_id, NULL);
             a->broken = true;
             kick(a, 0);
             return;
         }
+        n++;
     }
-    if (a->pending.head && a->link)
+    if (n > 0) {
+        ssize_t w;
+        do
+            w = send(l->fd, l->out.data, l->out.len, MSG_NOSIGNAL);
+        while (w < 0 && errno == EINTR);
+        if (w < 0 || (size_t)w != l->out.len) {
+            /* A short write leaves a frame cut off: the stream is lost. Every entry stays pending
+             * and settles UNAVAILABLE with the link, as after a failed amqp_basic_publish. */
+            hg_warn(NULL, "amqp publish write failed", "error",
+                    w < 0 ? strerror(errno) : "short write", NULL);
+            a->broken = true;
+            kick(a, 0);
+            return;
+        }
+        /* The broker numbers publishes in the order it reads them: the buffer's order. */
+        uint64_t now = hg_time_mono_ns();
+        for (size_t i = 0; i < n; i++) {
+            struct entry *e = a->pending.head;
+            list_remove(&a->pending, e);
+            e->tag = ++a->next_tag;
+            e->sent_ns = now;
+            list_push(&a->inflight, e);
+            a->stats.published++;
+        }
+    }
+    if (l->out.alloc > OUT_KEEP_BYTES) {
+        /* One large message grew the buffer: give it back instead of holding it per worker. */
+        size_t cap = l->out.max;
+        hg_buf_free(&l->out);
+        hg_buf_init(&l->out, cap);
+    }
+    if (a->pending.head)
         kick(a, FLUSH_RETRY_MS);
-    /* amqp_basic_publish may have read frames into its queue (its heartbeat check). */
-    if (a->link && amqp_frames_enqueued(a->link->conn))
-        kick(a, 0);
+}
+
+/* Runs before the loop blocks for I/O while publishes wait: see publish_common(). */
+static void on_flush_prepare(uv_prepare_t *h)
+{
+    struct hg_amqp *a = HG_CONTAINER_OF(h, struct hg_amqp, flush_prepare);
+    flush_pending(a);
+    if (a->pending.head == NULL)
+        uv_prepare_stop(h);
 }
 
 static int publish_common(struct hg_amqp *a, const struct hg_event *ev, bool dead,
@@ -979,9 +1132,7 @@ static int publish_common(struct hg_amqp *a, const struct hg_event *ev, bool dea
 {
     if (a->closing)
         return HG_ERR_CLOSED;
-    if (ev == NULL || cb == NULL || ev->event_id == NULL || ev->routing_key == NULL ||
-        (ev->json == NULL && ev->json_len > 0) || strlen(ev->event_id) > 255 ||
-        strlen(ev->routing_key) > 255)
+    if (cb == NULL || check_event(ev) != 0)
         return HG_ERR_INVALID;
     if (ev->json_len > a->max_message_bytes)
         return HG_ERR_TOO_BIG;
@@ -994,20 +1145,16 @@ static int publish_common(struct hg_amqp *a, const struct hg_event *ev, bool dea
         return HG_ERR_INVALID;
     e->cb = cb;
     e->arg = arg;
-    if (a->pending.head == NULL && room_for(a, e)) {
-        if (send_entry(a, e) != 0) {
-            /* Refused, so its callback must never run; the others settle on the kick. */
-            free(e);
-            a->broken = true;
-            kick(a, 0);
-            return HG_ERR_UNAVAILABLE;
-        }
-        if (amqp_frames_enqueued(a->link->conn))
-            kick(a, 0);
-        return 0;
-    }
+    /*
+     * Nothing is written here: the prepare handle flushes every publish of this loop turn in one
+     * send() just before the loop next blocks for I/O. A prepare rather than a check handle:
+     * check runs after the poll, so a publish made from a timer (the drain's tick) would wait
+     * for the poll to wake up; prepare runs before every poll, whatever phase the publish came
+     * from. It is active only while publishes wait.
+     */
+    if (a->pending.head == NULL)
+        uv_prepare_start(&a->flush_prepare, on_flush_prepare);
     list_push(&a->pending, e);
-    kick(a, FLUSH_RETRY_MS);
     return 0;
 }
 
@@ -1075,10 +1222,12 @@ static void shutdown_now(struct hg_amqp *a)
         uv_close((uv_handle_t *)&l->poll, on_link_closed);
     }
     fail_all(a, HG_ERR_UNAVAILABLE);
-    uv_timer_t *timers[] = {&a->retry_timer, &a->kick_timer, &a->heartbeat_timer, &a->close_timer};
-    for (size_t i = 0; i < HG_ARRAY_SIZE(timers); i++)
-        if (!uv_is_closing((uv_handle_t *)timers[i]))
-            uv_close((uv_handle_t *)timers[i], on_handle_closed);
+    uv_handle_t *handles[] = {(uv_handle_t *)&a->retry_timer, (uv_handle_t *)&a->kick_timer,
+                              (uv_handle_t *)&a->heartbeat_timer, (uv_handle_t *)&a->close_timer,
+                              (uv_handle_t *)&a->flush_prepare};
+    for (size_t i = 0; i < HG_ARRAY_SIZE(handles); i++)
+        if (!uv_is_closing(handles[i]))
+            uv_close(handles[i], on_handle_closed);
 }
 
 static void on_close_timeout(uv_timer_t *t)
@@ -1205,6 +1354,9 @@ int hg_amqp_sink_open(uv_loop_t *loop, const struct hg_amqp_opts *opts, struct h
         timers[i]->data = a;
         a->handles_open++;
     }
+    uv_prepare_init(loop, &a->flush_prepare);
+    a->flush_prepare.data = a;
+    a->handles_open++;
     start_connect(a);
     *out = &a->sink;
     return 0;

@@ -11,6 +11,8 @@
 
 #include "sink/sink.h"
 
+struct hg_buf;
+
 /* Topology names (declared after every connect). */
 #define HG_AMQP_EXCHANGE        "whatsapp.inbound"
 #define HG_AMQP_DLX             "whatsapp.inbound.dlx"
@@ -35,7 +37,7 @@ struct hg_amqp_opts {
     unsigned reconnect_max_ms;       /* backoff ceiling; 0 → 30000 */
     unsigned connect_timeout_ms;     /* TCP connect and each handshake RPC; 0 → 5000 */
     unsigned heartbeat_s;            /* AMQP heartbeat; 0 → 30 */
-    size_t max_pending;              /* publishes waiting for send room; 0 → 10000 */
+    size_t max_pending;              /* publishes accepted, not yet written; 0 → 10000 */
     size_t max_message_bytes;        /* largest json body; 0 → 1 MiB */
     unsigned close_timeout_ms;       /* how long close() waits for confirms; 0 → 2000 */
     hg_amqp_confirm_hook on_confirm; /* e.g. observe rabbitmq_confirm_duration_seconds */
@@ -51,7 +53,8 @@ struct hg_amqp_stats {
     uint64_t connects;    /* successful connects (topology declared) */
     uint64_t disconnects; /* connections lost */
     size_t inflight;      /* written, waiting for the broker */
-    size_t pending;       /* accepted, waiting for room in the socket send window */
+    size_t pending;       /* accepted, not yet written: until the turn's flush, or room in
+                             the socket send window */
     int url_index;        /* index in opts.urls of the current connection; -1 when down */
     unsigned queues_without_priority; /* live queues of the last connect that exist without
                                          x-max-priority and are used as they are (docs/amqp.md) */
@@ -79,6 +82,18 @@ int hg_amqp_publish_dead(struct hg_sink *s, const struct hg_event *ev, const cha
 
 /* The queue an event with this routing key lands in (one of the HG_AMQP_QUEUE_* names). */
 const char *hg_amqp_queue_for(const char *routing_key);
+
+/*
+ * Append to out the frames that publish (dead_reason NULL) or hg_amqp_publish_dead (dead_reason
+ * set) put on the wire for ev on the sink's channel: basic.publish, content header, body frames
+ * cut at frame_max - 8. Byte for byte what rabbitmq-c's amqp_basic_publish writes for the same
+ * message; the sink writes these itself so that a loop turn's publishes leave in one send().
+ * Exported so a test can hold the two side by side. 0; HG_ERR_INVALID (fields missing or too long,
+ * frame_max below 4096); HG_ERR_TOO_BIG (out's cap, or properties larger than a frame): out is
+ * then unchanged.
+ */
+int hg_amqp_encode_publish(const struct hg_event *ev, const char *dead_reason, size_t frame_max,
+                           struct hg_buf *out);
 
 /* Counters since open. */
 void hg_amqp_sink_stats(struct hg_sink *s, struct hg_amqp_stats *out);
