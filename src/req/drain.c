@@ -46,6 +46,7 @@
 
 #define RECOVER_BATCH 256          /* recovered records taken per pull */
 #define DEFAULT_MAX_IN_MEMORY 4096 /* records held at once; the rest wait in the spool (backlog) */
+#define ARCHIVE_SLOTS 256          /* archive PutObjects in flight; past it records park by id */
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 30000
 #define TICK_MS 50
@@ -54,6 +55,10 @@
 #define BUILD_BATCH 64             /* records normalized per loop iteration */
 
 static void item_step(struct item *it);
+static void archive_or_park(struct item *it);
+static void unpark(struct hg_drain *d, bool probe);
+static void item_build(struct item *it);
+static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec);
 
 /* ---- records ---- */
 
@@ -179,6 +184,10 @@ void drain_item_settle(struct item *it)
     if (item_complete(it)) {
         hg_spool_release(it->drain->b.spool, it->spool_id);
         item_free(it);
+        return;
+    }
+    if (it->archive == AR_PENDING && events_done(it) && !it->drain->closing) {
+        archive_or_park(it);
         return;
     }
     if (it->failed) {
@@ -459,6 +468,7 @@ static void on_archived(void *arg, const struct hg_s3_result *res)
     struct item *it = arg;
     struct hg_drain *d = it->drain;
     it->outstanding--;
+    d->archives_in_flight--;
     d->archive_failing = res->err != 0;
     if (res->err == 0) {
         it->archive = AR_DONE;
@@ -472,6 +482,7 @@ static void on_archived(void *arg, const struct hg_s3_result *res)
         hg_debug(it->request_id, "archive failed", "error", hg_strerror(res->err), "code", res->code, NULL);
     }
     drain_item_settle(it);
+    unpark(d, false);
 }
 
 /* Object key webhooks-inbound/{tenant}/{yyyy-MM-dd}/{timestamp}-{messageId}.json */
@@ -516,8 +527,78 @@ static void archive_start(struct item *it)
                                         it->body_len, on_archived, it) == 0) {
         it->archive = AR_IN_FLIGHT;
         it->outstanding++;
+        d->archives_in_flight++;
     } else {
         it->failed = true;
+    }
+}
+
+/*
+ * Every event of the record is out; only its archive is left. Start it when a slot is free and
+ * S3 answers; otherwise park the record: keep its spool id only (the record stays unreleased in
+ * the spool) and free the rest, so events keep flowing at the broker's pace whatever S3 does.
+ */
+static void archive_or_park(struct item *it)
+{
+    struct hg_drain *d = it->drain;
+    if (!it->failed && !d->archive_failing && d->archives_in_flight < ARCHIVE_SLOTS) {
+        it->outstanding++;
+        archive_start(it);
+        it->outstanding--;
+        if (it->outstanding > 0)
+            return;
+    }
+    if (d->parked_head + d->parked_len == d->parked_cap) {
+        if (d->parked_head > 0) {
+            memmove(d->parked, d->parked + d->parked_head, d->parked_len * sizeof(*d->parked));
+            d->parked_head = 0;
+        } else {
+            d->parked_cap = d->parked_cap ? d->parked_cap * 2 : 256;
+            d->parked = hg_xrealloc(d->parked, d->parked_cap * sizeof(*d->parked));
+        }
+    }
+    d->parked[d->parked_head + d->parked_len++] = it->spool_id;
+    item_free(it);
+}
+
+/*
+ * Bring parked records back while archive slots are free: read from the spool, rebuilt for the
+ * archive key (their events are marked done: they went out before), then archived. While S3
+ * fails, only a probe from the tick (one upload at a time) until an upload succeeds again.
+ */
+static void unpark(struct hg_drain *d, bool probe)
+{
+    for (size_t budget = d->parked_len; budget > 0 && d->parked_len > 0 && !d->closing; budget--) {
+        if (d->archives_in_flight >= ARCHIVE_SLOTS)
+            return;
+        if (d->archive_failing && !(probe && d->archives_in_flight == 0))
+            return;
+        probe = false;
+        uint64_t id = d->parked[d->parked_head++];
+        if (--d->parked_len == 0)
+            d->parked_head = 0;
+        struct hg_spool_entry *e;
+        if (hg_spool_read(d->b.spool, id, &e) != 0)
+            continue; /* unreadable now: it stays unreleased, the next start recovers it */
+        struct hg_drain_record rec = {
+            .request_id = e->request_id,
+            .tenant = e->tenant,
+            .provider = e->provider,
+            .received_at_ns = e->received_at_ns,
+            .headers = e->headers,
+            .headers_len = e->headers_len,
+            .body = e->body,
+            .body_len = e->body_len,
+        };
+        struct item *it = item_new(d, id, &rec);
+        hg_spool_entry_free(e);
+        item_build(it);
+        for (size_t i = 0; i < it->n_events; i++)
+            drain_event_set_state(&it->events[i], EV_DONE);
+        it->outstanding++;
+        archive_start(it);
+        it->outstanding--;
+        drain_item_settle(it);
     }
 }
 
@@ -638,7 +719,7 @@ static void item_step(struct item *it)
     it->failed = false;
     /* Hold one count so a step finishing at once cannot free the item under this loop. */
     it->outstanding++;
-    if (it->archive == AR_PENDING)
+    if (it->archive == AR_PENDING && it->drain->archives_in_flight < ARCHIVE_SLOTS)
         archive_start(it);
     for (size_t i = 0; i < it->n_events; i++)
         if (it->events[i].state == EV_NEW)
@@ -807,6 +888,7 @@ static void on_tick(uv_timer_t *t)
             item_step(it);
     }
     wake_intake(d); /* the recovered backlog at start; later, only a safety net */
+    unpark(d, true);
 }
 
 /* ---- open and close ---- */
@@ -848,6 +930,7 @@ static void on_handle_closed(uv_handle_t *h)
         return;
     while (d->items)
         item_free(d->items);
+    free(d->parked); /* their records stay in the spool: the next start recovers them */
     void (*done)(void *) = d->free_done;
     void *arg = d->free_arg;
     free(d->bucket);

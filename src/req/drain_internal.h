@@ -103,6 +103,11 @@ struct hg_drain {
     uint64_t n_items;
     uint64_t max_in_memory;        /* records held at once; past it submit defers to the spool */
     uint64_t deferred;             /* records submit left in the spool (counter) */
+    /* Records whose events are all out and whose archive waits for a slot (or for S3 to come
+     * back), kept as spool ids only: a slow or absent S3 holds back neither events nor RAM. */
+    uint64_t *parked;
+    size_t parked_head, parked_len, parked_cap;
+    unsigned archives_in_flight;   /* PutObjects started and not answered yet */
     bool closing;
     bool bucket_checked;
     bool archive_failing;          /* the last archive attempt failed (for /ready) */

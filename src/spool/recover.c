@@ -596,6 +596,51 @@ static int backlog_fd(struct hg_spool *s, const struct segment *seg)
     return s->backlog_fd >= 0 ? s->backlog_fd : -errno;
 }
 
+/* Read live record idx of seg (framed, len bytes at off) into a new entry. */
+static int read_entry(struct hg_spool *s, struct segment *seg, uint32_t idx, uint64_t off, uint32_t len,
+                       struct hg_spool_entry **out)
+{
+    char *rec = hg_xmalloc(len);
+    struct span f[DATA_FIELDS];
+    int rc;
+    int fd = backlog_fd(s, seg);
+    if (fd < 0) {
+        rc = fd;
+        goto fail;
+    }
+    rc = read_exact(fd, rec, len, off);
+    if (rc < 0)
+        goto fail;
+    if (get32(rec + OFF_LEN) != len || spool_record_crc(rec, len) != get32(rec + OFF_CRC)
+        || spool_decode_data(rec, len, f) < 0) {
+        rc = HG_ERR_CORRUPT;
+        goto fail;
+    }
+    struct hg_spool_entry *e = hg_xcalloc(1, sizeof(*e));
+    e->id = (uint64_t)seg->slot << 32 | idx;
+    e->received_at_ns = get64(rec + OFF_RECEIVED);
+    e->spooled_at_ns = get64(rec + OFF_SPOOLED);
+    e->request_id = hg_xstrndup(f[0].p, f[0].n);
+    e->tenant = hg_xstrndup(f[1].p, f[1].n);
+    e->provider = hg_xstrndup(f[2].p, f[2].n);
+    /* Headers and body may hold NUL bytes: copy by length, NUL-terminated for convenience. */
+    e->headers = hg_xmalloc((size_t)f[3].n + 1);
+    memcpy(e->headers, f[3].p, f[3].n);
+    e->headers[f[3].n] = '\0';
+    e->headers_len = f[3].n;
+    e->body = hg_xmalloc((size_t)f[4].n + 1);
+    memcpy(e->body, f[4].p, f[4].n);
+    e->body[f[4].n] = '\0';
+    e->body_len = f[4].n;
+    free(rec);
+    *out = e;
+    return 0;
+fail:
+    hg_error(NULL, "spool: cannot read record", "path", seg->path, "error", hg_strerror(rc), NULL);
+    free(rec);
+    return rc;
+}
+
 int hg_spool_recovered_next(struct hg_spool *s, struct hg_spool_entry **out)
 {
     while (s->recov_pos < s->nrecov) {
@@ -605,48 +650,18 @@ int hg_spool_recovered_next(struct hg_spool *s, struct hg_spool_entry **out)
         struct segment *seg = spool_find_segment(s, r->slot);
         if (seg == NULL || r->idx >= seg->nrecords || seg->lens[r->idx] == 0)
             continue;
-
-        char *rec = hg_xmalloc(r->len);
-        struct span f[DATA_FIELDS];
-        int rc;
-        int fd = backlog_fd(s, seg);
-        if (fd < 0) {
-            rc = fd;
-            goto fail;
-        }
-        rc = read_exact(fd, rec, r->len, r->offset);
-        if (rc < 0)
-            goto fail;
-        if (get32(rec + OFF_LEN) != r->len || spool_record_crc(rec, r->len) != get32(rec + OFF_CRC)
-            || spool_decode_data(rec, r->len, f) < 0) {
-            rc = HG_ERR_CORRUPT;
-            goto fail;
-        }
-        struct hg_spool_entry *e = hg_xcalloc(1, sizeof(*e));
-        e->id = (uint64_t)seg->slot << 32 | r->idx;
-        e->received_at_ns = get64(rec + OFF_RECEIVED);
-        e->spooled_at_ns = get64(rec + OFF_SPOOLED);
-        e->request_id = hg_xstrndup(f[0].p, f[0].n);
-        e->tenant = hg_xstrndup(f[1].p, f[1].n);
-        e->provider = hg_xstrndup(f[2].p, f[2].n);
-        /* Headers and body may hold NUL bytes: copy by length, NUL-terminated for convenience. */
-        e->headers = hg_xmalloc((size_t)f[3].n + 1);
-        memcpy(e->headers, f[3].p, f[3].n);
-        e->headers[f[3].n] = '\0';
-        e->headers_len = f[3].n;
-        e->body = hg_xmalloc((size_t)f[4].n + 1);
-        memcpy(e->body, f[4].p, f[4].n);
-        e->body[f[4].n] = '\0';
-        e->body_len = f[4].n;
-        free(rec);
-        *out = e;
-        return 0;
-fail:
-        hg_error(NULL, "spool: cannot read recovered record", "path", seg->path, "error", hg_strerror(rc), NULL);
-        free(rec);
-        return rc;
+        return read_entry(s, seg, r->idx, r->offset, r->len, out);
     }
     return HG_ERR_NOT_FOUND;
+}
+
+int hg_spool_read(struct hg_spool *s, uint64_t id, struct hg_spool_entry **out)
+{
+    uint32_t idx = (uint32_t)id;
+    struct segment *seg = spool_find_segment(s, (uint32_t)(id >> 32));
+    if (seg == NULL || idx >= seg->nrecords || seg->lens[idx] == 0)
+        return HG_ERR_NOT_FOUND;
+    return read_entry(s, seg, idx, seg->offs[idx], seg->lens[idx], out);
 }
 
 void hg_spool_entry_free(struct hg_spool_entry *e)

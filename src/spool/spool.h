@@ -108,6 +108,10 @@ int hg_spool_recovered_next(struct hg_spool *s, struct hg_spool_entry **out);
  * hg_spool_release. 0, HG_ERR_NOT_FOUND (unknown, released or not yet durable) or HG_ERR_CLOSED.
  */
 int hg_spool_defer(struct hg_spool *s, uint64_t id);
+/* Read live record `id` again (the caller dropped its copy and keeps only the id). *out as for
+ * hg_spool_recovered_next. 0, HG_ERR_NOT_FOUND (unknown, released or not yet durable), or a read
+ * / CRC error. */
+int hg_spool_read(struct hg_spool *s, uint64_t id, struct hg_spool_entry **out);
 /* Nothing left for hg_spool_recovered_next. */
 bool hg_spool_backlog_empty(const struct hg_spool *s);
 void hg_spool_entry_free(struct hg_spool_entry *e);

@@ -292,3 +292,41 @@ def test_broker_outage_memory_bounded(make_hg, rabbit, vhost):
     counts = col.counts()
     assert all(counts[w] == 1 for w in want), [w for w in want if counts[w] != 1][:5]
     assert metric(h, "drain_records_in_memory") == 0
+
+
+def test_s3_outage_memory_bounded(make_hg, rabbit, vhost, bucket):
+    """S3 down: events still reach the broker at its own pace, records waiting only for their
+    archive are kept as spool ids (drain_records_in_memory stays under [spool] max_in_memory),
+    and once S3 is back every record is archived exactly once and leaves the spool."""
+    bound = 16
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost), bucket=bucket, extra={
+        "server": {"workers": 1}, "spool": {"max_in_memory": bound}}))
+    wait_ready(h)
+    col = Collector(rabbit, vhost)
+    want = []
+    bucket.stop()
+    try:
+        s = requests.Session()
+        for i in range(200):
+            wamid = hgm.new_wamid()
+            r = post(h, hgm.text_envelope(wamid, text=f"parked {i}"), session=s)
+            assert r.status_code == 200, (i, r.status_code, r.text)
+            want.append(wamid)
+        s.close()
+        # Every event goes out while S3 is still down: nothing waits behind the archive.
+        col.wait_for(want, timeout=30, what="events published while S3 was down")
+        time.sleep(1.0)
+        assert metric(h, "spool_records") == 200, "records left the spool without their archive"
+        in_memory = metric(h, "drain_records_in_memory")
+        assert in_memory <= bound, f"drain holds {in_memory} records (bound {bound})"
+    finally:
+        if bucket.stopped:
+            bucket.start()
+    wait_spool_empty(h, timeout=60)
+    keys = bucket.keys()
+    archived = [k.rsplit("/", 1)[1][:-len(".json")].split("-", 1)[1] for k in keys]
+    assert sorted(archived) == sorted(want), (len(archived), len(want))
+    col.poll()
+    counts = col.counts()
+    assert all(counts[w] == 1 for w in want), [w for w in want if counts[w] != 1][:5]
+    assert metric(h, "drain_records_in_memory") == 0
