@@ -1028,6 +1028,19 @@ static void test_defer_backlog(void **state)
     assert_int_equal(hg_spool_release(s, r[5].id), 0);
     assert_int_equal(hg_spool_defer(s, r[5].id), HG_ERR_NOT_FOUND);
 
+    /* Read by id: any live record, as often as asked; released ones are gone. */
+    for (int k = 0; k < 2; k++) {
+        struct hg_spool_entry *byid = NULL;
+        assert_int_equal(hg_spool_read(s, r[9].id, &byid), 0);
+        assert_int_equal(byid->id, r[9].id);
+        check_entry(byid, 9, 209);
+        hg_spool_entry_free(byid);
+    }
+    struct hg_spool_entry *none = NULL;
+    assert_int_equal(hg_spool_read(s, r[4].id, &none), HG_ERR_NOT_FOUND);
+    assert_int_equal(hg_spool_read(s, ((uint64_t)999 << 32) | 1, &none), HG_ERR_NOT_FOUND);
+    assert_null(none);
+
     int want[] = { 1, 2, 7, 8, 11, 0 };
     for (size_t k = 0; k < sizeof(want) / sizeof(want[0]); k++) {
         struct hg_spool_entry *e = NULL;
