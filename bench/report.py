@@ -101,6 +101,11 @@ for rate, target in (("500", "p99 ≤ 2 ms"), ("5000", "")):
         figures.append(("4", "pipeline latency, open loop %s req/s" % rate,
                         "p50 %s / p99 %s / p99.9 %s ms" % (ms(r["p50_ms"]), ms(r["p99_ms"]), ms(r["p999_ms"])),
                         "p99 ≤ 10 ms" if rate == "500" else "—"))
+    r = lat.get("pipeline redis+amqp @%s/s" % rate)
+    if r:
+        figures.append(("4", "pipeline latency without S3 archive, open loop %s req/s" % rate,
+                        "p50 %s / p99 %s / p99.9 %s ms" % (ms(r["p50_ms"]), ms(r["p99_ms"]), ms(r["p999_ms"])),
+                        "— (what the S3 fake's CPU costs)"))
 for r in by(4, "floor"):
     if r["mode"] == "fdatasync":
         figures.append(("4", "floor: a lone commit on this disk (fdatasync job) @500/s",
