@@ -4,7 +4,13 @@
  * hookgate's drain does per event), keeping up to W publishes unconfirmed. Prints one JSON line:
  * confirmed messages per second over the run.
  *
- *   amqp_ceiling -u amqp://guest:guest@127.0.0.1:5672/ -s 1400 -d 5 -w 256
+ * -t plain (default): a queue without arguments, messages with content type and delivery mode only.
+ * -t hookgate: the broker work hookgate asks for, the same as its drain's publishes: the queue
+ * declared as hookgate declares its live queues by default (classic, x-max-priority 10, a
+ * dead-letter exchange and routing key) and every message with hookgate's properties (message id,
+ * timestamp, priority, correlation id, four x-* headers).
+ *
+ *   amqp_ceiling -u amqp://guest:guest@127.0.0.1:5672/ -s 1400 -d 5 -w 256 [-t hookgate]
  *
  * Built by bench/run.sh: cc bench/amqp_ceiling.c -lrabbitmq
  */
@@ -44,16 +50,17 @@ int main(int argc, char **argv)
     const char *url = NULL, *label = "broker ceiling";
     long size = 1400, window = 256;
     double duration = 5;
-    int opt;
-    while ((opt = getopt(argc, argv, "u:s:d:w:l:")) != -1) {
+    int opt, like_hookgate = 0;
+    while ((opt = getopt(argc, argv, "u:s:d:w:l:t:")) != -1) {
         switch (opt) {
         case 'u': url = optarg; break;
         case 's': size = strtol(optarg, NULL, 10); break;
         case 'd': duration = strtod(optarg, NULL); break;
         case 'w': window = strtol(optarg, NULL, 10); break;
         case 'l': label = optarg; break;
+        case 't': like_hookgate = strcmp(optarg, "hookgate") == 0; break;
         default:
-            fprintf(stderr, "usage: %s -u AMQP_URL [-s bytes] [-d seconds] [-w window] [-l label]\n", argv[0]);
+            fprintf(stderr, "usage: %s -u AMQP_URL [-s bytes] [-d seconds] [-w window] [-l label] [-t plain|hookgate]\n", argv[0]);
             return 2;
         }
     }
@@ -85,7 +92,20 @@ int main(int argc, char **argv)
     amqp_exchange_declare(c, CHANNEL, amqp_cstring_bytes(EXCHANGE), amqp_cstring_bytes("topic"), 0, 1, 0, 0,
                           amqp_empty_table);
     die("exchange.declare", amqp_get_rpc_reply(c));
-    amqp_queue_declare(c, CHANNEL, amqp_cstring_bytes(QUEUE), 0, 1, 0, 0, amqp_empty_table);
+    amqp_table_entry_t qargs[3];
+    qargs[0].key = amqp_cstring_bytes("x-dead-letter-exchange");
+    qargs[0].value.kind = AMQP_FIELD_KIND_UTF8;
+    qargs[0].value.value.bytes = amqp_cstring_bytes(EXCHANGE ".dlx");
+    qargs[1].key = amqp_cstring_bytes("x-dead-letter-routing-key");
+    qargs[1].value.kind = AMQP_FIELD_KIND_UTF8;
+    qargs[1].value.value.bytes = amqp_cstring_bytes(QUEUE ".dlq");
+    qargs[2].key = amqp_cstring_bytes("x-max-priority");
+    qargs[2].value.kind = AMQP_FIELD_KIND_I32;
+    qargs[2].value.value.i32 = 10;
+    amqp_table_t qtable = { .num_entries = like_hookgate ? 3 : 0, .entries = qargs };
+    amqp_queue_delete(c, CHANNEL, amqp_cstring_bytes(QUEUE), 0, 0); /* arguments may differ from the last run */
+    die("queue.delete", amqp_get_rpc_reply(c));
+    amqp_queue_declare(c, CHANNEL, amqp_cstring_bytes(QUEUE), 0, 1, 0, 0, qtable);
     die("queue.declare", amqp_get_rpc_reply(c));
     amqp_queue_bind(c, CHANNEL, amqp_cstring_bytes(QUEUE), amqp_cstring_bytes(EXCHANGE), amqp_cstring_bytes("#"),
                     amqp_empty_table);
@@ -105,6 +125,25 @@ int main(int argc, char **argv)
     props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
     props.content_type = amqp_cstring_bytes("application/json");
     props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    static const char *const hdr[][2] = {
+        { "x-tenant-id", "default" }, { "x-provider", "whatsapp" },
+        { "x-event-type", "message.text" }, { "x-priority-class", "medium" },
+    };
+    amqp_table_entry_t hdrs[4];
+    for (int i = 0; i < 4; i++) {
+        hdrs[i].key = amqp_cstring_bytes(hdr[i][0]);
+        hdrs[i].value.kind = AMQP_FIELD_KIND_UTF8;
+        hdrs[i].value.value.bytes = amqp_cstring_bytes(hdr[i][1]);
+    }
+    char msg_id[64];
+    if (like_hookgate) {
+        props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_PRIORITY_FLAG |
+                        AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG;
+        props.priority = 5;
+        props.headers.num_entries = 4;
+        props.headers.entries = hdrs;
+        props.correlation_id = amqp_cstring_bytes("bench-correlation-0123456789abcdef");
+    }
 
     uint64_t sent = 0, confirmed = 0, nacked = 0;
     double t0 = now_s(), t_end = t0 + duration;
@@ -115,6 +154,12 @@ int main(int argc, char **argv)
         if (stop && confirmed + nacked >= sent)
             break;
         while (!stop && sent - confirmed - nacked < (uint64_t)window) {
+            if (like_hookgate) {
+                /* A unique id per message, as hookgate's event ids are. */
+                snprintf(msg_id, sizeof(msg_id), "wamid.bench%020llu", (unsigned long long)sent);
+                props.message_id = amqp_cstring_bytes(msg_id);
+                props.timestamp = (uint64_t)time(NULL);
+            }
             if (amqp_basic_publish(c, CHANNEL, amqp_cstring_bytes(EXCHANGE), amqp_cstring_bytes("message.text"), 0,
                                    0, &props, msg) != AMQP_STATUS_OK) {
                 fprintf(stderr, "amqp_ceiling: publish failed\n");
@@ -157,9 +202,9 @@ int main(int argc, char **argv)
     amqp_channel_close(c, CHANNEL, AMQP_REPLY_SUCCESS);
     amqp_connection_close(c, AMQP_REPLY_SUCCESS);
     amqp_destroy_connection(c);
-    printf("{\"label\": \"%s\", \"mode\": \"publish-confirm\", \"size\": %ld, \"window\": %ld, \"seconds\": %.3f, "
+    printf("{\"label\": \"%s\", \"mode\": \"publish-confirm\", \"topology\": \"%s\", \"size\": %ld, \"window\": %ld, \"seconds\": %.3f, "
            "\"published\": %llu, \"confirmed\": %llu, \"nacked\": %llu, \"rps\": %.1f}\n",
-           label, size, window, secs, (unsigned long long)sent, (unsigned long long)confirmed,
+           label, like_hookgate ? "hookgate" : "plain", size, window, secs, (unsigned long long)sent, (unsigned long long)confirmed,
            (unsigned long long)nacked, (double)confirmed / secs);
     free(body);
     free(urlbuf);

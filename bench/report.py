@@ -60,7 +60,10 @@ figures.append(("2", "ingest (hookgate, 1 worker, spool+ndjson, signature on)",
                 "%.0f req/s (c=%d), %.3f × ceiling" % (ingest["rps"], ingest["conns"], ratio) if ingest else "failed",
                 "≥ 0.6 × ceiling"))
 ceil_rows = [r for r in by(3, "ceiling") if r.get("rps")]
-broker = max(ceil_rows, key=lambda r: r["rps"]) if ceil_rows else None
+plain_rows = [r for r in ceil_rows if r.get("topology", "plain") == "plain"]
+hg_rows = [r for r in ceil_rows if r.get("topology") == "hookgate"]
+broker = max(plain_rows, key=lambda r: r["rps"]) if plain_rows else None
+broker_hg = max(hg_rows, key=lambda r: r["rps"]) if hg_rows else None
 published = {r["label"]: r for r in by(3, "published")}
 
 
@@ -79,6 +82,9 @@ def pipeline_figure(label):
     if broker:
         text += "; sustained %.0f = %.2f × broker ceiling (%.0f msg/s, %d B, window %d)" % (
             sustained, sustained / broker["rps"], broker["rps"], broker["size"], broker["window"])
+    if broker_hg:
+        text += ", %.2f × the broker's ceiling on hookgate's queues and messages (%.0f msg/s, window %d)" % (
+            sustained / broker_hg["rps"], broker_hg["rps"], broker_hg["window"])
     return text
 
 

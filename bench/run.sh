@@ -501,10 +501,15 @@ $S3_CONF"
            awk '$1 !~ /^hookgate\.bench/ && $1 !~ /dlq$/ {n += $2; b += $3} END {if (n > 0) printf "%d", b / n}')
     size=${size:-1400}
     for q in $("$ctl" -q list_queues name 2>/dev/null || true); do "$ctl" -q purge_queue "$q" >/dev/null 2>&1 || true; done
-    for w in 64 256 1024; do
-      out=$("$CEIL" -u "$HG_TEST_AMQP_URL" -s "$size" -d "$DUR" -w "$w" -l "broker w=$w" 2>>"$B/services.log" || true)
-      if [ -n "$out" ]; then record "{\"bench\":3,\"kind\":\"ceiling\",${out#\{}"; log "broker ceiling (rabbitmq-c, confirms, $size B, window $w): $(python3 -c 'import json,sys; print("%.0f msg/s" % json.loads(sys.argv[1])["rps"])' "$out")"
-      else log "broker ceiling window $w failed (see $B/services.log)"; fi
+    # Two ceilings: a plain queue and plain messages, and the work hookgate asks of the broker
+    # (its queue arguments: x-max-priority 10 and a DLX; its message properties and headers).
+    for topo in plain hookgate; do
+      for w in 64 256 1024; do
+        lbl="broker w=$w"; [ $topo = hookgate ] && lbl="broker, hookgate's queues w=$w"
+        out=$("$CEIL" -u "$HG_TEST_AMQP_URL" -s "$size" -d "$DUR" -w "$w" -t $topo -l "$lbl" 2>>"$B/services.log" || true)
+        if [ -n "$out" ]; then record "{\"bench\":3,\"kind\":\"ceiling\",${out#\{}"; log "broker ceiling ($topo, rabbitmq-c, confirms, $size B, window $w): $(python3 -c 'import json,sys; print("%.0f msg/s" % json.loads(sys.argv[1])["rps"])' "$out")"
+        else log "broker ceiling $topo window $w failed (see $B/services.log)"; fi
+      done
     done
   else
     record '{"bench":3,"label":"full pipeline","skipped":"full pipeline not available: the peers did not start or hookgate did not report rabbitmq ok on /ready"}'
