@@ -118,11 +118,6 @@ static void item_free(struct item *it)
     }
     free(it->events);
     hg_json_doc_free(it->doc);
-    free(it->request_id);
-    free(it->tenant);
-    free(it->provider);
-    free(it->headers);
-    free(it->body);
     free(it);
 }
 
@@ -604,8 +599,6 @@ static void unpark(struct hg_drain *d, bool probe)
 
 /* ---- building events ---- */
 
-static char *dup_or_empty(const char *s) { return hg_xstrdup(s ? s : ""); }
-
 /*
  * The event's identity strings, copied into one allocation (not six): they outlive the document
  * arena, which goes as soon as every event of the record is serialized.
@@ -728,18 +721,37 @@ static void item_step(struct item *it)
     drain_item_settle(it);
 }
 
+/* Copy n bytes to *at, NUL-terminate them, advance *at past the NUL; the copy. */
+static char *put_text(char **at, const char *s, size_t n)
+{
+    char *p = *at;
+    if (n)
+        memcpy(p, s, n);
+    p[n] = '\0';
+    *at = p + n + 1;
+    return p;
+}
+
 static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec)
 {
-    struct item *it = hg_xcalloc(1, sizeof(*it));
+    /* One allocation for the item and its texts: five fewer mallocs per record. */
+    size_t lens[3] = {
+        rec->request_id ? strlen(rec->request_id) : 0,
+        rec->tenant ? strlen(rec->tenant) : 0,
+        rec->provider ? strlen(rec->provider) : 0,
+    };
+    size_t hlen = rec->headers ? rec->headers_len : 0;
+    struct item *it = hg_xcalloc(1, sizeof(*it) + lens[0] + lens[1] + lens[2] + hlen + rec->body_len + 5);
+    char *at = it->text;
     it->drain = d;
     it->spool_id = spool_id;
-    it->request_id = dup_or_empty(rec->request_id);
-    it->tenant = dup_or_empty(rec->tenant);
-    it->provider = dup_or_empty(rec->provider);
+    it->request_id = put_text(&at, rec->request_id, lens[0]);
+    it->tenant = put_text(&at, rec->tenant, lens[1]);
+    it->provider = put_text(&at, rec->provider, lens[2]);
     it->received_at_ns = rec->received_at_ns;
-    it->headers = rec->headers ? hg_xstrndup(rec->headers, rec->headers_len) : NULL;
-    it->headers_len = rec->headers ? rec->headers_len : 0;
-    it->body = hg_xstrndup(rec->body, rec->body_len);
+    it->headers = rec->headers ? put_text(&at, rec->headers, hlen) : NULL;
+    it->headers_len = hlen;
+    it->body = put_text(&at, rec->body, rec->body_len);
     it->body_len = rec->body_len;
     it->archive = d->b.s3 ? AR_PENDING : AR_NONE;
     it->next = d->items;

@@ -87,6 +87,8 @@ struct item {
     bool ephemeral;                /* ack = broker: not in the spool, never retried */
     hg_drain_ack_cb ack;           /* ephemeral: pending answer to the request */
     void *ack_arg;
+    char text[];                   /* request_id, tenant, provider, headers, body: one allocation
+                                    * with the item (each NUL-terminated) */
 };
 
 struct hg_drain {
