@@ -32,10 +32,11 @@ SECRET=demo-app-secret
 FIXED_TS=1749416383
 
 if [ $QUICK = 1 ]; then
-  DUR=1; WARM=0.3; LAT500=2; LAT5000=2; IDLE_N=1000; CG_WARM=50; CG_N=200; DRAIN_MAX=20
+  DUR=1; WARM=0.3; LAT500=2; LAT5000=2; IDLE_N=1000; CG_WARM=50; CG_N=200; DRAIN_MAX=20; LADDER="1000 2000"
   CEIL_CONNS="16"; INGEST_CONNS="16 64"
 else
   DUR=5; WARM=1; LAT500=15; LAT5000=10; IDLE_N=10000; CG_WARM=200; CG_N=2000; DRAIN_MAX=120
+  LADDER="2000 3000 4000 4500 5000 5500 6000 6500 7000"
   CEIL_CONNS="16 64"; INGEST_CONNS="16 64 256"
 fi
 
@@ -408,6 +409,32 @@ bucket = hookgate-bench"
     record "$(python3 -c 'import json,sys; l=sys.argv[1]; t0,t1,a,c,s=map(float,sys.argv[2:7]); print(json.dumps({"bench":3,"kind":"published","label":l,"accepted":int(a),"confirmed":int(c),"spool_records_left":int(s),"seconds":round(t1-t0,3),"published_rps":round(c/(t1-t0),1)}))' "$label" "$t0" "$t1" "$acc" "$conf" "${left:-0}")"
     log "$label: $acc webhooks accepted, $conf events confirmed by the broker in $(python3 -c "print('%.1f' % ($t1 - $t0))") s"
   }
+  # pipeline_ladder LABEL: the sustained rate. The closed loop above overdrives the intake (it
+  # accepts far faster than the broker confirms, and that intake's CPU is taken from the broker on
+  # these 2 cores); here open-loop runs at rising rates, each DUR s, until one is not kept up with:
+  # kept up = the loadgen reached the rate, no error, and the broker had confirmed every accepted
+  # event within 1 s of the run's end. The sustained rate is the highest kept up with.
+  pipeline_ladder() {
+    local label=$1 r m0=$B/metrics-lad-0.txt m1=$B/metrics-lad-1.txt out acc conf i t_end lag ok
+    for r in $LADDER; do
+      wait_spool_empty >/dev/null 2>&1
+      curl -sf "http://127.0.0.1:$HG_PORT/metrics" >"$m0" || true
+      out=$("$LG" -l "$label @$r/s" -s "$SECRET" -p "$HG_PORT" -c 64 -R "$r" -d "$DUR" 2>>"$B/loadgen.log") || true
+      t_end=$(date +%s.%N)
+      for i in $(seq 1 50); do
+        curl -sf "http://127.0.0.1:$HG_PORT/metrics" >"$m1" || true
+        acc=$(( $(msum '^webhook_received_total.*type="webhook",status="accepted"' "$m1") - $(msum '^webhook_received_total.*type="webhook",status="accepted"' "$m0") ))
+        conf=$(( $(msum '^rabbitmq_publish_total.*status="confirmed"' "$m1") - $(msum '^rabbitmq_publish_total.*status="confirmed"' "$m0") ))
+        [ "$conf" -ge "$acc" ] && break
+        sleep 0.1
+      done
+      lag=$(python3 -c "import time; print('%.2f' % (time.time() - $t_end))")
+      ok=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]) if sys.argv[1] else {}; print(1 if r and r["errors"] == 0 and r["rps"] >= 0.98 * float(sys.argv[2]) and int(sys.argv[3]) >= int(sys.argv[4]) and float(sys.argv[5]) <= 1.0 else 0)' "$out" "$r" "$conf" "$acc" "$lag")
+      record "{\"bench\":3,\"kind\":\"ladder\",\"label\":\"$label\",\"rate\":$r,\"accepted\":$acc,\"confirmed\":$conf,\"catch_up_s\":$lag,\"kept_up\":$([ "$ok" = 1 ] && echo true || echo false)}"
+      log "$label @$r/s: $acc accepted, $conf confirmed, caught up ${lag} s after the run: $([ "$ok" = 1 ] && echo kept up || echo NOT kept up)"
+      [ "$ok" = 1 ] || break
+    done
+  }
   # cpu_ticks PID: user + system CPU of a process, in clock ticks (0 when it is gone).
   cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
   # wait_spool_empty: until every accepted record is done (published *and* archived), at most
@@ -477,6 +504,7 @@ PY
     HG_EXTRA_CONF=$BROKER_CONF
     if start_hookgate hg-full && curl -sf "http://127.0.0.1:$HG_PORT/ready" | grep -q '"rabbitmq":"ok"'; then
       pipeline_run "pipeline redis+amqp c=64"
+      pipeline_ladder "pipeline redis+amqp"
       # The same latency run as with S3 below, without it: what the S3 fake's CPU costs the tail.
       wait_spool_empty
       pipeline_lat "pipeline redis+amqp @500/s" -p "$HG_PORT" -c 32 -R 500 -d "$LAT500" -w 1
