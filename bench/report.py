@@ -94,8 +94,11 @@ if pipeline:
         t = pipeline_figure(label)
         if t:
             figures.append(("3", what, t, "≥ 0.9 × broker ceiling"))
-    ladder = by(3, "ladder")
-    if ladder:
+    for label, what in (("full pipeline", "full pipeline, sustained rate (highest open-loop rate kept up with, archive included)"),
+                        ("pipeline redis+amqp", "pipeline without S3, sustained rate (highest open-loop rate kept up with)")):
+        ladder = [r for r in by(3, "ladder") if r["label"] == label]
+        if not ladder:
+            continue
         kept = [r["rate"] for r in ladder if r["kept_up"]]
         best = max(kept) if kept else 0
         tried = ", ".join("%d%s" % (r["rate"], "" if r["kept_up"] else " ✗") for r in ladder)
@@ -104,8 +107,7 @@ if pipeline:
             text += "; %.2f × broker ceiling" % (best / broker["rps"])
         if broker_hg:
             text += ", %.2f × the ceiling on hookgate's queues and messages" % (best / broker_hg["rps"])
-        figures.append(("3", "pipeline without S3, sustained rate (highest open-loop rate kept up with)", text,
-                        "≥ 0.9 × broker ceiling"))
+        figures.append(("3", what, text, "≥ 0.9 × broker ceiling"))
 else:
     figures.append(("3", "full pipeline (Redis + RabbitMQ + S3)",
                     "skipped: " + (pipe_skip[0]["skipped"] if pipe_skip else "not run"), "≥ 0.9 × broker ceiling"))

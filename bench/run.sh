@@ -32,11 +32,12 @@ SECRET=demo-app-secret
 FIXED_TS=1749416383
 
 if [ $QUICK = 1 ]; then
-  DUR=1; WARM=0.3; LAT500=2; LAT5000=2; IDLE_N=1000; CG_WARM=50; CG_N=200; DRAIN_MAX=20; LADDER="1000 2000"
+  DUR=1; WARM=0.3; LAT500=2; LAT5000=2; IDLE_N=1000; CG_WARM=50; CG_N=200; DRAIN_MAX=20; LADDER="1000 2000"; LADDER_S3="500 1000"
   CEIL_CONNS="16"; INGEST_CONNS="16 64"
 else
   DUR=5; WARM=1; LAT500=15; LAT5000=10; IDLE_N=10000; CG_WARM=200; CG_N=2000; DRAIN_MAX=120
-  LADDER="2000 3000 4000 4500 5000 5500 6000 6500 7000"
+  LADDER="2000 2500 3000 3500 4000 4500 5000 5500 6000 6500 7000"
+  LADDER_S3="500 1000 1500 2000 2500 3000 3500 4000"
   CEIL_CONNS="16 64"; INGEST_CONNS="16 64 256"
 fi
 
@@ -409,14 +410,16 @@ bucket = hookgate-bench"
     record "$(python3 -c 'import json,sys; l=sys.argv[1]; t0,t1,a,c,s=map(float,sys.argv[2:7]); print(json.dumps({"bench":3,"kind":"published","label":l,"accepted":int(a),"confirmed":int(c),"spool_records_left":int(s),"seconds":round(t1-t0,3),"published_rps":round(c/(t1-t0),1)}))' "$label" "$t0" "$t1" "$acc" "$conf" "${left:-0}")"
     log "$label: $acc webhooks accepted, $conf events confirmed by the broker in $(python3 -c "print('%.1f' % ($t1 - $t0))") s"
   }
-  # pipeline_ladder LABEL: the sustained rate. The closed loop above overdrives the intake (it
-  # accepts far faster than the broker confirms, and that intake's CPU is taken from the broker on
-  # these 2 cores); here open-loop runs at rising rates, each DUR s, until one is not kept up with:
-  # kept up = the loadgen reached the rate, no error, and the broker had confirmed every accepted
-  # event within 1 s of the run's end. The sustained rate is the highest kept up with.
+  # pipeline_ladder LABEL RATES...: the sustained rate. The closed loop above overdrives the intake
+  # (it accepts far faster than the broker confirms, and that intake's CPU is taken from the broker
+  # on these 2 cores); here open-loop runs at rising rates, each DUR s, until one is not kept up
+  # with: kept up = the loadgen reached the rate, no error, and within 1 s of the run's end the
+  # broker had confirmed every accepted event and (with S3) the spool was empty again, every
+  # record archived. The sustained rate is the highest kept up with.
   pipeline_ladder() {
-    local label=$1 r m0=$B/metrics-lad-0.txt m1=$B/metrics-lad-1.txt out acc conf i t_end lag ok
-    for r in $LADDER; do
+    local label=$1 r m0=$B/metrics-lad-0.txt m1=$B/metrics-lad-1.txt out acc conf i t_end lag ok left
+    shift
+    for r in "$@"; do
       wait_spool_empty >/dev/null 2>&1
       curl -sf "http://127.0.0.1:$HG_PORT/metrics" >"$m0" || true
       out=$("$LG" -l "$label @$r/s" -s "$SECRET" -p "$HG_PORT" -c 64 -R "$r" -d "$DUR" 2>>"$B/loadgen.log") || true
@@ -425,7 +428,8 @@ bucket = hookgate-bench"
         curl -sf "http://127.0.0.1:$HG_PORT/metrics" >"$m1" || true
         acc=$(( $(msum '^webhook_received_total.*type="webhook",status="accepted"' "$m1") - $(msum '^webhook_received_total.*type="webhook",status="accepted"' "$m0") ))
         conf=$(( $(msum '^rabbitmq_publish_total.*status="confirmed"' "$m1") - $(msum '^rabbitmq_publish_total.*status="confirmed"' "$m0") ))
-        [ "$conf" -ge "$acc" ] && break
+        left=$(msum '^spool_records' "$m1")
+        [ "$conf" -ge "$acc" ] && [ "${left:-0}" = 0 ] && break
         sleep 0.1
       done
       lag=$(python3 -c "import time; print('%.2f' % (time.time() - $t_end))")
@@ -504,7 +508,7 @@ PY
     HG_EXTRA_CONF=$BROKER_CONF
     if start_hookgate hg-full && curl -sf "http://127.0.0.1:$HG_PORT/ready" | grep -q '"rabbitmq":"ok"'; then
       pipeline_run "pipeline redis+amqp c=64"
-      pipeline_ladder "pipeline redis+amqp"
+      pipeline_ladder "pipeline redis+amqp" $LADDER
       # The same latency run as with S3 below, without it: what the S3 fake's CPU costs the tail.
       wait_spool_empty
       pipeline_lat "pipeline redis+amqp @500/s" -p "$HG_PORT" -c 32 -R 500 -d "$LAT500" -w 1
@@ -519,6 +523,7 @@ $S3_CONF"
   if [ $ok = 1 ] && start_hookgate hg-full && curl -sf "http://127.0.0.1:$HG_PORT/ready" | grep -q '"rabbitmq":"ok"'; then
     pipeline_run "pipeline c=64"
     wait_spool_empty
+    pipeline_ladder "full pipeline" $LADDER_S3
     pipeline_lat "pipeline @500/s" -p "$HG_PORT" -c 32 -R 500 -d "$LAT500" -w 1
     wait_spool_empty
     pipeline_lat "pipeline @5000/s" -p "$HG_PORT" -c 128 -R 5000 -d "$LAT5000" -w 1
