@@ -59,6 +59,7 @@ static void archive_or_park(struct item *it);
 static void unpark(struct hg_drain *d, bool probe);
 static void item_build(struct item *it);
 static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec);
+static struct item *item_from_entry(struct hg_drain *d, struct hg_spool_entry *e);
 
 /* ---- records ---- */
 
@@ -575,18 +576,7 @@ static void unpark(struct hg_drain *d, bool probe)
         struct hg_spool_entry *e;
         if (hg_spool_read(d->b.spool, id, &e) != 0)
             continue; /* unreadable now: it stays unreleased, the next start recovers it */
-        struct hg_drain_record rec = {
-            .request_id = e->request_id,
-            .tenant = e->tenant,
-            .provider = e->provider,
-            .received_at_ns = e->received_at_ns,
-            .headers = e->headers,
-            .headers_len = e->headers_len,
-            .body = e->body,
-            .body_len = e->body_len,
-        };
-        struct item *it = item_new(d, id, &rec);
-        hg_spool_entry_free(e);
+        struct item *it = item_from_entry(d, e);
         item_build(it);
         for (size_t i = 0; i < it->n_events; i++)
             drain_event_set_state(&it->events[i], EV_DONE);
@@ -762,6 +752,24 @@ static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct
     return it;
 }
 
+/* A record read back from the spool (backlog or parked) as a new item; frees e. */
+static struct item *item_from_entry(struct hg_drain *d, struct hg_spool_entry *e)
+{
+    struct hg_drain_record rec = {
+        .request_id = e->request_id,
+        .tenant = e->tenant,
+        .provider = e->provider,
+        .received_at_ns = e->received_at_ns,
+        .headers = e->headers,
+        .headers_len = e->headers_len,
+        .body = e->body,
+        .body_len = e->body_len,
+    };
+    struct item *it = item_new(d, e->id, &rec);
+    hg_spool_entry_free(e);
+    return it;
+}
+
 static void on_build_idle(uv_idle_t *h);
 
 void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec,
@@ -852,18 +860,7 @@ static void pull_backlog(struct hg_drain *d)
             hg_error(NULL, "reading a recovered spool record failed", "error", hg_strerror(rc), NULL);
             continue;
         }
-        struct hg_drain_record rec = {
-            .request_id = e->request_id,
-            .tenant = e->tenant,
-            .provider = e->provider,
-            .received_at_ns = e->received_at_ns,
-            .headers = e->headers,
-            .headers_len = e->headers_len,
-            .body = e->body,
-            .body_len = e->body_len,
-        };
-        struct item *it = item_new(d, e->id, &rec);
-        hg_spool_entry_free(e);
+        struct item *it = item_from_entry(d, e);
         item_build(it);
         item_step(it);
     }
