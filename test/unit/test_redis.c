@@ -783,8 +783,10 @@ static void glue_on_reply(redisAsyncContext *ac, void *reply, void *priv)
     }
 }
 
+/* Initialize loop and connect a raw async context to the test server through the glue. */
 static redisAsyncContext *glue_connect(uv_loop_t *loop, struct glue_rec *g)
 {
+    assert_int_equal(uv_loop_init(loop), 0);
     struct hg_redis_url u;
     assert_int_equal(hg_redis_url_parse(server_url(), &u), 0);
     redisAsyncContext *ac = redisAsyncConnect(u.host, u.port);
@@ -819,7 +821,6 @@ static void test_glue_one_write_per_turn(void **state)
     if (!server_url())
         skip();
     uv_loop_t loop;
-    uv_loop_init(&loop);
     struct glue_rec g = { 0 };
     redisAsyncContext *ac = glue_connect(&loop, &g);
     char key[64];
@@ -853,7 +854,6 @@ static void test_glue_full_socket(void **state)
     if (!server_url())
         skip();
     uv_loop_t loop;
-    uv_loop_init(&loop);
     struct glue_rec g = { 0 };
     redisAsyncContext *ac = glue_connect(&loop, &g);
     char key[64];
@@ -893,7 +893,6 @@ static void test_glue_server_hangs_up(void **state)
     if (!server_url())
         skip();
     uv_loop_t loop;
-    uv_loop_init(&loop);
     struct glue_rec g = { 0 };
     redisAsyncContext *ac = glue_connect(&loop, &g);
     assert_int_equal(redisAsyncCommand(ac, glue_on_reply, NULL, "QUIT"), REDIS_OK);
