@@ -102,6 +102,8 @@ struct fake_sink {
     unsigned ready_yes, ready_no;
     unsigned contract_errors; /* a publish without callback, one past MAX_PUBS, a double completion */
     bool closed;
+    void (*close_done)(void *arg);
+    void *close_arg;
 };
 
 struct fx {
@@ -238,19 +240,12 @@ static int fake_ready(struct hg_sink *base, const char **reason)
     return HG_ERR_UNAVAILABLE;
 }
 
-struct close_req {
-    void (*done)(void *arg);
-    void *arg;
-};
-
-static struct close_req fake_close_req;
-
 static void on_fake_idle_closed(uv_handle_t *h)
 {
     struct fake_sink *s = h->data;
     s->closed = true;
-    if (fake_close_req.done)
-        fake_close_req.done(fake_close_req.arg);
+    if (s->close_done)
+        s->close_done(s->close_arg);
 }
 
 /* What is pending fails with HG_ERR_CLOSED (its callbacks run), then done(arg) from close_cb. */
@@ -265,8 +260,8 @@ static void fake_close(struct hg_sink *base, void (*done)(void *arg), void *arg)
         p->completed_ms = uv_now(s->idle.loop);
         p->cb(p->arg, HG_ERR_CLOSED);
     }
-    fake_close_req.done = done;
-    fake_close_req.arg = arg;
+    s->close_done = done;
+    s->close_arg = arg;
     uv_close((uv_handle_t *)&s->idle, on_fake_idle_closed);
 }
 
@@ -430,9 +425,10 @@ static int teardown(void **state)
     fake_close(&fx->sink.base, on_flag, &sink_closed);
     assert_true(run_until(fx, cond_closed, &sink_closed, 5000));
     if (fx->drain) {
-        hg_drain_free(fx->drain, on_flag, &fx->drain_freed);
+        struct hg_drain *d = fx->drain;
+        fx->drain = NULL; /* nothing samples it (or submits to it) from here on */
+        hg_drain_free(d, on_flag, &fx->drain_freed);
         assert_true(run_until(fx, cond_closed, &fx->drain_freed, 5000));
-        fx->drain = NULL;
     }
     hg_spool_close(fx->spool, on_flag, &fx->spool_closed);
     uv_run(&fx->loop, UV_RUN_DEFAULT);
