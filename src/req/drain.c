@@ -26,6 +26,7 @@
  * drain_internal.h.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "clients/redis.h"
@@ -866,6 +867,42 @@ static void pull_backlog(struct hg_drain *d)
     }
 }
 
+static int by_spool_id(const void *a, const void *b)
+{
+    uint64_t x = (*(struct item *const *)a)->spool_id, y = (*(struct item *const *)b)->spool_id;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * The sink is back: every record waiting out a backoff goes now, oldest first (spool ids grow in
+ * append order). The waiting list itself is in no useful order (each failure goes to its head), and
+ * a reconnect must not turn a webhook and the next one around: a "delivered" status published after
+ * the "read" that followed it.
+ */
+static void step_waiting_in_order(struct hg_drain *d, uint64_t now)
+{
+    size_t n = 0;
+    for (struct item *it = d->waiting; it; it = it->wnext)
+        n++;
+    if (n == 0)
+        return;
+    struct item **order = hg_xmalloc(n * sizeof(*order));
+    n = 0;
+    for (struct item *it = d->waiting; it; it = it->wnext)
+        order[n++] = it;
+    qsort(order, n, sizeof(*order), by_spool_id);
+    /* Stepping a record frees at most that record; one that fails again at once goes back on the
+     * waiting list, which this walk no longer reads. */
+    for (size_t i = 0; i < n; i++) {
+        struct item *it = order[i];
+        it->retry_at_ms = now ? now : 1;
+        it->attempts = 0;
+        if (it->outstanding == 0)
+            item_step(it);
+    }
+    free(order);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct hg_drain *d = t->data;
@@ -887,14 +924,14 @@ static void on_tick(uv_timer_t *t)
      * of the loop with a backlog of thousands. A record stepped here that fails again at once is
      * put back at the head, which this walk has passed.
      */
-    for (struct item *it = d->waiting, *next; it; it = next) {
-        next = it->wnext;
-        if (back) {
-            it->retry_at_ms = now ? now : 1;
-            it->attempts = 0;
+    if (back) {
+        step_waiting_in_order(d, now);
+    } else {
+        for (struct item *it = d->waiting, *next; it; it = next) {
+            next = it->wnext;
+            if (it->retry_at_ms <= now && it->outstanding == 0)
+                item_step(it);
         }
-        if (it->retry_at_ms <= now && it->outstanding == 0)
-            item_step(it);
     }
     wake_intake(d); /* the recovered backlog at start; later, only a safety net */
     unpark(d, true);

@@ -948,23 +948,15 @@ static void test_memory_bound(void **state)
 }
 
 /*
- * KNOWN BUG (reported, not fixed here: drain.c is not this test's to change). The four records
- * held in memory while the sink was down go out in no particular order once it is back (observed
- * 03 02 01 00 04 ... 19, and 01 03 02 00 04 ... 19): on a reconnect the tick steps every waiting
- * record in the order of the waiting list, which item_wait() fills at its head, so the record
- * whose (jittered) retry failed last goes first.
- * Across webhooks that turns e.g. a "delivered" status and the later "read" around after every
- * broker outage. Fails on the assertion below until drain.c steps the waiting records oldest
- * first on a reconnect; skipped unless HG_TEST_DRAIN_KNOWN_BUGS=1 so the suite stays green
- * meanwhile (remove the skip with the fix).
+ * The four records held in memory while the sink was down go out in append order once it is back,
+ * before the sixteen that waited in the spool. On a reconnect the tick used to step the waiting
+ * records in the waiting list's order, which item_wait() fills at its head (observed 03 02 01 00
+ * 04 ... 19): after every broker outage a "delivered" status and the later "read" could swap.
  */
 static void test_memory_bound_order(void **state)
 {
     struct fx *fx = *state;
     struct fake_sink *s = &fx->sink;
-    const char *known = getenv("HG_TEST_DRAIN_KNOWN_BUGS");
-    if (known == NULL || strcmp(known, "1") != 0)
-        skip();
     run_memory_bound(fx);
     assert_int_equal(s->n_pubs, MEM_RECORDS);
     for (int i = 0; i < MEM_RECORDS; i++) {
