@@ -108,6 +108,19 @@ if pipeline:
         if broker_hg:
             text += ", %.2f × the ceiling on hookgate's queues and messages" % (best / broker_hg["rps"])
         figures.append(("3", what, text, "≥ 0.9 × broker ceiling"))
+    # The closed loop leaves a backlog; once the load stops, the drain publishes it with the intake
+    # idle: the drain's own rate, against the broker that limits it.
+    for label, what in (("pipeline redis+amqp c=64", "drain alone, intake idle (catching up after the closed loop, without S3)"),
+                        ("pipeline c=64", "drain alone, intake idle (catching up after the closed loop, with S3)")):
+        pub = published.get(label)
+        if not pub or not pub.get("catchup_rps"):
+            continue
+        text = "%.0f ev/s (%d events in %.1f s)" % (pub["catchup_rps"], pub["catchup_events"], pub["catchup_seconds"])
+        if broker:
+            text += "; %.2f × broker ceiling" % (pub["catchup_rps"] / broker["rps"])
+        if broker_hg:
+            text += ", %.2f × the ceiling on hookgate's queues and messages" % (pub["catchup_rps"] / broker_hg["rps"])
+        figures.append(("3", what, text, "— (hookgate's share of the gap)"))
 else:
     figures.append(("3", "full pipeline (Redis + RabbitMQ + S3)",
                     "skipped: " + (pipe_skip[0]["skipped"] if pipe_skip else "not run"), "≥ 0.9 × broker ceiling"))

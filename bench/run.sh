@@ -396,6 +396,12 @@ bucket = hookgate-bench"
     curl -sf "http://127.0.0.1:$HG_PORT/metrics" >"$m0" || true
     t0=$(date +%s.%N)
     lg 3 "$label" -p "$HG_PORT" -c 64 -d "$DUR" -w "$WARM"
+    # Where the load stopped: from here on the drain catches up with the intake idle, and its rate
+    # is the drain's (and the broker's) alone.
+    local te c_end
+    te=$(date +%s.%N)
+    curl -sf "http://127.0.0.1:$HG_PORT/metrics" >"$m1" || true
+    c_end=$(( $(msum '^rabbitmq_publish_total.*status="confirmed"' "$m1") - $(msum '^rabbitmq_publish_total.*status="confirmed"' "$m0") ))
     for i in $(seq 1 $((DRAIN_MAX * 5))); do
       curl -sf "http://127.0.0.1:$HG_PORT/metrics" >"$m1" || true
       acc=$(( $(msum '^webhook_received_total.*type="webhook",status="accepted"' "$m1") - $(msum '^webhook_received_total.*type="webhook",status="accepted"' "$m0") ))
@@ -407,7 +413,12 @@ bucket = hookgate-bench"
     done
     t1=$(date +%s.%N)
     left=$(msum '^spool_records' "$m1")
-    record "$(python3 -c 'import json,sys; l=sys.argv[1]; t0,t1,a,c,s=map(float,sys.argv[2:7]); print(json.dumps({"bench":3,"kind":"published","label":l,"accepted":int(a),"confirmed":int(c),"spool_records_left":int(s),"seconds":round(t1-t0,3),"published_rps":round(c/(t1-t0),1)}))' "$label" "$t0" "$t1" "$acc" "$conf" "${left:-0}")"
+    record "$(python3 -c 'import json,sys
+l=sys.argv[1]; t0,t1,a,c,s,te,ce=map(float,sys.argv[2:9])
+r={"bench":3,"kind":"published","label":l,"accepted":int(a),"confirmed":int(c),"spool_records_left":int(s),"seconds":round(t1-t0,3),"published_rps":round(c/(t1-t0),1)}
+# The catch-up alone, when it lasted long enough to be a rate (1 s).
+if t1-te >= 1.0 and c > ce: r.update(catchup_events=int(c-ce), catchup_seconds=round(t1-te,3), catchup_rps=round((c-ce)/(t1-te),1))
+print(json.dumps(r))' "$label" "$t0" "$t1" "$acc" "$conf" "${left:-0}" "$te" "$c_end")"
     log "$label: $acc webhooks accepted, $conf events confirmed by the broker in $(python3 -c "print('%.1f' % ($t1 - $t0))") s"
   }
   # pipeline_ladder LABEL RATES...: the sustained rate. The closed loop above overdrives the intake
