@@ -144,7 +144,6 @@ struct hg_amqp {
     struct hg_amqp_stats stats;
 };
 
-
 static void start_connect(struct hg_amqp *a);
 static void pump(struct hg_amqp *a);
 static void maybe_finish_close(struct hg_amqp *a);
