@@ -6,9 +6,9 @@
  *
  * -t plain (default): a queue without arguments, messages with content type and delivery mode only.
  * -t hookgate: the broker work hookgate asks for, the same as its drain's publishes: the queue
- * declared as hookgate declares its live queues by default (classic, x-max-priority 10, a
- * dead-letter exchange and routing key) and every message with hookgate's properties (message id,
- * timestamp, priority, correlation id, four x-* headers).
+ * declared as hookgate declares its live queues by default (classic, x-max-priority 10,
+ * x-queue-version 2, a dead-letter exchange and routing key) and every message with hookgate's
+ * properties (message id, timestamp, priority, correlation id, four x-* headers).
  *
  *   amqp_ceiling -u amqp://guest:guest@127.0.0.1:5672/ -s 1400 -d 5 -w 256 [-t hookgate]
  *
@@ -92,7 +92,7 @@ int main(int argc, char **argv)
     amqp_exchange_declare(c, CHANNEL, amqp_cstring_bytes(EXCHANGE), amqp_cstring_bytes("topic"), 0, 1, 0, 0,
                           amqp_empty_table);
     die("exchange.declare", amqp_get_rpc_reply(c));
-    amqp_table_entry_t qargs[3];
+    amqp_table_entry_t qargs[4];
     qargs[0].key = amqp_cstring_bytes("x-dead-letter-exchange");
     qargs[0].value.kind = AMQP_FIELD_KIND_UTF8;
     qargs[0].value.value.bytes = amqp_cstring_bytes(EXCHANGE ".dlx");
@@ -102,7 +102,10 @@ int main(int argc, char **argv)
     qargs[2].key = amqp_cstring_bytes("x-max-priority");
     qargs[2].value.kind = AMQP_FIELD_KIND_I32;
     qargs[2].value.value.i32 = 10;
-    amqp_table_t qtable = { .num_entries = like_hookgate ? 3 : 0, .entries = qargs };
+    qargs[3].key = amqp_cstring_bytes("x-queue-version"); /* hookgate's [amqp] queue_version default */
+    qargs[3].value.kind = AMQP_FIELD_KIND_I32;
+    qargs[3].value.value.i32 = 2;
+    amqp_table_t qtable = { .num_entries = like_hookgate ? 4 : 0, .entries = qargs };
     amqp_queue_delete(c, CHANNEL, amqp_cstring_bytes(QUEUE), 0, 0); /* arguments may differ from the last run */
     die("queue.delete", amqp_get_rpc_reply(c));
     amqp_queue_declare(c, CHANNEL, amqp_cstring_bytes(QUEUE), 0, 1, 0, 0, qtable);

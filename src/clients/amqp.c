@@ -41,6 +41,7 @@
 #define FLUSH_RETRY_MS     1
 /* The link's send buffer is given back after a flush when one large message grew it past this. */
 #define OUT_KEEP_BYTES     (1024 * 1024)
+#define REFUSAL_MAX        120     /* bytes kept of a broker's refusal text */
 
 enum amqp_state {
     ST_DOWN,       /* not connected; retry_timer will start the next attempt */
@@ -82,6 +83,11 @@ struct link {
     struct hg_buf out;            /* the frames of one flush, written with one send() */
 };
 
+/* The live queues; each has a DLQ "<name>.dlq". */
+static const char *const queue_names[] = {HG_AMQP_QUEUE_MESSAGES, HG_AMQP_QUEUE_STATUSES,
+                                          HG_AMQP_QUEUE_SYSTEM};
+#define N_QUEUES HG_ARRAY_SIZE(queue_names)
+
 struct connect_work {
     uv_work_t req;
     struct hg_amqp *owner;
@@ -89,7 +95,10 @@ struct connect_work {
     int url_index;
     char error[160];              /* out: why the last URL failed */
     unsigned no_priority;         /* out: bit i = queue_names[i] kept without x-max-priority */
-    char priority_refusal[120];   /* out: the broker's text for the first such queue */
+    unsigned no_version;          /* out: bit i = queue_names[i], bit N_QUEUES + i = its DLQ, kept
+                                     without x-queue-version */
+    char priority_refusal[N_QUEUES][REFUSAL_MAX];    /* out: the broker's text, per bit */
+    char version_refusal[2 * N_QUEUES][REFUSAL_MAX]; /* out: the same for x-queue-version */
 };
 
 struct hg_amqp {
@@ -100,6 +109,7 @@ struct hg_amqp {
     size_t n_urls;
     bool quorum;
     int max_priority;
+    unsigned queue_version;       /* 0 for quorum */
     unsigned reconnect_min_ms, reconnect_max_ms, connect_timeout_ms, heartbeat_s;
     unsigned close_timeout_ms;
     size_t max_pending, max_message_bytes;
@@ -133,9 +143,6 @@ struct hg_amqp {
 
     struct hg_amqp_stats stats;
 };
-
-static const char *const queue_names[] = {HG_AMQP_QUEUE_MESSAGES, HG_AMQP_QUEUE_STATUSES,
-                                          HG_AMQP_QUEUE_SYSTEM};
 
 static void start_connect(struct hg_amqp *a);
 static void pump(struct hg_amqp *a);
@@ -349,12 +356,18 @@ static unsigned channel_close_code(amqp_rpc_reply_t r)
     return ((amqp_channel_close_t *)r.reply.decoded)->reply_code;
 }
 
+/* The optional arguments of one queue.declare; 0 = not sent. */
+struct queue_args {
+    int priority;     /* x-max-priority */
+    unsigned version; /* x-queue-version */
+};
+
 /* Send one queue.declare; the arguments are the DLX pair (live queues), x-queue-type = quorum, and
- * x-max-priority when `priority` > 0. */
+ * those of `opt` that are set. */
 static amqp_rpc_reply_t queue_declare(struct hg_amqp *a, amqp_connection_state_t c, const char *queue,
-                                      bool dlq, const char *dlq_key, int priority)
+                                      bool dlq, const char *dlq_key, const struct queue_args *opt)
 {
-    amqp_table_entry_t args[4];
+    amqp_table_entry_t args[5];
     int n = 0;
     if (!dlq) {
         args[n++] = utf8_entry("x-dead-letter-exchange", HG_AMQP_DLX);
@@ -364,10 +377,16 @@ static amqp_rpc_reply_t queue_declare(struct hg_amqp *a, amqp_connection_state_t
      * declared earlier without the argument. */
     if (a->quorum)
         args[n++] = utf8_entry("x-queue-type", "quorum");
-    else if (priority > 0) {
+    if (opt->priority > 0) {
         args[n].key = amqp_cstring_bytes("x-max-priority");
         args[n].value.kind = AMQP_FIELD_KIND_I32;
-        args[n].value.value.i32 = priority;
+        args[n].value.value.i32 = opt->priority;
+        n++;
+    }
+    if (opt->version > 0) {
+        args[n].key = amqp_cstring_bytes("x-queue-version");
+        args[n].value.kind = AMQP_FIELD_KIND_I32;
+        args[n].value.value.i32 = (int32_t)opt->version;
         n++;
     }
     amqp_table_t table = {.num_entries = n, .entries = args};
@@ -375,32 +394,9 @@ static amqp_rpc_reply_t queue_declare(struct hg_amqp *a, amqp_connection_state_t
     return amqp_get_rpc_reply(c);
 }
 
-/*
- * Declare live queue queue_names[qi] (or its DLQ). A live queue that already exists without
- * x-max-priority (declared before priorities were on by default) makes the broker refuse the
- * declaration with 406 PRECONDITION_FAILED and close the channel; RabbitMQ cannot add the argument
- * to an existing queue. Then: close-ok, reopen the channel and declare again without
- * x-max-priority, so every other argument is still checked. If that passes the queue is used as it
- * is (priorities have no effect on it) and w->no_priority records it for a warning on the loop.
- * A queue with another x-max-priority value fails both ways: the operator must migrate it.
- */
-static int declare_queue(struct hg_amqp *a, amqp_connection_state_t c, struct connect_work *w, size_t qi,
-                         bool dlq)
+/* After the broker closed CHANNEL with channel.close: acknowledge it and open the channel again. */
+static int reopen_channel(amqp_connection_state_t c, struct connect_work *w)
 {
-    const char *name = queue_names[qi];
-    const char *what = dlq ? "declare dead-letter queue" : "declare queue";
-    int priority = dlq || a->quorum ? 0 : a->max_priority;
-    char dlq_key[64];
-    snprintf(dlq_key, sizeof dlq_key, "%s.dlq", name);
-
-    amqp_rpc_reply_t r = queue_declare(a, c, dlq ? dlq_key : name, dlq, dlq_key, priority);
-    if (priority == 0 || channel_close_code(r) != AMQP_PRECONDITION_FAILED)
-        return reply_check(r, w, what);
-
-    /* Keep the broker's text before the next call reuses the decoding pool. */
-    amqp_bytes_t t = ((amqp_channel_close_t *)r.reply.decoded)->reply_text;
-    char text[sizeof w->priority_refusal];
-    snprintf(text, sizeof text, "%.*s", (int)HG_MIN(t.len, sizeof text - 1), (char *)t.bytes);
     amqp_channel_close_ok_t ok = {0};
     int rc = amqp_send_method(c, CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
     if (rc != AMQP_STATUS_OK) {
@@ -408,13 +404,92 @@ static int declare_queue(struct hg_amqp *a, amqp_connection_state_t c, struct co
         return -1;
     }
     amqp_channel_open(c, CHANNEL);
-    if (rpc_check(c, w, "reopen channel") != 0)
+    return rpc_check(c, w, "reopen channel");
+}
+
+/* The first set after tries[i] that is not a repeat of an earlier one (dropping an argument the
+ * queue does not ask for repeats a set); n when none is left. */
+static size_t next_try(const struct queue_args *tries, size_t n, size_t i)
+{
+    for (size_t k = i + 1; k < n; k++) {
+        bool repeat = false;
+        for (size_t j = 0; j < k && !repeat; j++)
+            repeat = tries[j].priority == tries[k].priority && tries[j].version == tries[k].version;
+        if (!repeat)
+            return k;
+    }
+    return n;
+}
+
+/* Of the broker's refusals, the first that names `arg` (it names the first argument that
+ * differs), else the first. */
+static const char *refusal_naming(char refusals[][REFUSAL_MAX], size_t n, const char *arg)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strstr(refusals[i], arg))
+            return refusals[i];
+    return refusals[0];
+}
+
+/*
+ * Declare live queue queue_names[qi] (or its DLQ). RabbitMQ compares x-max-priority and
+ * x-queue-version with those of an existing queue, refuses any difference (also present against
+ * absent) with 406 PRECONDITION_FAILED and closes the channel; it cannot add either argument to
+ * an existing queue. Queues an older hookgate declared lack them. So after a 406: close-ok,
+ * reopen the channel and declare again with the next set of arguments, most wanted first: both,
+ * priority only, version only, neither. Every other argument is in each set, so it is still
+ * checked. When a reduced set passes, the queue is used as it is and w->no_priority /
+ * w->no_version record it for a warning on the loop. A queue with another value of either
+ * argument fails every set: the operator must migrate it (docs/amqp.md).
+ */
+static int declare_queue(struct hg_amqp *a, amqp_connection_state_t c, struct connect_work *w, size_t qi,
+                         bool dlq)
+{
+    const char *name = queue_names[qi];
+    const char *what = dlq ? "declare dead-letter queue" : "declare queue";
+    const int priority = dlq || a->quorum ? 0 : a->max_priority;
+    const unsigned version = a->queue_version;
+    const struct queue_args tries[] = {{priority, version}, {priority, 0}, {0, version}, {0, 0}};
+    char refusals[HG_ARRAY_SIZE(tries) - 1][REFUSAL_MAX];
+    size_t n_refusals = 0;
+    char dlq_key[64];
+    snprintf(dlq_key, sizeof dlq_key, "%s.dlq", name);
+
+    size_t i = 0;
+    amqp_rpc_reply_t r;
+    for (;;) {
+        r = queue_declare(a, c, dlq ? dlq_key : name, dlq, dlq_key, &tries[i]);
+        size_t next = next_try(tries, HG_ARRAY_SIZE(tries), i);
+        if (next == HG_ARRAY_SIZE(tries) || channel_close_code(r) != AMQP_PRECONDITION_FAILED)
+            break;
+        /* Keep the broker's text before the next call reuses the decoding pool. */
+        amqp_bytes_t t = ((amqp_channel_close_t *)r.reply.decoded)->reply_text;
+        snprintf(refusals[n_refusals], sizeof refusals[0], "%.*s",
+                 (int)HG_MIN(t.len, sizeof refusals[0] - 1), (char *)t.bytes);
+        n_refusals++;
+        if (reopen_channel(c, w) != 0)
+            return -1;
+        i = next;
+    }
+    if (reply_check(r, w, what) != 0) {
+        /* Every set was refused: the first refusal, against the arguments asked for, names what
+         * differs (a later one may only name the argument that set left out). */
+        if (n_refusals > 0 && channel_close_code(r) == AMQP_PRECONDITION_FAILED) {
+            char text[REFUSAL_MAX + 8];
+            snprintf(text, sizeof text, "%u %s", AMQP_PRECONDITION_FAILED, refusals[0]);
+            set_error(w, what, text);
+        }
         return -1;
-    if (reply_check(queue_declare(a, c, name, false, dlq_key, 0), w, what) != 0)
-        return -1;
-    if (w->no_priority == 0)
-        snprintf(w->priority_refusal, sizeof w->priority_refusal, "%s", text);
-    w->no_priority |= 1u << qi;
+    }
+    if (tries[i].priority != priority) {
+        memcpy(w->priority_refusal[qi], refusal_naming(refusals, n_refusals, "x-max-priority"), REFUSAL_MAX);
+        w->no_priority |= 1u << qi;
+    }
+    if (tries[i].version != version) {
+        size_t bit = dlq ? N_QUEUES + qi : qi;
+        memcpy(w->version_refusal[bit], refusal_naming(refusals, n_refusals, "x-queue-version"), REFUSAL_MAX);
+        w->no_version |= 1u << bit;
+    }
     return 0;
 }
 
@@ -523,6 +598,7 @@ static void on_connect_work(uv_work_t *req)
     struct hg_amqp *a = w->owner;
     for (size_t i = 0; i < a->n_urls; i++) {
         w->no_priority = 0;
+        w->no_version = 0;
         w->conn = connect_one(a, w, i);
         if (w->conn) {
             w->url_index = (int)i;
@@ -860,7 +936,7 @@ static void on_connect_done(uv_work_t *req, int status)
     snprintf(idx, sizeof idx, "%d", w->url_index);
     hg_info(NULL, "amqp connected", "url_index", idx, NULL);
     a->stats.queues_without_priority = 0;
-    for (size_t i = 0; i < HG_ARRAY_SIZE(queue_names); i++) {
+    for (size_t i = 0; i < N_QUEUES; i++) {
         if (!(w->no_priority & (1u << i)))
             continue;
         a->stats.queues_without_priority++;
@@ -868,7 +944,19 @@ static void on_connect_done(uv_work_t *req, int status)
         snprintf(mp, sizeof mp, "%d", a->max_priority);
         hg_warn(NULL, "amqp queue exists without x-max-priority: using it as it is, message priorities have no "
                       "effect on it; delete or migrate it to get priorities (docs/amqp.md)",
-                "queue", queue_names[i], "max_priority", mp, "broker", w->priority_refusal, NULL);
+                "queue", queue_names[i], "max_priority", mp, "broker", w->priority_refusal[i], NULL);
+    }
+    a->stats.queues_without_version = 0;
+    for (size_t i = 0; i < 2 * N_QUEUES; i++) {
+        if (!(w->no_version & (1u << i)))
+            continue;
+        a->stats.queues_without_version++;
+        char name[64], qv[16];
+        snprintf(name, sizeof name, "%s%s", queue_names[i % N_QUEUES], i >= N_QUEUES ? ".dlq" : "");
+        snprintf(qv, sizeof qv, "%u", a->queue_version);
+        hg_warn(NULL, "amqp queue exists without x-queue-version: using it as it is, in the classic queue "
+                      "version the broker or a policy gives it; see docs/amqp.md to migrate it",
+                "queue", name, "queue_version", qv, "broker", w->version_refusal[i], NULL);
     }
     int hb = amqp_get_heartbeat(c);
     if (hb > 0)
@@ -1322,7 +1410,7 @@ int hg_amqp_sink_open(uv_loop_t *loop, const struct hg_amqp_opts *opts, struct h
         quorum = true;
     else if (opts->queue_type && strcmp(opts->queue_type, "classic") != 0)
         return HG_ERR_CONFIG;
-    if (opts->max_priority < 0 || opts->max_priority > 255)
+    if (opts->max_priority < 0 || opts->max_priority > 255 || opts->queue_version > 2)
         return HG_ERR_CONFIG;
 
     struct hg_amqp *a = hg_xcalloc(1, sizeof *a);
@@ -1334,6 +1422,7 @@ int hg_amqp_sink_open(uv_loop_t *loop, const struct hg_amqp_opts *opts, struct h
         a->urls[i] = hg_xstrdup(opts->urls[i]);
     a->quorum = quorum;
     a->max_priority = opts->max_priority;
+    a->queue_version = quorum ? 0 : opts->queue_version; /* quorum queues have no versions */
     a->reconnect_min_ms = opts->reconnect_min_ms ? opts->reconnect_min_ms : 100;
     a->reconnect_max_ms = opts->reconnect_max_ms ? opts->reconnect_max_ms : 30000;
     if (a->reconnect_max_ms < a->reconnect_min_ms)

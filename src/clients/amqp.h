@@ -33,6 +33,10 @@ struct hg_amqp_opts {
     const char *queue_type;          /* "classic" (default when NULL) or "quorum" */
     int max_priority;                /* x-max-priority 1..255 on live classic queues; 0 = none. An
                                         existing queue without it is used as it is (a warning) */
+    unsigned queue_version;          /* x-queue-version 1 or 2 on classic queues and their DLQs;
+                                        0 = not sent (the broker's default or a policy decides);
+                                        ignored for quorum. An existing queue without it is used
+                                        as it is (a warning) */
     unsigned reconnect_min_ms;       /* first backoff step; 0 → 100 */
     unsigned reconnect_max_ms;       /* backoff ceiling; 0 → 30000 */
     unsigned connect_timeout_ms;     /* TCP connect and each handshake RPC; 0 → 5000 */
@@ -58,6 +62,9 @@ struct hg_amqp_stats {
     int url_index;        /* index in opts.urls of the current connection; -1 when down */
     unsigned queues_without_priority; /* live queues of the last connect that exist without
                                          x-max-priority and are used as they are (docs/amqp.md) */
+    unsigned queues_without_version;  /* live queues and DLQs of the last connect that exist
+                                         without the configured x-queue-version and are used as
+                                         they are (docs/amqp.md) */
 };
 
 /*

@@ -73,6 +73,7 @@ static const struct key conf_keys[] = {
     { "amqp", "url", KEY_STRLIST, CF(amqp_urls), NULL, NULL, NULL, amqp_schemes, KEY_F_SECRET },
     { "amqp", "queue_type", KEY_ENUM, CF(amqp_queue_type), "classic", NULL, NULL, queue_words, 0 },
     { "amqp", "max_priority", KEY_UINT, CF(amqp_max_priority), "10", "0", "255", NULL, 0 },
+    { "amqp", "queue_version", KEY_UINT, CF(amqp_queue_version), "2", "0", "2", NULL, 0 },
 
     { "redis", "url", KEY_STRING, CF(redis_url), NULL, NULL, NULL, redis_schemes, KEY_F_SECRET },
     { "redis", "dedup_ttl", KEY_MS, CF(dedup_ttl_ms), "24h", "1s", "30d", NULL, 0 },
@@ -911,6 +912,17 @@ static void validate(struct load *L)
         } else {
             where(L, "amqp", "max_priority", at, sizeof(at));
             fail(L, "%s: max_priority needs queue_type = classic (quorum queues have no priorities)", at);
+            return;
+        }
+    }
+    if (c->amqp_queue_version > 0 && strcmp(c->amqp_queue_type, "quorum") == 0) {
+        const struct origin *o = &L->origin[key_find(conf_keys, N_CONF_KEYS, "amqp", "queue_version") - conf_keys];
+        if (o->line == 0 && !o->env) {
+            /* Same as max_priority: the default asks for CQv2, which quorum queues do not have. */
+            c->amqp_queue_version = 0;
+        } else {
+            where(L, "amqp", "queue_version", at, sizeof(at));
+            fail(L, "%s: queue_version needs queue_type = classic (it is a classic queue storage format)", at);
             return;
         }
     }

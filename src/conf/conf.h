@@ -82,6 +82,7 @@ struct hg_conf {
     struct hg_strlist amqp_urls;      /* empty = no RabbitMQ */
     char *amqp_queue_type;            /* "classic" | "quorum" */
     uint32_t amqp_max_priority;       /* 0 = no x-max-priority */
+    uint32_t amqp_queue_version;      /* x-queue-version 1|2 on classic queues; 0 = not sent */
 
     /* [redis] */
     char *redis_url;                  /* NULL = no Redis */

@@ -331,6 +331,7 @@ static int worker_open(struct hg_worker *w)
             .n_urls = c->amqp_urls.n,
             .queue_type = c->amqp_queue_type,
             .max_priority = (int)c->amqp_max_priority,
+            .queue_version = c->amqp_queue_version,
             .on_confirm = on_amqp_confirm,
             .hook_arg = w,
         };

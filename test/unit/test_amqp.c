@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -44,11 +45,11 @@ static const char *test_url(void)
         }                                                                                  \
     } while (0)
 
-/* A blocking checker connection on channel 1. */
-static amqp_connection_state_t checker_open(void)
+/* A blocking checker connection on channel 1, to `url` (a vhost of the test broker). */
+static amqp_connection_state_t checker_open_url(const char *url_in)
 {
     struct amqp_connection_info info;
-    char *url = strdup(test_url());
+    char *url = strdup(url_in);
     assert_int_equal(amqp_parse_url(url, &info), AMQP_STATUS_OK);
     amqp_connection_state_t c = amqp_new_connection();
     amqp_socket_t *s = amqp_tcp_socket_new(c);
@@ -61,6 +62,12 @@ static amqp_connection_state_t checker_open(void)
     assert_int_equal(amqp_get_rpc_reply(c).reply_type, AMQP_RESPONSE_NORMAL);
     free(url);
     return c;
+}
+
+/* The same to HG_TEST_AMQP_URL. */
+static amqp_connection_state_t checker_open(void)
+{
+    return checker_open_url(test_url());
 }
 
 static void checker_close(amqp_connection_state_t c)
@@ -265,6 +272,7 @@ static struct hg_sink *open_sink(uv_loop_t *loop, const char *const *urls, size_
         .n_urls = n,
         .queue_type = "classic",
         .max_priority = 10,
+        .queue_version = 2,
         .reconnect_min_ms = 50,
         .reconnect_max_ms = 500,
         .connect_timeout_ms = 3000,
@@ -523,6 +531,9 @@ static void test_open_rejects_bad_options(void **state)
     assert_int_equal(hg_amqp_sink_open(&loop, &o, &s), HG_ERR_CONFIG);
     o.n_urls = 1;
     o.queue_type = "lazy";
+    assert_int_equal(hg_amqp_sink_open(&loop, &o, &s), HG_ERR_CONFIG);
+    o.queue_type = "classic";
+    o.queue_version = 3;
     assert_int_equal(hg_amqp_sink_open(&loop, &o, &s), HG_ERR_CONFIG);
     assert_null(s);
     assert_string_equal(hg_amqp_queue_for("message.text"), HG_AMQP_QUEUE_MESSAGES);
@@ -1185,7 +1196,8 @@ static void test_blocked_broker_never_blocks_loop(void **state)
     uv_loop_t loop;
     uv_loop_init(&loop);
     const char *urls[] = {test_url()};
-    struct hg_amqp_opts o = {.urls = urls, .n_urls = 1, .max_priority = 10, .max_pending = 300};
+    struct hg_amqp_opts o = {.urls = urls, .n_urls = 1, .max_priority = 10, .queue_version = 2,
+                             .max_pending = 300};
     static struct blocked b;
     memset(&b, 0, sizeof b);
     assert_int_equal(hg_amqp_sink_open(&loop, &o, &b.sink), 0);
@@ -1253,6 +1265,291 @@ static void test_close_flushes(void **state)
     purge_all();
 }
 
+/* ---- queue arguments (x-queue-version) ---------------------------------------------------- */
+
+#define NEED_CTL()                                                                         \
+    do {                                                                                   \
+        NEED_BROKER();                                                                     \
+        if (getenv("HG_TEST_RABBITMQ_CTL") == NULL) {                                      \
+            print_message("HG_TEST_RABBITMQ_CTL unset: skipped\n");                        \
+            skip();                                                                        \
+        }                                                                                  \
+    } while (0)
+
+/* Run `$HG_TEST_RABBITMQ_CTL -q args...` (args NULL-terminated), blocking: no sink is waiting for
+ * the loop meanwhile, or one can wait (heartbeats are 30 s). Its stdout into out (capped, NUL
+ * terminated) when out is not NULL. Asserts it exited 0. */
+static void ctl_run(char *out, size_t cap, const char *const *args)
+{
+    const char *argv[16] = {getenv("HG_TEST_RABBITMQ_CTL"), "-q"};
+    size_t n = 2;
+    for (; args[n - 2] != NULL; n++) {
+        assert_true(n < HG_ARRAY_SIZE(argv) - 1);
+        argv[n] = args[n - 2];
+    }
+    argv[n] = NULL;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t len = 0;
+    char chunk[4096];
+    for (;;) {
+        ssize_t r = read(fds[0], chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (out && len + 1 < cap) {
+            size_t take = HG_MIN((size_t)r, cap - 1 - len);
+            memcpy(out + len, chunk, take);
+            len += take;
+        }
+    }
+    close(fds[0]);
+    if (out)
+        out[len] = '\0';
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* A fresh vhost of the test broker that the test URL's user may use, so that queues declared by
+ * other tests (or another queue_version) cannot meet these; its URL in url. */
+static void vhost_add(char *name, size_t name_cap, char *url, size_t url_cap)
+{
+    static unsigned seq;
+    snprintf(name, name_cap, "hgu-%ld-%u", (long)getpid(), seq++);
+    struct amqp_connection_info info;
+    char *base = strdup(test_url());
+    assert_int_equal(amqp_parse_url(base, &info), AMQP_STATUS_OK);
+    snprintf(url, url_cap, "amqp://%s:%s@%s:%d/%s", info.user, info.password, info.host, info.port, name);
+    const char *const add[] = {"add_vhost", name, NULL};
+    ctl_run(NULL, 0, add);
+    const char *const perm[] = {"set_permissions", "-p", name, info.user, ".*", ".*", ".*", NULL};
+    ctl_run(NULL, 0, perm);
+    free(base);
+}
+
+static void vhost_delete(const char *name)
+{
+    const char *const del[] = {"delete_vhost", name, NULL};
+    ctl_run(NULL, 0, del);
+}
+
+/* `list_queues name arguments` of vhost into out (one "name\targuments" line a queue). */
+static void list_queues(const char *vhost, char *out, size_t cap)
+{
+    const char *const args[] = {"list_queues", "-p", vhost, "name", "arguments", NULL};
+    ctl_run(out, cap, args);
+}
+
+/* Whether queue's (exact name) arguments in a listing hold key, with value when value is not
+ * NULL (as list_queues prints it: {"x-queue-version",2}). */
+static bool has_arg(const char *listing, const char *queue, const char *key, const char *value)
+{
+    char want[128];
+    snprintf(want, sizeof want, "{\"%s\",%s%s", key, value ? value : "", value ? "}" : "");
+    size_t qlen = strlen(queue);
+    for (const char *line = listing; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        if (len > qlen && strncmp(line, queue, qlen) == 0 && line[qlen] == '\t') {
+            char args[1024];
+            snprintf(args, sizeof args, "%.*s", (int)(len - qlen - 1), line + qlen + 1);
+            return strstr(args, want) != NULL;
+        }
+        line += len + (end != NULL);
+    }
+    fail_msg("queue %s not in the listing:\n%s", queue, listing);
+    return false;
+}
+
+static const char *const all_queues[] = {HG_AMQP_QUEUE_MESSAGES, HG_AMQP_QUEUE_STATUSES,
+                                         HG_AMQP_QUEUE_SYSTEM, HG_AMQP_QUEUE_MESSAGES ".dlq",
+                                         HG_AMQP_QUEUE_STATUSES ".dlq", HG_AMQP_QUEUE_SYSTEM ".dlq"};
+
+/* Open a sink on url with queue_version qv (max_priority 10) and wait until it is ready. */
+static struct hg_sink *open_ready(uv_loop_t *loop, const char *url, unsigned qv)
+{
+    const char *urls[] = {url};
+    struct hg_amqp_opts o = {.urls = urls, .n_urls = 1, .queue_type = "classic", .max_priority = 10,
+                             .queue_version = qv, .reconnect_min_ms = 50, .reconnect_max_ms = 500,
+                             .connect_timeout_ms = 3000};
+    struct hg_sink *s = NULL;
+    assert_int_equal(hg_amqp_sink_open(loop, &o, &s), 0);
+    assert_true(run_until(loop, sink_is_ready, s, 15000));
+    return s;
+}
+
+/* The default topology asks for CQv2 on every queue, the DLQs too; queue_version 0 leaves the
+ * argument out. */
+static void test_queue_version_declared(void **state)
+{
+    (void)state;
+    NEED_CTL();
+    char vh[64], url[256];
+    for (unsigned qv = 0; qv <= 2; qv += 2) {
+        vhost_add(vh, sizeof vh, url, sizeof url);
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        struct hg_sink *s = open_ready(&loop, url, qv);
+        struct hg_amqp_stats st;
+        hg_amqp_sink_stats(s, &st);
+        assert_int_equal(st.queues_without_version, 0);
+        assert_int_equal(st.queues_without_priority, 0);
+        static char listing[16384];
+        list_queues(vh, listing, sizeof listing);
+        for (size_t i = 0; i < HG_ARRAY_SIZE(all_queues); i++) {
+            if (qv == 2)
+                assert_true(has_arg(listing, all_queues[i], "x-queue-version", "2"));
+            else
+                assert_false(has_arg(listing, all_queues[i], "x-queue-version", NULL));
+            /* Priorities stay on the live queues only, whatever the version. */
+            assert_int_equal(has_arg(listing, all_queues[i], "x-max-priority", "10"), i < 3);
+        }
+        /* A second connect finds its own topology equivalent: nothing is dropped. */
+        close_sink(&loop, s);
+        uv_loop_init(&loop);
+        s = open_ready(&loop, url, qv);
+        hg_amqp_sink_stats(s, &st);
+        assert_int_equal(st.queues_without_version, 0);
+        assert_int_equal(st.queues_without_priority, 0);
+        close_sink(&loop, s);
+        vhost_delete(vh);
+    }
+}
+
+/* Declare queue in the vhost at url as an older hookgate did: a live queue with the DLX pair (and
+ * x-max-priority 10 when `priority`, x-queue-version 2 when `version`), a DLQ without arguments. */
+static void predeclare(const char *url, const char *queue, bool dlq, bool priority, bool version)
+{
+    amqp_table_entry_t args[4];
+    int n = 0;
+    char key[64];
+    snprintf(key, sizeof key, "%.*s.dlq", (int)strcspn(queue, "."), queue);
+    if (!dlq) {
+        args[n].key = amqp_cstring_bytes("x-dead-letter-exchange");
+        args[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        args[n++].value.value.bytes = amqp_cstring_bytes(HG_AMQP_DLX);
+        args[n].key = amqp_cstring_bytes("x-dead-letter-routing-key");
+        args[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        args[n++].value.value.bytes = amqp_cstring_bytes(key);
+    }
+    if (priority) {
+        args[n].key = amqp_cstring_bytes("x-max-priority");
+        args[n].value.kind = AMQP_FIELD_KIND_I32;
+        args[n++].value.value.i32 = 10;
+    }
+    if (version) {
+        args[n].key = amqp_cstring_bytes("x-queue-version");
+        args[n].value.kind = AMQP_FIELD_KIND_I32;
+        args[n++].value.value.i32 = 2;
+    }
+    amqp_connection_state_t c = checker_open_url(url);
+    amqp_table_t table = {.num_entries = n, .entries = args};
+    amqp_queue_declare(c, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, table);
+    assert_int_equal(amqp_get_rpc_reply(c).reply_type, AMQP_RESPONSE_NORMAL);
+    checker_close(c);
+}
+
+/*
+ * Queues that exist from before (RabbitMQ refuses a redeclare that adds or drops x-queue-version
+ * or x-max-priority) are used as they are: the messages queue and its DLQ as hookgate declared
+ * them before queue_version (priority, no version), the statuses queue as the oldest hookgate did
+ * (neither), the system queue with a version but no priority. Publishes to each are confirmed,
+ * the queues keep their arguments, and the stats count what was dropped.
+ */
+static void test_queue_version_fallback_existing(void **state)
+{
+    (void)state;
+    NEED_CTL();
+    char vh[64], url[256];
+    vhost_add(vh, sizeof vh, url, sizeof url);
+    predeclare(url, HG_AMQP_QUEUE_MESSAGES, false, true, false);
+    predeclare(url, HG_AMQP_QUEUE_MESSAGES ".dlq", true, false, false);
+    predeclare(url, HG_AMQP_QUEUE_STATUSES, false, false, false);
+    predeclare(url, HG_AMQP_QUEUE_SYSTEM, false, false, true);
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct hg_sink *s = open_ready(&loop, url, 2);
+    struct hg_amqp_stats st;
+    hg_amqp_sink_stats(s, &st);
+    assert_int_equal(st.queues_without_version, 3);  /* messages, its DLQ, statuses */
+    assert_int_equal(st.queues_without_priority, 2); /* statuses, system */
+
+    struct tally t = {0};
+    const char *keys[][2] = {{"message.text", "text"}, {"status.read", "read"}, {"system.x", "x"}};
+    for (int i = 0; i < 3; i++) {
+        struct test_event e;
+        make_event(&e, keys[i][0], keys[i][1], 7000 + i);
+        assert_int_equal(s->ops->publish(s, &e.ev, on_result, &t), 0);
+        struct test_event d;
+        make_event(&d, keys[i][0], keys[i][1], 7100 + i);
+        assert_int_equal(hg_amqp_publish_dead(s, &d.ev, "unparseable", on_result, &t), 0);
+    }
+    struct wait_calls wc = {&t, 6};
+    assert_true(run_until(&loop, calls_reached, &wc, 10000));
+    assert_int_equal(t.ok, 6);
+
+    amqp_connection_state_t c = checker_open_url(url);
+    for (size_t i = 0; i < HG_ARRAY_SIZE(all_queues); i++) {
+        uint32_t depth = 0;
+        assert_true(queue_exists(&c, all_queues[i], &depth));
+        assert_int_equal(depth, 1);
+    }
+    checker_close(c);
+    static char listing[16384];
+    list_queues(vh, listing, sizeof listing);
+    assert_false(has_arg(listing, HG_AMQP_QUEUE_MESSAGES, "x-queue-version", NULL));
+    assert_true(has_arg(listing, HG_AMQP_QUEUE_MESSAGES, "x-max-priority", "10"));
+    assert_false(has_arg(listing, HG_AMQP_QUEUE_MESSAGES ".dlq", "x-queue-version", NULL));
+    assert_false(has_arg(listing, HG_AMQP_QUEUE_STATUSES, "x-queue-version", NULL));
+    assert_false(has_arg(listing, HG_AMQP_QUEUE_STATUSES, "x-max-priority", NULL));
+    assert_true(has_arg(listing, HG_AMQP_QUEUE_SYSTEM, "x-queue-version", "2"));
+    assert_false(has_arg(listing, HG_AMQP_QUEUE_SYSTEM, "x-max-priority", NULL));
+    /* The queues created now get what was asked for. */
+    assert_true(has_arg(listing, HG_AMQP_QUEUE_STATUSES ".dlq", "x-queue-version", "2"));
+    assert_true(has_arg(listing, HG_AMQP_QUEUE_SYSTEM ".dlq", "x-queue-version", "2"));
+    close_sink(&loop, s);
+    vhost_delete(vh);
+}
+
+/* Another x-queue-version than the configured one is a conflict, not an old layout: no connect. */
+static void test_queue_version_conflict_refused(void **state)
+{
+    (void)state;
+    NEED_CTL();
+    char vh[64], url[256];
+    vhost_add(vh, sizeof vh, url, sizeof url);
+    predeclare(url, HG_AMQP_QUEUE_STATUSES, false, true, true); /* x-queue-version 2 */
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *urls[] = {url};
+    struct hg_amqp_opts o = {.urls = urls, .n_urls = 1, .max_priority = 10, .queue_version = 1,
+                             .reconnect_min_ms = 50, .reconnect_max_ms = 100};
+    struct hg_sink *s = NULL;
+    assert_int_equal(hg_amqp_sink_open(&loop, &o, &s), 0);
+    assert_false(run_until(&loop, sink_is_ready, s, 2000));
+    struct hg_amqp_stats st;
+    hg_amqp_sink_stats(s, &st);
+    assert_int_equal(st.connects, 0);
+    close_sink(&loop, s);
+    static char listing[16384];
+    list_queues(vh, listing, sizeof listing);
+    assert_true(has_arg(listing, HG_AMQP_QUEUE_STATUSES, "x-queue-version", "2"));
+    vhost_delete(vh);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1270,6 +1567,9 @@ int main(void)
         cmocka_unit_test(test_close_flushes),
         cmocka_unit_test(test_blocked_broker_never_blocks_loop),
         cmocka_unit_test(test_broker_loss_and_reconnect),
+        cmocka_unit_test(test_queue_version_declared),
+        cmocka_unit_test(test_queue_version_fallback_existing),
+        cmocka_unit_test(test_queue_version_conflict_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

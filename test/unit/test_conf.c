@@ -151,6 +151,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->amqp_urls.n, 0);
     assert_string_equal(c->amqp_queue_type, "classic");
     assert_int_equal(c->amqp_max_priority, 10);
+    assert_int_equal(c->amqp_queue_version, 2);
     assert_null(c->redis_url);
     assert_int_equal(c->dedup_ttl_ms, 24ull * 3600 * 1000);
     assert_int_equal(c->ratelimit_default, 1000);
@@ -318,6 +319,7 @@ static void test_error_cross_keys(void **state)
     /* Quorum queues without an explicit max_priority: the classic default (10) does not apply. */
     struct hg_conf *c = load_ok("conf/quorum_default_priority.conf");
     assert_int_equal(c->amqp_max_priority, 0);
+    assert_int_equal(c->amqp_queue_version, 0); /* nor does the classic default version (2) */
     hg_conf_unref(c);
     expect_error("conf/broker_no_amqp.conf", "conf/broker_no_amqp.conf:2: ack = broker needs an [amqp] url");
     expect_error("conf/business_twice.conf",
@@ -360,6 +362,54 @@ static void test_long_line(void **state)
     rmdir(dir);
 }
 
+/* [amqp] queue_version: 0..2, default 2, a classic queue setting (an explicit one with quorum is a
+ * mistake; the default is dropped). */
+static void test_amqp_queue_version(void **state)
+{
+    char dir[64], path[128], want[256];
+    make_tmpdir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/qv.conf", dir);
+
+    write_file(path, "[amqp]\nurl = amqp://127.0.0.1/\nqueue_version = 0\n");
+    struct hg_conf *c = load_ok(path);
+    assert_int_equal(c->amqp_queue_version, 0);
+    hg_conf_unref(c);
+
+    write_file(path, "[amqp]\nurl = amqp://127.0.0.1/\nqueue_version = 3\n");
+    snprintf(want, sizeof(want), "%s:3: queue_version: 3 is out of range 0..2", path);
+    expect_error(path, want);
+    write_file(path, "[amqp]\nurl = amqp://127.0.0.1/\nqueue_version = v2\n");
+    snprintf(want, sizeof(want), "%s:3: queue_version: 'v2' is not a number", path);
+    expect_error(path, want);
+
+    /* Quorum: an explicit version (file or env) is refused, even 1; 0 and the default are fine. */
+    write_file(path, "[amqp]\nurl = amqp://127.0.0.1/\nqueue_type = quorum\nqueue_version = 1\n");
+    snprintf(want, sizeof(want), "%s:4: queue_version needs queue_type = classic", path);
+    expect_error_prefix(path, want);
+    write_file(path, "[amqp]\nurl = amqp://127.0.0.1/\nqueue_type = quorum\nqueue_version = 0\n");
+    c = load_ok(path);
+    assert_int_equal(c->amqp_queue_version, 0);
+    hg_conf_unref(c);
+    write_file(path, "[amqp]\nurl = amqp://127.0.0.1/\nqueue_type = quorum\nmax_priority = 0\n");
+    c = load_ok(path);
+    assert_string_equal(c->amqp_queue_type, "quorum");
+    assert_int_equal(c->amqp_queue_version, 0);
+    hg_conf_unref(c);
+    setenv("HOOKGATE_AMQP_QUEUE_VERSION", "2", 1);
+    expect_error_prefix(path, "env HOOKGATE_AMQP_QUEUE_VERSION: queue_version needs queue_type = classic");
+
+    /* The environment alone, and its range check. */
+    setenv("HOOKGATE_AMQP_QUEUE_VERSION", "3", 1);
+    expect_error(NULL, "env HOOKGATE_AMQP_QUEUE_VERSION: 3 is out of range 0..2");
+    setenv("HOOKGATE_AMQP_QUEUE_VERSION", "0", 1);
+    c = load_ok(NULL);
+    assert_int_equal(c->amqp_queue_version, 0);
+    hg_conf_unref(c);
+    unsetenv("HOOKGATE_AMQP_QUEUE_VERSION");
+    unlink(path);
+    rmdir(dir);
+}
+
 /* ------------------------------------------------------------------ environment */
 
 static void test_env_overrides(void **state)
@@ -379,6 +429,7 @@ static void test_env_overrides(void **state)
     setenv("HOOKGATE_TENANT_BETA_2_VERIFY_TOKEN", "beta-env-vt", 1);
     setenv("HOOKGATE_TENANT_acme_RATE_LIMIT", "9", 1);   /* ids match case-insensitively */
     setenv("HOOKGATE_AMQP_MAX_PRIORITY", "0", 1);
+    setenv("HOOKGATE_AMQP_QUEUE_VERSION", "1", 1);
 
     struct hg_conf *c = load_ok("conf/full.conf");
     assert_string_equal(c->listen_host, "0.0.0.0");
@@ -393,6 +444,7 @@ static void test_env_overrides(void **state)
     assert_int_equal(c->amqp_urls.n, 1);
     assert_string_equal(c->amqp_urls.items[0], "amqp://127.0.0.1:5673/");
     assert_int_equal(c->amqp_max_priority, 0);
+    assert_int_equal(c->amqp_queue_version, 1);
     assert_string_equal(c->redis_url, "redis://127.0.0.1:6380/");
     assert_string_equal(c->s3_endpoint, "http://127.0.0.1:9100");
     assert_string_equal(c->s3_region, "ap-south-1");
@@ -808,6 +860,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_error_cross_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_missing_secret_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_amqp_queue_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_env_overrides, setup, teardown),
         cmocka_unit_test_setup_teardown(test_env_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_secret_files, setup, teardown),
