@@ -166,7 +166,9 @@ def idle_run(tools, bench_hg, tmp_path_factory):
     """loadgen --idle 50 against hookgate: readiness file, http_connections while held and after."""
     b = bench_hg("idle")
     ready = tmp_path_factory.mktemp("idle") / "ready"
-    base_conns = b.metric("http_connections")  # the scrape's own connection
+    # The baseline: the scrape's own connection alone (start-up's /health polls may still be closing).
+    hgm.wait_until(lambda: b.metric("http_connections") <= 1, 10, interval=0.1, what="no other connection")
+    base_conns = b.metric("http_connections")
     rss_before = rss_kib(b.h.pid())
     p = subprocess.Popen([str(tools["loadgen"]), "-p", str(b.h.port), "-s", SECRET, "--idle", str(IDLE_N),
                           "-d", "30", "--ready-file", str(ready), "-l", "hookgate idle"],
@@ -216,10 +218,11 @@ def ceiling_queues(ctl, vhost):
 
 
 def run_ceiling(tools, ctl, vhost, topo, label):
-    """amqp_ceiling -t TOPO for 3 s into `vhost`: (its JSON line, the arguments of its queue as
-    rabbitmqctl saw them while it ran — the tool deletes the queue at its end —, the vhost's
-    queues after it)."""
-    argv = [str(tools["amqp_ceiling"]), "-u", backends.Rabbit().url(vhost), "-s", "1400", "-w", "64", "-d", "3",
+    """amqp_ceiling -t TOPO into `vhost`: (its JSON line, the arguments of its queue as rabbitmqctl
+    saw them while it ran — the tool deletes the queue at its end —, the vhost's queues after it).
+    One rabbitmqctl call takes over a second (several on a loaded machine): the run lasts 5 s so
+    that at least one falls inside it."""
+    argv = [str(tools["amqp_ceiling"]), "-u", backends.Rabbit().url(vhost), "-s", "1400", "-w", "64", "-d", "5",
             "-t", topo, "-l", label]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = {}
@@ -297,10 +300,11 @@ def test_closed_loop_signed_and_unique(closed_runs):
     # rps is the answers over the measured seconds.
     assert timed["rps"] == pytest.approx(timed["ok"] / timed["seconds"], rel=0.01), timed
     # Little's law, not a speed: a closed loop keeps one request in flight per connection, so the
-    # mean latency is conns / rps (a little less: the gap between an answer and the next send).
-    # A latency in the wrong unit or from the wrong start time cannot satisfy it.
+    # mean latency is conns / rps (a little less: the gap between an answer and the next send; a
+    # little more when the last answers were read late after the end). A latency in the wrong unit
+    # or from the wrong start time is off by orders of magnitude.
     little_ms = 1000.0 * timed["conns"] / timed["rps"]
-    assert 0.5 * little_ms <= timed["mean_ms"] <= 1.05 * little_ms, (little_ms, timed)
+    assert 0.5 * little_ms <= timed["mean_ms"] <= 1.3 * little_ms, (little_ms, timed)
 
     ids = [e["event_id"] for e in events]
     assert len(ids) == len(set(ids)), "an event id reached the sink twice"
@@ -394,7 +398,7 @@ def test_idle_connections_held(idle_run):
     # hookgate counts the held connections (plus the scrape's own), and loses them all once
     # loadgen is gone.
     assert r["held"] >= r["base"] + IDLE_N, (r["held"], r["base"])
-    assert r["held"] <= r["base"] + IDLE_N + 1, (r["held"], r["base"])
+    assert r["held"] <= r["base"] + IDLE_N + 1, (r["held"], r["base"])  # + 1: a stray, not ours
     assert r["after"] <= r["base"], r
     assert len({e["event_id"] for e in r["events"]}) == IDLE_N
 
