@@ -88,6 +88,8 @@ class Bench:
             "server": {"workers": "1", "max_connections": "2000", "keepalive_timeout": "300s"},
             "whatsapp": {"app_secret": SECRET},
         })
+
+    def start(self):
         self.h.start()
 
     def metric(self, name, **labels):
@@ -104,7 +106,7 @@ class Bench:
         return self.h.read_events(strict=True)
 
     def abort(self):
-        if self.h.running():
+        if self.h.proc is not None and self.h.running():
             self.h.kill9()
 
 
@@ -115,7 +117,8 @@ def bench_hg(hookgate_bin, tmp_path_factory):
 
     def make(name):
         b = Bench(hookgate_bin, tmp_path_factory.mktemp(name))
-        made.append(b)
+        made.append(b)  # before starting: a start that times out still leaves a process to kill
+        b.start()
         return b
 
     yield make
