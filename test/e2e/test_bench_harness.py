@@ -411,11 +411,12 @@ def test_idle_connections_held(idle_run):
 def test_amqp_ceiling(amqp_runs):
     if amqp_runs is None:
         pytest.skip("needs HG_TEST_AMQP_URL and HG_TEST_RABBITMQ_CTL (run under scripts/with-services.sh)")
-    # The queue as hookgate declares its live queues (x-max-priority 10, a dead-letter exchange and
-    # routing key) for -t hookgate; a queue without arguments for -t plain.
+    # The queue as hookgate declares its live queues by default (x-max-priority 10, classic queue
+    # version 2, a dead-letter exchange and routing key) for -t hookgate; a queue without arguments
+    # for -t plain.
     want_args = {
         "plain": {},
-        "hookgate": {"x-max-priority": 10, "x-dead-letter-exchange": CEIL_QUEUE + ".dlx",
+        "hookgate": {"x-max-priority": 10, "x-queue-version": 2, "x-dead-letter-exchange": CEIL_QUEUE + ".dlx",
                      "x-dead-letter-routing-key": CEIL_QUEUE + ".dlq"},
     }
     for topo in ("plain", "hookgate"):
