@@ -56,8 +56,10 @@ def per_conn(r):
 
 figures = []  # (number, what, value, target)
 figures.append(("1", "HTTP ceiling (nginx, 1 worker)", "%.0f req/s (c=%d)" % (ceiling["rps"], ceiling["conns"]) if ceiling else "failed", "reference"))
+# A run without figure 1 (--only 2) has no ceiling to divide by: say so rather than fail.
 figures.append(("2", "ingest (hookgate, 1 worker, spool+ndjson, signature on)",
-                "%.0f req/s (c=%d), %.3f × ceiling" % (ingest["rps"], ingest["conns"], ratio) if ingest else "failed",
+                ("%.0f req/s (c=%d), " % (ingest["rps"], ingest["conns"]) +
+                 ("%.3f × ceiling" % ratio if ratio is not None else "no ceiling in this run")) if ingest else "failed",
                 "≥ 0.6 × ceiling"))
 ceil_rows = [r for r in by(3, "ceiling") if r.get("rps")]
 plain_rows = [r for r in ceil_rows if r.get("topology", "plain") == "plain"]

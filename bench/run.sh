@@ -49,20 +49,10 @@ if [ ! -x "$HG" ]; then
   make -s all
 fi
 CEIL=$B/amqp_ceiling
-if [ ! -x "$CEIL" ] || [ bench/amqp_ceiling.c -nt "$CEIL" ]; then
-  cc -std=gnu11 -O2 -g -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Werror \
-     -o "$CEIL" bench/amqp_ceiling.c -lrabbitmq || log "cannot build $CEIL (librabbitmq-dev)"
-fi
 FLOOR=$B/fsync_floor
-if [ ! -x "$FLOOR" ] || [ bench/fsync_floor.c -nt "$FLOOR" ]; then
-  cc -std=gnu11 -O2 -g -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Werror \
-     -o "$FLOOR" bench/fsync_floor.c -luv || log "cannot build $FLOOR (libuv1-dev)"
-fi
-if [ ! -x "$LG" ] || [ bench/loadgen.c -nt "$LG" ]; then
-  log "building $LG"
-  cc -std=gnu11 -O2 -g -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Werror \
-     -o "$LG" bench/loadgen.c -lmbedcrypto
-fi
+# bench/build.sh holds the tools' compiler command lines (the e2e test builds them the same way).
+bench/build.sh "$B" amqp_ceiling fsync_floor || log "figures 3 and 4 go without the broker ceiling or the fsync floor (see above)"
+bench/build.sh "$B" loadgen || { log "cannot build $LG"; exit 1; }
 for tool in nginx curl python3; do
   command -v $tool >/dev/null || { echo "bench: $tool is missing (scripts/install-deps.sh bench)" >&2; exit 1; }
 done
