@@ -36,8 +36,8 @@ if [ $QUICK = 1 ]; then
   CEIL_CONNS="16"; INGEST_CONNS="16 64"
 else
   DUR=5; WARM=1; LAT500=15; LAT5000=10; IDLE_N=10000; CG_WARM=200; CG_N=2000; DRAIN_MAX=120
-  LADDER="2000 2500 3000 3500 4000 4500 5000 5500 6000 6500 7000"
-  LADDER_S3="500 1000 1500 2000 2500 3000 3500 4000"
+  LADDER="1000 1500 2000 2500 3000 3500 4000 4500 5000 5500 6000 6500 7000"
+  LADDER_S3="250 500 750 1000 1500 2000 2500 3000 3500 4000"
   CEIL_CONNS="16 64"; INGEST_CONNS="16 64 256"
 fi
 
@@ -420,7 +420,11 @@ print(json.dumps(r))' "$label" "$t0" "$t1" "$acc" "$conf" "${left:-0}" "$te" "$c
   pipeline_ladder() {
     local label=$1 r m0=$B/metrics-lad-0.txt m1=$B/metrics-lad-1.txt out acc conf i t_end lag ok left
     shift
+    local tries
     for r in "$@"; do
+     # A step not kept up is tried once more before the ladder stops: on this shared machine a
+     # neighbour's burst can cost one 5 s step its last second (both tries are recorded).
+     for tries in 1 2; do
       wait_spool_empty >/dev/null 2>&1
       curl -sf "http://127.0.0.1:$HG_PORT/metrics" >"$m0" || true
       out=$("$LG" -l "$label @$r/s" -s "$SECRET" -p "$HG_PORT" -c 64 -R "$r" -d "$DUR" 2>>"$B/loadgen.log") || true
@@ -437,6 +441,8 @@ print(json.dumps(r))' "$label" "$t0" "$t1" "$acc" "$conf" "${left:-0}" "$te" "$c
       ok=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]) if sys.argv[1] else {}; print(1 if r and r["errors"] == 0 and r["rps"] >= 0.98 * float(sys.argv[2]) and int(sys.argv[3]) >= int(sys.argv[4]) and float(sys.argv[5]) <= 1.0 else 0)' "$out" "$r" "$conf" "$acc" "$lag")
       record "{\"bench\":3,\"kind\":\"ladder\",\"label\":\"$label\",\"rate\":$r,\"accepted\":$acc,\"confirmed\":$conf,\"catch_up_s\":$lag,\"kept_up\":$([ "$ok" = 1 ] && echo true || echo false)}"
       log "$label @$r/s: $acc accepted, $conf confirmed, caught up ${lag} s after the run: $([ "$ok" = 1 ] && echo kept up || echo NOT kept up)"
+      [ "$ok" = 1 ] && break
+     done
       [ "$ok" = 1 ] || break
     done
   }
