@@ -890,6 +890,25 @@ static void where(struct load *L, const char *section, const char *name, char *o
     }
 }
 
+/*
+ * With queue_type = quorum, an [amqp] option that only classic queues have: its default (set for
+ * classic queues) is dropped, an explicit value (file or env) is an error. False after fail().
+ */
+static bool classic_only(struct load *L, const char *key, uint32_t *value, const char *why)
+{
+    if (*value == 0)
+        return true;
+    const struct origin *o = &L->origin[key_find(conf_keys, N_CONF_KEYS, "amqp", key) - conf_keys];
+    if (o->line == 0 && !o->env) {
+        *value = 0;
+        return true;
+    }
+    char at[320];
+    where(L, "amqp", key, at, sizeof(at));
+    fail(L, "%s: %s needs queue_type = classic (%s)", at, key, why);
+    return false;
+}
+
 static void validate(struct load *L)
 {
     struct hg_conf *c = L->c;
@@ -904,28 +923,10 @@ static void validate(struct load *L)
     if (c->media_enabled < 0)
         c->media_enabled = c->s3_endpoint != NULL;
 
-    if (c->amqp_max_priority > 0 && strcmp(c->amqp_queue_type, "quorum") == 0) {
-        const struct origin *o = &L->origin[key_find(conf_keys, N_CONF_KEYS, "amqp", "max_priority") - conf_keys];
-        if (o->line == 0 && !o->env) {
-            /* The default max_priority is for classic queues; only an explicit one is an error. */
-            c->amqp_max_priority = 0;
-        } else {
-            where(L, "amqp", "max_priority", at, sizeof(at));
-            fail(L, "%s: max_priority needs queue_type = classic (quorum queues have no priorities)", at);
-            return;
-        }
-    }
-    if (c->amqp_queue_version > 0 && strcmp(c->amqp_queue_type, "quorum") == 0) {
-        const struct origin *o = &L->origin[key_find(conf_keys, N_CONF_KEYS, "amqp", "queue_version") - conf_keys];
-        if (o->line == 0 && !o->env) {
-            /* Same as max_priority: the default asks for CQv2, which quorum queues do not have. */
-            c->amqp_queue_version = 0;
-        } else {
-            where(L, "amqp", "queue_version", at, sizeof(at));
-            fail(L, "%s: queue_version needs queue_type = classic (it is a classic queue storage format)", at);
-            return;
-        }
-    }
+    if (strcmp(c->amqp_queue_type, "quorum") == 0 &&
+        (!classic_only(L, "max_priority", &c->amqp_max_priority, "quorum queues have no priorities") ||
+         !classic_only(L, "queue_version", &c->amqp_queue_version, "it is a classic queue storage format")))
+        return;
     if (strcmp(c->ack, "broker") == 0 && c->amqp_urls.n == 0) {
         where(L, "server", "ack", at, sizeof(at));
         fail(L, "%s: ack = broker needs an [amqp] url", at);
