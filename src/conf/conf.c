@@ -2,14 +2,13 @@
  * Configuration loader: one key table drives defaults, the INI file (inih), env overrides
  * (HOOKGATE_<SECTION>_<KEY>), <key>_file secrets and validation; errors say "file:line: reason".
  *
- * Sections, in order: the key table; secret files; tenants; rules; file parsing (inih
- * callbacks); environment; validation; public API (load, reload, lookups, free). Value parsers
- * (sizes, durations, URLs, lists) are in conf_value.c.
+ * Sections, in order: the key table; tenants; rules; file parsing (inih callbacks); environment;
+ * validation; public API (load, reload, lookups, free). Value parsers (sizes, durations, URLs,
+ * lists) and <key>_file secrets are in conf_value.c.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -197,111 +196,6 @@ static void fail(struct load *L, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(L->err, L->errlen, fmt, ap);
     va_end(ap);
-}
-
-/* ---------------------------------------------------------------- secret files */
-
-/* Read a whole small file; trailing CR/LF removed. Errors name the file (never its content). */
-static int read_secret_file(const char *path, char **out, char *why, size_t wl)
-{
-    int rc = -1;
-    char *abs = conf_path_absolute(path);
-    char *buf = NULL;
-    int fd = -1;
-    if (abs == NULL) {
-        snprintf(why, wl, "cannot resolve '%s': %s", path, strerror(errno));
-        goto out;
-    }
-    fd = open(abs, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(why, wl, "cannot read '%s': %s", abs, strerror(errno));
-        goto out;
-    }
-    buf = hg_xmalloc(CONF_MAX_SECRET + 1);
-    size_t len = 0;
-    for (;;) {
-        ssize_t r = read(fd, buf + len, CONF_MAX_SECRET + 1 - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            snprintf(why, wl, "cannot read '%s': %s", abs, strerror(errno));
-            goto out;
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-        if (len > CONF_MAX_SECRET) {
-            snprintf(why, wl, "'%s' is bigger than %u bytes", abs, CONF_MAX_SECRET);
-            goto out;
-        }
-    }
-    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
-        len--;
-    buf[len] = '\0';
-    if (len == 0 || memchr(buf, '\0', len)) {
-        snprintf(why, wl, "'%s' is %s", abs, len == 0 ? "empty" : "not text");
-        goto out;
-    }
-    *out = buf;
-    buf = NULL;
-    rc = 0;
-out:
-    if (fd >= 0)
-        close(fd);
-    free(buf);
-    free(abs);
-    return rc;
-}
-
-/* Turn "reason" into "'path': reason" in place, truncating the reason if it must. */
-static void prefix_why(char *why, size_t wl, const char *path)
-{
-    size_t pl = strlen(path) + 4;   /* quotes, colon, space */
-    size_t rl = strlen(why);
-    if (pl >= wl)
-        return;
-    if (rl > wl - 1 - pl)
-        rl = wl - 1 - pl;
-    memmove(why + pl, why, rl);
-    why[0] = '\'';
-    memcpy(why + 1, path, pl - 4);
-    memcpy(why + pl - 3, "': ", 3);
-    why[pl + rl] = '\0';
-}
-
-/* Set key `k` from the file at `path`: lists take one or more items comma- or newline-separated. */
-static int set_from_file(const struct key *k, void *base, const char *path, char *why, size_t wl)
-{
-    char *text = NULL;
-    if (read_secret_file(path, &text, why, wl))
-        return -1;
-    int rc;
-    if (k->type == KEY_STRLIST) {
-        struct hg_strlist l;
-        rc = conf_strlist_parse(text, ",\n", &l, why, wl);
-        for (size_t i = 0; rc == 0 && k->words && i < l.n; i++) {
-            rc = conf_check_scheme(k, l.items[i], i + 1, why, wl);
-            if (rc)
-                conf_strlist_clear(&l);
-        }
-        if (rc == 0) {
-            conf_strlist_clear((struct hg_strlist *)((char *)base + k->off));
-            *(struct hg_strlist *)((char *)base + k->off) = l;
-        } else {
-            prefix_why(why, wl, path);
-        }
-    } else {
-        /* A single-valued secret must not carry inner newlines (a header value would break). */
-        if (strpbrk(text, "\r\n")) {
-            snprintf(why, wl, "'%s' has more than one line", path);
-            rc = -1;
-        } else {
-            rc = conf_set_value(k, base, text, why, wl);
-        }
-    }
-    conf_wipe(text);
-    free(text);
-    return rc;
 }
 
 /* ---------------------------------------------------------------- tenants */
@@ -567,7 +461,7 @@ static int on_pair(void *user, const char *section, const char *name, const char
         return 1;
     }
     char why[CONF_WHY];
-    int rc = via_file ? set_from_file(k, base, value, why, sizeof(why))
+    int rc = via_file ? conf_set_from_file(k, base, value, why, sizeof(why))
                       : conf_set_value(k, base, value, why, sizeof(why));
     if (rc) {
         fail(L, "%s:%d: %s: %s", L->path, L->lineno, name, why);
@@ -686,7 +580,7 @@ static void apply_env_table(struct load *L, const struct key *table, size_t n, v
             origins[i].env = true;
             origins[i].env_file = false;
         } else if (fv) {
-            if (set_from_file(k, base, fv, why, sizeof(why)))
+            if (conf_set_from_file(k, base, fv, why, sizeof(why)))
                 fail(L, "env %s: %s", fname, why);
             origins[i].env = true;
             origins[i].env_file = true;

@@ -59,5 +59,6 @@ char *conf_path_absolute(const char *p);
 bool conf_valid_tenant_id(const char *s);
 int conf_check_scheme(const struct key *k, const char *v, size_t item, char *why, size_t wl);
 int conf_set_value(const struct key *k, void *base, const char *v, char *why, size_t wl);
+int conf_set_from_file(const struct key *k, void *base, const char *path, char *why, size_t wl);
 
 #endif

@@ -1,11 +1,13 @@
 /*
  * Configuration values: comma-separated lists, paths, tenant ids, URL schemes, and the parsers of
- * every key type (sizes, durations, booleans, enums, listen addresses) with their range checks.
- * The loader (conf.c) drives them from its key table.
+ * every key type (sizes, durations, booleans, enums, listen addresses) with their range checks,
+ * and values read from secret files (<key>_file). The loader (conf.c) drives them from its key
+ * table.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -388,4 +390,109 @@ int conf_set_value(const struct key *k, void *base, const char *v, char *why, si
         return set_listen(base, v, why, wl);
     }
     abort();
+}
+
+/* ---------------------------------------------------------------- secret files */
+
+/* Read a whole small file; trailing CR/LF removed. Errors name the file (never its content). */
+static int read_secret_file(const char *path, char **out, char *why, size_t wl)
+{
+    int rc = -1;
+    char *abs = conf_path_absolute(path);
+    char *buf = NULL;
+    int fd = -1;
+    if (abs == NULL) {
+        snprintf(why, wl, "cannot resolve '%s': %s", path, strerror(errno));
+        goto out;
+    }
+    fd = open(abs, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, wl, "cannot read '%s': %s", abs, strerror(errno));
+        goto out;
+    }
+    buf = hg_xmalloc(CONF_MAX_SECRET + 1);
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + len, CONF_MAX_SECRET + 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(why, wl, "cannot read '%s': %s", abs, strerror(errno));
+            goto out;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+        if (len > CONF_MAX_SECRET) {
+            snprintf(why, wl, "'%s' is bigger than %u bytes", abs, CONF_MAX_SECRET);
+            goto out;
+        }
+    }
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        len--;
+    buf[len] = '\0';
+    if (len == 0 || memchr(buf, '\0', len)) {
+        snprintf(why, wl, "'%s' is %s", abs, len == 0 ? "empty" : "not text");
+        goto out;
+    }
+    *out = buf;
+    buf = NULL;
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    free(abs);
+    return rc;
+}
+
+/* Turn "reason" into "'path': reason" in place, truncating the reason if it must. */
+static void prefix_why(char *why, size_t wl, const char *path)
+{
+    size_t pl = strlen(path) + 4;   /* quotes, colon, space */
+    size_t rl = strlen(why);
+    if (pl >= wl)
+        return;
+    if (rl > wl - 1 - pl)
+        rl = wl - 1 - pl;
+    memmove(why + pl, why, rl);
+    why[0] = '\'';
+    memcpy(why + 1, path, pl - 4);
+    memcpy(why + pl - 3, "': ", 3);
+    why[pl + rl] = '\0';
+}
+
+/* Set key `k` from the file at `path`: lists take one or more items comma- or newline-separated. */
+int conf_set_from_file(const struct key *k, void *base, const char *path, char *why, size_t wl)
+{
+    char *text = NULL;
+    if (read_secret_file(path, &text, why, wl))
+        return -1;
+    int rc;
+    if (k->type == KEY_STRLIST) {
+        struct hg_strlist l;
+        rc = conf_strlist_parse(text, ",\n", &l, why, wl);
+        for (size_t i = 0; rc == 0 && k->words && i < l.n; i++) {
+            rc = conf_check_scheme(k, l.items[i], i + 1, why, wl);
+            if (rc)
+                conf_strlist_clear(&l);
+        }
+        if (rc == 0) {
+            conf_strlist_clear((struct hg_strlist *)((char *)base + k->off));
+            *(struct hg_strlist *)((char *)base + k->off) = l;
+        } else {
+            prefix_why(why, wl, path);
+        }
+    } else {
+        /* A single-valued secret must not carry inner newlines (a header value would break). */
+        if (strpbrk(text, "\r\n")) {
+            snprintf(why, wl, "'%s' has more than one line", path);
+            rc = -1;
+        } else {
+            rc = conf_set_value(k, base, text, why, wl);
+        }
+    }
+    conf_wipe(text);
+    free(text);
+    return rc;
 }
