@@ -63,7 +63,11 @@ $(BUILD)/test/%: test/unit/%.c $(LIB_OBJS) $(LLHTTP_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Wno-unused-function -MMD -MP $(LDFLAGS) -o $@ $(filter %.o %.c,$^) $(LDLIBS) -lcmocka
 
-run: deps all
+# The packages install first and the build runs in a new make: this make's pkg-config flags and
+# the llhttp source rule were read before deps installed anything (a fresh machine failed with
+# "No rule to make target 'build/deps/llhttp/llhttp.o'").
+run: deps
+	$(MAKE) all
 	@mkdir -p var
 	./$(BUILD)/hookgate -c conf/hookgate.conf
 
