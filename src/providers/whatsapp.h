@@ -12,6 +12,7 @@
 
 #include "conf/conf.h"
 #include "core/json.h"
+#include "providers/provider.h"
 #include "sink/sink.h"
 
 /*
@@ -53,13 +54,6 @@ struct hg_json_doc *hg_whatsapp_parse(const char *body, size_t len, char *reason
  */
 int hg_whatsapp_business_ids(const struct hg_json *root, int (*fn)(void *arg, const char *id), void *arg);
 
-/* Context for normalization: what the gateway knows about the webhook. */
-struct hg_event_meta {
-    const char *tenant;
-    const char *request_id;     /* correlation id */
-    uint64_t received_at_ns;
-};
-
 /*
  * Split a validated envelope (hg_whatsapp_parse) into events and normalize each one; the format
  * is docs/events.md and docs/schema/event.v1.json. Per entry, per change: field "messages" gives
@@ -73,7 +67,6 @@ struct hg_event_meta {
  * not be allocated. Unknown types and fields never fail: they become type "unknown" (messages) or
  * a "system" event, with `raw` kept.
  */
-typedef int (*hg_event_emit_fn)(void *arg, const struct hg_event *ev, struct hg_json *doc);
 int hg_whatsapp_normalize(struct hg_arena *a, const struct hg_json *root, const struct hg_event_meta *meta,
                           hg_event_emit_fn emit, void *arg);
 

@@ -1,0 +1,167 @@
+/*
+ * A provider: everything hookgate knows about one sender of webhooks (WhatsApp, Genesys, Twilio,
+ * …) as one table of functions, and the registry of them. The ingest path (src/ingest/) and the
+ * drain (src/drain/) know providers only through this table; adding one is a new file in
+ * src/providers/, a line in provider.c's registry and its docs.
+ *
+ * Every function here is synchronous and pure (no I/O, no globals written): they run on a
+ * worker's loop, for every webhook, and from the drain at recovery for records spooled long ago.
+ */
+#ifndef HG_PROVIDERS_PROVIDER_H
+#define HG_PROVIDERS_PROVIDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf/conf.h"
+#include "core/json.h"
+#include "sink/sink.h"
+
+struct hg_http_request;
+struct hg_tenant;
+
+/* The providers compiled in, in registry order (the index of each in hg_providers()). */
+enum hg_provider_id {
+    HG_PROVIDER_WHATSAPP,
+    HG_PROVIDER_GENESYS,
+    HG_PROVIDER_TWILIO,
+    HG_PROVIDER_COUNT,
+};
+
+/*
+ * The credentials that apply to one webhook: the tenant's own for this provider when it has
+ * them, else the provider's section defaults. Pointers into the config snapshot or the tenant
+ * (both outlive the request). Empty lists / NULL = not configured.
+ */
+struct hg_creds {
+    const struct hg_strlist *secrets;  /* HMAC keys, any of which may sign (rotation): WhatsApp app
+                                        * secrets, Genesys outbound secrets, Twilio auth tokens */
+    const struct hg_strlist *api_keys; /* static API keys (Genesys EventBridge); NULL = none */
+    const char *api_key_header;        /* header carrying the API key ("X-API-Key") */
+    const char *verify_token;          /* GET handshake token (WhatsApp); NULL = none */
+    const char *public_url;            /* scheme://host[:port] the provider called (Twilio signs
+                                        * the URL it called); NULL = none configured */
+};
+
+/* The request as verify sees it: the parsed HTTP request and the spooled header lines. */
+struct hg_provider_request {
+    const struct hg_http_request *http;
+    const char *body;
+    size_t body_len;
+};
+
+/* The spooled form of a webhook (what the drain re-reads at recovery). */
+struct hg_provider_body {
+    const char *body;
+    size_t body_len;
+    const char *headers;               /* "Name: value\n" lines (the provider's spool_headers) */
+    size_t headers_len;
+};
+
+/* Context for normalization: what the gateway knows about the webhook. */
+struct hg_event_meta {
+    const char *tenant;
+    const char *request_id;            /* correlation id */
+    uint64_t received_at_ns;
+};
+
+/*
+ * For every event a normalizer makes: `emit` runs synchronously with the sink view (all strings
+ * valid only during the call; ev->json is NULL: the caller dumps `doc`) and the normalized
+ * document, allocated in the caller's arena. A non-zero return (negative) stops the walk.
+ */
+typedef int (*hg_event_emit_fn)(void *arg, const struct hg_event *ev, struct hg_json *doc);
+
+/* One AMQP queue of a provider's topology and the routing-key patterns bound to it. */
+struct hg_provider_queue {
+    const char *name;                  /* "INBOUND_WHATSAPP_MESSAGES" */
+    const char *const *bindings;       /* NULL-terminated: "message.#", ... */
+};
+
+/*
+ * A provider's AMQP topology: a durable topic exchange `exchange`, its dead-letter exchange
+ * `dlx`, and queues; each queue Q dead-letters to `dlx` with routing key "Q.dlq", bound to the
+ * queue "Q.dlq". The last queue also takes what no other binding matches (dead letters of an
+ * unknown routing key).
+ */
+struct hg_provider_topology {
+    const char *exchange;              /* "<provider>.inbound" */
+    const char *dlx;                   /* "<provider>.inbound.dlx" */
+    const struct hg_provider_queue *queues;
+    size_t n_queues;
+};
+
+struct hg_provider {
+    enum hg_provider_id id;
+    const char *name;                  /* "whatsapp": spool records, x-provider, metrics, schema */
+    const char *route;                 /* "/webhooks/whatsapp"; "/{tenant}" may follow */
+    const char *const *spool_headers;  /* NULL-terminated: request headers kept with the body */
+    const struct hg_provider_topology *topology;
+
+    /* This provider's credentials for a webhook (see struct hg_creds); `tenant` may be NULL (the
+     * default tenant of the section). */
+    void (*creds)(const struct hg_conf *conf, const struct hg_tenant *tenant, struct hg_creds *out);
+
+    /*
+     * Optional GET handshake (NULL: GET is 405). 0 and a NUL-terminated answer in `out` (cap
+     * bytes) for a 200 text/plain; any error for a 403.
+     */
+    int (*handshake)(const struct hg_http_request *r, const struct hg_creds *creds, char *out, size_t cap);
+
+    /*
+     * Is the request signed (or keyed) by one of `creds`? 0, or HG_ERR_SIGNATURE with a short
+     * reason for the 401 in `why` (cap bytes): "missing X-Hub-Signature-256", "signature does not
+     * match". Constant time in the secret; every secret is tried.
+     */
+    int (*verify)(const struct hg_provider_request *r, const struct hg_creds *creds, char *why, size_t cap);
+
+    /* Optional: the signature header is missing altogether (401 before any tenant lookup). */
+    bool (*unsigned_request)(const struct hg_http_request *r, const struct hg_conf *conf);
+
+    /*
+     * Parse and validate the body into a document (JSON, or a form body turned into a JSON
+     * object). A new document (hg_json_doc_free), or NULL with a short reason for the 400.
+     */
+    struct hg_json_doc *(*parse)(const struct hg_provider_body *b, char *reason, size_t cap);
+
+    /*
+     * Ids in the document that may name the tenant (WhatsApp: WABA and phone number ids; Twilio:
+     * AccountSid), in priority order. Calls fn for each; stops when fn returns non-zero and
+     * returns that value. NULL: the tenant comes from the path or is the default.
+     */
+    int (*tenant_ids)(const struct hg_json *root, int (*fn)(void *arg, const char *id), void *arg);
+
+    /* Events a parsed document will produce (the accepted answer's "events"). */
+    int (*count_events)(const struct hg_json *root);
+
+    /*
+     * Split and normalize a parsed document into events (docs/events.md); `emit` per event, in
+     * order. Returns the number emitted, the emit's non-zero value, or HG_ERR_NOMEM.
+     */
+    int (*normalize)(struct hg_arena *a, const struct hg_json *root, const struct hg_event_meta *meta,
+                     hg_event_emit_fn emit, void *arg);
+
+    /*
+     * The accepted answer: writes the body into out (cap bytes, NUL-terminated), sets
+     * *content_type and returns the body's length. The status is always 200.
+     */
+    size_t (*accepted)(char *out, size_t cap, const char *request_id, int events, const char **content_type);
+};
+
+/* Every provider compiled in, indexed by enum hg_provider_id. */
+const struct hg_provider *const *hg_providers(void);
+/* The provider named `name` ("whatsapp"), or NULL. */
+const struct hg_provider *hg_provider_find(const char *name);
+
+/*
+ * Value of header `name` (case-insensitive) in spooled "Name: value\n" lines, or NULL; *len gets
+ * its length. For parse at recovery, where the HTTP request is gone.
+ */
+const char *hg_provider_header(const char *lines, size_t len, const char *name, size_t *vlen);
+
+/* The JSON accepted answer most providers give: {"status":"accepted","request_id":..,"events":N}. */
+size_t hg_provider_accepted_json(char *out, size_t cap, const char *request_id, int events,
+                                 const char **content_type);
+
+#endif
