@@ -1,0 +1,64 @@
+/* The provider registry and the small helpers every provider shares (providers/provider.h). */
+#include <string.h>
+#include <strings.h>
+
+#include "core/common.h"
+#include "providers/provider.h"
+
+const char *hg_provider_header(const char *lines, size_t len, const char *name, size_t *vlen)
+{
+    size_t nl = strlen(name);
+    const char *p = lines, *end = lines + len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL)
+            eol = end;
+        if ((size_t)(eol - p) > nl && p[nl] == ':' && strncasecmp(p, name, nl) == 0) {
+            const char *v = p + nl + 1;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            const char *ve = eol;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t' || ve[-1] == '\r'))
+                ve--;
+            *vlen = (size_t)(ve - v);
+            return v;
+        }
+        p = eol + 1;
+    }
+    *vlen = 0;
+    return NULL;
+}
+
+/* Append s to out at *len, truncating at cap - 1. */
+static void put(char *out, size_t cap, size_t *len, const char *s, size_t n)
+{
+    if (*len + 1 >= cap)
+        return;
+    size_t room = cap - 1 - *len;
+    if (n > room)
+        n = room;
+    memcpy(out + *len, s, n);
+    *len += n;
+    out[*len] = '\0';
+}
+
+size_t hg_provider_accepted_json(char *out, size_t cap, const char *request_id, int events,
+                                 const char **content_type)
+{
+    char num[24];
+    char *e = num + sizeof(num), *q = e;
+    unsigned u = events < 0 ? 0u : (unsigned)events;
+    do {
+        *--q = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t len = 0;
+    out[0] = '\0';
+    put(out, cap, &len, "{\"status\":\"accepted\",\"request_id\":\"", 35);
+    put(out, cap, &len, request_id, strlen(request_id));
+    put(out, cap, &len, "\",\"events\":", 11);
+    put(out, cap, &len, q, (size_t)(e - q));
+    put(out, cap, &len, "}", 1);
+    *content_type = "application/json";
+    return len;
+}
