@@ -6,7 +6,7 @@
 #include "core/err.h"
 #include "http/http.h"
 #include "ops/metrics.h"
-#include "req/drain.h"
+#include "drain/drain.h"
 #include "req/req.h"
 #include "sink/sink.h"
 #include "spool/spool.h"

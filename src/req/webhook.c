@@ -17,7 +17,7 @@
 #include "http/http.h"
 #include "ops/metrics.h"
 #include "providers/whatsapp.h"
-#include "req/drain.h"
+#include "drain/drain.h"
 #include "req/req.h"
 #include "spool/spool.h"
 #include "tenants/tenants.h"

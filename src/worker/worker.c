@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clients/amqp.h"
+#include "sink/amqp.h"
 #include "clients/http.h"
 #include "clients/redis.h"
 #include "clients/s3.h"
@@ -17,7 +17,7 @@
 #include "core/time.h"
 #include "http/http.h"
 #include "ops/metrics.h"
-#include "req/drain.h"
+#include "drain/drain.h"
 #include "req/req.h"
 #include "sink/ndjson.h"
 #include "sink/sink.h"

@@ -92,7 +92,7 @@ CASES = [
     ("graph api always 503", "broken", "image", "default", "image/jpeg", "download_failed"),
 ]
 
-# src/req/enrich.c MEDIA_MAX_ROUNDS times the module's default max_attempts
+# src/drain/enrich.c MEDIA_MAX_ROUNDS times the module's default max_attempts
 MEDIA_ROUNDS = 5
 MEDIA_ATTEMPTS = 5
 

@@ -23,7 +23,7 @@
 #include <amqp_tcp_socket.h>
 #include <uv.h>
 
-#include "clients/amqp.h"
+#include "sink/amqp.h"
 #include "core/buf.h"
 #include "core/err.h"
 #include "core/common.h"

@@ -26,7 +26,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "ops/metrics.h"
-#include "req/drain.h"
+#include "drain/drain.h"
 #include "sink/sink.h"
 #include "spool/spool.h"
 

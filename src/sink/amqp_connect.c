@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "clients/amqp_internal.h"
+#include "sink/amqp_internal.h"
 #include "core/common.h"
 
 const char *const amqpc_queue_names[N_QUEUES] = {HG_AMQP_QUEUE_MESSAGES, HG_AMQP_QUEUE_STATUSES,

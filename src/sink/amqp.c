@@ -10,14 +10,14 @@
  * mode) is in amqp_connect.c; the entries and the publish path (frame encoding, the per-turn
  * flush) in amqp_publish.c; what they share in amqp_internal.h.
  */
-#include "clients/amqp.h"
+#include "sink/amqp.h"
 
 #include <amqp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "clients/amqp_internal.h"
+#include "sink/amqp_internal.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"

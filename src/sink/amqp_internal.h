@@ -3,10 +3,10 @@
  * connect and topology work on a threadpool thread (amqp_connect.c) and the entries and publish
  * path (amqp_publish.c) share. The sink, link, entry and connect-work structs, the constants their
  * fields and frames need, and the calls each file makes into the others. Not part of the public
- * API (clients/amqp.h). Shared names are prefixed amqpc_: amqp_ is rabbitmq-c's namespace.
+ * API (sink/amqp.h). Shared names are prefixed amqpc_: amqp_ is rabbitmq-c's namespace.
  */
-#ifndef HG_CLIENTS_AMQP_INTERNAL_H
-#define HG_CLIENTS_AMQP_INTERNAL_H
+#ifndef HG_SINK_AMQP_INTERNAL_H
+#define HG_SINK_AMQP_INTERNAL_H
 
 #include <amqp.h>
 #include <stdbool.h>
@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "clients/amqp.h"
+#include "sink/amqp.h"
 #include "core/buf.h"
 
 #define CHANNEL            1

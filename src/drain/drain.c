@@ -40,8 +40,8 @@
 #include "conf/conf.h"
 #include "providers/whatsapp.h"
 #include "rules/rules.h"
-#include "req/drain.h"
-#include "req/drain_internal.h"
+#include "drain/drain.h"
+#include "drain/drain_internal.h"
 #include "sink/sink.h"
 #include "spool/spool.h"
 

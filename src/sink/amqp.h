@@ -2,8 +2,8 @@
  * RabbitMQ sink: publishes normalized events to the `whatsapp.inbound` topic exchange with publisher
  * confirms, on a libuv loop, without ever blocking it. Design and topology: docs/amqp.md.
  */
-#ifndef HG_CLIENTS_AMQP_H
-#define HG_CLIENTS_AMQP_H
+#ifndef HG_SINK_AMQP_H
+#define HG_SINK_AMQP_H
 
 #include <stddef.h>
 #include <stdint.h>

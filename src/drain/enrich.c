@@ -17,7 +17,7 @@
 #include "core/log.h"
 #include "media/media.h"
 #include "ops/metrics.h"
-#include "req/drain_internal.h"
+#include "drain/drain_internal.h"
 #include "tenants/tenants.h"
 
 #define MEDIA_MAX_ROUNDS 5         /* undecided media fetches before publishing with media.error */

@@ -8,8 +8,8 @@
  * a record that can never be turned into events is dead-lettered with its reason. Runs on the
  * worker's loop; pulls the recovered backlog from the spool a bounded batch at a time.
  */
-#ifndef HG_REQ_DRAIN_H
-#define HG_REQ_DRAIN_H
+#ifndef HG_DRAIN_DRAIN_H
+#define HG_DRAIN_DRAIN_H
 
 #include <stdbool.h>
 #include <stdint.h>

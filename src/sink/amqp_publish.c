@@ -14,7 +14,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
-#include "clients/amqp_internal.h"
+#include "sink/amqp_internal.h"
 #include "core/buf.h"
 #include "core/common.h"
 #include "core/err.h"

@@ -1,10 +1,10 @@
 /*
- * Internal to src/req: what the drain (drain.c) and its enrichment step (enrich.c) share. The
+ * Internal to src/drain: what the drain (drain.c) and its enrichment step (enrich.c) share. The
  * record and event structs, and the calls each file makes into the other. Not part of the public
- * API (req/drain.h).
+ * API (drain/drain.h).
  */
-#ifndef HG_REQ_DRAIN_INTERNAL_H
-#define HG_REQ_DRAIN_INTERNAL_H
+#ifndef HG_DRAIN_DRAIN_INTERNAL_H
+#define HG_DRAIN_DRAIN_INTERNAL_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -13,7 +13,7 @@
 
 #include "clients/redis.h"
 #include "core/json.h"
-#include "req/drain.h"
+#include "drain/drain.h"
 
 /* Where one event is; every change goes through drain_event_set_state(). */
 enum event_state {
