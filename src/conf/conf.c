@@ -59,6 +59,13 @@ static const struct key conf_keys[] = {
     { "whatsapp", "graph_api_version", KEY_STRING, CF(graph_api_version), "v18.0", NULL, NULL, NULL, 0 },
     { "whatsapp", "default_tenant", KEY_STRING, CF(default_tenant), "default", NULL, NULL, NULL, KEY_F_ID },
 
+    { "genesys", "secret", KEY_STRLIST, CF(genesys_secrets), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "genesys", "api_key", KEY_STRLIST, CF(genesys_api_keys), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "genesys", "api_key_header", KEY_STRING, CF(genesys_api_key_header), "X-API-Key", NULL, NULL, NULL, 0 },
+
+    { "twilio", "auth_token", KEY_STRLIST, CF(twilio_auth_tokens), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "twilio", "public_url", KEY_STRING, CF(twilio_public_url), NULL, NULL, NULL, http_schemes, 0 },
+
     { "spool", "dir", KEY_PATH, CF(spool_dir), "var/spool", NULL, NULL, NULL, 0 },
     { "spool", "max_bytes", KEY_SIZE, CF(spool_max_bytes), "1GiB", "1MiB", "65536GiB", NULL, 0 },
     { "spool", "segment_bytes", KEY_SIZE, CF(spool_segment_bytes), "16MiB", "64KiB", "1GiB", NULL, 0 },
@@ -119,13 +126,17 @@ static const struct key tenant_keys[] = {
     { "tenant", "access_token", KEY_STRING, TF(access_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "tenant", "business_ids", KEY_STRLIST, TF(business_ids), NULL, NULL, NULL, NULL, 0 },
     { "tenant", "rate_limit", KEY_UINT, TF(rate_limit), "0", "0", "1000000000", NULL, 0 },
+    { "tenant", "genesys_secret", KEY_STRLIST, TF(genesys_secrets), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "tenant", "genesys_api_key", KEY_STRLIST, TF(genesys_api_keys), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "tenant", "twilio_auth_token", KEY_STRLIST, TF(twilio_auth_tokens), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "tenant", "account_sid", KEY_STRLIST, TF(account_sids), NULL, NULL, NULL, NULL, 0 },
 };
 
 #define N_CONF_KEYS   HG_ARRAY_SIZE(conf_keys)
 #define N_TENANT_KEYS HG_ARRAY_SIZE(tenant_keys)
 
 static const char *const sections[] = {
-    "server", "log", "whatsapp", "spool", "ndjson", "amqp", "redis", "ratelimit", "tenants", "s3",
+    "server", "log", "whatsapp", "genesys", "twilio", "spool", "ndjson", "amqp", "redis", "ratelimit", "tenants", "s3",
     "media", "state_manager",
 };
 
@@ -222,17 +233,12 @@ static struct hg_tenant_conf *tenant_add(struct load *L, const char *id, int lin
     return t;
 }
 
+static void keys_free(const struct key *keys, size_t n, void *base);
+
 static void tenant_free(struct hg_tenant_conf *t)
 {
     free(t->id);
-    for (size_t i = 0; i < t->app_secrets.n; i++)
-        conf_wipe(t->app_secrets.items[i]);
-    conf_strlist_clear(&t->app_secrets);
-    conf_wipe(t->verify_token);
-    free(t->verify_token);
-    conf_wipe(t->access_token);
-    free(t->access_token);
-    conf_strlist_clear(&t->business_ids);
+    keys_free(tenant_keys, N_TENANT_KEYS, t);
 }
 
 /* ---------------------------------------------------------------- rules */
@@ -875,11 +881,12 @@ static int cmp_rules_id(const void *a, const void *b)
     return strcmp(((const struct hg_rules_conf *)a)->id, ((const struct hg_rules_conf *)b)->id);
 }
 
-static void conf_free(struct hg_conf *c)
+/* Free the strings and lists of a key table's fields in `base` (secrets wiped first). */
+static void keys_free(const struct key *keys, size_t n, void *base)
 {
-    for (size_t i = 0; i < N_CONF_KEYS; i++) {
-        const struct key *k = &conf_keys[i];
-        char *field = (char *)c + k->off;
+    for (size_t i = 0; i < n; i++) {
+        const struct key *k = &keys[i];
+        char *field = (char *)base + k->off;
         if (k->type == KEY_STRING || k->type == KEY_ENUM || k->type == KEY_PATH || k->type == KEY_LISTEN) {
             char **sp = (char **)field;
             if (k->flags & KEY_F_SECRET)
@@ -892,6 +899,11 @@ static void conf_free(struct hg_conf *c)
             conf_strlist_clear(l);
         }
     }
+}
+
+static void conf_free(struct hg_conf *c)
+{
+    keys_free(conf_keys, N_CONF_KEYS, c);
     for (size_t t = 0; t < c->n_tenants; t++)
         tenant_free(&c->tenants[t]);
     free(c->tenants);
@@ -1001,8 +1013,13 @@ const struct hg_tenant_conf *hg_conf_tenant_by_business(const struct hg_conf *c,
     if (c == NULL || business_id == NULL)
         return NULL;
     for (size_t t = 0; t < c->n_tenants; t++)
+    {
         for (size_t i = 0; i < c->tenants[t].business_ids.n; i++)
             if (strcmp(c->tenants[t].business_ids.items[i], business_id) == 0)
                 return &c->tenants[t];
+        for (size_t i = 0; i < c->tenants[t].account_sids.n; i++)
+            if (strcmp(c->tenants[t].account_sids.items[i], business_id) == 0)
+                return &c->tenants[t];
+    }
     return NULL;
 }

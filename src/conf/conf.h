@@ -32,6 +32,10 @@ struct hg_tenant_conf {
     char *access_token;               /* Graph API token; NULL = use [whatsapp] access_token */
     struct hg_strlist business_ids;   /* WABA ids (entry[].id) and phone_number_ids mapped here */
     uint32_t rate_limit;              /* requests per minute; 0 = [ratelimit] default */
+    struct hg_strlist genesys_secrets;  /* Genesys outbound secrets; empty = [genesys] secret */
+    struct hg_strlist genesys_api_keys; /* Genesys EventBridge API keys; empty = [genesys] api_key */
+    struct hg_strlist twilio_auth_tokens; /* Twilio auth tokens; empty = [twilio] auth_token */
+    struct hg_strlist account_sids;   /* Twilio AccountSids mapped here (like business_ids) */
 };
 
 struct hg_conf {
@@ -61,6 +65,15 @@ struct hg_conf {
     char *graph_api_base;             /* "https://graph.facebook.com" */
     char *graph_api_version;          /* "v18.0" */
     char *default_tenant;             /* tenant id when none resolves; "default" */
+
+    /* [genesys] */
+    struct hg_strlist genesys_secrets;  /* Open Messaging outbound secrets (rotation) */
+    struct hg_strlist genesys_api_keys; /* EventBridge API destination keys (rotation) */
+    char *genesys_api_key_header;     /* "X-API-Key" */
+
+    /* [twilio] */
+    struct hg_strlist twilio_auth_tokens; /* auth tokens that sign X-Twilio-Signature (rotation) */
+    char *twilio_public_url;          /* scheme://host[:port] Twilio calls; NULL = from Host */
 
     /* [tenant.<id>] sections */
     struct hg_tenant_conf *tenants;
@@ -143,7 +156,8 @@ int hg_conf_load(const char *path, struct hg_conf **out, char *err, size_t errle
 struct hg_conf *hg_conf_ref(struct hg_conf *c);
 void hg_conf_unref(struct hg_conf *c);
 
-/* Tenant by id, or by a WABA id / phone_number_id listed in business_ids; NULL when none. */
+/* Tenant by id, or by an id listed in business_ids (WABA / phone_number_id) or account_sid
+ * (Twilio AccountSid); NULL when none. */
 const struct hg_tenant_conf *hg_conf_tenant(const struct hg_conf *c, const char *id);
 const struct hg_tenant_conf *hg_conf_tenant_by_business(const struct hg_conf *c, const char *business_id);
 

@@ -38,7 +38,7 @@
 #include "core/uuid.h"
 #include "ops/metrics.h"
 #include "conf/conf.h"
-#include "providers/whatsapp.h"
+#include "providers/provider.h"
 #include "rules/rules.h"
 #include "drain/drain.h"
 #include "drain/drain_internal.h"
@@ -675,9 +675,16 @@ static void item_dead_letter(struct item *it, const char *reason)
 static void item_build(struct item *it)
 {
     it->built = true;
+    const struct hg_provider *p = hg_provider_find(it->provider);
+    if (p == NULL) {
+        /* A record of a provider this build does not have (spooled by another version). */
+        item_dead_letter(it, "unknown provider");
+        return;
+    }
     if (it->doc == NULL) {
         char reason[256];
-        it->doc = hg_whatsapp_parse(it->body, it->body_len, reason, sizeof(reason));
+        struct hg_provider_body b = { it->body, it->body_len, it->headers, it->headers_len };
+        it->doc = p->parse(&b, reason, sizeof(reason));
         if (it->doc == NULL) {
             item_dead_letter(it, reason);
             return;
@@ -689,7 +696,7 @@ static void item_build(struct item *it)
         .received_at_ns = it->received_at_ns,
     };
     /* The envelope stays: the events share its nodes until they are serialized. */
-    int n = hg_whatsapp_normalize(&it->doc->arena, it->doc->root, &meta, on_event, it);
+    int n = p->normalize(&it->doc->arena, it->doc->root, &meta, on_event, it);
     if (n < 0)
         item_dead_letter(it, hg_strerror(n));
 }

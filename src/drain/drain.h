@@ -68,7 +68,7 @@ struct hg_drain_record {
 
 int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_drain **out);
 /*
- * Hand on record `spool_id`. `doc` is the already parsed envelope (hg_whatsapp_parse) or NULL (it
+ * Hand on record `spool_id`. `doc` is the already parsed body (the provider's parse) or NULL (it
  * is then parsed from the body); the drain takes it over, and builds the events in its arena.
  */
 void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec,

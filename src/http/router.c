@@ -1,26 +1,24 @@
-/* Routing table: exact paths and `prefix/{tenant}` paths to handlers, 404 and 405 + Allow. */
+/* Routing: provider routes from the registry, the operator endpoints, 404 and 405 + Allow. */
 #include <llhttp.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "http/http.h"
-#include "req/req.h"
+#include "http/router.h"
+#include "ingest/ingest.h"
+#include "providers/provider.h"
 
 typedef void (*route_fn)(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *param);
 
 struct route {
-    const char *path;      /* exact path, or the prefix of a /{tenant} route */
-    bool tenant_param;     /* path may be followed by "/{tenant}" */
+    const char *path;
     route_fn get;
-    route_fn post;
-    const char *allow;
 };
 
-static const struct route routes[] = {
-    { "/webhooks/whatsapp", true, hg_req_whatsapp_handshake, hg_req_whatsapp_ingest, "GET, POST" },
-    { "/health", false, hg_ops_health, NULL, "GET" },
-    { "/ready", false, hg_ops_ready, NULL, "GET" },
-    { "/metrics", false, hg_ops_metrics, NULL, "GET" },
+static const struct route ops_routes[] = {
+    { "/health", hg_ops_health },
+    { "/ready", hg_ops_ready },
+    { "/metrics", hg_ops_metrics },
 };
 
 /* A tenant id in a path: 1..64 of [A-Za-z0-9_.-]. */
@@ -37,36 +35,60 @@ static bool tenant_ok(const char *s, size_t n)
     return true;
 }
 
+static bool is_get(const struct hg_http_request *r)
+{
+    return r->method == HTTP_GET || r->method == HTTP_HEAD;
+}
+
+static void not_allowed(struct hg_conn *c, const char *allow)
+{
+    char hdr[64];
+    snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
+    hg_conn_respond_error(c, 405, "method_not_allowed", "method not allowed on this path", hdr);
+}
+
+/* `path` or `path/{tenant}`: true, with the tenant (or "") in tenant[65]. */
+static bool match_tenant_route(const struct hg_http_request *r, const char *path, char tenant[65])
+{
+    size_t plen = strlen(path);
+    tenant[0] = '\0';
+    if (r->path_len < plen || memcmp(r->path, path, plen) != 0)
+        return false;
+    if (r->path_len == plen)
+        return true;
+    size_t tl = r->path_len - plen - 1;
+    if (r->path[plen] != '/' || !tenant_ok(r->path + plen + 1, tl))
+        return false;
+    memcpy(tenant, r->path + plen + 1, tl);
+    tenant[tl] = '\0';
+    return true;
+}
+
 void hg_router_dispatch(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r)
 {
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        const struct route *rt = &routes[i];
-        size_t plen = strlen(rt->path);
-        const char *param = NULL;
+    size_t n;
+    const struct hg_provider *const *providers = hg_providers(&n);
+    for (size_t i = 0; i < n; i++) {
+        const struct hg_provider *p = providers[i];
         char tenant[65];
-        if (r->path_len == plen && memcmp(r->path, rt->path, plen) == 0) {
-            param = NULL;
-        } else if (rt->tenant_param && r->path_len > plen + 1 && memcmp(r->path, rt->path, plen) == 0 &&
-                   r->path[plen] == '/' && tenant_ok(r->path + plen + 1, r->path_len - plen - 1)) {
-            memcpy(tenant, r->path + plen + 1, r->path_len - plen - 1);
-            tenant[r->path_len - plen - 1] = '\0';
-            param = tenant;
-        } else {
+        if (!match_tenant_route(r, p->route, tenant))
             continue;
-        }
-        route_fn fn = NULL;
-        if (r->method == HTTP_GET || r->method == HTTP_HEAD)
-            fn = rt->get;
-        else if (r->method == HTTP_POST)
-            fn = rt->post;
-        if (fn == NULL) {
-            char allow[64];
-            size_t n = (size_t)snprintf(allow, sizeof(allow), "Allow: %s\r\n", rt->allow);
-            (void)n;
-            hg_conn_respond_error(c, 405, "method_not_allowed", "method not allowed on this path", allow);
-            return;
-        }
-        fn(w, c, r, param);
+        const char *param = tenant[0] ? tenant : NULL;
+        if (r->method == HTTP_POST)
+            hg_ingest_post(w, c, r, param, p);
+        else if (is_get(r) && p->handshake)
+            hg_ingest_get(w, c, r, param, p);
+        else
+            not_allowed(c, p->handshake ? "GET, POST" : "POST");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(ops_routes) / sizeof(ops_routes[0]); i++) {
+        if (r->path_len != strlen(ops_routes[i].path) || memcmp(r->path, ops_routes[i].path, r->path_len) != 0)
+            continue;
+        if (is_get(r))
+            ops_routes[i].get(w, c, r, NULL);
+        else
+            not_allowed(c, "GET");
         return;
     }
     hg_conn_respond_error(c, 404, "not_found", "no such path", NULL);

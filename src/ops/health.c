@@ -7,7 +7,7 @@
 #include "http/http.h"
 #include "ops/metrics.h"
 #include "drain/drain.h"
-#include "req/req.h"
+#include "http/router.h"
 #include "sink/sink.h"
 #include "spool/spool.h"
 #include "worker/worker.h"

@@ -4,6 +4,26 @@
 
 #include "core/common.h"
 #include "providers/provider.h"
+#include "providers/whatsapp.h"
+
+/* The registry: one line per provider. */
+static const struct hg_provider *const registry[] = {
+    &hg_provider_whatsapp,
+};
+
+const struct hg_provider *const *hg_providers(size_t *n)
+{
+    *n = HG_ARRAY_SIZE(registry);
+    return registry;
+}
+
+const struct hg_provider *hg_provider_find(const char *name)
+{
+    for (size_t i = 0; name != NULL && i < HG_ARRAY_SIZE(registry); i++)
+        if (strcmp(registry[i]->name, name) == 0)
+            return registry[i];
+    return NULL;
+}
 
 const char *hg_provider_header(const char *lines, size_t len, const char *name, size_t *vlen)
 {

@@ -116,8 +116,9 @@ struct hg_provider {
      */
     int (*verify)(const struct hg_provider_request *r, const struct hg_creds *creds, char *why, size_t cap);
 
-    /* Optional: the signature header is missing altogether (401 before any tenant lookup). */
-    bool (*unsigned_request)(const struct hg_http_request *r, const struct hg_conf *conf);
+    /* Optional: the request carries no credential at all (401 before any tenant lookup or copy);
+     * true with the reason in `why` (cap bytes). */
+    bool (*unsigned_request)(const struct hg_http_request *r, const struct hg_conf *conf, char *why, size_t cap);
 
     /*
      * Parse and validate the body into a document (JSON, or a form body turned into a JSON
@@ -149,8 +150,8 @@ struct hg_provider {
     size_t (*accepted)(char *out, size_t cap, const char *request_id, int events, const char **content_type);
 };
 
-/* Every provider compiled in, indexed by enum hg_provider_id. */
-const struct hg_provider *const *hg_providers(void);
+/* Every provider compiled in, in registry order; *n gets their number. */
+const struct hg_provider *const *hg_providers(size_t *n);
 /* The provider named `name` ("whatsapp"), or NULL. */
 const struct hg_provider *hg_provider_find(const char *name);
 

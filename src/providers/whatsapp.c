@@ -12,7 +12,9 @@
 #include "core/err.h"
 #include "core/sha256.h"
 #include "core/str.h"
+#include "http/http.h"
 #include "providers/whatsapp.h"
+#include "tenants/tenants.h"
 
 #define SIG_PREFIX     "sha256="
 #define SIG_PREFIX_LEN (sizeof(SIG_PREFIX) - 1)
@@ -363,3 +365,99 @@ int hg_whatsapp_business_ids(const struct hg_json *root, int (*fn)(void *arg, co
     }
     return 0;
 }
+
+/* ---- the provider table (providers/provider.h) ---- */
+
+static void wa_creds(const struct hg_conf *conf, const struct hg_tenant *t, struct hg_creds *out)
+{
+    (void)conf;
+    out->secrets = &t->app_secrets;
+    out->verify_token = t->verify_token;
+}
+
+static int wa_handshake(const struct hg_http_request *r, const struct hg_creds *creds, char *out, size_t cap)
+{
+    return hg_whatsapp_handshake(r->query, r->query_len, creds->verify_token, out, cap);
+}
+
+static bool wa_unsigned(const struct hg_http_request *r, const struct hg_conf *conf, char *why, size_t cap)
+{
+    (void)conf;
+    size_t n;
+    if (hg_http_header_get(r, "X-Hub-Signature-256", &n) != NULL)
+        return false;
+    snprintf(why, cap, "missing X-Hub-Signature-256");
+    return true;
+}
+
+static int wa_verify(const struct hg_provider_request *r, const struct hg_creds *creds, char *why, size_t cap)
+{
+    size_t n = 0;
+    const char *sig = hg_http_header_get(r->http, "X-Hub-Signature-256", &n);
+    if (sig == NULL) {
+        snprintf(why, cap, "missing X-Hub-Signature-256");
+        return HG_ERR_SIGNATURE;
+    }
+    if (hg_whatsapp_verify_signature(sig, n, r->body, r->body_len, creds->secrets) != 0) {
+        snprintf(why, cap, "signature does not match");
+        return HG_ERR_SIGNATURE;
+    }
+    return 0;
+}
+
+static struct hg_json_doc *wa_parse(const struct hg_provider_body *b, char *reason, size_t cap)
+{
+    return hg_whatsapp_parse(b->body, b->body_len, reason, cap);
+}
+
+int hg_whatsapp_count_events(const struct hg_json *root)
+{
+    int n = 0;
+    for (struct hg_json_item *ei = hg_json_first(hg_json_get(root, "entry")); ei; ei = ei->next) {
+        for (struct hg_json_item *ci = hg_json_first(hg_json_get(ei->val, "changes")); ci; ci = ci->next) {
+            struct hg_json *value = hg_json_get(ci->val, "value");
+            const char *field = hg_json_str(hg_json_get(ci->val, "field"));
+            if (field && strcmp(field, "messages") == 0) {
+                n += (int)hg_json_size(hg_json_get(value, "messages"));
+                n += (int)hg_json_size(hg_json_get(value, "statuses"));
+                n += (int)hg_json_size(hg_json_get(value, "errors"));
+            } else {
+                n++;
+            }
+        }
+    }
+    return n;
+}
+
+static const char *const wa_spool_headers[] = { "X-Hub-Signature-256", "Content-Type", "User-Agent", NULL };
+static const char *const wa_bind_messages[] = { "message.#", NULL };
+static const char *const wa_bind_statuses[] = { "status.#", NULL };
+static const char *const wa_bind_system[] = { "error.#", "system.#", NULL };
+static const struct hg_provider_queue wa_queues[] = {
+    { "INBOUND_WHATSAPP_MESSAGES", wa_bind_messages },
+    { "WHATSAPP_STATUS_UPDATES", wa_bind_statuses },
+    { "WHATSAPP_SYSTEM_EVENTS", wa_bind_system },
+};
+static const struct hg_provider_topology wa_topology = {
+    .exchange = "whatsapp.inbound",
+    .dlx = "whatsapp.inbound.dlx",
+    .queues = wa_queues,
+    .n_queues = HG_ARRAY_SIZE(wa_queues),
+};
+
+const struct hg_provider hg_provider_whatsapp = {
+    .id = HG_PROVIDER_WHATSAPP,
+    .name = "whatsapp",
+    .route = "/webhooks/whatsapp",
+    .spool_headers = wa_spool_headers,
+    .topology = &wa_topology,
+    .creds = wa_creds,
+    .handshake = wa_handshake,
+    .verify = wa_verify,
+    .unsigned_request = wa_unsigned,
+    .parse = wa_parse,
+    .tenant_ids = hg_whatsapp_business_ids,
+    .count_events = hg_whatsapp_count_events,
+    .normalize = hg_whatsapp_normalize,
+    .accepted = hg_provider_accepted_json,
+};

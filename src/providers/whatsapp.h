@@ -70,4 +70,10 @@ int hg_whatsapp_business_ids(const struct hg_json *root, int (*fn)(void *arg, co
 int hg_whatsapp_normalize(struct hg_arena *a, const struct hg_json *root, const struct hg_event_meta *meta,
                           hg_event_emit_fn emit, void *arg);
 
+/* Events a validated envelope will produce: messages + statuses + errors, one per other field. */
+int hg_whatsapp_count_events(const struct hg_json *root);
+
+/* The WhatsApp Cloud API provider (route /webhooks/whatsapp, exchange whatsapp.inbound). */
+extern const struct hg_provider hg_provider_whatsapp;
+
 #endif

@@ -44,6 +44,16 @@ struct hg_tenant *hg_tenant_ref(struct hg_tenant *t)
     return t;
 }
 
+/* A list the tenant owns (service tenants); items[] may be partly filled after a parse error. */
+static void secrets_free(struct hg_strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        memset(l->items[i], 0, strlen(l->items[i]));
+        free(l->items[i]);
+    }
+    free(l->items);
+}
+
 void hg_tenant_unref(struct hg_tenant *t)
 {
     if (t == NULL || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
@@ -52,9 +62,10 @@ void hg_tenant_unref(struct hg_tenant *t)
         /* Strings belong to the config snapshot. */
         hg_conf_unref(t->conf);
     } else {
-        for (size_t i = 0; i < t->app_secrets.n; i++)
-            free(t->app_secrets.items[i]);
-        free(t->app_secrets.items);
+        secrets_free(&t->app_secrets);
+        secrets_free(&t->genesys_secrets);
+        secrets_free(&t->genesys_api_keys);
+        secrets_free(&t->twilio_auth_tokens);
         free(t->id);
         free(t->verify_token);
         free(t->access_token);
@@ -109,6 +120,10 @@ static struct hg_tenant *tenant_from_conf(const struct hg_conf *conf, const stru
     t->conf = hg_conf_ref((struct hg_conf *)conf);
     t->id = tc != NULL ? tc->id : conf->default_tenant;
     t->app_secrets = tc != NULL && tc->app_secrets.n > 0 ? tc->app_secrets : conf->app_secrets;
+    t->genesys_secrets = tc != NULL && tc->genesys_secrets.n > 0 ? tc->genesys_secrets : conf->genesys_secrets;
+    t->genesys_api_keys = tc != NULL && tc->genesys_api_keys.n > 0 ? tc->genesys_api_keys : conf->genesys_api_keys;
+    t->twilio_auth_tokens =
+        tc != NULL && tc->twilio_auth_tokens.n > 0 ? tc->twilio_auth_tokens : conf->twilio_auth_tokens;
     t->verify_token = tc != NULL && tc->verify_token != NULL ? tc->verify_token : conf->verify_token;
     t->access_token = tc != NULL && tc->access_token != NULL ? tc->access_token : conf->access_token;
     t->rate_limit = tc != NULL && tc->rate_limit != 0 ? tc->rate_limit : default_rate_limit(conf);
@@ -126,6 +141,26 @@ static int opt_string(json_t *root, const char *name, size_t max, char **out)
         strlen(json_string_value(v)) != json_string_length(v))
         return HG_ERR_PARSE;
     *out = hg_xstrdup(json_string_value(v));
+    return 0;
+}
+
+/* An optional list of secrets: absent/null → empty; else 1..SECRETS_MAX non-empty strings. */
+static int opt_secrets(json_t *root, const char *name, struct hg_strlist *out)
+{
+    json_t *secrets = json_object_get(root, name);
+    if (secrets == NULL || json_is_null(secrets))
+        return 0;
+    size_t n = json_is_array(secrets) ? json_array_size(secrets) : 0;
+    if (n == 0 || n > SECRETS_MAX)
+        return HG_ERR_PARSE;
+    out->items = hg_xcalloc(n, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = json_array_get(secrets, i);
+        if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > SECRET_LEN_MAX ||
+            strlen(json_string_value(s)) != json_string_length(s))
+            return HG_ERR_PARSE;
+        out->items[out->n++] = hg_xstrdup(json_string_value(s));
+    }
     return 0;
 }
 
@@ -151,19 +186,14 @@ int hg_tenant_parse(const char *json, size_t len, const struct hg_conf *conf, st
         goto out;
     t->id = hg_xstrdup(json_string_value(id));
 
-    json_t *secrets = json_object_get(root, "app_secrets");
-    size_t n = json_is_array(secrets) ? json_array_size(secrets) : 0;
-    if (n == 0 || n > SECRETS_MAX)
+    /* Each provider's secrets are optional; a tenant needs at least one (docs/tenants.md). */
+    if (opt_secrets(root, "app_secrets", &t->app_secrets) != 0 ||
+        opt_secrets(root, "genesys_secrets", &t->genesys_secrets) != 0 ||
+        opt_secrets(root, "genesys_api_keys", &t->genesys_api_keys) != 0 ||
+        opt_secrets(root, "twilio_auth_tokens", &t->twilio_auth_tokens) != 0)
         goto out;
-    t->app_secrets.items = hg_xcalloc(n, sizeof(char *));
-    for (size_t i = 0; i < n; i++) {
-        json_t *s = json_array_get(secrets, i);
-        if (!json_is_string(s) || json_string_length(s) == 0 ||
-            json_string_length(s) > SECRET_LEN_MAX ||
-            strlen(json_string_value(s)) != json_string_length(s))
-            goto out;
-        t->app_secrets.items[t->app_secrets.n++] = hg_xstrdup(json_string_value(s));
-    }
+    if (t->app_secrets.n + t->genesys_secrets.n + t->genesys_api_keys.n + t->twilio_auth_tokens.n == 0)
+        goto out;
 
     if (opt_string(root, "verify_token", TOKEN_LEN_MAX, &t->verify_token) != 0 ||
         opt_string(root, "access_token", TOKEN_LEN_MAX, &t->access_token) != 0)
@@ -346,20 +376,14 @@ static struct hg_tenant *conf_tenant(struct hg_tenants *t, const struct hg_conf 
     return hg_tenant_ref(*slot);
 }
 
-/* The tenant for a config section, or UNAVAILABLE when nothing gives it an app secret. */
+/* The tenant for a config section. Whether it has credentials for the webhook's provider is the
+ * ingest path's question (answered 503 there), not the resolver's. */
 static int use_conf_tenant(struct hg_tenants *t, const struct hg_conf *conf,
                            const struct hg_tenant_conf *tc, enum hg_tenant_source source,
                            struct hg_tenant **out)
 {
     bool built;
     struct hg_tenant *tn = conf_tenant(t, conf, tc, source, &built);
-    if (tn->app_secrets.n == 0) {
-        /* Logged when the snapshot's tenant is built, not on every request. */
-        if (built)
-            hg_warn(NULL, "tenant has no app secret: its webhooks get 503", "tenant", tn->id, NULL);
-        hg_tenant_unref(tn);
-        return HG_ERR_UNAVAILABLE;
-    }
     if (source == HG_TENANT_DEFAULT)
         t->stats.defaults++;
     else

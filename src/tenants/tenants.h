@@ -1,6 +1,6 @@
 /*
- * Tenant resolution: which tenant a webhook belongs to and its settings (app secrets, verify
- * token, Graph API token, rate limit). Order: the config snapshot → a per-worker in-memory LRU →
+ * Tenant resolution: which tenant a webhook belongs to and its settings (each provider's secrets,
+ * verify token, Graph API token, rate limit). Order: the config snapshot → a per-worker in-memory LRU →
  * the Redis cache → the tenant service over HTTP, all on the worker's loop. See docs/tenants.md.
  */
 #ifndef HG_TENANTS_TENANTS_H
@@ -37,7 +37,13 @@ struct hg_tenant {
     _Atomic long refs;
     enum hg_tenant_source source;
     char *id;                      /* tenant id: metrics, dedup/rate-limit keys, archive paths */
-    struct hg_strlist app_secrets; /* every valid app secret (rotation); never empty */
+    /* Each provider's credentials (rotation: every item is valid); an empty list = none, and that
+     * provider's webhooks for this tenant are answered 503. Config tenants inherit the provider
+     * section's list when their own is empty. */
+    struct hg_strlist app_secrets;        /* WhatsApp app secrets */
+    struct hg_strlist genesys_secrets;    /* Genesys Open Messaging outbound secrets */
+    struct hg_strlist genesys_api_keys;   /* Genesys EventBridge API keys */
+    struct hg_strlist twilio_auth_tokens; /* Twilio auth tokens */
     char *verify_token;            /* GET handshake token; NULL = none (the handshake fails) */
     char *access_token;            /* Graph API token; NULL = none */
     uint32_t rate_limit;           /* requests per minute; never 0 ([ratelimit] default applied) */
@@ -108,8 +114,7 @@ int hg_tenants_open(uv_loop_t *loop, struct hg_http *http, struct hg_redis *redi
  * Resolve without waiting: 0 and *out (a reference the caller owns) when the config snapshot or
  * the LRU decides (this is the hot path: no allocation for config tenants, no callback hop);
  * HG_TENANTS_PENDING when a Redis/service lookup is needed (call hg_tenants_resolve);
- * HG_ERR_UNAVAILABLE when the default tenant is needed but has no app secret (answer 503 +
- * Retry-After); HG_ERR_NOT_FOUND when `path_tenant` names no tenant (no service, or the LRU
+ * HG_ERR_NOT_FOUND when `path_tenant` names no tenant (no service, or the LRU
  * remembers the service's 404).
  * `path_tenant` (may be NULL) is the {tenant} URL segment; `business_ids` are the envelope's ids
  * in priority order (entry[].id, then phone_number_id; may be NULL when n_ids is 0).

@@ -18,7 +18,8 @@
 #include "http/http.h"
 #include "ops/metrics.h"
 #include "drain/drain.h"
-#include "req/req.h"
+#include "http/router.h"
+#include "ingest/ingest.h"
 #include "sink/ndjson.h"
 #include "sink/sink.h"
 #include "spool/spool.h"
@@ -374,7 +375,8 @@ static int worker_open(struct hg_worker *w)
             return rc;
         }
     }
-    if (c->tenant_service_url) {
+    /* Always: the one tenant path decides config tenants too (404 for an unknown path tenant). */
+    {
         struct hg_tenants_opts to = {
             .service_url = c->tenant_service_url,
             .service_token = c->tenant_service_token,
@@ -448,7 +450,7 @@ static int worker_listen(struct hg_worker *w)
 {
     struct hg_http_limits l;
     limits_from_conf(&l, w->conf);
-    struct hg_http_handler h = { on_request, hg_req_abandon, w };
+    struct hg_http_handler h = { on_request, hg_ingest_abandon, w };
     int rc = hg_http_server_start(&w->loop, w->listen_fd, &l, &h, &w->http);
     if (rc != 0) {
         hg_error(NULL, "cannot start listener", "error", hg_strerror(rc), NULL);

@@ -47,7 +47,7 @@ struct hg_worker {
     struct hg_redis *redis;          /* NULL without [redis] url */
     struct hg_http *http_client;     /* libcurl multi on this loop (S3, tenant service, media) */
     struct hg_s3 *s3;                /* NULL without [s3] endpoint */
-    struct hg_tenants *tenants;      /* NULL without [tenants] service_url */
+    struct hg_tenants *tenants;      /* tenant resolution (config; the service with [tenants] service_url) */
     struct hg_statemgr *statemgr;    /* NULL without [state_manager] url */
     struct hg_media *media;          /* NULL unless [media] is enabled (needs [s3]) */
     struct hg_tenants_stats tenants_seen; /* counts already added to the cache metrics */

@@ -430,15 +430,21 @@ static void test_default_without_secret(void **state)
     open_tenants(&f, &f.t, NULL);
     struct hg_tenant *tn = NULL;
     const char *ids[] = { "555" };
-    assert_int_equal(hg_tenants_resolve_local(f.t, f.conf, NULL, ids, 1, &tn), HG_ERR_UNAVAILABLE);
-    assert_null(tn);
-    assert_int_equal(resolve(&f, f.t, NULL, ids, 1, &tn), HG_ERR_UNAVAILABLE);
+    /* The resolver names the tenant; that it has no WhatsApp secret is the ingest's 503. */
+    assert_int_equal(hg_tenants_resolve_local(f.t, f.conf, NULL, ids, 1, &tn), 0);
+    assert_string_equal(tn->id, "default");
+    assert_int_equal(tn->app_secrets.n, 0);
+    hg_tenant_unref(tn);
+    tn = NULL;
+    assert_int_equal(resolve(&f, f.t, NULL, ids, 1, &tn), 0);
+    assert_int_equal(tn->app_secrets.n, 0);
+    hg_tenant_unref(tn);
     /* The configured tenant still works. */
     const char *ids2[] = { "1001" };
     assert_int_equal(resolve(&f, f.t, NULL, ids2, 1, &tn), 0);
     assert_string_equal(tn->id, "acme");
     hg_tenant_unref(tn);
-    assert_int_equal(hg_tenants_stats(f.t)->unavailable, 2);
+    assert_int_equal(hg_tenants_stats(f.t)->unavailable, 0);
     fixture_done(&f);
 }
 
@@ -484,6 +490,16 @@ static void test_parse(void **state)
     assert_null(t->access_token);
     assert_int_equal(t->rate_limit, 77);
     hg_tenant_unref(t);
+
+    /* A tenant of other providers only: no WhatsApp app secret (its WhatsApp webhooks get 503). */
+    const char others[] = "{\"tenant_id\":\"plumb\",\"genesys_secrets\":[\"g1\"],"
+                          "\"genesys_api_keys\":[\"k1\",\"k2\"],\"twilio_auth_tokens\":[\"tw\"]}";
+    assert_int_equal(hg_tenant_parse(others, strlen(others), c, &t), 0);
+    assert_int_equal(t->app_secrets.n, 0);
+    assert_string_equal(t->genesys_secrets.items[0], "g1");
+    assert_int_equal(t->genesys_api_keys.n, 2);
+    assert_string_equal(t->twilio_auth_tokens.items[0], "tw");
+    hg_tenant_unref(t);
     hg_conf_unref(c);
 
     static const char *const bad[] = {
@@ -496,6 +512,9 @@ static void test_parse(void **state)
         "{\"tenant_id\":\"..\",\"app_secrets\":[\"s\"]}",
         "{\"tenant_id\":\"a b\",\"app_secrets\":[\"s\"]}",
         "{\"tenant_id\":\"a\"}",                                        /* no secrets */
+        "{\"tenant_id\":\"a\",\"app_secrets\":null,\"twilio_auth_tokens\":[]}", /* none either */
+        "{\"tenant_id\":\"a\",\"genesys_secrets\":[\"\"]}",
+        "{\"tenant_id\":\"a\",\"twilio_auth_tokens\":\"t\"}",
         "{\"tenant_id\":\"a\",\"app_secrets\":[]}",
         "{\"tenant_id\":\"a\",\"app_secrets\":\"s\"}",
         "{\"tenant_id\":\"a\",\"app_secrets\":[\"\"]}",

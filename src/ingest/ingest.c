@@ -1,0 +1,442 @@
+/*
+ * The provider-neutral ingest chain (ingest/ingest.h). One struct hg_req per webhook; every
+ * transition goes through req_set_state(). The provider is consulted only through its table:
+ * which headers to keep, its credentials for the tenant, verify, parse, tenant ids, event count
+ * and the accepted answer.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "clients/redis.h"
+#include "conf/conf.h"
+#include "core/common.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/time.h"
+#include "drain/drain.h"
+#include "http/http.h"
+#include "ingest/ingest.h"
+#include "ops/metrics.h"
+#include "spool/spool.h"
+#include "tenants/tenants.h"
+#include "worker/worker.h"
+
+#define SPOOLED_HEADERS_MAX 8192 /* cap on the kept headers' total size */
+#define ACCEPTED_MAX        512  /* the accepted answer's body */
+
+/* Where an ingest request is; every change goes through req_set_state(). */
+enum hg_req_state {
+    HG_REQ_TENANT,    /* resolving the tenant (config and LRU at once; Redis / tenant service later) */
+    HG_REQ_RATELIMIT, /* waiting for the tenant's rate limit answer (Redis) */
+    HG_REQ_SPOOL,     /* appended, waiting for the group fsync */
+    HG_REQ_BROKER,    /* ack = broker: waiting for the broker's confirms */
+    HG_REQ_DONE,      /* answered (or its connection went away) */
+};
+
+struct hg_req {
+    enum hg_req_state state;
+    const struct hg_provider *provider;
+    struct hg_worker *worker;
+    struct hg_conn *conn;          /* NULL once the connection went away */
+    struct hg_http_request *http;  /* the parsed request: valid while conn is (until answered) */
+    bool handshake;                /* GET: answer the provider's handshake, spool nothing */
+    struct hg_conf *conf;          /* the config this request started with (a reference) */
+    struct hg_json_doc *doc;       /* parsed body, handed to the drain */
+    struct hg_tenant *tenant;      /* resolved tenant (a reference) */
+    const char *tenant_id;         /* tenant->id once resolved, else the path tenant (metrics) */
+    char path_tenant[HG_TENANTS_ID_MAX + 1];
+    char request_id[HG_HTTP_REQUEST_ID_MAX + 1];
+    uint64_t received_at_ns;
+    uint64_t start_mono_ns;
+    int events;
+    char rl_headers[192];          /* X-RateLimit-* lines for every answer, "" without Redis */
+    char *headers;                 /* spooled request headers ("Name: value\n" lines), in inline_data */
+    size_t headers_len;
+    char *body;                    /* copy of the raw body (the connection may go away meanwhile) */
+    size_t body_len;
+    char parse_reason[256];        /* why the body did not parse (400 after a good signature) */
+    char inline_data[];            /* body NUL headers NUL: one allocation with the request */
+};
+
+static const char *const state_names[] = { "tenant", "ratelimit", "spool", "broker", "done" };
+
+static void req_set_state(struct hg_req *q, enum hg_req_state s)
+{
+    hg_debug(q->request_id, "request state", "from", state_names[q->state], "to", state_names[s], NULL);
+    q->state = s;
+}
+
+/* webhook_received_total{provider,tenant,type="webhook",status} for the webhook as a whole. */
+static void count_webhook(const struct hg_req *q, const char *status)
+{
+    char labels[256], esc[128], pesc[64];
+    snprintf(labels, sizeof(labels), "provider=\"%s\",tenant=\"%s\",type=\"webhook\",status=\"%s\"",
+             hg_metrics_label_escape(pesc, sizeof(pesc), q->provider->name),
+             hg_metrics_label_escape(esc, sizeof(esc), q->tenant_id ? q->tenant_id : "unknown"), status);
+    hg_metric_inc(HG_M_WEBHOOK_RECEIVED, labels);
+}
+
+static void req_free(struct hg_req *q)
+{
+    hg_json_doc_free(q->doc);
+    hg_conf_unref(q->conf);
+    hg_tenant_unref(q->tenant);
+    free(q);
+}
+
+/* Answer an error (when the connection is still there) and free the request. */
+static void req_fail(struct hg_req *q, int status, const char *code, const char *msg, const char *extra)
+{
+    req_set_state(q, HG_REQ_DONE);
+    if (q->conn) {
+        char headers[384];
+        snprintf(headers, sizeof(headers), "%s%s", q->rl_headers, extra ? extra : "");
+        hg_conn_set_data(q->conn, NULL);
+        hg_conn_respond_error(q->conn, status, code, msg, headers);
+    }
+    req_free(q);
+}
+
+static void answer_accepted(struct hg_req *q)
+{
+    req_set_state(q, HG_REQ_DONE);
+    count_webhook(q, "accepted");
+    if (q->conn) {
+        char body[ACCEPTED_MAX];
+        const char *type = "application/json";
+        size_t n = q->provider->accepted(body, sizeof(body), q->request_id, q->events, &type);
+        hg_conn_set_data(q->conn, NULL);
+        hg_conn_respond(q->conn, 200, type, q->rl_headers, body, n);
+    }
+    hg_metric_observe(HG_M_PROCESSING_DURATION, NULL, (double)(hg_time_mono_ns() - q->start_mono_ns) / 1e9);
+}
+
+/* The record as the spool and the drain take it. */
+static struct hg_drain_record req_record(const struct hg_req *q)
+{
+    return (struct hg_drain_record){
+        .request_id = q->request_id,
+        .tenant = q->tenant_id,
+        .provider = q->provider->name,
+        .received_at_ns = q->received_at_ns,
+        .headers = q->headers,
+        .headers_len = q->headers_len,
+        .body = q->body,
+        .body_len = q->body_len,
+    };
+}
+
+static void on_spooled(void *arg, int status, uint64_t id)
+{
+    struct hg_req *q = arg;
+    q->worker->inflight--;
+    if (status != 0) {
+        hg_error(q->request_id, "spool write failed; answered 503", "error", hg_strerror(status), NULL);
+        count_webhook(q, "unavailable");
+        req_fail(q, 503, "unavailable", "could not store the webhook durably; retry later", "Retry-After: 5\r\n");
+        return;
+    }
+    /* Durable: answer first, then hand the record on. */
+    answer_accepted(q);
+    struct hg_drain_record rec = req_record(q);
+    struct hg_json_doc *doc = q->doc;
+    q->doc = NULL;
+    hg_drain_submit(q->worker->drain, id, &rec, doc);
+    req_free(q);
+}
+
+static void on_broker_acked(void *arg, int status)
+{
+    struct hg_req *q = arg;
+    if (status != 0) {
+        count_webhook(q, "unavailable");
+        req_fail(q, 503, "unavailable", "the broker did not confirm the events; retry later", "Retry-After: 5\r\n");
+        return;
+    }
+    answer_accepted(q);
+    req_free(q);
+}
+
+/* Append to the spool (or, with ack = broker, publish); the answer comes from the callback. */
+static void req_spool(struct hg_req *q)
+{
+    struct hg_worker *w = q->worker;
+    struct hg_drain_record rec = req_record(q);
+    if (w->ack_broker) {
+        req_set_state(q, HG_REQ_BROKER);
+        struct hg_json_doc *doc = q->doc;
+        q->doc = NULL;
+        hg_drain_submit_acked(w->drain, &rec, doc, on_broker_acked, q);
+        return; /* q may be freed by now */
+    }
+    struct hg_spool_record srec = {
+        .received_at_ns = rec.received_at_ns,
+        .request_id = rec.request_id,
+        .tenant = rec.tenant,
+        .provider = rec.provider,
+        .headers = rec.headers,
+        .headers_len = rec.headers_len,
+        .body = rec.body,
+        .body_len = rec.body_len,
+    };
+    req_set_state(q, HG_REQ_SPOOL);
+    int rc = hg_spool_append(w->spool, &srec, on_spooled, q);
+    if (rc != 0) {
+        bool full = rc == HG_ERR_FULL;
+        if (full)
+            hg_warn(q->request_id, "spool full; answered 503", NULL);
+        else
+            hg_error(q->request_id, "spool append failed; answered 503", "error", hg_strerror(rc), NULL);
+        count_webhook(q, "unavailable");
+        req_fail(q, 503, full ? "spool_full" : "unavailable",
+                 full ? "spool quota reached; retry later" : "could not store the webhook; retry later",
+                 "Retry-After: 5\r\n");
+        return;
+    }
+    w->inflight++;
+}
+
+static void on_ratelimit(void *arg, const struct hg_redis_ratelimit_result *res)
+{
+    struct hg_req *q = arg;
+    snprintf(q->rl_headers, sizeof(q->rl_headers),
+             "X-RateLimit-Limit: %lld\r\nX-RateLimit-Remaining: %lld\r\nX-RateLimit-Reset: %lld\r\n",
+             (long long)res->limit, (long long)res->remaining, (long long)res->reset_at_unix_s);
+    if (res->fallback)
+        hg_metric_inc(HG_M_REDIS_FALLBACK, "op=\"ratelimit\"");
+    if (res->allowed) {
+        req_spool(q);
+        return;
+    }
+    char labels[160], esc[128], retry[48];
+    snprintf(labels, sizeof(labels), "tenant=\"%s\"", hg_metrics_label_escape(esc, sizeof(esc), q->tenant_id));
+    hg_metric_inc(HG_M_RATELIMIT_REJECTED, labels);
+    count_webhook(q, "rate_limited");
+    long long wait = res->reset_at_unix_s - (long long)(hg_time_now_ns() / 1000000000ull);
+    snprintf(retry, sizeof(retry), "Retry-After: %lld\r\n", wait > 0 ? wait : 1);
+    req_fail(q, 429, "rate_limited", "tenant rate limit reached; retry later", retry);
+}
+
+/* The GET handshake, once the tenant is known. */
+static void req_handshake(struct hg_req *q, const struct hg_creds *creds)
+{
+    char challenge[1024];
+    if (q->provider->handshake(q->http, creds, challenge, sizeof(challenge)) != 0) {
+        hg_info(q->request_id, "verification handshake refused", "provider", q->provider->name, "tenant",
+                q->tenant_id, NULL);
+        req_fail(q, 403, "forbidden", "verification failed", NULL);
+        return;
+    }
+    req_set_state(q, HG_REQ_DONE);
+    hg_conn_set_data(q->conn, NULL);
+    hg_conn_respond(q->conn, 200, "text/plain", NULL, challenge, strlen(challenge));
+    req_free(q);
+}
+
+static bool creds_empty(const struct hg_creds *c)
+{
+    return (c->secrets == NULL || c->secrets->n == 0) && (c->api_keys == NULL || c->api_keys->n == 0);
+}
+
+/* The tenant is known: credentials, signature, body, then the rate limit and the spool. */
+static void on_tenant(void *arg, int status, struct hg_tenant *t)
+{
+    struct hg_req *q = arg;
+    const struct hg_provider *p = q->provider;
+    if (status != 0) {
+        bool missing = status == HG_ERR_NOT_FOUND;
+        count_webhook(q, missing ? "unknown_tenant" : "unavailable");
+        if (missing)
+            req_fail(q, 404, "unknown_tenant", "no such tenant", NULL);
+        else
+            req_fail(q, 503, "tenant_unavailable", "tenant could not be resolved; retry later", "Retry-After: 10\r\n");
+        return;
+    }
+    q->tenant = t;
+    q->tenant_id = t->id;
+    if (q->conn == NULL) {
+        /* Gone while the tenant was looked up: nothing was acknowledged, the provider retries. */
+        req_free(q);
+        return;
+    }
+    struct hg_creds creds = { 0 };
+    p->creds(q->conf, t, &creds);
+    if (q->handshake) {
+        req_handshake(q, &creds);
+        return;
+    }
+    if (creds_empty(&creds)) {
+        hg_warn(q->request_id, "no credentials configured for tenant; answered 503", "provider", p->name, "tenant",
+                q->tenant_id, NULL);
+        count_webhook(q, "unavailable");
+        req_fail(q, 503, "tenant_unavailable", "no credentials configured for this tenant", "Retry-After: 30\r\n");
+        return;
+    }
+    /* The connection is still there, so is its parsed request (it waits for this answer). */
+    char why[128] = "signature does not match";
+    struct hg_provider_request pr = { .http = q->http, .body = q->body, .body_len = q->body_len };
+    if (p->verify(&pr, &creds, why, sizeof(why)) != 0) {
+        hg_info(q->request_id, "signature mismatch", "provider", p->name, "tenant", q->tenant_id, "reason", why, NULL);
+        count_webhook(q, "unauthorized");
+        req_fail(q, 401, "unauthorized", why, NULL);
+        return;
+    }
+    if (q->doc == NULL && q->parse_reason[0] == '\0') {
+        struct hg_provider_body b = { q->body, q->body_len, q->headers, q->headers_len };
+        q->doc = p->parse(&b, q->parse_reason, sizeof(q->parse_reason));
+    }
+    if (q->doc == NULL) {
+        count_webhook(q, "invalid");
+        req_fail(q, 400, "invalid_envelope", q->parse_reason[0] ? q->parse_reason : "invalid body", NULL);
+        return;
+    }
+    q->events = p->count_events(q->doc->root);
+    uint32_t limit = t->rate_limit ? t->rate_limit : q->conf->ratelimit_default;
+    if (q->worker->redis) {
+        req_set_state(q, HG_REQ_RATELIMIT);
+        if (hg_redis_ratelimit(q->worker->redis, q->tenant_id, limit, 60000, on_ratelimit, q) == 0)
+            return;
+    }
+    req_spool(q);
+}
+
+void hg_ingest_abandon(struct hg_conn *c, void *data)
+{
+    (void)data;
+    struct hg_req *q = hg_conn_get_data(c);
+    if (q) {
+        q->conn = NULL; /* the spool callback still runs and hands the record on */
+        q->http = NULL;
+    }
+}
+
+/* Bytes the kept headers take as "Name: value\n" lines (before the cap). */
+static size_t spool_headers_len(const struct hg_provider *p, const struct hg_http_request *r)
+{
+    size_t total = 0;
+    for (const char *const *h = p->spool_headers; *h; h++) {
+        size_t n;
+        if (hg_http_header_get(r, *h, &n))
+            total += strlen(*h) + 2 + n + 1;
+    }
+    return total;
+}
+
+/* Write the kept headers into out (room for cap bytes plus a NUL); a line that would pass the
+ * cap is left out. Returns the length written. */
+static size_t spool_headers(const struct hg_provider *p, char *out, size_t cap, const struct hg_http_request *r)
+{
+    size_t len = 0;
+    for (const char *const *h = p->spool_headers; *h; h++) {
+        size_t n;
+        const char *v = hg_http_header_get(r, *h, &n);
+        if (v == NULL)
+            continue;
+        size_t nl = strlen(*h);
+        if (nl + 2 + n + 1 > cap - len)
+            continue;
+        memcpy(out + len, *h, nl);
+        memcpy(out + len + nl, ": ", 2);
+        memcpy(out + len + nl + 2, v, n);
+        out[len + nl + 2 + n] = '\n';
+        len += nl + 2 + n + 1;
+    }
+    out[len] = '\0';
+    return len;
+}
+
+/*
+ * A request with its own copies of the body and the kept headers in one allocation (the
+ * connection's buffers are reused once it is answered; the drain needs both after that).
+ */
+static struct hg_req *req_new(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r,
+                              const struct hg_provider *p, const char *path_tenant)
+{
+    size_t hcap = HG_MIN(spool_headers_len(p, r), (size_t)SPOOLED_HEADERS_MAX);
+    struct hg_req *q = hg_xcalloc(1, sizeof(*q) + r->body_len + 1 + hcap + 1);
+    q->state = HG_REQ_TENANT;
+    q->provider = p;
+    q->worker = w;
+    q->conn = c;
+    q->http = r;
+    q->conf = hg_conf_ref(w->conf);
+    memcpy(q->request_id, r->request_id, sizeof(q->request_id));
+    q->received_at_ns = hg_time_now_ns();
+    q->start_mono_ns = r->start_ns;
+    if (path_tenant) {
+        snprintf(q->path_tenant, sizeof(q->path_tenant), "%s", path_tenant);
+        q->tenant_id = q->path_tenant;
+    }
+    q->body = q->inline_data;
+    if (r->body_len)
+        memcpy(q->body, r->body, r->body_len);
+    q->body[r->body_len] = '\0';
+    q->body_len = r->body_len;
+    q->headers = q->inline_data + r->body_len + 1;
+    q->headers_len = spool_headers(p, q->headers, hcap, r);
+    /* From now on a connection that goes away clears q->conn (hg_ingest_abandon). */
+    hg_conn_set_data(c, q);
+    return q;
+}
+
+struct id_list {
+    const char *ids[HG_TENANTS_MAX_IDS];
+    size_t n;
+};
+
+static int collect_id(void *arg, const char *id)
+{
+    struct id_list *l = arg;
+    if (l->n < HG_TENANTS_MAX_IDS)
+        l->ids[l->n++] = id;
+    return 0;
+}
+
+/* Resolve the tenant: at once from the config or the LRU, else through Redis / the service. */
+static void req_resolve(struct hg_req *q)
+{
+    struct hg_worker *w = q->worker;
+    const char *path = q->path_tenant[0] ? q->path_tenant : NULL;
+    struct id_list ids = { .n = 0 };
+    if (path == NULL && q->doc && q->provider->tenant_ids)
+        q->provider->tenant_ids(q->doc->root, collect_id, &ids);
+    struct hg_tenant *t = NULL;
+    int rc = hg_tenants_resolve_local(w->tenants, q->conf, path, ids.ids, ids.n, &t);
+    if (rc != HG_TENANTS_PENDING) {
+        on_tenant(q, rc, t);
+        return;
+    }
+    if (hg_tenants_resolve(w->tenants, q->conf, path, ids.ids, ids.n, on_tenant, q) != 0)
+        on_tenant(q, HG_ERR_UNAVAILABLE, NULL);
+}
+
+void hg_ingest_get(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *tenant,
+                   const struct hg_provider *p)
+{
+    struct hg_req *q = req_new(w, c, r, p, tenant);
+    q->handshake = true;
+    req_resolve(q);
+}
+
+void hg_ingest_post(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *tenant,
+                    const struct hg_provider *p)
+{
+    char why[128] = "";
+    if (p->unsigned_request && p->unsigned_request(r, w->conf, why, sizeof(why))) {
+        /* No credential at all: refused before any tenant lookup or copy. */
+        char labels[256], esc[128];
+        snprintf(labels, sizeof(labels), "provider=\"%s\",tenant=\"%s\",type=\"webhook\",status=\"unauthorized\"",
+                 p->name, hg_metrics_label_escape(esc, sizeof(esc), tenant ? tenant : "unknown"));
+        hg_metric_inc(HG_M_WEBHOOK_RECEIVED, labels);
+        hg_conn_respond_error(c, 401, "unauthorized", why, NULL);
+        return;
+    }
+    struct hg_req *q = req_new(w, c, r, p, tenant);
+    if (tenant == NULL && p->tenant_ids) {
+        /* The body names the tenant; a body that does not parse is still answered 401 first when
+         * its signature is wrong, and 400 only after a good one. */
+        struct hg_provider_body b = { q->body, q->body_len, q->headers, q->headers_len };
+        q->doc = p->parse(&b, q->parse_reason, sizeof(q->parse_reason));
+    }
+    req_resolve(q);
+}
