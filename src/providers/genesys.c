@@ -215,13 +215,13 @@ int hg_genesys_tenant_ids(const struct hg_json *root, int (*fn)(void *arg, const
     case HG_GENESYS_OPEN_MESSAGING: {
         struct hg_json *channel = hg_json_get(root, "channel");
         const char *integration = nonempty(channel, "id");
-        /* The business side: who sent an outbound message, who received an inbound one. */
+        /* channel.id is the integration; the recipients then are it and the customer. */
+        if (integration != NULL)
+            return fn(arg, integration);
+        /* Without it, the business side: who sent an outbound message, who received an inbound one. */
         const char *dir = hg_json_str(hg_json_get(root, "direction"));
         bool outbound = dir != NULL && hg_span_ieq(dir, strlen(dir), "Outbound");
-        const char *side = nonempty(hg_json_get(channel, outbound ? "from" : "to"), "id");
-        if ((rc = offer(fn, arg, integration, NULL)) != 0 || (rc = offer(fn, arg, side, integration)) != 0)
-            return rc;
-        return 0;
+        return offer(fn, arg, nonempty(hg_json_get(channel, outbound ? "from" : "to"), "id"), NULL);
     }
     case HG_GENESYS_EVENTBRIDGE: {
         char org[ORG_ID_MAX + 1];

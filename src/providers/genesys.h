@@ -72,11 +72,12 @@ enum hg_genesys_family hg_genesys_family(const struct hg_json *root);
 
 /*
  * Ids in the document that may name the tenant, in priority order. Open Messaging: the
- * integration id (channel.id, then the business side's id: channel.from.id of an outbound
- * message, channel.to.id of an inbound one, when it differs). EventBridge: the organization id in
- * `source` ("aws.partner/genesys.com/cloud/<org id>/<name>"), then detail.eventBody.organizationId
- * when it differs, then the AWS `account`. A bare notification: eventBody.organizationId. Calls
- * fn for each; stops when fn returns non-zero and returns that value; 0 otherwise.
+ * integration id, channel.id; when absent, the business side's id (channel.from.id of an
+ * outbound message, channel.to.id of an inbound one; never the customer's). EventBridge: the
+ * organization id in `source` ("aws.partner/genesys.com/cloud/<org id>/<name>"), then
+ * detail.eventBody.organizationId when it differs, then the AWS `account`. A bare notification:
+ * eventBody.organizationId. Calls fn for each; stops when fn returns non-zero and returns that
+ * value; 0 otherwise.
  */
 int hg_genesys_tenant_ids(const struct hg_json *root, int (*fn)(void *arg, const char *id), void *arg);
 

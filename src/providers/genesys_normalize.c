@@ -646,19 +646,18 @@ static int process_open_messaging(struct walk *w, const struct hg_json *root)
         copy_num(w, content, "duration_ms", typing, "duration");
         copy_str(w, content, "presence_type", presence, "type");
     } else {
-        copy_str(w, content, "body", msg, "text");
+        /* The text, else an attachment's caption: what the person wrote, where rules read it. */
+        struct hg_json *text = hg_json_get(msg, "text");
+        if (!hg_json_is_string(text))
+            text = hg_json_get(attachment, "text");
+        if (hg_json_is_string(text))
+            set(w, content, "body", text);
         if (attachment != NULL) {
-            struct hg_json *att = attachment_object(w, attachment);
             /* The attachment's own fields sit at the top of content, as for WhatsApp media. */
-            for (struct hg_json_item *i = hg_json_first(att); i; i = i->next) {
-                if (strcmp(i->key, "text") == 0) {
-                    /* The caption: the message text wins when both are there (it is what rules read). */
-                    if (hg_json_get(content, "body") == NULL)
-                        set(w, content, "body", i->val);
-                } else {
+            struct hg_json *att = attachment_object(w, attachment);
+            for (struct hg_json_item *i = hg_json_first(att); i; i = i->next)
+                if (strcmp(i->key, "text") != 0)
                     set(w, content, i->key, i->val);
-                }
-            }
         } else if (strcmp(type, "structured") == 0) {
             content_structured(w, content, msg);
         } else if (strcmp(type, "unknown") == 0) {
