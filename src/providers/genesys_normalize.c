@@ -416,12 +416,16 @@ static void sides(const struct hg_json *msg, struct hg_json **customer, struct h
     *business = outbound ? from : to;
 }
 
-/* A normalized attachment: what a consumer needs to fetch and name the file. */
+/*
+ * A normalized attachment: what a consumer needs to fetch and name the file. The id is
+ * "attachment_id", not "media_id": the drain's media stage keys WhatsApp Graph API downloads on
+ * content.media_id, and a Genesys attachment is fetched by its url instead.
+ */
 static struct hg_json *attachment_object(struct walk *w, const struct hg_json *att)
 {
     static const struct rename keys[] = {
-        {"id", "media_id"}, {"mediaType", "media_type"}, {"url", "url"},       {"mime", "mime_type"},
-        {"filename", "filename"}, {"sha256", "sha256"},   {"text", "text"},
+        {"id", "attachment_id"}, {"mediaType", "media_type"}, {"url", "url"},   {"mime", "mime_type"},
+        {"filename", "filename"},     {"sha256", "sha256"},       {"text", "text"},
     };
     struct hg_json *o = obj_new(w);
     copy_strs(w, o, att, keys, HG_ARRAY_SIZE(keys));

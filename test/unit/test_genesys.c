@@ -623,6 +623,9 @@ static void test_attachments(void **state)
     expect_str(d, "content.filename", "return-label.png");
     expect_str(d, "content.media_type", "Image");
     expect_int(d, "content.size", 24441);
+    expect_str(d, "content.attachment_id", "5d2b8e1f-3a7c-4e9d-b6f0-2c4a8e1d7b3f");
+    /* Not media_id: the drain's WhatsApp media download must not pick it up. */
+    expect_absent(d, "content.media_id");
     expect_absent(d, "content.body");
     /* An Opaque id is not read as a phone number even when it looks like one. */
     expect_str(d, "customer.id", "+13175551234");
@@ -636,7 +639,7 @@ static void test_attachments(void **state)
     expect_str(d, "content.filename", "invoice-1042.pdf");
     expect_str(d, "content.mime_type", "application/pdf");
     expect_absent(d, "content.text");
-    expect_absent(d, "content.media_id");
+    expect_absent(d, "content.attachment_id");
     json_decref(root);
     captured_free(&c);
 }
