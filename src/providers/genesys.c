@@ -14,6 +14,7 @@
 #include "core/str.h"
 #include "http/http.h"
 #include "providers/genesys.h"
+#include "tenants/tenants.h"
 
 #define SIG_PREFIX     "sha256="
 #define SIG_PREFIX_LEN (sizeof(SIG_PREFIX) - 1)
@@ -285,6 +286,24 @@ static const struct hg_provider_topology topology = {
     .n_queues = sizeof(queues) / sizeof(queues[0]),
 };
 
+/* The tenant's secrets and API keys (else [genesys]'s); the API key header is [genesys]'s. */
+static void provider_creds(const struct hg_conf *conf, const struct hg_tenant *t, struct hg_creds *out)
+{
+    out->secrets = &t->genesys_secrets;
+    out->api_keys = &t->genesys_api_keys;
+    out->api_key_header = conf->genesys_api_key_header;
+}
+
+/* Neither a signature nor the configured API key header: 401 before any tenant lookup. */
+static bool provider_unsigned(const struct hg_http_request *r, const struct hg_conf *conf, char *why, size_t cap)
+{
+    const char *key_header = conf->genesys_api_key_header ? conf->genesys_api_key_header : "X-API-Key";
+    if (hg_http_header_get(r, "X-Hub-Signature-256", NULL) != NULL || hg_http_header_get(r, key_header, NULL) != NULL)
+        return false;
+    snprintf(why, cap, "missing X-Hub-Signature-256 or API key");
+    return true;
+}
+
 const struct hg_provider hg_provider_genesys = {
     .id = HG_PROVIDER_GENESYS,
     .name = "genesys",
@@ -292,14 +311,10 @@ const struct hg_provider hg_provider_genesys = {
     /* The API key is a secret: it is checked at ingest and never spooled. */
     .spool_headers = spool_headers,
     .topology = &topology,
-    .creds = NULL,           /* filled by the ingest wiring ([genesys] secret, api_key, api_key_header) */
+    .creds = provider_creds,
     .handshake = NULL,       /* Genesys has no GET handshake: GET is 405 */
     .verify = hg_genesys_verify,
-    /*
-     * NULL: which header carries the API key is per tenant (creds->api_key_header), which this
-     * hook cannot see; verify reports a request with neither credential ("missing ...").
-     */
-    .unsigned_request = NULL,
+    .unsigned_request = provider_unsigned,
     .parse = provider_parse,
     .tenant_ids = hg_genesys_tenant_ids,
     .count_events = hg_genesys_count_events,

@@ -4,11 +4,15 @@
 
 #include "core/common.h"
 #include "providers/provider.h"
+#include "providers/genesys.h"
+#include "providers/twilio.h"
 #include "providers/whatsapp.h"
 
 /* The registry: one line per provider. */
 static const struct hg_provider *const registry[] = {
     &hg_provider_whatsapp,
+    &hg_provider_genesys,
+    &hg_provider_twilio,
 };
 
 const struct hg_provider *const *hg_providers(size_t *n)

@@ -15,6 +15,7 @@
 #include "core/str.h"
 #include "http/http.h"
 #include "providers/twilio.h"
+#include "tenants/tenants.h"
 
 #define SIGNATURE_HEADER "X-Twilio-Signature"
 #define SETTINGS_HEADER  "X-Twilio-Webhooks-Signature-Settings"
@@ -665,9 +666,20 @@ static int provider_verify(const struct hg_provider_request *r, const struct hg_
     return rc;
 }
 
-static bool provider_unsigned(const struct hg_http_request *r, const struct hg_conf *conf)
+static bool provider_unsigned(const struct hg_http_request *r, const struct hg_conf *conf, char *why, size_t cap)
 {
-    return hg_http_header_get(r, SIGNATURE_HEADER, NULL) == NULL;
+    (void)conf;
+    if (hg_http_header_get(r, SIGNATURE_HEADER, NULL) != NULL)
+        return false;
+    snprintf(why, cap, "missing " SIGNATURE_HEADER);
+    return true;
+}
+
+/* The tenant's auth tokens (else [twilio] auth_token's) and the public URL Twilio calls. */
+static void provider_creds(const struct hg_conf *conf, const struct hg_tenant *t, struct hg_creds *out)
+{
+    out->secrets = &t->twilio_auth_tokens;
+    out->public_url = conf->twilio_public_url;
 }
 
 static struct hg_json_doc *provider_parse(const struct hg_provider_body *b, char *reason, size_t cap)
@@ -720,7 +732,7 @@ const struct hg_provider hg_provider_twilio = {
     .route = "/webhooks/twilio",
     .spool_headers = spool_headers,
     .topology = &topology,
-    .creds = NULL,
+    .creds = provider_creds,
     .handshake = NULL,
     .verify = provider_verify,
     .unsigned_request = provider_unsigned,

@@ -376,7 +376,9 @@ static void on_connect_done(uv_work_t *req, int status)
     snprintf(idx, sizeof idx, "%d", w->url_index);
     hg_info(NULL, "amqp connected", "url_index", idx, NULL);
     a->stats.queues_without_priority = 0;
-    for (size_t i = 0; i < N_QUEUES; i++) {
+    const struct amqpc_queue *queues;
+    size_t nq = amqpc_queues(&queues);
+    for (size_t i = 0; i < nq; i++) {
         if (!(w->no_priority & (1u << i)))
             continue;
         a->stats.queues_without_priority++;
@@ -384,15 +386,15 @@ static void on_connect_done(uv_work_t *req, int status)
         snprintf(mp, sizeof mp, "%d", a->max_priority);
         hg_warn(NULL, "amqp queue exists without x-max-priority: using it as it is, message priorities have no "
                       "effect on it; delete or migrate it to get priorities (docs/amqp.md)",
-                "queue", amqpc_queue_names[i], "max_priority", mp, "broker", w->priority_refusal[i], NULL);
+                "queue", queues[i].name, "max_priority", mp, "broker", w->priority_refusal[i], NULL);
     }
     a->stats.queues_without_version = 0;
-    for (size_t i = 0; i < 2 * N_QUEUES; i++) {
+    for (size_t i = 0; i < 2 * N_QUEUES_MAX; i++) {
         if (!(w->no_version & (1u << i)))
             continue;
         a->stats.queues_without_version++;
         char name[64], qv[16];
-        snprintf(name, sizeof name, "%s%s", amqpc_queue_names[i % N_QUEUES], i >= N_QUEUES ? ".dlq" : "");
+        snprintf(name, sizeof name, "%s%s", queues[i % N_QUEUES_MAX].name, i >= N_QUEUES_MAX ? ".dlq" : "");
         snprintf(qv, sizeof qv, "%u", a->queue_version);
         hg_warn(NULL, "amqp queue exists without x-queue-version: using it as it is, in the classic queue "
                       "version the broker or a policy gives it; see docs/amqp.md to migrate it",

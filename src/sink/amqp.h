@@ -1,5 +1,5 @@
 /*
- * RabbitMQ sink: publishes normalized events to the `whatsapp.inbound` topic exchange with publisher
+ * RabbitMQ sink: publishes normalized events to their provider's topic exchange (`whatsapp.inbound`, …) with publisher
  * confirms, on a libuv loop, without ever blocking it. Design and topology: docs/amqp.md.
  */
 #ifndef HG_SINK_AMQP_H
@@ -13,7 +13,10 @@
 
 struct hg_buf;
 
-/* Topology names (declared after every connect). */
+/*
+ * Topology: every provider's exchange, DLX, queues and bindings (providers/provider.h), declared
+ * after every connect. WhatsApp's names, which other programs rely on:
+ */
 #define HG_AMQP_EXCHANGE        "whatsapp.inbound"
 #define HG_AMQP_DLX             "whatsapp.inbound.dlx"
 #define HG_AMQP_QUEUE_MESSAGES  "INBOUND_WHATSAPP_MESSAGES" /* bound message.# */
@@ -87,8 +90,9 @@ int hg_amqp_sink_open(uv_loop_t *loop, const struct hg_amqp_opts *opts, struct h
 int hg_amqp_publish_dead(struct hg_sink *s, const struct hg_event *ev, const char *reason,
                          hg_sink_cb cb, void *arg);
 
-/* The queue an event with this routing key lands in (one of the HG_AMQP_QUEUE_* names). */
-const char *hg_amqp_queue_for(const char *routing_key);
+/* The queue an event of `provider` ("whatsapp") with this routing key lands in: the queue whose
+ * binding matches, else the provider's last (system) queue; NULL for an unknown provider. */
+const char *hg_amqp_queue_for(const char *provider, const char *routing_key);
 
 /*
  * Append to out the frames that publish (dead_reason NULL) or hg_amqp_publish_dead (dead_reason

@@ -8,6 +8,8 @@
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,9 +18,34 @@
 
 #include "sink/amqp_internal.h"
 #include "core/common.h"
+#include "providers/provider.h"
 
-const char *const amqpc_queue_names[N_QUEUES] = {HG_AMQP_QUEUE_MESSAGES, HG_AMQP_QUEUE_STATUSES,
-                                                 HG_AMQP_QUEUE_SYSTEM};
+static struct amqpc_queue queue_table[N_QUEUES_MAX];
+static size_t n_queue_table;
+static pthread_once_t queue_table_once = PTHREAD_ONCE_INIT;
+
+static void queue_table_build(void)
+{
+    size_t n;
+    const struct hg_provider *const *providers = hg_providers(&n);
+    for (size_t i = 0; i < n; i++) {
+        const struct hg_provider_topology *t = providers[i]->topology;
+        for (size_t q = 0; q < t->n_queues; q++) {
+            /* A registry that outgrows the masks is a build mistake, caught by the first test. */
+            if (n_queue_table == N_QUEUES_MAX)
+                abort();
+            queue_table[n_queue_table++] = (struct amqpc_queue){ t->queues[q].name, t->exchange, t->dlx,
+                                                                 t->queues[q].bindings };
+        }
+    }
+}
+
+size_t amqpc_queues(const struct amqpc_queue **out)
+{
+    pthread_once(&queue_table_once, queue_table_build);
+    *out = queue_table;
+    return n_queue_table;
+}
 
 static void set_error(struct connect_work *w, const char *what, const char *detail)
 {
@@ -92,12 +119,13 @@ struct queue_args {
 /* Send one queue.declare; the arguments are the DLX pair (live queues), x-queue-type = quorum, and
  * those of `opt` that are set. */
 static amqp_rpc_reply_t queue_declare(struct hg_amqp *a, amqp_connection_state_t c, const char *queue,
-                                      bool dlq, const char *dlq_key, const struct queue_args *opt)
+                                      const char *dlx, bool dlq, const char *dlq_key,
+                                      const struct queue_args *opt)
 {
     amqp_table_entry_t args[5];
     int n = 0;
     if (!dlq) {
-        args[n++] = amqpc_utf8_entry("x-dead-letter-exchange", HG_AMQP_DLX);
+        args[n++] = amqpc_utf8_entry("x-dead-letter-exchange", dlx);
         args[n++] = amqpc_utf8_entry("x-dead-letter-routing-key", dlq_key);
     }
     /* Only quorum is spelled out: an explicit "classic" can count as inequivalent against a queue
@@ -159,7 +187,7 @@ static const char *refusal_naming(char refusals[][REFUSAL_MAX], size_t n, const 
 }
 
 /*
- * Declare live queue amqpc_queue_names[qi] (or its DLQ). RabbitMQ compares x-max-priority and
+ * Declare live queue amqpc_queues()[qi] (or its DLQ). RabbitMQ compares x-max-priority and
  * x-queue-version with those of an existing queue, refuses any difference (also present against
  * absent) with 406 PRECONDITION_FAILED and closes the channel; it cannot add either argument to
  * an existing queue. Queues an older hookgate declared lack them. So after a 406: close-ok,
@@ -172,7 +200,9 @@ static const char *refusal_naming(char refusals[][REFUSAL_MAX], size_t n, const 
 static int declare_queue(struct hg_amqp *a, amqp_connection_state_t c, struct connect_work *w, size_t qi,
                          bool dlq)
 {
-    const char *name = amqpc_queue_names[qi];
+    const struct amqpc_queue *queues;
+    amqpc_queues(&queues);
+    const char *name = queues[qi].name;
     const char *what = dlq ? "declare dead-letter queue" : "declare queue";
     const int priority = dlq || a->quorum ? 0 : a->max_priority;
     const unsigned version = a->queue_version;
@@ -185,7 +215,7 @@ static int declare_queue(struct hg_amqp *a, amqp_connection_state_t c, struct co
     size_t i = 0;
     amqp_rpc_reply_t r;
     for (;;) {
-        r = queue_declare(a, c, dlq ? dlq_key : name, dlq, dlq_key, &tries[i]);
+        r = queue_declare(a, c, dlq ? dlq_key : name, queues[qi].dlx, dlq, dlq_key, &tries[i]);
         size_t next = next_try(tries, HG_ARRAY_SIZE(tries), i);
         if (next == HG_ARRAY_SIZE(tries) || channel_close_code(r) != AMQP_PRECONDITION_FAILED)
             break;
@@ -213,7 +243,7 @@ static int declare_queue(struct hg_amqp *a, amqp_connection_state_t c, struct co
         w->no_priority |= 1u << qi;
     }
     if (tries[i].version != version) {
-        size_t bit = dlq ? N_QUEUES + qi : qi;
+        size_t bit = dlq ? N_QUEUES_MAX + qi : qi;
         memcpy(w->version_refusal[bit], refusal_naming(refusals, n_refusals, "x-queue-version"), REFUSAL_MAX);
         w->no_version |= 1u << bit;
     }
@@ -228,32 +258,34 @@ static int bind_queue(amqp_connection_state_t c, struct connect_work *w, const c
     return rpc_check(c, w, "bind queue");
 }
 
+/* Every provider's exchange and DLX (topic, durable), its queues and DLQs, and the bindings. */
 static int declare_topology(struct hg_amqp *a, amqp_connection_state_t c, struct connect_work *w)
 {
-    static const char *const bindings[][2] = {
-        {HG_AMQP_QUEUE_MESSAGES, "message.#"},
-        {HG_AMQP_QUEUE_STATUSES, "status.#"},
-        {HG_AMQP_QUEUE_SYSTEM, "error.#"},
-        {HG_AMQP_QUEUE_SYSTEM, "system.#"},
-    };
-    const char *exchanges[] = {HG_AMQP_EXCHANGE, HG_AMQP_DLX};
-    for (size_t i = 0; i < HG_ARRAY_SIZE(exchanges); i++) {
-        amqp_exchange_declare(c, CHANNEL, amqp_cstring_bytes(exchanges[i]),
-                              amqp_cstring_bytes("topic"), 0, 1, 0, 0, amqp_empty_table);
-        if (rpc_check(c, w, "declare exchange") != 0)
-            return -1;
+    const struct amqpc_queue *queues;
+    size_t nq = amqpc_queues(&queues);
+    for (size_t i = 0; i < nq; i++) {
+        /* Each provider's exchanges once: at its first queue. */
+        if (i > 0 && strcmp(queues[i].exchange, queues[i - 1].exchange) == 0)
+            continue;
+        const char *exchanges[] = {queues[i].exchange, queues[i].dlx};
+        for (size_t x = 0; x < HG_ARRAY_SIZE(exchanges); x++) {
+            amqp_exchange_declare(c, CHANNEL, amqp_cstring_bytes(exchanges[x]), amqp_cstring_bytes("topic"), 0, 1,
+                                  0, 0, amqp_empty_table);
+            if (rpc_check(c, w, "declare exchange") != 0)
+                return -1;
+        }
     }
-    for (size_t i = 0; i < HG_ARRAY_SIZE(amqpc_queue_names); i++) {
+    for (size_t i = 0; i < nq; i++) {
         char dlq_key[64];
-        snprintf(dlq_key, sizeof dlq_key, "%s.dlq", amqpc_queue_names[i]);
-        if (declare_queue(a, c, w, i, false) != 0 ||
-            declare_queue(a, c, w, i, true) != 0 ||
-            bind_queue(c, w, dlq_key, HG_AMQP_DLX, dlq_key) != 0)
+        snprintf(dlq_key, sizeof dlq_key, "%s.dlq", queues[i].name);
+        if (declare_queue(a, c, w, i, false) != 0 || declare_queue(a, c, w, i, true) != 0 ||
+            bind_queue(c, w, dlq_key, queues[i].dlx, dlq_key) != 0)
             return -1;
     }
-    for (size_t i = 0; i < HG_ARRAY_SIZE(bindings); i++)
-        if (bind_queue(c, w, bindings[i][0], HG_AMQP_EXCHANGE, bindings[i][1]) != 0)
-            return -1;
+    for (size_t i = 0; i < nq; i++)
+        for (const char *const *b = queues[i].bindings; *b; b++)
+            if (bind_queue(c, w, queues[i].name, queues[i].exchange, *b) != 0)
+                return -1;
     return 0;
 }
 

@@ -42,6 +42,7 @@ struct entry {
     hg_sink_cb cb;
     void *arg;
     bool dead;          /* goes to the DLX */
+    const char *exchange; /* the provider's exchange or DLX (static storage) */
     bool returned;      /* basic.return seen: the ack that follows is not a success */
     size_t wire;        /* estimated bytes on the wire */
     const char *event_id, *routing_key, *type, *tenant, *provider, *correlation_id;
@@ -67,10 +68,16 @@ struct link {
     struct hg_buf out;            /* the frames of one flush, written with one send() */
 };
 
-/* The live queues; each has a DLQ "<name>.dlq". */
-/* The live queues; each has a DLQ "<name>.dlq". Defined in amqp_connect.c. */
-#define N_QUEUES 3
-extern const char *const amqpc_queue_names[N_QUEUES];
+/* Every provider's live queues (providers/provider.h topologies), each with a DLQ "<name>.dlq". */
+#define N_QUEUES_MAX 16           /* two bits each (queue, DLQ) in the unsigned masks below */
+struct amqpc_queue {
+    const char *name;
+    const char *exchange;         /* the provider's topic exchange */
+    const char *dlx;              /* its dead-letter exchange */
+    const char *const *bindings;  /* routing-key patterns bound to the queue, NULL-terminated */
+};
+/* The table, built once from the provider registry (thread-safe); *out gets it. */
+size_t amqpc_queues(const struct amqpc_queue **out);
 
 struct connect_work {
     uv_work_t req;
@@ -78,11 +85,11 @@ struct connect_work {
     amqp_connection_state_t conn; /* out: logged in, topology declared, confirm mode on */
     int url_index;
     char error[160];              /* out: why the last URL failed */
-    unsigned no_priority;         /* out: bit i = amqpc_queue_names[i] kept without x-max-priority */
-    unsigned no_version;          /* out: bit i = amqpc_queue_names[i], bit N_QUEUES + i = its
+    unsigned no_priority;         /* out: bit i = amqpc_queues()[i] kept without x-max-priority */
+    unsigned no_version;          /* out: bit i = amqpc_queues()[i], bit N_QUEUES_MAX + i = its
                                      DLQ, kept without x-queue-version */
-    char priority_refusal[N_QUEUES][REFUSAL_MAX];    /* out: the broker's text, per bit */
-    char version_refusal[2 * N_QUEUES][REFUSAL_MAX]; /* out: the same for x-queue-version */
+    char priority_refusal[N_QUEUES_MAX][REFUSAL_MAX];    /* out: the broker's text, per bit */
+    char version_refusal[2 * N_QUEUES_MAX][REFUSAL_MAX]; /* out: the same for x-queue-version */
 };
 
 struct hg_amqp {

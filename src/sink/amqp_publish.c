@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "sink/amqp_internal.h"
+#include "providers/provider.h"
 #include "core/buf.h"
 #include "core/common.h"
 #include "core/err.h"
@@ -70,13 +71,39 @@ static size_t slen(const char *s)
     return s ? strlen(s) : 0;
 }
 
-const char *hg_amqp_queue_for(const char *routing_key)
+/* A topic binding as hookgate writes them: "word.#" (the word, then anything) or an exact key. */
+static bool binding_matches(const char *pattern, const char *key)
 {
-    if (routing_key && strncmp(routing_key, "message.", 8) == 0)
-        return HG_AMQP_QUEUE_MESSAGES;
-    if (routing_key && strncmp(routing_key, "status.", 7) == 0)
-        return HG_AMQP_QUEUE_STATUSES;
-    return HG_AMQP_QUEUE_SYSTEM;
+    size_t n = strlen(pattern);
+    if (n >= 2 && strcmp(pattern + n - 2, ".#") == 0)
+        return strncmp(key, pattern, n - 1) == 0 || (strlen(key) == n - 2 && strncmp(key, pattern, n - 2) == 0);
+    return strcmp(pattern, key) == 0;
+}
+
+/* The provider's queue an event with this routing key lands in; the provider's last queue takes
+ * what no binding names. NULL for a provider without a topology. */
+static const struct amqpc_queue *queue_of(const char *provider, const char *routing_key)
+{
+    const struct amqpc_queue *queues, *last = NULL;
+    size_t nq = amqpc_queues(&queues);
+    const struct hg_provider *p = hg_provider_find(provider);
+    if (p == NULL || routing_key == NULL)
+        return NULL;
+    for (size_t i = 0; i < nq; i++) {
+        if (strcmp(queues[i].exchange, p->topology->exchange) != 0)
+            continue;
+        last = &queues[i];
+        for (const char *const *b = queues[i].bindings; *b; b++)
+            if (binding_matches(*b, routing_key))
+                return &queues[i];
+    }
+    return last;
+}
+
+const char *hg_amqp_queue_for(const char *provider, const char *routing_key)
+{
+    const struct amqpc_queue *q = queue_of(provider, routing_key);
+    return q ? q->name : NULL;
 }
 
 static struct entry *entry_new(const struct hg_event *ev, bool dead, const char *reason)
@@ -84,9 +111,12 @@ static struct entry *entry_new(const struct hg_event *ev, bool dead, const char 
     char dlq_key[64];
     const char *rk = ev->routing_key;
     size_t n_rk;
+    const struct amqpc_queue *q = queue_of(ev->provider, ev->routing_key);
+    if (q == NULL)
+        return NULL; /* no such provider: refused as invalid */
     if (dead) {
         /* The dead-letter routing key names the queue the record would have gone to. */
-        int n = snprintf(dlq_key, sizeof dlq_key, "%s.dlq", hg_amqp_queue_for(ev->routing_key));
+        int n = snprintf(dlq_key, sizeof dlq_key, "%s.dlq", q->name);
         if (n < 0 || (size_t)n >= sizeof dlq_key)
             return NULL;
         rk = dlq_key;
@@ -112,6 +142,7 @@ static struct entry *entry_new(const struct hg_event *ev, bool dead, const char 
     e->timestamp_s = ev->timestamp_s;
     e->priority = ev->priority < 0 ? 0 : ev->priority > 9 ? 9 : ev->priority;
     e->dead = dead;
+    e->exchange = dead ? q->dlx : q->exchange;
     /* Three frames of 8 bytes framing each, the fixed method/header fields, every string (header
      * names included) and one frame per FRAME_MAX of body. Generous on purpose. */
     e->wire = 512 + total + 8 * (ev->json_len / (FRAME_MAX - 8) + 1);
@@ -200,7 +231,7 @@ static int encode_entry(const struct entry *e, size_t frame_max, struct hg_buf *
 
     amqp_basic_publish_t m = {
         .ticket = 0,
-        .exchange = amqp_cstring_bytes(e->dead ? HG_AMQP_DLX : HG_AMQP_EXCHANGE),
+        .exchange = amqp_cstring_bytes(e->exchange),
         .routing_key = amqp_cstring_bytes(e->routing_key),
         .mandatory = 1,
         .immediate = 0,

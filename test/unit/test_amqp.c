@@ -443,9 +443,9 @@ static void test_encode_matches_rabbitmq_c(void **state)
                 t.ev.json = body;
                 t.ev.json_len = sizes[i];
                 const char *reason = NULL;
-                if (variant == 1) { /* no correlation id, no headers at all */
+                if (variant == 1) { /* no correlation id, no optional headers (the provider routes) */
                     t.ev.correlation_id = NULL;
-                    t.ev.tenant = t.ev.provider = t.ev.type = t.ev.priority_class = NULL;
+                    t.ev.tenant = t.ev.type = t.ev.priority_class = NULL;
                     t.ev.priority = 42; /* clamped to 9 */
                 } else if (variant == 2) { /* dead letter: DLX, "<queue>.dlq", x-death-reason */
                     reason = "unparseable";
@@ -536,9 +536,9 @@ static void test_open_rejects_bad_options(void **state)
     o.queue_version = 3;
     assert_int_equal(hg_amqp_sink_open(&loop, &o, &s), HG_ERR_CONFIG);
     assert_null(s);
-    assert_string_equal(hg_amqp_queue_for("message.text"), HG_AMQP_QUEUE_MESSAGES);
-    assert_string_equal(hg_amqp_queue_for("status.read"), HG_AMQP_QUEUE_STATUSES);
-    assert_string_equal(hg_amqp_queue_for("error.x"), HG_AMQP_QUEUE_SYSTEM);
+    assert_string_equal(hg_amqp_queue_for("whatsapp", "message.text"), HG_AMQP_QUEUE_MESSAGES);
+    assert_string_equal(hg_amqp_queue_for("whatsapp", "status.read"), HG_AMQP_QUEUE_STATUSES);
+    assert_string_equal(hg_amqp_queue_for("whatsapp", "error.x"), HG_AMQP_QUEUE_SYSTEM);
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 

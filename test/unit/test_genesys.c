@@ -228,7 +228,8 @@ static void test_provider_table(void **state)
     assert_string_equal(p->spool_headers[1], "Content-Type");
     assert_string_equal(p->spool_headers[2], "User-Agent");
     assert_null(p->spool_headers[3]);
-    assert_null(p->creds);
+    assert_non_null(p->creds);
+    assert_non_null(p->unsigned_request);
     assert_null(p->handshake);
     assert_non_null(p->parse);
     assert_non_null(p->tenant_ids);

@@ -333,11 +333,13 @@ static void test_provider_verify_url(void **state)
 
     /* No signature header, and no way to tell the URL. */
     fake_init(&f, "/webhooks/twilio", "", body);
-    assert_true(hg_provider_twilio.unsigned_request(&f.r, NULL));
+    char uwhy[64];
+    assert_true(hg_provider_twilio.unsigned_request(&f.r, NULL, uwhy, sizeof(uwhy)));
+    assert_string_equal(uwhy, "missing X-Twilio-Signature");
     assert_int_equal(provider_verify(&f, "https://hooks.example.com", tokens(1, VEC_TOKEN), why), HG_ERR_SIGNATURE);
     assert_string_equal(why, "missing X-Twilio-Signature");
     fake_header(&f, "X-Twilio-Signature", "7CMOI+zBPoqvIs9uWKfgOcPJYeo=");
-    assert_false(hg_provider_twilio.unsigned_request(&f.r, NULL));
+    assert_false(hg_provider_twilio.unsigned_request(&f.r, NULL, uwhy, sizeof(uwhy)));
     assert_int_equal(provider_verify(&f, NULL, tokens(1, VEC_TOKEN), why), HG_ERR_SIGNATURE);
     assert_string_equal(why, "cannot tell the URL Twilio called: no public_url and no Host header");
     free(body);
@@ -503,7 +505,7 @@ static void test_table(void **state)
     assert_int_equal(p->id, HG_PROVIDER_TWILIO);
     assert_string_equal(p->name, "twilio");
     assert_string_equal(p->route, "/webhooks/twilio");
-    assert_null(p->creds);
+    assert_non_null(p->creds);
     assert_null(p->handshake);
     static const char *const headers[] = {"X-Twilio-Signature", "Content-Type", "User-Agent",
                                           "I-Twilio-Idempotency-Token", "X-Twilio-Webhooks-Signature-Settings", NULL};
