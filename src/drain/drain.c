@@ -67,6 +67,8 @@ static struct item *item_from_entry(struct hg_drain *d, struct hg_spool_entry *e
 void drain_event_set_state(struct item_event *e, enum event_state s)
 {
     e->state = s;
+    if (s == EV_DONE && e->conv)
+        order_done(e);
 }
 
 /* Wait for a retry at `at` (loop time), in the drain's waiting list. */
@@ -113,6 +115,10 @@ static void item_free(struct item *it)
     /* Room again: the backlog waiting in the spool comes in from the loop's idle phase. */
     if (!d->closing && !hg_spool_backlog_empty(d->b.spool))
         wake_intake(d);
+    /* Last first: leaving an event's conversation must not start a later event of this item. */
+    for (size_t i = it->n_events; i-- > 0;)
+        if (it->events[i].conv)
+            order_done(&it->events[i]);
     for (size_t i = 0; i < it->n_events; i++) {
         struct item_event *e = &it->events[i];
         free(e->strings);
@@ -430,6 +436,8 @@ static void event_start(struct item_event *e)
 {
     struct item *it = e->item;
     struct hg_drain *d = it->drain;
+    if (order_hold(e))
+        return;
     if (d->b.redis == NULL) {
         event_go(e);
         return;
@@ -699,6 +707,14 @@ static void item_build(struct item *it)
     int n = p->normalize(&it->doc->arena, it->doc->root, &meta, on_event, it);
     if (n < 0)
         item_dead_letter(it, hg_strerror(n));
+    order_add(it);
+}
+
+void drain_event_resume(struct item_event *e, bool settle)
+{
+    event_start(e);
+    if (settle)
+        drain_item_settle(e->item);
 }
 
 /* ---- intake: stepping, submit, the build queue, recovered records, the tick ---- */
@@ -983,6 +999,7 @@ static void on_handle_closed(uv_handle_t *h)
         return;
     while (d->items)
         item_free(d->items);
+    order_free(d);
     free(d->parked); /* their records stay in the spool: the next start recovers them */
     void (*done)(void *) = d->free_done;
     void *arg = d->free_arg;

@@ -57,6 +57,10 @@ struct item_event {
     unsigned rejections;           /* times the sink refused it for good (nack, return) */
     uint64_t publish_start_ns;
     struct item *item;
+    struct order_conv *conv;       /* its conversation's FIFO (order.c); NULL = no conversation */
+    struct item_event *conv_next;  /* the next event of that conversation */
+    bool held;                     /* waiting behind an earlier event of its conversation (one
+                                    * count of the item's outstanding) */
 };
 
 /* One spool record being handed on. */
@@ -117,6 +121,8 @@ struct hg_drain {
     bool sink_failing;             /* the last publish failed (refused at once or not confirmed) */
     bool sink_recovered;           /* a publish went through after failures: retry waiting records */
     int handles_open;              /* tick and build_idle, until their close callbacks ran */
+    struct order_conv **convs;     /* conversations with events in memory (order.c), a hash table */
+    size_t conv_cap, n_convs;
     void (*free_done)(void *arg);
     void *free_arg;
 };
@@ -134,6 +140,27 @@ void drain_event_fail(struct item_event *e);
  * dead-letter path when it has a dead_reason; what the sink refuses for good is escalated.
  */
 void drain_event_publish(struct item_event *e);
+
+/*
+ * A held event may go on (order.c): start it; `settle` = its item is not the caller's, so settle
+ * it here (the caller settles its own).
+ */
+void drain_event_resume(struct item_event *e, bool settle);
+
+/* ---- order.c: per-conversation order, called by the drain ---- */
+
+struct order_conv;
+/* After an item's events are built: each event with conversation.id joins its conversation's
+ * FIFO (per tenant). */
+void order_add(struct item *it);
+/* Before an event starts: true when it must wait behind an earlier event of its conversation
+ * (it is then held and counted in its item's outstanding until order_done releases it). */
+bool order_hold(struct item_event *e);
+/* The event is done (or its item goes away): leave the FIFO; the next event starts when this was
+ * the head (not while closing). */
+void order_done(struct item_event *e);
+/* Free the conversation table (the drain is being freed). */
+void order_free(struct hg_drain *d);
 
 /* ---- enrich.c, called by the drain ---- */
 

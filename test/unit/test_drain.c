@@ -1,11 +1,12 @@
 /*
- * Unit tests for the drain (src/req/drain.c) on a real loop and a real spool in a temp directory,
+ * Unit tests for the drain (src/drain/drain.c, order.c) on a real loop and a real spool in a temp directory,
  * publishing into a scripted fake sink: every publish is recorded, and confirmed or failed later
  * from the loop's idle phase (never inside publish) with a status the test decides.
  * Covers: the happy path (release only once every event is confirmed), failure + backoff, the
  * sink coming back between two ticks (a publish that went through, or ready() false then true),
- * a poison event dead-lettered after MAX_REJECTIONS, and the in-memory bound with the rest read
- * back from the spool.
+ * a poison event dead-lettered after MAX_REJECTIONS, the in-memory bound with the rest read
+ * back from the spool, and per-conversation order (a failed event holds back the later events of
+ * its conversation only).
  */
 #include <ftw.h>
 #include <inttypes.h>
@@ -446,6 +447,7 @@ static int teardown(void **state)
 
 struct append_ctx {
     struct fx *fx;
+    const char *provider;
     char *request_id;
     char *body;
     size_t body_len;
@@ -459,7 +461,7 @@ static void on_appended(void *arg, int status, uint64_t id)
         struct hg_drain_record rec = {
             .request_id = c->request_id,
             .tenant = "acme",
-            .provider = "whatsapp",
+            .provider = c->provider,
             .received_at_ns = 1739321025123000000ull,
             .body = c->body,
             .body_len = c->body_len,
@@ -474,10 +476,13 @@ static void on_appended(void *arg, int status, uint64_t id)
     free(c);
 }
 
-static void append_webhook(struct fx *fx, const char *request_id, const char *body, size_t len)
+/* Spool a webhook of `provider` ("whatsapp", "genesys"): a static string. */
+static void append_webhook_of(struct fx *fx, const char *provider, const char *request_id, const char *body,
+                              size_t len)
 {
     struct append_ctx *c = hg_xcalloc(1, sizeof(*c));
     c->fx = fx;
+    c->provider = provider;
     c->request_id = hg_xstrdup(request_id);
     c->body = hg_xmalloc(len + 1);
     memcpy(c->body, body, len);
@@ -487,11 +492,16 @@ static void append_webhook(struct fx *fx, const char *request_id, const char *bo
         .received_at_ns = 1739321025123000000ull,
         .request_id = request_id,
         .tenant = "acme",
-        .provider = "whatsapp",
+        .provider = provider,
         .body = body,
         .body_len = len,
     };
     assert_int_equal(hg_spool_append(fx->spool, &rec, on_appended, c), 0);
+}
+
+static void append_webhook(struct fx *fx, const char *request_id, const char *body, size_t len)
+{
+    append_webhook_of(fx, "whatsapp", request_id, body, len);
 }
 
 static char *read_fixture(const char *name, size_t *len)
@@ -966,6 +976,85 @@ static void test_memory_bound_order(void **state)
     }
 }
 
+/* ---- 8. per-conversation order (Genesys events carry conversation.id) ---- */
+
+/* A Genesys EventBridge conversation event `id` of conversation `conv`. */
+static void append_genesys(struct fx *fx, const char *request_id, const char *id, const char *conv)
+{
+    char body[1024];
+    int n = snprintf(body, sizeof(body),
+                     "{\"version\":\"0\",\"id\":\"%s\",\"detail-type\":\"v2.detail.events.conversation.{id}."
+                     "attributes\",\"source\":\"aws.partner/genesys.com/x\",\"account\":\"1\",\"time\":"
+                     "\"2025-02-12T00:43:45Z\",\"detail\":{\"topicName\":\"v2.detail.events.conversation.%s."
+                     "attributes\",\"version\":\"2\",\"eventBody\":{\"conversationId\":\"%s\"}}}",
+                     id, conv, conv);
+    assert_true(n > 0 && (size_t)n < sizeof(body));
+    append_webhook_of(fx, "genesys", request_id, body, (size_t)n);
+}
+
+/* Index in pubs[] of the k-th publish of `id`. */
+static size_t pub_index(const struct fake_sink *s, const char *id, size_t k)
+{
+    return (size_t)(nth_pub(s, id, k) - s->pubs);
+}
+
+struct pub_count {
+    const char *id;
+    size_t n;
+};
+
+static bool cond_pubs_of(struct fx *fx, const void *arg)
+{
+    const struct pub_count *c = arg;
+    return pubs_of(&fx->sink, c->id) >= c->n;
+}
+
+static void test_conversation_order(void **state)
+{
+    struct fx *fx = *state;
+    struct fake_sink *s = &fx->sink;
+    open_drain(fx, false, 0);
+    s->hold = true;
+    append_genesys(fx, "req-1", "g-1", "conv-a");
+    append_genesys(fx, "req-2", "g-2", "conv-a");
+    append_genesys(fx, "req-3", "g-3", "conv-b");
+    append_genesys(fx, "req-4", "g-4", "conv-a");
+
+    /* The head of each conversation goes out; g-2 and g-4 wait behind g-1. */
+    size_t two = 2;
+    assert_true(run_until(fx, cond_pubs, &two, 2000));
+    run_for(fx, 3 * TICK_MS);
+    assert_int_equal(s->n_pubs, 2);
+    assert_int_equal(pubs_of(s, "g-1"), 1);
+    assert_int_equal(pubs_of(s, "g-3"), 1);
+
+    /* g-1 fails: it is retried, and nothing of conv-a overtakes it meanwhile. */
+    fake_complete(s, pub_index(s, "g-3", 0), 0);
+    fake_complete(s, pub_index(s, "g-1", 0), HG_ERR_TIMEOUT);
+    struct pub_count g1_again = { "g-1", 2 };
+    assert_true(run_until(fx, cond_pubs_of, &g1_again, 3000));
+    run_for(fx, 3 * TICK_MS);
+    assert_int_equal(pubs_of(s, "g-2"), 0);
+    assert_int_equal(pubs_of(s, "g-4"), 0);
+
+    /* Each done event lets exactly the next one of its conversation go. */
+    fake_complete(s, pub_index(s, "g-1", 1), 0);
+    struct pub_count g2 = { "g-2", 1 };
+    assert_true(run_until(fx, cond_pubs_of, &g2, 2000));
+    run_for(fx, 3 * TICK_MS);
+    assert_int_equal(pubs_of(s, "g-4"), 0);
+    fake_complete(s, pub_index(s, "g-2", 0), 0);
+    struct pub_count g4 = { "g-4", 1 };
+    assert_true(run_until(fx, cond_pubs_of, &g4, 2000));
+    fake_complete(s, pub_index(s, "g-4", 0), 0);
+
+    uint64_t none = 0;
+    assert_true(run_until(fx, cond_records, &none, 2000));
+    assert_int_equal(hg_drain_inflight(fx->drain), 0);
+    assert_int_equal(s->n_pubs, 5);
+    assert_int_equal(s->contract_errors, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -976,6 +1065,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_poison_dead_lettered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_bound_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conversation_order, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
