@@ -1,7 +1,7 @@
 /*
  * Genesys Cloud: Open Messaging webhooks (X-Hub-Signature-256) and notification topics delivered
  * through the Amazon EventBridge integration (API key), verified, parsed and normalized into one
- * event per webhook (docs/genesys.md, docs/schema/genesys.v1.json). genesys.c: request side;
+ * event per webhook (docs/genesys.md, docs/schema/event.v1.json). genesys.c: request side;
  * genesys_normalize.c: events.
  */
 #ifndef HG_PROVIDERS_GENESYS_H

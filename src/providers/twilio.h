@@ -123,7 +123,7 @@ int hg_twilio_count_events(const struct hg_json *root);
 
 /*
  * Normalize a parsed document (hg_twilio_parse) into its one event (docs/twilio.md,
- * docs/schema/twilio.v1.json): kind message, status, call or system. `emit` runs synchronously
+ * docs/schema/event.v1.json): kind message, status, call or system. `emit` runs synchronously
  * with the sink view and the document, allocated in `a` (it shares nodes with root: raw is root
  * itself). Returns 1, emit's non-zero value, or HG_ERR_NOMEM. Unknown shapes never fail: they
  * become system/unknown with raw kept. 0 (nothing emitted) only when root is not an object.

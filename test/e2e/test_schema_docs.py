@@ -1,9 +1,11 @@
 """The normalized event schema and its documentation agree.
 
-(a) every ```json block in docs/events.md is a normalized event that validates against
-docs/schema/event.v1.json, and together the blocks cover every kind and message type;
-(b) every expected document under test/fixtures/whatsapp/expected/ (the unit tests compare the
-normalizer's output with these files) validates too; (c) the schema really rejects broken events.
+(a) every ```json block in docs/events.md (WhatsApp), docs/genesys.md and docs/twilio.md is a
+normalized event that validates against docs/schema/event.v1.json, and together the WhatsApp
+blocks cover every kind and message type; (b) every expected document under
+test/fixtures/<provider>/expected/ (the unit tests compare each normalizer's output with these
+files) validates too; (c) the schema really rejects broken events, also one provider's event
+labelled as another's.
 Run: /usr/bin/python3 -m pytest test/e2e/test_schema_docs.py
 """
 import copy
@@ -18,6 +20,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "docs" / "schema" / "event.v1.json"
 DOC_PATH = ROOT / "docs" / "events.md"
 EXPECTED_DIR = ROOT / "test" / "fixtures" / "whatsapp" / "expected"
+PROVIDER_DOCS = {"whatsapp": DOC_PATH, "genesys": ROOT / "docs" / "genesys.md",
+                 "twilio": ROOT / "docs" / "twilio.md"}
 
 MESSAGE_TYPES = {"text", "image", "video", "audio", "document", "sticker", "location", "contacts",
                  "interactive", "button", "reaction", "order", "system", "unsupported", "unknown"}
@@ -31,17 +35,21 @@ def validator():
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
 
 
-def doc_blocks():
-    text = DOC_PATH.read_text()
+def doc_blocks(path=DOC_PATH):
+    text = path.read_text()
     return re.findall(r"^```json\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def expected_dir(provider):
+    return ROOT / "test" / "fixtures" / provider / "expected"
 
 
 def expected_docs():
     out = []
-    for path in sorted(EXPECTED_DIR.glob("*.json")):
+    for path in sorted(p for prov in PROVIDER_DOCS for p in expected_dir(prov).glob("*.json")):
         data = json.loads(path.read_text())
         for i, doc in enumerate(data if isinstance(data, list) else [data]):
-            out.append(pytest.param(doc, id=f"{path.stem}[{i}]"))
+            out.append(pytest.param(doc, id=f"{path.parent.parent.name}-{path.stem}[{i}]"))
     return out
 
 
@@ -50,10 +58,19 @@ def assert_valid(validator, doc):
     assert not errors, "; ".join(f"{e.json_path}: {e.message[:200]}" for e in errors[:5])
 
 
-@pytest.mark.parametrize("index", range(len(doc_blocks())))
-def test_doc_example_validates(validator, index):
-    doc = json.loads(doc_blocks()[index])
+@pytest.mark.parametrize("provider,index", [(p, i) for p, path in PROVIDER_DOCS.items()
+                                              for i in range(len(doc_blocks(path)))])
+def test_doc_example_validates(validator, provider, index):
+    doc = json.loads(doc_blocks(PROVIDER_DOCS[provider])[index])
+    assert doc["provider"] == provider
     assert_valid(validator, doc)
+
+
+@pytest.mark.parametrize("provider", ["genesys", "twilio"])
+def test_provider_docs_have_examples(provider):
+    blocks = [json.loads(b) for b in doc_blocks(PROVIDER_DOCS[provider])]
+    kinds = {d["kind"] for d in blocks}
+    assert len(blocks) >= 4 and len(kinds) >= 4, f"{provider}: examples cover only {sorted(kinds)}"
 
 
 def test_doc_examples_cover_every_type():
@@ -70,14 +87,15 @@ def test_doc_examples_cover_every_type():
     assert any(k == "system" for k, _ in seen)
 
 
-def test_doc_examples_match_expected_files():
+@pytest.mark.parametrize("provider", list(PROVIDER_DOCS))
+def test_doc_examples_match_expected_files(provider):
     """The examples are the normalizer's real output (the unit tests hold it to these files)."""
     expected = {}
-    for path in EXPECTED_DIR.glob("*.json"):
+    for path in expected_dir(provider).glob("*.json"):
         data = json.loads(path.read_text())
         for doc in data if isinstance(data, list) else [data]:
             expected[doc["event_id"]] = doc
-    for block in doc_blocks():
+    for block in doc_blocks(PROVIDER_DOCS[provider]):
         doc = json.loads(block)
         assert expected.get(doc["event_id"]) == doc, f"example {doc['event_id']} is not a normalizer output"
 
@@ -92,7 +110,9 @@ def test_expected_files_exist():
 
 
 def first_expected(name):
-    return json.loads((EXPECTED_DIR / f"{name}.json").read_text())
+    provider, _, stem = name.rpartition("/")
+    data = json.loads((expected_dir(provider or "whatsapp") / f"{stem}.json").read_text())
+    return data[0] if isinstance(data, list) else data
 
 
 @pytest.mark.parametrize("name,mutate", [
@@ -113,6 +133,13 @@ def first_expected(name):
     ("account_update", lambda d: d["content"].pop("field")),
     ("interactive_nfm_reply", lambda d: d["content"].pop("response")),
     ("location_full", lambda d: d["content"].update(latitude="37.4")),
+    ("text", lambda d: d.update(provider="genesys")),
+    ("text", lambda d: d.update(provider="smoke-signals")),
+    ("genesys/text_inbound", lambda d: d.update(provider="whatsapp")),
+    ("genesys/text_inbound", lambda d: d.pop("conversation")),
+    ("genesys/receipt_failed", lambda d: d.update(kind="status")),
+    ("twilio/sms_inbound", lambda d: d.update(kind="receipt")),
+    ("twilio/sms_inbound", lambda d: d["customer"].update(phone="15551234567")),
 ])
 def test_schema_rejects(validator, name, mutate):
     doc = copy.deepcopy(first_expected(name))
