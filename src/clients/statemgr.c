@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "clients/statemgr.h"
+#include "core/breaker.h"
 #include "core/buf.h"
 #include "core/common.h"
 #include "core/err.h"
@@ -60,13 +61,9 @@ struct hg_statemgr {
     uint32_t timeout_ms;
     uint32_t retries;
     uint32_t backoff_ms;
-    uint32_t breaker_failures;
-    uint32_t breaker_open_ms;
     uint32_t max_response;
 
-    enum hg_statemgr_breaker breaker;
-    uint32_t consecutive_failures;
-    uint64_t open_until_ms;     /* loop time the open breaker lets a trial through */
+    struct hg_breaker breaker;  /* loop time in ms */
     uint64_t rng;               /* xorshift state for backoff jitter */
 
     struct call *calls;         /* every call not yet answered */
@@ -82,90 +79,36 @@ static void step_start(struct call *c);
 
 /* ---- circuit breaker ------------------------------------------------------------------------ */
 
-static const char *breaker_name(enum hg_statemgr_breaker b)
-{
-    switch (b) {
-    case HG_STATEMGR_BREAKER_CLOSED:
-        return "closed";
-    case HG_STATEMGR_BREAKER_OPEN:
-        return "open";
-    case HG_STATEMGR_BREAKER_HALF_OPEN:
-        return "half-open";
-    }
-    return "?";
-}
-
-/* Every breaker transition goes through here, so each one is logged once. */
-static void breaker_set(struct hg_statemgr *s, enum hg_statemgr_breaker to)
-{
-    if (s->breaker == to)
-        return;
-    if (to == HG_STATEMGR_BREAKER_OPEN) {
-        s->open_until_ms = uv_now(s->loop) + s->breaker_open_ms;
-        s->stats.breaker_opened++;
-        hg_warn(NULL, "state manager circuit breaker open", "from", breaker_name(s->breaker), NULL);
-    } else if (to == HG_STATEMGR_BREAKER_CLOSED) {
-        hg_info(NULL, "state manager circuit breaker closed", "from", breaker_name(s->breaker),
-                NULL);
-    }
-    s->breaker = to;
-}
-
-/*
- * May c send a request now? Closed: yes. Open: no, until open_ms passed; then c becomes the one
- * half-open trial. Half-open: no, the trial is already out.
- */
+/* May c send a request now? The breaker decides, and marks c when it is the half-open trial. */
 static bool breaker_admit(struct hg_statemgr *s, struct call *c)
 {
-    switch (s->breaker) {
-    case HG_STATEMGR_BREAKER_CLOSED:
-        return true;
-    case HG_STATEMGR_BREAKER_OPEN:
-        if (uv_now(s->loop) < s->open_until_ms)
-            return false;
-        breaker_set(s, HG_STATEMGR_BREAKER_HALF_OPEN);
-        c->trial = true;
-        return true;
-    case HG_STATEMGR_BREAKER_HALF_OPEN:
-        return false;
-    }
-    return false;
+    return hg_breaker_admit(&s->breaker, uv_now(s->loop), &c->trial);
 }
 
-/*
- * Outcome of one request. Any answer from a live State Manager closes the breaker (even one that
- * was sent before it opened: it is fresh evidence of health). A failed trial re-opens it at once;
- * in the closed state it opens after breaker_failures consecutive failures.
- */
+/* Outcome of one request (see hg_breaker_report): the openings and closings are logged here. */
 static void breaker_report(struct hg_statemgr *s, struct call *c, bool ok)
 {
     bool trial = c->trial;
     c->trial = false;
-    if (ok) {
-        s->consecutive_failures = 0;
-        breaker_set(s, HG_STATEMGR_BREAKER_CLOSED);
+    enum hg_breaker_state from;
+    if (!hg_breaker_report(&s->breaker, trial, ok, uv_now(s->loop), &from))
         return;
-    }
-    s->consecutive_failures++;
-    if (trial || (s->breaker == HG_STATEMGR_BREAKER_CLOSED &&
-                  s->consecutive_failures >= s->breaker_failures)) {
-        /* From half-open, breaker_set would not re-arm an already-open breaker; force it. */
-        if (s->breaker == HG_STATEMGR_BREAKER_OPEN)
-            s->breaker = HG_STATEMGR_BREAKER_HALF_OPEN;
-        breaker_set(s, HG_STATEMGR_BREAKER_OPEN);
+    if (s->breaker.state == HG_BREAKER_OPEN) {
+        s->stats.breaker_opened++;
+        hg_warn(NULL, "state manager circuit breaker open", "from", hg_breaker_state_name(from),
+                NULL);
+    } else {
+        hg_info(NULL, "state manager circuit breaker closed", "from", hg_breaker_state_name(from),
+                NULL);
     }
 }
 
-/* The trial never got an answer (canceled): let the next call try again at once. */
+/* The request never got an answer (canceled): a trial lets the next call try again at once. */
 static void breaker_release(struct hg_statemgr *s, struct call *c)
 {
-    if (!c->trial)
-        return;
+    bool trial = c->trial;
     c->trial = false;
-    if (s->breaker == HG_STATEMGR_BREAKER_HALF_OPEN) {
-        s->breaker = HG_STATEMGR_BREAKER_OPEN;
-        s->open_until_ms = uv_now(s->loop);
-    }
+    hg_breaker_release(&s->breaker, trial, uv_now(s->loop));
 }
 
 /* ---- timer: retries and deferred answers ---------------------------------------------------- */
@@ -526,9 +469,9 @@ int hg_statemgr_open(struct hg_http *http, uv_loop_t *loop, const struct hg_stat
     s->retries = opts->retries < 0 ? 0 : opts->retries == 0 ? DEFAULT_RETRIES
                                                              : (uint32_t)opts->retries;
     s->backoff_ms = opts->backoff_ms ? opts->backoff_ms : DEFAULT_BACKOFF_MS;
-    s->breaker_failures = opts->breaker_failures ? opts->breaker_failures
-                                                 : DEFAULT_BREAKER_FAILURES;
-    s->breaker_open_ms = opts->breaker_open_ms ? opts->breaker_open_ms : DEFAULT_BREAKER_OPEN_MS;
+    hg_breaker_init(&s->breaker,
+                    opts->breaker_failures ? opts->breaker_failures : DEFAULT_BREAKER_FAILURES,
+                    opts->breaker_open_ms ? opts->breaker_open_ms : DEFAULT_BREAKER_OPEN_MS);
     s->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
     s->rng = hg_time_mono_ns() ^ (uint64_t)(uintptr_t)s;
     if (s->rng == 0)
@@ -634,10 +577,19 @@ json_t *hg_statemgr_message_body(const json_t *event)
 void hg_statemgr_stats(const struct hg_statemgr *s, struct hg_statemgr_stats *out)
 {
     *out = s->stats;
-    out->breaker = s->breaker;
-    /* Open past its interval: the next call will be the trial, so /ready may say so already. */
-    if (s->breaker == HG_STATEMGR_BREAKER_OPEN && uv_now(s->loop) >= s->open_until_ms)
+    /* Open past its interval shows half-open: the next call will be the trial, so /ready may say
+     * so already. */
+    switch (hg_breaker_state(&s->breaker, uv_now(s->loop))) {
+    case HG_BREAKER_CLOSED:
+        out->breaker = HG_STATEMGR_BREAKER_CLOSED;
+        break;
+    case HG_BREAKER_OPEN:
+        out->breaker = HG_STATEMGR_BREAKER_OPEN;
+        break;
+    case HG_BREAKER_HALF_OPEN:
         out->breaker = HG_STATEMGR_BREAKER_HALF_OPEN;
+        break;
+    }
 }
 
 void hg_statemgr_close(struct hg_statemgr *s, hg_statemgr_close_cb cb, void *arg)
