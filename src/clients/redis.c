@@ -12,6 +12,7 @@
 #include "core/ltable.h"
 #include "clients/redis.h"
 #include "clients/redis_uv.h"
+#include "core/backoff.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -373,15 +374,14 @@ static void schedule_retry(struct hg_redis *r)
 {
     if (r->closing)
         return;
-    uint64_t delay = r->opts.backoff_min_ms;
-    for (unsigned i = 0; i < r->attempt && delay < r->opts.backoff_max_ms; i++)
-        delay *= 2;
-    if (delay > r->opts.backoff_max_ms)
-        delay = r->opts.backoff_max_ms;
+    const struct hg_backoff policy = {
+        .base_ms = r->opts.backoff_min_ms,
+        .max_ms = r->opts.backoff_max_ms,
+        .jitter = HG_BACKOFF_EQUAL,
+    };
+    uint64_t delay = hg_backoff_ms(&policy, r->attempt, hg_random_u64());
     if (r->attempt < 64)
         r->attempt++;
-    uint64_t half = delay / 2;
-    delay = half + hg_random_u64() % (delay - half + 1);
     uv_timer_start(&r->retry_timer, on_retry, delay, 0);
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "clients/statemgr.h"
+#include "core/backoff.h"
 #include "core/breaker.h"
 #include "core/buf.h"
 #include "core/common.h"
@@ -60,7 +61,7 @@ struct hg_statemgr {
     char *auth;                 /* "Bearer <token>" or NULL */
     uint32_t timeout_ms;
     uint32_t retries;
-    uint32_t backoff_ms;
+    struct hg_backoff backoff;  /* before retry n (1-based): backoff_ms * 2^(n-1), equal jitter */
     uint32_t max_response;
 
     struct hg_breaker breaker;  /* loop time in ms */
@@ -247,16 +248,11 @@ static void on_timer(uv_timer_t *timer)
 
 static uint64_t backoff_ms(struct hg_statemgr *s, int tries)
 {
-    uint64_t d = s->backoff_ms;
-    for (int i = 1; i < tries && d < BACKOFF_CAP_MS; i++)
-        d *= 2;
-    d = HG_MIN(d, (uint64_t)BACKOFF_CAP_MS);
     /* xorshift64: jitter only, so every worker's retries do not land in the same millisecond */
     s->rng ^= s->rng << 13;
     s->rng ^= s->rng >> 7;
     s->rng ^= s->rng << 17;
-    uint64_t half = d / 2;
-    return d - half + (half > 0 ? s->rng % (half + 1) : 0);
+    return hg_backoff_ms(&s->backoff, tries > 1 ? (unsigned)tries - 1 : 0, s->rng);
 }
 
 static const char *step_name(const struct call *c)
@@ -468,7 +464,11 @@ int hg_statemgr_open(struct hg_http *http, uv_loop_t *loop, const struct hg_stat
     s->timeout_ms = opts->timeout_ms ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
     s->retries = opts->retries < 0 ? 0 : opts->retries == 0 ? DEFAULT_RETRIES
                                                              : (uint32_t)opts->retries;
-    s->backoff_ms = opts->backoff_ms ? opts->backoff_ms : DEFAULT_BACKOFF_MS;
+    s->backoff = (struct hg_backoff){
+        .base_ms = opts->backoff_ms ? opts->backoff_ms : DEFAULT_BACKOFF_MS,
+        .max_ms = BACKOFF_CAP_MS,
+        .jitter = HG_BACKOFF_EQUAL,
+    };
     hg_breaker_init(&s->breaker,
                     opts->breaker_failures ? opts->breaker_failures : DEFAULT_BREAKER_FAILURES,
                     opts->breaker_open_ms ? opts->breaker_open_ms : DEFAULT_BREAKER_OPEN_MS);
