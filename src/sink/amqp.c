@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "sink/amqp_internal.h"
+#include "core/backoff.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -72,13 +73,13 @@ static void on_retry(uv_timer_t *t)
 
 static void arm_retry(struct hg_amqp *a)
 {
-    uint64_t delay = a->reconnect_min_ms;
-    for (unsigned i = 0; i < a->attempt && delay < a->reconnect_max_ms; i++)
-        delay *= 2;
-    if (delay > a->reconnect_max_ms)
-        delay = a->reconnect_max_ms;
     /* Jitter in [delay/2, delay] so a fleet does not reconnect in lockstep. */
-    delay = delay / 2 + hg_random_u64() % (delay / 2 + 1);
+    const struct hg_backoff policy = {
+        .base_ms = a->reconnect_min_ms,
+        .max_ms = a->reconnect_max_ms,
+        .jitter = HG_BACKOFF_EQUAL,
+    };
+    uint64_t delay = hg_backoff_ms(&policy, a->attempt, hg_random_u64());
     a->attempt++;
     uv_timer_start(&a->retry_timer, on_retry, delay, 0);
 }
