@@ -15,6 +15,7 @@
 
 #include <mbedtls/sha256.h>
 
+#include "core/backoff.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -416,10 +417,13 @@ static uint64_t backoff_ms(struct job *j)
     struct hg_media *m = j->m;
     if (j->retry_after_set)
         return HG_MIN(j->retry_after_ms, (uint64_t)m->o.backoff_max_ms);
-    unsigned shift = HG_MIN(j->attempts - 1, 20u);
-    uint64_t cap = HG_MIN((uint64_t)m->o.backoff_base_ms << shift, (uint64_t)m->o.backoff_max_ms);
-    /* full jitter, but never zero: a retry in the same tick helps nobody */
-    return 1 + rnd(m) % cap;
+    /* full jitter (never zero); attempts counts the attempt that just failed, from 1 */
+    const struct hg_backoff policy = {
+        .base_ms = m->o.backoff_base_ms,
+        .max_ms = m->o.backoff_max_ms,
+        .jitter = HG_BACKOFF_FULL,
+    };
+    return hg_backoff_ms(&policy, j->attempts - 1, rnd(m));
 }
 
 /* Once a failed attempt has nothing in flight: clean up S3, then retry or report. */
