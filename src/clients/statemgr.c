@@ -10,6 +10,7 @@
 #include "core/buf.h"
 #include "core/common.h"
 #include "core/err.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/time.h"
 
@@ -51,7 +52,7 @@ struct call {
     bool recorded;
     char error[ERROR_MAX];
     char last_failure[64];      /* why the current step's last try failed ("" if none did) */
-    struct call *prev, *next;
+    struct hg_list link;        /* in s->calls */
 };
 
 struct hg_statemgr {
@@ -67,7 +68,7 @@ struct hg_statemgr {
     struct hg_breaker breaker;  /* loop time in ms */
     uint64_t rng;               /* xorshift state for backoff jitter */
 
-    struct call *calls;         /* every call not yet answered */
+    struct hg_list calls;       /* every call not yet answered, newest first */
     uv_timer_t timer;           /* retries and deferred answers: fires at the earliest due_ms */
     bool closing;
     bool timer_closing;
@@ -122,7 +123,9 @@ static void timer_arm(struct hg_statemgr *s)
         return;
     bool any = false;
     uint64_t due = 0;
-    for (struct call *c = s->calls; c != NULL; c = c->next) {
+    struct hg_list *pos;
+    HG_LIST_FOREACH(pos, &s->calls) {
+        struct call *c = hg_list_entry(pos, struct call, link);
         if (c->waiting && (!any || c->due_ms < due)) {
             due = c->due_ms;
             any = true;
@@ -157,18 +160,6 @@ static void degrade(struct call *c, const char *what, const char *why)
         snprintf(c->error, sizeof(c->error), "%s: %s", what, why);
 }
 
-static void call_unlink(struct call *c)
-{
-    struct hg_statemgr *s = c->s;
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        s->calls = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-}
-
 static void call_free(struct call *c)
 {
     free(c->lookup_url);
@@ -183,7 +174,7 @@ static void call_free(struct call *c)
 static void answer_now(struct call *c)
 {
     struct hg_statemgr *s = c->s;
-    call_unlink(c);
+    hg_list_unlink(&c->link);
     struct hg_statemgr_result r = {
         .mapping = c->mapping,
         .degraded = c->degraded,
@@ -222,9 +213,15 @@ static void on_timer(uv_timer_t *timer)
      */
     for (;;) {
         uint64_t now = uv_now(s->loop);
-        struct call *c = s->calls;
-        while (c != NULL && !(c->waiting && c->due_ms <= now))
-            c = c->next;
+        struct call *c = NULL;
+        struct hg_list *pos;
+        HG_LIST_FOREACH(pos, &s->calls) {
+            struct call *x = hg_list_entry(pos, struct call, link);
+            if (x->waiting && x->due_ms <= now) {
+                c = x;
+                break;
+            }
+        }
         if (c == NULL)
             break;
         c->waiting = false;
@@ -233,7 +230,7 @@ static void on_timer(uv_timer_t *timer)
         else
             step_start(c);
     }
-    if (s->closing && s->calls == NULL) {
+    if (s->closing && hg_list_empty(&s->calls)) {
         if (!s->timer_closing) {
             s->timer_closing = true;
             uv_timer_stop(&s->timer);
@@ -473,6 +470,7 @@ int hg_statemgr_open(struct hg_http *http, uv_loop_t *loop, const struct hg_stat
                     opts->breaker_failures ? opts->breaker_failures : DEFAULT_BREAKER_FAILURES,
                     opts->breaker_open_ms ? opts->breaker_open_ms : DEFAULT_BREAKER_OPEN_MS);
     s->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
+    hg_list_init(&s->calls);
     s->rng = hg_time_mono_ns() ^ (uint64_t)(uintptr_t)s;
     if (s->rng == 0)
         s->rng = 0x9e3779b97f4a7c15ull;
@@ -535,10 +533,7 @@ int hg_statemgr_enrich(struct hg_statemgr *s, const char *wa_id, const char *ten
         c->record_len = strlen(c->record);
     }
 
-    c->next = s->calls;
-    if (s->calls != NULL)
-        s->calls->prev = c;
-    s->calls = c;
+    hg_list_insert_head(&s->calls, &c->link);
     s->stats.calls++;
     /* Every outcome of step_start is asynchronous: a request, or an answer on the timer. */
     c->step = STEP_LOOKUP;
@@ -603,7 +598,9 @@ void hg_statemgr_close(struct hg_statemgr *s, hg_statemgr_close_cb cb, void *arg
      * Canceling runs on_http at once for each request, which only marks its call for an answer
      * on the timer: no user callback runs inside this function.
      */
-    for (struct call *c = s->calls; c != NULL; c = c->next) {
+    struct hg_list *pos;
+    HG_LIST_FOREACH(pos, &s->calls) {
+        struct call *c = hg_list_entry(pos, struct call, link);
         if (c->in_flight)
             hg_http_cancel(s->http, c);
         else if (c->step != STEP_ANSWER)
