@@ -117,9 +117,9 @@ static void link_lost(struct hg_amqp *a, const char *reason, const char *detail)
 /* Settle by delivery tag: `multiple` covers every tag ≤ tag. */
 static void settle(struct hg_amqp *a, uint64_t tag, bool multiple, bool nack)
 {
-    struct entry *e = a->inflight.head;
-    while (e) {
-        struct entry *next = e->next;
+    struct hg_list *pos, *next;
+    HG_LIST_FOREACH_SAFE(pos, next, &a->inflight.entries) {
+        struct entry *e = hg_list_entry(pos, struct entry, link);
         if (e->tag > tag)
             break;
         if (multiple || e->tag == tag) {
@@ -136,7 +136,6 @@ static void settle(struct hg_amqp *a, uint64_t tag, bool multiple, bool nack)
             if (!multiple || a->link == NULL)
                 break;
         }
-        e = next;
     }
 }
 
@@ -146,7 +145,9 @@ static void mark_returned(struct hg_amqp *a, amqp_basic_properties_t *p)
 {
     if (!(p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG))
         return;
-    for (struct entry *e = a->inflight.head; e; e = e->next) {
+    struct hg_list *pos;
+    HG_LIST_FOREACH(pos, &a->inflight.entries) {
+        struct entry *e = hg_list_entry(pos, struct entry, link);
         if (!e->returned && strlen(e->event_id) == p->message_id.len &&
             memcmp(e->event_id, p->message_id.bytes, p->message_id.len) == 0) {
             e->returned = true;
@@ -581,6 +582,8 @@ int hg_amqp_sink_open(uv_loop_t *loop, const struct hg_amqp_opts *opts, struct h
     a->sink.ops = &amqp_sink_ops;
     a->loop = loop;
     a->state = ST_DOWN;
+    hg_list_init(&a->inflight.entries);
+    hg_list_init(&a->pending.entries);
     a->n_urls = opts->n_urls;
     for (size_t i = 0; i < opts->n_urls; i++)
         a->urls[i] = hg_xstrdup(opts->urls[i]);
