@@ -132,6 +132,7 @@ int hg_percent_decode(const char *in, size_t len, unsigned flags, char *out, siz
                 ch = (char)(hi << 4 | lo);
                 i += 2;
             } else if (!(flags & HG_PERCENT_LENIENT)) {
+                *out_len = i;
                 return HG_ERR_PARSE;
             }
         } else if (ch == '+' && (flags & HG_PERCENT_PLUS)) {
