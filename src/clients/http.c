@@ -7,6 +7,7 @@
 #include "clients/http.h"
 #include "core/common.h"
 #include "core/err.h"
+#include "core/list.h"
 #include "core/log.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000
@@ -26,7 +27,7 @@ struct sock_ctx {
     struct hg_http *h;
     curl_socket_t fd;
     bool closing;
-    struct sock_ctx *prev, *next;   /* h->socks, so close can reach the ones curl never removed */
+    struct hg_list link;            /* in h->socks, so close can reach the ones curl never removed */
 };
 
 /* One request in flight. */
@@ -47,7 +48,7 @@ struct xfer {
     bool aborted;                   /* a stream callback asked to stop */
     struct hg_http_resp resp;
     char errbuf[CURL_ERROR_SIZE];
-    struct xfer *prev, *next;
+    struct hg_list link;            /* in h->xfers */
 };
 
 struct hg_http {
@@ -57,8 +58,8 @@ struct hg_http {
     size_t handles;                 /* uv handles not yet closed (timer + polls) */
     size_t pending;
     bool closing;
-    struct xfer *xfers;
-    struct sock_ctx *socks;
+    struct hg_list xfers;           /* requests in flight, newest first */
+    struct hg_list socks;           /* sock_ctx not yet freed, newest first */
     void (*on_closed)(void *arg);
     void *on_closed_arg;
 };
@@ -78,12 +79,7 @@ static void on_sock_closed(uv_handle_t *handle)
 {
     struct sock_ctx *ctx = HG_CONTAINER_OF((uv_poll_t *)handle, struct sock_ctx, poll);
     struct hg_http *h = ctx->h;
-    if (ctx->prev != NULL)
-        ctx->prev->next = ctx->next;
-    else
-        h->socks = ctx->next;
-    if (ctx->next != NULL)
-        ctx->next->prev = ctx->prev;
+    hg_list_unlink(&ctx->link);
     free(ctx);
     h->handles--;
     maybe_free(h);
@@ -135,12 +131,7 @@ static void xfer_finish(struct xfer *x, CURLcode code, int err_override)
 {
     struct hg_http *h = x->h;
 
-    if (x->prev != NULL)
-        x->prev->next = x->next;
-    else
-        h->xfers = x->next;
-    if (x->next != NULL)
-        x->next->prev = x->prev;
+    hg_list_unlink(&x->link);
     h->pending--;
 
     long status = 0;
@@ -238,10 +229,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
             return -1;
         }
         h->handles++;
-        ctx->next = h->socks;
-        if (h->socks != NULL)
-            h->socks->prev = ctx;
-        h->socks = ctx;
+        hg_list_insert_head(&h->socks, &ctx->link);
         curl_multi_assign(h->multi, s, ctx);
     }
     int events = 0;
@@ -262,6 +250,8 @@ int hg_http_open(uv_loop_t *loop, struct hg_http **out)
         free(h);
         return HG_ERR_INVALID;
     }
+    hg_list_init(&h->xfers);
+    hg_list_init(&h->socks);
     uv_timer_init(loop, &h->timer);
     h->handles = 1;
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
@@ -492,15 +482,10 @@ int hg_http_request(struct hg_http *h, const struct hg_http_req *req, hg_http_cb
     }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
 
-    x->next = h->xfers;
-    if (h->xfers != NULL)
-        h->xfers->prev = x;
-    h->xfers = x;
+    hg_list_insert_head(&h->xfers, &x->link);
     h->pending++;
     if (curl_multi_add_handle(h->multi, e) != CURLM_OK) {
-        h->xfers = x->next;
-        if (h->xfers != NULL)
-            h->xfers->prev = NULL;
+        hg_list_unlink(&x->link);
         h->pending--;
         rc = HG_ERR_INVALID;
         goto fail;
@@ -518,9 +503,15 @@ int hg_http_cancel(struct hg_http *h, void *arg)
     int n = 0;
     /* Rescan from the head each time: a callback may start or cancel other transfers. */
     for (;;) {
-        struct xfer *x = h->xfers;
-        while (x != NULL && x->arg != arg)
-            x = x->next;
+        struct xfer *x = NULL;
+        struct hg_list *pos;
+        HG_LIST_FOREACH(pos, &h->xfers) {
+            struct xfer *c = hg_list_entry(pos, struct xfer, link);
+            if (c->arg == arg) {
+                x = c;
+                break;
+            }
+        }
         if (x == NULL)
             break;
         xfer_finish(x, CURLE_ABORTED_BY_CALLBACK, UV_ECANCELED);
@@ -549,14 +540,16 @@ void hg_http_close(struct hg_http *h, void (*on_closed)(void *arg), void *arg)
     h->on_closed_arg = arg;
     /* First, so the callbacks below cannot start new requests (they get HG_ERR_CLOSED). */
     h->closing = true;
-    while (h->xfers != NULL)
-        xfer_finish(h->xfers, CURLE_ABORTED_BY_CALLBACK, HG_ERR_CLOSED);
+    while (!hg_list_empty(&h->xfers))
+        xfer_finish(hg_list_entry(hg_list_first(&h->xfers), struct xfer, link),
+                    CURLE_ABORTED_BY_CALLBACK, HG_ERR_CLOSED);
     /* Cleanup closes cached connections, reporting CURL_POLL_REMOVE for their sockets. */
     CURLM *multi = h->multi;
     h->multi = NULL;
     curl_multi_cleanup(multi);
-    for (struct sock_ctx *c = h->socks; c != NULL; c = c->next)
-        sock_close(c);
+    struct hg_list *pos;
+    HG_LIST_FOREACH(pos, &h->socks)
+        sock_close(hg_list_entry(pos, struct sock_ctx, link));
     uv_timer_stop(&h->timer);
     uv_close((uv_handle_t *)&h->timer, on_timer_closed);
 }

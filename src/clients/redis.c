@@ -12,8 +12,10 @@
 #include "core/ltable.h"
 #include "clients/redis.h"
 #include "clients/redis_uv.h"
+#include "core/backoff.h"
 #include "core/common.h"
 #include "core/err.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "core/uuid.h"
@@ -99,7 +101,7 @@ enum cmd_kind {
 struct cmd {
     struct hg_redis *r;
     enum cmd_kind kind;
-    struct cmd *prev, *next; /* in `inflight` until answered, then in the answer queue */
+    struct hg_list link;     /* in `inflight` until answered, then in the answer queue */
     uint64_t deadline;       /* uv_now() ms */
     bool in_redis;
     bool in_list;
@@ -154,8 +156,8 @@ struct hg_redis {
     uv_timer_t cmd_timer;
     uv_idle_t idle;          /* delivers answers and reaps contexts on the next loop turn */
     uv_getaddrinfo_t gai;
-    struct cmd *inflight_head, *inflight_tail; /* by deadline (all share one timeout) */
-    struct cmd *queue_head, *queue_tail;
+    struct hg_list inflight; /* sent, by deadline (all share one timeout) */
+    struct hg_list queue;    /* answered, callbacks due on the next loop turn */
     struct hg_ltable dedup;
     struct hg_ltable rl;
     hg_redis_close_cb close_cb;
@@ -275,17 +277,9 @@ static void inflight_unlink(struct hg_redis *r, struct cmd *c)
 {
     if (!c->in_list)
         return;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        r->inflight_head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        r->inflight_tail = c->prev;
-    c->prev = c->next = NULL;
+    hg_list_unlink(&c->link);
     c->in_list = false;
-    if (r->inflight_head == NULL)
+    if (hg_list_empty(&r->inflight))
         uv_timer_stop(&r->cmd_timer); /* no wake-up for nothing */
 }
 
@@ -300,13 +294,7 @@ static void answer(struct cmd *c)
         return;
     }
     c->in_queue = true;
-    c->next = NULL;
-    c->prev = r->queue_tail;
-    if (r->queue_tail)
-        r->queue_tail->next = c;
-    else
-        r->queue_head = c;
-    r->queue_tail = c;
+    hg_list_insert_tail(&r->queue, &c->link);
     uv_idle_start(&r->idle, on_idle);
 }
 
@@ -373,15 +361,14 @@ static void schedule_retry(struct hg_redis *r)
 {
     if (r->closing)
         return;
-    uint64_t delay = r->opts.backoff_min_ms;
-    for (unsigned i = 0; i < r->attempt && delay < r->opts.backoff_max_ms; i++)
-        delay *= 2;
-    if (delay > r->opts.backoff_max_ms)
-        delay = r->opts.backoff_max_ms;
+    const struct hg_backoff policy = {
+        .base_ms = r->opts.backoff_min_ms,
+        .max_ms = r->opts.backoff_max_ms,
+        .jitter = HG_BACKOFF_EQUAL,
+    };
+    uint64_t delay = hg_backoff_ms(&policy, r->attempt, hg_random_u64());
     if (r->attempt < 64)
         r->attempt++;
-    uint64_t half = delay / 2;
-    delay = half + hg_random_u64() % (delay - half + 1);
     uv_timer_start(&r->retry_timer, on_retry, delay, 0);
 }
 
@@ -587,10 +574,13 @@ static void on_cmd_timer(uv_timer_t *t)
     struct hg_redis *r = HG_CONTAINER_OF(t, struct hg_redis, cmd_timer);
     uint64_t now = uv_now(r->loop);
     unsigned expired = 0;
-    while (r->inflight_head && r->inflight_head->deadline <= now) {
+    struct hg_list *first;
+    while ((first = hg_list_first(&r->inflight)) != NULL &&
+           hg_list_entry(first, struct cmd, link)->deadline <= now) {
         r->stats.timeouts++;
         expired++;
-        answer_fallback(r->inflight_head); /* unlinks it; its late reply is dropped */
+        /* unlinks it; its late reply is dropped */
+        answer_fallback(hg_list_entry(first, struct cmd, link));
     }
     if (expired) {
         /* A Redis that misses deadlines is treated as down: dropping the connection means the
@@ -598,8 +588,9 @@ static void on_cmd_timer(uv_timer_t *t)
         hg_warn(NULL, "redis command timed out, reconnecting", "host", r->url.host, NULL);
         conn_fail(r);
     }
-    if (r->inflight_head)
-        uv_timer_start(&r->cmd_timer, on_cmd_timer, r->inflight_head->deadline - now, 0);
+    if ((first = hg_list_first(&r->inflight)) != NULL)
+        uv_timer_start(&r->cmd_timer, on_cmd_timer,
+                       hg_list_entry(first, struct cmd, link)->deadline - now, 0);
 }
 
 static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata);
@@ -797,13 +788,7 @@ static void submit(struct hg_redis *r, struct cmd *c, const char *value, size_t 
     c->in_redis = true;
     c->deadline = uv_now(r->loop) + r->opts.command_timeout_ms;
     c->in_list = true;
-    c->next = NULL;
-    c->prev = r->inflight_tail;
-    if (r->inflight_tail)
-        r->inflight_tail->next = c;
-    else
-        r->inflight_head = c;
-    r->inflight_tail = c;
+    hg_list_insert_tail(&r->inflight, &c->link);
     if (!uv_is_active((uv_handle_t *)&r->cmd_timer))
         uv_timer_start(&r->cmd_timer, on_cmd_timer, r->opts.command_timeout_ms, 0);
 }
@@ -982,17 +967,18 @@ static void on_idle(uv_idle_t *h)
     struct hg_redis *r = HG_CONTAINER_OF(h, struct hg_redis, idle);
     reap(r);
     /* Take the whole queue: answers queued by these callbacks wait for the next turn. */
-    struct cmd *c = r->queue_head;
-    r->queue_head = r->queue_tail = NULL;
-    while (c) {
-        struct cmd *next = c->next;
-        c->next = c->prev = NULL;
+    struct hg_list batch;
+    hg_list_init(&batch);
+    hg_list_move(&r->queue, &batch);
+    struct hg_list *first;
+    while ((first = hg_list_first(&batch)) != NULL) {
+        struct cmd *c = hg_list_entry(first, struct cmd, link);
+        hg_list_unlink(&c->link);
         deliver(c);
         c->in_queue = false;
         cmd_release(c);
-        c = next;
     }
-    if (r->queue_head || r->conn == CONN_DYING)
+    if (!hg_list_empty(&r->queue) || r->conn == CONN_DYING)
         return;
     uv_idle_stop(&r->idle);
     if (r->closing && !r->resolving && r->handles_open == 0)
@@ -1009,6 +995,8 @@ int hg_redis_open(uv_loop_t *loop, const char *url, const struct hg_redis_opts *
         return rc;
     }
     r->loop = loop;
+    hg_list_init(&r->inflight);
+    hg_list_init(&r->queue);
     if (opts)
         r->opts = *opts;
     if (r->opts.command_timeout_ms == 0)

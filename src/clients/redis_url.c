@@ -7,40 +7,16 @@
 
 #include "clients/redis.h"
 #include "core/err.h"
+#include "core/str.h"
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Copy s[0..n) into out (cap bytes with NUL), decoding %XX. */
+/* Copy s[0..n) into out (cap bytes with NUL), decoding %XX ('+' is itself in a URL's userinfo).
+ * A %00 would cut the C string short: refused like a malformed escape. */
 static int copy_decoded(char *out, size_t cap, const char *s, size_t n)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '%') {
-            if (i + 2 >= n)
-                return HG_ERR_PARSE;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return HG_ERR_PARSE;
-            ch = (char)(hi * 16 + lo);
-            if (ch == '\0')
-                return HG_ERR_PARSE;
-            i += 2;
-        }
-        if (o + 1 >= cap)
-            return HG_ERR_PARSE;
-        out[o++] = ch;
-    }
-    out[o] = '\0';
+    size_t len;
+    if (hg_percent_decode(s, n, 0, out, cap - 1, &len) < 0 || memchr(out, '\0', len) != NULL)
+        return HG_ERR_PARSE;
+    out[len] = '\0';
     return 0;
 }
 

@@ -84,37 +84,18 @@ int hg_sigv4_uri_encode(struct hg_buf *out, const char *s, size_t n, bool keep_s
     return 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Re-encode one already-encoded query component the canonical way: decoding first means a caller
  * that encoded '/' or ' ' differently ('+', lower-case hex) still signs what the server computes.
+ * A stray '%' is kept, to be encoded as %25.
  */
 static int canon_component(struct hg_buf *out, const char *s, size_t n)
 {
     char dec[1024];
-    size_t len = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (len == sizeof(dec))
-            return HG_ERR_TOO_BIG;
-        if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            dec[len++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-            i += 2;
-        } else if (s[i] == '+') {
-            dec[len++] = ' ';
-        } else {
-            dec[len++] = s[i];
-        }
-    }
+    size_t len;
+    int rc = hg_percent_decode(s, n, HG_PERCENT_PLUS | HG_PERCENT_LENIENT, dec, sizeof(dec), &len);
+    if (rc < 0)
+        return rc;
     return hg_sigv4_uri_encode(out, dec, len, false);
 }
 

@@ -5,9 +5,12 @@
 #include <string.h>
 
 #include "clients/statemgr.h"
+#include "core/backoff.h"
+#include "core/breaker.h"
 #include "core/buf.h"
 #include "core/common.h"
 #include "core/err.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/time.h"
 
@@ -49,7 +52,7 @@ struct call {
     bool recorded;
     char error[ERROR_MAX];
     char last_failure[64];      /* why the current step's last try failed ("" if none did) */
-    struct call *prev, *next;
+    struct hg_list link;        /* in s->calls */
 };
 
 struct hg_statemgr {
@@ -59,17 +62,13 @@ struct hg_statemgr {
     char *auth;                 /* "Bearer <token>" or NULL */
     uint32_t timeout_ms;
     uint32_t retries;
-    uint32_t backoff_ms;
-    uint32_t breaker_failures;
-    uint32_t breaker_open_ms;
+    struct hg_backoff backoff;  /* before retry n (1-based): backoff_ms * 2^(n-1), equal jitter */
     uint32_t max_response;
 
-    enum hg_statemgr_breaker breaker;
-    uint32_t consecutive_failures;
-    uint64_t open_until_ms;     /* loop time the open breaker lets a trial through */
+    struct hg_breaker breaker;  /* loop time in ms */
     uint64_t rng;               /* xorshift state for backoff jitter */
 
-    struct call *calls;         /* every call not yet answered */
+    struct hg_list calls;       /* every call not yet answered, newest first */
     uv_timer_t timer;           /* retries and deferred answers: fires at the earliest due_ms */
     bool closing;
     bool timer_closing;
@@ -82,90 +81,36 @@ static void step_start(struct call *c);
 
 /* ---- circuit breaker ------------------------------------------------------------------------ */
 
-static const char *breaker_name(enum hg_statemgr_breaker b)
-{
-    switch (b) {
-    case HG_STATEMGR_BREAKER_CLOSED:
-        return "closed";
-    case HG_STATEMGR_BREAKER_OPEN:
-        return "open";
-    case HG_STATEMGR_BREAKER_HALF_OPEN:
-        return "half-open";
-    }
-    return "?";
-}
-
-/* Every breaker transition goes through here, so each one is logged once. */
-static void breaker_set(struct hg_statemgr *s, enum hg_statemgr_breaker to)
-{
-    if (s->breaker == to)
-        return;
-    if (to == HG_STATEMGR_BREAKER_OPEN) {
-        s->open_until_ms = uv_now(s->loop) + s->breaker_open_ms;
-        s->stats.breaker_opened++;
-        hg_warn(NULL, "state manager circuit breaker open", "from", breaker_name(s->breaker), NULL);
-    } else if (to == HG_STATEMGR_BREAKER_CLOSED) {
-        hg_info(NULL, "state manager circuit breaker closed", "from", breaker_name(s->breaker),
-                NULL);
-    }
-    s->breaker = to;
-}
-
-/*
- * May c send a request now? Closed: yes. Open: no, until open_ms passed; then c becomes the one
- * half-open trial. Half-open: no, the trial is already out.
- */
+/* May c send a request now? The breaker decides, and marks c when it is the half-open trial. */
 static bool breaker_admit(struct hg_statemgr *s, struct call *c)
 {
-    switch (s->breaker) {
-    case HG_STATEMGR_BREAKER_CLOSED:
-        return true;
-    case HG_STATEMGR_BREAKER_OPEN:
-        if (uv_now(s->loop) < s->open_until_ms)
-            return false;
-        breaker_set(s, HG_STATEMGR_BREAKER_HALF_OPEN);
-        c->trial = true;
-        return true;
-    case HG_STATEMGR_BREAKER_HALF_OPEN:
-        return false;
-    }
-    return false;
+    return hg_breaker_admit(&s->breaker, uv_now(s->loop), &c->trial);
 }
 
-/*
- * Outcome of one request. Any answer from a live State Manager closes the breaker (even one that
- * was sent before it opened: it is fresh evidence of health). A failed trial re-opens it at once;
- * in the closed state it opens after breaker_failures consecutive failures.
- */
+/* Outcome of one request (see hg_breaker_report): the openings and closings are logged here. */
 static void breaker_report(struct hg_statemgr *s, struct call *c, bool ok)
 {
     bool trial = c->trial;
     c->trial = false;
-    if (ok) {
-        s->consecutive_failures = 0;
-        breaker_set(s, HG_STATEMGR_BREAKER_CLOSED);
+    enum hg_breaker_state from;
+    if (!hg_breaker_report(&s->breaker, trial, ok, uv_now(s->loop), &from))
         return;
-    }
-    s->consecutive_failures++;
-    if (trial || (s->breaker == HG_STATEMGR_BREAKER_CLOSED &&
-                  s->consecutive_failures >= s->breaker_failures)) {
-        /* From half-open, breaker_set would not re-arm an already-open breaker; force it. */
-        if (s->breaker == HG_STATEMGR_BREAKER_OPEN)
-            s->breaker = HG_STATEMGR_BREAKER_HALF_OPEN;
-        breaker_set(s, HG_STATEMGR_BREAKER_OPEN);
+    if (s->breaker.state == HG_BREAKER_OPEN) {
+        s->stats.breaker_opened++;
+        hg_warn(NULL, "state manager circuit breaker open", "from", hg_breaker_state_name(from),
+                NULL);
+    } else {
+        hg_info(NULL, "state manager circuit breaker closed", "from", hg_breaker_state_name(from),
+                NULL);
     }
 }
 
-/* The trial never got an answer (canceled): let the next call try again at once. */
+/* The request never got an answer (canceled): a trial lets the next call try again at once. */
 static void breaker_release(struct hg_statemgr *s, struct call *c)
 {
-    if (!c->trial)
-        return;
+    bool trial = c->trial;
     c->trial = false;
-    if (s->breaker == HG_STATEMGR_BREAKER_HALF_OPEN) {
-        s->breaker = HG_STATEMGR_BREAKER_OPEN;
-        s->open_until_ms = uv_now(s->loop);
-    }
+    hg_breaker_release(&s->breaker, trial, uv_now(s->loop));
 }
 
 /* ---- timer: retries and deferred answers ---------------------------------------------------- */
@@ -178,7 +123,9 @@ static void timer_arm(struct hg_statemgr *s)
         return;
     bool any = false;
     uint64_t due = 0;
-    for (struct call *c = s->calls; c != NULL; c = c->next) {
+    struct hg_list *pos;
+    HG_LIST_FOREACH(pos, &s->calls) {
+        struct call *c = hg_list_entry(pos, struct call, link);
         if (c->waiting && (!any || c->due_ms < due)) {
             due = c->due_ms;
             any = true;
@@ -213,18 +160,6 @@ static void degrade(struct call *c, const char *what, const char *why)
         snprintf(c->error, sizeof(c->error), "%s: %s", what, why);
 }
 
-static void call_unlink(struct call *c)
-{
-    struct hg_statemgr *s = c->s;
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        s->calls = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-}
-
 static void call_free(struct call *c)
 {
     free(c->lookup_url);
@@ -239,7 +174,7 @@ static void call_free(struct call *c)
 static void answer_now(struct call *c)
 {
     struct hg_statemgr *s = c->s;
-    call_unlink(c);
+    hg_list_unlink(&c->link);
     struct hg_statemgr_result r = {
         .mapping = c->mapping,
         .degraded = c->degraded,
@@ -278,9 +213,15 @@ static void on_timer(uv_timer_t *timer)
      */
     for (;;) {
         uint64_t now = uv_now(s->loop);
-        struct call *c = s->calls;
-        while (c != NULL && !(c->waiting && c->due_ms <= now))
-            c = c->next;
+        struct call *c = NULL;
+        struct hg_list *pos;
+        HG_LIST_FOREACH(pos, &s->calls) {
+            struct call *x = hg_list_entry(pos, struct call, link);
+            if (x->waiting && x->due_ms <= now) {
+                c = x;
+                break;
+            }
+        }
         if (c == NULL)
             break;
         c->waiting = false;
@@ -289,7 +230,7 @@ static void on_timer(uv_timer_t *timer)
         else
             step_start(c);
     }
-    if (s->closing && s->calls == NULL) {
+    if (s->closing && hg_list_empty(&s->calls)) {
         if (!s->timer_closing) {
             s->timer_closing = true;
             uv_timer_stop(&s->timer);
@@ -304,16 +245,11 @@ static void on_timer(uv_timer_t *timer)
 
 static uint64_t backoff_ms(struct hg_statemgr *s, int tries)
 {
-    uint64_t d = s->backoff_ms;
-    for (int i = 1; i < tries && d < BACKOFF_CAP_MS; i++)
-        d *= 2;
-    d = HG_MIN(d, (uint64_t)BACKOFF_CAP_MS);
     /* xorshift64: jitter only, so every worker's retries do not land in the same millisecond */
     s->rng ^= s->rng << 13;
     s->rng ^= s->rng >> 7;
     s->rng ^= s->rng << 17;
-    uint64_t half = d / 2;
-    return d - half + (half > 0 ? s->rng % (half + 1) : 0);
+    return hg_backoff_ms(&s->backoff, tries > 1 ? (unsigned)tries - 1 : 0, s->rng);
 }
 
 static const char *step_name(const struct call *c)
@@ -525,11 +461,16 @@ int hg_statemgr_open(struct hg_http *http, uv_loop_t *loop, const struct hg_stat
     s->timeout_ms = opts->timeout_ms ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
     s->retries = opts->retries < 0 ? 0 : opts->retries == 0 ? DEFAULT_RETRIES
                                                              : (uint32_t)opts->retries;
-    s->backoff_ms = opts->backoff_ms ? opts->backoff_ms : DEFAULT_BACKOFF_MS;
-    s->breaker_failures = opts->breaker_failures ? opts->breaker_failures
-                                                 : DEFAULT_BREAKER_FAILURES;
-    s->breaker_open_ms = opts->breaker_open_ms ? opts->breaker_open_ms : DEFAULT_BREAKER_OPEN_MS;
+    s->backoff = (struct hg_backoff){
+        .base_ms = opts->backoff_ms ? opts->backoff_ms : DEFAULT_BACKOFF_MS,
+        .max_ms = BACKOFF_CAP_MS,
+        .jitter = HG_BACKOFF_EQUAL,
+    };
+    hg_breaker_init(&s->breaker,
+                    opts->breaker_failures ? opts->breaker_failures : DEFAULT_BREAKER_FAILURES,
+                    opts->breaker_open_ms ? opts->breaker_open_ms : DEFAULT_BREAKER_OPEN_MS);
     s->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
+    hg_list_init(&s->calls);
     s->rng = hg_time_mono_ns() ^ (uint64_t)(uintptr_t)s;
     if (s->rng == 0)
         s->rng = 0x9e3779b97f4a7c15ull;
@@ -592,10 +533,7 @@ int hg_statemgr_enrich(struct hg_statemgr *s, const char *wa_id, const char *ten
         c->record_len = strlen(c->record);
     }
 
-    c->next = s->calls;
-    if (s->calls != NULL)
-        s->calls->prev = c;
-    s->calls = c;
+    hg_list_insert_head(&s->calls, &c->link);
     s->stats.calls++;
     /* Every outcome of step_start is asynchronous: a request, or an answer on the timer. */
     c->step = STEP_LOOKUP;
@@ -634,10 +572,19 @@ json_t *hg_statemgr_message_body(const json_t *event)
 void hg_statemgr_stats(const struct hg_statemgr *s, struct hg_statemgr_stats *out)
 {
     *out = s->stats;
-    out->breaker = s->breaker;
-    /* Open past its interval: the next call will be the trial, so /ready may say so already. */
-    if (s->breaker == HG_STATEMGR_BREAKER_OPEN && uv_now(s->loop) >= s->open_until_ms)
+    /* Open past its interval shows half-open: the next call will be the trial, so /ready may say
+     * so already. */
+    switch (hg_breaker_state(&s->breaker, uv_now(s->loop))) {
+    case HG_BREAKER_CLOSED:
+        out->breaker = HG_STATEMGR_BREAKER_CLOSED;
+        break;
+    case HG_BREAKER_OPEN:
+        out->breaker = HG_STATEMGR_BREAKER_OPEN;
+        break;
+    case HG_BREAKER_HALF_OPEN:
         out->breaker = HG_STATEMGR_BREAKER_HALF_OPEN;
+        break;
+    }
 }
 
 void hg_statemgr_close(struct hg_statemgr *s, hg_statemgr_close_cb cb, void *arg)
@@ -651,7 +598,9 @@ void hg_statemgr_close(struct hg_statemgr *s, hg_statemgr_close_cb cb, void *arg
      * Canceling runs on_http at once for each request, which only marks its call for an answer
      * on the timer: no user callback runs inside this function.
      */
-    for (struct call *c = s->calls; c != NULL; c = c->next) {
+    struct hg_list *pos;
+    HG_LIST_FOREACH(pos, &s->calls) {
+        struct call *c = hg_list_entry(pos, struct call, link);
         if (c->in_flight)
             hg_http_cancel(s->http, c);
         else if (c->step != STEP_ANSWER)

@@ -24,37 +24,13 @@ static void entry_free(struct hg_ltable *t, struct hg_lentry *e)
     free(e);
 }
 
-static void lru_unlink(struct hg_ltable *t, struct hg_lentry *e)
-{
-    if (e->lprev)
-        e->lprev->lnext = e->lnext;
-    else
-        t->lru_head = e->lnext;
-    if (e->lnext)
-        e->lnext->lprev = e->lprev;
-    else
-        t->lru_tail = e->lprev;
-    e->lprev = e->lnext = NULL;
-}
-
-static void lru_push_front(struct hg_ltable *t, struct hg_lentry *e)
-{
-    e->lprev = NULL;
-    e->lnext = t->lru_head;
-    if (t->lru_head)
-        t->lru_head->lprev = e;
-    t->lru_head = e;
-    if (t->lru_tail == NULL)
-        t->lru_tail = e;
-}
-
 void hg_ltable_remove(struct hg_ltable *t, struct hg_lentry *e)
 {
     struct hg_lentry **pp = &t->buckets[e->hash & (t->nbuckets - 1)];
     while (*pp != e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
-    lru_unlink(t, e);
+    hg_list_unlink(&e->lru);
     t->count--;
     entry_free(t, e);
 }
@@ -78,8 +54,8 @@ struct hg_lentry *hg_ltable_get(struct hg_ltable *t, const char *key, size_t kle
                 hg_ltable_remove(t, e);
                 return NULL;
             }
-            lru_unlink(t, e);
-            lru_push_front(t, e);
+            hg_list_unlink(&e->lru);
+            hg_list_insert_head(&t->lru, &e->lru);
             return e;
         }
     }
@@ -96,9 +72,11 @@ struct hg_lentry *hg_ltable_add(struct hg_ltable *t, const char *key, size_t kle
             n <<= 1;
         t->buckets = hg_xcalloc(n, sizeof(*t->buckets));
         t->nbuckets = n;
+        hg_list_init(&t->lru);
     }
-    if (t->count >= t->max && t->lru_tail) {
-        hg_ltable_remove(t, t->lru_tail);
+    struct hg_list *oldest = hg_list_last(&t->lru);
+    if (t->count >= t->max && oldest != NULL) {
+        hg_ltable_remove(t, hg_list_entry(oldest, struct hg_lentry, lru));
         (*evictions)++;
     }
     struct hg_lentry *e = hg_xcalloc(1, sizeof(*e) + klen + 1);
@@ -108,22 +86,21 @@ struct hg_lentry *hg_ltable_add(struct hg_ltable *t, const char *key, size_t kle
     size_t b = e->hash & (t->nbuckets - 1);
     e->hnext = t->buckets[b];
     t->buckets[b] = e;
-    lru_push_front(t, e);
+    hg_list_insert_head(&t->lru, &e->lru);
     t->count++;
     return e;
 }
 
 void hg_ltable_free(struct hg_ltable *t)
 {
-    struct hg_lentry *e = t->lru_head;
-    while (e) {
-        struct hg_lentry *next = e->lnext;
-        entry_free(t, e);
-        e = next;
+    if (t->buckets != NULL) { /* else the LRU list was never set up: no entry either */
+        struct hg_list *pos, *next;
+        HG_LIST_FOREACH_SAFE(pos, next, &t->lru)
+            entry_free(t, hg_list_entry(pos, struct hg_lentry, lru));
     }
     free(t->buckets);
     t->buckets = NULL;
     t->nbuckets = 0;
     t->count = 0;
-    t->lru_head = t->lru_tail = NULL;
+    t->lru = (struct hg_list){ NULL, NULL };
 }

@@ -10,9 +10,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/list.h"
+
 struct hg_lentry {
     struct hg_lentry *hnext;
-    struct hg_lentry *lprev, *lnext; /* LRU list, most recently used first */
+    struct hg_list lru;           /* in the table's LRU list */
     uint64_t hash;
     uint64_t expires_ms;          /* monotonic ms; the entry is gone after it */
     int64_t a, b;                 /* dedup: a = state; ratelimit: a = current, b = previous count */
@@ -29,7 +31,7 @@ struct hg_ltable {
     size_t count;
     size_t max;
     void (*drop)(void *ptr);    /* runs for a non-NULL ptr whenever its entry goes */
-    struct hg_lentry *lru_head, *lru_tail;
+    struct hg_list lru;         /* most recently used first; set up with the buckets */
 };
 
 /* The live entry for key (expires_ms > now), moved to the front of the LRU; an expired one is

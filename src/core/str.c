@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "core/err.h"
+#include "core/hmac.h"
 #include "core/str.h"
 
 int hg_str_to_i64(const char *s, int64_t min, int64_t max, int64_t *out)
@@ -116,4 +117,31 @@ void hg_hex(char *out, const unsigned char *in, size_t n)
         out[2 * i + 1] = hex[in[i] & 15];
     }
     out[2 * n] = '\0';
+}
+
+int hg_percent_decode(const char *in, size_t len, unsigned flags, char *out, size_t cap,
+                      size_t *out_len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = in[i];
+        if (ch == '%') {
+            int hi = i + 2 < len ? hg_hex_digit((unsigned char)in[i + 1]) : -1;
+            int lo = i + 2 < len ? hg_hex_digit((unsigned char)in[i + 2]) : -1;
+            if (hi >= 0 && lo >= 0) {
+                ch = (char)(hi << 4 | lo);
+                i += 2;
+            } else if (!(flags & HG_PERCENT_LENIENT)) {
+                *out_len = i;
+                return HG_ERR_PARSE;
+            }
+        } else if (ch == '+' && (flags & HG_PERCENT_PLUS)) {
+            ch = ' ';
+        }
+        if (o == cap)
+            return HG_ERR_TOO_BIG;
+        out[o++] = ch;
+    }
+    *out_len = o;
+    return 0;
 }

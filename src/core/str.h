@@ -21,4 +21,20 @@ bool hg_span_ieq(const char *s, size_t n, const char *lit);
 /* Lowercase hex of n bytes into out (2n+1 bytes). */
 void hg_hex(char *out, const unsigned char *in, size_t n);
 
+/* hg_percent_decode flags. */
+#define HG_PERCENT_PLUS    1u /* '+' is a space (application/x-www-form-urlencoded, query strings) */
+#define HG_PERCENT_LENIENT 2u /* a '%' without two hex digits after it is kept as it is, not an error */
+
+/*
+ * Decode the percent-escapes (%XX, hex digits of either case) of in[0..len) into out, which has
+ * room for cap bytes; out may be in itself (the result is never longer than the input, so cap =
+ * len always fits). The result is not NUL-terminated and may contain NUL bytes (%00). Returns 0
+ * and the decoded length in *out_len; HG_ERR_PARSE for a malformed escape (a '%' not followed by
+ * two hex digits) unless flags has HG_PERCENT_LENIENT, with *out_len = the offset of that '%' in
+ * `in` (for the caller's error message); HG_ERR_TOO_BIG when the result is longer than cap
+ * (*out_len untouched). On an error out holds a partial result.
+ */
+int hg_percent_decode(const char *in, size_t len, unsigned flags, char *out, size_t cap,
+                      size_t *out_len);
+
 #endif

@@ -15,6 +15,7 @@
 
 #include <mbedtls/sha256.h>
 
+#include "core/backoff.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -111,6 +112,8 @@ int hg_media_open(uv_loop_t *loop, struct hg_http *http, struct hg_s3 *s3,
     if (o->max_parts_buffered < 2)
         o->max_parts_buffered = 2; /* one uploading while the next fills */
     m->rng = hg_time_now_ns() | 1;
+    hg_list_init(&m->jobs);
+    hg_list_init(&m->queue);
     uv_timer_init(loop, &m->handle);
     *out = m;
     return 0;
@@ -159,34 +162,19 @@ static void tenant_put(struct hg_media *m, struct tenant *t)
 static void queue_push(struct hg_media *m, struct job *j, bool front)
 {
     j->state = JOB_QUEUED;
-    j->qnext = NULL;
-    if (m->queue == NULL) {
-        m->queue = m->queue_tail = j;
-    } else if (front) {
-        j->qnext = m->queue;
-        m->queue = j;
-    } else {
-        m->queue_tail->qnext = j;
-        m->queue_tail = j;
-    }
+    if (front)
+        hg_list_insert_head(&m->queue, &j->qlink);
+    else
+        hg_list_insert_tail(&m->queue, &j->qlink);
     m->nqueued++;
 }
 
 static void queue_remove(struct hg_media *m, struct job *j)
 {
-    struct job *prev = NULL;
-    for (struct job *q = m->queue; q != NULL; prev = q, q = q->qnext) {
-        if (q != j)
-            continue;
-        if (prev != NULL)
-            prev->qnext = q->qnext;
-        else
-            m->queue = q->qnext;
-        if (m->queue_tail == q)
-            m->queue_tail = prev;
-        m->nqueued--;
+    if (!hg_list_linked(&j->qlink))
         return;
-    }
+    hg_list_unlink(&j->qlink);
+    m->nqueued--;
 }
 
 static void slot_release(struct job *j)
@@ -364,12 +352,7 @@ void media_finish(struct job *j, enum hg_media_status status, const char *error)
         queue_remove(m, j);
     slot_release(j);
     j->state = JOB_DONE;
-    if (j->prev != NULL)
-        j->prev->next = j->next;
-    else
-        m->jobs = j->next;
-    if (j->next != NULL)
-        j->next->prev = j->prev;
+    hg_list_unlink(&j->link);
 
     j->cb(j->arg, &r);
     if (!m->closing)
@@ -416,10 +399,13 @@ static uint64_t backoff_ms(struct job *j)
     struct hg_media *m = j->m;
     if (j->retry_after_set)
         return HG_MIN(j->retry_after_ms, (uint64_t)m->o.backoff_max_ms);
-    unsigned shift = HG_MIN(j->attempts - 1, 20u);
-    uint64_t cap = HG_MIN((uint64_t)m->o.backoff_base_ms << shift, (uint64_t)m->o.backoff_max_ms);
-    /* full jitter, but never zero: a retry in the same tick helps nobody */
-    return 1 + rnd(m) % cap;
+    /* full jitter (never zero); attempts counts the attempt that just failed, from 1 */
+    const struct hg_backoff policy = {
+        .base_ms = m->o.backoff_base_ms,
+        .max_ms = m->o.backoff_max_ms,
+        .jitter = HG_BACKOFF_FULL,
+    };
+    return hg_backoff_ms(&policy, j->attempts - 1, rnd(m));
 }
 
 /* Once a failed attempt has nothing in flight: clean up S3, then retry or report. */
@@ -483,20 +469,14 @@ void media_fail_status(struct job *j, long status, const char *retry_after)
 /* Start queued jobs while the worker and their tenants have free slots. */
 static void pump(struct hg_media *m)
 {
-    struct job *prev = NULL, *j = m->queue;
-    while (j != NULL && m->running < m->o.max_inflight && !m->closing) {
-        struct job *next = j->qnext;
+    struct hg_list *pos = hg_list_first(&m->queue);
+    while (pos != NULL && m->running < m->o.max_inflight && !m->closing) {
+        struct job *j = hg_list_entry(pos, struct job, qlink);
         if (j->tenant->running >= m->o.max_inflight_tenant) {
-            prev = j;
-            j = next;
+            pos = hg_list_next(&m->queue, pos);
             continue;
         }
-        if (prev != NULL)
-            prev->qnext = next;
-        else
-            m->queue = next;
-        if (m->queue_tail == j)
-            m->queue_tail = prev;
+        hg_list_unlink(&j->qlink);
         m->nqueued--;
         j->state = JOB_RUNNING;
         m->running++;
@@ -505,8 +485,7 @@ static void pump(struct hg_media *m)
         m->max_running_tenant = HG_MAX(m->max_running_tenant, (size_t)j->tenant->running);
         media_attempt_start(j);
         /* media_attempt_start may have finished j (and run pump) already: restart from the head */
-        prev = NULL;
-        j = m->queue;
+        pos = hg_list_first(&m->queue);
     }
 }
 
@@ -517,7 +496,9 @@ static void on_kick(uv_timer_t *t)
     /* advance may finish a job (unlinking it): start over after each one */
     for (bool again = true; again && !m->closing;) {
         again = false;
-        for (struct job *j = m->jobs; j != NULL; j = j->next) {
+        struct hg_list *pos;
+        HG_LIST_FOREACH(pos, &m->jobs) {
+            struct job *j = hg_list_entry(pos, struct job, link);
             if (!j->want_advance)
                 continue;
             j->want_advance = false;
@@ -568,10 +549,7 @@ int hg_media_fetch(struct hg_media *m, const struct hg_media_job *job, hg_media_
     j->created_ns = hg_time_mono_ns();
     uv_timer_init(m->loop, &j->timer);
     m->jobs_alive++;
-    j->next = m->jobs;
-    if (m->jobs != NULL)
-        m->jobs->prev = j;
-    m->jobs = j;
+    hg_list_insert_head(&m->jobs, &j->link);
     queue_push(m, j, false);
     /*
      * Start from the loop, not here: the callback must never run inside this call, and a job
@@ -592,9 +570,15 @@ void hg_media_close(struct hg_media *m, void (*on_closed)(void *arg), void *arg)
     uv_close((uv_handle_t *)&m->handle, on_media_handle_closed);
     /* Each round handles one job; callbacks may change the list, so start over every time. */
     for (;;) {
-        struct job *j = m->jobs;
-        while (j != NULL && j->close_seen)
-            j = j->next;
+        struct job *j = NULL;
+        struct hg_list *pos;
+        HG_LIST_FOREACH(pos, &m->jobs) {
+            struct job *x = hg_list_entry(pos, struct job, link);
+            if (!x->close_seen) {
+                j = x;
+                break;
+            }
+        }
         if (j == NULL)
             break;
         j->close_seen = true;

@@ -16,6 +16,7 @@
 #include "clients/http.h"
 #include "clients/s3.h"
 #include "core/buf.h"
+#include "core/list.h"
 #include "media/media.h"
 
 /* Magic numbers we know need at most 12 bytes; 16 leaves room. */
@@ -85,8 +86,8 @@ struct job {
     uint64_t created_ns;
     unsigned attempts;
     uv_timer_t timer;         /* backoff between attempts, clamd deadline during one */
-    struct job *prev, *next;  /* m->jobs */
-    struct job *qnext;        /* m->queue */
+    struct hg_list link;      /* in m->jobs */
+    struct hg_list qlink;     /* in m->queue while JOB_QUEUED */
     int depth;                /* callbacks of this job on the stack (settle waits for 0) */
     bool in_write;            /* inside the download's write callback: no curl calls */
     bool want_advance;        /* advance from the loop (S3 calls cannot start in on_data) */
@@ -145,8 +146,8 @@ struct hg_media {
     struct hg_s3 *s3;
     char *api_base, *api_version, *bucket, *clamd_socket;
     struct hg_media_opts o;   /* numbers with defaults applied; string members unused */
-    struct job *jobs;         /* every job not done */
-    struct job *queue, *queue_tail;
+    struct hg_list jobs;      /* every job not done, newest first */
+    struct hg_list queue;     /* jobs waiting for a slot, in the order they get one */
     size_t nqueued, running, max_running, max_running_tenant;
     struct tenant *tenants;
     uint64_t rng;

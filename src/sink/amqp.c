@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "sink/amqp_internal.h"
+#include "core/backoff.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -72,13 +73,13 @@ static void on_retry(uv_timer_t *t)
 
 static void arm_retry(struct hg_amqp *a)
 {
-    uint64_t delay = a->reconnect_min_ms;
-    for (unsigned i = 0; i < a->attempt && delay < a->reconnect_max_ms; i++)
-        delay *= 2;
-    if (delay > a->reconnect_max_ms)
-        delay = a->reconnect_max_ms;
     /* Jitter in [delay/2, delay] so a fleet does not reconnect in lockstep. */
-    delay = delay / 2 + hg_random_u64() % (delay / 2 + 1);
+    const struct hg_backoff policy = {
+        .base_ms = a->reconnect_min_ms,
+        .max_ms = a->reconnect_max_ms,
+        .jitter = HG_BACKOFF_EQUAL,
+    };
+    uint64_t delay = hg_backoff_ms(&policy, a->attempt, hg_random_u64());
     a->attempt++;
     uv_timer_start(&a->retry_timer, on_retry, delay, 0);
 }
@@ -116,9 +117,9 @@ static void link_lost(struct hg_amqp *a, const char *reason, const char *detail)
 /* Settle by delivery tag: `multiple` covers every tag ≤ tag. */
 static void settle(struct hg_amqp *a, uint64_t tag, bool multiple, bool nack)
 {
-    struct entry *e = a->inflight.head;
-    while (e) {
-        struct entry *next = e->next;
+    struct hg_list *pos, *next;
+    HG_LIST_FOREACH_SAFE(pos, next, &a->inflight.entries) {
+        struct entry *e = hg_list_entry(pos, struct entry, link);
         if (e->tag > tag)
             break;
         if (multiple || e->tag == tag) {
@@ -135,7 +136,6 @@ static void settle(struct hg_amqp *a, uint64_t tag, bool multiple, bool nack)
             if (!multiple || a->link == NULL)
                 break;
         }
-        e = next;
     }
 }
 
@@ -145,7 +145,9 @@ static void mark_returned(struct hg_amqp *a, amqp_basic_properties_t *p)
 {
     if (!(p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG))
         return;
-    for (struct entry *e = a->inflight.head; e; e = e->next) {
+    struct hg_list *pos;
+    HG_LIST_FOREACH(pos, &a->inflight.entries) {
+        struct entry *e = hg_list_entry(pos, struct entry, link);
         if (!e->returned && strlen(e->event_id) == p->message_id.len &&
             memcmp(e->event_id, p->message_id.bytes, p->message_id.len) == 0) {
             e->returned = true;
@@ -582,6 +584,8 @@ int hg_amqp_sink_open(uv_loop_t *loop, const struct hg_amqp_opts *opts, struct h
     a->sink.ops = &amqp_sink_ops;
     a->loop = loop;
     a->state = ST_DOWN;
+    hg_list_init(&a->inflight.entries);
+    hg_list_init(&a->pending.entries);
     a->n_urls = opts->n_urls;
     for (size_t i = 0; i < opts->n_urls; i++)
         a->urls[i] = hg_xstrdup(opts->urls[i]);

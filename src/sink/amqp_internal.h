@@ -16,6 +16,7 @@
 
 #include "sink/amqp.h"
 #include "core/buf.h"
+#include "core/list.h"
 
 #define CHANNEL            1
 #define FRAME_MAX          131072
@@ -36,7 +37,7 @@ enum amqp_state {
 
 /* One accepted publish: a private copy of the event, then its place in the confirm queue. */
 struct entry {
-    struct entry *prev, *next;
+    struct hg_list link;  /* in a->pending, then a->inflight */
     uint64_t tag;       /* delivery tag on CHANNEL, 0 until written */
     uint64_t sent_ns;   /* monotonic, when written */
     hg_sink_cb cb;
@@ -54,9 +55,16 @@ struct entry {
 };
 
 struct entry_list {
-    struct entry *head, *tail;
+    struct hg_list entries; /* struct entry by link, oldest first */
     size_t count;
 };
+
+/* The oldest entry of l, or NULL when it is empty. */
+static inline struct entry *amqpc_list_first(const struct entry_list *l)
+{
+    struct hg_list *first = hg_list_first(&l->entries);
+    return first ? hg_list_entry(first, struct entry, link) : NULL;
+}
 
 /* One TCP connection as handed to the loop. Freed in its poll handle's close callback. */
 struct link {

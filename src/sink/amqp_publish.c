@@ -30,27 +30,13 @@
 
 static void list_push(struct entry_list *l, struct entry *e)
 {
-    e->next = NULL;
-    e->prev = l->tail;
-    if (l->tail)
-        l->tail->next = e;
-    else
-        l->head = e;
-    l->tail = e;
+    hg_list_insert_tail(&l->entries, &e->link);
     l->count++;
 }
 
 void amqpc_list_remove(struct entry_list *l, struct entry *e)
 {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        l->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        l->tail = e->prev;
-    e->prev = e->next = NULL;
+    hg_list_unlink(&e->link);
     l->count--;
 }
 
@@ -167,15 +153,17 @@ void amqpc_entry_finish(struct hg_amqp *a, struct entry *e, int status)
  * callback may publish again (and be refused) or call close. */
 void amqpc_fail_all(struct hg_amqp *a, int status)
 {
-    struct entry_list lists[2] = {a->inflight, a->pending};
-    memset(&a->inflight, 0, sizeof a->inflight);
-    memset(&a->pending, 0, sizeof a->pending);
+    struct hg_list lists[2];
+    hg_list_init(&lists[0]);
+    hg_list_init(&lists[1]);
+    hg_list_move(&a->inflight.entries, &lists[0]);
+    hg_list_move(&a->pending.entries, &lists[1]);
+    a->inflight.count = a->pending.count = 0;
     for (size_t i = 0; i < 2; i++) {
-        struct entry *e = lists[i].head;
-        while (e) {
-            struct entry *next = e->next;
-            amqpc_entry_finish(a, e, status);
-            e = next;
+        struct hg_list *first;
+        while ((first = hg_list_first(&lists[i])) != NULL) {
+            hg_list_unlink(first);
+            amqpc_entry_finish(a, hg_list_entry(first, struct entry, link), status);
         }
     }
 }
@@ -342,7 +330,7 @@ int hg_amqp_encode_publish(const struct hg_event *ev, const char *dead_reason, s
 static void flush_pending(struct hg_amqp *a)
 {
     struct link *l = a->link;
-    if (a->pending.head == NULL || l == NULL || a->broken)
+    if (hg_list_empty(&a->pending.entries) || l == NULL || a->broken)
         return;
     int outq = 0;
     if (ioctl(l->fd, SIOCOUTQ, &outq) != 0 || outq < 0) {
@@ -352,7 +340,9 @@ static void flush_pending(struct hg_amqp *a)
     size_t frame_max = (size_t)amqp_get_frame_max(l->conn);
     size_t n = 0;
     hg_buf_reset(&l->out);
-    for (struct entry *e = a->pending.head; e; e = e->next) {
+    struct hg_list *pos;
+    HG_LIST_FOREACH(pos, &a->pending.entries) {
+        struct entry *e = hg_list_entry(pos, struct entry, link);
         if (a->inflight.count + n >= a->max_pending)
             break;
         bool alone = outq == 0 && l->out.len == 0;
@@ -388,7 +378,7 @@ static void flush_pending(struct hg_amqp *a)
         /* The broker numbers publishes in the order it reads them: the buffer's order. */
         uint64_t now = hg_time_mono_ns();
         for (size_t i = 0; i < n; i++) {
-            struct entry *e = a->pending.head;
+            struct entry *e = amqpc_list_first(&a->pending);
             amqpc_list_remove(&a->pending, e);
             e->tag = ++a->next_tag;
             e->sent_ns = now;
@@ -402,7 +392,7 @@ static void flush_pending(struct hg_amqp *a)
         hg_buf_free(&l->out);
         hg_buf_init(&l->out, cap);
     }
-    if (a->pending.head)
+    if (!hg_list_empty(&a->pending.entries))
         amqpc_kick(a, FLUSH_RETRY_MS);
 }
 
@@ -411,7 +401,7 @@ static void on_flush_prepare(uv_prepare_t *h)
 {
     struct hg_amqp *a = HG_CONTAINER_OF(h, struct hg_amqp, flush_prepare);
     flush_pending(a);
-    if (a->pending.head == NULL)
+    if (hg_list_empty(&a->pending.entries))
         uv_prepare_stop(h);
 }
 
@@ -440,7 +430,7 @@ static int publish_common(struct hg_amqp *a, const struct hg_event *ev, bool dea
      * for the poll to wake up; prepare runs before every poll, whatever phase the publish came
      * from. It is active only while publishes wait.
      */
-    if (a->pending.head == NULL)
+    if (hg_list_empty(&a->pending.entries))
         uv_prepare_start(&a->flush_prepare, on_flush_prepare);
     list_push(&a->pending, e);
     return 0;

@@ -13,6 +13,7 @@
 #include "core/buf.h"
 #include "core/common.h"
 #include "core/err.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/ltable.h"
 #include "tenants/tenants.h"
@@ -294,7 +295,7 @@ struct lookup {
     enum lookup_stage stage;
     struct resolve *waiters, *waiters_tail;
     struct hg_buf body;
-    struct lookup *prev, *next;        /* in t->lookups */
+    struct hg_list link;               /* in t->lookups */
 };
 
 struct hg_tenants {
@@ -315,7 +316,7 @@ struct hg_tenants {
     struct hg_tenant *snap_default;
 
     struct hg_ltable lru;
-    struct lookup *lookups;
+    struct hg_list lookups;            /* in flight, newest first */
     size_t n_lookups;
     struct resolve *ready, *ready_tail; /* finished resolves whose callbacks are due */
     uv_idle_t idle;                    /* runs the ready callbacks on the next loop turn */
@@ -555,21 +556,14 @@ static void on_idle(uv_idle_t *h)
     if (t->ready != NULL)
         return;
     uv_idle_stop(&t->idle);
-    if (t->closing && t->lookups == NULL && !uv_is_closing((uv_handle_t *)&t->idle))
+    if (t->closing && hg_list_empty(&t->lookups) && !uv_is_closing((uv_handle_t *)&t->idle))
         uv_close((uv_handle_t *)&t->idle, on_closed);
 }
 
 static void lookup_unlink(struct lookup *l)
 {
-    struct hg_tenants *t = l->t;
-    if (l->prev != NULL)
-        l->prev->next = l->next;
-    else
-        t->lookups = l->next;
-    if (l->next != NULL)
-        l->next->prev = l->prev;
-    l->prev = l->next = NULL;
-    t->n_lookups--;
+    hg_list_unlink(&l->link);
+    l->t->n_lookups--;
 }
 
 /* Hand the outcome to every waiter, then free the lookup. */
@@ -795,9 +789,15 @@ static void step(struct resolve *r)
     bool by_path = r->path != NULL;
     make_key(key, by_path, by_path ? r->path : r->ids[r->idx]);
 
-    struct lookup *l = t->lookups;
-    while (l != NULL && strcmp(l->key, key) != 0)
-        l = l->next;
+    struct lookup *l = NULL;
+    struct hg_list *pos;
+    HG_LIST_FOREACH(pos, &t->lookups) {
+        struct lookup *x = hg_list_entry(pos, struct lookup, link);
+        if (strcmp(x->key, key) == 0) {
+            l = x;
+            break;
+        }
+    }
     if (l != NULL) {
         t->stats.coalesced++;
     } else {
@@ -810,10 +810,7 @@ static void step(struct resolve *r)
         l->by_path = by_path;
         snprintf(l->key, sizeof(l->key), "%s", key);
         hg_buf_init(&l->body, HG_TENANTS_BODY_MAX);
-        l->next = t->lookups;
-        if (t->lookups != NULL)
-            t->lookups->prev = l;
-        t->lookups = l;
+        hg_list_insert_head(&t->lookups, &l->link);
         t->n_lookups++;
     }
     r->next = NULL;
@@ -902,6 +899,7 @@ int hg_tenants_open(uv_loop_t *loop, struct hg_http *http, struct hg_redis *redi
     t->failure_backoff_ms = opts->failure_backoff_ms ? opts->failure_backoff_ms : DEF_FAILURE_BACKOFF_MS;
     t->lru.max = opts->local_max ? opts->local_max : DEF_LOCAL_MAX;
     t->lru.drop = lru_drop;
+    hg_list_init(&t->lookups);
 
     int rc = uv_idle_init(loop, &t->idle);
     if (rc != 0) {
@@ -929,7 +927,9 @@ void hg_tenants_close(struct hg_tenants *t, void (*cb)(void *arg), void *arg)
     t->close_cb = cb;
     t->close_arg = arg;
     /* Waiters learn at once; lookups left without waiters end when their client answers. */
-    for (struct lookup *l = t->lookups; l != NULL; l = l->next) {
+    struct hg_list *pos;
+    HG_LIST_FOREACH(pos, &t->lookups) {
+        struct lookup *l = hg_list_entry(pos, struct lookup, link);
         struct resolve *r = l->waiters;
         l->waiters = l->waiters_tail = NULL;
         while (r != NULL) {
@@ -940,9 +940,14 @@ void hg_tenants_close(struct hg_tenants *t, void (*cb)(void *arg), void *arg)
     }
     /* Canceled transfers call on_http at once, which frees their lookup: rescan each time. */
     for (;;) {
-        struct lookup *l = t->lookups;
-        while (l != NULL && l->stage != LOOKUP_HTTP)
-            l = l->next;
+        struct lookup *l = NULL;
+        HG_LIST_FOREACH(pos, &t->lookups) {
+            struct lookup *x = hg_list_entry(pos, struct lookup, link);
+            if (x->stage == LOOKUP_HTTP) {
+                l = x;
+                break;
+            }
+        }
         if (l == NULL || t->http == NULL || hg_http_cancel(t->http, l) == 0)
             break;
     }
