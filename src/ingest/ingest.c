@@ -66,14 +66,38 @@ static void req_set_state(struct hg_req *q, enum hg_req_state s)
     q->state = s;
 }
 
+/* Append s to the label buffer at *len, truncating at cap - 1 (no printf on this path). */
+static void label_put(char *out, size_t cap, size_t *len, const char *s)
+{
+    size_t n = strlen(s);
+    if (*len + 1 >= cap)
+        return;
+    if (n > cap - 1 - *len)
+        n = cap - 1 - *len;
+    memcpy(out + *len, s, n);
+    *len += n;
+    out[*len] = '\0';
+}
+
 /* webhook_received_total{provider,tenant,type="webhook",status} for the webhook as a whole. */
+static void count_webhook_as(const char *provider, const char *tenant, const char *status)
+{
+    char labels[256], esc[128];
+    size_t n = 0;
+    labels[0] = '\0';
+    label_put(labels, sizeof(labels), &n, "provider=\"");
+    label_put(labels, sizeof(labels), &n, provider);
+    label_put(labels, sizeof(labels), &n, "\",tenant=\"");
+    label_put(labels, sizeof(labels), &n, hg_metrics_label_escape(esc, sizeof(esc), tenant ? tenant : "unknown"));
+    label_put(labels, sizeof(labels), &n, "\",type=\"webhook\",status=\"");
+    label_put(labels, sizeof(labels), &n, status);
+    label_put(labels, sizeof(labels), &n, "\"");
+    hg_metric_inc(HG_M_WEBHOOK_RECEIVED, labels);
+}
+
 static void count_webhook(const struct hg_req *q, const char *status)
 {
-    char labels[256], esc[128], pesc[64];
-    snprintf(labels, sizeof(labels), "provider=\"%s\",tenant=\"%s\",type=\"webhook\",status=\"%s\"",
-             hg_metrics_label_escape(pesc, sizeof(pesc), q->provider->name),
-             hg_metrics_label_escape(esc, sizeof(esc), q->tenant_id ? q->tenant_id : "unknown"), status);
-    hg_metric_inc(HG_M_WEBHOOK_RECEIVED, labels);
+    count_webhook_as(q->provider->name, q->tenant_id, status);
 }
 
 static void req_free(struct hg_req *q)
@@ -424,10 +448,7 @@ void hg_ingest_post(struct hg_worker *w, struct hg_conn *c, struct hg_http_reque
     char why[128] = "";
     if (p->unsigned_request && p->unsigned_request(r, w->conf, why, sizeof(why))) {
         /* No credential at all: refused before any tenant lookup or copy. */
-        char labels[256], esc[128];
-        snprintf(labels, sizeof(labels), "provider=\"%s\",tenant=\"%s\",type=\"webhook\",status=\"unauthorized\"",
-                 p->name, hg_metrics_label_escape(esc, sizeof(esc), tenant ? tenant : "unknown"));
-        hg_metric_inc(HG_M_WEBHOOK_RECEIVED, labels);
+        count_webhook_as(p->name, tenant, "unauthorized");
         hg_conn_respond_error(c, 401, "unauthorized", why, NULL);
         return;
     }
