@@ -31,6 +31,7 @@
 
 #include "clients/redis.h"
 #include "clients/s3.h"
+#include "core/backoff.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -75,13 +76,8 @@ void drain_event_set_state(struct item_event *e, enum event_state s)
 static void item_wait(struct item *it, uint64_t at)
 {
     struct hg_drain *d = it->drain;
-    if (it->retry_at_ms == 0) {
-        it->wprev = NULL;
-        it->wnext = d->waiting;
-        if (d->waiting)
-            d->waiting->wprev = it;
-        d->waiting = it;
-    }
+    if (it->retry_at_ms == 0)
+        hg_list_insert_head(&d->waiting, &it->wnode);
     it->retry_at_ms = at ? at : 1; /* 0 means "not waiting" */
 }
 
@@ -89,13 +85,7 @@ static void item_unwait(struct item *it)
 {
     if (it->retry_at_ms == 0)
         return;
-    if (it->wprev)
-        it->wprev->wnext = it->wnext;
-    else
-        it->drain->waiting = it->wnext;
-    if (it->wnext)
-        it->wnext->wprev = it->wprev;
-    it->wprev = it->wnext = NULL;
+    hg_list_unlink(&it->wnode);
     it->retry_at_ms = 0;
 }
 
@@ -105,12 +95,7 @@ static void item_free(struct item *it)
 {
     struct hg_drain *d = it->drain;
     item_unwait(it);
-    if (it->prev)
-        it->prev->next = it->next;
-    else
-        d->items = it->next;
-    if (it->next)
-        it->next->prev = it->prev;
+    hg_list_unlink(&it->node);
     d->n_items--;
     /* Room again: the backlog waiting in the spool comes in from the loop's idle phase. */
     if (!d->closing && !hg_spool_backlog_empty(d->b.spool))
@@ -129,15 +114,12 @@ static void item_free(struct item *it)
     free(it);
 }
 
+/* A record's n-th failed round (n >= 1) waits [d/2, d], d = 100 ms doubled per round up to 30 s:
+ * jitter on half the delay, so retries of many records do not arrive in lockstep. */
 static uint64_t backoff_ms(unsigned attempts)
 {
-    uint64_t ms = RETRY_MIN_MS;
-    for (unsigned i = 1; i < attempts && ms < RETRY_MAX_MS; i++)
-        ms *= 2;
-    if (ms > RETRY_MAX_MS)
-        ms = RETRY_MAX_MS;
-    /* Jitter on half the delay: retries of many records do not arrive in lockstep. */
-    return ms / 2 + hg_random_u64() % (ms / 2 + 1);
+    static const struct hg_backoff policy = { RETRY_MIN_MS, RETRY_MAX_MS, HG_BACKOFF_EQUAL };
+    return hg_backoff_ms(&policy, attempts - 1, hg_random_u64());
 }
 
 static bool events_done(const struct item *it)
@@ -710,11 +692,56 @@ static void item_build(struct item *it)
     order_add(it);
 }
 
-void drain_event_resume(struct item_event *e, bool settle)
+static void on_build_idle(uv_idle_t *h);
+
+void drain_event_resume_later(struct item_event *e)
 {
-    event_start(e);
-    if (settle)
+    struct hg_drain *d = e->item->drain;
+    e->resume_queued = true;
+    e->resume_next = NULL;
+    if (d->resume_tail)
+        d->resume_tail->resume_next = e;
+    else
+        d->resume_head = e;
+    d->resume_tail = e;
+    if (!uv_is_active((uv_handle_t *)&d->build_idle))
+        uv_idle_start(&d->build_idle, on_build_idle);
+}
+
+void drain_event_resume_cancel(struct item_event *e)
+{
+    struct hg_drain *d = e->item->drain;
+    struct item_event *prev = NULL;
+    for (struct item_event *x = d->resume_head; x; prev = x, x = x->resume_next) {
+        if (x != e)
+            continue;
+        if (prev)
+            prev->resume_next = x->resume_next;
+        else
+            d->resume_head = x->resume_next;
+        if (d->resume_tail == x)
+            d->resume_tail = prev;
+        break;
+    }
+    e->resume_queued = false;
+    e->resume_next = NULL;
+}
+
+/* Start the held events whose turn came (each settles its record: it may be freed). */
+static void run_resumes(struct hg_drain *d)
+{
+    while (d->resume_head && !d->closing) {
+        struct item_event *e = d->resume_head;
+        d->resume_head = e->resume_next;
+        if (d->resume_head == NULL)
+            d->resume_tail = NULL;
+        e->resume_queued = false;
+        e->resume_next = NULL;
+        e->held = false;
+        e->item->outstanding--;
+        event_start(e);
         drain_item_settle(e->item);
+    }
 }
 
 /* ---- intake: stepping, submit, the build queue, recovered records, the tick ---- */
@@ -768,10 +795,7 @@ static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct
     it->body = put_text(&at, rec->body, rec->body_len);
     it->body_len = rec->body_len;
     it->archive = d->b.s3 ? AR_PENDING : AR_NONE;
-    it->next = d->items;
-    if (d->items)
-        d->items->prev = it;
-    d->items = it;
+    hg_list_insert_head(&d->items, &it->node);
     d->n_items++;
     return it;
 }
@@ -794,7 +818,6 @@ static struct item *item_from_entry(struct hg_drain *d, struct hg_spool_entry *e
     return it;
 }
 
-static void on_build_idle(uv_idle_t *h);
 
 void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec,
                      struct hg_json_doc *doc)
@@ -840,6 +863,7 @@ static void pull_backlog(struct hg_drain *d);
 static void on_build_idle(uv_idle_t *h)
 {
     struct hg_drain *d = h->data;
+    run_resumes(d);
     for (int i = 0; i < BUILD_BATCH && d->build_head && !d->closing; i++) {
         struct item *it = d->build_head;
         d->build_head = it->build_next;
@@ -851,7 +875,7 @@ static void on_build_idle(uv_idle_t *h)
     }
     if (d->build_head == NULL && !d->closing)
         pull_backlog(d);
-    if (!intake_due(d))
+    if (!intake_due(d) && d->resume_head == NULL)
         uv_idle_stop(&d->build_idle);
 }
 
@@ -905,14 +929,15 @@ static int by_spool_id(const void *a, const void *b)
 static void step_waiting_in_order(struct hg_drain *d, uint64_t now)
 {
     size_t n = 0;
-    for (struct item *it = d->waiting; it; it = it->wnext)
+    struct hg_list *pos;
+    HG_LIST_FOREACH(pos, &d->waiting)
         n++;
     if (n == 0)
         return;
     struct item **order = hg_xmalloc(n * sizeof(*order));
     n = 0;
-    for (struct item *it = d->waiting; it; it = it->wnext)
-        order[n++] = it;
+    HG_LIST_FOREACH(pos, &d->waiting)
+        order[n++] = hg_list_entry(pos, struct item, wnode);
     qsort(order, n, sizeof(*order), by_spool_id);
     /* Stepping a record frees at most that record; one that fails again at once goes back on the
      * waiting list, which this walk no longer reads. */
@@ -950,8 +975,9 @@ static void on_tick(uv_timer_t *t)
     if (back) {
         step_waiting_in_order(d, now);
     } else {
-        for (struct item *it = d->waiting, *next; it; it = next) {
-            next = it->wnext;
+        struct hg_list *pos, *tmp;
+        HG_LIST_FOREACH_SAFE(pos, tmp, &d->waiting) {
+            struct item *it = hg_list_entry(pos, struct item, wnode);
             if (it->retry_at_ms <= now && it->outstanding == 0)
                 item_step(it);
         }
@@ -967,6 +993,8 @@ int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_
     struct hg_drain *d = hg_xcalloc(1, sizeof(*d));
     d->loop = loop;
     d->b = *b;
+    hg_list_init(&d->items);
+    hg_list_init(&d->waiting);
     d->max_in_memory = b->max_in_memory ? b->max_in_memory : DEFAULT_MAX_IN_MEMORY;
     d->bucket = hg_xstrdup(b->bucket ? b->bucket : "hookgate");
     d->b.bucket = d->bucket;
@@ -997,8 +1025,8 @@ static void on_handle_closed(uv_handle_t *h)
     struct hg_drain *d = h->data;
     if (--d->handles_open > 0)
         return;
-    while (d->items)
-        item_free(d->items);
+    while (!hg_list_empty(&d->items))
+        item_free(hg_list_entry(hg_list_first(&d->items), struct item, node));
     order_free(d);
     free(d->parked); /* their records stay in the spool: the next start recovers them */
     void (*done)(void *) = d->free_done;

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "clients/redis.h"
+#include "core/list.h"
 #include "core/json.h"
 #include "drain/drain.h"
 
@@ -61,12 +62,14 @@ struct item_event {
     struct item_event *conv_next;  /* the next event of that conversation */
     bool held;                     /* waiting behind an earlier event of its conversation (one
                                     * count of the item's outstanding) */
+    bool resume_queued;            /* held, and its turn came: starts from the idle phase */
+    struct item_event *resume_next;/* in drain->resume while resume_queued */
 };
 
 /* One spool record being handed on. */
 struct item {
     struct hg_drain *drain;
-    struct item *prev, *next;      /* in drain->items */
+    struct hg_list node;           /* in drain->items */
     uint64_t spool_id;
     char *request_id;
     char *tenant;
@@ -85,7 +88,7 @@ struct item {
     bool failed;                   /* some step of this round failed */
     unsigned attempts;
     uint64_t retry_at_ms;          /* loop time; 0 = not waiting */
-    struct item *wprev, *wnext;    /* in drain->waiting while retry_at_ms != 0 */
+    struct hg_list wnode;          /* in drain->waiting while retry_at_ms != 0 */
     bool built;                    /* events made (from the queue in the drain) */
     struct item *build_next;       /* in drain->build_queue while not built */
     bool ephemeral;                /* ack = broker: not in the spool, never retried */
@@ -104,8 +107,8 @@ struct hg_drain {
     uv_timer_t tick;               /* retries and backlog pulls */
     uv_idle_t build_idle;          /* normalizes queued records while any are queued */
     struct item *build_head, *build_tail;
-    struct item *items;
-    struct item *waiting;          /* items waiting out a retry backoff: the tick walks only these */
+    struct hg_list items;          /* every record taken and not yet released */
+    struct hg_list waiting;        /* items waiting out a retry backoff: the tick walks only these */
     uint64_t n_items;
     uint64_t max_in_memory;        /* records held at once; past it submit defers to the spool */
     uint64_t deferred;             /* records submit left in the spool (counter) */
@@ -123,6 +126,8 @@ struct hg_drain {
     int handles_open;              /* tick and build_idle, until their close callbacks ran */
     struct order_conv **convs;     /* conversations with events in memory (order.c), a hash table */
     size_t conv_cap, n_convs;
+    struct item_event *resume_head, *resume_tail; /* held events whose turn came, started from the
+                                    * idle phase (never inside the callback that ended the one before) */
     void (*free_done)(void *arg);
     void *free_arg;
 };
@@ -142,10 +147,13 @@ void drain_event_fail(struct item_event *e);
 void drain_event_publish(struct item_event *e);
 
 /*
- * A held event may go on (order.c): start it; `settle` = its item is not the caller's, so settle
- * it here (the caller settles its own).
+ * A held event's turn came (order.c): it starts from the drain's idle phase, where no other
+ * record's callback is on the stack (starting it may settle and free its record). It stays held
+ * (and counted) until then.
  */
-void drain_event_resume(struct item_event *e, bool settle);
+void drain_event_resume_later(struct item_event *e);
+/* Take a queued resume back (its record is being freed). */
+void drain_event_resume_cancel(struct item_event *e);
 
 /* ---- order.c: per-conversation order, called by the drain ---- */
 

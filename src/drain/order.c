@@ -139,6 +139,8 @@ void order_done(struct item_event *e)
     e->conv_next = NULL;
     if (e->held) {
         /* Leaves without having started (its item is being freed): drop its count. */
+        if (e->resume_queued)
+            drain_event_resume_cancel(e);
         e->held = false;
         e->item->outstanding--;
     }
@@ -147,11 +149,8 @@ void order_done(struct item_event *e)
         return;
     }
     struct item_event *next = c->head;
-    if (was_head && next->held && !d->closing) {
-        next->held = false;
-        next->item->outstanding--;
-        drain_event_resume(next, next->item != e->item);
-    }
+    if (was_head && next->held && !next->resume_queued && !d->closing)
+        drain_event_resume_later(next);
 }
 
 void order_free(struct hg_drain *d)

@@ -105,19 +105,10 @@ static int decode_component(struct hg_arena *a, const char *s, size_t n, size_t 
     size_t o = 0;
     if (d == NULL)
         return HG_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '+') {
-            d[o++] = ' ';
-        } else if (s[i] == '%') {
-            if (n - i < 3 || hg_hex_digit((unsigned char)s[i + 1]) < 0 || hg_hex_digit((unsigned char)s[i + 2]) < 0) {
-                say(why, cap, "bad %%-escape at byte %zu", at + i);
-                return HG_ERR_PARSE;
-            }
-            d[o++] = (char)(hg_hex_digit((unsigned char)s[i + 1]) << 4 | hg_hex_digit((unsigned char)s[i + 2]));
-            i += 2;
-        } else {
-            d[o++] = s[i];
-        }
+    if (hg_percent_decode(s, n, HG_PERCENT_PLUS, d, n, &o) != 0) {
+        /* o is the offset of the malformed '%'. */
+        say(why, cap, "bad %%-escape at byte %zu", at + o);
+        return HG_ERR_PARSE;
     }
     d[o] = '\0';
     *out = d;

@@ -10,6 +10,7 @@
 
 #include "core/common.h"
 #include "core/err.h"
+#include "core/hmac.h"
 #include "core/sha256.h"
 #include "core/str.h"
 #include "http/http.h"
@@ -113,30 +114,6 @@ static void hmac_sha256(const struct hmac_key *k, const void *body, size_t body_
     wipe(inner, sizeof(inner));
 }
 
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decode exactly 2*n hex digits (either case) into n bytes. 0 or HG_ERR_PARSE. */
-static int hex_decode(const char *hex, unsigned char *out, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        int hi = hex_value((unsigned char)hex[2 * i]);
-        int lo = hex_value((unsigned char)hex[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return HG_ERR_PARSE;
-        out[i] = (unsigned char)(hi << 4 | lo);
-    }
-    return 0;
-}
-
 int hg_whatsapp_verify_signature(const char *header, size_t header_len, const void *body, size_t body_len,
                                  const struct hg_strlist *secrets)
 {
@@ -152,7 +129,7 @@ int hg_whatsapp_verify_signature(const char *header, size_t header_len, const vo
         header_len--;
     if (header_len != SIG_PREFIX_LEN + 2 * SHA256_LEN || memcmp(header, SIG_PREFIX, SIG_PREFIX_LEN) != 0)
         return HG_ERR_SIGNATURE;
-    if (hex_decode(header + SIG_PREFIX_LEN, want, SHA256_LEN) != 0)
+    if (hg_hex_decode(header + SIG_PREFIX_LEN, 2 * SHA256_LEN, want, SHA256_LEN) != 0)
         return HG_ERR_SIGNATURE;
     if (body == NULL)
         body = "";
@@ -176,31 +153,12 @@ int hg_whatsapp_verify_signature(const char *header, size_t header_len, const vo
     return matched ? 0 : HG_ERR_SIGNATURE;
 }
 
-/*
- * URL-decode a query component (application/x-www-form-urlencoded: %XX and '+' for space) into
- * out, which has room for n bytes (decoding never grows). Returns the decoded length, or -1 for
- * a malformed escape.
- */
+/* URL-decode a query component (%XX and '+' for space) into out (room for n bytes: decoding never
+ * grows). The decoded length, or -1 for a malformed escape. */
 static long url_decode(const char *s, size_t n, char *out)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '+') {
-            out[o++] = ' ';
-        } else if (s[i] == '%') {
-            if (i + 2 >= n)
-                return -1;
-            int hi = hex_value((unsigned char)s[i + 1]);
-            int lo = hex_value((unsigned char)s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return -1;
-            out[o++] = (char)(hi << 4 | lo);
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    return (long)o;
+    size_t len = 0;
+    return hg_percent_decode(s, n, HG_PERCENT_PLUS, out, n, &len) == 0 ? (long)len : -1;
 }
 
 /* One decoded hub.* parameter found in the query. */
