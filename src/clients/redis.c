@@ -81,6 +81,7 @@ static struct hs_step hs_load[SCRIPT__COUNT] = {
 #define KEY_PREFIX_RL "hg:rl:"
 #define KEY_PREFIX_CACHE "hg:cache:"
 #define KEY_PREFIX_DEDUP "hg:dedup:"
+#define KEY_PREFIX_SEQ "hg:seq:"
 #define DEDUP_PENDING 1
 #define DEDUP_DONE 2
 
@@ -92,6 +93,8 @@ enum cmd_kind {
     CMD_CACHE_GET,
     CMD_CACHE_SET,
     CMD_CACHE_DEL,
+    CMD_SEQ_NEXT,   /* INCR */
+    CMD_SEQ_EXPIRE, /* PEXPIRE after it, fire and forget */
 };
 
 /*
@@ -112,6 +115,7 @@ struct cmd {
         hg_redis_dedup_cb dedup;
         hg_redis_ratelimit_cb rl;
         hg_redis_cache_cb cache;
+        hg_redis_seq_cb seq;
     } cb;
     void *arg;
     uint64_t ttl_ms;         /* dedup: pending or done TTL */
@@ -122,6 +126,7 @@ struct cmd {
         struct hg_redis_dedup_result dedup;
         struct hg_redis_ratelimit_result rl;
         struct hg_redis_cache_result cache;
+        struct hg_redis_seq_result seq;
     } res;
     char *value;             /* cache hit: a copy of the bytes, owned here */
     size_t klen;
@@ -260,6 +265,8 @@ static bool cmd_has_cb(const struct cmd *c)
         return c->cb.rl != NULL;
     case CMD_CACHE_GET:
         return c->cb.cache != NULL;
+    case CMD_SEQ_NEXT:
+        return c->cb.seq != NULL;
     default:
         return false;
     }
@@ -319,6 +326,13 @@ static void answer_fallback(struct cmd *c)
         c->res.cache.fallback = true;
         r->stats.fallback_cache++;
         break;
+    case CMD_SEQ_NEXT:
+    case CMD_SEQ_EXPIRE:
+        /* No local stand-in: a number from this worker alone would lie about the order. */
+        c->res.seq.value = 0;
+        c->res.seq.fallback = true;
+        r->stats.fallback_sequence++;
+        break;
     }
     answer(c);
 }
@@ -335,6 +349,9 @@ static void deliver(struct cmd *c)
         break;
     case CMD_CACHE_GET:
         c->cb.cache(c->arg, &c->res.cache);
+        break;
+    case CMD_SEQ_NEXT:
+        c->cb.seq(c->arg, &c->res.seq);
         break;
     default:
         break;
@@ -651,6 +668,20 @@ static int send_cmd(struct hg_redis *r, struct cmd *c, const char *value, size_t
         argvlen[3] = 2;
         argvlen[4] = strlen(ttl);
         return redisAsyncCommandArgv(r->ctx, on_reply, c, 5, argv, argvlen);
+    case CMD_SEQ_NEXT:
+        argv[0] = "INCR";
+        argv[1] = c->key;
+        argvlen[0] = 4;
+        argvlen[1] = c->klen;
+        return redisAsyncCommandArgv(r->ctx, on_reply, c, 2, argv, argvlen);
+    case CMD_SEQ_EXPIRE:
+        argv[0] = "PEXPIRE";
+        argv[1] = c->key;
+        argv[2] = ttl;
+        argvlen[0] = 7;
+        argvlen[1] = c->klen;
+        argvlen[2] = strlen(ttl);
+        return redisAsyncCommandArgv(r->ctx, on_reply, c, 3, argv, argvlen);
     case CMD_DEDUP_ABORT:
     case CMD_CACHE_DEL:
     case CMD_CACHE_GET:
@@ -684,6 +715,11 @@ static bool parse_reply(struct cmd *c, const redisReply *rp)
         return true;
     case CMD_DEDUP_DONE:
         c->res.dedup.status = HG_REDIS_DEDUP_MARKED;
+        return true;
+    case CMD_SEQ_NEXT:
+        if (rp->type != REDIS_REPLY_INTEGER || rp->integer < 1)
+            return false;
+        c->res.seq.value = (uint64_t)rp->integer;
         return true;
     case CMD_RATELIMIT: {
         if (rp->type != REDIS_REPLY_ARRAY || rp->elements != 4)
@@ -1049,4 +1085,22 @@ enum hg_redis_state hg_redis_state(const struct hg_redis *r)
 const struct hg_redis_stats *hg_redis_stats(const struct hg_redis *r)
 {
     return &r->stats;
+}
+
+int hg_redis_sequence_next(struct hg_redis *r, const char *key, uint64_t ttl_ms, hg_redis_seq_cb cb, void *arg)
+{
+    size_t klen;
+    if (r->closing)
+        return HG_ERR_CLOSED;
+    if (cb == NULL || check_key(key, HG_REDIS_KEY_MAX, &klen) < 0 || ttl_ms == 0 || ttl_ms > (1ull << 40))
+        return HG_ERR_INVALID;
+    struct cmd *c = cmd_new(r, CMD_SEQ_NEXT, KEY_PREFIX_SEQ, key, klen);
+    c->cb.seq = cb;
+    c->arg = arg;
+    submit(r, c, NULL, 0);
+    /* Refreshed at every number: a conversation's counter lives ttl_ms past its last event. */
+    struct cmd *x = cmd_new(r, CMD_SEQ_EXPIRE, KEY_PREFIX_SEQ, key, klen);
+    x->ttl_ms = ttl_ms;
+    submit(r, x, NULL, 0);
+    return 0;
 }

@@ -54,6 +54,7 @@ struct hg_redis_stats {
     uint64_t fallback_dedup;     /* dedup_begin/done answered locally */
     uint64_t fallback_ratelimit; /* ratelimit answered locally */
     uint64_t fallback_cache;     /* cache_get answered "miss" (or set dropped) because of Redis */
+    uint64_t fallback_sequence;  /* sequence_next answered "no number" because of Redis */
     uint64_t timeouts;           /* commands that passed their deadline */
     uint64_t noscript;           /* EVALSHA answered NOSCRIPT and was retried with EVAL */
     uint64_t connects;           /* handshakes completed (first connect + reconnects) */
@@ -168,5 +169,21 @@ int hg_redis_cache_set(struct hg_redis *r, const char *key, const void *value, s
 int hg_redis_cache_set_negative(struct hg_redis *r, const char *key, uint64_t ttl_ms);
 /* DEL hg:cache:<key>, fire and forget (dropped when Redis is down). */
 int hg_redis_cache_del(struct hg_redis *r, const char *key);
+
+/* ---- per-conversation sequence numbers ---------------------------------------------------- */
+
+struct hg_redis_seq_result {
+    uint64_t value;  /* 1, 2, 3, ... in the order the INCRs reached Redis; 0 with fallback */
+    bool fallback;   /* Redis down or slow: no number (there is no local stand-in) */
+};
+
+typedef void (*hg_redis_seq_cb)(void *arg, const struct hg_redis_seq_result *res);
+
+/*
+ * INCR hg:seq:<key>, then PEXPIRE it ttl_ms (refreshed at every number). The commands of one
+ * worker leave in call order on its one connection, so numbers follow the order of the calls.
+ * 0 (cb exactly once, later) or HG_ERR_INVALID / HG_ERR_CLOSED (cb never runs).
+ */
+int hg_redis_sequence_next(struct hg_redis *r, const char *key, uint64_t ttl_ms, hg_redis_seq_cb cb, void *arg);
 
 #endif

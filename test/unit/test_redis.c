@@ -31,8 +31,27 @@ struct rec {
     struct hg_redis_dedup_result dedup;
     struct hg_redis_ratelimit_result rl;
     struct hg_redis_cache_result cache;
+    struct hg_redis_seq_result seq;
     char value[256];
 };
+
+/* Sequence answers, in the order they came. */
+struct seq_log {
+    int calls;
+    bool returned;
+    uint64_t values[16];
+    bool fallback[16];
+};
+
+static void on_seq(void *arg, const struct hg_redis_seq_result *res)
+{
+    struct seq_log *l = arg;
+    assert_true(l->returned);
+    assert_true(l->calls < 16);
+    l->values[l->calls] = res->value;
+    l->fallback[l->calls] = res->fallback;
+    l->calls++;
+}
 
 static void on_dedup(void *arg, const struct hg_redis_dedup_result *res)
 {
@@ -648,6 +667,58 @@ static void test_cache(void **state)
     close_client(&loop, r);
 }
 
+/* Numbers per key in call order, the key's TTL set (and refreshed), none without Redis. */
+static void test_sequence(void **state)
+{
+    if (!server_url())
+        skip();
+    uv_loop_t loop;
+    struct hg_redis *r = open_ready(&loop, NULL);
+    char ka[64], kb[64];
+    key_of(ka, sizeof(ka), "seq-a");
+    key_of(kb, sizeof(kb), "seq-b");
+    struct seq_log l = { 0 };
+    const char *order[] = { ka, ka, kb, ka, kb };
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(hg_redis_sequence_next(r, order[i], 60000, on_seq, &l), 0);
+    l.returned = true;
+    assert_true(run_until(&loop, &l.calls, 5, 2000));
+    const uint64_t want[] = { 1, 2, 1, 3, 2 };
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(l.values[i], want[i]);
+        assert_false(l.fallback[i]);
+    }
+    redisContext *side = side_connect();
+    redisReply *rp = redisCommand(side, "PTTL hg:seq:%s", ka);
+    assert_non_null(rp);
+    assert_int_equal(rp->type, REDIS_REPLY_INTEGER);
+    assert_true(rp->integer > 50000 && rp->integer <= 60000);
+    freeReplyObject(rp);
+    side_cmd(side, "DEL hg:seq:%s hg:seq:%s", ka, kb);
+    redisFree(side);
+    assert_int_equal(hg_redis_sequence_next(r, ka, 0, on_seq, &l), HG_ERR_INVALID);
+    assert_int_equal(hg_redis_sequence_next(r, "", 1000, on_seq, &l), HG_ERR_INVALID);
+    assert_int_equal(hg_redis_stats(r)->fallback_sequence, 0);
+    close_client(&loop, r);
+}
+
+static void test_sequence_without_server(void **state)
+{
+    uv_loop_t loop;
+    struct hg_redis *r = NULL;
+    struct hg_redis_opts opts = { .backoff_min_ms = 20, .backoff_max_ms = 50 };
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(hg_redis_open(&loop, "redis://127.0.0.1:1/0", &opts, &r), 0);
+    struct seq_log l = { 0 };
+    assert_int_equal(hg_redis_sequence_next(r, "conv", 1000, on_seq, &l), 0);
+    l.returned = true;
+    assert_true(run_until(&loop, &l.calls, 1, 2000));
+    assert_int_equal(l.values[0], 0);
+    assert_true(l.fallback[0]);
+    assert_true(hg_redis_stats(r)->fallback_sequence >= 1);
+    close_client(&loop, r);
+}
+
 /* CLIENT PAUSE makes Redis sit on commands: the deadline answers from the fallback, the late
  * reply is dropped, and the client recovers once Redis answers again. */
 static void test_command_timeout(void **state)
@@ -911,6 +982,8 @@ int main(void)
         cmocka_unit_test(test_dedup_key),
         cmocka_unit_test(test_fallback_without_server),
         cmocka_unit_test(test_close_delivers_outstanding),
+        cmocka_unit_test(test_sequence_without_server),
+        cmocka_unit_test(test_sequence),
         cmocka_unit_test(test_hostname),
         cmocka_unit_test(test_dedup_two_phase),
         cmocka_unit_test(test_dedup_pending_ttl),
