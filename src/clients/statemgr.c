@@ -40,6 +40,7 @@ struct call {
     char *lookup_url;           /* NULL: no lookup asked */
     char *tenant;               /* NULL: no X-Tenant-Id */
     char *record;               /* serialized POST body; NULL: no record asked */
+    const char *record_path;    /* "/state/message" or "/state/conversation" (static) */
     size_t record_len;
     int tries;                  /* requests sent for the current step */
     bool in_flight;             /* an hg_http request carries this call as its arg */
@@ -399,7 +400,7 @@ static void step_start(struct call *c)
         req.resp_body = &c->resp;
     } else {
         headers[n++] = (struct hg_http_header){ "Content-Type", "application/json" };
-        snprintf(url, sizeof(url), "%s/state/message", s->base_url);
+        snprintf(url, sizeof(url), "%s%s", s->base_url, c->record_path);
         req.url = url;
         req.method = "POST";
         req.body = c->record;
@@ -495,8 +496,9 @@ static int append_segment(struct hg_buf *b, const char *v)
     return 0;
 }
 
-int hg_statemgr_enrich(struct hg_statemgr *s, const char *wa_id, const char *tenant,
-                       json_t *record_body, hg_statemgr_cb cb, void *arg)
+/* One call: the mapping lookup (wa_id non-empty), then the record POSTed to `path`. */
+static int call_start(struct hg_statemgr *s, const char *wa_id, const char *tenant, json_t *record_body,
+                      const char *path, hg_statemgr_cb cb, void *arg)
 {
     struct call *c = NULL;
     struct hg_buf url;
@@ -513,6 +515,7 @@ int hg_statemgr_enrich(struct hg_statemgr *s, const char *wa_id, const char *ten
     c->s = s;
     c->cb = cb;
     c->arg = arg;
+    c->record_path = path;
     hg_buf_init(&c->resp, s->max_response);
     if (wa_id != NULL && *wa_id != '\0') {
         if ((rc = hg_buf_appendf(&url, "%s/state/mapping/", s->base_url)) < 0 ||
@@ -544,6 +547,74 @@ fail:
     hg_buf_free(&url);
     call_free(c);
     return rc;
+}
+
+int hg_statemgr_enrich(struct hg_statemgr *s, const char *wa_id, const char *tenant,
+                       json_t *record_body, hg_statemgr_cb cb, void *arg)
+{
+    return call_start(s, wa_id, tenant, record_body, "/state/message", cb, arg);
+}
+
+int hg_statemgr_conversation(struct hg_statemgr *s, const char *tenant, json_t *body, hg_statemgr_cb cb, void *arg)
+{
+    if (body == NULL)
+        return HG_ERR_INVALID;
+    return call_start(s, NULL, tenant, body, "/state/conversation", cb, arg);
+}
+
+/* Conversation event types that change a conversation's life, and what they tell the State
+ * Manager (docs/state-manager.md). */
+static const struct {
+    const char *type;
+    const char *action;
+} lifecycle[] = {
+    { "customer_start", "created" },
+    { "user_start", "participant_joined" },
+    { "acd_start", "participant_joined" },
+    { "participant_added", "participant_joined" },
+    { "user_end", "participant_left" },
+    { "acd_end", "participant_left" },
+    { "participant_removed", "participant_left" },
+    { "transfer", "transferred" },
+    { "customer_end", "closed" },
+};
+
+const char *hg_statemgr_conversation_action(const char *type)
+{
+    for (size_t i = 0; type != NULL && i < sizeof(lifecycle) / sizeof(lifecycle[0]); i++)
+        if (strcmp(lifecycle[i].type, type) == 0)
+            return lifecycle[i].action;
+    return NULL;
+}
+
+static void set_string(json_t *obj, const char *key, const json_t *v);
+
+json_t *hg_statemgr_conversation_body(const json_t *event)
+{
+    if (!json_is_object(event))
+        return NULL;
+    json_t *kind = json_object_get(event, "kind");
+    const char *action = hg_statemgr_conversation_action(json_string_value(json_object_get(event, "type")));
+    json_t *conv = json_object_get(event, "conversation");
+    if (!json_is_string(kind) || strcmp(json_string_value(kind), "conversation") != 0 || action == NULL ||
+        !json_is_object(conv) || !json_is_string(json_object_get(conv, "id")))
+        return NULL;
+    json_t *b = json_object();
+    if (b == NULL)
+        hg_oom(__FILE__, __LINE__);
+    set_string(b, "event_id", json_object_get(event, "event_id"));
+    set_string(b, "tenant", json_object_get(event, "tenant"));
+    set_string(b, "provider", json_object_get(event, "provider"));
+    json_object_set_new(b, "action", json_string(action));
+    set_string(b, "type", json_object_get(event, "type"));
+    set_string(b, "conversation_id", json_object_get(conv, "id"));
+    set_string(b, "participant_id", json_object_get(conv, "participant_id"));
+    set_string(b, "session_id", json_object_get(conv, "session_id"));
+    json_t *seq = json_object_get(conv, "sequence");
+    json_object_set_new(b, "sequence", json_is_integer(seq) ? json_integer(json_integer_value(seq)) : json_null());
+    set_string(b, "occurred_at", json_object_get(event, "occurred_at"));
+    set_string(b, "correlation_id", json_object_get(event, "correlation_id"));
+    return b;
 }
 
 static void set_string(json_t *obj, const char *key, const json_t *v)

@@ -1,6 +1,7 @@
 /*
  * Optional State Manager enrichment client: looks up the conversation mapping of a WhatsApp user
- * (GET {base}/state/mapping/{waId}) and records the message (POST {base}/state/message), through
+ * (GET {base}/state/mapping/{waId}), records the message (POST {base}/state/message) and
+ * conversation lifecycle changes (POST {base}/state/conversation), through
  * the worker's hg_http, with per-request timeout, retries with backoff and a circuit breaker.
  * When the State Manager cannot answer, every call still answers, flagged `degraded`.
  * Protocol: docs/state-manager.md.
@@ -105,6 +106,26 @@ int hg_statemgr_enrich(struct hg_statemgr *s, const char *wa_id, const char *ten
  * New reference, owned by the caller. NULL when `event` is not an object.
  */
 json_t *hg_statemgr_message_body(const json_t *event);
+
+/*
+ * Tell the State Manager about a conversation lifecycle change: POST {base}/state/conversation
+ * with `body` (hg_statemgr_conversation_body), same retries, breaker and callback contract as
+ * hg_statemgr_enrich without the lookup (result.mapping is always NULL). HG_ERR_INVALID for a
+ * NULL body.
+ */
+int hg_statemgr_conversation(struct hg_statemgr *s, const char *tenant, json_t *body, hg_statemgr_cb cb, void *arg);
+
+/* The lifecycle action of a conversation event type ("customer_start" → "created", "user_start"
+ * → "participant_joined", "user_end" → "participant_left", "transfer" → "transferred",
+ * "customer_end" → "closed", ...); NULL when the type changes nothing. */
+const char *hg_statemgr_conversation_action(const char *type);
+
+/*
+ * The POST body for a conversation event (docs/state-manager.md): {event_id, tenant, provider,
+ * action, type, conversation_id, participant_id, session_id, sequence, occurred_at,
+ * correlation_id}; NULL when `event` is not a lifecycle change of a conversation with an id.
+ */
+json_t *hg_statemgr_conversation_body(const json_t *event);
 
 /* Counters and breaker state now (a copy). */
 void hg_statemgr_stats(const struct hg_statemgr *s, struct hg_statemgr_stats *out);

@@ -4,6 +4,7 @@
 Speaks the contract of docs/state-manager.md on 127.0.0.1, plus /_test/* control endpoints:
 
   GET  /_test/messages          the recorded POST /state/message bodies, oldest first
+  GET  /_test/conversations     the recorded POST /state/conversation bodies, oldest first
   GET  /_test/stats             request counts (every /state/* request, whatever the mode)
   POST /_test/mode              {"mode": "ok"|"fail500"|"slow"|"down", "delay_ms": N (slow)}
   PUT  /_test/mapping/{waId}    store a mapping object (body) for waId
@@ -45,10 +46,12 @@ class State:
         self.delay_ms = 5000
         self.mappings = json.loads(json.dumps(PRELOADED))
         self.messages = []
+        self.conversations = []
         self.stats = {
             "requests": 0,          # every /state/* request that reached the server
             "mapping_requests": 0,
             "message_requests": 0,
+            "conversation_requests": 0,
             "by_mode": {},
             "last_authorization": None,
             "last_tenant": None,
@@ -97,6 +100,8 @@ class Handler(BaseHTTPRequestHandler):
                 st.stats["mapping_requests"] += 1
             elif self.path == "/state/message":
                 st.stats["message_requests"] += 1
+            elif self.path == "/state/conversation":
+                st.stats["conversation_requests"] += 1
             st.stats["by_mode"][st.mode] = st.stats["by_mode"].get(st.mode, 0) + 1
             st.stats["last_authorization"] = self.headers.get("Authorization")
             st.stats["last_tenant"] = self.headers.get("X-Tenant-Id")
@@ -124,6 +129,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_test/messages":
             with self.st.lock:
                 return self._send(200, list(self.st.messages))
+        if self.path == "/_test/conversations":
+            with self.st.lock:
+                return self._send(200, list(self.st.conversations))
         if self.path == "/_test/stats":
             with self.st.lock:
                 out = json.loads(json.dumps(self.st.stats))
@@ -155,6 +163,21 @@ class Handler(BaseHTTPRequestHandler):
                                          "tenant_header": self.headers.get("X-Tenant-Id"),
                                          "content_type": self.headers.get("Content-Type")})
             return self._send(201, {"ok": True})
+        if self.path == "/state/conversation":
+            if not self._state_request("POST"):
+                return None
+            try:
+                msg = self._json_body()
+            except ValueError:
+                return self._send(400, {"error": "body is not JSON"})
+            actions = ("created", "participant_joined", "participant_left", "transferred", "closed")
+            if (not isinstance(msg, dict) or not isinstance(msg.get("conversation_id"), str)
+                    or msg.get("action") not in actions):
+                return self._send(400, {"error": "conversation_id or action missing"})
+            with self.st.lock:
+                self.st.conversations.append({"body": msg,
+                                              "tenant_header": self.headers.get("X-Tenant-Id")})
+            return self._send(204)
         if self.path == "/_test/mode":
             req = self._json_body() or {}
             mode = req.get("mode")

@@ -564,6 +564,41 @@ static void test_message_body(void **state)
     json_decref(arr);
 }
 
+static void test_conversation_body(void **state)
+{
+    (void)state;
+    json_error_t err;
+    json_t *ev = json_loads("{\"event_id\":\"f4a1\",\"correlation_id\":\"req-1\",\"provider\":\"genesys\","
+                            "\"tenant\":\"acme\",\"kind\":\"conversation\",\"type\":\"customer_start\","
+                            "\"occurred_at\":\"2025-02-12T00:43:44.512Z\",\"conversation\":{\"id\":\"c-1\","
+                            "\"participant_id\":\"p-1\",\"session_id\":\"s-1\",\"sequence\":7}}", 0, &err);
+    assert_non_null(ev);
+    json_t *b = hg_statemgr_conversation_body(ev);
+    json_t *want = json_loads("{\"event_id\":\"f4a1\",\"tenant\":\"acme\",\"provider\":\"genesys\","
+                              "\"action\":\"created\",\"type\":\"customer_start\",\"conversation_id\":\"c-1\","
+                              "\"participant_id\":\"p-1\",\"session_id\":\"s-1\",\"sequence\":7,"
+                              "\"occurred_at\":\"2025-02-12T00:43:44.512Z\",\"correlation_id\":\"req-1\"}", 0, &err);
+    assert_true(json_equal(b, want));
+    json_decref(b);
+    json_decref(want);
+    /* Not a lifecycle change: attributes, a message, no conversation id. */
+    json_object_set_new(ev, "type", json_string("attributes"));
+    assert_null(hg_statemgr_conversation_body(ev));
+    json_object_set_new(ev, "type", json_string("customer_end"));
+    json_object_set_new(ev, "kind", json_string("message"));
+    assert_null(hg_statemgr_conversation_body(ev));
+    json_object_set_new(ev, "kind", json_string("conversation"));
+    json_object_set_new(ev, "conversation", json_null());
+    assert_null(hg_statemgr_conversation_body(ev));
+    json_decref(ev);
+    assert_string_equal(hg_statemgr_conversation_action("user_start"), "participant_joined");
+    assert_string_equal(hg_statemgr_conversation_action("user_end"), "participant_left");
+    assert_string_equal(hg_statemgr_conversation_action("transfer"), "transferred");
+    assert_string_equal(hg_statemgr_conversation_action("customer_end"), "closed");
+    assert_null(hg_statemgr_conversation_action("flow_outcome"));
+    assert_null(hg_statemgr_conversation_action(NULL));
+}
+
 /* ---- against the fake State Manager --------------------------------------------------------- */
 
 static const char *fake_url(void)
@@ -758,6 +793,52 @@ static void test_message_recorded(void **state)
     json_decref(ev);
     result_reset(&r);
     result_reset(&r2);
+}
+
+/* A conversation lifecycle change goes to /state/conversation (no lookup); 5xx is retried. */
+static void test_conversation_recorded(void **state)
+{
+    NEED_FAKE();
+    struct fixture *f = *state;
+    struct hg_statemgr_opts o = { .base_url = fake_url(), .retries = 2, .backoff_ms = 20 };
+    open_sm(f, &o);
+    json_error_t err;
+    json_t *ev = json_loads("{\"event_id\":\"f4a1\",\"correlation_id\":\"req-1\",\"provider\":\"genesys\","
+                            "\"tenant\":\"acme\",\"kind\":\"conversation\",\"type\":\"user_end\","
+                            "\"occurred_at\":\"2025-02-12T00:43:44.512Z\",\"conversation\":{\"id\":\"c-1\","
+                            "\"participant_id\":\"p-1\",\"sequence\":null}}", 0, &err);
+    json_t *body = hg_statemgr_conversation_body(ev);
+    assert_non_null(body);
+    struct result r = { 0 };
+    r.in_call = true;
+    assert_int_equal(hg_statemgr_conversation(f->sm, "acme", body, on_result, &r), 0);
+    r.in_call = false;
+    run_until(f, &r.calls, 1);
+    assert_false(r.ran_inside);
+    assert_false(r.degraded);
+    assert_true(r.recorded);
+    assert_null(r.mapping);
+    json_t *got = ctl("GET", "/_test/conversations", NULL);
+    assert_int_equal(json_array_size(got), 1);
+    json_t *c0 = json_array_get(got, 0);
+    assert_true(json_equal(json_object_get(c0, "body"), body));
+    assert_string_equal(json_string_value(json_object_get(json_object_get(c0, "body"), "action")), "participant_left");
+    assert_string_equal(json_string_value(json_object_get(c0, "tenant_header")), "acme");
+    json_decref(got);
+    assert_int_equal(fake_stat("mapping_requests"), 0);
+
+    /* Failing: retried, then degraded (the event is published anyway by the drain). */
+    ctl_do("POST", "/_test/mode", "{\"mode\":\"fail500\"}");
+    result_reset(&r);
+    assert_int_equal(hg_statemgr_conversation(f->sm, "acme", body, on_result, &r), 0);
+    run_until(f, &r.calls, 1);
+    assert_true(r.degraded);
+    assert_false(r.recorded);
+    assert_int_equal(fake_stat("conversation_requests"), 4);
+    assert_int_equal(hg_statemgr_conversation(f->sm, "acme", NULL, on_result, &r), HG_ERR_INVALID);
+    json_decref(body);
+    json_decref(ev);
+    result_reset(&r);
 }
 
 /* A record the State Manager refuses (400) is degraded but not retried and not a failure. */
@@ -958,6 +1039,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_from_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_closed_first, setup, teardown),
         cmocka_unit_test(test_message_body),
+        cmocka_unit_test(test_conversation_body),
+        cmocka_unit_test_setup_teardown(test_conversation_recorded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mapping_attached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mapping_passthrough, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_mapping_is_not_degraded, setup, teardown),
