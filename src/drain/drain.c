@@ -620,7 +620,7 @@ static int on_event(void *arg, const struct hg_event *ev, struct hg_json *doc)
     e->priority = priority;
     e->doc = doc;
     /* Nothing to add to it: the document is final (and needs no enrichment round). */
-    e->enriched = !enrich_wants_state(e) && !enrich_wants_media(e);
+    e->enriched = !enrich_wants_state(e) && !enrich_wants_media(e) && !enrich_wants_sequence(e);
     return 0;
 }
 

@@ -49,6 +49,7 @@ struct item_event {
     unsigned enrich_pending;       /* enrichment calls in flight (plus a hold while starting) */
     bool enriched;                 /* enrichment finished, or none needed */
     bool state_done, media_done;   /* that enrichment is in the document (or given up) */
+    bool seq_done;                 /* conversation.sequence is decided (a number, or null) */
     bool enrich_retry;             /* media undecided this round: go round again later */
     unsigned media_rounds;         /* undecided media fetches so far */
     bool token_from_cache;         /* the Graph token of the fetch in flight came from Redis */
@@ -176,6 +177,8 @@ void order_free(struct hg_drain *d);
 bool enrich_wants_state(const struct item_event *e);
 /* The event is a media message with a media_id and media fetching is configured. */
 bool enrich_wants_media(const struct item_event *e);
+/* The event belongs to a conversation (conversation.id) and Redis numbers them. */
+bool enrich_wants_sequence(const struct item_event *e);
 /*
  * Start the enrichment calls still missing (mapping, media), in parallel; each holds one count of
  * the item's `outstanding`. When the last one is over the event is published, or failed for a

@@ -21,6 +21,7 @@
 #include "tenants/tenants.h"
 
 #define MEDIA_MAX_ROUNDS 5         /* undecided media fetches before publishing with media.error */
+#define SEQUENCE_TTL_MS (7ull * 24 * 3600 * 1000) /* a conversation's counter outlives its last event by this */
 
 /* ---- enrichment: State Manager mapping and media, in parallel; then the publish ---- */
 
@@ -29,9 +30,28 @@ static bool is_message(const struct item_event *e)
     return strcmp(e->kind, "message") == 0 && e->dead_reason == NULL;
 }
 
+/* A conversation event that changes the conversation's life (docs/state-manager.md). */
+static bool is_lifecycle(const struct item_event *e)
+{
+    return strcmp(e->kind, "conversation") == 0 && e->dead_reason == NULL &&
+           hg_statemgr_conversation_action(e->type) != NULL;
+}
+
 bool enrich_wants_state(const struct item_event *e)
 {
-    return e->item->drain->b.statemgr != NULL && is_message(e);
+    return e->item->drain->b.statemgr != NULL && (is_message(e) || is_lifecycle(e));
+}
+
+static struct hg_json *conversation_of(const struct item_event *e)
+{
+    struct hg_json *c = hg_json_get(e->doc, "conversation");
+    const char *id = hg_json_str(hg_json_get(c, "id"));
+    return id != NULL && id[0] != '\0' ? c : NULL;
+}
+
+bool enrich_wants_sequence(const struct item_event *e)
+{
+    return e->item->drain->b.redis != NULL && e->dead_reason == NULL && conversation_of(e) != NULL;
 }
 
 static enum hg_media_type media_type_of(const struct item_event *e)
@@ -105,7 +125,8 @@ static void on_state(void *arg, const struct hg_statemgr_result *r)
             hg_debug(it->request_id, "state manager degraded; publishing without mapping", "error",
                      r->error ? r->error : "", NULL);
         }
-        event_doc_set_jansson(e, "mapping", r->mapping ? json_incref(r->mapping) : NULL);
+        if (is_message(e))
+            event_doc_set_jansson(e, "mapping", r->mapping ? json_incref(r->mapping) : NULL);
         e->state_done = true;
     }
     enrich_release(e);
@@ -117,16 +138,19 @@ static void state_start(struct item_event *e)
     struct item *it = e->item;
     const char *wa_id = hg_json_str(hg_json_get(hg_json_get(e->doc, "customer"), "wa_id"));
     json_t *event = hg_json_to_jansson(e->doc);
-    json_t *body = event ? hg_statemgr_message_body(event) : NULL;
+    bool message = is_message(e);
+    json_t *body = event ? (message ? hg_statemgr_message_body(event) : hg_statemgr_conversation_body(event)) : NULL;
     json_decref(event);
     enrich_hold(e);
-    int rc = hg_statemgr_enrich(it->drain->b.statemgr, wa_id ? wa_id : "", it->tenant, body, on_state, e);
+    int rc = message ? hg_statemgr_enrich(it->drain->b.statemgr, wa_id ? wa_id : "", it->tenant, body, on_state, e)
+                     : hg_statemgr_conversation(it->drain->b.statemgr, it->tenant, body, on_state, e);
     if (body)
         json_decref(body);
     if (rc != 0) {
         if (rc != HG_ERR_CLOSED) {
             hg_metric_inc(HG_M_STATE_MANAGER_FAILURES, NULL);
-            event_doc_set(e, "mapping", hg_json_null());
+            if (message)
+                event_doc_set(e, "mapping", hg_json_null());
             e->state_done = true;
         }
         enrich_release(e);
@@ -313,14 +337,61 @@ static void media_start(struct item_event *e)
     token_resolve(e);
 }
 
-void enrich_start(struct item_event *e)
+/* The State Manager and media calls still missing, in parallel. */
+static void enrich_rest(struct item_event *e)
 {
-    drain_event_set_state(e, EV_ENRICH);
-    e->enrich_retry = false;
     enrich_hold(e); /* released below: a call answering at once cannot finish the event early */
     if (!e->state_done && enrich_wants_state(e))
         state_start(e);
     if (!e->media_done && enrich_wants_media(e))
         media_start(e);
     enrich_release(e);
+}
+
+static void on_sequence(void *arg, const struct hg_redis_seq_result *res)
+{
+    struct item_event *e = arg;
+    struct item *it = e->item;
+    if (res->fallback) {
+        /* Redis down or slow: published with sequence null (documented), never a made-up number. */
+        hg_metric_inc(HG_M_REDIS_FALLBACK, "op=\"sequence\"");
+    } else {
+        struct hg_arena *a = &it->doc->arena;
+        struct hg_json *v = hg_json_integer(a, (long long)res->value);
+        if (v == NULL || hg_json_set(a, conversation_of(e), "sequence", v) != 0)
+            hg_error(it->request_id, "event document arena exhausted; sequence left null", "event_id", e->event_id,
+                     NULL);
+    }
+    e->seq_done = true;
+    if (!it->drain->closing)
+        enrich_rest(e); /* the State Manager's body carries the number */
+    enrich_release(e);
+    drain_item_settle(it);
+}
+
+/* Number the event in its conversation first (Redis INCR): 0 when asked, else not wanted. */
+static int sequence_start(struct item_event *e)
+{
+    struct item *it = e->item;
+    const char *id = hg_json_str(hg_json_get(conversation_of(e), "id"));
+    char key[HG_REDIS_KEY_MAX + 1];
+    int n = snprintf(key, sizeof(key), "%s:%s", it->tenant, id);
+    enrich_hold(e);
+    if (n > 0 && (size_t)n < sizeof(key) - 8 &&
+        hg_redis_sequence_next(it->drain->b.redis, key, SEQUENCE_TTL_MS, on_sequence, e) == 0)
+        return 0;
+    /* An id too long for a key, or a closing client: no number. */
+    e->seq_done = true;
+    e->item->outstanding--;
+    e->enrich_pending--;
+    return -1;
+}
+
+void enrich_start(struct item_event *e)
+{
+    drain_event_set_state(e, EV_ENRICH);
+    e->enrich_retry = false;
+    if (!e->seq_done && enrich_wants_sequence(e) && sequence_start(e) == 0)
+        return;
+    enrich_rest(e);
 }

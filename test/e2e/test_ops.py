@@ -103,9 +103,9 @@ def test_spool_gauges_return_to_zero_after_drain(hg):
     hgm.wait_until(drained, 10, interval=0.2, what="spool_records back to 0 after drain")
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/webhooks", "/webhooks/genesys", "/webhooks/twilio",
-                                  "/webhooks/pubsub", "/webhooks/generic/foo", "/healthz",
-                                  "/webhooks/whatsapp/acme/extra"])
+@pytest.mark.parametrize("path", ["/", "/nope", "/webhooks", "/webhooks/pubsub", "/webhooks/generic/foo",
+                                  "/healthz", "/webhooks/whatsapp/acme/extra", "/webhooks/genesys/acme/extra",
+                                  "/webhooks/twilio/", "/webhooks/twilioX"])
 def test_unknown_paths_404_json(hg, path):
     r = hg.get(path)
     assert r.status_code == 404, (path, r.status_code)
@@ -121,6 +121,10 @@ def test_unknown_paths_404_json(hg, path):
     ("POST", "/health", {"GET"}),
     ("POST", "/ready", {"GET"}),
     ("DELETE", "/metrics", {"GET"}),
+    ("GET", "/webhooks/genesys", {"POST"}),
+    ("PUT", "/webhooks/genesys/acme", {"POST"}),
+    ("GET", "/webhooks/twilio", {"POST"}),
+    ("DELETE", "/webhooks/twilio/acme", {"POST"}),
 ])
 def test_wrong_method_405_with_allow(hg, method, path, allowed):
     with hg.raw() as c:
@@ -129,7 +133,7 @@ def test_wrong_method_405_with_allow(hg, method, path, allowed):
     assert r.status == 405, r
     allow = {m.strip() for m in (r.header("allow") or "").split(",") if m.strip()}
     assert allowed <= allow, f"Allow: {r.header('allow')!r}"
-    assert not allow & {"DELETE", "PUT", "PATCH"} - allowed, f"Allow: {r.header('allow')!r}"
+    assert not allow & {"GET", "DELETE", "PUT", "PATCH"} - allowed, f"Allow: {r.header('allow')!r}"
     assert r.header("content-type", "").startswith("application/json")
     json.loads(r.body)
 
