@@ -561,19 +561,26 @@ struct text {
     size_t count;
 };
 
-/* Per message type, the content keys holding text a person wrote or chose. */
+/*
+ * Per message type, the content keys holding text a person wrote or chose. Providers share the
+ * envelope, so one table serves them all: a key a provider does not fill is simply absent
+ * (WhatsApp media carry `caption`, Genesys attachments their caption in `body`).
+ */
 static const struct {
     const char *type;
     const char *keys[4];
 } text_keys[] = {
-    { "text", { "body" } },
-    { "image", { "caption" } },
-    { "video", { "caption" } },
-    { "document", { "caption" } },
-    { "button", { "text", "payload" } },
-    { "interactive", { "title", "description", "body" } },
-    { "order", { "text" } },
-    { "location", { "name", "address" } },
+    { "text", { "body" } },                                /* WhatsApp, Genesys, Twilio */
+    { "image", { "caption", "body" } },                    /* WhatsApp caption; Genesys body */
+    { "video", { "caption", "body" } },
+    { "document", { "caption", "body" } },
+    { "audio", { "body" } },                               /* Genesys */
+    { "structured", { "body" } },                          /* Genesys */
+    { "media", { "body" } },                               /* Twilio */
+    { "button", { "text", "payload" } },                   /* WhatsApp */
+    { "interactive", { "title", "description", "body" } }, /* WhatsApp */
+    { "order", { "text" } },                               /* WhatsApp */
+    { "location", { "name", "address" } },                 /* WhatsApp */
 };
 
 static void text_collect(const struct hg_json *doc, struct text *t)

@@ -63,11 +63,15 @@ void hg_rules_free(struct hg_rules *r);
 /*
  * Evaluate `r` (NULL = no rules) against the normalized event `doc` and set doc.priority (class
  * name) and doc.tags (array of unique tag names, sorted by byte value), placed just before
- * doc.raw; existing values are replaced. The text looked at is, for kind "message" only:
- * content.body (text, interactive nfm_reply), content.caption (image, video, document),
- * content.text and content.payload (button), content.title and content.description (interactive
- * replies), content.text (order), content.name and content.address (location); at most
- * HG_RULES_MAX_TEXT bytes of it. No text or no match: medium and no tags.
+ * doc.raw; existing values are replaced. The text looked at is, for kind "message" only, by
+ * message type (the same table for every provider):
+ *   text, audio, structured, media         content.body
+ *   image, video, document                 content.caption, content.body
+ *   button                                 content.text, content.payload
+ *   interactive                            content.title, content.description, content.body
+ *   order                                  content.text
+ *   location                               content.name, content.address
+ * at most HG_RULES_MAX_TEXT bytes of it. No text or no match: medium and no tags.
  * *priority gets the AMQP priority (1, 4, 7 or 9) and *priority_class the class name (a static
  * string). Returns 0, or HG_ERR_INVALID when `doc` is not an object (out params are then medium,
  * `doc` is untouched). Thread-safe for a sealed `r`; allocates the new JSON values in `a` (the

@@ -355,6 +355,80 @@ static void test_text_fields(void **state)
     hg_rules_free(r);
 }
 
+/* The first document of an expected fixture (a normalizer's real output). */
+static json_t *fixture_doc(const char *path)
+{
+    json_error_t e;
+    json_t *doc = json_load_file(path, 0, &e);
+    if (doc == NULL)
+        fail_msg("%s: %s", path, e.text);
+    if (json_is_array(doc)) {
+        json_t *first = json_incref(json_array_get(doc, 0));
+        json_decref(doc);
+        doc = first;
+    }
+    assert_true(json_is_object(doc));
+    return doc;
+}
+
+static const char *fixture_class(const struct hg_rules *r, const char *path)
+{
+    static char out[32];
+    json_t *doc = fixture_doc(path);
+    snprintf(out, sizeof(out), "%s", apply(r, doc, NULL));
+    json_decref(doc);
+    return out;
+}
+
+/* Genesys and Twilio documents share the envelope: the same table reads their text. */
+static void test_text_fields_every_provider(void **state)
+{
+    struct hg_rules *r = rules_of("emergency", "burst pipe", "high", "leak, water damage", "low", "track my order",
+                                  "medium", "order", NULL);
+    /* Genesys text, structured (the chosen button's text), attachments (caption in body). */
+    assert_string_equal(fixture_class(r, "../fixtures/genesys/expected/text_inbound.json"), "emergency");
+    assert_string_equal(fixture_class(r, "../fixtures/genesys/expected/structured_button_response.json"), "medium");
+    assert_string_equal(fixture_class(r, "../fixtures/genesys/expected/attachment_document.json"), "high");
+    /* An attachment without a caption has no text. */
+    assert_string_equal(fixture_class(r, "../fixtures/genesys/expected/attachment_image.json"), "medium");
+    /* Twilio SMS (text) and MMS (media). */
+    assert_string_equal(fixture_class(r, "../fixtures/twilio/expected/sms_inbound.json"), "medium");
+    assert_string_equal(fixture_class(r, "../fixtures/twilio/expected/mms_two_media.json"), "high");
+    hg_rules_free(r);
+
+    r = rules_of("emergency", "flood", NULL);
+    /* Genesys-shaped: every attachment type carries its caption in body. */
+    expect_fields(r, "structured", "{\"body\": \"flood\", \"buttons\": [{\"type\": \"QuickReply\", \"text\": \"x\"}]}",
+                  "emergency");
+    expect_fields(r, "structured", "{\"quick_replies\": [{\"text\": \"flood\"}]}", "medium");
+    expect_fields(r, "image", "{\"attachment_id\": \"a\", \"media_type\": \"Image\", \"body\": \"flood\"}", "emergency");
+    expect_fields(r, "video", "{\"attachment_id\": \"a\", \"media_type\": \"Video\", \"body\": \"flood\"}", "emergency");
+    expect_fields(r, "audio", "{\"attachment_id\": \"a\", \"media_type\": \"Audio\", \"body\": \"flood\"}", "emergency");
+    expect_fields(r, "document", "{\"attachment_id\": \"a\", \"filename\": \"x.pdf\", \"body\": \"flood\"}",
+                  "emergency");
+    expect_fields(r, "image", "{\"attachment_id\": \"a\", \"filename\": \"flood.png\"}", "medium");
+    /* Twilio-shaped: text and media read body; channel and media URLs are not text. */
+    expect_fields(r, "text", "{\"body\": \"FLOOD\", \"channel\": \"sms\", \"num_media\": 0, \"media\": []}",
+                  "emergency");
+    expect_fields(r, "media", "{\"body\": \"flood\", \"channel\": \"mms\", \"num_media\": 1, \"media\": []}",
+                  "emergency");
+    expect_fields(r, "media", "{\"body\": \"\", \"channel\": \"whatsapp\", \"media\": [{\"url\": \"https://flood\"}]}",
+                  "medium");
+    /* WhatsApp audio has no text; a WhatsApp-shaped image still reads caption. */
+    expect_fields(r, "audio", "{\"media_id\": \"flood\", \"voice\": true}", "medium");
+    expect_fields(r, "image", "{\"media_id\": \"1\", \"caption\": \"flood\"}", "emergency");
+    /* A keyword never spans the caption and the body of one attachment. */
+    struct hg_rules *r2 = rules_of("emergency", "burst pipe", NULL);
+    expect_fields(r2, "image", "{\"caption\": \"burst\", \"body\": \"pipe\"}", "medium");
+    hg_rules_free(r2);
+    /* Kinds other than message are not read, whatever the provider. */
+    json_t *doc = message("media", "{\"body\": \"flood\"}");
+    json_object_set_new(doc, "kind", json_string("call"));
+    assert_string_equal(apply(r, doc, NULL), "medium");
+    json_decref(doc);
+    hg_rules_free(r);
+}
+
 static void test_no_text_no_rules(void **state)
 {
     struct hg_rules *r = rules_of("emergency", "flood", "tag.x", "flood", NULL);
@@ -638,6 +712,7 @@ int main(void)
         cmocka_unit_test(test_regex),
         cmocka_unit_test(test_regex_sees_text_past_nul),
         cmocka_unit_test(test_text_fields),
+        cmocka_unit_test(test_text_fields_every_provider),
         cmocka_unit_test(test_no_text_no_rules),
         cmocka_unit_test(test_doc_key_order),
         cmocka_unit_test(test_long_text),
