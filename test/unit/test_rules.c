@@ -1,4 +1,7 @@
-/* Unit tests for src/rules: keyword folding and boundaries, regexes, priority, tags, per-tenant lookup, reload. */
+/*
+ * Unit tests for src/rules: keyword folding and boundaries, regexes, priority, tags, the text of
+ * every provider, time zones (TZif and POSIX TZ rules), per-tenant lookup, reload.
+ */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -11,11 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "core/common.h"
 #include "core/err.h"
 #include "rules/rules.h"
+#include "rules/tz.h"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -582,6 +588,350 @@ static void test_set_replaces(void **state)
     hg_rules_free(r);
 }
 
+/* ------------------------------------------------------------------ time zones */
+
+#define ZONEINFO "/usr/share/zoneinfo/"
+
+/* A whole file into memory (the caller frees it). */
+static unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        fail_msg("%s: cannot open", path);
+    unsigned char *buf = malloc(HG_TZ_MAX_FILE);
+    assert_non_null(buf);
+    *n = fread(buf, 1, HG_TZ_MAX_FILE, f);
+    fclose(f);
+    return buf;
+}
+
+static struct hg_tz *tz_load(const char *name)
+{
+    struct hg_tz *tz = NULL;
+    char why[512] = "";
+    if (hg_tz_load(name, &tz, why, sizeof(why)) != 0)
+        fail_msg("zone %s: %s", name, why);
+    return tz;
+}
+
+/* Offsets at transition instants: {t, offset at t - 1, offset at t}. */
+struct transition {
+    int64_t t;
+    int32_t before, after;
+};
+
+static void expect_transitions(const struct hg_tz *tz, const char *what, const struct transition *tr, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int32_t b = hg_tz_offset(tz, tr[i].t - 1), a = hg_tz_offset(tz, tr[i].t);
+        if (b != tr[i].before || a != tr[i].after)
+            fail_msg("%s at %lld: %d/%d, want %d/%d", what, (long long)tr[i].t, b, a, tr[i].before, tr[i].after);
+    }
+}
+
+static void test_tz_new_york(void **state)
+{
+    struct hg_tz *tz = tz_load("America/New_York");
+    /*
+     * From Python: ZoneInfo("America/New_York").utcoffset() around the 2025 changes
+     * (2025-03-09T07:00:00Z: 01:59:59 EST -> 03:00 EDT; 2025-11-02T06:00:00Z: 01:59:59 EDT ->
+     * 01:00 EST), and 2040 (after the file's last transition in 2037: the footer
+     * EST5EDT,M3.2.0,M11.1.0 decides; 2040-03-11T07:00:00Z and 2040-11-04T06:00:00Z).
+     */
+    static const struct transition tr[] = {
+        { 1741503600, -18000, -14400 },
+        { 1762063200, -14400, -18000 },
+        { 2215062000, -18000, -14400 },
+        { 2235621600, -14400, -18000 },
+    };
+    expect_transitions(tz, "New York", tr, HG_ARRAY_SIZE(tr));
+    assert_int_equal(hg_tz_offset(tz, 2224756800), -14400);      /* 2040-07-01T12:00:00Z */
+    assert_int_equal(hg_tz_offset(tz, 2210241600), -18000);      /* 2040-01-15T12:00:00Z */
+    /* Before the first transition (1883): local mean time, type 0 (-04:56:02). */
+    assert_int_equal(hg_tz_offset(tz, -3786825600), -17762);     /* 1850-01-01T00:00:00Z */
+    hg_tz_free(tz);
+
+    tz = tz_load("Asia/Kolkata");
+    assert_int_equal(hg_tz_offset(tz, 1748835000), 19800);       /* +05:30 in 2025 */
+    assert_int_equal(hg_tz_offset(tz, 4115590200), 19800);       /* 2100: the footer IST-5:30 */
+    hg_tz_free(tz);
+    tz = tz_load("UTC");
+    assert_int_equal(hg_tz_offset(tz, 1748835000), 0);
+    hg_tz_free(tz);
+    assert_int_equal(hg_tz_offset(NULL, 1748835000), 0);
+}
+
+/* The footer (POSIX TZ string) of a TZif image, into out. */
+static void footer_of(const unsigned char *d, size_t n, char *out, size_t cap)
+{
+    assert_true(n > 2 && d[n - 1] == '\n');
+    size_t i = n - 1;
+    while (i > 0 && d[i - 1] != '\n')
+        i--;
+    assert_true(n - 1 - i < cap);
+    memcpy(out, d + i, n - 1 - i);
+    out[n - 1 - i] = '\0';
+}
+
+/* A "slim" TZif v2 image: no transitions, one local time type, everything in the footer. */
+static size_t slim_tzif(const char *footer, unsigned char *out, size_t cap)
+{
+    size_t o = 0;
+    for (int block = 0; block < 2; block++) {
+        static const unsigned char counts[24] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                  0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 4 };
+        memcpy(out + o, "TZif2", 5);
+        memset(out + o + 5, 0, 15);
+        memcpy(out + o + 20, counts, 24);
+        o += 44;
+        memset(out + o, 0, 6);          /* ttinfo: offset 0, not DST, designation 0 */
+        memcpy(out + o + 6, "XXX", 4);
+        o += 10;
+    }
+    size_t fl = strlen(footer);
+    assert_true(o + fl + 2 <= cap);
+    out[o++] = '\n';
+    memcpy(out + o, footer, fl);
+    o += fl;
+    out[o++] = '\n';
+    return o;
+}
+
+/*
+ * The footer alone gives what the transitions give. Debian's files are "fat" (transitions up to
+ * 2037, read from their headers: New_York has 236); a "slim" file (zic -b slim) carries only the
+ * transitions up to the rule in force and leaves the rest to the footer, which this reader
+ * follows. Compare every hour from 2008 (the current US, EU and Australian rules) to 2037.
+ */
+static void test_tz_footer_matches_transitions(void **state)
+{
+    static const char *const zones[] = { "America/New_York", "Europe/Berlin", "Australia/Sydney",
+                                         "Australia/Lord_Howe", "Pacific/Auckland", "Asia/Kolkata" };
+    for (size_t z = 0; z < HG_ARRAY_SIZE(zones); z++) {
+        char path[128], footer[128], why[256];
+        snprintf(path, sizeof(path), ZONEINFO "%s", zones[z]);
+        size_t n;
+        unsigned char *fat = slurp(path, &n);
+        footer_of(fat, n, footer, sizeof(footer));
+        unsigned char img[512];
+        size_t in = slim_tzif(footer, img, sizeof(img));
+        struct hg_tz *a = NULL, *b = NULL;
+        assert_int_equal(hg_tz_parse(fat, n, &a, why, sizeof(why)), 0);
+        if (hg_tz_parse(img, in, &b, why, sizeof(why)) != 0)
+            fail_msg("%s footer '%s': %s", zones[z], footer, why);
+        for (int64_t t = 1199145600; t < 2145916800; t += 3600) {   /* 2008-01-01 .. 2038-01-01 */
+            if (hg_tz_offset(a, t) != hg_tz_offset(b, t))
+                fail_msg("%s at %lld: transitions say %d, footer '%s' says %d", zones[z], (long long)t,
+                         hg_tz_offset(a, t), footer, hg_tz_offset(b, t));
+        }
+        hg_tz_free(a);
+        hg_tz_free(b);
+        free(fat);
+    }
+}
+
+/* The rarer POSIX forms: Jn, zero-based n, negative rule times and times past 24 h. */
+static void test_tz_posix_forms(void **state)
+{
+    /*
+     * Expected instants from glibc (TZ='<footer>' date -d @t, run outside the tests). Python's
+     * zoneinfo is not the reference here: it reads the zero-based n form as one-based.
+     */
+    static const struct {
+        const char *footer;
+        struct transition tr[4];
+    } cases[] = {
+        /* J60 is 1 March in every year; day 300 (zero-based) is 28 October in 2023, 27 in 2024. */
+        { "<+01>-1<+02>,J60/2,300/3",
+          { { 1677632400, 3600, 7200 }, { 1698454800, 7200, 3600 }, { 1709254800, 3600, 7200 },
+            { 1729990800, 7200, 3600 } } },
+        /* Southern hemisphere, rule times -1 h and 26 h: the last Sunday of October at 23:00 the day before. */
+        { "AAA3BBB,M10.5.0/-1,M3.1.6/26",
+          { { 1677988800, -7200, -10800 }, { 1698544800, -10800, -7200 }, { 1709438400, -7200, -10800 },
+            { 1729994400, -10800, -7200 } } },
+        /* Half-hour offsets, a DST name without offset (one hour ahead), times -25 h and 167 h. */
+        { "<-0130>1:30<-01>,M3.5.0/-25,M10.5.0/167",
+          { { 1679704200, -5400, -1800 }, { 1699140600, -1800, -5400 }, { 1711758600, -5400, -1800 },
+            { 1730590200, -1800, -5400 } } },
+    };
+    for (size_t i = 0; i < HG_ARRAY_SIZE(cases); i++) {
+        unsigned char img[512];
+        char why[256];
+        size_t n = slim_tzif(cases[i].footer, img, sizeof(img));
+        struct hg_tz *tz = NULL;
+        if (hg_tz_parse(img, n, &tz, why, sizeof(why)) != 0)
+            fail_msg("'%s': %s", cases[i].footer, why);
+        expect_transitions(tz, cases[i].footer, cases[i].tr, 4);
+        hg_tz_free(tz);
+    }
+    /* Permanent daylight time written as DST all year (zic's idiom): always -4 h. */
+    unsigned char img[512];
+    char why[256];
+    struct hg_tz *tz = NULL;
+    size_t n = slim_tzif("EST5EDT,0/0,J365/25", img, sizeof(img));
+    assert_int_equal(hg_tz_parse(img, n, &tz, why, sizeof(why)), 0);
+    for (int64_t t = 1893456000; t < 1893456000 + 3 * 366 * 86400; t += 3600)
+        assert_int_equal(hg_tz_offset(tz, t), -14400);
+    hg_tz_free(tz);
+    /* No DST at all. */
+    n = slim_tzif("<+0530>-5:30", img, sizeof(img));
+    assert_int_equal(hg_tz_parse(img, n, &tz, why, sizeof(why)), 0);
+    assert_int_equal(hg_tz_offset(tz, 0), 19800);
+    hg_tz_free(tz);
+}
+
+static size_t be32_at(const unsigned char *p)
+{
+    return (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+}
+
+static void expect_parse_error(const void *img, size_t n, const char *want)
+{
+    struct hg_tz *tz = (struct hg_tz *)1;
+    char why[256] = "";
+    int rc = hg_tz_parse(img, n, &tz, why, sizeof(why));
+    if (rc != HG_ERR_PARSE || tz != NULL)
+        fail_msg("parsed (rc %d), want '%s'", rc, want);
+    if (strncmp(why, want, strlen(want)) != 0)
+        fail_msg("why '%s', want '%s'", why, want);
+}
+
+static void test_tz_corrupt(void **state)
+{
+    size_t n;
+    unsigned char *ny = slurp(ZONEINFO "America/New_York", &n);
+    unsigned char *bad = malloc(n + 64);
+    assert_non_null(bad);
+    /* Every truncation is refused, none crashes or reads past the end (ASan build). */
+    for (size_t len = 0; len < n; len++) {
+        struct hg_tz *tz = NULL;
+        char why[256];
+        unsigned char *cut = malloc(len ? len : 1);
+        memcpy(cut, ny, len);
+        assert_int_equal(hg_tz_parse(cut, len, &tz, why, sizeof(why)), HG_ERR_PARSE);
+        assert_null(tz);
+        free(cut);
+    }
+    expect_parse_error(ny, 20, "truncated header");
+    expect_parse_error(ny, 1000, "truncated data block");
+    expect_parse_error(ny, n - 1, "missing or truncated footer");
+    memcpy(bad, ny, n);
+    bad[0] = 'X';
+    expect_parse_error(bad, n, "bad magic (not a TZif file)");
+    memcpy(bad, ny, n);
+    bad[4] = '9';
+    expect_parse_error(bad, n, "unknown TZif version 0x39");
+    /* Where the 64-bit block starts and how many transitions it has, from the headers. */
+    size_t t1 = be32_at(ny + 32), y1 = be32_at(ny + 36), c1 = be32_at(ny + 40);
+    size_t b2 = 44 + t1 * 5 + y1 * 6 + c1 + 2 * y1;   /* no leap seconds; isstd and isut = typecnt */
+    assert_memory_equal(ny + b2, "TZif2", 5);
+    size_t nt = be32_at(ny + b2 + 32), ny_types = be32_at(ny + b2 + 36);
+    assert_true(nt > 2);
+    memcpy(bad, ny, n);
+    bad[b2 + 44 + nt * 8] = (unsigned char)ny_types;              /* first type index: one too far */
+    char want[128];
+    snprintf(want, sizeof(want), "transition 0 names local time type %zu of %zu", ny_types, ny_types);
+    expect_parse_error(bad, n, want);
+    memcpy(bad, ny, n);
+    memcpy(bad + b2 + 44 + 8, bad + b2 + 44, 8);                  /* second transition = first */
+    expect_parse_error(bad, n, "transition 1 is not after the one before");
+    memcpy(bad, ny, n);
+    bad[b2 + 44 + nt * 9] = 0x7f;                                 /* type 0's offset: +594 days */
+    expect_parse_error(bad, n, "local time type 0 has UTC offset");
+    memcpy(bad, ny, n);
+    bad[b2 + 31] = 1;                                             /* one leap second record */
+    expect_parse_error(bad, n, "leap-second records (a \"right/\" zone) are not supported");
+    bad[b2 + 31] = 9;                                             /* nine: past the end */
+    expect_parse_error(bad, n, "truncated data block (");
+    char footer[64];
+    footer_of(ny, n, footer, sizeof(footer));
+    assert_string_equal(footer, "EST5EDT,M3.2.0,M11.1.0");
+    memcpy(bad, ny, n);
+    memcpy(bad + n - 23, "EST5EDT,M3.2.0,M13.1.0", 22);           /* month 13 */
+    expect_parse_error(bad, n, "footer TZ string 'EST5EDT,M3.2.0,M13.1.0' is not a POSIX TZ string");
+    unsigned char img[512];
+    size_t in = slim_tzif("EST5EDT", img, sizeof(img));
+    expect_parse_error(img, in, "footer TZ string 'EST5EDT' has daylight time but no rules");
+    in = slim_tzif("E5", img, sizeof(img));
+    expect_parse_error(img, in, "footer TZ string 'E5' is not a POSIX TZ string");
+    free(bad);
+    free(ny);
+
+    /* Leap-second ("right/") zones are refused by name. */
+    struct hg_tz *tz = NULL;
+    char why[512];
+    if (access(ZONEINFO "right/UTC", R_OK) == 0) {
+        assert_int_equal(hg_tz_load("right/UTC", &tz, why, sizeof(why)), HG_ERR_PARSE);
+        assert_string_equal(why, "time zone 'right/UTC': " ZONEINFO "right/UTC is not a valid TZif file: "
+                                 "leap-second records (a \"right/\" zone) are not supported");
+    }
+}
+
+/* A corrupt zone file on disk, found through $TZDIR (as glibc reads it), is refused with its path. */
+static void test_tz_files(void **state)
+{
+    char dir[64] = "/tmp/hg-test-tz-XXXXXX", sub[96], path[128], why[512];
+    assert_non_null(mkdtemp(dir));
+    snprintf(sub, sizeof(sub), "%s/Bad", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(path, sizeof(path), "%s/Bad/Zone", dir);
+    size_t n;
+    unsigned char *ny = slurp(ZONEINFO "America/New_York", &n);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(ny, 1, 600, f), 600);
+    fclose(f);
+    free(ny);
+
+    struct hg_tz *tz = (struct hg_tz *)1;
+    assert_int_equal(hg_tz_load_file(path, &tz, why, sizeof(why)), HG_ERR_PARSE);
+    assert_null(tz);
+    char want[256];
+    snprintf(want, sizeof(want), "%s is not a valid TZif file: truncated data block", path);
+    assert_memory_equal(why, want, strlen(want));
+
+    setenv("TZDIR", dir, 1);
+    assert_int_equal(hg_tz_load("Bad/Zone", &tz, why, sizeof(why)), HG_ERR_PARSE);
+    snprintf(want, sizeof(want), "time zone 'Bad/Zone': %s is not a valid TZif file: truncated data block", path);
+    assert_memory_equal(why, want, strlen(want));
+    assert_int_equal(hg_tz_load("Bad", &tz, why, sizeof(why)), HG_ERR_NOT_FOUND);   /* a directory */
+    assert_string_equal(why, "unknown time zone 'Bad'");
+    assert_int_equal(hg_tz_load("America/New_York", &tz, why, sizeof(why)), HG_ERR_NOT_FOUND);
+    /* UTC needs no file. */
+    assert_int_equal(hg_tz_load("UTC", &tz, why, sizeof(why)), 0);
+    hg_tz_free(tz);
+    unsetenv("TZDIR");
+    unlink(path);
+    rmdir(sub);
+    rmdir(dir);
+
+    /* Names. */
+    static const struct {
+        const char *name;
+        int rc;
+    } names[] = {
+        { "Mars/Base", HG_ERR_NOT_FOUND },  { "America", HG_ERR_NOT_FOUND },
+        { "../etc/passwd", HG_ERR_INVALID }, { "America/../Europe/Berlin", HG_ERR_INVALID },
+        { "/etc/localtime", HG_ERR_INVALID }, { "", HG_ERR_INVALID },
+        { "zone.tab", HG_ERR_INVALID },      { "America/New York", HG_ERR_INVALID },
+    };
+    for (size_t i = 0; i < HG_ARRAY_SIZE(names); i++) {
+        tz = (struct hg_tz *)1;
+        if (hg_tz_load(names[i].name, &tz, why, sizeof(why)) != names[i].rc)
+            fail_msg("'%s': %s", names[i].name, why);
+        assert_null(tz);
+    }
+    assert_int_equal(hg_tz_load("Mars/Base", &tz, why, sizeof(why)), HG_ERR_NOT_FOUND);
+    assert_string_equal(why, "unknown time zone 'Mars/Base'");
+    assert_int_equal(hg_tz_load("../etc/passwd", &tz, why, sizeof(why)), HG_ERR_INVALID);
+    assert_string_equal(why, "'../etc/passwd' is not a time zone name (IANA names such as America/New_York: "
+                             "A-Z a-z 0-9 / _ - +, no leading '/', no '..')");
+    /* Names with digits, '+', '-' and '_' exist. */
+    static const char *const good[] = { "Etc/GMT+5", "America/Port-au-Prince", "America/Argentina/Buenos_Aires" };
+    for (size_t i = 0; i < HG_ARRAY_SIZE(good); i++)
+        hg_tz_free(tz_load(good[i]));
+}
+
 /* ------------------------------------------------------------------ config: per tenant, reload */
 
 static void test_conf_tenant_and_default(void **state)
@@ -718,6 +1068,11 @@ int main(void)
         cmocka_unit_test(test_long_text),
         cmocka_unit_test(test_set_errors),
         cmocka_unit_test(test_set_replaces),
+        cmocka_unit_test(test_tz_new_york),
+        cmocka_unit_test(test_tz_footer_matches_transitions),
+        cmocka_unit_test(test_tz_posix_forms),
+        cmocka_unit_test(test_tz_corrupt),
+        cmocka_unit_test(test_tz_files),
         cmocka_unit_test(test_conf_tenant_and_default),
         cmocka_unit_test(test_conf_reload),
         cmocka_unit_test(test_shared_between_threads),
