@@ -1,6 +1,6 @@
 /*
  * Unit tests for src/rules: keyword folding and boundaries, regexes, priority, tags, the text of
- * every provider, time zones (TZif and POSIX TZ rules), per-tenant lookup, reload.
+ * every provider, business hours and time zones (TZif and POSIX TZ rules), per-tenant lookup, reload.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -932,6 +932,298 @@ static void test_tz_files(void **state)
         hg_tz_free(tz_load(good[i]));
 }
 
+/* ------------------------------------------------------------------ business hours */
+
+#define MON_2025_06_02 1748822400   /* Monday 2025-06-02T00:00:00Z */
+#define AT(day, h, m) ((int64_t)MON_2025_06_02 + (day) * 86400 + (h) * 3600 + (m) * 60)
+
+/* Minutes of the week (from Monday 00:00 UTC) that `r` counts as business hours, as a string of spans. */
+static const char *open_spans(const struct hg_rules *r)
+{
+    static char out[512];
+    static const char *const days[] = { "mon", "tue", "wed", "thu", "fri", "sat", "sun" };
+    size_t o = 0;
+    out[0] = '\0';
+    int start = -1;
+    for (int m = 0; m <= 7 * 1440; m++) {
+        bool open = m < 7 * 1440 && !hg_rules_after_hours(r, AT(0, 0, m));
+        if (open && start < 0)
+            start = m;
+        if (!open && start >= 0) {
+            o += (size_t)snprintf(out + o, sizeof(out) - o, "%s%s %02d:%02d-%02d:%02d", o ? ", " : "", days[start / 1440],
+                                  start % 1440 / 60, start % 60, (m - start + start % 1440) / 60,
+                                  (m - start + start % 1440) % 60);
+            start = -1;
+        }
+    }
+    return out;
+}
+
+static const char *hours_of(const char *value)
+{
+    struct hg_rules *r = rules_of("hours", value, NULL);
+    static char out[512];
+    snprintf(out, sizeof(out), "%s", open_spans(r));
+    hg_rules_free(r);
+    return out;
+}
+
+static void expect_hours_error(const char *value, const char *want)
+{
+    struct hg_rules *r = hg_rules_new();
+    char why[256] = "";
+    assert_int_equal(hg_rules_set(r, "hours", value, why, sizeof(why)), HG_ERR_PARSE);
+    if (strcmp(why, want) != 0)
+        fail_msg("hours = %s: why '%s', want '%s'", value, why, want);
+    hg_rules_free(r);
+}
+
+static void test_hours_parse(void **state)
+{
+    /* Spans are printed from Monday 00:00 UTC; a span running past midnight prints as 22:00-30:00. */
+    assert_string_equal(hours_of("mon-fri 08:00-18:00, sat 09:00-13:00"),
+                        "mon 08:00-18:00, tue 08:00-18:00, wed 08:00-18:00, thu 08:00-18:00, fri 08:00-18:00, "
+                        "sat 09:00-13:00");
+    assert_string_equal(hours_of(" Mon-FRI  8:00 - 18:00 ,sat 09:00-13:00 "),
+                        "mon 08:00-18:00, tue 08:00-18:00, wed 08:00-18:00, thu 08:00-18:00, fri 08:00-18:00, "
+                        "sat 09:00-13:00");
+    /* A span without days takes the days of the item before it. */
+    assert_string_equal(hours_of("tue-wed 08:00-12:00, 13:00-17:00"),
+                        "tue 08:00-12:00, tue 13:00-17:00, wed 08:00-12:00, wed 13:00-17:00");
+    /* Day ranges wrap past Sunday (a Sunday-to-Thursday week). */
+    assert_string_equal(hours_of("sun-tue 09:00-17:00"), "mon 09:00-17:00, tue 09:00-17:00, sun 09:00-17:00");
+    /* 24:00 ends a day; overlapping items add up. */
+    assert_string_equal(hours_of("wed 00:00-24:00, wed 10:00-11:00"), "wed 00:00-24:00");
+    assert_string_equal(hours_of("thu 12:00-24:00, fri 00:00-01:00"), "thu 12:00-25:00");
+    /* Past midnight: into the next day; Sunday night runs into Monday. */
+    assert_string_equal(hours_of("fri 22:00-06:00"), "fri 22:00-30:00");
+    assert_string_equal(hours_of("sun 22:00-02:00"), "mon 00:00-02:00, sun 22:00-24:00");
+    assert_string_equal(hours_of("sat 20:00-00:00"), "sat 20:00-24:00");
+    assert_string_equal(hours_of("mon-sun 00:00-24:00"), "mon 00:00-168:00");
+
+    expect_hours_error("mon-fri", "days without a time span (HH:MM-HH:MM) in 'mon-fri'");
+    expect_hours_error("fr 08:00-18:00", "unknown day 'fr' (mon tue wed thu fri sat sun) in 'fr 08:00-18:00'");
+    expect_hours_error("monday 08:00-18:00",
+                       "unknown day 'monday' (mon tue wed thu fri sat sun) in 'monday 08:00-18:00'");
+    expect_hours_error("mon-xyz 08:00-18:00",
+                       "unknown day 'xyz' (mon tue wed thu fri sat sun) in 'mon-xyz 08:00-18:00'");
+    expect_hours_error("mon-8:00-18:00", "unknown day '8' (mon tue wed thu fri sat sun) in 'mon-8:00-18:00'");
+    expect_hours_error("mon 8-18", "bad time '8' (HH:MM, 00:00 to 24:00) in 'mon 8-18'");
+    expect_hours_error("mon 8:0-9:00", "bad time '8:0' (HH:MM, 00:00 to 24:00) in 'mon 8:0-9:00'");
+    expect_hours_error("mon 08:00-25:00", "bad time '25:00' (HH:MM, 00:00 to 24:00) in 'mon 08:00-25:00'");
+    expect_hours_error("mon 08:60-09:00", "bad time '08:60' (HH:MM, 00:00 to 24:00) in 'mon 08:60-09:00'");
+    expect_hours_error("mon 24:30-09:00", "bad time '24:30' (HH:MM, 00:00 to 24:00) in 'mon 24:30-09:00'");
+    expect_hours_error("mon 08:00", "a time span is HH:MM-HH:MM in 'mon 08:00'");
+    expect_hours_error("mon 08:00-", "bad time '' (HH:MM, 00:00 to 24:00) in 'mon 08:00-'");
+    expect_hours_error("mon 08:00-12:00 tue", "unexpected 'tue' in 'mon 08:00-12:00 tue'");
+    expect_hours_error("mon 24:00-08:00",
+                       "span '24:00-08:00' starts at 24:00 (24:00 can only end a span) in 'mon 24:00-08:00'");
+    expect_hours_error("mon 08:00-08:00",
+                       "span '08:00-08:00' is empty (a whole day is 00:00-24:00) in 'mon 08:00-08:00'");
+    expect_hours_error("08:00-18:00",
+                       "no days before the first time span (mon..sun, or a range like mon-fri) in '08:00-18:00'");
+    expect_hours_error("mon 08:00-12:00,, tue 08:00-12:00", "empty item in list");
+    expect_hours_error("mon 08:00-12:00,", "empty item in list");
+    expect_hours_error("mon 08:00-12:00; tue", "unexpected '; tue' in 'mon 08:00-12:00; tue'");
+
+    /* A failed set leaves the hours as they were; an empty value removes them. */
+    struct hg_rules *r = hg_rules_new();
+    char why[256];
+    assert_int_equal(hg_rules_set(r, "hours", "mon 08:00-09:00", why, sizeof(why)), 0);
+    assert_int_equal(hg_rules_set(r, "hours", "mon", why, sizeof(why)), HG_ERR_PARSE);
+    assert_string_equal(open_spans(r), "mon 08:00-09:00");
+    assert_int_equal(hg_rules_set(r, "hours", " ", why, sizeof(why)), 0);
+    hg_rules_seal(r);
+    assert_false(hg_rules_after_hours(r, AT(0, 3, 0)));
+    hg_rules_free(r);
+    assert_false(hg_rules_after_hours(NULL, AT(0, 3, 0)));
+}
+
+/* A message doc at `occurred_at` (NULL: none). */
+static json_t *text_at(const char *body, const char *occurred_at)
+{
+    json_t *doc = text_message(body);
+    if (occurred_at)
+        json_object_set_new(doc, "occurred_at", json_string(occurred_at));
+    return doc;
+}
+
+static const char *class_tags_at(const struct hg_rules *r, const char *body, const char *occurred_at)
+{
+    static char out[600];
+    json_t *doc = text_at(body, occurred_at);
+    const char *cls = apply(r, doc, NULL);
+    snprintf(out, sizeof(out), "%s [%s]", cls, tags_of(doc));
+    json_decref(doc);
+    return out;
+}
+
+static void test_hours_utc_default(void **state)
+{
+    struct hg_rules *r = rules_of("hours", "mon-fri 08:00-18:00", NULL);
+    assert_true(hg_rules_after_hours(r, AT(0, 7, 59) + 59));   /* Mon 07:59:59 UTC */
+    assert_false(hg_rules_after_hours(r, AT(0, 8, 0)));
+    assert_false(hg_rules_after_hours(r, AT(0, 17, 59) + 59));
+    assert_true(hg_rules_after_hours(r, AT(0, 18, 0)));
+    assert_true(hg_rules_after_hours(r, AT(5, 12, 0)));        /* Saturday */
+    assert_string_equal(class_tags_at(r, "hello", "2025-06-02T07:59:59Z"), "medium [after_hours]");
+    assert_string_equal(class_tags_at(r, "hello", "2025-06-02T08:00:00Z"), "medium []");
+    hg_rules_free(r);
+}
+
+static void test_hours_dst_new_york(void **state)
+{
+    /*
+     * Instants from Python's zoneinfo (America/New_York):
+     *   2025-03-09T06:59:59Z = Sun 01:59:59 EST    2025-03-09T07:00:00Z = Sun 03:00:00 EDT
+     *   2025-03-07T12:30:00Z = Fri 07:30:00 EST    2025-03-10T12:30:00Z = Mon 08:30:00 EDT
+     *   2025-11-02T04:59:59Z = Sun 00:59:59 EDT    2025-11-02T05:30:00Z = Sun 01:30:00 EDT
+     *   2025-11-02T06:30:00Z = Sun 01:30:00 EST    2025-11-02T07:00:00Z = Sun 02:00:00 EST
+     */
+    struct hg_rules *r = rules_of("timezone", "America/New_York", "hours", "mon-fri 08:00-18:00, sun 03:00-04:00",
+                                  NULL);
+    /* Spring forward: 02:00-03:00 does not exist; 03:00 EDT follows 01:59:59 EST. */
+    assert_string_equal(class_tags_at(r, "hi", "2025-03-09T06:59:59Z"), "medium [after_hours]");
+    assert_string_equal(class_tags_at(r, "hi", "2025-03-09T07:00:00Z"), "medium []");
+    /* The same UTC time of day is before opening in winter, after it in summer. */
+    assert_string_equal(class_tags_at(r, "hi", "2025-03-07T12:30:00Z"), "medium [after_hours]");
+    assert_string_equal(class_tags_at(r, "hi", "2025-03-10T12:30:00Z"), "medium []");
+    /* An offset in occurred_at is honored (the same instants). */
+    assert_string_equal(class_tags_at(r, "hi", "2025-03-07T07:30:00-05:00"), "medium [after_hours]");
+    assert_string_equal(class_tags_at(r, "hi", "2025-03-10T08:30:00-04:00"), "medium []");
+    hg_rules_free(r);
+
+    /* Fall back: 01:00-02:00 happens twice, and is in hours both times. */
+    r = rules_of("timezone", "America/New_York", "hours", "sun 01:00-02:00", NULL);
+    assert_string_equal(class_tags_at(r, "hi", "2025-11-02T04:59:59Z"), "medium [after_hours]");
+    assert_string_equal(class_tags_at(r, "hi", "2025-11-02T05:30:00Z"), "medium []");
+    assert_string_equal(class_tags_at(r, "hi", "2025-11-02T06:30:00Z"), "medium []");
+    assert_string_equal(class_tags_at(r, "hi", "2025-11-02T07:00:00Z"), "medium [after_hours]");
+    hg_rules_free(r);
+}
+
+static void test_hours_half_hour_zone(void **state)
+{
+    /* Python: 2025-06-02T03:30:00Z = Mon 09:00 IST (+05:30), 2025-06-02T12:30:00Z = Mon 18:00 IST. */
+    struct hg_rules *r = rules_of("timezone", "Asia/Kolkata", "hours", "mon-fri 09:00-18:00", NULL);
+    assert_string_equal(class_tags_at(r, "hi", "2025-06-02T03:29:59Z"), "medium [after_hours]");
+    assert_string_equal(class_tags_at(r, "hi", "2025-06-02T03:30:00Z"), "medium []");
+    assert_string_equal(class_tags_at(r, "hi", "2025-06-02T12:29:59Z"), "medium []");
+    assert_string_equal(class_tags_at(r, "hi", "2025-06-02T12:30:00Z"), "medium [after_hours]");
+    /* Sunday 23:59 UTC is Monday 05:29 in Kolkata: the weekday follows the zone too. */
+    assert_true(hg_rules_after_hours(r, AT(6, 23, 59)));
+    struct hg_rules *r2 = rules_of("timezone", "Asia/Kolkata", "hours", "mon 05:00-06:00", NULL);
+    assert_false(hg_rules_after_hours(r2, AT(6, 23, 59)));
+    hg_rules_free(r2);
+    hg_rules_free(r);
+}
+
+/* The plumber: burst pipe is high by day, emergency at night. */
+static void test_after_hours_rules(void **state)
+{
+    /*
+     * Python (America/New_York): 2025-06-03T14:00:00Z = Tue 10:00 EDT; 2025-06-04T02:00:00Z = Tue
+     * 22:00 EDT; 2025-06-07T16:59:00Z = Sat 12:59 EDT; 2025-06-07T17:00:00Z = Sat 13:00 EDT;
+     * 2025-06-08T16:00:00Z = Sun 12:00 EDT.
+     */
+    struct hg_rules *r = rules_of("timezone", "America/New_York", "hours", "mon-fri 08:00-18:00, sat 09:00-13:00",
+                                  "high", "burst pipe", "emergency_after_hours", "burst pipe",
+                                  "emergency_after_hours_regex", "\\bno (hot )?water\\b", "medium", "invoice",
+                                  "low_after_hours", "thanks", "tag.water", "burst pipe", NULL);
+    assert_string_equal(class_tags_at(r, "Burst pipe!", "2025-06-03T14:00:00Z"), "high [water]");
+    assert_string_equal(class_tags_at(r, "Burst pipe!", "2025-06-04T02:00:00Z"), "emergency [after_hours,water]");
+    assert_string_equal(class_tags_at(r, "Burst pipe!", "2025-06-07T16:59:00Z"), "high [water]");
+    assert_string_equal(class_tags_at(r, "Burst pipe!", "2025-06-07T17:00:00Z"), "emergency [after_hours,water]");
+    assert_string_equal(class_tags_at(r, "Burst pipe!", "2025-06-08T16:00:00Z"), "emergency [after_hours,water]");
+    /* Genesys writes milliseconds. */
+    assert_string_equal(class_tags_at(r, "Burst pipe!", "2025-06-04T02:00:00.512Z"), "emergency [after_hours,water]");
+    assert_string_equal(class_tags_at(r, "NO HOT WATER", "2025-06-04T02:00:00Z"), "emergency [after_hours]");
+    assert_string_equal(class_tags_at(r, "NO HOT WATER", "2025-06-03T14:00:00Z"), "medium []");
+    /* Every message out of hours is tagged, text or not; the highest class still wins. */
+    assert_string_equal(class_tags_at(r, "hello", "2025-06-04T02:00:00Z"), "medium [after_hours]");
+    assert_string_equal(class_tags_at(r, "thanks", "2025-06-04T02:00:00Z"), "low [after_hours]");
+    assert_string_equal(class_tags_at(r, "thanks", "2025-06-03T14:00:00Z"), "medium []");
+    assert_string_equal(class_tags_at(r, "thanks for the invoice", "2025-06-04T02:00:00Z"), "medium [after_hours]");
+    json_t *doc = message("reaction", "{\"emoji\": \"x\"}");
+    json_object_set_new(doc, "occurred_at", json_string("2025-06-04T02:00:00Z"));
+    apply(r, doc, NULL);
+    assert_string_equal(tags_of(doc), "after_hours");
+    /* Not a message: never after hours. */
+    json_object_set_new(doc, "kind", json_string("status"));
+    apply(r, doc, NULL);
+    assert_string_equal(tags_of(doc), "");
+    json_decref(doc);
+
+    /* The time: occurred_at, else received_at; neither parseable = in hours. */
+    doc = text_at("burst pipe", NULL);
+    json_object_set_new(doc, "received_at", json_string("2025-06-04T02:00:00.123Z"));
+    assert_string_equal(apply(r, doc, NULL), "emergency");
+    json_object_set_new(doc, "occurred_at", json_string("2025-06-03T14:00:00Z"));
+    assert_string_equal(apply(r, doc, NULL), "high");
+    json_object_set_new(doc, "occurred_at", json_string("yesterday"));
+    assert_string_equal(apply(r, doc, NULL), "emergency");
+    json_object_set_new(doc, "occurred_at", json_integer(1749002400));
+    assert_string_equal(apply(r, doc, NULL), "emergency");
+    json_object_del(doc, "received_at");
+    assert_string_equal(apply(r, doc, NULL), "high");
+    assert_string_equal(tags_of(doc), "water");
+    json_decref(doc);
+    hg_rules_free(r);
+
+    /* A rule tag named after_hours merges with the automatic one: listed once, in order. */
+    r = rules_of("hours", "mon-fri 08:00-18:00", "tag.after_hours", "urgent", "tag.a", "x", "tag.z", "x", NULL);
+    assert_string_equal(class_tags_at(r, "x", "2025-06-02T03:00:00Z"), "medium [a,after_hours,z]");
+    assert_string_equal(class_tags_at(r, "urgent x", "2025-06-02T03:00:00Z"), "medium [a,after_hours,z]");
+    assert_string_equal(class_tags_at(r, "urgent x", "2025-06-02T12:00:00Z"), "medium [a,after_hours,z]");
+    assert_string_equal(class_tags_at(r, "x", "2025-06-02T12:00:00Z"), "medium [a,z]");
+    hg_rules_free(r);
+    r = rules_of("hours", "mon-fri 08:00-18:00", "tag.b", "x", NULL);
+    assert_string_equal(class_tags_at(r, "x", "2025-06-02T03:00:00Z"), "medium [after_hours,b]");
+    hg_rules_free(r);
+    r = rules_of("hours", "mon-fri 08:00-18:00", "tag.aa", "x", NULL);
+    assert_string_equal(class_tags_at(r, "x", "2025-06-02T03:00:00Z"), "medium [aa,after_hours]");
+    hg_rules_free(r);
+}
+
+/* Without `hours`, nothing is after hours: the after-hours keys never match, no tag. */
+static void test_no_hours_never_after(void **state)
+{
+    struct hg_rules *r = rules_of("timezone", "America/New_York", "emergency_after_hours", "flood",
+                                  "high_after_hours_regex", "fire", NULL);
+    assert_false(hg_rules_after_hours(r, AT(6, 3, 0)));
+    assert_string_equal(class_tags_at(r, "flood", "2025-06-08T07:00:00Z"), "medium []");   /* Sunday 03:00 */
+    assert_string_equal(class_tags_at(r, "fire", "2025-06-08T07:00:00Z"), "medium []");
+    hg_rules_free(r);
+    /* Removing hours (an empty env override) switches them off again. */
+    r = rules_of("hours", "mon 08:00-09:00", "emergency_after_hours", "flood", "hours", "", NULL);
+    assert_string_equal(class_tags_at(r, "flood", "2025-06-08T07:00:00Z"), "medium []");
+    hg_rules_free(r);
+}
+
+static void test_after_hours_set_errors(void **state)
+{
+    expect_set_error("emergency_after_hour", "x", HG_ERR_NOT_FOUND, NULL);
+    expect_set_error("after_hours", "x", HG_ERR_NOT_FOUND, NULL);
+    expect_set_error("emergency_regex_after_hours", "x", HG_ERR_NOT_FOUND, NULL);
+    expect_set_error("Timezone", "UTC", HG_ERR_NOT_FOUND, NULL);
+    expect_set_error("emergency_after_hours", "a,,b", HG_ERR_PARSE, "empty keyword in list");
+    expect_set_error("high_after_hours_regex", "(", HG_ERR_PARSE, "bad regex: ");
+    expect_set_error("timezone", "Mars/Base", HG_ERR_PARSE, "unknown time zone 'Mars/Base'");
+    expect_set_error("timezone", "/etc/localtime", HG_ERR_PARSE, "'/etc/localtime' is not a time zone name");
+    expect_set_error("timezone", "../../etc/passwd", HG_ERR_PARSE, "'../../etc/passwd' is not a time zone name");
+    /* A failed timezone set keeps the zone; blanks around the name are trimmed; empty = UTC. */
+    struct hg_rules *r = hg_rules_new();
+    char why[256];
+    assert_int_equal(hg_rules_set(r, "hours", "mon 09:00-10:00", why, sizeof(why)), 0);
+    assert_int_equal(hg_rules_set(r, "timezone", " Asia/Kolkata ", why, sizeof(why)), 0);
+    assert_int_equal(hg_rules_set(r, "timezone", "Mars/Base", why, sizeof(why)), HG_ERR_PARSE);
+    assert_false(hg_rules_after_hours(r, AT(0, 3, 30)));   /* 09:00 IST */
+    assert_int_equal(hg_rules_set(r, "timezone", "", why, sizeof(why)), 0);
+    assert_true(hg_rules_after_hours(r, AT(0, 3, 30)));
+    assert_false(hg_rules_after_hours(r, AT(0, 9, 30)));
+    hg_rules_free(r);
+}
+
 /* ------------------------------------------------------------------ config: per tenant, reload */
 
 static void test_conf_tenant_and_default(void **state)
@@ -1019,24 +1311,28 @@ struct worker_arg {
 static void *worker_main(void *p)
 {
     struct worker_arg *a = p;
-    static const char *const texts[] = { "Burst pipe!", "no hot water", "thanks", "LEAKING tap", "hello" };
-    static const char *const want[] = { "emergency", "emergency", "low", "high", "medium" };
+    static const char *const texts[] = { "Burst pipe!", "no hot water", "thanks", "LEAKING tap", "hello", "drip" };
+    static const char *const want[] = { "emergency", "emergency", "low", "high", "medium", "high" };
     for (int i = 0; i < 2000; i++) {
-        json_t *doc = text_message(texts[i % 5]);
+        json_t *doc = text_message(texts[i % 6]);
+        /* "drip" is high only after hours: Tue 22:00 in New York (2025-06-04T02:00:00Z). */
+        if (i % 6 == 5)
+            json_object_set_new(doc, "occurred_at", json_string("2025-06-04T02:00:00Z"));
         int prio;
         const char *cls;
-        if (rules_apply(a->r, doc, &prio, &cls) != 0 || strcmp(cls, want[i % 5]) != 0)
+        if (rules_apply(a->r, doc, &prio, &cls) != 0 || strcmp(cls, want[i % 6]) != 0)
             a->bad++;
         json_decref(doc);
     }
     return NULL;
 }
 
-/* A sealed rule set is used by every worker thread at once (regexec on a shared regex_t). */
+/* A sealed rule set is used by every worker thread at once (regexec on a shared regex_t, the zone). */
 static void test_shared_between_threads(void **state)
 {
     struct hg_rules *r = rules_of("emergency", "burst pipe", "emergency_regex", "no (hot )?water", "high", "leak*",
-                                  "low", "thanks", "tag.x", "pipe", NULL);
+                                  "low", "thanks", "tag.x", "pipe", "timezone", "America/New_York", "hours",
+                                  "mon-fri 08:00-18:00", "high_after_hours", "drip", NULL);
     pthread_t th[4];
     struct worker_arg args[4];
     for (int i = 0; i < 4; i++) {
@@ -1073,6 +1369,13 @@ int main(void)
         cmocka_unit_test(test_tz_posix_forms),
         cmocka_unit_test(test_tz_corrupt),
         cmocka_unit_test(test_tz_files),
+        cmocka_unit_test(test_hours_parse),
+        cmocka_unit_test(test_hours_utc_default),
+        cmocka_unit_test(test_hours_dst_new_york),
+        cmocka_unit_test(test_hours_half_hour_zone),
+        cmocka_unit_test(test_after_hours_rules),
+        cmocka_unit_test(test_no_hours_never_after),
+        cmocka_unit_test(test_after_hours_set_errors),
         cmocka_unit_test(test_conf_tenant_and_default),
         cmocka_unit_test(test_conf_reload),
         cmocka_unit_test(test_shared_between_threads),
