@@ -243,8 +243,12 @@ static void tenant_free(struct hg_tenant_conf *t)
 
 /* ---------------------------------------------------------------- rules */
 
+/* The keys of every rules section other than tag keys (see hg_rules_set). */
 static const char *const rules_fixed_keys[] = {
     "low", "medium", "high", "emergency", "low_regex", "medium_regex", "high_regex", "emergency_regex",
+    "low_after_hours", "medium_after_hours", "high_after_hours", "emergency_after_hours",
+    "low_after_hours_regex", "medium_after_hours_regex", "high_after_hours_regex", "emergency_after_hours_regex",
+    "timezone", "hours",
 };
 
 /* A [rules.<id>] header: the id is a tenant id or "default"; it need not have a [tenant.<id>]. */
@@ -631,7 +635,7 @@ static int cmp_rules_env_name(const void *a, const void *b)
 }
 
 /*
- * Every env name a rules key answers to: the eight priority keys of each section and the tag keys
+ * Every env name a rules key answers to: the fixed keys of each section and the tag keys
  * its file section names (the environment cannot create tags, as it cannot create sections).
  * Sorted, so two keys that would share a name are found next to each other.
  */

@@ -1,22 +1,29 @@
 /*
  * Enrichment rules: case-folded keyword search with word boundaries and POSIX regexes over the
- * text of an event, giving it a priority class and tags. Built by the config loader, then frozen.
+ * text of an event, giving it a priority class and tags; business hours in the tenant's time zone
+ * decide whether the *_after_hours rules apply. Built by the config loader, then frozen.
  */
 #include <regex.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/common.h"
 #include "core/err.h"
+#include "core/time.h"
 #include "rules/rules.h"
+#include "rules/tz.h"
 
 #define RULES_MAX_KEYWORDS 1024     /* keywords in one key; an env value has no line cap */
 #define RULES_MAX_REGEX    4096     /* bytes of one pattern */
 #define RULES_TAG_MAX      64       /* bytes of a tag name */
 #define RULES_STACK_TEXT   4096     /* folded text up to this size needs no heap */
+#define RULES_DAY_MINUTES  1440
+#define RULES_WEEK_MINUTES (7 * RULES_DAY_MINUTES)
 
 static const char *const class_names[HG_RULES_N_CLASSES] = { "low", "medium", "high", "emergency" };
 static const int class_priorities[HG_RULES_N_CLASSES] = {
@@ -32,8 +39,9 @@ struct keyword {
 
 /* What one config key compiled to. */
 struct entry {
-    char *key;           /* "emergency", "high_regex", "tag.gas", "tag_regex.gas" */
+    char *key;           /* "emergency", "high_regex", "high_after_hours", "tag.gas", "tag_regex.gas" */
     int cls;             /* enum hg_rules_class, or -1 for a tag entry */
+    bool after_hours;    /* a *_after_hours key: matches only outside business hours */
     const char *tag;     /* tag entries: the name, inside `key` */
     unsigned tag_rank;   /* tag entries: index into hg_rules.tags (after seal) */
     struct keyword *kw;
@@ -47,6 +55,10 @@ struct hg_rules {
     size_t n;
     const char **tags;       /* after seal: distinct tag names, sorted (point into entries) */
     size_t n_tags;
+    struct hg_tz *tz;        /* the `timezone` key's zone; NULL = UTC */
+    bool has_hours;          /* the `hours` key is set, so an event can be "after hours" */
+    /* Business hours: bit m is set when minute m of the local week (Monday 00:00 = 0) is in them. */
+    uint8_t open[RULES_WEEK_MINUTES / 8];
     bool sealed;
 };
 
@@ -291,29 +303,37 @@ static bool valid_tag(const char *t)
     return true;
 }
 
-/* Split `key` into class or tag and keyword/regex kind. HG_ERR_NOT_FOUND / HG_ERR_PARSE. */
-static int key_parse(const char *key, int *cls, bool *regex, const char **tag, char *why, size_t wl)
+/* Split `key` into class or tag, keyword/regex kind, after hours or not. HG_ERR_NOT_FOUND / HG_ERR_PARSE. */
+static int key_parse(const char *key, int *cls, bool *regex, bool *after_hours, const char **tag, char *why,
+                     size_t wl)
 {
     *tag = NULL;
     *cls = -1;
     *regex = false;
+    *after_hours = false;
     if (strncmp(key, "tag.", 4) == 0) {
         *tag = key + 4;
     } else if (strncmp(key, "tag_regex.", 10) == 0) {
         *tag = key + 10;
         *regex = true;
     } else {
+        /* <class>, <class>_regex, <class>_after_hours, <class>_after_hours_regex */
         size_t kl = strlen(key);
         for (int c = 0; c < HG_RULES_N_CLASSES; c++) {
             size_t cl = strlen(class_names[c]);
             if (kl < cl || memcmp(key, class_names[c], cl) != 0)
                 continue;
-            if (key[cl] == '\0' || strcmp(key + cl, "_regex") == 0) {
+            const char *rest = key + cl;
+            *after_hours = strncmp(rest, "_after_hours", 12) == 0;
+            if (*after_hours)
+                rest += 12;
+            if (*rest == '\0' || strcmp(rest, "_regex") == 0) {
                 *cls = c;
-                *regex = key[cl] != '\0';
+                *regex = *rest != '\0';
                 return 0;
             }
         }
+        *after_hours = false;
         return HG_ERR_NOT_FOUND;
     }
     if (!valid_tag(*tag)) {
@@ -453,16 +473,251 @@ static size_t count_tags(const struct hg_rules *r, size_t skip, const char *extr
     return n + !extra_seen;
 }
 
+/* ---------------------------------------------------------------- time zone and business hours */
+
+static const char *const day_names[7] = { "mon", "tue", "wed", "thu", "fri", "sat", "sun" };
+
+static bool is_ascii_alpha(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool is_ascii_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static void skip_blanks(const char **p, const char *end)
+{
+    while (*p < end && is_ascii_blank(**p))
+        (*p)++;
+}
+
+/* One item of an `hours` list, for error messages: its text, and where it is being read. */
+struct hours_item {
+    const char *a, *b;   /* trimmed, without the commas */
+    const char *p;       /* read position */
+};
+
+static int hours_error(const struct hours_item *it, char *why, size_t wl, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* "<what> in '<item>'": every `hours` error quotes the item it is about. Returns HG_ERR_PARSE. */
+static int hours_error(const struct hours_item *it, char *why, size_t wl, const char *fmt, ...)
+{
+    char what[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    snprintf(why, wl, "%s in '%.*s'", what, (int)HG_MIN((size_t)(it->b - it->a), 80), it->a);
+    return HG_ERR_PARSE;
+}
+
+/* Length of the token at p for an error message: at least one byte when there is one, at most 40. */
+static int token_len(const char *p, const char *q, const char *end)
+{
+    size_t n = (size_t)(q - p);
+    if (n == 0 && p < end)
+        n = 1;
+    return (int)HG_MIN(n, 40);
+}
+
+/* A day name (mon..sun, any case) at it->p: 0 (Monday) .. 6 (Sunday). */
+static int hours_day(struct hours_item *it, int *day, char *why, size_t wl)
+{
+    const char *q = it->p;
+    while (q < it->b && is_ascii_alpha(*q))
+        q++;
+    size_t n = (size_t)(q - it->p);
+    for (int d = 0; d < 7 && n == 3; d++) {
+        if (strncasecmp(it->p, day_names[d], 3) == 0) {
+            *day = d;
+            it->p = q;
+            return 0;
+        }
+    }
+    return hours_error(it, why, wl, "unknown day '%.*s' (mon tue wed thu fri sat sun)", token_len(it->p, q, it->b),
+                       it->p);
+}
+
+/* H:MM or HH:MM at it->p, 00:00 .. 24:00, as minutes after midnight. */
+static int hours_time(struct hours_item *it, int *minutes, char *why, size_t wl)
+{
+    const char *q = it->p;
+    while (q < it->b && (is_ascii_digit(*q) || *q == ':'))
+        q++;
+    const char *t = it->p;
+    size_t n = (size_t)(q - t);
+    int h = -1, m = -1;
+    if (n == 4 && t[1] == ':')
+        h = t[0] - '0';
+    else if (n == 5 && t[2] == ':' && is_ascii_digit(t[0]) && is_ascii_digit(t[1]))
+        h = (t[0] - '0') * 10 + (t[1] - '0');
+    if (h >= 0 && is_ascii_digit(t[0]) && is_ascii_digit(t[n - 2]) && is_ascii_digit(t[n - 1]))
+        m = (t[n - 2] - '0') * 10 + (t[n - 1] - '0');
+    if (m < 0 || m > 59 || h > 24 || (h == 24 && m != 0))
+        return hours_error(it, why, wl, "bad time '%.*s' (HH:MM, 00:00 to 24:00)", token_len(t, q, it->b), t);
+    *minutes = h * 60 + m;
+    it->p = q;
+    return 0;
+}
+
+static void hours_open(uint8_t *open, int day, int from, int to)
+{
+    for (int m = from; m < to; m++) {
+        unsigned i = (unsigned)(day * RULES_DAY_MINUTES + m);
+        open[i / 8] |= (uint8_t)(1u << (i % 8));
+    }
+}
+
+/*
+ * One item, "<days> HH:MM-HH:MM" or (after an item with days) "HH:MM-HH:MM" for the same days,
+ * into `open`. *d1 and *d2 carry the days from item to item (-1 = none yet).
+ */
+static int hours_item(struct hours_item *it, int *d1, int *d2, uint8_t *open, char *why, size_t wl)
+{
+    int rc, from, to;
+    if (it->p < it->b && is_ascii_alpha(*it->p)) {
+        if ((rc = hours_day(it, d1, why, wl)))
+            return rc;
+        *d2 = *d1;
+        skip_blanks(&it->p, it->b);
+        if (it->p < it->b && *it->p == '-') {
+            it->p++;
+            skip_blanks(&it->p, it->b);
+            if ((rc = hours_day(it, d2, why, wl)))
+                return rc;
+        }
+        skip_blanks(&it->p, it->b);
+        if (it->p == it->b)
+            return hours_error(it, why, wl, "days without a time span (HH:MM-HH:MM)");
+    } else if (*d1 < 0) {
+        return hours_error(it, why, wl, "no days before the first time span (mon..sun, or a range like mon-fri)");
+    }
+    const char *span = it->p;
+    if ((rc = hours_time(it, &from, why, wl)))
+        return rc;
+    skip_blanks(&it->p, it->b);
+    if (it->p == it->b || *it->p != '-')
+        return hours_error(it, why, wl, "a time span is HH:MM-HH:MM");
+    it->p++;
+    skip_blanks(&it->p, it->b);
+    if ((rc = hours_time(it, &to, why, wl)))
+        return rc;
+    int span_len = (int)(it->p - span);
+    skip_blanks(&it->p, it->b);
+    if (it->p != it->b)
+        return hours_error(it, why, wl, "unexpected '%.*s'", token_len(it->p, it->b, it->b), it->p);
+    if (from == RULES_DAY_MINUTES)
+        return hours_error(it, why, wl, "span '%.*s' starts at 24:00 (24:00 can only end a span)", span_len, span);
+    if (from == to)
+        return hours_error(it, why, wl, "span '%.*s' is empty (a whole day is 00:00-24:00)", span_len, span);
+    for (int d = *d1;; d = (d + 1) % 7) {
+        if (from < to) {
+            hours_open(open, d, from, to);
+        } else {
+            /* Past midnight: the rest of this day and the start of the next (Sunday night -> Monday). */
+            hours_open(open, d, from, RULES_DAY_MINUTES);
+            hours_open(open, (d + 1) % 7, 0, to);
+        }
+        if (d == *d2)
+            break;
+    }
+    return 0;
+}
+
+/* The `hours` value into `open` (all closed first). */
+static int hours_parse(const char *v, uint8_t *open, char *why, size_t wl)
+{
+    int d1 = -1, d2 = -1;
+    memset(open, 0, RULES_WEEK_MINUTES / 8);
+    const char *p = v;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        struct hours_item it = { p, p + n, p };
+        skip_blanks(&it.a, it.b);
+        while (it.b > it.a && is_ascii_blank(it.b[-1]))
+            it.b--;
+        it.p = it.a;
+        if (it.a == it.b) {
+            snprintf(why, wl, "empty item in list");
+            return HG_ERR_PARSE;
+        }
+        int rc = hours_item(&it, &d1, &d2, open, why, wl);
+        if (rc)
+            return rc;
+        if (p[n] == '\0')
+            return 0;
+        p += n + 1;
+    }
+}
+
+static int timezone_set(struct hg_rules *r, const char *value, char *why, size_t wl)
+{
+    const char *a = value, *b = value + strlen(value);
+    skip_blanks(&a, b);
+    while (b > a && is_ascii_blank(b[-1]))
+        b--;
+    struct hg_tz *tz = NULL;
+    if (a < b) {
+        char name[HG_TZ_NAME_MAX + 2];
+        snprintf(name, sizeof(name), "%.*s", (int)HG_MIN((size_t)(b - a), sizeof(name) - 1), a);
+        if (hg_tz_load(name, &tz, why, wl) != 0)
+            return HG_ERR_PARSE;
+    }
+    hg_tz_free(r->tz);
+    r->tz = tz;
+    return 0;
+}
+
+static int hours_set(struct hg_rules *r, const char *value, char *why, size_t wl)
+{
+    if (value_empty(value)) {
+        r->has_hours = false;
+        memset(r->open, 0, sizeof(r->open));
+        return 0;
+    }
+    uint8_t open[sizeof(r->open)];
+    int rc = hours_parse(value, open, why, wl);
+    if (rc)
+        return rc;
+    memcpy(r->open, open, sizeof(open));
+    r->has_hours = true;
+    return 0;
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+bool hg_rules_after_hours(const struct hg_rules *r, int64_t t)
+{
+    if (r == NULL || !r->has_hours)
+        return false;
+    int64_t local = t + hg_tz_offset(r->tz, t);
+    int64_t days = floor_div(local, 86400);
+    int64_t minute = (local - days * 86400) / 60;
+    int64_t weekday = ((days + 3) % 7 + 7) % 7;   /* 1970-01-01 was a Thursday; Monday = 0 */
+    size_t i = (size_t)(weekday * RULES_DAY_MINUTES + minute);
+    return !((r->open[i / 8] >> (i % 8)) & 1);
+}
+
 int hg_rules_set(struct hg_rules *r, const char *key, const char *value, char *why, size_t wl)
 {
     int cls;
-    bool regex;
+    bool regex, after_hours;
     const char *tag;
     struct entry e;
     memset(&e, 0, sizeof(e));
     if (r->sealed)
         abort();   /* a sealed rule set is shared between threads */
-    int rc = key_parse(key, &cls, &regex, &tag, why, wl);
+    if (strcmp(key, "timezone") == 0)
+        return timezone_set(r, value, why, wl);
+    if (strcmp(key, "hours") == 0)
+        return hours_set(r, value, why, wl);
+    int rc = key_parse(key, &cls, &regex, &after_hours, &tag, why, wl);
     if (rc)
         return rc;
 
@@ -484,6 +739,7 @@ int hg_rules_set(struct hg_rules *r, const char *key, const char *value, char *w
 
     e.key = hg_xstrdup(key);
     e.cls = cls;
+    e.after_hours = after_hours;
     e.tag = tag ? e.key + (tag - key) : NULL;
     rc = regex ? regex_parse(value, &e, why, wl) : keywords_parse(value, &e, why, wl);
     if (rc) {
@@ -549,6 +805,7 @@ void hg_rules_free(struct hg_rules *r)
         entry_clear(&r->entries[i]);
     free(r->entries);
     free(r->tags);
+    hg_tz_free(r->tz);
     free(r);
 }
 
@@ -561,28 +818,40 @@ struct text {
     size_t count;
 };
 
-/* Per message type, the content keys holding text a person wrote or chose. */
+/*
+ * Per message type, the content keys holding text a person wrote or chose. Providers share the
+ * envelope, so one table serves them all: a key a provider does not fill is simply absent
+ * (WhatsApp media carry `caption`, Genesys attachments their caption in `body`).
+ */
 static const struct {
     const char *type;
     const char *keys[4];
 } text_keys[] = {
-    { "text", { "body" } },
-    { "image", { "caption" } },
-    { "video", { "caption" } },
-    { "document", { "caption" } },
-    { "button", { "text", "payload" } },
-    { "interactive", { "title", "description", "body" } },
-    { "order", { "text" } },
-    { "location", { "name", "address" } },
+    { "text", { "body" } },                                /* WhatsApp, Genesys, Twilio */
+    { "image", { "caption", "body" } },                    /* WhatsApp caption; Genesys body */
+    { "video", { "caption", "body" } },
+    { "document", { "caption", "body" } },
+    { "audio", { "body" } },                               /* Genesys */
+    { "structured", { "body" } },                          /* Genesys */
+    { "media", { "body" } },                               /* Twilio */
+    { "button", { "text", "payload" } },                   /* WhatsApp */
+    { "interactive", { "title", "description", "body" } }, /* WhatsApp */
+    { "order", { "text" } },                               /* WhatsApp */
+    { "location", { "name", "address" } },                 /* WhatsApp */
 };
+
+static bool is_message(const struct hg_json *doc)
+{
+    const char *kind = hg_json_str(hg_json_get(doc, "kind"));
+    return kind && strcmp(kind, "message") == 0;
+}
 
 static void text_collect(const struct hg_json *doc, struct text *t)
 {
     t->count = 0;
-    const char *kind = hg_json_str(hg_json_get(doc, "kind"));
     const char *type = hg_json_str(hg_json_get(doc, "type"));
     struct hg_json *content = hg_json_get(doc, "content");
-    if (kind == NULL || type == NULL || strcmp(kind, "message") != 0 || !hg_json_is_object(content))
+    if (!is_message(doc) || type == NULL || !hg_json_is_object(content))
         return;
     size_t budget = HG_RULES_MAX_TEXT;
     for (size_t i = 0; i < HG_ARRAY_SIZE(text_keys); i++) {
@@ -634,14 +903,48 @@ static bool entry_match(const struct entry *e, const char *folded, size_t fn, co
     return false;
 }
 
-/* Write priority and tags into doc, just before raw (so raw stays the last key). */
-static int doc_set(struct hg_arena *a, struct hg_json *doc, int cls, const struct hg_rules *r, uint64_t tags)
+/*
+ * The instant the event happened, Unix seconds: occurred_at (provider time; the normalizers put
+ * received_at there when the provider gave none), else received_at. False when neither parses.
+ */
+static bool event_time(const struct hg_json *doc, int64_t *t)
+{
+    static const char *const keys[] = { "occurred_at", "received_at" };
+    for (size_t i = 0; i < HG_ARRAY_SIZE(keys); i++) {
+        const struct hg_json *v = hg_json_get(doc, keys[i]);
+        int64_t ms;
+        if (hg_json_is_string(v) && hg_time_parse_rfc3339(v->str, v->len, &ms) == 0) {
+            *t = floor_div(ms, 1000);
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Write priority and tags into doc, just before raw (so raw stays the last key). `after_hours`
+ * adds HG_RULES_TAG_AFTER_HOURS in its sorted place, once even if a rule tag has the same name.
+ */
+static int doc_set(struct hg_arena *a, struct hg_json *doc, int cls, const struct hg_rules *r, uint64_t tags,
+                   bool after_hours)
 {
     int rc = 0;
     struct hg_json *arr = hg_json_array(a);
-    for (size_t i = 0; r && i < r->n_tags && arr; i++)
-        if (tags & (UINT64_C(1) << i))
+    for (size_t i = 0; r && i < r->n_tags && arr; i++) {
+        bool on = (tags >> i) & 1;
+        if (after_hours) {
+            int c = strcmp(HG_RULES_TAG_AFTER_HOURS, r->tags[i]);
+            if (c < 0)
+                rc |= hg_json_append(a, arr, hg_json_string(a, HG_RULES_TAG_AFTER_HOURS));
+            else if (c == 0)
+                on = true;
+            after_hours = c > 0;
+        }
+        if (on)
             rc |= hg_json_append(a, arr, hg_json_string(a, r->tags[i]));
+    }
+    if (after_hours && arr)
+        rc |= hg_json_append(a, arr, hg_json_string(a, HG_RULES_TAG_AFTER_HOURS));
     struct hg_json *raw = hg_json_get(doc, "raw");
     if (raw)
         hg_json_del(doc, "raw");
@@ -667,6 +970,9 @@ int hg_rules_apply(const struct hg_rules *r, struct hg_arena *a, struct hg_json 
     int rc = 0;
     struct text t;
     text_collect(doc, &t);
+    int64_t when;
+    bool after_hours =
+        r && r->has_hours && is_message(doc) && event_time(doc, &when) && hg_rules_after_hours(r, when);
     if (r && r->n && t.count) {
         /* One folded copy of all fields, '\0' between them so no keyword spans two fields. */
         size_t cap = t.count;
@@ -688,6 +994,8 @@ int hg_rules_apply(const struct hg_rules *r, struct hg_arena *a, struct hg_json 
             const struct entry *e = &r->entries[i];
             if (e->tag ? (tags >> e->tag_rank) & 1 : e->cls <= best)
                 continue;
+            if (e->after_hours && !after_hours)
+                continue;
             if (!entry_match(e, folded, fn, &t))
                 continue;
             if (e->tag)
@@ -697,7 +1005,7 @@ int hg_rules_apply(const struct hg_rules *r, struct hg_arena *a, struct hg_json 
         }
     }
     int cls = best < 0 ? HG_RULES_MEDIUM : best;
-    rc = doc_set(a, doc, cls, r, tags);
+    rc = doc_set(a, doc, cls, r, tags, after_hours);
     *priority = class_priorities[cls];
     *priority_class = class_names[cls];
     if (folded != stack)

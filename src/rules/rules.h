@@ -1,13 +1,16 @@
 /*
  * Per-tenant enrichment rules: keywords and regexes over an event's text that set its priority
- * class (low / medium / high / emergency, mapped to an AMQP priority) and its tags. The config
- * loader builds one struct hg_rules per [rules.<id>] section; after hg_rules_seal it is immutable
- * and shared read-only by every worker thread (see docs/configuration.md, [rules.<id>]).
+ * class (low / medium / high / emergency, mapped to an AMQP priority) and its tags, some of them
+ * only outside the tenant's business hours. The config loader builds one struct hg_rules per
+ * [rules.<id>] section; after hg_rules_seal it is immutable and shared read-only by every worker
+ * thread (see docs/configuration.md, [rules.<id>]).
  */
 #ifndef HG_RULES_RULES_H
 #define HG_RULES_RULES_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/json.h"
 
@@ -31,6 +34,9 @@ enum hg_rules_class {
 #define HG_RULES_MAX_KEYWORD  256       /* bytes of one keyword */
 #define HG_RULES_MAX_TEXT     (64u << 10) /* bytes of an event's text that rules look at */
 
+/* Tag every message event outside business hours gets (when the section defines `hours`). */
+#define HG_RULES_TAG_AFTER_HOURS "after_hours"
+
 struct hg_rules;
 
 /* Class name ("low", ...) and AMQP priority of `cls`; unknown values give medium. */
@@ -45,12 +51,18 @@ struct hg_rules *hg_rules_new(void);
  * same key (so an env override simply sets the key again). Keys:
  *   low | medium | high | emergency      comma-separated keywords
  *   low_regex | ... | emergency_regex    one POSIX ERE (glibc; REG_ICASE, ASCII case only)
+ *   <class>_after_hours                  keywords that set <class> only outside business hours
+ *   <class>_after_hours_regex            one ERE, the same
  *   tag.<name>                           comma-separated keywords that add tag <name>
  *   tag_regex.<name>                     one ERE that adds tag <name>
- * An empty value removes the key's rules. Returns 0; HG_ERR_NOT_FOUND when `key` is not a rules
- * key; HG_ERR_PARSE when the value is bad (empty keyword, '*' inside a keyword, regex that does
- * not compile, too many tags). On error `why` says why (never mentions `key`) and `r` is unchanged.
- * Only before hg_rules_seal.
+ *   timezone                             IANA zone of `hours` (default UTC), loaded now (rules/tz.h)
+ *   hours                                business hours: "mon-fri 08:00-18:00, sat 09:00-13:00"
+ * An empty value removes the key's rules (timezone: back to UTC; hours: none defined, so nothing
+ * is ever after hours). Returns 0; HG_ERR_NOT_FOUND when `key` is not a rules key; HG_ERR_PARSE
+ * when the value is bad (empty keyword, '*' inside a keyword, regex that does not compile, too
+ * many tags, unknown or unreadable time zone, bad hours). On error `why` says why (never mentions
+ * `key`) and `r` is unchanged. Only before hg_rules_seal. Reads the zone file (blocking I/O):
+ * config load only.
  */
 int hg_rules_set(struct hg_rules *r, const char *key, const char *value, char *why, size_t wl);
 
@@ -63,11 +75,18 @@ void hg_rules_free(struct hg_rules *r);
 /*
  * Evaluate `r` (NULL = no rules) against the normalized event `doc` and set doc.priority (class
  * name) and doc.tags (array of unique tag names, sorted by byte value), placed just before
- * doc.raw; existing values are replaced. The text looked at is, for kind "message" only:
- * content.body (text, interactive nfm_reply), content.caption (image, video, document),
- * content.text and content.payload (button), content.title and content.description (interactive
- * replies), content.text (order), content.name and content.address (location); at most
- * HG_RULES_MAX_TEXT bytes of it. No text or no match: medium and no tags.
+ * doc.raw; existing values are replaced. When `r` defines hours, a "message" event whose time
+ * (doc.occurred_at, else doc.received_at, RFC 3339) is outside them gets the tag
+ * HG_RULES_TAG_AFTER_HOURS and the *_after_hours rules apply to it; with no parseable time it
+ * counts as in hours. The text looked at is, for kind "message" only, by
+ * message type (the same table for every provider):
+ *   text, audio, structured, media         content.body
+ *   image, video, document                 content.caption, content.body
+ *   button                                 content.text, content.payload
+ *   interactive                            content.title, content.description, content.body
+ *   order                                  content.text
+ *   location                               content.name, content.address
+ * at most HG_RULES_MAX_TEXT bytes of it. No text or no match: medium and no tags.
  * *priority gets the AMQP priority (1, 4, 7 or 9) and *priority_class the class name (a static
  * string). Returns 0, or HG_ERR_INVALID when `doc` is not an object (out params are then medium,
  * `doc` is untouched). Thread-safe for a sealed `r`; allocates the new JSON values in `a` (the
@@ -75,5 +94,11 @@ void hg_rules_free(struct hg_rules *r);
  */
 int hg_rules_apply(const struct hg_rules *r, struct hg_arena *a, struct hg_json *doc, int *priority,
                    const char **priority_class);
+
+/*
+ * Is Unix time `t` (seconds) outside the business hours of `r`, in its time zone? False when `r`
+ * is NULL or defines no hours. Thread-safe for a sealed `r`, no allocation.
+ */
+bool hg_rules_after_hours(const struct hg_rules *r, int64_t t);
 
 #endif

@@ -127,3 +127,31 @@ def test_existing_queue_with_other_priority_is_refused(make_hg, rabbit, vhost):
     assert code == 503 and body.get("checks", {}).get("rabbitmq") == "down", (code, body)
     assert "x-max-priority" in fails[0]["fields"].get("error", ""), fails[0]
     assert not [r for r in h.log_records() if r.get("msg", "").startswith("amqp queue exists without")]
+
+
+def test_after_hours_escalation(make_hg, rabbit, vhost):
+    """Business hours: the same words are high by day and emergency at night in the tenant's zone,
+    and the night one carries the after_hours tag. The time is the message's own timestamp."""
+    rules = {"rules.acme": {"timezone": "America/New_York", "hours": "mon-fri 08:00-18:00, sat 09:00-13:00",
+                            "high": "burst pipe", "emergency_after_hours": "burst pipe"}}
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost), extra=rules))
+    wait_ready(h)
+    # Python zoneinfo: 1748959200 = Tue 2025-06-03 10:00 EDT, 1749002400 = Tue 22:00 EDT.
+    sent = {}
+    for ts, want in ((1748959200, ("high", [])), (1749002400, ("emergency", ["after_hours"])),
+                     (1749002401, ("medium", ["after_hours"]))):
+        w = hgm.new_wamid()
+        text = "Burst pipe in the basement" if want[0] != "medium" else "Can you come tomorrow?"
+        msg = hgm.text_message(w, text=text, ts=ts)
+        r = post(h, hgm.envelope([(hgm.DEFAULT_WABA, [hgm.messages_change([msg])])]), secret=hgm.ACME_SECRET,
+                 path=ACME_PATH)
+        assert r.status_code == 200, r.text
+        sent[w] = want
+    col = Collector(rabbit, vhost, [QUEUE_MESSAGES])
+    col.wait_for(list(sent), timeout=20)
+    for m in col.messages:
+        cls, tags = sent[m.message_id]
+        doc = m.json()
+        assert (doc["priority"], doc["tags"]) == (cls, tags), (m.message_id, doc["occurred_at"], doc["priority"],
+                                                             doc["tags"])
+        assert m.props.priority == PRIORITY[cls] and m.headers.get("x-priority-class") == cls

@@ -774,6 +774,113 @@ static void test_rules_errors(void **state)
     expect_rules_error("[rules.acme]\ntag.no-water = x\ntag.no_water = y\n",
                        ":3: 'tag.no-water' in [rules.acme] and 'tag.no_water' in [rules.acme] share the env name "
                        "HOOKGATE_RULES_ACME_TAG_NO_WATER", false);
+    /* Business hours: the zone is loaded at load time, so a bad one is a config error with its line. */
+    expect_rules_error("[rules.acme]\nhours = mon-fri 08:00-18:00\ntimezone = Mars/Base\n",
+                       ":3: timezone: unknown time zone 'Mars/Base'", false);
+    expect_rules_error("[rules.acme]\ntimezone = ../../etc/passwd\n",
+                       ":2: timezone: '../../etc/passwd' is not a time zone name (IANA names such as "
+                       "America/New_York: A-Z a-z 0-9 / _ - +, no leading '/', no '..')", false);
+    expect_rules_error("[rules.acme]\ntimezone = /etc/localtime\n",
+                       ":2: timezone: '/etc/localtime' is not a time zone name (IANA names such as "
+                       "America/New_York: A-Z a-z 0-9 / _ - +, no leading '/', no '..')", false);
+    expect_rules_error("[rules.acme]\nhours = mon-fri 08:00-18:00, sat\n",
+                       ":2: hours: days without a time span (HH:MM-HH:MM) in 'sat'", false);
+    expect_rules_error("[rules.acme]\nhours = fr 08:00-18:00\n",
+                       ":2: hours: unknown day 'fr' (mon tue wed thu fri sat sun) in 'fr 08:00-18:00'", false);
+    expect_rules_error("[rules.acme]\nhours = mon 18:00-18:00\n",
+                       ":2: hours: span '18:00-18:00' is empty (a whole day is 00:00-24:00) in 'mon 18:00-18:00'",
+                       false);
+    expect_rules_error("[rules.acme]\nemergency_after_hour = x\n",
+                       ":2: unknown key 'emergency_after_hour' in [rules.acme]", false);
+    expect_rules_error("[rules.acme]\nemergency_after_hours = a,,b\n",
+                       ":2: emergency_after_hours: empty keyword in list", false);
+    expect_rules_error("[rules.acme]\nhigh_after_hours_regex = (\n", ":2: high_after_hours_regex: bad regex: ", true);
+    /* A zone file that is not TZif ($TZDIR is where glibc, and hookgate, look for zones). */
+    char dir[64], path[128];
+    rules_file(dir, sizeof(dir), path, sizeof(path), "[rules.acme]\ntimezone = Broken\n");
+    char zone[128];
+    snprintf(zone, sizeof(zone), "%s/Broken", dir);
+    write_file(zone, "TZif2 but not really\n");
+    setenv("TZDIR", dir, 1);
+    char want[512];
+    snprintf(want, sizeof(want), "%s:2: timezone: time zone 'Broken': %s is not a valid TZif file: truncated header",
+             path, zone);
+    expect_error(path, want);
+    unsetenv("TZDIR");
+    unlink(zone);
+    rules_file_done(dir, path);
+}
+
+/* The plumber's after-hours escalation, from the file and the environment. */
+static void test_rules_hours(void **state)
+{
+    char dir[64], path[128];
+    rules_file(dir, sizeof(dir), path, sizeof(path),
+               "[rules.plumber]\n"
+               "timezone = America/New_York\n"
+               "hours = mon-fri 08:00-18:00, sat 09:00-13:00\n"
+               "high = burst pipe\n"
+               "emergency_after_hours = burst pipe, no heat\n"
+               "\n"
+               "[rules.other]\n"
+               "emergency_after_hours = burst pipe\n");
+    struct hg_conf *c = load_ok(path);
+    const struct hg_rules *r = hg_conf_rules(c, "plumber");
+    /* Python: 1748959200 = Tue 2025-06-03 10:00 EDT, 1749002400 = Tue 22:00 EDT. */
+    assert_false(hg_rules_after_hours(r, 1748959200));
+    assert_true(hg_rules_after_hours(r, 1749002400));
+    /* Without hours nothing is after hours. */
+    assert_false(hg_rules_after_hours(hg_conf_rules(c, "other"), 1749002400));
+    hg_conf_unref(c);
+
+    /* Env overrides: HOOKGATE_RULES_<ID>_TIMEZONE, _HOURS, _<CLASS>_AFTER_HOURS[_REGEX], for every section. */
+    setenv("HOOKGATE_RULES_PLUMBER_TIMEZONE", "Asia/Kolkata", 1);
+    setenv("HOOKGATE_RULES_PLUMBER_HOURS", "mon-sat 09:00-18:00", 1);
+    setenv("HOOKGATE_RULES_PLUMBER_EMERGENCY_AFTER_HOURS", "", 1);
+    setenv("HOOKGATE_RULES_OTHER_HIGH_AFTER_HOURS_REGEX", "^x$", 1);
+    setenv("HOOKGATE_RULES_OTHER_HOURS", "sun 00:00-24:00", 1);
+    c = load_ok(path);
+    r = hg_conf_rules(c, "plumber");
+    /* Python: 1748835000 = Mon 2025-06-02 09:00 IST; 1748834999 = 08:59:59. */
+    assert_false(hg_rules_after_hours(r, 1748835000));
+    assert_true(hg_rules_after_hours(r, 1748834999));
+    assert_true(hg_rules_after_hours(hg_conf_rules(c, "other"), 1748835000));   /* UTC Monday */
+    hg_conf_unref(c);
+    clear_env();
+
+    setenv("HOOKGATE_RULES_PLUMBER_TIMEZONE", "Mars/Base", 1);
+    expect_error(path, "env HOOKGATE_RULES_PLUMBER_TIMEZONE: unknown time zone 'Mars/Base'");
+    clear_env();
+    setenv("HOOKGATE_RULES_PLUMBER_HOURS", "mon", 1);
+    expect_error(path, "env HOOKGATE_RULES_PLUMBER_HOURS: days without a time span (HH:MM-HH:MM) in 'mon'");
+    clear_env();
+    setenv("HOOKGATE_RULES_PLUMBER_EMERGENCY_AFTER_HOUR", "x", 1);
+    expect_error(path, "env HOOKGATE_RULES_PLUMBER_EMERGENCY_AFTER_HOUR: no [rules.<id>] section or key matches it");
+    clear_env();
+
+    /* The commented [rules.*] example of the shipped file loads once uncommented. */
+    FILE *f = fopen("../../conf/hookgate.conf", "r");
+    assert_non_null(f);
+    char line[512], text[4096] = "";
+    size_t o = 0;
+    bool in = false;
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, ";[rules.", 8) == 0)
+            in = true;
+        else if (line[0] != ';')
+            in = false;
+        if (in && line[1] != ' ')
+            o += (size_t)snprintf(text + o, sizeof(text) - o, "%s", line + 1);
+    }
+    fclose(f);
+    assert_non_null(strstr(text, "emergency_after_hours = "));
+    write_file(path, text);
+    c = load_ok(path);
+    r = hg_conf_rules(c, "plumber");
+    assert_false(hg_rules_after_hours(r, 1748959200));   /* Tue 10:00 EDT */
+    assert_true(hg_rules_after_hours(r, 1749002400));    /* Tue 22:00 EDT */
+    hg_conf_unref(c);
+    rules_file_done(dir, path);
 }
 
 static void test_rules_env(void **state)
@@ -870,6 +977,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rules_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rules_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rules_env, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rules_hours, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rules_reload, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
