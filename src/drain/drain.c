@@ -60,7 +60,7 @@ static void item_step(struct item *it);
 static void archive_or_park(struct item *it);
 static void unpark(struct hg_drain *d, bool probe);
 static void item_build(struct item *it);
-static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec);
+static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct hg_record *rec);
 static struct item *item_from_entry(struct hg_drain *d, struct hg_spool_entry *e);
 
 /* ---- records ---- */
@@ -773,7 +773,7 @@ static char *put_text(char **at, const char *s, size_t n)
     return p;
 }
 
-static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec)
+static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct hg_record *rec)
 {
     /* One allocation for the item and its texts: five fewer mallocs per record. */
     size_t lens[3] = {
@@ -803,23 +803,13 @@ static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct
 /* A record read back from the spool (backlog or parked) as a new item; frees e. */
 static struct item *item_from_entry(struct hg_drain *d, struct hg_spool_entry *e)
 {
-    struct hg_drain_record rec = {
-        .request_id = e->request_id,
-        .tenant = e->tenant,
-        .provider = e->provider,
-        .received_at_ns = e->received_at_ns,
-        .headers = e->headers,
-        .headers_len = e->headers_len,
-        .body = e->body,
-        .body_len = e->body_len,
-    };
-    struct item *it = item_new(d, e->id, &rec);
+    struct item *it = item_new(d, e->id, &e->rec);
     hg_spool_entry_free(e);
     return it;
 }
 
 
-void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec,
+void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_record *rec,
                      struct hg_json_doc *doc)
 {
     /*
@@ -879,7 +869,7 @@ static void on_build_idle(uv_idle_t *h)
         uv_idle_stop(&d->build_idle);
 }
 
-void hg_drain_submit_acked(struct hg_drain *d, const struct hg_drain_record *rec, struct hg_json_doc *doc,
+void hg_drain_submit_acked(struct hg_drain *d, const struct hg_record *rec, struct hg_json_doc *doc,
                            hg_drain_ack_cb ack, void *arg)
 {
     struct item *it = item_new(d, 0, rec);

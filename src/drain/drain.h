@@ -17,6 +17,7 @@
 
 #include "core/json.h"
 #include "sink/sink.h"
+#include "spool/record.h"
 
 struct hg_spool;
 struct hg_sink;
@@ -54,24 +55,12 @@ struct hg_drain_backends {
                                     * the spool and are read back in order */
 };
 
-/* A spooled webhook as the drain needs it; strings and body are copied by hg_drain_submit. */
-struct hg_drain_record {
-    const char *request_id;
-    const char *tenant;
-    const char *provider;
-    uint64_t received_at_ns;
-    const char *headers;           /* "Name: value\n" lines kept for re-verification */
-    size_t headers_len;
-    const char *body;
-    size_t body_len;
-};
-
 int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_drain **out);
 /*
  * Hand on record `spool_id`. `doc` is the already parsed body (the provider's parse) or NULL (it
  * is then parsed from the body); the drain takes it over, and builds the events in its arena.
  */
-void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drain_record *rec,
+void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_record *rec,
                      struct hg_json_doc *doc);
 /*
  * ack = broker: hand on a webhook that is NOT in the spool. `ack(arg, 0)` runs once every event is
@@ -81,7 +70,7 @@ void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_drai
  * not touch `arg` after the call. The raw archive still runs; it does not change the answer.
  */
 typedef void (*hg_drain_ack_cb)(void *arg, int status);
-void hg_drain_submit_acked(struct hg_drain *d, const struct hg_drain_record *rec, struct hg_json_doc *doc,
+void hg_drain_submit_acked(struct hg_drain *d, const struct hg_record *rec, struct hg_json_doc *doc,
                            hg_drain_ack_cb ack, void *arg);
 
 /* True while the last raw-archive attempt failed (S3 down or refusing). */

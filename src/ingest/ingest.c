@@ -136,9 +136,9 @@ static void answer_accepted(struct hg_req *q)
 }
 
 /* The record as the spool and the drain take it. */
-static struct hg_drain_record req_record(const struct hg_req *q)
+static struct hg_record req_record(const struct hg_req *q)
 {
-    return (struct hg_drain_record){
+    return (struct hg_record){
         .request_id = q->request_id,
         .tenant = q->tenant_id,
         .provider = q->provider->name,
@@ -162,7 +162,7 @@ static void on_spooled(void *arg, int status, uint64_t id)
     }
     /* Durable: answer first, then hand the record on. */
     answer_accepted(q);
-    struct hg_drain_record rec = req_record(q);
+    struct hg_record rec = req_record(q);
     struct hg_json_doc *doc = q->doc;
     q->doc = NULL;
     hg_drain_submit(q->worker->drain, id, &rec, doc);
@@ -185,7 +185,7 @@ static void on_broker_acked(void *arg, int status)
 static void req_spool(struct hg_req *q)
 {
     struct hg_worker *w = q->worker;
-    struct hg_drain_record rec = req_record(q);
+    struct hg_record rec = req_record(q);
     if (w->ack_broker) {
         req_set_state(q, HG_REQ_BROKER);
         struct hg_json_doc *doc = q->doc;
@@ -193,18 +193,8 @@ static void req_spool(struct hg_req *q)
         hg_drain_submit_acked(w->drain, &rec, doc, on_broker_acked, q);
         return; /* q may be freed by now */
     }
-    struct hg_spool_record srec = {
-        .received_at_ns = rec.received_at_ns,
-        .request_id = rec.request_id,
-        .tenant = rec.tenant,
-        .provider = rec.provider,
-        .headers = rec.headers,
-        .headers_len = rec.headers_len,
-        .body = rec.body,
-        .body_len = rec.body_len,
-    };
     req_set_state(q, HG_REQ_SPOOL);
-    int rc = hg_spool_append(w->spool, &srec, on_spooled, q);
+    int rc = hg_spool_append(w->spool, &rec, on_spooled, q);
     if (rc != 0) {
         bool full = rc == HG_ERR_FULL;
         if (full)

@@ -616,22 +616,32 @@ static int read_entry(struct hg_spool *s, struct segment *seg, uint32_t idx, uin
         rc = HG_ERR_CORRUPT;
         goto fail;
     }
-    struct hg_spool_entry *e = hg_xcalloc(1, sizeof(*e));
+    /* One allocation: the entry and its five fields, each NUL-terminated (headers and body may
+     * hold NUL bytes: their lengths say where they end). */
+    size_t total = 0;
+    for (int i = 0; i < DATA_FIELDS; i++)
+        total += (size_t)f[i].n + 1;
+    struct hg_spool_entry *e = hg_xcalloc(1, sizeof(*e) + total);
+    char *at = e->data;
+    const char *dst[DATA_FIELDS];
+    for (int i = 0; i < DATA_FIELDS; i++) {
+        memcpy(at, f[i].p, f[i].n);
+        at[f[i].n] = '\0';
+        dst[i] = at;
+        at += f[i].n + 1;
+    }
     e->id = (uint64_t)seg->slot << 32 | idx;
-    e->received_at_ns = get64(rec + OFF_RECEIVED);
     e->spooled_at_ns = get64(rec + OFF_SPOOLED);
-    e->request_id = hg_xstrndup(f[0].p, f[0].n);
-    e->tenant = hg_xstrndup(f[1].p, f[1].n);
-    e->provider = hg_xstrndup(f[2].p, f[2].n);
-    /* Headers and body may hold NUL bytes: copy by length, NUL-terminated for convenience. */
-    e->headers = hg_xmalloc((size_t)f[3].n + 1);
-    memcpy(e->headers, f[3].p, f[3].n);
-    e->headers[f[3].n] = '\0';
-    e->headers_len = f[3].n;
-    e->body = hg_xmalloc((size_t)f[4].n + 1);
-    memcpy(e->body, f[4].p, f[4].n);
-    e->body[f[4].n] = '\0';
-    e->body_len = f[4].n;
+    e->rec = (struct hg_record){
+        .received_at_ns = get64(rec + OFF_RECEIVED),
+        .request_id = dst[0],
+        .tenant = dst[1],
+        .provider = dst[2],
+        .headers = dst[3],
+        .headers_len = f[3].n,
+        .body = dst[4],
+        .body_len = f[4].n,
+    };
     free(rec);
     *out = e;
     return 0;
@@ -666,12 +676,5 @@ int hg_spool_read(struct hg_spool *s, uint64_t id, struct hg_spool_entry **out)
 
 void hg_spool_entry_free(struct hg_spool_entry *e)
 {
-    if (e == NULL)
-        return;
-    free(e->request_id);
-    free(e->tenant);
-    free(e->provider);
-    free(e->headers);
-    free(e->body);
     free(e);
 }

@@ -779,7 +779,7 @@ void spool_schedule_commit(struct hg_spool *s, bool now)
 
 /* ---- public: append, release, stats ---- */
 
-int hg_spool_append(struct hg_spool *s, const struct hg_spool_record *rec, hg_spool_append_cb cb, void *arg)
+int hg_spool_append(struct hg_spool *s, const struct hg_record *rec, hg_spool_append_cb cb, void *arg)
 {
     if (s == NULL || rec == NULL || cb == NULL)
         return HG_ERR_INVALID;

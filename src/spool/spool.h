@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "spool/record.h"
+
 struct hg_spool;
 
 struct hg_spool_opts {
@@ -35,30 +37,13 @@ struct hg_spool_opts {
     void *on_fsync_arg;
 };
 
-/* What is appended: all pointers are only read during hg_spool_append (the spool copies). */
-struct hg_spool_record {
-    uint64_t received_at_ns;    /* wall clock, Unix ns */
-    const char *request_id;     /* X-Request-Id / correlation id */
-    const char *tenant;
-    const char *provider;       /* "whatsapp", ... */
-    const char *headers;        /* "name: value\n" lines needed to re-verify or replay */
-    size_t headers_len;
-    const char *body;           /* exact raw body */
-    size_t body_len;
-};
-
-/* A record read back at recovery. Owns its memory; free with hg_spool_entry_free. */
+/* A record read back from the spool: one allocation holding `rec`'s strings; free with
+ * hg_spool_entry_free. */
 struct hg_spool_entry {
     uint64_t id;                /* pass to hg_spool_release */
-    uint64_t received_at_ns;
     uint64_t spooled_at_ns;
-    char *request_id;
-    char *tenant;
-    char *provider;
-    char *headers;
-    size_t headers_len;
-    char *body;
-    size_t body_len;
+    struct hg_record rec;       /* its strings point into data */
+    char data[];
 };
 
 /* Fires once per accepted append: status 0 = durable (fsynced) with its id; <0 = not durable. */
@@ -81,7 +66,7 @@ int hg_spool_open(uv_loop_t *loop, const struct hg_spool_opts *opts, struct hg_s
  * HG_ERR_INVALID at once, and then `cb` never runs; returns 0 and `cb` runs exactly once, later,
  * after the record is fsynced (status 0, with its id) or failed (status <0: not durable).
  */
-int hg_spool_append(struct hg_spool *s, const struct hg_spool_record *rec, hg_spool_append_cb cb, void *arg);
+int hg_spool_append(struct hg_spool *s, const struct hg_record *rec, hg_spool_append_cb cb, void *arg);
 
 /*
  * The record was handed on (its sink confirmed it): forget it. A segment whose records are all

@@ -458,7 +458,7 @@ static void on_appended(void *arg, int status, uint64_t id)
     struct append_ctx *c = arg;
     struct fx *fx = c->fx;
     if (status == 0 && fx->drain) {
-        struct hg_drain_record rec = {
+        struct hg_record rec = {
             .request_id = c->request_id,
             .tenant = "acme",
             .provider = c->provider,
@@ -488,7 +488,7 @@ static void append_webhook_of(struct fx *fx, const char *provider, const char *r
     memcpy(c->body, body, len);
     c->body[len] = '\0';
     c->body_len = len;
-    struct hg_spool_record rec = {
+    struct hg_record rec = {
         .received_at_ns = 1739321025123000000ull,
         .request_id = request_id,
         .tenant = "acme",

@@ -128,7 +128,7 @@ static int append_one(struct hg_spool *s, int i, size_t body_len, struct result 
     assert_true(body_len <= sizeof(body));
     snprintf(rid, sizeof(rid), "req-%d", i);
     make_body(body, body_len, i);
-    struct hg_spool_record rec = {
+    struct hg_record rec = {
         .received_at_ns = 1700000000000000000ull + (uint64_t)i,
         .request_id = rid,
         .tenant = "acme",
@@ -146,14 +146,14 @@ static void check_entry(const struct hg_spool_entry *e, int i, size_t body_len)
     char rid[32], body[4096];
     snprintf(rid, sizeof(rid), "req-%d", i);
     make_body(body, body_len, i);
-    assert_string_equal(e->request_id, rid);
-    assert_string_equal(e->tenant, "acme");
-    assert_string_equal(e->provider, "whatsapp");
-    assert_int_equal(e->headers_len, sizeof(headers_fixed) - 1);
-    assert_memory_equal(e->headers, headers_fixed, sizeof(headers_fixed) - 1);
-    assert_int_equal(e->body_len, body_len);
-    assert_memory_equal(e->body, body, body_len);
-    assert_int_equal(e->received_at_ns, 1700000000000000000ull + (uint64_t)i);
+    assert_string_equal(e->rec.request_id, rid);
+    assert_string_equal(e->rec.tenant, "acme");
+    assert_string_equal(e->rec.provider, "whatsapp");
+    assert_int_equal(e->rec.headers_len, sizeof(headers_fixed) - 1);
+    assert_memory_equal(e->rec.headers, headers_fixed, sizeof(headers_fixed) - 1);
+    assert_int_equal(e->rec.body_len, body_len);
+    assert_memory_equal(e->rec.body, body, body_len);
+    assert_int_equal(e->rec.received_at_ns, 1700000000000000000ull + (uint64_t)i);
     assert_true(e->spooled_at_ns > 1600000000000000000ull);
 }
 
@@ -628,7 +628,7 @@ static void test_close_with_appends_in_flight(void **state)
     struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
     struct result r[10] = { { 0 } };
     char body[64] = "in flight";
-    struct hg_spool_record rec = { .request_id = "rid", .body = body, .body_len = strlen(body) };
+    struct hg_record rec = { .request_id = "rid", .body = body, .body_len = strlen(body) };
     close_order_appends = 0;
     for (int i = 0; i < 5; i++)
         assert_int_equal(hg_spool_append(s, &rec, on_append_counted, &r[i]), 0);
@@ -654,10 +654,10 @@ static void test_close_with_appends_in_flight(void **state)
     assert_int_equal(recs, 10);
     struct hg_spool_entry *e;
     assert_int_equal(hg_spool_recovered_next(s, &e), 0);
-    assert_string_equal(e->request_id, "rid");
-    assert_string_equal(e->tenant, ""); /* NULL fields come back empty */
-    assert_int_equal(e->headers_len, 0);
-    assert_memory_equal(e->body, body, strlen(body));
+    assert_string_equal(e->rec.request_id, "rid");
+    assert_string_equal(e->rec.tenant, ""); /* NULL fields come back empty */
+    assert_int_equal(e->rec.headers_len, 0);
+    assert_memory_equal(e->rec.body, body, strlen(body));
     hg_spool_entry_free(e);
     close_spool(f, s);
 }
@@ -1064,8 +1064,8 @@ static void test_defer_backlog(void **state)
     s = open_spool(f, 0, 1, 1 << 24, 1000);
     int n = 0;
     while (hg_spool_recovered_next(s, &e) == 0) {
-        assert_int_not_equal(e->received_at_ns, 1700000000000000000ull + 4);
-        assert_int_not_equal(e->received_at_ns, 1700000000000000000ull + 5);
+        assert_int_not_equal(e->rec.received_at_ns, 1700000000000000000ull + 4);
+        assert_int_not_equal(e->rec.received_at_ns, 1700000000000000000ull + 5);
         hg_spool_entry_free(e);
         n++;
     }
