@@ -118,3 +118,39 @@ def test_service_tenant_graph_token_cached_in_redis(make_hg):
         assert redis_db.client.get(key) == b"v" + SVC_TOKEN.encode()
     finally:
         redis_db.close()
+
+
+# --------------------------------------------------------------------------- one tenant path
+
+def test_handshake_uses_the_service_tenants_verify_token(hg_svc):
+    """Bug: service tenants failed Meta's GET handshake (only the config's tokens were read)."""
+    q = {"hub.mode": "subscribe", "hub.verify_token": "alpha-vt", "hub.challenge": "8675309"}
+    r = hg_svc.get("/webhooks/whatsapp/svc-alpha", params=q)
+    assert r.status_code == 200, r.text
+    assert r.text == "8675309"
+    r = hg_svc.get("/webhooks/whatsapp/svc-alpha", params=dict(q, **{"hub.verify_token": hgm.DEFAULT_VERIFY}))
+    assert r.status_code == 403, r.text
+    r = hg_svc.get("/webhooks/whatsapp/no-such-tenant", params=q)
+    assert r.status_code == 404, r.text
+
+
+def test_service_tenant_credentials_per_provider(hg_svc):
+    """A tenant of the service with Twilio and Genesys credentials only: found by its AccountSid,
+    verified with its own token; its WhatsApp webhooks get 503 (no credentials), not 401."""
+    from twilio.request_validator import RequestValidator
+    sid = "AC6001001aaaaaaaaaaaaaaaaaaaaaaaa"
+    params = {"MessageSid": "SM" + "1" * 32, "AccountSid": sid, "From": "+15551230001",
+              "To": "+15557650002", "Body": "hello", "NumMedia": "0"}
+    url = hg_svc.url("/webhooks/twilio")
+    sig = RequestValidator("plumb-twilio").compute_signature(url, params)
+    import requests
+    r = requests.post(url, data=params, headers={"X-Twilio-Signature": sig}, timeout=10)
+    assert r.status_code == 200, r.text
+    ev = {e["event_id"]: e for e in hg_svc.wait_events([params["MessageSid"]])}[params["MessageSid"]]
+    assert ev["tenant"] == "svc-plumb" and ev["provider"] == "twilio"
+    bad = RequestValidator("someone-else").compute_signature(url, params)
+    assert requests.post(url, data=params, headers={"X-Twilio-Signature": bad}, timeout=10).status_code == 401
+    r = hg_svc.post_whatsapp(hgm.text_envelope(), path="/webhooks/whatsapp/svc-plumb")
+    assert r.status_code == 503, r.text
+    assert r.headers.get("Retry-After")
+

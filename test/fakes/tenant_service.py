@@ -29,6 +29,9 @@ FIXED = {
     "2001002": {"tenant_id": "svc-alpha", "app_secrets": ["alpha-secret"],
                 "verify_token": "alpha-vt", "access_token": "alpha-at", "rate_limit": 500},
     "3001001": {"tenant_id": "svc-beta", "app_secrets": ["beta-1", "beta-2"]},
+    # A tenant of Genesys and Twilio only (no WhatsApp app secret), found by its Twilio AccountSid.
+    "AC6001001aaaaaaaaaaaaaaaaaaaaaaaa": {"tenant_id": "svc-plumb", "twilio_auth_tokens": ["plumb-twilio"],
+                                           "genesys_secrets": ["plumb-genesys"]},
 }
 
 lock = threading.Lock()
