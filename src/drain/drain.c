@@ -240,7 +240,7 @@ static void on_published(void *arg, int status)
         if (d->b.redis && !d->closing)
             hg_redis_dedup_abort(d->b.redis, e->dedup_key);
         /* Poison: an event the broker keeps refusing goes to the dead-letter path, not round forever. */
-        if (status == HG_ERR_REJECTED && ++e->rejections >= MAX_REJECTIONS && d->b.publish_dead &&
+        if (status == HG_ERR_REJECTED && ++e->rejections >= MAX_REJECTIONS && d->b.sink->ops->publish_dead &&
             e->dead_reason == NULL) {
             e->dead_reason = "rejected by the broker";
             hg_error(it->request_id, "event refused by the broker; dead-lettering it", "event_id", e->event_id, NULL);
@@ -270,7 +270,7 @@ static bool event_escalate(struct item_event *e, int rc)
     struct item *it = e->item;
     struct hg_drain *d = it->drain;
     const char *reason = rc == HG_ERR_TOO_BIG ? "too big for the sink" : "refused by the sink";
-    if (e->dead_reason == NULL && d->b.publish_dead) {
+    if (e->dead_reason == NULL && d->b.sink->ops->publish_dead) {
         e->dead_reason = reason;
         hg_error(it->request_id, "event refused by the sink for good; dead-lettering it", "event_id", e->event_id,
                  "error", hg_strerror(rc), NULL);
@@ -348,8 +348,8 @@ void drain_event_publish(struct item_event *e)
         e->publish_start_ns = hg_time_mono_ns();
         int rc = HG_ERR_CLOSED;
         if (!d->closing) {
-            if (e->dead_reason && d->b.publish_dead)
-                rc = d->b.publish_dead(d->b.sink, &ev, e->dead_reason, on_published, e);
+            if (e->dead_reason && d->b.sink->ops->publish_dead)
+                rc = d->b.sink->ops->publish_dead(d->b.sink, &ev, e->dead_reason, on_published, e);
             else
                 rc = hg_sink_publish(d->b.sink, &ev, on_published, e);
         }

@@ -39,10 +39,6 @@ struct hg_drain_backends {
     uint64_t dedup_ttl_ms;         /* how long a published id is remembered */
     struct hg_s3 *s3;              /* raw archive; NULL = no archive */
     const char *bucket;            /* archive bucket (copied) */
-    /* Dead-letter path of the sink (RabbitMQ DLX); NULL = dead letters are published as events
-     * with routing key "dead_letter.<reason>" on the sink itself. */
-    int (*publish_dead)(struct hg_sink *s, const struct hg_event *ev, const char *reason, hg_sink_cb cb,
-                        void *arg);
     /* Enrichment before publish (each NULL = not done). Messages get `mapping` from the State
      * Manager; image/video/audio/document/sticker messages get `media` once fetched and stored
      * (the Graph token from the config, or from `tenants` for the tenant service's tenants). */

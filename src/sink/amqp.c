@@ -546,6 +546,7 @@ static void sink_close(struct hg_sink *s, void (*done)(void *arg), void *arg)
 static const struct hg_sink_ops amqp_sink_ops = {
     .name = "amqp",
     .publish = amqpc_sink_publish,
+    .publish_dead = hg_amqp_publish_dead,
     .ready = sink_ready,
     .close = sink_close,
 };

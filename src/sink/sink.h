@@ -34,6 +34,11 @@ struct hg_sink_ops {
     const char *name;
     /* <0: refused now (callback never runs); 0: callback runs exactly once, later. */
     int (*publish)(struct hg_sink *s, const struct hg_event *ev, hg_sink_cb cb, void *arg);
+    /* Optional: the sink's dead-letter path for a poison event (RabbitMQ: the provider's DLX),
+     * with the reason ("unparseable", "rejected", ...); same contract as publish. NULL: dead
+     * letters are published as ordinary events, routing key "dead_letter.<reason>". */
+    int (*publish_dead)(struct hg_sink *s, const struct hg_event *ev, const char *reason, hg_sink_cb cb,
+                        void *arg);
     /* 0 when ready; else an error and *reason says why (static string). */
     int (*ready)(struct hg_sink *s, const char **reason);
     /* Flush what is pending (callbacks run), release everything, then done(arg). */

@@ -433,7 +433,6 @@ static int worker_open(struct hg_worker *w)
         .dedup_ttl_ms = c->dedup_ttl_ms,
         .s3 = w->s3,
         .bucket = c->s3_bucket,
-        .publish_dead = w->sink_is_amqp ? hg_amqp_publish_dead : NULL,
         .statemgr = w->statemgr,
         .media = w->media,
         .media_bucket = c->media_bucket,

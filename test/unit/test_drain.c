@@ -273,6 +273,15 @@ static const struct hg_sink_ops fake_ops = {
     .close = fake_close,
 };
 
+/* The same sink with a dead-letter path of its own (as RabbitMQ's DLX). */
+static const struct hg_sink_ops fake_ops_dead = {
+    .name = "fake-dlx",
+    .publish = fake_publish,
+    .publish_dead = fake_publish_dead,
+    .ready = fake_ready,
+    .close = fake_close,
+};
+
 /* Hold mode: complete accepted publish i with `status`, at the next idle run. */
 static void fake_complete(struct fake_sink *s, size_t i, int status)
 {
@@ -353,10 +362,10 @@ static int setup(void **state)
 /* The drain over the fixture's spool and fake sink; publish_dead and max_in_memory per test. */
 static void open_drain(struct fx *fx, bool with_dead_path, uint32_t max_in_memory)
 {
+    fx->sink.base.ops = with_dead_path ? &fake_ops_dead : &fake_ops;
     struct hg_drain_backends b = {
         .spool = fx->spool,
         .sink = &fx->sink.base,
-        .publish_dead = with_dead_path ? fake_publish_dead : NULL,
         .max_in_memory = max_in_memory,
     };
     assert_int_equal(hg_drain_open(&fx->loop, &b, &fx->drain), 0);
