@@ -373,15 +373,36 @@ void drain_event_publish(struct item_event *e)
 
 /* ---- dedup ---- */
 
+/* Enrichment is over (enrich_start's completion): publish, or go round again later. */
+static void on_enriched(struct item_event *e, bool retry)
+{
+    struct item *it = e->item;
+    it->outstanding--; /* the hold event_go took for the whole enrichment */
+    if (retry) {
+        drain_event_fail(e);
+    } else {
+        e->enriched = true;
+        drain_event_publish(e);
+    }
+    /* Inside enrich_start, event_go's caller settles the item (it may be freed by a settle). */
+    if (!e->in_enrich_start)
+        drain_item_settle(it);
+}
+
 /* Dedup said this event is new here: enrich it (first time) and publish it. */
 static void event_go(struct item_event *e)
 {
-    if (e->item->drain->closing)
+    if (e->item->drain->closing) {
         drain_event_fail(e);
-    else if (e->enriched)
+    } else if (e->enriched) {
         drain_event_publish(e);
-    else
-        enrich_start(e);
+    } else {
+        drain_event_set_state(e, EV_ENRICH);
+        e->item->outstanding++;
+        e->in_enrich_start = true;
+        enrich_start(e, on_enriched);
+        e->in_enrich_start = false;
+    }
 }
 
 static void on_dedup(void *arg, const struct hg_redis_dedup_result *res)

@@ -16,6 +16,14 @@
 #include "core/json.h"
 #include "drain/drain.h"
 
+struct item_event;
+/*
+ * Enrichment is over for this round: `retry` when something is undecided (media, closing) and the
+ * event must go round again later; else its document is complete. Runs exactly once per
+ * enrich_start, possibly inside it (when nothing needed a call, or every call refused at once).
+ */
+typedef void (*enrich_done_fn)(struct item_event *e, bool retry);
+
 /* Where one event is; every change goes through drain_event_set_state(). */
 enum event_state {
     EV_NEW,        /* not yet checked / to be retried */
@@ -47,6 +55,8 @@ struct item_event {
     char *json;                    /* NULL until the first publish */
     size_t json_len;
     unsigned enrich_pending;       /* enrichment calls in flight (plus a hold while starting) */
+    enrich_done_fn enrich_done;    /* enrich_start's completion, while enrich_pending > 0 */
+    bool in_enrich_start;          /* enrich_start is on the stack (the drain settles after it) */
     bool enriched;                 /* enrichment finished, or none needed */
     bool state_done, media_done;   /* that enrichment is in the document (or given up) */
     bool seq_done;                 /* conversation.sequence is decided (a number, or null) */
@@ -180,11 +190,11 @@ bool enrich_wants_media(const struct item_event *e);
 /* The event belongs to a conversation (conversation.id) and Redis numbers them. */
 bool enrich_wants_sequence(const struct item_event *e);
 /*
- * Start the enrichment calls still missing (mapping, media), in parallel; each holds one count of
- * the item's `outstanding`. When the last one is over the event is published, or failed for a
- * retry (media undecided this round, or closing). The drain calls it once dedup has let a
- * not-yet-enriched event through.
+ * Start the enrichment calls still missing (the conversation's sequence number first, then the
+ * State Manager and media in parallel); `done` runs once the last one is over. The drain calls it
+ * once dedup has let a not-yet-enriched event through; enrichment never calls the drain back by
+ * name, and never touches the item's outstanding count or settles it.
  */
-void enrich_start(struct item_event *e);
+void enrich_start(struct item_event *e, enrich_done_fn done);
 
 #endif

@@ -1,9 +1,10 @@
 /*
- * The drain's enrichment step: between dedup and publish, a message event gets its State Manager
- * `mapping` and, for media messages, its `media` (fetched from the Graph API and stored in S3;
- * the tenant's Graph token comes from the config, the Redis token cache or the tenant service),
- * in parallel. Each call holds one count of the item's `outstanding`; the last one to finish
- * publishes the event (drain.c), or fails it for a retry when the media was undecided this round.
+ * The drain's enrichment step: between dedup and publish, a conversation event gets its sequence
+ * number (Redis), then a message event gets its State Manager `mapping` (a conversation lifecycle
+ * change is told to the State Manager) and, for media messages, its `media` (fetched from the
+ * Graph API and stored in S3; the tenant's Graph token comes from the config, the Redis token
+ * cache or the tenant service), in parallel. Each call holds one count of `enrich_pending`; when
+ * the last one is over, the completion the drain passed to enrich_start runs.
  */
 #include <stdio.h>
 #include <string.h>
@@ -91,26 +92,22 @@ static void event_doc_set_jansson(struct item_event *e, const char *key, json_t 
 
 static void enrich_finish(struct item_event *e)
 {
-    if (e->enrich_retry || e->item->drain->closing) {
-        e->enrich_retry = false;
-        drain_event_fail(e);
-        return;
-    }
-    e->enriched = true;
-    drain_event_publish(e);
+    bool retry = e->enrich_retry || e->item->drain->closing;
+    e->enrich_retry = false;
+    enrich_done_fn done = e->enrich_done;
+    e->enrich_done = NULL;
+    done(e, retry);
 }
 
-/* One enrichment call (or the starting hold) is over. The caller settles the item after. */
+/* One enrichment call (or the starting hold) is over. */
 static void enrich_release(struct item_event *e)
 {
-    e->item->outstanding--;
     if (--e->enrich_pending == 0)
         enrich_finish(e);
 }
 
 static void enrich_hold(struct item_event *e)
 {
-    e->item->outstanding++;
     e->enrich_pending++;
 }
 
@@ -130,7 +127,6 @@ static void on_state(void *arg, const struct hg_statemgr_result *r)
         e->state_done = true;
     }
     enrich_release(e);
-    drain_item_settle(it);
 }
 
 static void state_start(struct item_event *e)
@@ -223,7 +219,6 @@ static void on_media(void *arg, const struct hg_media_result *res)
         e->media_done = true;
     }
     enrich_release(e);
-    drain_item_settle(it);
 }
 
 static void media_fetch(struct item_event *e, const char *token, bool from_cache)
@@ -289,7 +284,6 @@ static void on_media_tenant(void *arg, int status, struct hg_tenant *tn)
         e->enrich_retry = true; /* tenant service unavailable, or closing */
     }
     enrich_release(e);
-    drain_item_settle(it);
 }
 
 /* A tenant of the tenant service: its token comes from the tenant caches or the service. */
@@ -314,7 +308,6 @@ static void on_token_cached(void *arg, const struct hg_redis_cache_result *res)
     else
         token_resolve(e);
     enrich_release(e);
-    drain_item_settle(it);
 }
 
 static void media_start(struct item_event *e)
@@ -366,7 +359,6 @@ static void on_sequence(void *arg, const struct hg_redis_seq_result *res)
     if (!it->drain->closing)
         enrich_rest(e); /* the State Manager's body carries the number */
     enrich_release(e);
-    drain_item_settle(it);
 }
 
 /* Number the event in its conversation first (Redis INCR): 0 when asked, else not wanted. */
@@ -380,16 +372,16 @@ static int sequence_start(struct item_event *e)
     if (n > 0 && (size_t)n < sizeof(key) - 8 &&
         hg_redis_sequence_next(it->drain->b.redis, key, SEQUENCE_TTL_MS, on_sequence, e) == 0)
         return 0;
-    /* An id too long for a key, or a closing client: no number. */
+    /* An id too long for a key, or a closing client: no number (the hold is dropped without
+     * finishing: the other calls start next). */
     e->seq_done = true;
-    e->item->outstanding--;
     e->enrich_pending--;
     return -1;
 }
 
-void enrich_start(struct item_event *e)
+void enrich_start(struct item_event *e, enrich_done_fn done)
 {
-    drain_event_set_state(e, EV_ENRICH);
+    e->enrich_done = done;
     e->enrich_retry = false;
     if (!e->seq_done && enrich_wants_sequence(e) && sequence_start(e) == 0)
         return;
