@@ -103,9 +103,9 @@ def test_spool_gauges_return_to_zero_after_drain(hg):
     hgm.wait_until(drained, 10, interval=0.2, what="spool_records back to 0 after drain")
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/webhooks", "/webhooks/genesys", "/webhooks/twilio",
-                                  "/webhooks/pubsub", "/webhooks/generic/foo", "/healthz",
-                                  "/webhooks/whatsapp/acme/extra"])
+@pytest.mark.parametrize("path", ["/", "/nope", "/webhooks", "/webhooks/genesys/acme/extra",
+                                  "/webhooks/twilio/acme/extra", "/webhooks/pubsub", "/webhooks/generic/foo",
+                                  "/healthz", "/webhooks/whatsapp/acme/extra"])
 def test_unknown_paths_404_json(hg, path):
     r = hg.get(path)
     assert r.status_code == 404, (path, r.status_code)
@@ -118,6 +118,8 @@ def test_unknown_paths_404_json(hg, path):
 @pytest.mark.parametrize("method,path,allowed", [
     ("DELETE", "/webhooks/whatsapp", {"GET", "POST"}),
     ("PUT", "/webhooks/whatsapp/acme", {"GET", "POST"}),
+    ("GET", "/webhooks/genesys", {"POST"}),
+    ("DELETE", "/webhooks/twilio/acme", {"POST"}),
     ("POST", "/health", {"GET"}),
     ("POST", "/ready", {"GET"}),
     ("DELETE", "/metrics", {"GET"}),
