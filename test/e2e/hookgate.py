@@ -229,6 +229,27 @@ def write_spool_segment(spool_dir, records, worker=0, seq=1):
     return path
 
 
+def break_ndjson_sink(h):
+    """Make every NDJSON write of a running hookgate fail (its dir becomes a regular file; it
+    opens its output lazily, so before any event), so accepted records stay in the spool.
+    Undo with mend_ndjson_sink before a restart. As test_spool_crash.break_sink."""
+    import shutil
+    d = h.ndjson_dir
+    assert not list(d.rglob("*.ndjson")), "sink already has an open file; cannot break it"
+    shutil.rmtree(d)
+    d.write_text("not a directory\n")
+
+
+def mend_ndjson_sink(h):
+    h.ndjson_dir.unlink()
+    h.ndjson_dir.mkdir()
+
+
+def spool_bytes(h):
+    """Everything under the spool dir, concatenated (to look for what must or must not be there)."""
+    return b"".join(f.read_bytes() for f in sorted(h.spool_dir.rglob("*")) if f.is_file())
+
+
 # --------------------------------------------------------------------------- config
 
 def default_config(port, workdir):

@@ -180,10 +180,10 @@ def tw(hookgate_bin, tmp_path_factory):
     h = hgm.Hookgate(hookgate_bin, tmp_path_factory.mktemp("twilio"), overrides=TW_CONFIG)
     h.start()
     yield h
-    rc = h.stop() if h.running() else "not running"
-    rep = h.sanitizer_report()
+    assert h.running(), f"the module's hookgate died during the tests; stderr tail:\n{h.stderr_tail()}"
+    rc = h.stop()
     assert rc == 0, f"exit {rc} after SIGTERM; stderr tail:\n{h.stderr_tail()}"
-    assert rep is None, rep
+    assert h.sanitizer_report() is None, h.sanitizer_report()
 
 
 # --------------------------------------------------------------------------- accepted
@@ -331,6 +331,17 @@ def test_signature_for_another_url_401(tw):
     assert one_event(tw, p["MessageSid"])
 
 
+def test_form_without_content_type(tw):
+    """No Content-Type: the body is read as a form, as Twilio's validators do."""
+    p = sms()
+    url = tw.url("/webhooks/twilio")
+    r = requests.post(url, data=urllib.parse.urlencode(p).encode(), timeout=10, headers={
+        "X-Twilio-Signature": hgm.twilio_validator(TW_TOKEN).compute_signature(url, p)})
+    assert "Content-Type" not in r.request.headers
+    assert_twiml(r)
+    assert one_event(tw, p["MessageSid"])["raw"] == p
+
+
 def test_signature_header_trailing_whitespace(tw):
     p = sms()
     sig = hgm.twilio_validator(TW_TOKEN).compute_signature(tw.url("/webhooks/twilio"), p)
@@ -362,6 +373,20 @@ def test_behind_a_proxy_without_public_url(tw):
     evs = events_by_id(tw, [a["MessageSid"], b["MessageSid"], c["MessageSid"], d["MessageSid"]])
     assert evs[c["MessageSid"]][0]["tenant"] == "acme"
     assert_absent(tw, [x["MessageSid"] for x in (bad1, bad2, bad3)])
+
+
+def test_no_host_and_no_public_url_401(tw):
+    """HTTP/1.0 without Host and no public_url: the URL Twilio called cannot be rebuilt."""
+    p = sms()
+    body = urllib.parse.urlencode(p).encode()
+    sig = hgm.twilio_validator(TW_TOKEN).compute_signature(tw.url("/webhooks/twilio"), p)
+    with tw.raw() as c:
+        c.send(b"POST /webhooks/twilio HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+               + f"X-Twilio-Signature: {sig}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        r = c.read_response()
+    assert r.status == 401, r
+    assert r.json()["message"] == "cannot tell the URL Twilio called: no public_url and no Host header", r
+    assert_absent(tw, [p["MessageSid"]])
 
 
 def test_validator_agrees_with_published_vector():
@@ -475,6 +500,8 @@ def test_unknown_path_tenant_404(tw):
     p = sms()
     path = "/webhooks/twilio/nosuchtenant"
     assert_error(tw.post_twilio(p, TW_TOKEN, path=path), 404, code="unknown_tenant")
+    # Without a signature it is a 401 first: no tenant lookup for a bare request.
+    assert_error(tw.post_twilio(p, None, path=path), 401, "missing X-Twilio-Signature")
     assert_absent(tw, [p["MessageSid"]])
 
 
@@ -490,6 +517,10 @@ def test_tenant_with_its_own_token(tw):
     r3 = sms()
     assert_twiml(tw.post_twilio(r3, TW_TOKEN, path="/webhooks/twilio/initech"))
     assert one_event(tw, r3["MessageSid"])["tenant"] == "initech"
+    # The path wins over the AccountSid of another tenant.
+    r4 = sms(account=ACME_SID)
+    assert_twiml(tw.post_twilio(r4, TW_TOKEN, path="/webhooks/twilio/initech"))
+    assert one_event(tw, r4["MessageSid"])["tenant"] == "initech"
     assert_absent(tw, [q["MessageSid"]])
 
 
@@ -615,7 +646,9 @@ def test_redis_dedup_and_amqp_queues(make_hg, rabbit, vhost, redis_db):
     rec = recording()
     alert = debugger_alert()
     acme = sms("for acme", account=ACME_SID)
+    urgent = sms("Burst pipe in the kitchen!")
     want = {
+        urgent["MessageSid"]: (Q_MESSAGES, "message", "text", urgent, "default"),
         text["MessageSid"]: (Q_MESSAGES, "message", "text", text, "default"),
         media["MessageSid"]: (Q_MESSAGES, "message", "media", media, "default"),
         f"{st['MessageSid']}:delivered": (Q_STATUS, "status", "delivered", st, "default"),
@@ -657,6 +690,9 @@ def test_redis_dedup_and_amqp_queues(make_hg, rabbit, vhost, redis_db):
         assert doc["raw"] == p, where
         if p is not text:
             assert m.props.correlation_id == rids[m.message_id], where
+        # [rules.default] emergency = burst pipe reaches the broker as the AMQP priority.
+        cls, prio = ("emergency", 9) if p is urgent else ("medium", 4)
+        assert (m.headers.get("x-priority-class"), m.props.priority, doc["priority"]) == (cls, prio, cls), where
     assert metric(h, "dedup_duplicates_total") >= 2
     assert redis_db.client.get(f"hg:dedup:default:{text['MessageSid']}") == b"done"
     assert not rabbit.take_all(vhost, ("INBOUND_WHATSAPP_MESSAGES", "INBOUND_GENESYS_MESSAGES"))
@@ -709,25 +745,58 @@ def test_poison_record_dead_lettered(make_hg, rabbit, vhost):
 
 # --------------------------------------------------------------------------- durability
 
-def test_kill9_after_ack_loses_nothing(make_hg):
-    h = make_hg(overrides=TW_CONFIG)
+def post_mixed(h, n):
+    """n webhooks, TwiML each: SMS and status forms, and JSON status callbacks (bodySHA256).
+    Returns {event id: raw params}."""
     posted = {}
-    for i in range(30):
-        if i % 3 == 0:
+    for i in range(n):
+        if i % 4 == 0:
+            doc = {"AccountSid": DEFAULT_SID, "MessageSid": sid("SM"), "MessageStatus": "failed",
+                   "ErrorCode": 30007, "ErrorMessage": "Message filtered"}
+            assert_twiml(h.post_twilio_json(json.dumps(doc), TW_TOKEN))
+            posted[doc["MessageSid"] + ":failed"] = doc
+        elif i % 4 == 1:
             p = message_status(st="delivered")
-            eid = p["MessageSid"] + ":delivered"
+            assert_twiml(h.post_twilio(p, TW_TOKEN))
+            posted[p["MessageSid"] + ":delivered"] = p
         else:
             p = sms(f"durable {i}")
-            eid = p["MessageSid"]
-        assert_twiml(h.post_twilio(p, TW_TOKEN))
-        posted[eid] = p
-    h.kill9()
-    h.start()
+            assert_twiml(h.post_twilio(p, TW_TOKEN))
+            posted[p["MessageSid"]] = p
+    return posted
+
+
+def check_sink_after_crash(h, posted):
+    """Every event is in the sink, as posted (a JSON body still read as JSON after recovery), and
+    a redelivery after the crash is the same event."""
     h.wait_events(posted, timeout=30)
     by_id = collections.defaultdict(list)
     for e in h.read_events(strict=True):
         by_id[e["event_id"]].append(e)
     assert set(by_id) == set(posted), set(by_id) ^ set(posted)
     for eid, p in posted.items():
-        # A redelivery after the crash is the same event, never another.
-        assert all(e["raw"] == p and e["provider"] == "twilio" for e in by_id[eid]), eid
+        assert all(e["raw"] == p and e["provider"] == "twilio" for e in by_id[eid]), (eid, by_id[eid])
+
+
+def test_kill9_right_after_ack_loses_nothing(make_hg):
+    h = make_hg(overrides=TW_CONFIG)
+    posted = post_mixed(h, 30)
+    h.kill9()
+    h.start()
+    check_sink_after_crash(h, posted)
+
+
+def test_kill9_with_records_in_the_spool_loses_nothing(make_hg):
+    """The sink is broken, so every acknowledged webhook is still in the spool at the kill: all come
+    out of recovery (which parses each body again by its spooled Content-Type) after the restart."""
+    h = make_hg(overrides=TW_CONFIG)
+    hgm.break_ndjson_sink(h)
+    posted = post_mixed(h, 24)
+    hgm.wait_until(lambda: hgm.metric_sum(h.metrics(), "spool_records") >= len(posted), 5, interval=0.2,
+                   what="spool_records to count the undelivered records")
+    h.kill9()
+    hgm.mend_ndjson_sink(h)
+    h.start()
+    check_sink_after_crash(h, posted)
+    failed = [e for e in h.read_events() if e["type"] == "failed"]
+    assert failed and all(e["errors"] == [{"code": 30007, "message": "Message filtered"}] for e in failed)
