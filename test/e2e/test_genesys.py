@@ -591,6 +591,29 @@ def test_poison_record_dead_lettered(make_hg, rabbit, vhost):
     assert collections.Counter(m.message_id for m in col.messages) == {dead_id: 1, good["id"]: 1}
 
 
+def test_event_the_broker_refuses_dead_lettered(make_hg, rabbit, vhost):
+    """The broker refuses every publish to INBOUND_GENESYS_MESSAGES (nack): the message goes, after
+    a few tries, to INBOUND_GENESYS_MESSAGES.dlq through genesys.inbound.dlx; receipts still flow."""
+    rabbit.set_policy(vhost, "rejectall", f"^{Q_MESSAGES}$", {"max-length": 0, "overflow": "reject-publish"})
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost), extra=GX_CONFIG))
+    wait_ready(h)
+    text = om_text("never accepted by the queue")
+    rid = new_request_id()
+    assert h.post_genesys(text, secret=GX_SECRET, request_id=rid).status_code == 200
+    msg_id = new_id()
+    assert h.post_genesys(om_receipt(msg_id, "Sent"), secret=GX_SECRET).status_code == 200
+    receipt_id = f"{msg_id}:receipt:sent"
+    col = Collector(rabbit, vhost, ALL_QUEUES)
+    col.wait_for([text["id"], receipt_id], timeout=30, what="the dead-lettered and the live event")
+    dead = [m for m in col.messages if m.message_id == text["id"]]
+    assert [(m.queue, m.exchange) for m in dead] == [(Q_MESSAGES + ".dlq", DLX)], dead
+    assert dead[0].headers.get("x-death-reason") and dead[0].headers.get("x-provider") == "genesys", dead[0].headers
+    assert dead[0].props.correlation_id == rid
+    assert dead[0].json()["raw"] == text
+    assert [m.queue for m in col.messages if m.message_id == receipt_id] == [Q_RECEIPTS]
+    wait_spool_empty(h, timeout=20)
+
+
 # --------------------------------------------------------------------------- durability
 
 def check_sink_after_crash(h, bodies):

@@ -743,6 +743,29 @@ def test_poison_record_dead_lettered(make_hg, rabbit, vhost):
     assert collections.Counter(m.message_id for m in col.messages) == {dead_id: 1, good["MessageSid"]: 1}
 
 
+def test_event_the_broker_refuses_dead_lettered(make_hg, rabbit, vhost):
+    """The broker refuses every publish to TWILIO_STATUS_UPDATES (nack): the status goes, after a
+    few tries, to TWILIO_STATUS_UPDATES.dlq through twilio.inbound.dlx; messages still flow."""
+    rabbit.set_policy(vhost, "rejectall", f"^{Q_STATUS}$", {"max-length": 0, "overflow": "reject-publish"})
+    h = make_hg(overrides=backend_overrides(rabbit.url(vhost), extra=TW_CONFIG))
+    wait_ready(h)
+    st = message_status(st="read")
+    rid = new_request_id()
+    assert_twiml(h.post_twilio(st, TW_TOKEN, request_id=rid))
+    text = sms()
+    assert_twiml(h.post_twilio(text, TW_TOKEN))
+    st_id = st["MessageSid"] + ":read"
+    col = Collector(rabbit, vhost, ALL_QUEUES)
+    col.wait_for([st_id, text["MessageSid"]], timeout=30, what="the dead-lettered and the live event")
+    dead = [m for m in col.messages if m.message_id == st_id]
+    assert [(m.queue, m.exchange) for m in dead] == [(Q_STATUS + ".dlq", DLX)], dead
+    assert dead[0].headers.get("x-death-reason") and dead[0].headers.get("x-provider") == "twilio", dead[0].headers
+    assert dead[0].props.correlation_id == rid
+    assert dead[0].json()["raw"] == st
+    assert [m.queue for m in col.messages if m.message_id == text["MessageSid"]] == [Q_MESSAGES]
+    wait_spool_empty(h, timeout=20)
+
+
 # --------------------------------------------------------------------------- durability
 
 def post_mixed(h, n):
