@@ -2,6 +2,7 @@
 sign and send WhatsApp webhooks, read the NDJSON sink, parse /metrics, and talk raw HTTP over a
 socket for the edge cases a client library would smooth over."""
 
+import base64
 import copy
 import hashlib
 import hmac
@@ -11,6 +12,7 @@ import pathlib
 import re
 import signal
 import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -161,6 +163,91 @@ def body_bytes(doc):
     if isinstance(doc, str):
         return doc.encode()
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+# --------------------------------------------------------------------------- Genesys and Twilio
+
+def sign_genesys(secret, body):
+    """Genesys X-Hub-Signature-256 for `body` (bytes): sha256= + base64 (not hex) HMAC-SHA256."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    return "sha256=" + base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest()).decode()
+
+
+def twilio_validator(token):
+    """Twilio's own validator (Debian's python3-twilio): hookgate's signature code is not used."""
+    from twilio.request_validator import RequestValidator
+    return RequestValidator(token)
+
+
+# --------------------------------------------------------------------------- spool records
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _spool_record(rtype, payload, received_ns=0):
+    """One record of docs/spool.md: 32-byte header (magic, type, version 1, length, CRC-32C over
+    everything but the CRC field, received_at, spooled_at) + payload."""
+    total = 32 + len(payload)
+    head = struct.pack("<IBBHI", 0x50534748, rtype, 1, 0, total)
+    tail = struct.pack("<QQ", received_ns, time.time_ns()) + payload
+    return head + struct.pack("<I", crc32c(tail, crc32c(head))) + tail
+
+
+def write_spool_segment(spool_dir, records, worker=0, seq=1):
+    """Write a spool segment as a hookgate that was killed would have left it, for recovery at the
+    next start. records: dicts with request_id, tenant, provider, headers ("Name: value\n" lines)
+    and body (bytes). Returns the segment's path."""
+    d = pathlib.Path(spool_dir) / f"w{worker}"
+    d.mkdir(parents=True, exist_ok=True)
+    out = _spool_record(1, struct.pack("<QQII", int.from_bytes(os.urandom(8), "little"), seq, worker, 0))
+    for r in records:
+        payload = b""
+        for field in (r["request_id"], r["tenant"], r["provider"], r.get("headers", ""), r["body"]):
+            b = field.encode() if isinstance(field, str) else field
+            payload += struct.pack("<I", len(b)) + b
+        out += _spool_record(2, payload, received_ns=time.time_ns())
+    path = d / f"{seq:016x}.seg"
+    path.write_bytes(out)
+    return path
+
+
+def break_ndjson_sink(h):
+    """Make every NDJSON write of a running hookgate fail (its dir becomes a regular file; it
+    opens its output lazily, so before any event), so accepted records stay in the spool.
+    Undo with mend_ndjson_sink before a restart. As test_spool_crash.break_sink."""
+    import shutil
+    d = h.ndjson_dir
+    assert not list(d.rglob("*.ndjson")), "sink already has an open file; cannot break it"
+    shutil.rmtree(d)
+    d.write_text("not a directory\n")
+
+
+def mend_ndjson_sink(h):
+    h.ndjson_dir.unlink()
+    h.ndjson_dir.mkdir()
+
+
+def spool_bytes(h):
+    """Everything under the spool dir, concatenated (to look for what must or must not be there)."""
+    return b"".join(f.read_bytes() for f in sorted(h.spool_dir.rglob("*")) if f.is_file())
 
 
 # --------------------------------------------------------------------------- config
@@ -555,6 +642,52 @@ class Hookgate:
             h["X-Request-Id"] = request_id
         h.update(headers or {})
         return requests.post(self.url(path), data=data, headers=h, timeout=timeout)
+
+    def post_genesys(self, body, secret=None, api_key=None, api_key_header="X-API-Key",
+                     path="/webhooks/genesys", headers=None, request_id=None, timeout=10):
+        """POST a Genesys webhook; body is bytes or a JSON-able doc. Signed with `secret` (Open
+        Messaging), and/or keyed with `api_key` in `api_key_header` (EventBridge); neither → bare."""
+        data = body_bytes(body)
+        h = {"Content-Type": "application/json"}
+        if secret is not None:
+            h["X-Hub-Signature-256"] = sign_genesys(secret, data)
+        if api_key is not None:
+            h[api_key_header] = api_key
+        if request_id is not None:
+            h["X-Request-Id"] = request_id
+        h.update(headers or {})
+        return requests.post(self.url(path), data=data, headers=h, timeout=timeout)
+
+    def post_twilio(self, params, token, path="/webhooks/twilio", query="", signed_url=None,
+                    headers=None, request_id=None, timeout=10):
+        """POST a Twilio form webhook the way Twilio does: `params` (dict or list of pairs)
+        form-encoded by requests, X-Twilio-Signature from Twilio's RequestValidator over
+        `signed_url` (default: the URL requested, http://127.0.0.1:<port><path>[?query]) and the
+        params. token=None → unsigned."""
+        url = self.url(path) + ("?" + query if query else "")
+        h = {}
+        if token is not None:
+            h["X-Twilio-Signature"] = twilio_validator(token).compute_signature(signed_url or url, dict(params))
+        if request_id is not None:
+            h["X-Request-Id"] = request_id
+        h.update(headers or {})
+        return requests.post(url, data=params, headers=h, timeout=timeout)
+
+    def post_twilio_json(self, body, token, path="/webhooks/twilio", signed_base=None, body_hash=None,
+                         headers=None, request_id=None, timeout=10):
+        """POST a Twilio JSON webhook: the body's SHA-256 in the query's bodySHA256 (RequestValidator
+        .compute_hash, or `body_hash`), the signature over the URL alone. signed_base replaces
+        http://127.0.0.1:<port> in the signed URL."""
+        text = body if isinstance(body, str) else body_bytes(body).decode()
+        v = twilio_validator(token)
+        query = "bodySHA256=" + (body_hash if body_hash is not None else v.compute_hash(text))
+        url = self.url(path) + "?" + query
+        signed = (signed_base + path + "?" + query) if signed_base else url
+        h = {"Content-Type": "application/json", "X-Twilio-Signature": v.compute_signature(signed, {})}
+        if request_id is not None:
+            h["X-Request-Id"] = request_id
+        h.update(headers or {})
+        return requests.post(url, data=text.encode(), headers=h, timeout=timeout)
 
     def raw(self, timeout=5.0):
         return RawConn(self.port, timeout=timeout)

@@ -105,7 +105,7 @@ def test_spool_gauges_return_to_zero_after_drain(hg):
 
 @pytest.mark.parametrize("path", ["/", "/nope", "/webhooks", "/webhooks/pubsub", "/webhooks/generic/foo",
                                   "/healthz", "/webhooks/whatsapp/acme/extra", "/webhooks/genesys/acme/extra",
-                                  "/webhooks/twilio/", "/webhooks/twilioX"])
+                                  "/webhooks/twilio/acme/extra", "/webhooks/twilio/", "/webhooks/twilioX"])
 def test_unknown_paths_404_json(hg, path):
     r = hg.get(path)
     assert r.status_code == 404, (path, r.status_code)
