@@ -393,16 +393,27 @@ static struct hg_req *req_new(struct hg_worker *w, struct hg_conn *c, struct hg_
     return q;
 }
 
+/* The ids a provider found, copied: they are valid only during its callback (a provider may
+ * build one in a buffer of its own, as Genesys does for the org id in an EventBridge source). */
 struct id_list {
     const char *ids[HG_TENANTS_MAX_IDS];
+    char copy[HG_TENANTS_MAX_IDS][HG_TENANTS_ID_MAX + 1];
     size_t n;
 };
 
 static int collect_id(void *arg, const char *id)
 {
     struct id_list *l = arg;
-    if (l->n < HG_TENANTS_MAX_IDS)
-        l->ids[l->n++] = id;
+    if (l->n >= HG_TENANTS_MAX_IDS)
+        return 0;
+    /* Longer than any tenant id can be: kept as "" (skipped as invalid), never cut to a prefix. */
+    size_t n = strlen(id);
+    if (n > HG_TENANTS_ID_MAX)
+        n = 0;
+    memcpy(l->copy[l->n], id, n);
+    l->copy[l->n][n] = '\0';
+    l->ids[l->n] = l->copy[l->n];
+    l->n++;
     return 0;
 }
 

@@ -128,8 +128,9 @@ struct hg_provider {
 
     /*
      * Ids in the document that may name the tenant (WhatsApp: WABA and phone number ids; Twilio:
-     * AccountSid), in priority order. Calls fn for each; stops when fn returns non-zero and
-     * returns that value. NULL: the tenant comes from the path or is the default.
+     * AccountSid), in priority order. Calls fn for each (the id is valid only during the call:
+     * fn copies what it keeps); stops when fn returns non-zero and returns that value. NULL: the
+     * tenant comes from the path or is the default.
      */
     int (*tenant_ids)(const struct hg_json *root, int (*fn)(void *arg, const char *id), void *arg);
 

@@ -474,10 +474,11 @@ def test_json_body_that_does_not_parse_after_good_signature_400(tw):
         assert tw.post_twilio_json(text, "ffffffffffffffffffffffffffffffff").status_code == 401
 
 
-def test_form_body_that_does_not_decode_after_good_signature_400(tw):
-    """docs/twilio.md, "Route and answer": a body that is neither a form nor a JSON object is a 400
-    ("body is not a valid form: bad %-escape at byte 17"). The signature is Twilio's validator's
-    over the params as a lenient framework decodes them (a stray % kept as it is)."""
+def test_form_body_that_does_not_decode_is_401(tw):
+    """docs/twilio.md, "Route and answer": a form that does not decode cannot have its signature
+    checked (Twilio signs the decoded parameters), so it is refused as unverified: 401 with the
+    reason. The signature here is Twilio's validator's over the params as a lenient framework
+    decodes them (a stray % kept as it is): even that is not taken as proof."""
     body = "From=%2B14155550123&Body=100%zz&MessageSid=" + sid("SM") + "&AccountSid=" + DEFAULT_SID
     params = dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
     assert params["Body"] == "100%zz"
@@ -485,7 +486,7 @@ def test_form_body_that_does_not_decode_after_good_signature_400(tw):
     r = requests.post(url, data=body.encode(), timeout=10, headers={
         "Content-Type": "application/x-www-form-urlencoded",
         "X-Twilio-Signature": hgm.twilio_validator(TW_TOKEN).compute_signature(url, params)})
-    j = assert_error(r, 400, code="invalid_envelope")
+    j = assert_error(r, 401, code="unauthorized")
     assert j["message"] == f"body is not a valid form: bad %-escape at byte {body.index('%zz')}", j
 
 
