@@ -73,8 +73,8 @@ int hg_genesys_verify_signature(const char *header, size_t header_len, const voi
         const char *secret = secrets->items[i];
         if (secret == NULL || secret[0] == '\0')
             continue;
-        size_t n = hg_hmac(HG_HMAC_SHA256, secret, strlen(secret), body, body_len, got);
-        if (hg_ct_equal(got, n, want, SIG_DIGEST_LEN))
+        hg_hmac_sha256_cached(secret, body, body_len, got);
+        if (hg_ct_equal(got, SIG_DIGEST_LEN, want, SIG_DIGEST_LEN))
             matched = 1;
     }
     wipe(got, sizeof(got));

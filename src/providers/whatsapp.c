@@ -20,100 +20,9 @@
 #define SIG_PREFIX     "sha256="
 #define SIG_PREFIX_LEN (sizeof(SIG_PREFIX) - 1)
 #define SHA256_LEN     HG_SHA256_LEN
-#define SHA256_BLOCK   HG_SHA256_BLOCK
 /* Arena of a parsed envelope and its events: bytes per body byte, plus a base. */
 #define ARENA_PER_BODY_BYTE 64
 #define ARENA_BASE          (1024 * 1024)
-/* Secrets whose HMAC key state a worker thread keeps: a config's secrets plus rotation. */
-#define KEY_CACHE_SIZE 8
-
-/*
- * HMAC-SHA256 with the key already absorbed: the SHA-256 states after the 64-byte ipad and opad
- * blocks. Computing them once per secret instead of once per request saves two of the ~16
- * compression rounds of a typical webhook. core/sha256 uses the CPU's SHA extensions when present.
- */
-struct hmac_key {
-    bool valid;
-    size_t secret_len;
-    unsigned char secret[SHA256_BLOCK]; /* the secret itself: a hit is confirmed by content */
-    struct hg_sha256 inner;
-    struct hg_sha256 outer;
-};
-
-/*
- * Per thread, so workers never share or lock it. Keyed by the secret's bytes, not by where it
- * lives: a config reload may free one secret and allocate a different one at the same address.
- */
-static _Thread_local struct hmac_key key_cache[KEY_CACHE_SIZE];
-static _Thread_local unsigned key_cache_next;
-
-/* Wipe key material; the volatile pointer keeps the compiler from dropping the stores. */
-static void wipe(void *p, size_t n)
-{
-    volatile unsigned char *v = p;
-    while (n--)
-        *v++ = 0;
-}
-
-/* Absorb the padded key into the inner and outer states (RFC 2104). */
-static void hmac_key_init(struct hmac_key *k, const unsigned char *secret, size_t len)
-{
-    unsigned char k0[SHA256_BLOCK] = { 0 }, pad[SHA256_BLOCK];
-    if (len > SHA256_BLOCK)
-        hg_sha256(secret, len, k0); /* a key longer than the block is hashed first */
-    else
-        memcpy(k0, secret, len);
-    for (size_t i = 0; i < SHA256_BLOCK; i++)
-        pad[i] = k0[i] ^ 0x36;
-    hg_sha256_init(&k->inner);
-    hg_sha256_update(&k->inner, pad, SHA256_BLOCK);
-    for (size_t i = 0; i < SHA256_BLOCK; i++)
-        pad[i] = k0[i] ^ 0x5c;
-    hg_sha256_init(&k->outer);
-    hg_sha256_update(&k->outer, pad, SHA256_BLOCK);
-    wipe(k0, sizeof(k0));
-    wipe(pad, sizeof(pad));
-}
-
-/*
- * The key state of `secret`, from this thread's cache or computed into it (round robin). Secrets
- * longer than a block are not cached: their state is computed into `tmp`.
- */
-static const struct hmac_key *hmac_key_get(const char *secret, struct hmac_key *tmp)
-{
-    size_t len = strlen(secret);
-    if (len > SHA256_BLOCK) {
-        hmac_key_init(tmp, (const unsigned char *)secret, len);
-        return tmp;
-    }
-    for (size_t i = 0; i < KEY_CACHE_SIZE; i++) {
-        struct hmac_key *k = &key_cache[i];
-        if (k->valid && k->secret_len == len && memcmp(k->secret, secret, len) == 0)
-            return k;
-    }
-    struct hmac_key *k = &key_cache[key_cache_next];
-    key_cache_next = (key_cache_next + 1) % KEY_CACHE_SIZE;
-    hmac_key_init(k, (const unsigned char *)secret, len);
-    memcpy(k->secret, secret, len);
-    k->secret_len = len;
-    k->valid = true;
-    return k;
-}
-
-/* HMAC-SHA256(key, body) from a precomputed key state: copying a state clones the hash. */
-static void hmac_sha256(const struct hmac_key *k, const void *body, size_t body_len, unsigned char out[SHA256_LEN])
-{
-    struct hg_sha256 ctx = k->inner;
-    unsigned char inner[SHA256_LEN];
-    hg_sha256_update(&ctx, body, body_len);
-    hg_sha256_final(&ctx, inner);
-    ctx = k->outer;
-    hg_sha256_update(&ctx, inner, SHA256_LEN);
-    hg_sha256_final(&ctx, out);
-    wipe(&ctx, sizeof(ctx));
-    wipe(inner, sizeof(inner));
-}
-
 int hg_whatsapp_verify_signature(const char *header, size_t header_len, const void *body, size_t body_len,
                                  const struct hg_strlist *secrets)
 {
@@ -142,11 +51,7 @@ int hg_whatsapp_verify_signature(const char *header, size_t header_len, const vo
         const char *secret = secrets->items[i];
         if (secret == NULL || secret[0] == '\0')
             continue;
-        struct hmac_key tmp;
-        const struct hmac_key *k = hmac_key_get(secret, &tmp);
-        hmac_sha256(k, body, body_len, got);
-        if (k == &tmp)
-            wipe(&tmp, sizeof(tmp));
+        hg_hmac_sha256_cached(secret, body, body_len, got);
         if (hg_ct_equal(got, sizeof(got), want, sizeof(want)))
             matched = 1;
     }

@@ -73,6 +73,29 @@ static void hex_and_base64(void **state)
     assert_int_equal(hg_base64_decode("Zm9vYmFy", 8, out, 5, &n), -1); /* too large for out */
 }
 
+/* The cached HMAC-SHA256 equals mbedTLS's for short and long secrets, across cache evictions
+ * (more secrets than the 8 cached) and a secret changed in place at the same address. */
+static void cached_sha256(void **state)
+{
+    (void)state;
+    char secrets[20][100];
+    unsigned char data[300], a[HG_HMAC_MAX], b[HG_HMAC_MAX];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (unsigned char)(i * 7 + 3);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 20; i++) {
+            size_t len = (size_t)(i * 5 + 1 + round); /* 1..98: some longer than a block */
+            for (size_t k = 0; k < len; k++)
+                secrets[i][k] = (char)('a' + (k + (size_t)i + (size_t)round) % 26);
+            secrets[i][len] = '\0';
+            size_t dlen = (size_t)(i * 13 + round) % sizeof(data);
+            hg_hmac_sha256_cached(secrets[i], data, dlen, a);
+            assert_int_equal(hg_hmac(HG_HMAC_SHA256, secrets[i], len, data, dlen, b), 32);
+            assert_memory_equal(a, b, 32);
+        }
+    }
+}
+
 static void constant_time_equal(void **state)
 {
     (void)state;
@@ -88,6 +111,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rfc_vectors),
         cmocka_unit_test(hex_and_base64),
+        cmocka_unit_test(cached_sha256),
         cmocka_unit_test(constant_time_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
