@@ -456,6 +456,17 @@ int hg_http_request(struct hg_http *h, const struct hg_http_req *req, hg_http_cb
     curl_easy_setopt(e, CURLOPT_READDATA, x);
     curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
     curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
+    if (req->max_redirects > 0) {
+        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)req->max_redirects);
+        curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        /*
+         * Explicit although it is the default: credentials stay with the first host. Media URLs
+         * (Twilio's) answer with a redirect to a pre-signed storage URL on another host, which must
+         * not see the account's Basic credentials (and S3-style URLs refuse a second auth anyway).
+         */
+        curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);
+    }
     if ((rc = set_method(x, req)) < 0)
         goto fail;
 

@@ -46,7 +46,16 @@ struct hg_http_req {
     hg_http_write_fn resp_write;
     void *resp_write_arg;
     uint32_t connect_timeout_ms;          /* 0 = 10 s */
-    uint32_t timeout_ms;                  /* whole transfer; 0 = 60 s */
+    uint32_t timeout_ms;                  /* whole transfer, redirects included; 0 = 60 s */
+    /*
+     * Redirects (3xx with Location) followed, at most this many; 0 = none: the 3xx is the answer.
+     * Past the limit the callback gets the last 3xx's status with err HG_ERR_PROTOCOL. Only to
+     * http/https. An Authorization header (or userpwd) goes to the request URL's own host only —
+     * same scheme, host name and port — never to a host a redirect leads to: libcurl's rule for
+     * custom Authorization headers since 7.58 (host name, port and scheme compared since 7.83),
+     * kept by leaving CURLOPT_UNRESTRICTED_AUTH off. Bodies of followed 3xx are not delivered.
+     */
+    unsigned max_redirects;
     /* libcurl's own SigV4 ("aws:amz:us-east-1:s3") with userpwd "ACCESS:SECRET"; for S3 an
      * x-amz-content-sha256: UNSIGNED-PAYLOAD header is added unless headers carry one */
     const char *aws_sigv4;
