@@ -1,8 +1,9 @@
 /*
- * Media jobs, the download side of one attempt: the Graph API metadata call (media id → URL, type,
- * size, hash), then the streamed download into upload parts, checked on the way (size cap, magic
- * number, SHA-256) and named by its S3 key. Separate from the job lifecycle (media.c) and from
- * where the parts go (store.c); what they share is in media_internal.h.
+ * Media jobs, the download side of one attempt: the streamed download of the file's URL (a URL
+ * job's own, or the one the Graph step resolved) into upload parts, checked on the way (size cap,
+ * magic number, SHA-256) and named by its S3 key. Provider-neutral: the Graph API step is in
+ * graph.c, the job lifecycle in media.c, where the parts go in store.c; what they share is in
+ * media_internal.h.
  */
 #include <stdio.h>
 #include <string.h>
@@ -18,8 +19,6 @@
 #include "media/media.h"
 #include "media/media_internal.h"
 
-/* The metadata answer is a handful of short fields. */
-#define META_MAX (16 * 1024)
 /* S3's limit on the number of parts of one upload. */
 #define MAX_PARTS 10000
 
@@ -56,7 +55,7 @@ base64:;
     return true;
 }
 
-/* The declared types (webhook and Graph API) both have to fit the bytes. */
+/* The declared types (webhook and, for Graph jobs, the Graph API) all have to fit the bytes. */
 static void do_sniff(struct job *j)
 {
     const char *declared[2] = { j->meta_mime, j->declared_mime };
@@ -235,24 +234,21 @@ static void on_download(void *arg, const struct hg_http_resp *resp)
         media_advance(j);
 }
 
-static char *json_str_dup(json_t *obj, const char *name)
-{
-    const char *s = json_string_value(json_object_get(obj, name));
-    return s != NULL ? hg_xstrdup(s) : NULL;
-}
-
-static void start_download(struct job *j)
+void media_download_start(struct job *j)
 {
     struct hg_media *m = j->m;
     const struct hg_http_header hdrs[] = { { "Authorization", j->auth_header } };
     const struct hg_http_req req = {
         .url = j->url,
         .headers = hdrs,
-        .nheaders = 1,
+        .nheaders = j->auth_header != NULL ? 1 : 0,
         .resp_write = on_data,
         .resp_write_arg = j,
         .connect_timeout_ms = m->o.connect_timeout_ms,
         .timeout_ms = m->o.download_timeout_ms,
+        /* Graph download URLs are used as given (as before); a URL job's may redirect to storage,
+         * and hg_http keeps the Authorization header on the first host */
+        .max_redirects = j->by_url ? HG_MEDIA_MAX_REDIRECTS : 0,
     };
     mbedtls_sha256_starts_ret(&j->sha, 0);
     int rc = hg_http_request(m->http, &req, on_download, j);
@@ -264,64 +260,9 @@ static void start_download(struct job *j)
     j->dl_pending = true;
 }
 
-static void on_meta(void *arg, const struct hg_http_resp *resp)
-{
-    struct job *j = arg;
-    struct hg_media *m = j->m;
-    json_t *doc = NULL;
-    j->meta_pending = false;
-    j->depth++;
-    if (j->fail != FAIL_NONE)
-        goto out;
-    if (resp->err == HG_ERR_CLOSED || m->closing) {
-        media_fail(j, FAIL_SHUTDOWN, "shutdown");
-        goto out;
-    }
-    if (resp->err != 0) {
-        media_fail(j, FAIL_TRANSIENT, "download_failed");
-        goto out;
-    }
-    if (resp->status != 200) {
-        media_fail_status(j, resp->status, resp->retry_after);
-        goto out;
-    }
-    doc = json_loadb(j->meta_body.data ? j->meta_body.data : "", j->meta_body.len, 0, NULL);
-    const char *url = json_string_value(json_object_get(doc, "url"));
-    if (url == NULL || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)) {
-        /* a 200 without a usable URL is Graph API trouble, not the media's */
-        hg_warn(j->request_id, "media: metadata without url", "media_id", j->media_id, NULL);
-        media_fail(j, FAIL_TRANSIENT, "download_failed");
-        goto out;
-    }
-    j->url = hg_xstrdup(url);
-    j->meta_mime = json_str_dup(doc, "mime_type");
-    j->meta_sha = json_str_dup(doc, "sha256");
-    json_t *fs = json_object_get(doc, "file_size");
-    int64_t size;
-    if (json_is_integer(fs) && json_integer_value(fs) >= 0) {
-        j->meta_size = (uint64_t)json_integer_value(fs);
-        j->meta_size_known = true;
-    } else if (json_is_string(fs) &&
-               hg_str_to_i64(json_string_value(fs), 0, INT64_MAX, &size) == 0) {
-        j->meta_size = (uint64_t)size;
-        j->meta_size_known = true;
-    }
-    if (j->meta_size_known && j->meta_size > m->o.max_size[j->type]) {
-        j->size = j->meta_size;
-        media_fail(j, FAIL_FINAL, "too_large");
-        goto out;
-    }
-    start_download(j);
-out:
-    json_decref(doc);
-    j->depth--;
-    media_settle(j);
-}
-
 void media_attempt_start(struct job *j)
 {
     struct hg_media *m = j->m;
-    char url[URL_MAX];
     j->attempts++;
     j->attempt_ns = hg_time_mono_ns();
     j->dl_end_ns = j->upload_ns = 0;
@@ -337,38 +278,15 @@ void media_attempt_start(struct job *j)
     j->scan = m->clamd_socket != NULL ? SCAN_IDLE : SCAN_OFF;
     j->scan_terminated = false;
     j->key[0] = '\0';
-    hg_buf_init(&j->meta_body, META_MAX);
+    hg_buf_init(&j->meta_body, 0);
     mbedtls_sha256_init(&j->sha);
-
-    /* media ids are digits; anything else is encoded so it stays one path segment */
-    struct hg_buf u;
-    hg_buf_init(&u, sizeof(url));
-    int rc = hg_buf_appendf(&u, "%s/%s/", m->api_base, m->api_version);
-    for (const unsigned char *p = (const unsigned char *)j->media_id; rc == 0 && *p; p++) {
-        if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-            *p == '-' || *p == '_' || *p == '.')
-            rc = hg_buf_append(&u, p, 1);
-        else
-            rc = hg_buf_appendf(&u, "%%%02X", *p);
+    if (!j->by_url) {
+        media_graph_start(j);
+        return;
     }
-    const struct hg_http_header hdrs[] = { { "Authorization", j->auth_header } };
-    const struct hg_http_req req = {
-        .url = hg_buf_cstr(&u),
-        .headers = hdrs,
-        .nheaders = 1,
-        .resp_body = &j->meta_body,
-        .connect_timeout_ms = m->o.connect_timeout_ms,
-        .timeout_ms = m->o.api_timeout_ms,
-    };
+    j->url = hg_xstrdup(j->src_url);
     j->depth++;
-    if (rc == 0)
-        rc = hg_http_request(m->http, &req, on_meta, j);
-    hg_buf_free(&u);
-    if (rc < 0)
-        media_fail(j, rc == HG_ERR_CLOSED ? FAIL_SHUTDOWN : FAIL_FINAL,
-             rc == HG_ERR_CLOSED ? "shutdown" : "download_failed");
-    else
-        j->meta_pending = true;
+    media_download_start(j);
     j->depth--;
     media_settle(j);
 }

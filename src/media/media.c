@@ -1,10 +1,11 @@
 /*
- * Media jobs: Graph API metadata → streamed download (size cap, magic number, SHA-256, optional
- * clamd INSTREAM scan) → S3 (one PUT, or multipart for big files) → presigned GET URL.
+ * Media jobs: (Graph API metadata for a WhatsApp media id) → streamed download of the file's URL
+ * (size cap, magic number, SHA-256, optional clamd INSTREAM scan) → S3 (one PUT, or multipart for
+ * big files) → presigned GET URL.
  *
- * This file is the job lifecycle and the public API; the work of one attempt is in two more files
- * (shared state in media_internal.h): download.c (Graph API metadata, then the stream into parts)
- * and store.c (clamd INSTREAM, then S3: PUT or multipart).
+ * This file is the job lifecycle and the public API; the work of one attempt is in three more
+ * files (shared state in media_internal.h): graph.c (the Graph API step, Graph jobs only),
+ * download.c (the stream into parts) and store.c (clamd INSTREAM, then S3: PUT or multipart).
  *
  * Sections, in order: opening and options; tenants, slots, queue (per-tenant concurrency);
  * freeing; finishing (the result and its callback); failure and settling (retry or give up);
@@ -263,6 +264,7 @@ static void job_free(struct job *j)
     free(j->declared_mime);
     free(j->declared_sha);
     free(j->request_id);
+    free(j->src_url);
     if (j->auth_header != NULL)
         memset(j->auth_header, 0, strlen(j->auth_header));
     free(j->auth_header);
@@ -518,14 +520,29 @@ void media_kick(struct hg_media *m)
         uv_timer_start(&m->handle, on_kick, 0, 0);
 }
 
+static bool nonempty(const char *s)
+{
+    return s != NULL && *s != '\0';
+}
+
+/* Either a Graph job (access token, no url) or a URL job (http(s) url, no access token). */
+static bool source_valid(const struct hg_media_job *job)
+{
+    if (job->url == NULL)
+        return nonempty(job->access_token) && job->authorization == NULL;
+    if (job->access_token != NULL || strlen(job->url) >= URL_MAX ||
+        (strncmp(job->url, "http://", 7) != 0 && strncmp(job->url, "https://", 8) != 0))
+        return false;
+    /* refused here rather than by hg_http at every attempt */
+    return job->authorization == NULL || strpbrk(job->authorization, "\r\n") == NULL;
+}
+
 int hg_media_fetch(struct hg_media *m, const struct hg_media_job *job, hg_media_cb cb, void *arg)
 {
     if (m->closing)
         return HG_ERR_CLOSED;
-    if (cb == NULL || job->tenant == NULL || *job->tenant == '\0' || job->access_token == NULL ||
-        *job->access_token == '\0' || job->media_id == NULL || *job->media_id == '\0' ||
-        job->message_id == NULL || *job->message_id == '\0' ||
-        (unsigned)job->media_type >= HG_MEDIA_NTYPES)
+    if (cb == NULL || !nonempty(job->tenant) || !source_valid(job) || !nonempty(job->media_id) ||
+        !nonempty(job->message_id) || (unsigned)job->media_type >= HG_MEDIA_NTYPES)
         return HG_ERR_INVALID;
     if (m->nqueued >= m->o.max_queued)
         return HG_ERR_FULL;
@@ -535,15 +552,21 @@ int hg_media_fetch(struct hg_media *m, const struct hg_media_job *job, hg_media_
     j->cb = cb;
     j->arg = arg;
     j->tenant = tenant_get(m, job->tenant);
-    j->access_token = hg_xstrdup(job->access_token);
     j->media_id = hg_xstrdup(job->media_id);
     j->message_id = hg_xstrdup(job->message_id);
     j->declared_mime = hg_xstrdup(job->mime_type);
     j->declared_sha = hg_xstrdup(job->sha256);
     j->request_id = hg_xstrdup(job->request_id);
-    size_t alen = strlen(job->access_token) + 8;
-    j->auth_header = hg_xmalloc(alen);
-    snprintf(j->auth_header, alen, "Bearer %s", job->access_token);
+    if (job->url != NULL) {
+        j->by_url = true;
+        j->src_url = hg_xstrdup(job->url);
+        j->auth_header = hg_xstrdup(job->authorization); /* NULL stays NULL: no header */
+    } else {
+        j->access_token = hg_xstrdup(job->access_token);
+        size_t alen = strlen(job->access_token) + 8;
+        j->auth_header = hg_xmalloc(alen);
+        snprintf(j->auth_header, alen, "Bearer %s", job->access_token);
+    }
     j->type = job->media_type;
     j->occurred_at_s = job->occurred_at_s;
     j->created_ns = hg_time_mono_ns();

@@ -1,4 +1,8 @@
-/* WhatsApp media: resolve a media id on the Graph API, download, validate, store in S3, presign. */
+/*
+ * Media files into S3: fetch (a WhatsApp media id resolved on the Graph API, or a URL), validate,
+ * store, presign. Provider-neutral apart from the Graph step; which files an event carries and
+ * with which credentials is decided by the providers' resolvers (src/providers/provider.h).
+ */
 #ifndef HG_MEDIA_MEDIA_H
 #define HG_MEDIA_MEDIA_H
 
@@ -14,7 +18,7 @@
 
 struct hg_media;
 
-/* WhatsApp message types that carry media; also the {mediaType} segment of the object key. */
+/* Kinds of media (WhatsApp's message types that carry media); the {mediaType} segment of the key. */
 enum hg_media_type {
     HG_MEDIA_IMAGE = 0,
     HG_MEDIA_VIDEO,
@@ -52,15 +56,33 @@ struct hg_media_opts {
     uint32_t clamd_timeout_ms;       /* whole scan conversation; default 60 s */
 };
 
-/* One media item to fetch. Strings are copied by hg_media_fetch. */
+/* Redirects a URL job follows (Twilio's media URL answers with one to its storage). */
+#define HG_MEDIA_MAX_REDIRECTS 5
+
+/*
+ * One media item to fetch. Strings are copied by hg_media_fetch. A job has one of two sources:
+ *  - Graph (url NULL): media_id is a WhatsApp media id and access_token the tenant's Graph token.
+ *    The Graph API metadata call resolves the id (URL, type, size, hash), then the file is
+ *    downloaded with the same bearer token, without following redirects.
+ *  - URL (url set, access_token NULL): the file is downloaded at once, no metadata step, with
+ *    `authorization` (when set) as the Authorization header. Redirects are followed (at most
+ *    HG_MEDIA_MAX_REDIRECTS); the header goes to the URL's own host (scheme, name and port) only,
+ *    never to a host a redirect leads to. media_id is the caller's name for the file (results,
+ *    logs, x-amz-meta-media-id): Twilio's "<MessageSid>-<n>", a Genesys attachment id.
+ * Validation is the same for both: size cap of media_type, the first bytes against every
+ * declared type, SHA-256 against every declared hash, the clamd scan when configured.
+ */
 struct hg_media_job {
     const char *tenant;              /* {tenantId} in the key; required */
-    const char *access_token;        /* bearer for the Graph API and the download; required */
+    const char *access_token;        /* Graph: bearer for the Graph API and the download; URL: NULL */
     const char *media_id;            /* required */
+    const char *url;                 /* URL: http:// or https:// (< 4096 bytes); Graph: NULL */
+    const char *authorization;       /* URL: Authorization value ("Basic ..."), may be NULL; no CR/LF */
     enum hg_media_type media_type;
     const char *mime_type;           /* declared in the webhook, may be NULL */
     const char *sha256;              /* declared in the webhook (base64 or hex), may be NULL */
-    const char *message_id;          /* wamid: {messageId} in the key; required */
+    const char *message_id;          /* {messageId} in the key (wamid; one per file of a message
+                                      * with several, e.g. "<MessageSid>-1"); required */
     uint64_t occurred_at_s;          /* Unix seconds, for {yyyy-MM-dd}; 0 = now */
     const char *request_id;          /* for log lines, may be NULL */
 };
@@ -97,7 +119,7 @@ struct hg_media_result {
     uint64_t expires_at_s;           /* Unix seconds the URL stops working */
     /* for metrics (media_download_duration_seconds, ...): */
     unsigned attempts;               /* 1 when the first try decided it */
-    uint64_t download_ms;            /* metadata + download of the last attempt */
+    uint64_t download_ms;            /* metadata (Graph) + download of the last attempt */
     uint64_t upload_ms;              /* S3 calls of the last attempt (0 when none ran) */
     uint64_t total_ms;               /* from hg_media_fetch to this callback, queueing included */
     bool multipart;                  /* stored with a multipart upload */
@@ -116,7 +138,8 @@ int hg_media_open(uv_loop_t *loop, struct hg_http *http, struct hg_s3 *s3,
 
 /*
  * Queue a job; it starts when the worker and its tenant have a free slot. Returns 0 (cb runs
- * exactly once later), HG_ERR_INVALID (a required field missing, bad media type), HG_ERR_FULL
+ * exactly once later), HG_ERR_INVALID (a required field missing, bad media type, both or neither
+ * of url and access_token, a url not http(s) or too long, CR/LF in authorization), HG_ERR_FULL
  * (max_queued jobs waiting) or HG_ERR_CLOSED (closing); then cb never runs.
  */
 int hg_media_fetch(struct hg_media *m, const struct hg_media_job *job, hg_media_cb cb, void *arg);

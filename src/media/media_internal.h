@@ -1,6 +1,6 @@
 /*
- * Internal to src/media: what the job lifecycle (media.c), the download (download.c) and the
- * storing (store.c) share. The job and worker structs, the sizes their fields need, and the calls
+ * Internal to src/media: what the job lifecycle (media.c), the Graph API step (graph.c), the
+ * download (download.c) and the storing (store.c) share. The job and worker structs, the sizes their fields need, and the calls
  * each file makes into the others. Not part of the public API (media/media.h).
  */
 #ifndef HG_MEDIA_INTERNAL_H
@@ -80,7 +80,9 @@ struct job {
     void *arg;
     /* the request, copied */
     char *access_token, *media_id, *message_id, *declared_mime, *declared_sha, *request_id;
-    char *auth_header;        /* "Bearer <token>" */
+    char *src_url;            /* URL jobs: the file's URL (the source); NULL for Graph jobs */
+    char *auth_header;        /* "Bearer <token>" (Graph), the job's authorization (URL) or NULL */
+    bool by_url;              /* a URL job: no Graph step, redirects followed */
     enum hg_media_type type;
     uint64_t occurred_at_s;
     uint64_t created_ns;
@@ -96,8 +98,9 @@ struct job {
     /* the current attempt */
     uint64_t attempt_ns, dl_end_ns, upload_ns;
     bool meta_pending, dl_pending, dl_done;
-    struct hg_buf meta_body;
-    char *url, *meta_mime, *meta_sha;
+    struct hg_buf meta_body;  /* Graph: the metadata answer */
+    char *url;                /* what this attempt downloads: Graph's url, or a copy of src_url */
+    char *meta_mime, *meta_sha; /* Graph: declared by the metadata (NULL for URL jobs) */
     uint64_t meta_size;
     bool meta_size_known;
     enum fail_kind fail;
@@ -180,12 +183,25 @@ void media_fail_status(struct job *j, long status, const char *retry_after);
 /* Run pending work (queued jobs, deferred advances) from the loop soon, not on this stack. */
 void media_kick(struct hg_media *m);
 
-/* ---- download.c, called by the lifecycle and the storing ---- */
+/* ---- download.c, called by the lifecycle, the Graph step and the storing ---- */
 
 /* A SHA-256 as 64 hex digits or base64 into 32 bytes; false when it is neither. */
 bool media_sha_decode(const char *s, unsigned char out[32]);
-/* Reset the attempt's state and start it: the Graph API metadata call, then the download. */
+/*
+ * Reset the attempt's state and start it: a Graph job with its metadata call (graph.c), a URL
+ * job with the download of its URL.
+ */
 void media_attempt_start(struct job *j);
+/*
+ * Start downloading j->url (set by the caller) into parts, validating on the way; a request that
+ * cannot start fails the attempt (media_fail). Settling is the caller's.
+ */
+void media_download_start(struct job *j);
+
+/* ---- graph.c: the Graph API step of a WhatsApp media id, called by the download ---- */
+
+/* GET {base}/{version}/{media_id} → j->url, meta_mime, meta_sha, size; then the download. */
+void media_graph_start(struct job *j);
 
 /* ---- store.c, called by the lifecycle and the download ---- */
 
