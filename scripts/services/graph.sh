@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Fake WhatsApp Graph API (test/fakes/graph_api.py) for scripts/with-services.sh.
+# Fake WhatsApp Graph API (test/fakes/graph_api.py) for scripts/with-services.sh; it also fakes
+# Twilio's media URLs and a storage host they redirect to (on a port of its own choosing).
 #   graph.sh start STATEDIR   start on 127.0.0.1:$HG_TEST_GRAPH_PORT (14580), wait until it
-#                             answers, print HG_TEST_GRAPH_URL and the tokens it accepts
+#                             answers, print HG_TEST_GRAPH_URL, the tokens it accepts and the
+#                             Twilio account (HG_TEST_TWILIO_ACCOUNT_SID, _AUTH_TOKEN)
 #   graph.sh stop STATEDIR    stop it (pidfile)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -11,6 +13,9 @@ token=test-graph-token
 token2=test-graph-token-2
 # The Graph token the fake tenant service gives tenant svc-alpha (test/fakes/tenant_service.py).
 token_svc=alpha-at
+# Twilio account whose media URLs the fake serves (Basic auth), and its auth token.
+twilio_sid=AC0123456789abcdef0123456789abcdef
+twilio_token=twilio-media-auth-token
 cmd=${1:-}
 state=${2:-}
 [ -n "$cmd" ] && [ -n "$state" ] || { echo "usage: $0 start|stop STATEDIR" >&2; exit 2; }
@@ -30,6 +35,7 @@ do_start() {
     echo "graph.sh: port $port is already taken by something else" >&2
     exit 1
   fi
+  TWILIO_ACCOUNT_SID=$twilio_sid TWILIO_AUTH_TOKEN=$twilio_token \
   nohup python3 "$root/test/fakes/graph_api.py" "$port" "$root/test/fixtures/media" \
     "$token" "$token2" "$token_svc" >"$state/graph.log" 2>&1 &
   echo $! >"$pidfile"
@@ -70,6 +76,8 @@ case "$cmd" in
     echo "HG_TEST_GRAPH_TOKEN=$token"
     echo "HG_TEST_GRAPH_TOKEN2=$token2"
     echo "HG_TEST_GRAPH_TOKEN_SVC=$token_svc"
+    echo "HG_TEST_TWILIO_ACCOUNT_SID=$twilio_sid"
+    echo "HG_TEST_TWILIO_AUTH_TOKEN=$twilio_token"
     ;;
   stop) do_stop ;;
   *) echo "usage: $0 start|stop STATEDIR" >&2; exit 2 ;;

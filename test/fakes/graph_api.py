@@ -17,6 +17,24 @@ badsha, liar (PNG bytes declared image/jpeg), big (larger than the tests' image 
 says so), bigquiet (the same but file_size understates it), multi (a 200 KiB PDF-like file), huge (an 11 MiB PDF-like file: a multipart upload),
 eicar (text/plain carrying the EICAR antivirus test string), weird (declared type we do not store),
 broken (metadata always 503 with Retry-After: 0), drip-<ms>-<tag> (the JPEG trickled out over about <ms> milliseconds, for crash-mid-download tests).
+
+Twilio's media URLs and a storage host, for URL jobs (names are the media ids above):
+  GET /twilio/2010-04-01/Accounts/<AccountSid>/Messages/<MessageSid>/Media/<name>
+                          needs `Authorization: Basic base64(<AccountSid>:<token>)` with the
+                          AccountSid of the path = $TWILIO_ACCOUNT_SID and the token
+                          $TWILIO_AUTH_TOKEN (401 otherwise, as Twilio's API), then answers
+                          307 to the storage host: http://localhost:<storage port>/storage/<name>
+                          (another host name and port; the redirect has a body of its own).
+                          <name> "same-<x>": 302 to /twilio-storage/<x> on this host instead,
+                          which needs the same Basic auth; "loop": redirects to itself forever.
+  GET <storage>/storage/<name>
+                          a pre-signed URL's host: the bytes of <name> (Content-Type: its type);
+                          a request carrying Authorization is refused with 400, as S3 refuses a
+                          second auth mechanism, and counted in storage_auth. Genesys attachments
+                          point here directly.
+/_stats also has storage_url (the storage host's base URL), storage_hits (path -> n) and
+storage_auth (path -> requests that carried Authorization), twilio_auth ("ok <path>" / "bad
+<path>" -> n).
 """
 import base64
 import hashlib
@@ -31,6 +49,10 @@ PORT = int(sys.argv[1])
 FIXTURES = sys.argv[2]
 TOKENS = set(sys.argv[3:])
 BASE = "http://127.0.0.1:%d" % PORT
+TWILIO_SID = os.environ.get("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000001")
+TWILIO_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN", "twilio-test-auth-token")
+TWILIO_PREFIX = "/twilio/2010-04-01/Accounts/"
+STORAGE = {"base": None}   # the storage host's base URL, once it listens
 
 lock = threading.Lock()
 stats = {}
@@ -41,7 +63,8 @@ def reset():
     with lock:
         stats.clear()
         stats.update({"hits": {}, "inflight": 0, "max_inflight": 0,
-                      "inflight_token": {}, "max_inflight_token": {}, "hits_token": {}})
+                      "inflight_token": {}, "max_inflight_token": {}, "hits_token": {},
+                      "storage_hits": {}, "storage_auth": {}, "twilio_auth": {}})
         flaky_state.clear()
 
 
@@ -154,8 +177,11 @@ class Handler(BaseHTTPRequestHandler):
             stats["hits"][path] = stats["hits"].get(path, 0) + 1
         if path == "/_stats":
             with lock:
-                body = json.dumps(stats).encode()
+                body = json.dumps(dict(stats, storage_url=STORAGE["base"])).encode()
             self.send(200, body)
+            return
+        if path.startswith(TWILIO_PREFIX) or path.startswith("/twilio-storage/"):
+            self.twilio(path)
             return
         auth = self.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else None
@@ -237,7 +263,79 @@ class Handler(BaseHTTPRequestHandler):
                 stats["inflight_token"][token] -= 1
 
 
+    def twilio_auth_ok(self, sid):
+        auth = self.headers.get("Authorization", "")
+        if not auth.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(auth[6:], validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return user == sid == TWILIO_SID and password == TWILIO_TOKEN
+
+    def twilio(self, path):
+        """Twilio's media resource: Basic auth, then a redirect to where the bytes are."""
+        if path.startswith("/twilio-storage/"):
+            sid, name = TWILIO_SID, path[len("/twilio-storage/"):]
+        else:
+            parts = path[len(TWILIO_PREFIX):].split("/")
+            if len(parts) != 5 or parts[1] != "Messages" or parts[3] != "Media":
+                self.error(404, "no such resource")
+                return
+            sid, name = parts[0], parts[4]
+        ok = self.twilio_auth_ok(sid)
+        with lock:
+            key = "%s %s" % ("ok" if ok else "bad", path)
+            stats["twilio_auth"][key] = stats["twilio_auth"].get(key, 0) + 1
+        if not ok:
+            self.error(401, "Authenticate", {"WWW-Authenticate": 'Basic realm="Twilio API"'})
+            return
+        if path.startswith("/twilio-storage/"):
+            entry = lookup(name)
+            if entry is None:
+                self.error(404, "The requested resource was not found")
+                return
+            self.send(200, entry[0], ctype=entry[1])
+            return
+        if name == "loop":
+            location = path
+        elif name.startswith("same-"):
+            location = "/twilio-storage/" + name[len("same-"):]
+        else:
+            location = "%s/storage/%s?X-Amz-Signature=fake" % (STORAGE["base"], name)
+        page = b"<html><body>Moved to storage</body></html>"
+        self.send(302 if name.startswith("same-") else 307, page, ctype="text/html",
+                  extra={"Location": location})
+
+
+class StorageHandler(Handler):
+    """The pre-signed storage host: no credentials, and none accepted."""
+
+    def do_POST(self):
+        self.error(405, "method not allowed")
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        with lock:
+            stats["storage_hits"][path] = stats["storage_hits"].get(path, 0) + 1
+            if "Authorization" in self.headers:
+                stats["storage_auth"][path] = stats["storage_auth"].get(path, 0) + 1
+        if "Authorization" in self.headers:
+            self.error(400, "Only one auth mechanism allowed")
+            return
+        entry = lookup(path[len("/storage/"):]) if path.startswith("/storage/") else None
+        if entry is None:
+            self.error(404, "NoSuchKey")
+            return
+        self.send(200, entry[0], ctype=entry[1])
+
+
 def main():
+    storage = ThreadingHTTPServer(("127.0.0.1", 0), StorageHandler)
+    storage.daemon_threads = True
+    # another host name and port than the API's: credentials must not follow the redirect
+    STORAGE["base"] = "http://localhost:%d" % storage.server_address[1]
+    threading.Thread(target=storage.serve_forever, daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
     server.daemon_threads = True
     server.serve_forever()

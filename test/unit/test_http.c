@@ -1,4 +1,5 @@
-/* HTTP client on curl multi + libuv: errors, timeouts, cancel, close, sinks and streams. */
+/* HTTP client on curl multi + libuv: errors, timeouts, cancel, close, sinks and streams,
+ * redirects (and the Authorization header staying on the first host). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,10 +14,12 @@
 
 #include <cmocka.h>
 #include <curl/curl.h>
+#include <jansson.h>
 
 #include "clients/http.h"
 #include "core/common.h"
 #include "core/err.h"
+#include "core/hmac.h"
 
 struct result {
     int calls;
@@ -422,6 +425,112 @@ static void test_s3_streams(void **state)
     }
 }
 
+/* ---- redirects: the fake Graph API's Twilio media route (Basic auth, then a 307 to a storage
+ * host on another name and port that refuses any Authorization header and counts them) ---- */
+
+static const char *graph_url(void)
+{
+    const char *v = getenv("HG_TEST_GRAPH_URL");
+    return v != NULL && *v != '\0' ? v : NULL;
+}
+
+static void plain_req(struct fixture *f, const struct hg_http_req *req, struct result *r)
+{
+    memset(r, 0, sizeof(*r));
+    assert_int_equal(start(f, req, r), 0);
+    run_until(f, &r->calls, 1);
+    assert_false(r->ran_inside);
+}
+
+static json_t *fake_stats(struct fixture *f)
+{
+    char url[256];
+    struct result r;
+    struct hg_buf body;
+    hg_buf_init(&body, 1 << 20);
+    snprintf(url, sizeof(url), "%s/_stats", graph_url());
+    struct hg_http_req req = { .url = url, .resp_body = &body };
+    plain_req(f, &req, &r);
+    assert_int_equal(r.status, 200);
+    json_t *doc = json_loadb(body.data, body.len, 0, NULL);
+    assert_non_null(doc);
+    hg_buf_free(&body);
+    return doc;
+}
+
+static void test_redirects(void **state)
+{
+    struct fixture *f = *state;
+    if (graph_url() == NULL)
+        skip();
+    const char *sid = getenv("HG_TEST_TWILIO_ACCOUNT_SID"), *tok = getenv("HG_TEST_TWILIO_AUTH_TOKEN");
+    assert_non_null(sid);
+    assert_non_null(tok);
+    char url[512], plain[256], b64[400], auth[420];
+    struct result r;
+    snprintf(url, sizeof(url), "%s/_reset", graph_url());
+    struct hg_http_req reset = { .method = "POST", .url = url };
+    plain_req(f, &reset, &r);
+    assert_int_equal(r.status, 200);
+
+    int n = snprintf(plain, sizeof(plain), "%s:%s", sid, tok);
+    assert_true(hg_base64_encode((const unsigned char *)plain, (size_t)n, b64, sizeof(b64)) > 0);
+    snprintf(auth, sizeof(auth), "Basic %s", b64);
+    const struct hg_http_header hdr = { "Authorization", auth };
+    snprintf(url, sizeof(url), "%s/twilio/2010-04-01/Accounts/%s/Messages/MM1/Media/jpg", graph_url(), sid);
+    struct hg_buf body;
+    hg_buf_init(&body, 1 << 20);
+
+    /* not followed by default: the 3xx is the answer, its own body included */
+    struct hg_http_req req = { .url = url, .headers = &hdr, .nheaders = 1, .resp_body = &body };
+    plain_req(f, &req, &r);
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.status, 307);
+    assert_string_equal(r.content_type, "text/html");
+    assert_true(body.len > 0 && memcmp(body.data, "<html>", 6) == 0);
+
+    /* followed: the storage host's answer alone (no redirect body before the JPEG), and the
+     * storage host (which answers 400 to an Authorization header) never saw the credentials */
+    hg_buf_free(&body);
+    req.max_redirects = 5;
+    plain_req(f, &req, &r);
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.content_type, "image/jpeg");
+    assert_true(body.len > 3 && memcmp(body.data, "\xff\xd8\xff", 3) == 0);
+    json_t *st = fake_stats(f);
+    assert_int_equal(json_object_size(json_object_get(st, "storage_auth")), 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "storage_hits"), "/storage/jpg")), 1);
+    char storage[300];
+    snprintf(storage, sizeof(storage), "%s/storage/jpg", json_string_value(json_object_get(st, "storage_url")));
+    json_decref(st);
+
+    /* the control: the storage host does notice a header sent to it */
+    hg_buf_free(&body);
+    struct hg_http_req direct = { .url = storage, .headers = &hdr, .nheaders = 1, .resp_body = &body };
+    plain_req(f, &direct, &r);
+    assert_int_equal(r.status, 400);
+    st = fake_stats(f);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "storage_auth"), "/storage/jpg")), 1);
+    json_decref(st);
+
+    /* redirected on the same host (scheme, name and port): the header goes along */
+    hg_buf_free(&body);
+    snprintf(url, sizeof(url), "%s/twilio/2010-04-01/Accounts/%s/Messages/MM1/Media/same-png", graph_url(), sid);
+    plain_req(f, &req, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(body.len > 4 && memcmp(body.data, "\x89PNG", 4) == 0);
+
+    /* bounded: past max_redirects the last 3xx comes back as a protocol error */
+    hg_buf_free(&body);
+    snprintf(url, sizeof(url), "%s/twilio/2010-04-01/Accounts/%s/Messages/MM1/Media/loop", graph_url(), sid);
+    req.max_redirects = 3;
+    plain_req(f, &req, &r);
+    assert_int_equal(r.err, HG_ERR_PROTOCOL);
+    assert_int_equal(r.status, 307);
+    hg_buf_free(&body);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -433,6 +542,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invalid_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_s3_sigv4_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_s3_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redirects, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

@@ -1,5 +1,6 @@
 /* Media module against the fake Graph API (test/fakes/graph_api.py), the S3 test peer and a fake
- * clamd on the test's own loop: round trips, every failure, retries, limits, scan, shutdown. */
+ * clamd on the test's own loop: round trips, every failure, retries, limits, scan, shutdown; URL
+ * jobs against the fake's Twilio media URLs and its storage host (Basic auth, redirects). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 #include "clients/s3.h"
 #include "core/common.h"
 #include "core/err.h"
+#include "core/hmac.h"
 #include "core/str.h"
 #include "core/time.h"
 #include "media/media.h"
@@ -876,6 +878,196 @@ static void test_concurrency(void **state)
     json_decref(gs);
 }
 
+/* ---- URL jobs: Twilio's media URLs (Basic auth, a redirect to storage), pre-signed URLs ---- */
+
+static const char *twilio_sid(void)
+{
+    return env("HG_TEST_TWILIO_ACCOUNT_SID") ? env("HG_TEST_TWILIO_ACCOUNT_SID")
+                                             : "AC0123456789abcdef0123456789abcdef";
+}
+
+static const char *twilio_token(void)
+{
+    return env("HG_TEST_TWILIO_AUTH_TOKEN") ? env("HG_TEST_TWILIO_AUTH_TOKEN")
+                                            : "twilio-media-auth-token";
+}
+
+/* The fake's Twilio media resource <name> of message MM1 (as MediaUrlN looks). */
+static void twilio_url(char *out, size_t cap, const char *name)
+{
+    snprintf(out, cap, "%s/twilio/2010-04-01/Accounts/%s/Messages/MM1/Media/%s",
+             env("HG_TEST_GRAPH_URL") ? env("HG_TEST_GRAPH_URL") : "http://127.0.0.1:1", twilio_sid(),
+             name);
+}
+
+static void basic(char *out, size_t cap, const char *user, const char *password)
+{
+    char plain[256], b64[400];
+    int n = snprintf(plain, sizeof(plain), "%s:%s", user, password);
+    assert_true(hg_base64_encode((const unsigned char *)plain, (size_t)n, b64, sizeof(b64)) > 0);
+    snprintf(out, cap, "Basic %s", b64);
+}
+
+static struct hg_media_job url_job(const char *url, const char *auth, enum hg_media_type t,
+                                   const char *id)
+{
+    return (struct hg_media_job){
+        .tenant = "acme",
+        .media_id = id,
+        .url = url,
+        .authorization = auth,
+        .media_type = t,
+        .message_id = id,
+        .occurred_at_s = OCCURRED,
+    };
+}
+
+static void test_url_job_args(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_media_opts o = base_opts(f);
+    open_media(f, &o);
+    struct outcome out = { 0 };
+    char long_url[5000];
+    memset(long_url, 'a', sizeof(long_url) - 1);
+    memcpy(long_url, "http://", 7);
+    long_url[sizeof(long_url) - 1] = '\0';
+    struct hg_media_job j = url_job("http://127.0.0.1:1/x", NULL, HG_MEDIA_IMAGE, "MM1-0");
+    j.access_token = token(); /* a URL job has no Graph token */
+    assert_int_equal(hg_media_fetch(f->media, &j, on_result, &out), HG_ERR_INVALID);
+    j = url_job("ftp://127.0.0.1/x", NULL, HG_MEDIA_IMAGE, "MM1-0");
+    assert_int_equal(hg_media_fetch(f->media, &j, on_result, &out), HG_ERR_INVALID);
+    j = url_job(long_url, NULL, HG_MEDIA_IMAGE, "MM1-0");
+    assert_int_equal(hg_media_fetch(f->media, &j, on_result, &out), HG_ERR_INVALID);
+    j = url_job("http://127.0.0.1:1/x", "Basic x\r\nX-Evil: 1", HG_MEDIA_IMAGE, "MM1-0");
+    assert_int_equal(hg_media_fetch(f->media, &j, on_result, &out), HG_ERR_INVALID);
+    j = url_job("http://127.0.0.1:1/x", NULL, HG_MEDIA_IMAGE, NULL);
+    assert_int_equal(hg_media_fetch(f->media, &j, on_result, &out), HG_ERR_INVALID);
+    /* a Graph job carries no authorization of its own, and needs its token */
+    j = job_for("jpg", HG_MEDIA_IMAGE, "wamid.A");
+    j.authorization = "Basic eA==";
+    assert_int_equal(hg_media_fetch(f->media, &j, on_result, &out), HG_ERR_INVALID);
+    j = job_for("jpg", HG_MEDIA_IMAGE, "wamid.A");
+    j.access_token = NULL;
+    assert_int_equal(hg_media_fetch(f->media, &j, on_result, &out), HG_ERR_INVALID);
+    assert_int_equal(out.calls, 0);
+}
+
+static long stats_count(json_t *st, const char *table, const char *key)
+{
+    return (long)json_integer_value(json_object_get(json_object_get(st, table), key));
+}
+
+static void test_url_jobs(void **state)
+{
+    struct fixture *f = *state;
+    if (!have_servers())
+        skip();
+    struct hg_media_opts o = base_opts(f);
+    open_media(f, &o);
+    json_t *st = graph_stats();
+    char storage[128];
+    snprintf(storage, sizeof(storage), "%s", json_string_value(json_object_get(st, "storage_url")));
+    json_decref(st);
+
+    char good[512], bad[512];
+    basic(good, sizeof(good), twilio_sid(), twilio_token());
+    basic(bad, sizeof(bad), twilio_sid(), "not-the-token");
+    static const struct {
+        const char *name;          /* Twilio media name, or a storage path for a pre-signed URL */
+        bool presigned;
+        int auth;                  /* 0 none, 1 right, 2 wrong */
+        enum hg_media_type type;
+        const char *declared;
+        const char *error;         /* NULL: stored */
+        const char *file, *key;
+    } cases[] = {
+        /* redirected to another host and port, which refuses an Authorization header */
+        { "jpg", false, 1, HG_MEDIA_IMAGE, "image/jpeg", NULL, "tiny.jpg", "image/2025-02-12/MM1-0.jpg" },
+        /* redirected on the same host: the header goes along there */
+        { "same-png", false, 1, HG_MEDIA_IMAGE, "image/png", NULL, "tiny.png", "image/2025-02-12/MM1-1.png" },
+        /* a Genesys-style pre-signed URL: no credentials at all */
+        { "/storage/pdf?X-Amz-Signature=x", true, 0, HG_MEDIA_DOCUMENT, "application/pdf", NULL,
+          "tiny.pdf", "document/2025-02-12/MM1-2.pdf" },
+        { "jpg", false, 2, HG_MEDIA_IMAGE, "image/jpeg", "unauthorized", NULL, "image/2025-02-12/MM1-3.jpg" },
+        { "jpg", false, 0, HG_MEDIA_IMAGE, "image/jpeg", "unauthorized", NULL, "image/2025-02-12/MM1-4.jpg" },
+        /* validation is the Graph jobs': the cap counted on the stream, the bytes against the type */
+        { "big", false, 1, HG_MEDIA_IMAGE, "image/jpeg", "too_large", NULL, "image/2025-02-12/MM1-5.jpg" },
+        { "liar", false, 1, HG_MEDIA_IMAGE, "image/jpeg", "mime_mismatch", NULL, "image/2025-02-12/MM1-6.jpg" },
+        { "/storage/png", true, 0, HG_MEDIA_STICKER, NULL, "mime_mismatch", NULL, "sticker/2025-02-12/MM1-7.png" },
+        /* redirects are bounded */
+        { "loop", false, 1, HG_MEDIA_IMAGE, "image/jpeg", "download_failed", NULL, "image/2025-02-12/MM1-8.jpg" },
+        { "/storage/nothing", true, 0, HG_MEDIA_IMAGE, "image/jpeg", "not_found", NULL, "image/2025-02-12/MM1-9.jpg" },
+    };
+    struct outcome out[HG_ARRAY_SIZE(cases)];
+    memset(out, 0, sizeof(out));
+    char urls[HG_ARRAY_SIZE(cases)][512], ids[HG_ARRAY_SIZE(cases)][16];
+    for (size_t i = 0; i < HG_ARRAY_SIZE(cases); i++) {
+        if (cases[i].presigned)
+            snprintf(urls[i], sizeof(urls[i]), "%s%s", storage, cases[i].name);
+        else
+            twilio_url(urls[i], sizeof(urls[i]), cases[i].name);
+        snprintf(ids[i], sizeof(ids[i]), "MM1-%zu", i);
+        const char *auth = cases[i].auth == 1 ? good : cases[i].auth == 2 ? bad : NULL;
+        struct hg_media_job j = url_job(urls[i], auth, cases[i].type, ids[i]);
+        j.mime_type = cases[i].declared;
+        fetch(f, &j, &out[i]);
+    }
+    wait_outcomes(f, out, HG_ARRAY_SIZE(cases));
+    for (size_t i = 0; i < HG_ARRAY_SIZE(cases); i++) {
+        struct outcome *r = &out[i];
+        char key[256];
+        snprintf(key, sizeof(key), "media-inbound/acme/%s", cases[i].key);
+        assert_int_equal(r->attempts, 1);
+        assert_string_equal(json_string_value(json_object_get(r->json, "media_id")), ids[i]);
+        if (cases[i].error != NULL) {
+            assert_int_equal(r->status, HG_MEDIA_FAILED);
+            assert_string_equal(r->error, cases[i].error);
+            assert_null(json_object_get(r->json, "url"));
+            assert_not_stored(f, key);
+            outcome_free(r);
+            continue;
+        }
+        size_t n;
+        char path[256], sha[65];
+        snprintf(path, sizeof(path), FIXTURES "%s", cases[i].file);
+        unsigned char *src = read_file(path, &n);
+        sha_hex(src, n, sha);
+        assert_int_equal(r->status, HG_MEDIA_STORED);
+        assert_string_equal(r->key, key);
+        assert_string_equal(r->sha, sha);
+        assert_int_equal(r->size, n);
+        struct hg_buf b;
+        assert_int_equal(s3_get(f, key, &b), 0);
+        assert_int_equal(b.len, n);
+        assert_memory_equal(b.data, src, n);
+        hg_buf_free(&b);
+        struct fetched g;
+        curl_get(r->url, NULL, &g);
+        assert_int_equal(g.status, 200);
+        assert_int_equal(g.body.len, n);
+        assert_memory_equal(g.body.data, src, n);
+        hg_buf_free(&g.body);
+        free(src);
+        outcome_free(r);
+    }
+
+    /* The storage host never saw the account's credentials; Twilio's host saw them each time. */
+    st = graph_stats();
+    assert_int_equal(json_object_size(json_object_get(st, "storage_auth")), 0);
+    assert_int_equal(stats_count(st, "storage_hits", "/storage/jpg"), 1);
+    assert_int_equal(stats_count(st, "storage_hits", "/storage/pdf"), 1);
+    char k[600];
+    snprintf(k, sizeof(k), "ok /twilio/2010-04-01/Accounts/%s/Messages/MM1/Media/jpg", twilio_sid());
+    assert_int_equal(stats_count(st, "twilio_auth", k), 1);
+    snprintf(k, sizeof(k), "bad /twilio/2010-04-01/Accounts/%s/Messages/MM1/Media/jpg", twilio_sid());
+    assert_int_equal(stats_count(st, "twilio_auth", k), 2);
+    assert_int_equal(stats_count(st, "twilio_auth", "ok /twilio-storage/png"), 1);
+    /* "big" was cut off on the stream once past the cap: no metadata step told its size */
+    assert_int_equal(stats_count(st, "storage_hits", "/storage/big"), 1);
+    json_decref(st);
+}
+
 static void test_multipart(void **state)
 {
     struct fixture *f = *state;
@@ -1117,6 +1309,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_clamd, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_url_job_args, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_url_jobs, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
