@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/common.h"
 #include "core/err.h"
 #include "core/hmac.h"
 #include "core/sha256.h"
@@ -304,6 +305,37 @@ static bool provider_unsigned(const struct hg_http_request *r, const struct hg_c
     return true;
 }
 
+/*
+ * Media resolver: an Open Messaging message of type image, video, audio or document carries its
+ * first attachment at the top of content (normalize): one file, content.url, a pre-signed URL
+ * fetched without credentials. Its id is the attachment id (else the event id); the declared
+ * mime_type and sha256 are checked against the bytes.
+ */
+static size_t provider_media(const struct hg_json *ev, size_t i, struct hg_media_ref *out)
+{
+    static const char *const types[] = { "image", "video", "audio", "document" };
+    const char *kind = hg_json_str(hg_json_get(ev, "kind")), *type = hg_json_str(hg_json_get(ev, "type"));
+    const struct hg_json *content = hg_json_get(ev, "content");
+    const char *url = hg_json_str(hg_json_get(content, "url"));
+    size_t t = 0;
+    while (type != NULL && t < HG_ARRAY_SIZE(types) && strcmp(type, types[t]) != 0)
+        t++;
+    if (kind == NULL || strcmp(kind, "message") != 0 || type == NULL || t == HG_ARRAY_SIZE(types) ||
+        url == NULL || url[0] == '\0')
+        return 0;
+    if (out != NULL && i == 0) {
+        const char *id = hg_json_str(hg_json_get(content, "attachment_id"));
+        memset(out, 0, sizeof(*out));
+        out->via = HG_MEDIA_VIA_URL;
+        out->type = types[t];
+        out->media_id = id != NULL && id[0] != '\0' ? id : hg_json_str(hg_json_get(ev, "event_id"));
+        out->url = url;
+        out->mime_type = hg_json_str(hg_json_get(content, "mime_type"));
+        out->sha256 = hg_json_str(hg_json_get(content, "sha256"));
+    }
+    return 1;
+}
+
 const struct hg_provider hg_provider_genesys = {
     .id = HG_PROVIDER_GENESYS,
     .name = "genesys",
@@ -320,4 +352,6 @@ const struct hg_provider hg_provider_genesys = {
     .count_events = hg_genesys_count_events,
     .normalize = hg_genesys_normalize,
     .accepted = hg_provider_accepted_json,
+    .media = provider_media,
+    .media_list = false,
 };

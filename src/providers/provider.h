@@ -73,6 +73,41 @@ struct hg_event_meta {
  */
 typedef int (*hg_event_emit_fn)(void *arg, const struct hg_event *ev, struct hg_json *doc);
 
+/*
+ * How the drain's media stage (src/drain/enrich.c, src/media/) fetches one media file an event
+ * refers to. The provider says what kind of credential a file needs; getting it (the tenant's
+ * Graph token, its credentials) is the drain's business, at fetch time.
+ */
+enum hg_media_via {
+    HG_MEDIA_VIA_GRAPH,      /* media_id is a WhatsApp media id: the Graph API, with the tenant's
+                              * access token (only as the one file of a non-list provider) */
+    HG_MEDIA_VIA_URL,        /* url as it is: pre-signed, no credentials (Genesys) */
+    HG_MEDIA_VIA_URL_BASIC,  /* url with HTTP Basic auth: `user` and the first secret of the
+                              * provider's creds for the tenant (Twilio: AccountSid, auth token) */
+};
+
+/* Room for an id a resolver makes up: an event id (<= 255 bytes) and a "-<n>" suffix. */
+#define HG_MEDIA_REF_ID_MAX 272
+
+/*
+ * One media file of a normalized event, as its provider's resolver (`media` below) describes it.
+ * Strings point into the event document or into `id`; valid while both are.
+ */
+struct hg_media_ref {
+    enum hg_media_via via;
+    const char *type;          /* "image", "video", "audio", "document" or "sticker": the size
+                                * cap, the types the bytes may be, {mediaType} of the S3 key */
+    const char *media_id;      /* VIA_GRAPH: the media id; URL: the id the result carries */
+    const char *url;           /* URL kinds: http(s); NULL or anything else: the file fails
+                                * ("invalid") */
+    const char *user;          /* VIA_URL_BASIC: the Basic user name; NULL: no_credentials */
+    const char *mime_type;     /* declared by the webhook; NULL = none */
+    const char *sha256;        /* declared by the webhook (hex or base64); NULL = none */
+    const char *message_id;    /* {messageId} of the S3 key; NULL = the event id. Files of one
+                                * event must differ here (or in type) */
+    char id[HG_MEDIA_REF_ID_MAX];
+};
+
 /* One AMQP queue of a provider's topology and the routing-key patterns bound to it. */
 struct hg_provider_queue {
     const char *name;                  /* "INBOUND_WHATSAPP_MESSAGES" */
@@ -149,6 +184,17 @@ struct hg_provider {
      * *content_type and returns the body's length. The status is always 200.
      */
     size_t (*accepted)(char *out, size_t cap, const char *request_id, int events, const char **content_type);
+
+    /*
+     * Optional media resolver (NULL: this provider's events carry no media the drain fetches).
+     * The media files of `event` (a document this provider's normalize made): returns how many
+     * there are (0: none), and when out is not NULL and i is below that, describes file i
+     * (0-based, in the event's own order) in *out.
+     */
+    size_t (*media)(const struct hg_json *event, size_t i, struct hg_media_ref *out);
+    /* How the drain writes the results into the event's `media`: true, an array with one object
+     * per file in resolver order (even for one file); false, the object of the one file. */
+    bool media_list;
 };
 
 /* Every provider compiled in, in registry order; *n gets their number. */

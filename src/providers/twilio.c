@@ -717,6 +717,50 @@ static const struct hg_provider_topology topology = {
     .n_queues = HG_ARRAY_SIZE(queues),
 };
 
+/* A media type from a content type: image/..., video/..., audio/..., else a document. */
+static const char *media_type_of(const char *content_type)
+{
+    if (content_type != NULL && strncasecmp(content_type, "image/", 6) == 0)
+        return "image";
+    if (content_type != NULL && strncasecmp(content_type, "video/", 6) == 0)
+        return "video";
+    if (content_type != NULL && strncasecmp(content_type, "audio/", 6) == 0)
+        return "audio";
+    return "document";
+}
+
+/*
+ * Media resolver: a message of type media has one file per content.media[] item ({url,
+ * content_type} from MediaUrlN / MediaContentTypeN), in order. Twilio's media URLs take HTTP
+ * Basic auth with the account's SID (raw.AccountSid) and auth token, and redirect to a
+ * short-lived storage URL on another host. Each file is named "<MessageSid>-<n>" (n its index),
+ * as its id and as {messageId} of its key, so the files of one message never share a key.
+ */
+static size_t provider_media(const struct hg_json *ev, size_t i, struct hg_media_ref *out)
+{
+    const char *kind = hg_json_str(hg_json_get(ev, "kind")), *type = hg_json_str(hg_json_get(ev, "type"));
+    const struct hg_json *media = hg_json_get(hg_json_get(ev, "content"), "media");
+    if (kind == NULL || strcmp(kind, "message") != 0 || type == NULL || strcmp(type, "media") != 0 ||
+        !hg_json_is_array(media))
+        return 0;
+    size_t n = 0;
+    for (const struct hg_json_item *it = hg_json_first(media); it != NULL; it = it->next, n++) {
+        if (out == NULL || n != i)
+            continue;
+        const char *ct = hg_json_str(hg_json_get(it->val, "content_type"));
+        const char *sid = hg_json_str(hg_json_get(ev, "event_id"));
+        memset(out, 0, sizeof(*out));
+        out->via = HG_MEDIA_VIA_URL_BASIC;
+        out->type = media_type_of(ct);
+        out->url = hg_json_str(hg_json_get(it->val, "url"));
+        out->user = hg_json_str(hg_json_get(hg_json_get(ev, "raw"), "AccountSid"));
+        out->mime_type = ct;
+        snprintf(out->id, sizeof(out->id), "%s-%zu", sid != NULL ? sid : "", n);
+        out->media_id = out->message_id = out->id;
+    }
+    return n;
+}
+
 const struct hg_provider hg_provider_twilio = {
     .id = HG_PROVIDER_TWILIO,
     .name = "twilio",
@@ -732,4 +776,6 @@ const struct hg_provider hg_provider_twilio = {
     .count_events = hg_twilio_count_events,
     .normalize = hg_twilio_normalize,
     .accepted = provider_accepted,
+    .media = provider_media,
+    .media_list = true,
 };

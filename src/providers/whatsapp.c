@@ -308,6 +308,34 @@ static const struct hg_provider_topology wa_topology = {
     .n_queues = HG_ARRAY_SIZE(wa_queues),
 };
 
+/*
+ * Media resolver: an image, video, audio, document or sticker message with a content.media_id is
+ * one file, fetched through the Graph API (the drain adds the tenant's token); its declared
+ * mime_type and sha256 are checked against the bytes.
+ */
+static size_t provider_media(const struct hg_json *ev, size_t i, struct hg_media_ref *out)
+{
+    static const char *const types[] = { "image", "video", "audio", "document", "sticker" };
+    const char *kind = hg_json_str(hg_json_get(ev, "kind")), *type = hg_json_str(hg_json_get(ev, "type"));
+    const struct hg_json *content = hg_json_get(ev, "content");
+    const char *id = hg_json_str(hg_json_get(content, "media_id"));
+    size_t t = 0;
+    while (type != NULL && t < HG_ARRAY_SIZE(types) && strcmp(type, types[t]) != 0)
+        t++;
+    if (kind == NULL || strcmp(kind, "message") != 0 || type == NULL || t == HG_ARRAY_SIZE(types) ||
+        id == NULL || id[0] == '\0')
+        return 0;
+    if (out != NULL && i == 0) {
+        memset(out, 0, sizeof(*out));
+        out->via = HG_MEDIA_VIA_GRAPH;
+        out->type = types[t];
+        out->media_id = id;
+        out->mime_type = hg_json_str(hg_json_get(content, "mime_type"));
+        out->sha256 = hg_json_str(hg_json_get(content, "sha256"));
+    }
+    return 1;
+}
+
 const struct hg_provider hg_provider_whatsapp = {
     .id = HG_PROVIDER_WHATSAPP,
     .name = "whatsapp",
@@ -323,4 +351,6 @@ const struct hg_provider hg_provider_whatsapp = {
     .count_events = hg_whatsapp_count_events,
     .normalize = hg_whatsapp_normalize,
     .accepted = hg_provider_accepted_json,
+    .media = provider_media,
+    .media_list = false,
 };
