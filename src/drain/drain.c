@@ -106,6 +106,7 @@ static void item_free(struct item *it)
             order_done(&it->events[i]);
     for (size_t i = 0; i < it->n_events; i++) {
         struct item_event *e = &it->events[i];
+        enrich_event_free(e);
         free(e->strings);
         free(e->json);
     }

@@ -40,6 +40,8 @@ enum archive_state {
     AR_DONE,
 };
 
+struct media_files;
+
 struct item_event {
     enum event_state state;
     char *strings;                 /* one block holding the six strings below */
@@ -63,6 +65,8 @@ struct item_event {
     bool enrich_retry;             /* media undecided this round: go round again later */
     unsigned media_rounds;         /* undecided media fetches so far */
     bool token_from_cache;         /* the Graph token of the fetch in flight came from Redis */
+    struct media_files *files;     /* URL media (enrich.c): per file, decided or not; NULL when
+                                    * none is being fetched */
     bool summarized;               /* json is a dead-letter summary: the sink refused the event */
     char dedup_key[HG_REDIS_KEY_MAX + 1];
     const char *dead_reason;       /* set: goes to the dead-letter path with this reason */
@@ -185,7 +189,7 @@ void order_free(struct hg_drain *d);
 
 /* The event is a message that gets a State Manager `mapping` (a State Manager is configured). */
 bool enrich_wants_state(const struct item_event *e);
-/* The event is a media message with a media_id and media fetching is configured. */
+/* Media fetching is configured and the event's provider lists media files for it (a message). */
 bool enrich_wants_media(const struct item_event *e);
 /* The event belongs to a conversation (conversation.id) and Redis numbers them. */
 bool enrich_wants_sequence(const struct item_event *e);
@@ -196,5 +200,7 @@ bool enrich_wants_sequence(const struct item_event *e);
  * name, and never touches the item's outstanding count or settles it.
  */
 void enrich_start(struct item_event *e, enrich_done_fn done);
+/* Free what the enrichment keeps per event between rounds (its record is being freed). */
+void enrich_event_free(struct item_event *e);
 
 #endif

@@ -1,10 +1,14 @@
 /*
  * The drain's enrichment step: between dedup and publish, a conversation event gets its sequence
  * number (Redis), then a message event gets its State Manager `mapping` (a conversation lifecycle
- * change is told to the State Manager) and, for media messages, its `media` (fetched from the
- * Graph API and stored in S3; the tenant's Graph token comes from the config, the Redis token
- * cache or the tenant service), in parallel. Each call holds one count of `enrich_pending`; when
- * the last one is over, the completion the drain passed to enrich_start runs.
+ * change is told to the State Manager) and, for media messages, its `media`, in parallel. Which
+ * files a message carries and how they are fetched is its provider's resolver's answer
+ * (provider.h `media`): a WhatsApp media id goes through the Graph API with the tenant's Graph
+ * token (from the config, the Redis token cache or the tenant service); URLs (Genesys
+ * attachments, Twilio's MediaUrlN with the tenant's Basic credentials) are fetched as they are.
+ * Each file is stored in S3 by src/media. Each call holds one count of `enrich_pending`; when the
+ * last one is over, the completion the drain passed to enrich_start runs (a retry when some media
+ * was undecided this round).
  */
 #include <stdio.h>
 #include <string.h>
@@ -15,13 +19,16 @@
 #include "conf/conf.h"
 #include "core/common.h"
 #include "core/err.h"
+#include "core/hmac.h"
 #include "core/log.h"
 #include "media/media.h"
 #include "ops/metrics.h"
 #include "drain/drain_internal.h"
+#include "providers/provider.h"
 #include "tenants/tenants.h"
 
 #define MEDIA_MAX_ROUNDS 5         /* undecided media fetches before publishing with media.error */
+#define BASIC_AUTH_MAX 2048        /* "Basic " + base64(user:secret); longer credentials are refused */
 #define SEQUENCE_TTL_MS (7ull * 24 * 3600 * 1000) /* a conversation's counter outlives its last event by this */
 
 /* ---- enrichment: State Manager mapping and media, in parallel; then the publish ---- */
@@ -55,18 +62,36 @@ bool enrich_wants_sequence(const struct item_event *e)
     return e->item->drain->b.redis != NULL && e->dead_reason == NULL && conversation_of(e) != NULL;
 }
 
-static enum hg_media_type media_type_of(const struct item_event *e)
+/* The event's provider, when it has a media resolver. */
+static const struct hg_provider *media_provider(const struct item_event *e)
 {
-    int t = hg_media_type_parse(e->type);
+    const struct hg_provider *p = hg_provider_find(e->item->provider);
+    return p != NULL && p->media != NULL ? p : NULL;
+}
+
+/* How many media files the event's provider lists for it (0: none, or no resolver). */
+static size_t media_count(const struct item_event *e)
+{
+    const struct hg_provider *p = media_provider(e);
+    return p != NULL && e->doc != NULL ? p->media(e->doc, 0, NULL) : 0;
+}
+
+static enum hg_media_type media_type_of(const char *name)
+{
+    int t = hg_media_type_parse(name);
     return t < 0 ? HG_MEDIA_NTYPES : (enum hg_media_type)t;
 }
 
 bool enrich_wants_media(const struct item_event *e)
 {
-    if (e->item->drain->b.media == NULL || !is_message(e) || media_type_of(e) == HG_MEDIA_NTYPES)
-        return false;
-    const char *id = hg_json_str(hg_json_get(hg_json_get(e->doc, "content"), "media_id"));
-    return id != NULL && id[0] != '\0';
+    return e->item->drain->b.media != NULL && is_message(e) && media_count(e) > 0;
+}
+
+/* The one file of a WhatsApp media message: a media id the Graph API resolves. */
+static bool graph_ref(const struct item_event *e, struct hg_media_ref *ref)
+{
+    const struct hg_provider *p = media_provider(e);
+    return p != NULL && !p->media_list && p->media(e->doc, 0, ref) == 1 && ref->via == HG_MEDIA_VIA_GRAPH;
 }
 
 /*
@@ -221,29 +246,37 @@ static void on_media(void *arg, const struct hg_media_result *res)
     enrich_release(e);
 }
 
+/* Once per worker (and after a failed upload); fetches meanwhile retry on their own. */
+static void media_bucket_ensure(struct hg_drain *d)
+{
+    if (!d->media_bucket_checked && d->media_bucket && d->b.s3 && !d->closing) {
+        d->media_bucket_checked = true;
+        hg_s3_ensure_bucket(d->b.s3, d->media_bucket, on_media_bucket, d);
+    }
+}
+
 static void media_fetch(struct item_event *e, const char *token, bool from_cache)
 {
     struct item *it = e->item;
+    struct hg_media_ref ref;
     e->token_from_cache = from_cache;
     if (token == NULL || token[0] == '\0') {
         media_give_up(e, "no_access_token");
         return;
     }
-    struct hg_drain *d = it->drain;
-    if (!d->media_bucket_checked && d->media_bucket && d->b.s3 && !d->closing) {
-        /* Once per worker (and after a failed upload); the fetch below retries meanwhile. */
-        d->media_bucket_checked = true;
-        hg_s3_ensure_bucket(d->b.s3, d->media_bucket, on_media_bucket, d);
+    if (!graph_ref(e, &ref)) {
+        media_give_up(e, "invalid");
+        return;
     }
-    struct hg_json *content = hg_json_get(e->doc, "content");
+    media_bucket_ensure(it->drain);
     struct hg_media_job job = {
         .tenant = it->tenant,
         .access_token = token,
-        .media_id = hg_json_str(hg_json_get(content, "media_id")),
-        .media_type = media_type_of(e),
-        .mime_type = hg_json_str(hg_json_get(content, "mime_type")),
-        .sha256 = hg_json_str(hg_json_get(content, "sha256")),
-        .message_id = e->event_id,
+        .media_id = ref.media_id,
+        .media_type = media_type_of(ref.type),
+        .mime_type = ref.mime_type,
+        .sha256 = ref.sha256,
+        .message_id = ref.message_id ? ref.message_id : e->event_id,
         .occurred_at_s = e->timestamp_s,
         .request_id = it->request_id,
     };
@@ -310,7 +343,8 @@ static void on_token_cached(void *arg, const struct hg_redis_cache_result *res)
     enrich_release(e);
 }
 
-static void media_start(struct item_event *e)
+/* A WhatsApp media id: the tenant's Graph token first (config, Redis, tenant service). */
+static void graph_start(struct item_event *e)
 {
     struct item *it = e->item;
     struct hg_drain *d = it->drain;
@@ -328,6 +362,272 @@ static void media_start(struct item_event *e)
         enrich_release(e);
     }
     token_resolve(e);
+}
+
+/* ---- media fetched by URL: one slot per file the provider's resolver lists ---- */
+
+struct media_slot {
+    struct item_event *e;
+    json_t *result;                /* the file's media object once decided; NULL before */
+    char error[32];                /* why it was undecided the last round */
+    bool in_flight;
+};
+
+/* The URL files of one event, kept across rounds: a file decided once is not fetched again. */
+struct media_files {
+    size_t n;
+    unsigned in_flight;            /* fetches of this round not answered yet */
+    bool undecided;                /* a fetch of this round came back RETRY */
+    struct media_slot slot[];
+};
+
+void enrich_event_free(struct item_event *e)
+{
+    struct media_files *f = e->files;
+    if (f == NULL)
+        return;
+    for (size_t i = 0; i < f->n; i++)
+        json_decref(f->slot[i].result);
+    free(f);
+    e->files = NULL;
+}
+
+/* A file given up on for good (no credentials, no usable URL, undecided too often). */
+static void file_give_up(struct media_slot *s, const struct hg_media_ref *ref, const char *reason)
+{
+    struct item_event *e = s->e;
+    json_t *o = json_pack("{s:s,s:s,s:s}", "media_id", ref->media_id ? ref->media_id : "", "type",
+                          ref->type ? ref->type : "document", "error", reason);
+    if (o == NULL)
+        hg_oom(__FILE__, __LINE__);
+    s->result = o;
+    char labels[96];
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason); /* reasons are fixed identifiers */
+    hg_metric_inc(HG_M_MEDIA_FAILURES, labels);
+    hg_warn(e->item->request_id, "media file not stored; publishing with its error", "event_id", e->event_id,
+            "media_id", ref->media_id ? ref->media_id : "", "error", reason, NULL);
+}
+
+/* Every file decided: the event's `media` is written (a list, or the one object) and done. */
+static void files_check_done(struct item_event *e)
+{
+    struct media_files *f = e->files;
+    const struct hg_provider *p = media_provider(e);
+    for (size_t i = 0; i < f->n; i++)
+        if (f->slot[i].result == NULL)
+            return;
+    json_t *media;
+    if (p != NULL && p->media_list) {
+        media = json_array();
+        for (size_t i = 0; i < f->n; i++)
+            json_array_append(media, f->slot[i].result);
+    } else {
+        media = json_incref(f->slot[0].result);
+    }
+    event_doc_set_jansson(e, "media", media);
+    e->media_done = true;
+    enrich_event_free(e);
+}
+
+/* The round's last fetch answered: count an undecided round, give up after MEDIA_MAX_ROUNDS. */
+static void files_round_over(struct item_event *e)
+{
+    struct media_files *f = e->files;
+    if (f->undecided && !e->item->drain->closing) {
+        f->undecided = false;
+        if (++e->media_rounds >= MEDIA_MAX_ROUNDS) {
+            const struct hg_provider *p = media_provider(e);
+            for (size_t i = 0; i < f->n; i++) {
+                struct hg_media_ref ref = { 0 };
+                if (f->slot[i].result != NULL)
+                    continue;
+                if (p != NULL)
+                    p->media(e->doc, i, &ref);
+                file_give_up(&f->slot[i], &ref, f->slot[i].error[0] ? f->slot[i].error : "download_failed");
+            }
+        } else {
+            e->enrich_retry = true;
+        }
+    }
+    files_check_done(e);
+}
+
+static void on_file(void *arg, const struct hg_media_result *res)
+{
+    struct media_slot *s = arg;
+    struct item_event *e = s->e;
+    struct item *it = e->item;
+    struct media_files *f = e->files;
+    s->in_flight = false;
+    f->in_flight--;
+    if (res->status == HG_MEDIA_RETRY) {
+        if (res->error && strcmp(res->error, "upload_failed") == 0)
+            it->drain->media_bucket_checked = false; /* maybe the bucket went away: check it again */
+        if (!it->drain->closing) {
+            /* shutdown: the record stays in the spool and the next run fetches again */
+            f->undecided = true;
+            snprintf(s->error, sizeof(s->error), "%s", res->error ? res->error : "download_failed");
+        }
+    } else {
+        s->result = hg_media_result_json(res);
+        if (s->result == NULL)
+            hg_oom(__FILE__, __LINE__);
+    }
+    if (f->in_flight == 0)
+        files_round_over(e);
+    enrich_release(e);
+}
+
+/* "Basic " + base64(user ":" secret) into out; 0, or -1 when it does not fit. */
+static int basic_auth(char *out, size_t cap, const char *user, const char *secret)
+{
+    char plain[BASIC_AUTH_MAX];
+    int n = snprintf(plain, sizeof(plain), "%s:%s", user, secret);
+    int rc = -1;
+    if (n > 0 && (size_t)n < sizeof(plain) && cap > 6) {
+        memcpy(out, "Basic ", 6);
+        rc = hg_base64_encode((const unsigned char *)plain, (size_t)n, out + 6, cap - 6) > 0 ? 0 : -1;
+    }
+    memset(plain, 0, sizeof(plain));
+    return rc;
+}
+
+/*
+ * Start every file not decided and not in flight. `tenant` (may be NULL: none known) gives the
+ * credentials of the files that need them: the first secret of the provider's creds for it.
+ */
+static void files_fetch(struct item_event *e, const struct hg_tenant *tenant)
+{
+    struct item *it = e->item;
+    struct hg_drain *d = it->drain;
+    struct media_files *f = e->files;
+    const struct hg_provider *p = media_provider(e);
+    struct hg_creds creds = { 0 };
+    if (tenant != NULL && p != NULL && p->creds != NULL)
+        p->creds(*d->b.conf, tenant, &creds);
+    const char *secret = creds.secrets != NULL && creds.secrets->n > 0 ? creds.secrets->items[0] : NULL;
+    media_bucket_ensure(d);
+    for (size_t i = 0; i < f->n; i++) {
+        struct media_slot *s = &f->slot[i];
+        struct hg_media_ref ref = { 0 };
+        char auth[BASIC_AUTH_MAX];
+        const char *reason = NULL;
+        if (s->result != NULL || s->in_flight)
+            continue;
+        if (p == NULL || p->media(e->doc, i, &ref) <= i || ref.via == HG_MEDIA_VIA_GRAPH) {
+            reason = "invalid"; /* a Graph media id only as a provider's one file (WhatsApp) */
+        } else if (ref.via == HG_MEDIA_VIA_URL_BASIC) {
+            if (ref.user == NULL || ref.user[0] == '\0' || secret == NULL || secret[0] == '\0')
+                reason = "no_credentials";
+            else if (basic_auth(auth, sizeof(auth), ref.user, secret) != 0)
+                reason = "invalid";
+        }
+        if (reason != NULL) {
+            file_give_up(s, &ref, reason);
+            continue;
+        }
+        struct hg_media_job job = {
+            .tenant = it->tenant,
+            .media_id = ref.media_id,
+            .url = ref.url,
+            .authorization = ref.via == HG_MEDIA_VIA_URL_BASIC ? auth : NULL,
+            .media_type = media_type_of(ref.type),
+            .mime_type = ref.mime_type,
+            .sha256 = ref.sha256,
+            .message_id = ref.message_id ? ref.message_id : e->event_id,
+            .occurred_at_s = e->timestamp_s,
+            .request_id = it->request_id,
+        };
+        enrich_hold(e);
+        s->in_flight = true;
+        f->in_flight++;
+        int rc = hg_media_fetch(d->b.media, &job, on_file, s);
+        if (ref.via == HG_MEDIA_VIA_URL_BASIC)
+            memset(auth, 0, sizeof(auth)); /* the job has its own copy */
+        if (rc != 0) {
+            s->in_flight = false;
+            f->in_flight--;
+            if (rc == HG_ERR_INVALID)
+                file_give_up(s, &ref, "invalid"); /* no url, not http(s), bad type, ... */
+            else
+                e->enrich_retry = true;           /* queue full or closing: later */
+            enrich_release(e);
+        }
+    }
+    if (f->in_flight == 0)
+        files_round_over(e);
+}
+
+static void on_files_tenant(void *arg, int status, struct hg_tenant *tn)
+{
+    struct item_event *e = arg;
+    struct item *it = e->item;
+    if (it->drain->closing) {
+        e->enrich_retry = true;
+    } else if (status == 0) {
+        files_fetch(e, tn);
+    } else if (status == HG_ERR_NOT_FOUND) {
+        files_fetch(e, NULL);   /* no tenant, no credentials: those files get no_credentials */
+    } else {
+        e->enrich_retry = true; /* tenant service unavailable, or closing */
+    }
+    hg_tenant_unref(tn);
+    enrich_release(e);
+}
+
+/*
+ * Files fetched by URL (Genesys, Twilio): the ones still undecided this round. Credentials, when
+ * a file needs them, come from the tenant: the config's tenants and the LRU at once, the tenant
+ * service's through the same resolution the ingest path uses.
+ */
+static void files_start(struct item_event *e, size_t n)
+{
+    struct item *it = e->item;
+    struct hg_drain *d = it->drain;
+    const struct hg_provider *p = media_provider(e);
+    if (e->files == NULL) {
+        e->files = hg_xcalloc(1, sizeof(*e->files) + n * sizeof(e->files->slot[0]));
+        e->files->n = n;
+        for (size_t i = 0; i < n; i++)
+            e->files->slot[i].e = e;
+    }
+    e->files->undecided = false;
+    bool need_creds = false;
+    for (size_t i = 0; i < e->files->n && !need_creds; i++) {
+        struct hg_media_ref ref = { 0 };
+        need_creds = e->files->slot[i].result == NULL && p->media(e->doc, i, &ref) > i &&
+                     ref.via == HG_MEDIA_VIA_URL_BASIC;
+    }
+    if (!need_creds || d->b.tenants == NULL) {
+        files_fetch(e, NULL);
+        return;
+    }
+    struct hg_tenant *tn = NULL;
+    int rc = hg_tenants_resolve_local(d->b.tenants, *d->b.conf, it->tenant, NULL, 0, &tn);
+    if (rc == 0 || rc == HG_ERR_NOT_FOUND) {
+        files_fetch(e, tn); /* not found: those files get no_credentials */
+        hg_tenant_unref(tn);
+    } else if (rc == HG_TENANTS_PENDING) {
+        enrich_hold(e);
+        if (hg_tenants_resolve(d->b.tenants, *d->b.conf, it->tenant, NULL, 0, on_files_tenant, e) != 0) {
+            e->enrich_retry = true;
+            enrich_release(e);
+        }
+    } else {
+        e->enrich_retry = true; /* unavailable (too many lookups) or closing: later */
+    }
+}
+
+static void media_start(struct item_event *e)
+{
+    struct hg_media_ref ref;
+    size_t n = media_count(e);
+    if (n == 0)
+        return;
+    if (graph_ref(e, &ref))
+        graph_start(e); /* WhatsApp, as it always was */
+    else
+        files_start(e, n);
 }
 
 /* The State Manager and media calls still missing, in parallel. */
