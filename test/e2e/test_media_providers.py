@@ -220,6 +220,44 @@ def test_twilio_failures(media_hg, validator):
     assert metric(h, "media_failures_total", reason="no_credentials") == 1
 
 
+# src/drain/enrich.c MEDIA_MAX_ROUNDS times the media module's default max_attempts
+MEDIA_ROUNDS = 5
+MEDIA_ATTEMPTS = 5
+
+
+def test_twilio_undecided_rounds(media_hg, validator):
+    """A file still undecided after a round (5 attempts of 503) is fetched again with the record's
+    next round, without fetching again what was decided; one undecided for MEDIA_ROUNDS rounds is
+    published with its last error."""
+    h = media_hg
+    # the media bucket exists before the first upload: no first try lost to NoSuchBucket
+    h.bucket.client.create_bucket(Bucket=h.media_bucket)
+    late = "fail-%d-%s" % (MEDIA_ATTEMPTS + 1, uuid.uuid4().hex[:8])   # stored on the 7th request
+    msid, params = mms([("x", "image/jpeg"), ("y", "image/jpeg")])
+    params["MediaUrl0"] = twilio_media_url(msid, "jpg")
+    params["MediaUrl1"] = twilio_media_url(msid, late)
+    post_twilio(h, params)
+    gone, gone_params = mms([("x", "image/jpeg")])
+    gone_params["MediaUrl0"] = twilio_media_url(gone, "broken")
+    post_twilio(h, gone_params)
+    evs = {e["event_id"]: e for e in h.wait_events([msid, gone], timeout=90)}
+    ev = evs[msid]
+    jsonschema_ok(validator, ev)
+    day = ev["occurred_at"][:10]
+    check_stored(h, ev["media"][0], f"{msid}-0", "image", f"media-inbound/default/image/{day}/{msid}-0.jpg", JPEG,
+                 "image/jpeg")
+    check_stored(h, ev["media"][1], f"{msid}-1", "image", f"media-inbound/default/image/{day}/{msid}-1.jpg", JPEG,
+                 "image/jpeg")
+    assert evs[gone]["media"] == [{"media_id": f"{gone}-0", "type": "image", "error": "download_failed"}]
+    st = fake_call("/_stats")
+    assert st["storage_hits"]["/storage/jpg"] == 1            # decided in round 1, not fetched again
+    assert st["storage_hits"][f"/storage/{late}"] == MEDIA_ATTEMPTS + 2
+    assert st["storage_hits"]["/storage/broken"] == MEDIA_ROUNDS * MEDIA_ATTEMPTS
+    assert st["storage_auth"] == {}
+    assert [e["event_id"] for e in h.read_events()].count(msid) == 1
+    assert metric(h, "media_failures_total", reason="download_failed") == 1
+
+
 def test_genesys_attachment(media_hg, validator):
     h = media_hg
     storage = fake_call("/_stats")["storage_url"]

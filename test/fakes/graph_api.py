@@ -31,7 +31,9 @@ Twilio's media URLs and a storage host, for URL jobs (names are the media ids ab
                           a pre-signed URL's host: the bytes of <name> (Content-Type: its type);
                           a request carrying Authorization is refused with 400, as S3 refuses a
                           second auth mechanism, and counted in storage_auth. Genesys attachments
-                          point here directly.
+                          point here directly. <name> "broken": always 503 (Retry-After: 0);
+                          "fail-<k>-<tag>": 503 (Retry-After: 0) for the first <k> requests, then
+                          the JPEG.
 /_stats also has storage_url (the storage host's base URL), storage_hits (path -> n) and
 storage_auth (path -> requests that carried Authorization), twilio_auth ("ok <path>" / "bad
 <path>" -> n).
@@ -125,8 +127,16 @@ def drip_ms(media_id):
     return None
 
 
+def fail_count(media_id):
+    """<k> of a fail-<k>-<tag> storage name, or None."""
+    parts = media_id.split("-")
+    if len(parts) >= 3 and parts[0] == "fail" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
 def lookup(media_id):
-    if media_id.startswith("slow-") or drip_ms(media_id) is not None:
+    if media_id.startswith("slow-") or drip_ms(media_id) is not None or fail_count(media_id) is not None:
         return MEDIA["jpg"]
     return MEDIA.get(media_id)
 
@@ -317,15 +327,19 @@ class StorageHandler(Handler):
     def do_GET(self):
         path = self.path.split("?", 1)[0]
         with lock:
-            stats["storage_hits"][path] = stats["storage_hits"].get(path, 0) + 1
+            stats["storage_hits"][path] = hits = stats["storage_hits"].get(path, 0) + 1
             if "Authorization" in self.headers:
                 stats["storage_auth"][path] = stats["storage_auth"].get(path, 0) + 1
         if "Authorization" in self.headers:
             self.error(400, "Only one auth mechanism allowed")
             return
-        entry = lookup(path[len("/storage/"):]) if path.startswith("/storage/") else None
+        name = path[len("/storage/"):] if path.startswith("/storage/") else ""
+        entry = lookup(name)
         if entry is None:
             self.error(404, "NoSuchKey")
+            return
+        if name == "broken" or (fail_count(name) is not None and hits <= fail_count(name)):
+            self.error(503, "SlowDown", {"Retry-After": "0"})
             return
         self.send(200, entry[0], ctype=entry[1])
 
