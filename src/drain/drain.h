@@ -40,8 +40,9 @@ struct hg_drain_backends {
     struct hg_s3 *s3;              /* raw archive; NULL = no archive */
     const char *bucket;            /* archive bucket (copied) */
     /* Enrichment before publish (each NULL = not done). Messages get `mapping` from the State
-     * Manager; image/video/audio/document/sticker messages get `media` once fetched and stored
-     * (the Graph token from the config, or from `tenants` for the tenant service's tenants). */
+     * Manager; messages whose provider lists media files (provider.h `media`) get `media` once
+     * they are fetched and stored (the Graph token, or a provider's credentials, from the config,
+     * or from `tenants` for the tenant service's tenants). */
     struct hg_statemgr *statemgr;
     struct hg_media *media;
     const char *media_bucket;      /* created when missing, like the archive bucket (copied) */
