@@ -172,4 +172,19 @@ struct hg_json_doc *hg_json_doc_new(size_t cap);
 /* Release the document, its arena and every node in it. NULL is fine. */
 void hg_json_doc_free(struct hg_json_doc *d);
 
+/*
+ * A document being built in an arena whose allocations may be refused (a capped arena): the first
+ * refusal is remembered in `oom` instead of being checked at every call, and the builder drops the
+ * document whole, never emits it half built. The normalizers build every event this way.
+ */
+struct hg_json_build {
+    struct hg_arena *a;
+    bool oom;
+};
+void hg_jb_set(struct hg_json_build *b, struct hg_json *obj, const char *key, struct hg_json *val);
+void hg_jb_append(struct hg_json_build *b, struct hg_json *arr, struct hg_json *val);
+struct hg_json *hg_jb_object(struct hg_json_build *b);
+struct hg_json *hg_jb_array(struct hg_json_build *b);
+struct hg_json *hg_jb_string(struct hg_json_build *b, const char *s);
+
 #endif

@@ -20,3 +20,36 @@ void hg_json_doc_free(struct hg_json_doc *d)
     hg_arena_destroy(&d->arena);
     free(d);
 }
+
+void hg_jb_set(struct hg_json_build *b, struct hg_json *obj, const char *key, struct hg_json *val)
+{
+    if (hg_json_set(b->a, obj, key, val) != 0)
+        b->oom = true;
+}
+
+void hg_jb_append(struct hg_json_build *b, struct hg_json *arr, struct hg_json *val)
+{
+    if (hg_json_append(b->a, arr, val) != 0)
+        b->oom = true;
+}
+
+struct hg_json *hg_jb_object(struct hg_json_build *b)
+{
+    struct hg_json *o = hg_json_object(b->a);
+    b->oom |= o == NULL;
+    return o;
+}
+
+struct hg_json *hg_jb_array(struct hg_json_build *b)
+{
+    struct hg_json *o = hg_json_array(b->a);
+    b->oom |= o == NULL;
+    return o;
+}
+
+struct hg_json *hg_jb_string(struct hg_json_build *b, const char *s)
+{
+    struct hg_json *o = hg_json_string(b->a, s);
+    b->oom |= o == NULL;
+    return o;
+}

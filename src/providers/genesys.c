@@ -149,20 +149,6 @@ int hg_genesys_verify(const struct hg_provider_request *r, const struct hg_creds
     return refuse(why, cap, "API key does not match");
 }
 
-/* Write the 400 reason, drop the document, return NULL. */
-static struct hg_json_doc *fail(char *reason, size_t cap, struct hg_json_doc *doc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static struct hg_json_doc *fail(char *reason, size_t cap, struct hg_json_doc *doc, const char *fmt, ...)
-{
-    if (reason != NULL && cap > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(reason, cap, fmt, ap);
-        va_end(ap);
-    }
-    hg_json_doc_free(doc);
-    return NULL;
-}
 
 struct hg_json_doc *hg_genesys_parse(const char *body, size_t len, char *reason, size_t cap)
 {
@@ -171,11 +157,11 @@ struct hg_json_doc *hg_genesys_parse(const char *body, size_t len, char *reason,
     struct hg_json_error jerr;
     struct hg_json *root = hg_json_parse(&doc->arena, body ? body : "", body ? len : 0, &jerr);
     if (root == NULL)
-        return fail(reason, cap, doc, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+        return hg_provider_parse_fail(reason, cap, doc, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
                     jerr.column);
     doc->root = root;
     if (!hg_json_is_object(root))
-        return fail(reason, cap, doc, "body is not a JSON object");
+        return hg_provider_parse_fail(reason, cap, doc, "body is not a JSON object");
     return doc;
 }
 

@@ -29,49 +29,20 @@ struct walk {
     const struct hg_event_meta *meta;
     hg_event_emit_fn emit;
     void *arg;
-    struct hg_arena *a;
+    struct hg_json_build b; /* the arena documents are built in, and whether it refused memory */
     char received_at[40];
     int64_t received_ms;
-    bool oom;              /* the arena refused memory while building the document */
 };
 
 /*
- * ---- building in the walk's arena: a refused allocation marks the walk (w->oom) instead of
+ * ---- building in the walk's arena: a refused allocation marks the walk (w->b.oom) instead of
  * being checked at every call; the document is then dropped whole, never emitted half built ----
  */
 
-static void set(struct walk *w, struct hg_json *dst, const char *key, struct hg_json *val)
-{
-    if (hg_json_set(w->a, dst, key, val) != 0)
-        w->oom = true;
-}
 
-static void append(struct walk *w, struct hg_json *arr, struct hg_json *val)
-{
-    if (hg_json_append(w->a, arr, val) != 0)
-        w->oom = true;
-}
 
-static struct hg_json *obj_new(struct walk *w)
-{
-    struct hg_json *o = hg_json_object(w->a);
-    w->oom |= o == NULL;
-    return o;
-}
 
-static struct hg_json *arr_new(struct walk *w)
-{
-    struct hg_json *o = hg_json_array(w->a);
-    w->oom |= o == NULL;
-    return o;
-}
 
-static struct hg_json *str_new(struct walk *w, const char *s)
-{
-    struct hg_json *o = hg_json_string(w->a, s);
-    w->oom |= o == NULL;
-    return o;
-}
 
 /* ---- reading the payload: typed members, copied when present and of the expected type ---- */
 
@@ -92,7 +63,7 @@ static void copy_str(struct walk *w, struct hg_json *dst, const char *dkey, cons
 {
     struct hg_json *v = hg_json_get(src, skey);
     if (hg_json_is_string(v))
-        set(w, dst, dkey, v);
+        hg_jb_set(&w->b, dst, dkey, v);
 }
 
 static void copy_num(struct walk *w, struct hg_json *dst, const char *dkey, const struct hg_json *src,
@@ -100,7 +71,7 @@ static void copy_num(struct walk *w, struct hg_json *dst, const char *dkey, cons
 {
     struct hg_json *v = hg_json_get(src, skey);
     if (hg_json_is_number(v))
-        set(w, dst, dkey, v);
+        hg_jb_set(&w->b, dst, dkey, v);
 }
 
 static void copy_bool(struct walk *w, struct hg_json *dst, const char *dkey, const struct hg_json *src,
@@ -108,7 +79,7 @@ static void copy_bool(struct walk *w, struct hg_json *dst, const char *dkey, con
 {
     struct hg_json *v = hg_json_get(src, skey);
     if (hg_json_is_bool(v))
-        set(w, dst, dkey, v);
+        hg_jb_set(&w->b, dst, dkey, v);
 }
 
 /* A payload key and the name it gets in the document. */
@@ -126,79 +97,12 @@ static void copy_strs(struct walk *w, struct hg_json *dst, const struct hg_json 
 
 /* ---- times: Genesys writes ISO-8601 strings ("2021-03-25T20:40:56.174Z") and epoch milliseconds ---- */
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-/* n decimal digits at s into *out; false when one is not a digit. */
-static bool digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-/*
- * RFC 3339 date-time to Unix milliseconds: YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM), 'T'
- * and 'Z' in either case; digits past milliseconds are dropped. 0 when it is not one, or not
- * after the epoch.
- */
+/* RFC 3339 date-time to Unix milliseconds (core/time's parser); 0 when it is not one, or not after
+ * the epoch, or past TS_MAX_MS. */
 static int64_t rfc3339_ms(const char *s, size_t n)
 {
-    int y, mo, d, h, mi, sec, frac = 0, off = 0;
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-
-    if (n < 20 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
-        !digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2, &h) || s[13] != ':' ||
-        !digits(s + 14, 2, &mi) || s[16] != ':' || !digits(s + 17, 2, &sec))
-        return 0;
-    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
-        return 0;
-    if (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
-        return 0;
-    if (sec == 60)
-        sec = 59; /* a leap second: Unix time has none */
-    size_t i = 19;
-    if (i < n && s[i] == '.') {
-        size_t start = ++i;
-        while (i < n && s[i] >= '0' && s[i] <= '9') {
-            if (i - start < 3)
-                frac = frac * 10 + (s[i] - '0');
-            i++;
-        }
-        if (i == start)
-            return 0;
-        for (size_t k = i - start; k < 3; k++)
-            frac *= 10;
-    }
-    if (i < n && (s[i] == 'Z' || s[i] == 'z')) {
-        i++;
-    } else if (i + 6 == n && (s[i] == '+' || s[i] == '-')) {
-        int oh, om;
-        if (!digits(s + i + 1, 2, &oh) || s[i + 3] != ':' || !digits(s + i + 4, 2, &om) || oh > 23 || om > 59)
-            return 0;
-        off = (oh * 60 + om) * 60 * (s[i] == '-' ? -1 : 1);
-        i += 6;
-    } else {
-        return 0;
-    }
-    if (i != n)
-        return 0;
-    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - off;
-    int64_t ms = secs * 1000 + frac;
-    return ms > 0 && ms <= TS_MAX_MS ? ms : 0;
+    int64_t ms;
+    return hg_time_parse_rfc3339(s, n, &ms) == 0 && ms > 0 && ms <= TS_MAX_MS ? ms : 0;
 }
 
 /* Unix milliseconds of a payload time (an RFC 3339 string or an integer of epoch ms); 0 if none. */
@@ -221,32 +125,32 @@ static int64_t time_ms(const struct hg_json *v)
 static struct hg_json *doc_new(struct walk *w, const char *event_id, const char *kind, const char *type,
                                int64_t occurred_ms)
 {
-    struct hg_json *doc = obj_new(w);
+    struct hg_json *doc = hg_jb_object(&w->b);
     char buf[40];
 
-    set(w, doc, "schema_version", str_new(w, SCHEMA_VERSION));
-    set(w, doc, "event_id", str_new(w, event_id));
-    set(w, doc, "correlation_id", w->meta->request_id ? str_new(w, w->meta->request_id) : hg_json_null());
-    set(w, doc, "provider", str_new(w, PROVIDER));
-    set(w, doc, "tenant", w->meta->tenant ? str_new(w, w->meta->tenant) : hg_json_null());
-    set(w, doc, "kind", str_new(w, kind));
-    set(w, doc, "type", str_new(w, type));
+    hg_jb_set(&w->b, doc, "schema_version", hg_jb_string(&w->b, SCHEMA_VERSION));
+    hg_jb_set(&w->b, doc, "event_id", hg_jb_string(&w->b, event_id));
+    hg_jb_set(&w->b, doc, "correlation_id", w->meta->request_id ? hg_jb_string(&w->b, w->meta->request_id) : hg_json_null());
+    hg_jb_set(&w->b, doc, "provider", hg_jb_string(&w->b, PROVIDER));
+    hg_jb_set(&w->b, doc, "tenant", w->meta->tenant ? hg_jb_string(&w->b, w->meta->tenant) : hg_json_null());
+    hg_jb_set(&w->b, doc, "kind", hg_jb_string(&w->b, kind));
+    hg_jb_set(&w->b, doc, "type", hg_jb_string(&w->b, type));
     if (occurred_ms > 0) {
         hg_time_rfc3339(buf, sizeof(buf), (uint64_t)occurred_ms * 1000000ull, 3);
-        set(w, doc, "occurred_at", str_new(w, buf));
+        hg_jb_set(&w->b, doc, "occurred_at", hg_jb_string(&w->b, buf));
     } else {
-        set(w, doc, "occurred_at", str_new(w, w->received_at));
+        hg_jb_set(&w->b, doc, "occurred_at", hg_jb_string(&w->b, w->received_at));
     }
-    set(w, doc, "received_at", str_new(w, w->received_at));
-    set(w, doc, "customer", hg_json_null());
-    set(w, doc, "business", obj_new(w));
-    set(w, doc, "conversation", hg_json_null());
-    set(w, doc, "content", hg_json_null());
-    set(w, doc, "context", hg_json_null());
-    set(w, doc, "referral", hg_json_null());
-    set(w, doc, "errors", hg_json_null());
-    set(w, doc, "media", hg_json_null());
-    set(w, doc, "raw", hg_json_null());
+    hg_jb_set(&w->b, doc, "received_at", hg_jb_string(&w->b, w->received_at));
+    hg_jb_set(&w->b, doc, "customer", hg_json_null());
+    hg_jb_set(&w->b, doc, "business", hg_jb_object(&w->b));
+    hg_jb_set(&w->b, doc, "conversation", hg_json_null());
+    hg_jb_set(&w->b, doc, "content", hg_json_null());
+    hg_jb_set(&w->b, doc, "context", hg_json_null());
+    hg_jb_set(&w->b, doc, "referral", hg_json_null());
+    hg_jb_set(&w->b, doc, "errors", hg_json_null());
+    hg_jb_set(&w->b, doc, "media", hg_json_null());
+    hg_jb_set(&w->b, doc, "raw", hg_json_null());
     return doc;
 }
 
@@ -283,7 +187,7 @@ static int emit_doc(struct walk *w, struct hg_json *doc, const char *event_id, c
                     int64_t occurred_ms)
 {
     char rk[16 + TYPE_MAX + 2];
-    if (w->oom || doc == NULL)
+    if (w->b.oom || doc == NULL)
         return HG_ERR_NOMEM;
     snprintf(rk, sizeof(rk), "%s.%s", kind, type);
     int64_t ms = occurred_ms > 0 ? occurred_ms : w->received_ms;
@@ -353,12 +257,12 @@ static struct hg_json *conversation_object(struct walk *w, struct hg_json *id, c
 {
     if (!hg_json_is_string(id) || id->len == 0)
         return hg_json_null();
-    struct hg_json *o = obj_new(w);
-    set(w, o, "id", id);
+    struct hg_json *o = hg_jb_object(&w->b);
+    hg_jb_set(&w->b, o, "id", id);
     copy_str(w, o, "participant_id", body, "participantId");
     copy_str(w, o, "communication_id", body, "communicationId");
     copy_str(w, o, "session_id", body, "sessionId");
-    set(w, o, "sequence", hg_json_null());
+    hg_jb_set(&w->b, o, "sequence", hg_json_null());
     return o;
 }
 
@@ -376,21 +280,21 @@ static struct hg_json *customer_object(struct walk *w, const struct hg_json *sid
     };
     if (!hg_json_is_object(side))
         return NULL;
-    struct hg_json *o = obj_new(w);
+    struct hg_json *o = hg_jb_object(&w->b);
     struct hg_json *id = hg_json_get(side, "id");
     const char *id_type = str_of(side, "idType");
     struct hg_phone phone;
 
     copy_strs(w, o, side, keys, HG_ARRAY_SIZE(keys));
     if (hg_json_is_string(id) && str_ieq(id_type, "Phone") && hg_phone_parse(id->str, id->len, &phone) == 0) {
-        set(w, o, "phone", str_new(w, phone.e164));
+        hg_jb_set(&w->b, o, "phone", hg_jb_string(&w->b, phone.e164));
         if (phone.cc[0] != '\0')
-            set(w, o, "country_calling_code", str_new(w, phone.cc));
+            hg_jb_set(&w->b, o, "country_calling_code", hg_jb_string(&w->b, phone.cc));
         if (phone.region != NULL)
-            set(w, o, "region", str_new(w, phone.region));
+            hg_jb_set(&w->b, o, "region", hg_jb_string(&w->b, phone.region));
     }
     if (hg_json_is_string(id) && str_ieq(id_type, "Email") && hg_json_get(o, "email") == NULL)
-        set(w, o, "email", id);
+        hg_jb_set(&w->b, o, "email", id);
     return hg_json_size(o) > 0 ? o : NULL;
 }
 
@@ -427,7 +331,7 @@ static struct hg_json *attachment_object(struct walk *w, const struct hg_json *a
         {"id", "attachment_id"}, {"mediaType", "media_type"}, {"url", "url"},   {"mime", "mime_type"},
         {"filename", "filename"},     {"sha256", "sha256"},       {"text", "text"},
     };
-    struct hg_json *o = obj_new(w);
+    struct hg_json *o = hg_jb_object(&w->b);
     copy_strs(w, o, att, keys, HG_ARRAY_SIZE(keys));
     copy_num(w, o, "size", att, "contentSizeBytes");
     return o;
@@ -469,7 +373,7 @@ static struct hg_json *first_content(const struct hg_json *msg, const char *ct, 
 static struct hg_json *card_action(struct walk *w, const struct hg_json *a)
 {
     static const struct rename keys[] = {{"type", "type"}, {"text", "text"}, {"payload", "payload"}, {"url", "url"}};
-    struct hg_json *o = obj_new(w);
+    struct hg_json *o = hg_jb_object(&w->b);
     copy_strs(w, o, a, keys, HG_ARRAY_SIZE(keys));
     return o;
 }
@@ -478,16 +382,16 @@ static struct hg_json *card_object(struct walk *w, const struct hg_json *card)
 {
     static const struct rename keys[] = {
         {"title", "title"}, {"description", "description"}, {"image", "image"}, {"video", "video"}};
-    struct hg_json *o = obj_new(w);
+    struct hg_json *o = hg_jb_object(&w->b);
     copy_strs(w, o, card, keys, HG_ARRAY_SIZE(keys));
     struct hg_json *def = hg_json_get(card, "defaultAction");
     if (hg_json_is_object(def))
-        set(w, o, "default_action", card_action(w, def));
-    struct hg_json *actions = arr_new(w);
+        hg_jb_set(&w->b, o, "default_action", card_action(w, def));
+    struct hg_json *actions = hg_jb_array(&w->b);
     for (struct hg_json_item *i = hg_json_first(hg_json_get(card, "actions")); i; i = i->next)
         if (hg_json_is_object(i->val))
-            append(w, actions, card_action(w, i->val));
-    set(w, o, "actions", actions);
+            hg_jb_append(&w->b, actions, card_action(w, i->val));
+    hg_jb_set(&w->b, o, "actions", actions);
     return o;
 }
 
@@ -496,10 +400,10 @@ static void add_to(struct walk *w, struct hg_json *content, const char *key, str
 {
     struct hg_json *arr = hg_json_get(content, key);
     if (arr == NULL) {
-        arr = arr_new(w);
-        set(w, content, key, arr);
+        arr = hg_jb_array(&w->b);
+        hg_jb_set(&w->b, content, key, arr);
     }
-    append(w, arr, val);
+    hg_jb_append(&w->b, arr, val);
 }
 
 /*
@@ -517,21 +421,21 @@ static void content_structured(struct walk *w, struct hg_json *content, const st
         const char *ct = str_of(i->val, "contentType");
         struct hg_json *obj;
         if (str_ieq(ct, "QuickReply") && hg_json_is_object(obj = hg_json_get(i->val, "quickReply"))) {
-            struct hg_json *o = obj_new(w);
+            struct hg_json *o = hg_jb_object(&w->b);
             copy_strs(w, o, obj, qr_keys, HG_ARRAY_SIZE(qr_keys));
             add_to(w, content, "quick_replies", o);
         } else if (str_ieq(ct, "ButtonResponse") && hg_json_is_object(obj = hg_json_get(i->val, "buttonResponse"))) {
-            struct hg_json *o = obj_new(w);
+            struct hg_json *o = hg_jb_object(&w->b);
             copy_strs(w, o, obj, br_keys, HG_ARRAY_SIZE(br_keys));
             add_to(w, content, "buttons", o);
         } else if (str_ieq(ct, "Card") && hg_json_is_object(obj = hg_json_get(i->val, "card"))) {
             add_to(w, content, "cards", card_object(w, obj));
         } else if (str_ieq(ct, "Carousel") && hg_json_is_object(obj = hg_json_get(i->val, "carousel"))) {
-            struct hg_json *o = obj_new(w), *cards = arr_new(w);
+            struct hg_json *o = hg_jb_object(&w->b), *cards = hg_jb_array(&w->b);
             for (struct hg_json_item *c = hg_json_first(hg_json_get(obj, "cards")); c; c = c->next)
                 if (hg_json_is_object(c->val))
-                    append(w, cards, card_object(w, c->val));
-            set(w, o, "cards", cards);
+                    hg_jb_append(&w->b, cards, card_object(w, c->val));
+            hg_jb_set(&w->b, o, "cards", cards);
             add_to(w, content, "carousels", o);
         } else if (str_ieq(ct, "Attachment") && hg_json_is_object(obj = hg_json_get(i->val, "attachment"))) {
             add_to(w, content, "attachments", attachment_object(w, obj));
@@ -552,12 +456,12 @@ static struct hg_json *reasons_of(struct walk *w, const struct hg_json *msg)
     for (struct hg_json_item *i = hg_json_first(reasons); hg_json_is_array(reasons) && i; i = i->next) {
         if (!hg_json_is_object(i->val))
             continue;
-        struct hg_json *o = obj_new(w);
+        struct hg_json *o = hg_jb_object(&w->b);
         copy_str(w, o, "code", i->val, "code");
         copy_str(w, o, "message", i->val, "message");
         if (a == NULL)
-            a = arr_new(w);
-        append(w, a, o);
+            a = hg_jb_array(&w->b);
+        hg_jb_append(&w->b, a, o);
     }
     return a;
 }
@@ -566,19 +470,19 @@ static struct hg_json *reasons_of(struct walk *w, const struct hg_json *msg)
 static struct hg_json *om_context(struct walk *w, const struct hg_json *msg)
 {
     struct hg_json *channel = hg_json_get(msg, "channel");
-    struct hg_json *o = obj_new(w);
+    struct hg_json *o = hg_jb_object(&w->b);
     const char *dir = str_of(msg, "direction");
     if (str_ieq(dir, "Inbound"))
-        set(w, o, "direction", str_new(w, "inbound"));
+        hg_jb_set(&w->b, o, "direction", hg_jb_string(&w->b, "inbound"));
     else if (str_ieq(dir, "Outbound"))
-        set(w, o, "direction", str_new(w, "outbound"));
+        hg_jb_set(&w->b, o, "direction", hg_jb_string(&w->b, "outbound"));
     copy_str(w, o, "originating_entity", msg, "originatingEntity");
     copy_str(w, o, "provider_message_id", channel, "messageId");
     copy_str(w, o, "platform", channel, "platform");
     copy_str(w, o, "channel_type", channel, "type");
     struct hg_json *ca = hg_json_get(hg_json_get(channel, "metadata"), "customAttributes");
     if (hg_json_is_object(ca))
-        set(w, o, "custom_attributes", ca);
+        hg_jb_set(&w->b, o, "custom_attributes", ca);
     return o;
 }
 
@@ -625,24 +529,24 @@ static int process_open_messaging(struct walk *w, const struct hg_json *root)
     sides(msg, &cust_side, &biz_side);
     struct hg_json *customer = customer_object(w, cust_side);
     if (customer != NULL)
-        set(w, doc, "customer", customer);
+        hg_jb_set(&w->b, doc, "customer", customer);
     struct hg_json *business = hg_json_get(doc, "business");
     struct hg_json *integration = hg_json_get(channel, "id");
     if (!hg_json_is_string(integration))
         integration = hg_json_get(biz_side, "id");
     if (hg_json_is_string(integration))
-        set(w, business, "integration_id", integration);
+        hg_jb_set(&w->b, business, "integration_id", integration);
     copy_str(w, business, "nickname", biz_side, "nickname");
-    set(w, doc, "conversation", conversation_object(w, hg_json_get(msg, "conversationId"), NULL));
+    hg_jb_set(&w->b, doc, "conversation", conversation_object(w, hg_json_get(msg, "conversationId"), NULL));
 
-    struct hg_json *content = obj_new(w);
+    struct hg_json *content = hg_jb_object(&w->b);
     if (strcmp(kind, "receipt") == 0) {
         copy_str(w, content, "message_id", msg, "id");
         copy_str(w, content, "status", msg, "status");
         copy_bool(w, content, "is_final_receipt", msg, "isFinalReceipt");
         struct hg_json *errs = reasons_of(w, msg);
         if (errs != NULL)
-            set(w, doc, "errors", errs);
+            hg_jb_set(&w->b, doc, "errors", errs);
     } else if (strcmp(kind, "event") == 0) {
         copy_str(w, content, "event_type", event, "eventType");
         struct hg_json *typing = hg_json_get(event, "typing"), *presence = hg_json_get(event, "presence");
@@ -655,23 +559,23 @@ static int process_open_messaging(struct walk *w, const struct hg_json *root)
         if (!hg_json_is_string(text))
             text = hg_json_get(attachment, "text");
         if (hg_json_is_string(text))
-            set(w, content, "body", text);
+            hg_jb_set(&w->b, content, "body", text);
         if (attachment != NULL) {
             /* The attachment's own fields sit at the top of content, as for WhatsApp media. */
             struct hg_json *att = attachment_object(w, attachment);
             for (struct hg_json_item *i = hg_json_first(att); i; i = i->next)
                 if (strcmp(i->key, "text") != 0)
-                    set(w, content, i->key, i->val);
+                    hg_jb_set(&w->b, content, i->key, i->val);
         } else if (strcmp(type, "structured") == 0) {
             content_structured(w, content, msg);
         } else if (strcmp(type, "unknown") == 0) {
             struct hg_json *orig = hg_json_get(msg, "type");
-            set(w, content, "original_type", orig ? orig : hg_json_null());
+            hg_jb_set(&w->b, content, "original_type", orig ? orig : hg_json_null());
         }
     }
-    set(w, doc, "content", content);
-    set(w, doc, "context", om_context(w, msg));
-    set(w, doc, "raw", msg);
+    hg_jb_set(&w->b, doc, "content", content);
+    hg_jb_set(&w->b, doc, "context", om_context(w, msg));
+    hg_jb_set(&w->b, doc, "raw", msg);
     return emit_doc(w, doc, id, kind, type, occurred);
 }
 
@@ -832,7 +736,7 @@ static void content_detail(struct walk *w, struct hg_json *content, const struct
     /* Participant data: string values set by flows and agents, passed through as sent. */
     struct hg_json *attrs = hg_json_get(body, "attributes");
     if (hg_json_is_object(attrs))
-        set(w, content, "attributes", attrs);
+        hg_jb_set(&w->b, content, "attributes", attrs);
 }
 
 /* The organization id in an EventBridge source, as a new string node, or NULL. */
@@ -846,8 +750,8 @@ static struct hg_json *source_org(struct walk *w, const struct hg_json *root)
     size_t n = slash ? (size_t)(slash - s) : strlen(s);
     if (n == 0)
         return NULL;
-    struct hg_json *o = hg_json_stringn(w->a, s, n);
-    w->oom |= o == NULL;
+    struct hg_json *o = hg_json_stringn(w->b.a, s, n);
+    w->b.oom |= o == NULL;
     return o;
 }
 
@@ -887,7 +791,7 @@ static int process_notification(struct walk *w, const struct hg_json *root, bool
     if (org == NULL && hg_json_is_string(hg_json_get(body, "organizationId")))
         org = hg_json_get(body, "organizationId");
     if (org != NULL)
-        set(w, business, "organization_id", org);
+        hg_jb_set(&w->b, business, "organization_id", org);
     if (eventbridge) {
         copy_str(w, business, "account", root, "account");
         copy_str(w, business, "region", root, "region");
@@ -895,20 +799,20 @@ static int process_notification(struct walk *w, const struct hg_json *root, bool
 
     struct hg_json *conv_id = NULL;
     if (tc.conv_id != NULL) {
-        conv_id = hg_json_stringn(w->a, tc.conv_id, tc.conv_id_len);
-        w->oom |= conv_id == NULL;
+        conv_id = hg_json_stringn(w->b.a, tc.conv_id, tc.conv_id_len);
+        w->b.oom |= conv_id == NULL;
     } else if (hg_json_is_string(hg_json_get(body, "conversationId"))) {
         conv_id = hg_json_get(body, "conversationId");
     }
-    set(w, doc, "conversation", conversation_object(w, conv_id, body));
+    hg_jb_set(&w->b, doc, "conversation", conversation_object(w, conv_id, body));
 
-    struct hg_json *content = obj_new(w);
+    struct hg_json *content = hg_jb_object(&w->b);
     if (hg_json_is_string(topic))
-        set(w, content, "topic", topic);
+        hg_jb_set(&w->b, content, "topic", topic);
     if (tc.user_id != NULL) {
-        struct hg_json *uid = hg_json_stringn(w->a, tc.user_id, tc.user_id_len);
-        w->oom |= uid == NULL;
-        set(w, content, "user_id", uid);
+        struct hg_json *uid = hg_json_stringn(w->b.a, tc.user_id, tc.user_id_len);
+        w->b.oom |= uid == NULL;
+        hg_jb_set(&w->b, content, "user_id", uid);
     }
     if (strcmp(tc.kind, "conversation") == 0) {
         content_detail(w, content, body);
@@ -923,8 +827,8 @@ static int process_notification(struct walk *w, const struct hg_json *root, bool
         copy_str(w, content, "status", rs, "status");
         copy_str(w, content, "start_time", rs, "startTime");
     }
-    set(w, doc, "content", content);
-    set(w, doc, "raw", (struct hg_json *)root);
+    hg_jb_set(&w->b, doc, "content", content);
+    hg_jb_set(&w->b, doc, "raw", (struct hg_json *)root);
     return emit_doc(w, doc, id, tc.kind, tc.type, occurred);
 }
 
@@ -936,15 +840,15 @@ static int process_unknown(struct walk *w, const struct hg_json *root)
     struct hg_json *doc = doc_new(w, id, "system", "unknown", 0);
     if (doc == NULL)
         return HG_ERR_NOMEM;
-    set(w, doc, "content", obj_new(w));
-    set(w, doc, "raw", (struct hg_json *)root);
+    hg_jb_set(&w->b, doc, "content", hg_jb_object(&w->b));
+    hg_jb_set(&w->b, doc, "raw", (struct hg_json *)root);
     return emit_doc(w, doc, id, "system", "unknown", 0);
 }
 
 int hg_genesys_normalize(struct hg_arena *a, const struct hg_json *root, const struct hg_event_meta *meta,
                          hg_event_emit_fn emit, void *arg)
 {
-    struct walk w = {.meta = meta, .emit = emit, .arg = arg, .a = a};
+    struct walk w = {.meta = meta, .emit = emit, .arg = arg, .b = {.a = a}};
 
     if (!hg_json_is_object(root))
         return 0;

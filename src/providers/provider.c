@@ -1,4 +1,6 @@
 /* The provider registry and the small helpers every provider shares (providers/provider.h). */
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -85,4 +87,16 @@ size_t hg_provider_accepted_json(char *out, size_t cap, const char *request_id, 
     put(out, cap, &len, "}", 1);
     *content_type = "application/json";
     return len;
+}
+
+struct hg_json_doc *hg_provider_parse_fail(char *reason, size_t cap, struct hg_json_doc *doc, const char *fmt, ...)
+{
+    if (reason != NULL && cap > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(reason, cap, fmt, ap);
+        va_end(ap);
+    }
+    hg_json_doc_free(doc);
+    return NULL;
 }

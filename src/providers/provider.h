@@ -208,6 +208,11 @@ const struct hg_provider *hg_provider_find(const char *name);
  */
 const char *hg_provider_header(const char *lines, size_t len, const char *name, size_t *vlen);
 
+/* For a provider's parse: write the 400 reason (printf format) into reason (cap bytes), free doc
+ * (may be NULL), return NULL. */
+struct hg_json_doc *hg_provider_parse_fail(char *reason, size_t cap, struct hg_json_doc *doc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* The JSON accepted answer most providers give: {"status":"accepted","request_id":..,"events":N}. */
 size_t hg_provider_accepted_json(char *out, size_t cap, const char *request_id, int events,
                                  const char **content_type);

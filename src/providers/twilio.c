@@ -565,19 +565,6 @@ out:
 
 /* ---- parsing ---- */
 
-static struct hg_json_doc *fail(char *reason, size_t cap, struct hg_json_doc *doc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static struct hg_json_doc *fail(char *reason, size_t cap, struct hg_json_doc *doc, const char *fmt, ...)
-{
-    if (reason != NULL && cap > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(reason, cap, fmt, ap);
-        va_end(ap);
-    }
-    hg_json_doc_free(doc);
-    return NULL;
-}
 
 struct hg_json_doc *hg_twilio_parse(const char *body, size_t len, const char *content_type, size_t ct_len,
                                     char *reason, size_t cap)
@@ -589,10 +576,10 @@ struct hg_json_doc *hg_twilio_parse(const char *body, size_t len, const char *co
         struct hg_json_error jerr;
         struct hg_json *root = hg_json_parse(&doc->arena, body, len, &jerr);
         if (root == NULL)
-            return fail(reason, cap, doc, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+            return hg_provider_parse_fail(reason, cap, doc, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
                         jerr.column);
         if (!hg_json_is_object(root))
-            return fail(reason, cap, doc, "body is not valid JSON: the top level is not an object");
+            return hg_provider_parse_fail(reason, cap, doc, "body is not valid JSON: the top level is not an object");
         doc->root = root;
         return doc;
     }
@@ -600,10 +587,10 @@ struct hg_json_doc *hg_twilio_parse(const char *body, size_t len, const char *co
     char why[128];
     int n = hg_twilio_form_decode(&doc->arena, body, len, &params, why, sizeof(why));
     if (n < 0)
-        return fail(reason, cap, doc, "body is not a valid form: %s", n == HG_ERR_NOMEM ? "out of memory" : why);
+        return hg_provider_parse_fail(reason, cap, doc, "body is not a valid form: %s", n == HG_ERR_NOMEM ? "out of memory" : why);
     doc->root = hg_twilio_form_object(&doc->arena, params, (size_t)n);
     if (doc->root == NULL)
-        return fail(reason, cap, doc, "body is not a valid form: out of memory");
+        return hg_provider_parse_fail(reason, cap, doc, "body is not a valid form: out of memory");
     return doc;
 }
 

@@ -31,53 +31,24 @@
 
 /* One event being built: where, from what, and whether the arena refused memory on the way. */
 struct ev {
-    struct hg_arena *a;
+    struct hg_json_build b; /* the arena documents are built in, and whether it refused memory */
     const struct hg_event_meta *meta;
     struct hg_json *root;      /* the params */
     char received_at[40];
     uint64_t received_s;
-    bool oom;
 };
 
-/* ---- building: a refused allocation marks e->oom; the document is then dropped whole ---- */
+/* ---- building: a refused allocation marks e->b.oom; the document is then dropped whole ---- */
 
-static void set(struct ev *e, struct hg_json *dst, const char *key, struct hg_json *val)
-{
-    if (val == NULL || hg_json_set(e->a, dst, key, val) != 0)
-        e->oom = true;
-}
 
-static void append(struct ev *e, struct hg_json *arr, struct hg_json *val)
-{
-    if (val == NULL || hg_json_append(e->a, arr, val) != 0)
-        e->oom = true;
-}
 
-static struct hg_json *obj_new(struct ev *e)
-{
-    struct hg_json *o = hg_json_object(e->a);
-    e->oom |= o == NULL;
-    return o;
-}
 
-static struct hg_json *arr_new(struct ev *e)
-{
-    struct hg_json *o = hg_json_array(e->a);
-    e->oom |= o == NULL;
-    return o;
-}
 
-static struct hg_json *str_new(struct ev *e, const char *s)
-{
-    struct hg_json *o = hg_json_string(e->a, s);
-    e->oom |= o == NULL;
-    return o;
-}
 
 static struct hg_json *strn_new(struct ev *e, const char *s, size_t n)
 {
-    struct hg_json *o = hg_json_stringn(e->a, s, n);
-    e->oom |= o == NULL;
+    struct hg_json *o = hg_json_stringn(e->b.a, s, n);
+    e->b.oom |= o == NULL;
     return o;
 }
 
@@ -137,7 +108,7 @@ static void copy_param(struct ev *e, struct hg_json *dst, const char *dkey, cons
 {
     struct hg_json *v = param_node(e, skey);
     if (v != NULL && v->len > 0)
-        set(e, dst, dkey, v);
+        hg_jb_set(&e->b, dst, dkey, v);
 }
 
 /* A param holding a plain decimal integer (optional '-', at most 18 digits): true and *out. */
@@ -161,9 +132,9 @@ static void copy_int(struct ev *e, struct hg_json *dst, const char *dkey, const 
 {
     int64_t v;
     if (param_int(e, skey, &v)) {
-        struct hg_json *n = hg_json_integer(e->a, (long long)v);
-        e->oom |= n == NULL;
-        set(e, dst, dkey, n);
+        struct hg_json *n = hg_json_integer(e->b.a, (long long)v);
+        e->b.oom |= n == NULL;
+        hg_jb_set(&e->b, dst, dkey, n);
     }
 }
 
@@ -175,25 +146,14 @@ static void copy_number(struct ev *e, struct hg_json *dst, const char *dkey, con
     if (s == NULL || n == 0 || n > 64)
         return;
     struct hg_json_error err;
-    struct hg_json *v = hg_json_parse(e->a, s, n, &err);
+    struct hg_json *v = hg_json_parse(e->b.a, s, n, &err);
     if (v == NULL && strcmp(err.text, "out of memory") == 0)
-        e->oom = true;
+        e->b.oom = true;
     if (hg_json_is_number(v))
-        set(e, dst, dkey, v);
+        hg_jb_set(&e->b, dst, dkey, v);
 }
 
 /* ---- times ---- */
-
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    /* Howard Hinnant's days_from_civil: days since 1970-01-01 of a proleptic Gregorian date. */
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (int64_t)doe - 719468;
-}
 
 /* Read 1..max digits at *p (< end) into *out. */
 static bool digits(const char **p, const char *end, int min, int max, int *out)
@@ -301,7 +261,7 @@ int hg_twilio_rfc2822(const char *s, size_t len, int64_t *out)
     if (day < 1 || day > mdays[month - 1] || (month == 2 && day == 29 && !leap) || hour > 23 || min > 59 ||
         sec > 60)
         return HG_ERR_PARSE;
-    int64_t t = days_from_civil(year, (unsigned)month, (unsigned)day) * 86400 + hour * 3600 + min * 60 + sec -
+    int64_t t = hg_time_days_from_civil(year, (unsigned)month, (unsigned)day) * 86400 + hour * 3600 + min * 60 + sec -
                 (int64_t)zone * 60;
     if (t <= 0 || t > TS_MAX_S)
         return HG_ERR_PARSE;
@@ -370,7 +330,7 @@ static struct hg_json *number_node(struct ev *e, const char *addr, size_t len)
     const char *rest;
     size_t rl;
     if (address_phone(addr, len, &phone))
-        return str_new(e, phone.e164);
+        return hg_jb_string(&e->b, phone.e164);
     channel_prefix(addr, len, &rest, &rl);
     return strn_new(e, rest, rl);
 }
@@ -384,15 +344,15 @@ static struct hg_json *customer_object(struct ev *e, const char *key)
     struct hg_json *addr = param_node(e, key);
     if (addr == NULL || addr->len == 0)
         return NULL;
-    struct hg_json *o = obj_new(e);
+    struct hg_json *o = hg_jb_object(&e->b);
     struct hg_phone phone;
-    set(e, o, "address", addr);
+    hg_jb_set(&e->b, o, "address", addr);
     if (address_phone(addr->str, addr->len, &phone)) {
-        set(e, o, "phone", str_new(e, phone.e164));
+        hg_jb_set(&e->b, o, "phone", hg_jb_string(&e->b, phone.e164));
         if (phone.cc[0] != '\0')
-            set(e, o, "country_calling_code", str_new(e, phone.cc));
+            hg_jb_set(&e->b, o, "country_calling_code", hg_jb_string(&e->b, phone.cc));
         if (phone.region != NULL)
-            set(e, o, "region", str_new(e, phone.region));
+            hg_jb_set(&e->b, o, "region", hg_jb_string(&e->b, phone.region));
     }
     copy_param(e, o, "profile_name", "ProfileName");
     copy_param(e, o, "wa_id", "WaId");
@@ -402,12 +362,12 @@ static struct hg_json *customer_object(struct ev *e, const char *key)
 /* The business side: the account, the messaging service, and its own number under `dkey`. */
 static struct hg_json *business_object(struct ev *e, const char *dkey, const char *skey)
 {
-    struct hg_json *o = obj_new(e);
+    struct hg_json *o = hg_jb_object(&e->b);
     copy_param(e, o, "account_sid", "AccountSid");
     copy_param(e, o, "messaging_service_sid", "MessagingServiceSid");
     struct hg_json *addr = skey ? param_node(e, skey) : NULL;
     if (addr != NULL && addr->len > 0)
-        set(e, o, dkey, number_node(e, addr->str, addr->len));
+        hg_jb_set(&e->b, o, dkey, number_node(e, addr->str, addr->len));
     return o;
 }
 
@@ -419,17 +379,17 @@ static struct hg_json *errors_array(struct ev *e)
     int64_t v;
     if (code == NULL || (n == 1 && code[0] == '0'))
         return NULL;
-    struct hg_json *err = obj_new(e);
+    struct hg_json *err = hg_jb_object(&e->b);
     if (param_int(e, "ErrorCode", &v)) {
         if (v == 0)
             return NULL;
-        struct hg_json *num = hg_json_integer(e->a, (long long)v);
-        e->oom |= num == NULL;
-        set(e, err, "code", num);
+        struct hg_json *num = hg_json_integer(e->b.a, (long long)v);
+        e->b.oom |= num == NULL;
+        hg_jb_set(&e->b, err, "code", num);
     }
     copy_param(e, err, "message", "ErrorMessage");
-    struct hg_json *arr = arr_new(e);
-    append(e, arr, err);
+    struct hg_json *arr = hg_jb_array(&e->b);
+    hg_jb_append(&e->b, arr, err);
     return arr;
 }
 
@@ -517,9 +477,9 @@ static void derived_id(struct ev *e, char *out, size_t cap)
     char hex[2 * HG_SHA256_LEN + 1];
     struct hg_buf b;
     hg_buf_init(&b, CANONICAL_MAX);
-    struct hg_json *canon = sorted_copy(e->a, e->root);
+    struct hg_json *canon = sorted_copy(e->b.a, e->root);
     if (canon == NULL)
-        e->oom = true;
+        e->b.oom = true;
     else if (hg_json_write(&b, canon) != 0)
         hg_buf_reset(&b); /* past the cap: the id is then the same for every such monster */
     hg_sha256(b.data ? b.data : "", b.len, digest);
@@ -559,35 +519,35 @@ static void event_id(struct ev *e, char *out, size_t cap, const char *sid, size_
 static struct hg_json *doc_new(struct ev *e, const char *id, const char *kind, const char *type,
                                int64_t *occurred_s)
 {
-    struct hg_json *doc = obj_new(e);
+    struct hg_json *doc = hg_jb_object(&e->b);
     int64_t s = param_time(e, "Timestamp");
     char buf[40];
 
     if (doc == NULL)
         return NULL;
-    set(e, doc, "schema_version", str_new(e, SCHEMA_VERSION));
-    set(e, doc, "event_id", str_new(e, id));
-    set(e, doc, "correlation_id", e->meta->request_id ? str_new(e, e->meta->request_id) : hg_json_null());
-    set(e, doc, "provider", str_new(e, PROVIDER));
-    set(e, doc, "tenant", e->meta->tenant ? str_new(e, e->meta->tenant) : hg_json_null());
-    set(e, doc, "kind", str_new(e, kind));
-    set(e, doc, "type", str_new(e, type));
+    hg_jb_set(&e->b, doc, "schema_version", hg_jb_string(&e->b, SCHEMA_VERSION));
+    hg_jb_set(&e->b, doc, "event_id", hg_jb_string(&e->b, id));
+    hg_jb_set(&e->b, doc, "correlation_id", e->meta->request_id ? hg_jb_string(&e->b, e->meta->request_id) : hg_json_null());
+    hg_jb_set(&e->b, doc, "provider", hg_jb_string(&e->b, PROVIDER));
+    hg_jb_set(&e->b, doc, "tenant", e->meta->tenant ? hg_jb_string(&e->b, e->meta->tenant) : hg_json_null());
+    hg_jb_set(&e->b, doc, "kind", hg_jb_string(&e->b, kind));
+    hg_jb_set(&e->b, doc, "type", hg_jb_string(&e->b, type));
     if (s > 0) {
         hg_time_rfc3339(buf, sizeof(buf), (uint64_t)s * 1000000000ull, 0);
-        set(e, doc, "occurred_at", str_new(e, buf));
+        hg_jb_set(&e->b, doc, "occurred_at", hg_jb_string(&e->b, buf));
         *occurred_s = s;
     } else {
-        set(e, doc, "occurred_at", str_new(e, e->received_at));
+        hg_jb_set(&e->b, doc, "occurred_at", hg_jb_string(&e->b, e->received_at));
         *occurred_s = (int64_t)e->received_s;
     }
-    set(e, doc, "received_at", str_new(e, e->received_at));
-    set(e, doc, "customer", hg_json_null());
-    set(e, doc, "business", hg_json_null());
-    set(e, doc, "content", hg_json_null());
-    set(e, doc, "context", hg_json_null());
-    set(e, doc, "errors", hg_json_null());
-    set(e, doc, "media", hg_json_null());
-    set(e, doc, "raw", e->root);
+    hg_jb_set(&e->b, doc, "received_at", hg_jb_string(&e->b, e->received_at));
+    hg_jb_set(&e->b, doc, "customer", hg_json_null());
+    hg_jb_set(&e->b, doc, "business", hg_json_null());
+    hg_jb_set(&e->b, doc, "content", hg_json_null());
+    hg_jb_set(&e->b, doc, "context", hg_json_null());
+    hg_jb_set(&e->b, doc, "errors", hg_json_null());
+    hg_jb_set(&e->b, doc, "media", hg_json_null());
+    hg_jb_set(&e->b, doc, "raw", e->root);
     return doc;
 }
 
@@ -596,7 +556,7 @@ static int emit_doc(struct ev *e, struct hg_json *doc, const char *id, const cha
                     int64_t occurred_s, hg_event_emit_fn emit, void *arg)
 {
     char rk[16 + ROUTING_WORD_MAX + 2], word[ROUTING_WORD_MAX + 1];
-    if (e->oom || doc == NULL)
+    if (e->b.oom || doc == NULL)
         return HG_ERR_NOMEM;
     routing_word(word, sizeof(word), type);
     snprintf(rk, sizeof(rk), "%s.%s", kind, word);
@@ -637,12 +597,12 @@ static struct hg_json *message_doc(struct ev *e, char *id, const char **type, in
 
     struct hg_json *customer = customer_object(e, "From");
     if (customer != NULL)
-        set(e, doc, "customer", customer);
-    set(e, doc, "business", business_object(e, "to", "To"));
+        hg_jb_set(&e->b, doc, "customer", customer);
+    hg_jb_set(&e->b, doc, "business", business_object(e, "to", "To"));
 
-    struct hg_json *content = obj_new(e);
+    struct hg_json *content = hg_jb_object(&e->b);
     struct hg_json *body = param_node(e, "Body");
-    set(e, content, "body", body ? body : str_new(e, ""));
+    hg_jb_set(&e->b, content, "body", body ? body : hg_jb_string(&e->b, ""));
     /* The channel: the address prefix (whatsapp:, messenger:, rcs:), else SMS or MMS by media. */
     size_t fl = 0;
     const char *from = param(e, "From", &fl);
@@ -651,10 +611,10 @@ static struct hg_json *message_doc(struct ev *e, char *id, const char **type, in
         const char *to = param(e, "To", &fl);
         channel = to ? prefix_node(e, to, fl) : NULL;
     }
-    set(e, content, "channel", channel ? channel : str_new(e, num_media > 0 ? "mms" : "sms"));
+    hg_jb_set(&e->b, content, "channel", channel ? channel : hg_jb_string(&e->b, num_media > 0 ? "mms" : "sms"));
     copy_int(e, content, "num_media", "NumMedia");
     copy_int(e, content, "num_segments", "NumSegments");
-    struct hg_json *media = arr_new(e);
+    struct hg_json *media = hg_jb_array(&e->b);
     for (int64_t i = 0; i < num_media && i < MEDIA_MAX; i++) {
         char url_key[32], type_key[40];
         snprintf(url_key, sizeof(url_key), "MediaUrl%d", (int)i);
@@ -662,12 +622,12 @@ static struct hg_json *message_doc(struct ev *e, char *id, const char **type, in
         struct hg_json *url = param_node(e, url_key);
         if (url == NULL || url->len == 0)
             continue;
-        struct hg_json *m = obj_new(e);
-        set(e, m, "url", url);
+        struct hg_json *m = hg_jb_object(&e->b);
+        hg_jb_set(&e->b, m, "url", url);
         copy_param(e, m, "content_type", type_key);
-        append(e, media, m);
+        hg_jb_append(&e->b, media, m);
     }
-    set(e, content, "media", media);
+    hg_jb_set(&e->b, content, "media", media);
     /* WhatsApp through Twilio: what the message is and what a button, list or location says. */
     copy_param(e, content, "message_type", "MessageType");
     copy_param(e, content, "button_text", "ButtonText");
@@ -676,7 +636,7 @@ static struct hg_json *message_doc(struct ev *e, char *id, const char **type, in
     copy_number(e, content, "longitude", "Longitude");
     copy_param(e, content, "address", "Address");
     copy_param(e, content, "label", "Label");
-    set(e, doc, "content", content);
+    hg_jb_set(&e->b, doc, "content", content);
     return doc;
 }
 
@@ -696,13 +656,13 @@ static struct hg_json *status_doc(struct ev *e, const char *status, size_t statu
     /* The status of a message the business sent: the customer is its recipient. */
     struct hg_json *customer = customer_object(e, "To");
     if (customer != NULL)
-        set(e, doc, "customer", customer);
-    set(e, doc, "business", business_object(e, "from", "From"));
+        hg_jb_set(&e->b, doc, "customer", customer);
+    hg_jb_set(&e->b, doc, "business", business_object(e, "from", "From"));
 
-    struct hg_json *content = obj_new(e);
+    struct hg_json *content = hg_jb_object(&e->b);
     if (sid != NULL)
-        set(e, content, "message_sid", strn_new(e, sid, sid_len));
-    set(e, content, "status", strn_new(e, status, status_len));
+        hg_jb_set(&e->b, content, "message_sid", strn_new(e, sid, sid_len));
+    hg_jb_set(&e->b, content, "status", strn_new(e, status, status_len));
     size_t al = 0;
     const char *to = param(e, "To", &al);
     struct hg_json *channel = to ? prefix_node(e, to, al) : NULL;
@@ -711,13 +671,13 @@ static struct hg_json *status_doc(struct ev *e, const char *status, size_t statu
         channel = from ? prefix_node(e, from, al) : NULL;
     }
     /* SMS and MMS share their status callbacks: nothing in them tells the two apart. */
-    set(e, content, "channel", channel ? channel : str_new(e, "sms"));
+    hg_jb_set(&e->b, content, "channel", channel ? channel : hg_jb_string(&e->b, "sms"));
     copy_param(e, content, "from", "From");
     copy_param(e, content, "to", "To");
-    set(e, doc, "content", content);
+    hg_jb_set(&e->b, doc, "content", content);
     struct hg_json *errs = errors_array(e);
     if (errs != NULL)
-        set(e, doc, "errors", errs);
+        hg_jb_set(&e->b, doc, "errors", errs);
     return doc;
 }
 
@@ -728,8 +688,8 @@ static void call_parties(struct ev *e, struct hg_json *doc)
     bool outbound = dir != NULL && strncasecmp(dir, "outbound", 8) == 0;
     struct hg_json *customer = customer_object(e, outbound ? "To" : "From");
     if (customer != NULL)
-        set(e, doc, "customer", customer);
-    set(e, doc, "business", outbound ? business_object(e, "from", "From") : business_object(e, "to", "To"));
+        hg_jb_set(&e->b, doc, "customer", customer);
+    hg_jb_set(&e->b, doc, "business", outbound ? business_object(e, "from", "From") : business_object(e, "to", "To"));
 }
 
 /* A voice call webhook or status callback: kind call, type the CallStatus ("in_progress"). */
@@ -754,11 +714,11 @@ static struct hg_json *call_doc(struct ev *e, const char *status, size_t status_
         return NULL;
     call_parties(e, doc);
 
-    struct hg_json *content = obj_new(e);
+    struct hg_json *content = hg_jb_object(&e->b);
     copy_param(e, content, "call_sid", "CallSid");
     copy_param(e, content, "parent_call_sid", "ParentCallSid");
     copy_param(e, content, "direction", "Direction");
-    set(e, content, "call_status", strn_new(e, status, status_len));
+    hg_jb_set(&e->b, content, "call_status", strn_new(e, status, status_len));
     copy_int(e, content, "duration", "CallDuration");
     copy_int(e, content, "sequence_number", "SequenceNumber");
     copy_param(e, content, "from", "From");
@@ -768,10 +728,10 @@ static struct hg_json *call_doc(struct ev *e, const char *status, size_t status_
     copy_param(e, content, "answered_by", "AnsweredBy");
     copy_param(e, content, "callback_source", "CallbackSource");
     copy_int(e, content, "sip_response_code", "SipResponseCode");
-    set(e, doc, "content", content);
+    hg_jb_set(&e->b, doc, "content", content);
     struct hg_json *errs = errors_array(e);
     if (errs != NULL)
-        set(e, doc, "errors", errs);
+        hg_jb_set(&e->b, doc, "errors", errs);
     return doc;
 }
 
@@ -790,10 +750,10 @@ static struct hg_json *recording_doc(struct ev *e, const char *status, size_t st
         return NULL;
     call_parties(e, doc);
 
-    struct hg_json *content = obj_new(e);
+    struct hg_json *content = hg_jb_object(&e->b);
     copy_param(e, content, "recording_sid", "RecordingSid");
     copy_param(e, content, "recording_url", "RecordingUrl");
-    set(e, content, "recording_status", strn_new(e, status, status_len));
+    hg_jb_set(&e->b, content, "recording_status", strn_new(e, status, status_len));
     copy_int(e, content, "duration", "RecordingDuration");
     copy_int(e, content, "channels", "RecordingChannels");
     copy_param(e, content, "source", "RecordingSource");
@@ -802,14 +762,14 @@ static struct hg_json *recording_doc(struct ev *e, const char *status, size_t st
     if (started > 0) {
         char buf[40];
         hg_time_rfc3339(buf, sizeof(buf), (uint64_t)started * 1000000000ull, 0);
-        set(e, content, "started_at", str_new(e, buf));
+        hg_jb_set(&e->b, content, "started_at", hg_jb_string(&e->b, buf));
     }
     copy_param(e, content, "call_sid", "CallSid");
     copy_param(e, content, "conference_sid", "ConferenceSid");
-    set(e, doc, "content", content);
+    hg_jb_set(&e->b, doc, "content", content);
     struct hg_json *errs = errors_array(e);
     if (errs != NULL)
-        set(e, doc, "errors", errs);
+        hg_jb_set(&e->b, doc, "errors", errs);
     return doc;
 }
 
@@ -820,18 +780,18 @@ static struct hg_json *system_doc(struct ev *e, char *id, int64_t *occurred_s)
     struct hg_json *doc = doc_new(e, id, "system", "unknown", occurred_s);
     if (doc == NULL)
         return NULL;
-    set(e, doc, "business", business_object(e, NULL, NULL));
-    set(e, doc, "content", obj_new(e));
+    hg_jb_set(&e->b, doc, "business", business_object(e, NULL, NULL));
+    hg_jb_set(&e->b, doc, "content", hg_jb_object(&e->b));
     struct hg_json *errs = errors_array(e);
     if (errs != NULL)
-        set(e, doc, "errors", errs);
+        hg_jb_set(&e->b, doc, "errors", errs);
     return doc;
 }
 
 int hg_twilio_normalize(struct hg_arena *a, const struct hg_json *root, const struct hg_event_meta *meta,
                         hg_event_emit_fn emit, void *arg)
 {
-    struct ev e = {.a = a, .meta = meta, .root = (struct hg_json *)root};
+    struct ev e = {.b = {.a = a}, .meta = meta, .root = (struct hg_json *)root};
     char id[EVENT_ID_MAX], type_buf[TYPE_BUF];
     const char *kind, *type = type_buf;
     int64_t occurred_s = 0;

@@ -148,20 +148,6 @@ out:
     return rc;
 }
 
-/* Write the 400 reason, drop the document, return NULL. */
-static struct hg_json_doc *fail(char *reason, size_t cap, struct hg_json_doc *doc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static struct hg_json_doc *fail(char *reason, size_t cap, struct hg_json_doc *doc, const char *fmt, ...)
-{
-    if (reason != NULL && cap > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(reason, cap, fmt, ap);
-        va_end(ap);
-    }
-    hg_json_doc_free(doc);
-    return NULL;
-}
 
 struct hg_json_doc *hg_whatsapp_parse(const char *body, size_t len, char *reason, size_t cap)
 {
@@ -177,36 +163,36 @@ struct hg_json_doc *hg_whatsapp_parse(const char *body, size_t len, char *reason
      */
     struct hg_json *root = hg_json_parse(&doc->arena, body ? body : "", len, &jerr);
     if (root == NULL)
-        return fail(reason, cap, doc, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+        return hg_provider_parse_fail(reason, cap, doc, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
                     jerr.column);
     doc->root = root;
     if (!hg_json_is_object(root))
-        return fail(reason, cap, doc, "body is not a JSON object");
+        return hg_provider_parse_fail(reason, cap, doc, "body is not a JSON object");
     const char *object = hg_json_str(hg_json_get(root, "object"));
     if (object == NULL || strcmp(object, "whatsapp_business_account") != 0)
-        return fail(reason, cap, doc, "object is not whatsapp_business_account");
+        return hg_provider_parse_fail(reason, cap, doc, "object is not whatsapp_business_account");
     struct hg_json *entry = hg_json_get(root, "entry");
     if (!hg_json_is_array(entry) || hg_json_size(entry) == 0)
-        return fail(reason, cap, doc, "entry is not a non-empty array");
+        return hg_provider_parse_fail(reason, cap, doc, "entry is not a non-empty array");
     size_t i = 0;
     for (struct hg_json_item *ei = hg_json_first(entry); ei; ei = ei->next, i++) {
         struct hg_json *e = ei->val;
         if (!hg_json_is_object(e))
-            return fail(reason, cap, doc, "entry[%zu] is not an object", i);
+            return hg_provider_parse_fail(reason, cap, doc, "entry[%zu] is not an object", i);
         if (!hg_json_is_string(hg_json_get(e, "id")))
-            return fail(reason, cap, doc, "entry[%zu].id is not a string", i);
+            return hg_provider_parse_fail(reason, cap, doc, "entry[%zu].id is not a string", i);
         struct hg_json *changes = hg_json_get(e, "changes");
         if (!hg_json_is_array(changes))
-            return fail(reason, cap, doc, "entry[%zu].changes is not an array", i);
+            return hg_provider_parse_fail(reason, cap, doc, "entry[%zu].changes is not an array", i);
         size_t j = 0;
         for (struct hg_json_item *ci = hg_json_first(changes); ci; ci = ci->next, j++) {
             struct hg_json *c = ci->val;
             if (!hg_json_is_object(c))
-                return fail(reason, cap, doc, "entry[%zu].changes[%zu] is not an object", i, j);
+                return hg_provider_parse_fail(reason, cap, doc, "entry[%zu].changes[%zu] is not an object", i, j);
             if (!hg_json_is_string(hg_json_get(c, "field")))
-                return fail(reason, cap, doc, "entry[%zu].changes[%zu].field is not a string", i, j);
+                return hg_provider_parse_fail(reason, cap, doc, "entry[%zu].changes[%zu].field is not a string", i, j);
             if (!hg_json_is_object(hg_json_get(c, "value")))
-                return fail(reason, cap, doc, "entry[%zu].changes[%zu].value is not an object", i, j);
+                return hg_provider_parse_fail(reason, cap, doc, "entry[%zu].changes[%zu].value is not an object", i, j);
         }
     }
     return doc;

@@ -35,48 +35,19 @@ struct walk {
     const char *waba_id;   /* entry.id */
     const char *field;     /* change.field */
     struct hg_json *value; /* change.value */
-    struct hg_arena *a;    /* where documents are built */
-    bool oom;              /* the arena refused memory while building the current document */
+    struct hg_json_build b; /* the arena documents are built in, and whether it refused memory */
     int emitted;
 };
 
 /*
- * ---- building in the walk's arena: a refused allocation marks the walk (w->oom) instead of
+ * ---- building in the walk's arena: a refused allocation marks the walk (w->b.oom) instead of
  * being checked at every call; the document is then dropped whole, never emitted half built ----
  */
 
-static void set(struct walk *w, struct hg_json *dst, const char *key, struct hg_json *val)
-{
-    if (hg_json_set(w->a, dst, key, val) != 0)
-        w->oom = true;
-}
 
-static void append(struct walk *w, struct hg_json *arr, struct hg_json *val)
-{
-    if (hg_json_append(w->a, arr, val) != 0)
-        w->oom = true;
-}
 
-static struct hg_json *obj_new(struct walk *w)
-{
-    struct hg_json *o = hg_json_object(w->a);
-    w->oom |= o == NULL;
-    return o;
-}
 
-static struct hg_json *arr_new(struct walk *w)
-{
-    struct hg_json *o = hg_json_array(w->a);
-    w->oom |= o == NULL;
-    return o;
-}
 
-static struct hg_json *str_new(struct walk *w, const char *s)
-{
-    struct hg_json *o = hg_json_string(w->a, s);
-    w->oom |= o == NULL;
-    return o;
-}
 
 static bool hg_json_is_true(const struct hg_json *v)
 {
@@ -96,21 +67,21 @@ static void copy_str(struct walk *w, struct hg_json *dst, const char *dkey, stru
 {
     struct hg_json *v = hg_json_get(src, skey);
     if (hg_json_is_string(v))
-        set(w, dst, dkey, v);
+        hg_jb_set(&w->b, dst, dkey, v);
 }
 
 static void copy_num(struct walk *w, struct hg_json *dst, const char *dkey, struct hg_json *src, const char *skey)
 {
     struct hg_json *v = hg_json_get(src, skey);
     if (hg_json_is_number(v))
-        set(w, dst, dkey, v);
+        hg_jb_set(&w->b, dst, dkey, v);
 }
 
 static void copy_bool(struct walk *w, struct hg_json *dst, const char *dkey, struct hg_json *src, const char *skey)
 {
     struct hg_json *v = hg_json_get(src, skey);
     if (hg_json_is_bool(v))
-        set(w, dst, dkey, v);
+        hg_jb_set(&w->b, dst, dkey, v);
 }
 
 /* Copy each listed key that holds a string. */
@@ -126,9 +97,9 @@ static void copy_sub(struct walk *w, struct hg_json *dst, struct hg_json *src, c
     struct hg_json *s = hg_json_get(src, key);
     if (!hg_json_is_object(s))
         return;
-    struct hg_json *o = obj_new(w);
+    struct hg_json *o = hg_jb_object(&w->b);
     copy_strs(w, o, s, keys);
-    set(w, dst, key, o);
+    hg_jb_set(&w->b, dst, key, o);
 }
 
 /* An array of objects of the listed string keys for src[key], when it is an array. */
@@ -138,15 +109,15 @@ static void copy_sub_array(struct walk *w, struct hg_json *dst, struct hg_json *
     struct hg_json *s = hg_json_get(src, key);
     if (!hg_json_is_array(s))
         return;
-    struct hg_json *a = arr_new(w);
+    struct hg_json *a = hg_jb_array(&w->b);
     for (struct hg_json_item *i = hg_json_first(s); i; i = i->next) {
         if (!hg_json_is_object(i->val))
             continue;
-        struct hg_json *o = obj_new(w);
+        struct hg_json *o = hg_jb_object(&w->b);
         copy_strs(w, o, i->val, keys);
-        append(w, a, o);
+        hg_jb_append(&w->b, a, o);
     }
-    set(w, dst, key, a);
+    hg_jb_set(&w->b, dst, key, a);
 }
 
 /*
@@ -176,7 +147,7 @@ static void copy_time(struct walk *w, struct hg_json *dst, const char *dkey, str
     if (s <= 0)
         return;
     hg_time_rfc3339(buf, sizeof(buf), (uint64_t)s * 1000000000ull, 0);
-    set(w, dst, dkey, str_new(w, buf));
+    hg_jb_set(&w->b, dst, dkey, hg_jb_string(&w->b, buf));
 }
 
 /* ---- shared parts of the document ---- */
@@ -184,7 +155,7 @@ static void copy_time(struct walk *w, struct hg_json *dst, const char *dkey, str
 /* The normalized form of one provider error object. */
 static struct hg_json *error_object(struct walk *w, struct hg_json *e)
 {
-    struct hg_json *o = obj_new(w);
+    struct hg_json *o = hg_jb_object(&w->b);
     copy_num(w, o, "code", e, "code");
     copy_str(w, o, "title", e, "title");
     copy_str(w, o, "message", e, "message");
@@ -199,10 +170,10 @@ static struct hg_json *errors_of(struct walk *w, struct hg_json *obj)
     struct hg_json *errs = hg_json_get(obj, "errors");
     if (!hg_json_is_array(errs) || hg_json_size(errs) == 0)
         return NULL;
-    struct hg_json *a = arr_new(w);
+    struct hg_json *a = hg_jb_array(&w->b);
     for (struct hg_json_item *i = hg_json_first(errs); i; i = i->next)
         if (hg_json_is_object(i->val))
-            append(w, a, error_object(w, i->val));
+            hg_jb_append(&w->b, a, error_object(w, i->val));
     return a;
 }
 
@@ -233,7 +204,7 @@ static struct hg_json *customer_object(struct walk *w, struct hg_json *value, st
     const char *wa_id = hg_json_is_string(wa_id_node) ? hg_json_str(wa_id_node) : NULL;
     const char *user_id = hg_json_is_string(user_id_node) ? hg_json_str(user_id_node) : NULL;
     struct hg_json *contact = with_contacts ? find_contact(value, wa_id, user_id) : NULL;
-    struct hg_json *o = obj_new(w);
+    struct hg_json *o = hg_jb_object(&w->b);
     struct hg_phone phone;
 
     if (wa_id == NULL && contact != NULL && hg_json_is_string(hg_json_get(contact, "wa_id"))) {
@@ -241,13 +212,13 @@ static struct hg_json *customer_object(struct walk *w, struct hg_json *value, st
         wa_id = hg_json_str(wa_id_node);
     }
     if (wa_id != NULL) {
-        set(w, o, "wa_id", wa_id_node);
+        hg_jb_set(&w->b, o, "wa_id", wa_id_node);
         if (hg_phone_parse(wa_id, wa_id_node->len, &phone) == 0) {
-            set(w, o, "phone", str_new(w, phone.e164));
+            hg_jb_set(&w->b, o, "phone", hg_jb_string(&w->b, phone.e164));
             if (phone.cc[0] != '\0')
-                set(w, o, "country_calling_code", str_new(w, phone.cc));
+                hg_jb_set(&w->b, o, "country_calling_code", hg_jb_string(&w->b, phone.cc));
             if (phone.region != NULL)
-                set(w, o, "region", str_new(w, phone.region));
+                hg_jb_set(&w->b, o, "region", hg_jb_string(&w->b, phone.region));
         }
     }
     if (contact != NULL) {
@@ -259,19 +230,19 @@ static struct hg_json *customer_object(struct walk *w, struct hg_json *value, st
         copy_str(w, o, "parent_user_id", contact, "parent_user_id");
     }
     if (!hg_json_get(o, "identity_key_hash") && hg_json_is_string(identity_node))
-        set(w, o, "identity_key_hash", identity_node);
+        hg_jb_set(&w->b, o, "identity_key_hash", identity_node);
     if (!hg_json_get(o, "user_id") && user_id != NULL)
-        set(w, o, "user_id", user_id_node);
+        hg_jb_set(&w->b, o, "user_id", user_id_node);
     if (!hg_json_get(o, "parent_user_id") && hg_json_is_string(parent_user_id_node))
-        set(w, o, "parent_user_id", parent_user_id_node);
+        hg_jb_set(&w->b, o, "parent_user_id", parent_user_id_node);
     return hg_json_size(o) == 0 ? NULL : o;
 }
 
 static struct hg_json *business_object(struct walk *w)
 {
-    struct hg_json *o = obj_new(w);
+    struct hg_json *o = hg_jb_object(&w->b);
     struct hg_json *md = hg_json_get(w->value, "metadata");
-    set(w, o, "waba_id", str_new(w, w->waba_id));
+    hg_jb_set(&w->b, o, "waba_id", hg_jb_string(&w->b, w->waba_id));
     copy_str(w, o, "phone_number_id", md, "phone_number_id");
     copy_str(w, o, "display_phone_number", md, "display_phone_number");
     return o;
@@ -284,34 +255,34 @@ static struct hg_json *business_object(struct walk *w)
 static struct hg_json *doc_new(struct walk *w, const char *event_id, const char *kind, const char *type,
                                struct hg_json *occurred, int64_t *occurred_s)
 {
-    struct hg_json *doc = obj_new(w);
+    struct hg_json *doc = hg_jb_object(&w->b);
     int64_t s = unix_seconds(occurred);
     char buf[40];
 
-    set(w, doc, "schema_version", str_new(w, SCHEMA_VERSION));
-    set(w, doc, "event_id", str_new(w, event_id));
-    set(w, doc, "correlation_id", w->meta->request_id ? str_new(w, w->meta->request_id) : hg_json_null());
-    set(w, doc, "provider", str_new(w, PROVIDER));
-    set(w, doc, "tenant", w->meta->tenant ? str_new(w, w->meta->tenant) : hg_json_null());
-    set(w, doc, "kind", str_new(w, kind));
-    set(w, doc, "type", str_new(w, type));
+    hg_jb_set(&w->b, doc, "schema_version", hg_jb_string(&w->b, SCHEMA_VERSION));
+    hg_jb_set(&w->b, doc, "event_id", hg_jb_string(&w->b, event_id));
+    hg_jb_set(&w->b, doc, "correlation_id", w->meta->request_id ? hg_jb_string(&w->b, w->meta->request_id) : hg_json_null());
+    hg_jb_set(&w->b, doc, "provider", hg_jb_string(&w->b, PROVIDER));
+    hg_jb_set(&w->b, doc, "tenant", w->meta->tenant ? hg_jb_string(&w->b, w->meta->tenant) : hg_json_null());
+    hg_jb_set(&w->b, doc, "kind", hg_jb_string(&w->b, kind));
+    hg_jb_set(&w->b, doc, "type", hg_jb_string(&w->b, type));
     if (s > 0) {
         hg_time_rfc3339(buf, sizeof(buf), (uint64_t)s * 1000000000ull, 0);
-        set(w, doc, "occurred_at", str_new(w, buf));
+        hg_jb_set(&w->b, doc, "occurred_at", hg_jb_string(&w->b, buf));
         *occurred_s = s;
     } else {
-        set(w, doc, "occurred_at", str_new(w, w->received_at));
+        hg_jb_set(&w->b, doc, "occurred_at", hg_jb_string(&w->b, w->received_at));
         *occurred_s = (int64_t)w->received_s;
     }
-    set(w, doc, "received_at", str_new(w, w->received_at));
-    set(w, doc, "customer", hg_json_null());
-    set(w, doc, "business", business_object(w));
-    set(w, doc, "content", hg_json_null());
-    set(w, doc, "context", hg_json_null());
-    set(w, doc, "referral", hg_json_null());
-    set(w, doc, "errors", hg_json_null());
-    set(w, doc, "media", hg_json_null());
-    set(w, doc, "raw", hg_json_null());
+    hg_jb_set(&w->b, doc, "received_at", hg_jb_string(&w->b, w->received_at));
+    hg_jb_set(&w->b, doc, "customer", hg_json_null());
+    hg_jb_set(&w->b, doc, "business", business_object(w));
+    hg_jb_set(&w->b, doc, "content", hg_json_null());
+    hg_jb_set(&w->b, doc, "context", hg_json_null());
+    hg_jb_set(&w->b, doc, "referral", hg_json_null());
+    hg_jb_set(&w->b, doc, "errors", hg_json_null());
+    hg_jb_set(&w->b, doc, "media", hg_json_null());
+    hg_jb_set(&w->b, doc, "raw", hg_json_null());
     return doc;
 }
 
@@ -334,7 +305,7 @@ static int emit_doc(struct walk *w, struct hg_json *doc, const char *event_id, c
                     int64_t occurred_s)
 {
     char rk[16 + ROUTING_WORD_MAX + 2], word[ROUTING_WORD_MAX + 1];
-    if (w->oom || doc == NULL)
+    if (w->b.oom || doc == NULL)
         return HG_ERR_NOMEM;
     routing_word(word, sizeof(word), type);
     /* prefix "." word, by copies: snprintf cost more than the rest of this function. */
@@ -426,9 +397,9 @@ static void content_media(struct walk *w, struct hg_json *content, struct hg_jso
         copy_str(w, content, "filename", obj, "filename");
     /* Booleans with a meaning when absent are always present: absent = false. */
     if (strcmp(type, "audio") == 0)
-        set(w, content, "voice", hg_json_bool(hg_json_is_true(hg_json_get(obj, "voice"))));
+        hg_jb_set(&w->b, content, "voice", hg_json_bool(hg_json_is_true(hg_json_get(obj, "voice"))));
     if (strcmp(type, "sticker") == 0)
-        set(w, content, "animated", hg_json_bool(hg_json_is_true(hg_json_get(obj, "animated"))));
+        hg_jb_set(&w->b, content, "animated", hg_json_bool(hg_json_is_true(hg_json_get(obj, "animated"))));
 }
 
 static void content_location(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
@@ -451,13 +422,13 @@ static void content_contacts(struct walk *w, struct hg_json *content, struct hg_
     static const char *const org_keys[] = {"company", "department", "title", NULL};
     static const char *const url_keys[] = {"url", "type", NULL};
     struct hg_json *list = hg_json_get(msg, "contacts");
-    struct hg_json *out = arr_new(w);
+    struct hg_json *out = hg_jb_array(&w->b);
 
     for (struct hg_json_item *i = hg_json_first(list); i; i = i->next) {
         struct hg_json *c = i->val;
         if (!hg_json_is_object(c))
             continue;
-        struct hg_json *o = obj_new(w);
+        struct hg_json *o = hg_jb_object(&w->b);
         copy_sub(w, o, c, "name", name_keys);
         copy_sub_array(w, o, c, "phones", phone_keys);
         copy_sub_array(w, o, c, "emails", email_keys);
@@ -466,9 +437,9 @@ static void content_contacts(struct walk *w, struct hg_json *content, struct hg_
         copy_sub_array(w, o, c, "urls", url_keys);
         copy_str(w, o, "birthday", c, "birthday");
         copy_str(w, o, "vcard", c, "vcard");
-        append(w, out, o);
+        hg_jb_append(&w->b, out, o);
     }
-    set(w, content, "contacts", out);
+    hg_jb_set(&w->b, content, "contacts", out);
 }
 
 static void content_interactive(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
@@ -476,7 +447,7 @@ static void content_interactive(struct walk *w, struct hg_json *content, struct 
     const char *itype = str_of(obj, "type");
     if (itype == NULL)
         return;
-    set(w, content, "interactive_type", hg_json_get(obj, "type"));
+    hg_jb_set(&w->b, content, "interactive_type", hg_json_get(obj, "type"));
     struct hg_json *reply = hg_json_get(obj, itype);
     if (strcmp(itype, "button_reply") == 0) {
         copy_str(w, content, "id", reply, "id");
@@ -491,17 +462,17 @@ static void content_interactive(struct walk *w, struct hg_json *content, struct 
         struct hg_json *rj = hg_json_get(reply, "response_json");
         if (!hg_json_is_string(rj))
             return;
-        set(w, content, "response_json", rj);
+        hg_jb_set(&w->b, content, "response_json", rj);
         struct hg_json_error err;
-        struct hg_json *parsed = hg_json_parse(w->a, rj->str, rj->len, &err);
+        struct hg_json *parsed = hg_json_parse(w->b.a, rj->str, rj->len, &err);
         if (parsed == NULL && strcmp(err.text, "out of memory") == 0)
-            w->oom = true;
+            w->b.oom = true;
         if (hg_json_is_object(parsed)) {
-            set(w, content, "response", parsed);
+            hg_jb_set(&w->b, content, "response", parsed);
         } else {
             /* A Flow answer that does not parse is still the user's answer: keep it, flag it. */
-            set(w, content, "response", hg_json_null());
-            set(w, content, "warning", str_new(w, "response_json is not a JSON object"));
+            hg_jb_set(&w->b, content, "response", hg_json_null());
+            hg_jb_set(&w->b, content, "warning", hg_jb_string(&w->b, "response_json is not a JSON object"));
         }
     }
 }
@@ -518,8 +489,8 @@ static void content_reaction(struct walk *w, struct hg_json *content, struct hg_
     int removed = !hg_json_is_string(emoji) || emoji->len == 0;
     copy_str(w, content, "message_id", obj, "message_id");
     if (!removed)
-        set(w, content, "emoji", emoji);
-    set(w, content, "removed", hg_json_bool(removed));
+        hg_jb_set(&w->b, content, "emoji", emoji);
+    hg_jb_set(&w->b, content, "removed", hg_json_bool(removed));
 }
 
 static void content_order(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
@@ -529,19 +500,19 @@ static void content_order(struct walk *w, struct hg_json *content, struct hg_jso
     copy_str(w, content, "text", obj, "text");
     if (!hg_json_is_array(items))
         return;
-    struct hg_json *out = arr_new(w);
+    struct hg_json *out = hg_jb_array(&w->b);
     for (struct hg_json_item *i = hg_json_first(items); i; i = i->next) {
         struct hg_json *it = i->val;
         if (!hg_json_is_object(it))
             continue;
-        struct hg_json *o = obj_new(w);
+        struct hg_json *o = hg_jb_object(&w->b);
         copy_str(w, o, "product_retailer_id", it, "product_retailer_id");
         copy_num(w, o, "quantity", it, "quantity");
         copy_num(w, o, "item_price", it, "item_price");
         copy_str(w, o, "currency", it, "currency");
-        append(w, out, o);
+        hg_jb_append(&w->b, out, o);
     }
-    set(w, content, "product_items", out);
+    hg_jb_set(&w->b, content, "product_items", out);
 }
 
 static void content_system(struct walk *w, struct hg_json *content, struct hg_json *msg, struct hg_json *obj)
@@ -554,7 +525,7 @@ static void content_unsupported(struct walk *w, struct hg_json *content, struct 
 {
     struct hg_json *errs = errors_of(w, msg);
     if (errs != NULL)
-        set(w, content, "errors", errs);
+        hg_jb_set(&w->b, content, "errors", errs);
     copy_str(w, content, "unsupported_type", hg_json_get(msg, "unsupported"), "type");
 }
 
@@ -581,7 +552,7 @@ static const struct {
 static struct hg_json *context_object(struct walk *w, struct hg_json *ctx)
 {
     static const char *const product_keys[] = {"catalog_id", "product_retailer_id", NULL};
-    struct hg_json *o = obj_new(w);
+    struct hg_json *o = hg_jb_object(&w->b);
     copy_str(w, o, "reply_to_id", ctx, "id");
     copy_str(w, o, "reply_to_from", ctx, "from");
     copy_bool(w, o, "forwarded", ctx, "forwarded");
@@ -594,7 +565,7 @@ static struct hg_json *referral_object(struct walk *w, struct hg_json *ref)
 {
     static const char *const keys[] = {"source_url", "source_id", "source_type", "headline", "body", "media_type",
                                        "image_url", "video_url", "thumbnail_url", "ctwa_clid", NULL};
-    struct hg_json *o = obj_new(w);
+    struct hg_json *o = hg_jb_object(&w->b);
     copy_strs(w, o, ref, keys);
     return o;
 }
@@ -627,27 +598,27 @@ static int process_message(struct walk *w, struct hg_json *msg)
     struct hg_json *customer = customer_object(w, w->value, hg_json_get(msg, "from"), hg_json_get(msg, "from_user_id"),
                                        hg_json_get(msg, "from_parent_user_id"), NULL, !system);
     if (customer != NULL)
-        set(w, doc, "customer", customer);
+        hg_jb_set(&w->b, doc, "customer", customer);
 
-    struct hg_json *content = obj_new(w);
+    struct hg_json *content = hg_jb_object(&w->b);
     if (fn != NULL) {
         fn(w, content, msg, hg_json_get(msg, type));
     } else {
         struct hg_json *orig = hg_json_get(msg, "type");
-        set(w, content, "original_type", orig ? orig : hg_json_null());
+        hg_jb_set(&w->b, content, "original_type", orig ? orig : hg_json_null());
     }
-    set(w, doc, "content", content);
+    hg_jb_set(&w->b, doc, "content", content);
 
     struct hg_json *ctx = hg_json_get(msg, "context");
     if (hg_json_is_object(ctx))
-        set(w, doc, "context", context_object(w, ctx));
+        hg_jb_set(&w->b, doc, "context", context_object(w, ctx));
     struct hg_json *ref = hg_json_get(msg, "referral");
     if (hg_json_is_object(ref))
-        set(w, doc, "referral", referral_object(w, ref));
+        hg_jb_set(&w->b, doc, "referral", referral_object(w, ref));
     struct hg_json *errs = errors_of(w, msg);
     if (errs != NULL)
-        set(w, doc, "errors", errs);
-    set(w, doc, "raw", msg);
+        hg_jb_set(&w->b, doc, "errors", errs);
+    hg_jb_set(&w->b, doc, "raw", msg);
     return emit_doc(w, doc, id, "message", ntype, occurred_s);
 }
 
@@ -685,33 +656,33 @@ static int process_status(struct walk *w, struct hg_json *st)
                                        hg_json_get(st, "recipient_parent_user_id"),
                                        hg_json_get(st, "recipient_identity_key_hash"), 1);
     if (customer != NULL)
-        set(w, doc, "customer", customer);
+        hg_jb_set(&w->b, doc, "customer", customer);
 
-    struct hg_json *content = obj_new(w);
+    struct hg_json *content = hg_jb_object(&w->b);
     copy_str(w, content, "message_id", st, "id");
     copy_strs(w, content, st, copy_keys);
     struct hg_json *conv = hg_json_get(st, "conversation");
     if (hg_json_is_object(conv)) {
-        struct hg_json *c = obj_new(w);
+        struct hg_json *c = hg_jb_object(&w->b);
         copy_str(w, c, "id", conv, "id");
         copy_time(w, c, "expiration_timestamp", conv, "expiration_timestamp");
         copy_str(w, c, "origin_type", hg_json_get(conv, "origin"), "type");
-        set(w, content, "conversation", c);
+        hg_jb_set(&w->b, content, "conversation", c);
     }
     struct hg_json *pricing = hg_json_get(st, "pricing");
     if (hg_json_is_object(pricing)) {
-        struct hg_json *p = obj_new(w);
+        struct hg_json *p = hg_jb_object(&w->b);
         copy_bool(w, p, "billable", pricing, "billable");
         copy_str(w, p, "pricing_model", pricing, "pricing_model");
         copy_str(w, p, "type", pricing, "type");
         copy_str(w, p, "category", pricing, "category");
-        set(w, content, "pricing", p);
+        hg_jb_set(&w->b, content, "pricing", p);
     }
-    set(w, doc, "content", content);
+    hg_jb_set(&w->b, doc, "content", content);
     struct hg_json *errs = errors_of(w, st);
     if (errs != NULL)
-        set(w, doc, "errors", errs);
-    set(w, doc, "raw", st);
+        hg_jb_set(&w->b, doc, "errors", errs);
+    hg_jb_set(&w->b, doc, "raw", st);
     return emit_doc(w, doc, id, "status", status, occurred_s);
 }
 
@@ -730,11 +701,11 @@ static int process_error(struct walk *w, struct hg_json *err)
     struct hg_json *doc = doc_new(w, id, "error", type, hg_json_get(err, "timestamp"), &occurred_s);
     if (doc == NULL)
         return HG_ERR_NOMEM;
-    set(w, doc, "content", error_object(w, err));
-    struct hg_json *errs = arr_new(w);
-    append(w, errs, error_object(w, err));
-    set(w, doc, "errors", errs);
-    set(w, doc, "raw", err);
+    hg_jb_set(&w->b, doc, "content", error_object(w, err));
+    struct hg_json *errs = hg_jb_array(&w->b);
+    hg_jb_append(&w->b, errs, error_object(w, err));
+    hg_jb_set(&w->b, doc, "errors", errs);
+    hg_jb_set(&w->b, doc, "raw", err);
     return emit_doc(w, doc, id, "error", type, occurred_s);
 }
 
@@ -748,14 +719,14 @@ static int process_system(struct walk *w)
     struct hg_json *doc = doc_new(w, id, "system", w->field, hg_json_get(w->value, "timestamp"), &occurred_s);
     if (doc == NULL)
         return HG_ERR_NOMEM;
-    struct hg_json *content = obj_new(w);
-    set(w, content, "field", str_new(w, w->field));
+    struct hg_json *content = hg_jb_object(&w->b);
+    hg_jb_set(&w->b, content, "field", hg_jb_string(&w->b, w->field));
     copy_str(w, content, "event", w->value, "event");
-    set(w, doc, "content", content);
+    hg_jb_set(&w->b, doc, "content", content);
     struct hg_json *errs = errors_of(w, w->value);
     if (errs != NULL)
-        set(w, doc, "errors", errs);
-    set(w, doc, "raw", w->value);
+        hg_jb_set(&w->b, doc, "errors", errs);
+    hg_jb_set(&w->b, doc, "raw", w->value);
     return emit_doc(w, doc, id, "system", w->field, occurred_s);
 }
 
@@ -776,7 +747,7 @@ static int each(struct walk *w, const char *key, int (*fn)(struct walk *w, struc
 int hg_whatsapp_normalize(struct hg_arena *a, const struct hg_json *root, const struct hg_event_meta *meta,
                           hg_event_emit_fn emit, void *arg)
 {
-    struct walk w = {.meta = meta, .emit = emit, .arg = arg, .a = a};
+    struct walk w = {.meta = meta, .emit = emit, .arg = arg, .b = {.a = a}};
     int rc;
 
     hg_time_rfc3339(w.received_at, sizeof(w.received_at), meta->received_at_ns, 3);
