@@ -157,8 +157,8 @@ struct hg_json_doc *hg_genesys_parse(const char *body, size_t len, char *reason,
     struct hg_json_error jerr;
     struct hg_json *root = hg_json_parse(&doc->arena, body ? body : "", body ? len : 0, &jerr);
     if (root == NULL)
-        return hg_provider_parse_fail(reason, cap, doc, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
-                    jerr.column);
+        return hg_provider_parse_fail(reason, cap, doc, "body is not valid JSON: %s (line %d, column %d)",
+                                      jerr.text, jerr.line, jerr.column);
     doc->root = root;
     if (!hg_json_is_object(root))
         return hg_provider_parse_fail(reason, cap, doc, "body is not a JSON object");

@@ -576,8 +576,8 @@ struct hg_json_doc *hg_twilio_parse(const char *body, size_t len, const char *co
         struct hg_json_error jerr;
         struct hg_json *root = hg_json_parse(&doc->arena, body, len, &jerr);
         if (root == NULL)
-            return hg_provider_parse_fail(reason, cap, doc, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
-                        jerr.column);
+            return hg_provider_parse_fail(reason, cap, doc, "body is not valid JSON: %s (line %d, column %d)",
+                                          jerr.text, jerr.line, jerr.column);
         if (!hg_json_is_object(root))
             return hg_provider_parse_fail(reason, cap, doc, "body is not valid JSON: the top level is not an object");
         doc->root = root;
@@ -587,7 +587,8 @@ struct hg_json_doc *hg_twilio_parse(const char *body, size_t len, const char *co
     char why[128];
     int n = hg_twilio_form_decode(&doc->arena, body, len, &params, why, sizeof(why));
     if (n < 0)
-        return hg_provider_parse_fail(reason, cap, doc, "body is not a valid form: %s", n == HG_ERR_NOMEM ? "out of memory" : why);
+        return hg_provider_parse_fail(reason, cap, doc, "body is not a valid form: %s",
+                                      n == HG_ERR_NOMEM ? "out of memory" : why);
     doc->root = hg_twilio_form_object(&doc->arena, params, (size_t)n);
     if (doc->root == NULL)
         return hg_provider_parse_fail(reason, cap, doc, "body is not a valid form: out of memory");

@@ -527,7 +527,8 @@ static struct hg_json *doc_new(struct ev *e, const char *id, const char *kind, c
         return NULL;
     hg_jb_set(&e->b, doc, "schema_version", hg_jb_string(&e->b, SCHEMA_VERSION));
     hg_jb_set(&e->b, doc, "event_id", hg_jb_string(&e->b, id));
-    hg_jb_set(&e->b, doc, "correlation_id", e->meta->request_id ? hg_jb_string(&e->b, e->meta->request_id) : hg_json_null());
+    hg_jb_set(&e->b, doc, "correlation_id",
+              e->meta->request_id ? hg_jb_string(&e->b, e->meta->request_id) : hg_json_null());
     hg_jb_set(&e->b, doc, "provider", hg_jb_string(&e->b, PROVIDER));
     hg_jb_set(&e->b, doc, "tenant", e->meta->tenant ? hg_jb_string(&e->b, e->meta->tenant) : hg_json_null());
     hg_jb_set(&e->b, doc, "kind", hg_jb_string(&e->b, kind));

@@ -261,7 +261,8 @@ static struct hg_json *doc_new(struct walk *w, const char *event_id, const char 
 
     hg_jb_set(&w->b, doc, "schema_version", hg_jb_string(&w->b, SCHEMA_VERSION));
     hg_jb_set(&w->b, doc, "event_id", hg_jb_string(&w->b, event_id));
-    hg_jb_set(&w->b, doc, "correlation_id", w->meta->request_id ? hg_jb_string(&w->b, w->meta->request_id) : hg_json_null());
+    hg_jb_set(&w->b, doc, "correlation_id",
+              w->meta->request_id ? hg_jb_string(&w->b, w->meta->request_id) : hg_json_null());
     hg_jb_set(&w->b, doc, "provider", hg_jb_string(&w->b, PROVIDER));
     hg_jb_set(&w->b, doc, "tenant", w->meta->tenant ? hg_jb_string(&w->b, w->meta->tenant) : hg_json_null());
     hg_jb_set(&w->b, doc, "kind", hg_jb_string(&w->b, kind));
