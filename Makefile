@@ -24,6 +24,11 @@ ifeq ($(SAN),asan)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
+# SAN=fuzz: clang with libFuzzer's coverage, ASan and UBSan, for the harnesses in fuzz/ only.
+ifeq ($(SAN),fuzz)
+CC      := clang
+CFLAGS  += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
 ifeq ($(SAN),ubsan)
 CFLAGS  += -fsanitize=undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=undefined
@@ -38,10 +43,15 @@ MAIN_OBJ  := $(BUILD)/src/main.o
 LLHTTP_DIR  := /usr/share/llhttp
 LLHTTP_OBJS := $(BUILD)/deps/llhttp/llhttp.o $(BUILD)/deps/llhttp/api.o $(BUILD)/deps/llhttp/http.o
 
+FUZZ_PROVIDERS := whatsapp genesys twilio
+FUZZ_BINS := $(FUZZ_PROVIDERS:%=$(BUILD)/fuzz/fuzz_normalize_%) $(BUILD)/fuzz/fuzz_signatures
+FUZZ_SECONDS ?= 15
+
 UNIT_SRCS := $(sort $(wildcard test/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:test/unit/%.c=$(BUILD)/test/%)
 
-.PHONY: all deps run test test-inner unit unit-bins e2e e2e-san bench clean check-conf services-up services-down
+.PHONY: all deps run test test-inner unit unit-bins e2e e2e-san bench clean check-conf services-up services-down \
+        fuzz fuzz-bins
 
 all: $(BUILD)/hookgate
 
@@ -66,6 +76,21 @@ $(BUILD)/test/%: test/unit/%.c $(LIB_OBJS) $(LLHTTP_OBJS)
 # The packages install first and the build runs in a new make: this make's pkg-config flags and
 # the llhttp source rule were read before deps installed anything (a fresh machine failed with
 # "No rule to make target 'build/deps/llhttp/llhttp.o'").
+$(BUILD)/fuzz/fuzz_normalize_%: fuzz/fuzz_normalize.c $(LIB_OBJS) $(LLHTTP_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DFUZZ_PROVIDER='"$*"' -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
+
+$(BUILD)/fuzz/fuzz_signatures: fuzz/fuzz_signatures.c $(LIB_OBJS) $(LLHTTP_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
+
+fuzz-bins: $(FUZZ_BINS)
+
+# Build the libFuzzer harnesses (clang, ASan, UBSan) and run each for FUZZ_SECONDS from its seeds.
+fuzz:
+	$(MAKE) SAN=fuzz fuzz-bins
+	scripts/fuzz.sh build/fuzz/fuzz $(FUZZ_SECONDS)
+
 run: deps
 	$(MAKE) all
 	@mkdir -p var
@@ -82,6 +107,7 @@ test:
 	@scripts/install-deps.sh test
 	$(MAKE) all unit-bins
 	$(MAKE) SAN=asan all unit-bins
+	$(MAKE) fuzz FUZZ_SECONDS=10
 	scripts/with-services.sh $(MAKE) test-inner
 
 # HG_E2E_SLOW: the kill -9 test with Redis may wait out a killed attempt's 60 s dedup claim; it

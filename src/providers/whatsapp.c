@@ -259,6 +259,15 @@ static struct hg_json_doc *wa_parse(const struct hg_provider_body *b, char *reas
     return hg_whatsapp_parse(b->body, b->body_len, reason, cap);
 }
 
+/* The items normalize takes from v: object values (an array's items, or an object's members). */
+static int objects_in(const struct hg_json *v)
+{
+    int n = 0;
+    for (struct hg_json_item *i = hg_json_first(v); i; i = i->next)
+        n += hg_json_is_object(i->val);
+    return n;
+}
+
 int hg_whatsapp_count_events(const struct hg_json *root)
 {
     int n = 0;
@@ -267,9 +276,9 @@ int hg_whatsapp_count_events(const struct hg_json *root)
             struct hg_json *value = hg_json_get(ci->val, "value");
             const char *field = hg_json_str(hg_json_get(ci->val, "field"));
             if (field && strcmp(field, "messages") == 0) {
-                n += (int)hg_json_size(hg_json_get(value, "messages"));
-                n += (int)hg_json_size(hg_json_get(value, "statuses"));
-                n += (int)hg_json_size(hg_json_get(value, "errors"));
+                n += objects_in(hg_json_get(value, "messages"));
+                n += objects_in(hg_json_get(value, "statuses"));
+                n += objects_in(hg_json_get(value, "errors"));
             } else {
                 n++;
             }

@@ -852,6 +852,41 @@ static void test_expected_documents(void **state)
     }
 }
 
+static int count_only(void *arg, const struct hg_event *ev, struct hg_json *doc)
+{
+    (void)ev;
+    (void)doc;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* The accepted answer's "events" (hg_whatsapp_count_events) is what normalize emits, also for
+ * odd shapes: non-object items, statuses as an object (found by fuzz/fuzz_normalize.c). */
+static void test_count_matches_normalize(void **state)
+{
+    (void)state;
+    static const char *const bodies[] = {
+        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"1\",\"changes\":[{\"field\":\"messages\","
+        "\"value\":{\"messages\":[1,\"x\",{\"id\":\"m1\",\"type\":\"text\"}],\"statuses\":{\"a\":2,"
+        "\"b\":{\"id\":\"m1\",\"status\":\"read\"}},\"errors\":\"no\"}}]}]}",
+        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"1\",\"changes\":[{\"field\":\"messages\","
+        "\"value\":{\"messages\":{},\"statuses\":[null,[]],\"errors\":[{\"code\":1}]}},"
+        "{\"field\":\"account_update\",\"value\":{}}]}]}",
+    };
+    const int want[] = { 2, 2 };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        char why[256];
+        struct hg_json_doc *doc = hg_whatsapp_parse(bodies[i], strlen(bodies[i]), why, sizeof(why));
+        assert_non_null(doc);
+        int emitted = 0;
+        struct hg_event_meta meta = { .tenant = "acme", .request_id = "req-0001", .received_at_ns = 1 };
+        assert_int_equal(hg_whatsapp_normalize(&doc->arena, doc->root, &meta, count_only, &emitted), want[i]);
+        assert_int_equal(emitted, want[i]);
+        assert_int_equal(hg_whatsapp_count_events(doc->root), want[i]);
+        hg_json_doc_free(doc);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -874,6 +909,7 @@ int main(void)
         cmocka_unit_test(test_long_ids_derived),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_expected_documents),
+        cmocka_unit_test(test_count_matches_normalize),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
