@@ -25,6 +25,7 @@
 
 #include "core/common.h"
 #include "core/err.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/str.h"
 #include "core/time.h"
@@ -56,7 +57,7 @@ struct hg_http_server {
     struct hg_http_limits limits;
     struct hg_http_handler handler;
     llhttp_settings_t settings;
-    struct hg_conn *conns;          /* doubly linked, all live connections */
+    struct hg_list conns;           /* all live connections (hg_conn.link) */
     uint32_t nconns;
     bool stopping;
     bool listener_closed;
@@ -99,7 +100,7 @@ struct hg_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     struct hg_http_server *srv;
-    struct hg_conn *prev, *next;
+    struct hg_list link;             /* in srv->conns */
     llhttp_t parser;
     enum conn_state state;
     int open_handles;
@@ -837,12 +838,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (--c->open_handles > 0)
         return;
     struct hg_http_server *s = c->srv;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    hg_list_unlink(&c->link);
     s->nconns--;
     hg_metric_set(HG_M_CONNECTIONS, NULL, (double)s->nconns);
     if (c->rq) {
@@ -885,10 +881,7 @@ static void on_connection(uv_stream_t *ls, int status)
     c->open_handles = 2;
     llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
     c->parser.data = c;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
+    hg_list_insert_head(&s->conns, &c->link);
     s->nconns++;
     hg_metric_set(HG_M_CONNECTIONS, NULL, (double)s->nconns);
 
@@ -914,6 +907,7 @@ int hg_http_server_start(uv_loop_t *loop, int fd, const struct hg_http_limits *l
                          const struct hg_http_handler *handler, struct hg_http_server **out)
 {
     struct hg_http_server *s = hg_xcalloc(1, sizeof(*s));
+    hg_list_init(&s->conns);
     s->loop = loop;
     s->limits = *limits;
     s->handler = *handler;
@@ -989,8 +983,10 @@ void hg_http_server_stop(struct hg_http_server *s, void (*done)(void *arg), void
     /* Answers already out complete now (each closes, as stopping asks); then the idle goes. */
     written_flush(s);
     uv_close((uv_handle_t *)&s->written_idle, on_written_idle_closed);
-    for (struct hg_conn *c = s->conns, *next; c; c = next) {
-        next = c->next;
+    struct hg_list *pos, *tmp;
+    /* Closing only starts here: a connection leaves the list in its close callback. */
+    HG_LIST_FOREACH_SAFE(pos, tmp, &s->conns) {
+        struct hg_conn *c = hg_list_entry(pos, struct hg_conn, link);
         if (c->state == CONN_IDLE)
             conn_close(c);
         else
@@ -1000,10 +996,9 @@ void hg_http_server_stop(struct hg_http_server *s, void (*done)(void *arg), void
 
 void hg_http_server_abort(struct hg_http_server *s)
 {
-    for (struct hg_conn *c = s->conns, *next; c; c = next) {
-        next = c->next;
-        conn_close(c);
-    }
+    struct hg_list *pos, *tmp;
+    HG_LIST_FOREACH_SAFE(pos, tmp, &s->conns)
+        conn_close(hg_list_entry(pos, struct hg_conn, link));
 }
 
 void hg_http_server_free(struct hg_http_server *s)

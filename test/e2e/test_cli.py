@@ -169,3 +169,20 @@ def test_workers_auto(make_hg):
     h = make_hg(overrides={"server": {"workers": "auto"}})
     assert h.get("/health").status_code == 200
     assert h.post_whatsapp(hgm.text_envelope()).status_code == 200
+
+
+def test_make_run_installs_before_it_builds():
+    """Bug: on a fresh machine `make run` failed the first time ("No rule to make target
+    'build/deps/llhttp/llhttp.o'"): the build's pkg-config flags and the llhttp rule were read before
+    the deps target installed anything. The packages must install first and the build run in a new
+    make. (`make -n` prints the recipe without running it; a sub-make line runs with -n too.)"""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run(["make", "-n", "run"], cwd=root, capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    lines = [ln.strip() for ln in r.stdout.splitlines()]
+    deps = next((i for i, ln in enumerate(lines) if ln.startswith("scripts/install-deps.sh build")), None)
+    build = next((i for i, ln in enumerate(lines) if ln == "make all"), None)
+    start = next((i for i, ln in enumerate(lines) if "hookgate -c conf/hookgate.conf" in ln), None)
+    assert None not in (deps, build, start), f"install, a new make for the build, then the run:\n{r.stdout}"
+    assert deps < build < start, r.stdout
