@@ -43,7 +43,7 @@ MAIN_OBJ  := $(BUILD)/src/main.o
 LLHTTP_DIR  := /usr/share/llhttp
 LLHTTP_OBJS := $(BUILD)/deps/llhttp/llhttp.o $(BUILD)/deps/llhttp/api.o $(BUILD)/deps/llhttp/http.o
 
-FUZZ_PROVIDERS := whatsapp genesys twilio
+FUZZ_PROVIDERS := whatsapp genesys twilio generic
 FUZZ_BINS := $(FUZZ_PROVIDERS:%=$(BUILD)/fuzz/fuzz_normalize_%) $(BUILD)/fuzz/fuzz_signatures
 FUZZ_SECONDS ?= 15
 

@@ -46,8 +46,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (p == NULL && (p = hg_provider_find(FUZZ_PROVIDER)) == NULL)
         abort();
     const char *body = (const char *)data;
-    const char *headers = size > 0 && body[0] == '{' ? "Content-Type: application/json\n"
-                                                    : "Content-Type: application/x-www-form-urlencoded\n";
+    /* The generic provider reads its source (and id, type) from lines the ingest spools. */
+    const char *headers = size > 0 && body[0] == '{'
+                              ? "Content-Type: application/json\nX-Hookgate-Source: fuzz\nX-Hookgate-Event-Type: Fuzz.Type\n"
+                              : "Content-Type: application/x-www-form-urlencoded\nX-Hookgate-Source: fuzz\n";
     struct hg_provider_body b = { body, size, headers, strlen(headers) };
     char reason[256];
     struct hg_json_doc *doc = p->parse(&b, reason, sizeof(reason));

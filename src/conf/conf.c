@@ -29,6 +29,7 @@
 
 #define CF(field) offsetof(struct hg_conf, field), sizeof(((struct hg_conf *)0)->field)
 #define TF(field) offsetof(struct hg_tenant_conf, field), sizeof(((struct hg_tenant_conf *)0)->field)
+#define SF(field) offsetof(struct hg_source_conf, field), sizeof(((struct hg_source_conf *)0)->field)
 
 static const char *const ack_words[] = { "spool", "broker", NULL };
 static const char *const queue_words[] = { "classic", "quorum", NULL };
@@ -132,8 +133,27 @@ static const struct key tenant_keys[] = {
     { "tenant", "account_sid", KEY_STRLIST, TF(account_sids), NULL, NULL, NULL, NULL, 0 },
 };
 
+static const char *const source_schemes[] = { "standard-webhooks", "stripe", "hmac", "api-key", "basic", "jwt", NULL };
+static const char *const hmac_algorithms[] = { "sha1", "sha256", "sha512", NULL };
+static const char *const hmac_encodings[] = { "hex", "base64", NULL };
+
+/* Keys of a [source.<name>] section (docs/generic.md); offsets are into struct hg_source_conf. */
+static const struct key source_keys[] = {
+    { "source", "scheme", KEY_ENUM, SF(scheme), NULL, NULL, NULL, source_schemes, 0 },
+    { "source", "secret", KEY_STRLIST, SF(secrets), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "source", "header", KEY_STRING, SF(header), NULL, NULL, NULL, NULL, 0 },
+    { "source", "algorithm", KEY_ENUM, SF(algorithm), "sha256", NULL, NULL, hmac_algorithms, 0 },
+    { "source", "encoding", KEY_ENUM, SF(encoding), "hex", NULL, NULL, hmac_encodings, 0 },
+    { "source", "prefix", KEY_STRING, SF(prefix), NULL, NULL, NULL, NULL, 0 },
+    { "source", "user", KEY_STRING, SF(user), NULL, NULL, NULL, NULL, 0 },
+    { "source", "id", KEY_STRING, SF(id), NULL, NULL, NULL, NULL, 0 },
+    { "source", "type", KEY_STRING, SF(type), NULL, NULL, NULL, NULL, 0 },
+    { "source", "tenant", KEY_STRING, SF(tenant), NULL, NULL, NULL, NULL, KEY_F_ID },
+};
+
 #define N_CONF_KEYS   HG_ARRAY_SIZE(conf_keys)
 #define N_TENANT_KEYS HG_ARRAY_SIZE(tenant_keys)
+#define N_SOURCE_KEYS HG_ARRAY_SIZE(source_keys)
 
 static const char *const sections[] = {
     "server", "log", "whatsapp", "genesys", "twilio", "spool", "ndjson", "amqp", "redis", "ratelimit", "tenants", "s3",
@@ -186,6 +206,10 @@ struct load {
     struct rules_sec *rules_secs;
     size_t rules_cap;
     size_t rules_cur;                  /* current [rules.<id>] section, SIZE_MAX = none */
+    struct hg_source_conf *source;     /* current source section, or NULL */
+    int *source_lines;                 /* header line of each source section */
+    struct origin (*source_origin)[N_SOURCE_KEYS];
+    size_t source_cap;
     struct rules_env *rules_env;       /* sorted by name */
     size_t n_rules_env;
     bool failed;
@@ -239,6 +263,66 @@ static void tenant_free(struct hg_tenant_conf *t)
 {
     free(t->id);
     keys_free(tenant_keys, N_TENANT_KEYS, t);
+}
+
+/* ---------------------------------------------------------------- sources */
+
+/* A [source.<name>] header: a generic sender (same name rules as tenant ids). */
+static void source_section(struct load *L, const char *name)
+{
+    struct hg_conf *c = L->c;
+    if (!conf_valid_tenant_id(name)) {
+        fail(L, "%s:%d: '%s' is not a source name (1-%d of A-Z a-z 0-9 - _ .)", L->path, L->lineno, name,
+             CONF_ID_MAX);
+        return;
+    }
+    for (size_t i = 0; i < c->n_sources; i++) {
+        if (strcmp(c->sources[i].name, name) == 0) {
+            fail(L, "%s:%d: duplicate section [%s] (first at line %d)", L->path, L->lineno, L->section,
+                 L->source_lines[i]);
+            return;
+        }
+    }
+    if (c->n_sources == CONF_MAX_TENANTS) {
+        fail(L, "%s:%d: more than %d source sections", L->path, L->lineno, CONF_MAX_TENANTS);
+        return;
+    }
+    if (c->n_sources == L->source_cap) {
+        L->source_cap = L->source_cap ? L->source_cap * 2 : 8;
+        c->sources = hg_xrealloc(c->sources, L->source_cap * sizeof(*c->sources));
+        L->source_origin = hg_xrealloc(L->source_origin, L->source_cap * sizeof(*L->source_origin));
+        L->source_lines = hg_xrealloc(L->source_lines, L->source_cap * sizeof(*L->source_lines));
+    }
+    size_t i = c->n_sources++;
+    struct hg_source_conf *s = &c->sources[i];
+    memset(s, 0, sizeof(*s));
+    memset(L->source_origin[i], 0, sizeof(L->source_origin[i]));
+    L->source_lines[i] = L->lineno;
+    s->name = hg_xstrdup(name);
+    char why[CONF_WHY];
+    for (size_t k = 0; k < N_SOURCE_KEYS; k++)
+        if (source_keys[k].def && conf_set_value(&source_keys[k], s, source_keys[k].def, why, sizeof(why)))
+            abort();
+    L->source = s;
+}
+
+/* Per-scheme required keys; jwt is refused until it is implemented. */
+static void source_validate(struct load *L)
+{
+    for (size_t i = 0; i < L->c->n_sources && !L->failed; i++) {
+        const struct hg_source_conf *s = &L->c->sources[i];
+        const char *at = L->path ? L->path : "env";
+        int line = L->source_lines[i];
+        if (s->scheme == NULL)
+            fail(L, "%s:%d: [source.%s] needs a scheme (standard-webhooks, stripe, hmac, api-key, basic)", at, line,
+                 s->name);
+        else if (strcmp(s->scheme, "jwt") == 0)
+            fail(L, "%s:%d: [source.%s] scheme = jwt is not supported yet", at, line, s->name);
+        else if (strcmp(s->scheme, "hmac") == 0 && (s->header == NULL || s->header[0] == '\0'))
+            fail(L, "%s:%d: [source.%s] scheme = hmac needs a header", at, line, s->name);
+        else if (strcmp(s->scheme, "basic") == 0 && (s->user == NULL || s->user[0] == '\0'))
+            fail(L, "%s:%d: [source.%s] scheme = basic needs a user", at, line, s->name);
+    }
 }
 
 /* ---------------------------------------------------------------- rules */
@@ -340,7 +424,13 @@ static void on_section_line(struct load *L, const char *line, size_t n)
     memcpy(L->section, name, nl);
     L->section[nl] = '\0';
     L->tenant = NULL;
+    L->source = NULL;
     L->rules_cur = SIZE_MAX;
+
+    if (strncmp(L->section, "source.", 7) == 0) {
+        source_section(L, L->section + 7);
+        return;
+    }
 
     if (strncmp(L->section, "rules.", 6) == 0) {
         rules_section(L, L->section + 6);
@@ -438,6 +528,13 @@ static int on_pair(void *user, const char *section, const char *name, const char
         base = L->tenant;
         origins = L->tenant_origin[L->tenant - L->c->tenants];
         ksec = "tenant";
+    }
+    if (L->source) {
+        table = source_keys;
+        ntable = N_SOURCE_KEYS;
+        base = L->source;
+        origins = L->source_origin[L->source - L->c->sources];
+        ksec = "source";
     }
 
     /* "<key>_file" names the file holding a secret key's value. */
@@ -616,6 +713,14 @@ static bool env_known(struct load *L, const char *name)
                 return true;
         }
     }
+    for (size_t t = 0; t < L->c->n_sources; t++) {
+        for (size_t i = 0; i < N_SOURCE_KEYS; i++) {
+            env_name(want, sizeof(want), "source", L->c->sources[t].name, source_keys[i].name);
+            snprintf(wantf, sizeof(wantf), "%s_FILE", want);
+            if (strcasecmp(name, want) == 0 || ((source_keys[i].flags & KEY_F_SECRET) && strcasecmp(name, wantf) == 0))
+                return true;
+        }
+    }
     return false;
 }
 
@@ -730,6 +835,9 @@ static void apply_env(struct load *L)
     for (size_t t = 0; t < c->n_tenants && !L->failed; t++)
         apply_env_table(L, tenant_keys, N_TENANT_KEYS, &c->tenants[t], L->tenant_origin[t], "tenant",
                         c->tenants[t].id);
+    for (size_t t = 0; t < c->n_sources && !L->failed; t++)
+        apply_env_table(L, source_keys, N_SOURCE_KEYS, &c->sources[t], L->source_origin[t], "source",
+                        c->sources[t].name);
     if (!L->failed)
         rules_env_build(L);
     if (!L->failed)
@@ -759,6 +867,13 @@ static void apply_env(struct load *L)
             in_section = strncmp(name, pre, pl) == 0 && name[pl] == '_';
         }
         bool tenant = strncmp(name, "HOOKGATE_TENANT_", 16) == 0;
+        if (strncmp(name, "HOOKGATE_SOURCE_", 16) == 0) {
+            if (!env_known(L, name)) {
+                fail(L, "env %s: no [source.<name>] section or key matches it", name);
+                return;
+            }
+            continue;
+        }
         if (strncmp(name, "HOOKGATE_RULES_", 15) == 0) {
             if (!rules_env_known(L, name)) {
                 fail(L, "env %s: no [rules.<id>] section or key matches it", name);
@@ -916,6 +1031,11 @@ static void conf_free(struct hg_conf *c)
         hg_rules_free(c->rules[r].rules);
     }
     free(c->rules);
+    for (size_t i = 0; i < c->n_sources; i++) {
+        free(c->sources[i].name);
+        keys_free(source_keys, N_SOURCE_KEYS, &c->sources[i]);
+    }
+    free(c->sources);
     free(c->path);
     free(c);
 }
@@ -951,8 +1071,12 @@ int hg_conf_load(const char *path, struct hg_conf **out, char *err, size_t errle
         apply_env(&L);
     if (!L.failed)
         validate(&L);
+    if (!L.failed)
+        source_validate(&L);
 
     free(L.tenant_origin);
+    free(L.source_origin);
+    free(L.source_lines);
     free(L.tenant_lines);
     for (size_t r = 0; r < c->n_rules; r++) {
         for (size_t k = 0; k < L.rules_secs[r].n_keys; k++)
@@ -996,6 +1120,14 @@ const struct hg_tenant_conf *hg_conf_tenant(const struct hg_conf *c, const char 
     for (size_t i = 0; i < c->n_tenants; i++)
         if (strcmp(c->tenants[i].id, id) == 0)
             return &c->tenants[i];
+    return NULL;
+}
+
+const struct hg_source_conf *hg_conf_source(const struct hg_conf *c, const char *name)
+{
+    for (size_t i = 0; c != NULL && name != NULL && i < c->n_sources; i++)
+        if (strcmp(c->sources[i].name, name) == 0)
+            return &c->sources[i];
     return NULL;
 }
 

@@ -38,6 +38,21 @@ struct hg_tenant_conf {
     struct hg_strlist account_sids;   /* Twilio AccountSids mapped here (like business_ids) */
 };
 
+/* One [source.<name>] section: a generic signed sender (docs/generic.md). */
+struct hg_source_conf {
+    char *name;                       /* as in /webhooks/generic/{source} */
+    char *scheme;                     /* standard-webhooks | stripe | hmac | api-key | basic */
+    struct hg_strlist secrets;        /* keys, any of which may sign (rotation) */
+    char *header;                     /* hmac: signature header; api-key: key header */
+    char *algorithm;                  /* hmac: sha1 | sha256 | sha512 */
+    char *encoding;                   /* hmac: hex | base64 */
+    char *prefix;                     /* hmac: text before the digest ("sha256="); NULL = none */
+    char *user;                       /* basic: the user name */
+    char *id;                         /* dedup id: JSON path or header:<Name>; NULL = scheme default */
+    char *type;                       /* event type: JSON path or header:<Name>; NULL = "event" */
+    char *tenant;                     /* tenant the source belongs to; NULL = the default tenant */
+};
+
 struct hg_conf {
     _Atomic long refs;
     char *path;                       /* file it came from (absolute) */
@@ -143,6 +158,10 @@ struct hg_conf {
     /* [rules.<id>] sections, sorted by id; use hg_conf_rules() */
     struct hg_rules_conf *rules;
     size_t n_rules;
+
+    /* [source.<name>] sections (generic provider); use hg_conf_source() */
+    struct hg_source_conf *sources;
+    size_t n_sources;
 };
 
 /*
@@ -160,6 +179,9 @@ void hg_conf_unref(struct hg_conf *c);
  * (Twilio AccountSid); NULL when none. */
 const struct hg_tenant_conf *hg_conf_tenant(const struct hg_conf *c, const char *id);
 const struct hg_tenant_conf *hg_conf_tenant_by_business(const struct hg_conf *c, const char *business_id);
+
+/* The [source.<name>] section named `name`, or NULL. */
+const struct hg_source_conf *hg_conf_source(const struct hg_conf *c, const char *name);
 
 /*
  * Enrichment rules for `tenant`: its [rules.<tenant>] section, else [rules.default], else NULL

@@ -7,6 +7,7 @@
 #include "http/router.h"
 #include "ingest/ingest.h"
 #include "providers/provider.h"
+#include "worker/worker.h"
 
 typedef void (*route_fn)(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *param);
 
@@ -74,6 +75,11 @@ void hg_router_dispatch(struct hg_worker *w, struct hg_conn *c, struct hg_http_r
         if (!match_tenant_route(r, p->route, tenant))
             continue;
         const char *param = tenant[0] ? tenant : NULL;
+        /* A path that names a source (generic) is unknown, whatever the method, without one. */
+        if (p->path_names_source && hg_conf_source(w->conf, param) == NULL) {
+            hg_conn_respond_error(c, 404, "unknown_source", "no such source", NULL);
+            return;
+        }
         if (r->method == HTTP_POST)
             hg_ingest_post(w, c, r, param, p);
         else if (is_get(r) && p->handshake)

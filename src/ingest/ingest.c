@@ -12,6 +12,7 @@
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/ltable.h"
 #include "core/time.h"
 #include "drain/drain.h"
 #include "http/http.h"
@@ -23,10 +24,14 @@
 
 #define SPOOLED_HEADERS_MAX 8192 /* cap on the kept headers' total size */
 #define ACCEPTED_MAX        512  /* the accepted answer's body */
+#define SPOOL_EXTRA_MAX     1024 /* a provider's spool_extra lines */
+#define REPLAY_KEY_MAX      256
+#define REPLAY_TABLE_MAX    100000 /* remembered signatures per worker (LRU beyond) */
 
 /* Where an ingest request is; every change goes through req_set_state(). */
 enum hg_req_state {
     HG_REQ_TENANT,    /* resolving the tenant (config and LRU at once; Redis / tenant service later) */
+    HG_REQ_REPLAY,    /* waiting for Redis to mark the signature seen (replay window, SET NX PX) */
     HG_REQ_RATELIMIT, /* waiting for the tenant's rate limit answer (Redis) */
     HG_REQ_SPOOL,     /* appended, waiting for the group fsync */
     HG_REQ_BROKER,    /* ack = broker: waiting for the broker's confirms */
@@ -45,6 +50,10 @@ struct hg_req {
     struct hg_tenant *tenant;      /* resolved tenant (a reference) */
     const char *tenant_id;         /* tenant->id once resolved, else the path tenant (metrics) */
     char path_tenant[HG_TENANTS_ID_MAX + 1];
+    const struct hg_source_conf *source; /* path_names_source: the path's source (in conf) */
+    char replay_key[REPLAY_KEY_MAX];   /* "hg:replay:<key>" this request marked seen: forgotten
+                                        * again unless the webhook is accepted */
+    bool replay_redis;                 /* the mark is in Redis (else this worker's table) */
     char request_id[HG_HTTP_REQUEST_ID_MAX + 1];
     uint64_t received_at_ns;
     uint64_t start_mono_ns;
@@ -58,7 +67,7 @@ struct hg_req {
     char inline_data[];            /* body NUL headers NUL: one allocation with the request */
 };
 
-static const char *const state_names[] = { "tenant", "ratelimit", "spool", "broker", "done" };
+static const char *const state_names[] = { "tenant", "replay", "ratelimit", "spool", "broker", "done" };
 
 static void req_set_state(struct hg_req *q, enum hg_req_state s)
 {
@@ -108,10 +117,53 @@ static void req_free(struct hg_req *q)
     free(q);
 }
 
+/*
+ * The replay window: signatures seen by this worker thread (the ingest runs on the worker's loop
+ * only), remembered for the provider's ttl. A per-worker table: see docs/generic.md for what that
+ * means with several workers. Freed by hg_ingest_thread_done.
+ */
+static _Thread_local struct hg_ltable replay_seen;
+
+void hg_ingest_thread_done(void)
+{
+    hg_ltable_free(&replay_seen);
+}
+
+/* Forget the request's replay mark: it was not accepted, so the sender's retry must pass. */
+static void replay_forget(struct hg_req *q)
+{
+    if (q->replay_key[0] == '\0')
+        return;
+    if (q->replay_redis) {
+        if (q->worker->redis)
+            hg_redis_dedup_abort(q->worker->redis, q->replay_key);
+    } else {
+        struct hg_lentry *e = hg_ltable_get(&replay_seen, q->replay_key, strlen(q->replay_key),
+                                            hg_time_mono_ns() / 1000000ull);
+        if (e != NULL)
+            hg_ltable_remove(&replay_seen, e);
+    }
+    q->replay_key[0] = '\0';
+}
+
+/* Mark key seen; false when it already was (a replay). */
+static bool replay_mark(const char *key, uint64_t ttl_ms)
+{
+    uint64_t now = hg_time_mono_ns() / 1000000ull, evicted = 0;
+    if (replay_seen.max == 0)
+        replay_seen.max = REPLAY_TABLE_MAX;
+    if (hg_ltable_get(&replay_seen, key, strlen(key), now) != NULL)
+        return false;
+    struct hg_lentry *e = hg_ltable_add(&replay_seen, key, strlen(key), &evicted);
+    e->expires_ms = now + ttl_ms;
+    return true;
+}
+
 /* Answer an error (when the connection is still there) and free the request. */
 static void req_fail(struct hg_req *q, int status, const char *code, const char *msg, const char *extra)
 {
     req_set_state(q, HG_REQ_DONE);
+    replay_forget(q);
     if (q->conn) {
         char headers[384];
         snprintf(headers, sizeof(headers), "%s%s", q->rl_headers, extra ? extra : "");
@@ -252,6 +304,63 @@ static bool creds_empty(const struct hg_creds *c)
     return (c->secrets == NULL || c->secrets->n == 0) && (c->api_keys == NULL || c->api_keys->n == 0);
 }
 
+/* The tenant's rate limit (with Redis), then the spool. */
+static void req_limit(struct hg_req *q)
+{
+    const struct hg_tenant *t = q->tenant;
+    uint32_t limit = t->rate_limit ? t->rate_limit : q->conf->ratelimit_default;
+    if (q->worker->redis) {
+        req_set_state(q, HG_REQ_RATELIMIT);
+        if (hg_redis_ratelimit(q->worker->redis, q->tenant_id, limit, 60000, on_ratelimit, q) == 0)
+            return;
+    }
+    req_spool(q);
+}
+
+static void replay_refuse(struct hg_req *q)
+{
+    hg_info(q->request_id, "replayed signature", "provider", q->provider->name, "tenant", q->tenant_id, NULL);
+    count_webhook(q, "unauthorized");
+    req_fail(q, 401, "unauthorized", "replayed (this signature was already received)", NULL);
+}
+
+static void on_replay_marked(void *arg, const struct hg_redis_dedup_result *res)
+{
+    struct hg_req *q = arg;
+    if (res->fallback)
+        hg_metric_inc(HG_M_REDIS_FALLBACK, "op=\"replay\"");
+    if (res->status != HG_REDIS_DEDUP_NEW) {
+        q->replay_key[0] = '\0'; /* not ours: another request holds (or accepted) it */
+        replay_refuse(q);
+        return;
+    }
+    req_limit(q);
+}
+
+/*
+ * The replay window, after a good signature: mark "hg:replay:<key>" seen for ttl_ms (Redis SET
+ * NX PX when configured, so every worker and instance shares it; else this worker's table). A
+ * key already marked is a replay (401). The mark is dropped again by req_fail, so a webhook that
+ * is not accepted (429, 503) can be retried with the same signature.
+ */
+static void req_replay(struct hg_req *q, const char *key, uint64_t ttl_ms)
+{
+    snprintf(q->replay_key, sizeof(q->replay_key), "hg:replay:%s", key);
+    if (q->worker->redis) {
+        q->replay_redis = true;
+        req_set_state(q, HG_REQ_REPLAY);
+        if (hg_redis_dedup_begin(q->worker->redis, q->replay_key, ttl_ms, on_replay_marked, q) == 0)
+            return;
+        q->replay_redis = false; /* refused at once (closed): this worker's table instead */
+    }
+    if (!replay_mark(q->replay_key, ttl_ms)) {
+        q->replay_key[0] = '\0';
+        replay_refuse(q);
+        return;
+    }
+    req_limit(q);
+}
+
 /* The tenant is known: credentials, signature, body, then the rate limit and the spool. */
 static void on_tenant(void *arg, int status, struct hg_tenant *t)
 {
@@ -273,7 +382,7 @@ static void on_tenant(void *arg, int status, struct hg_tenant *t)
         req_free(q);
         return;
     }
-    struct hg_creds creds = { 0 };
+    struct hg_creds creds = { .source = q->source };
     p->creds(q->conf, t, &creds);
     if (q->handshake) {
         req_handshake(q, &creds);
@@ -305,13 +414,13 @@ static void on_tenant(void *arg, int status, struct hg_tenant *t)
         return;
     }
     q->events = p->count_events(q->doc->root);
-    uint32_t limit = t->rate_limit ? t->rate_limit : q->conf->ratelimit_default;
-    if (q->worker->redis) {
-        req_set_state(q, HG_REQ_RATELIMIT);
-        if (hg_redis_ratelimit(q->worker->redis, q->tenant_id, limit, 60000, on_ratelimit, q) == 0)
-            return;
+    char rkey[REPLAY_KEY_MAX - 16];
+    uint64_t ttl_ms = 0;
+    if (p->replay_key && p->replay_key(&pr, &creds, rkey, sizeof(rkey), &ttl_ms) == 1) {
+        req_replay(q, rkey, ttl_ms);
+        return;
     }
-    req_spool(q);
+    req_limit(q);
 }
 
 void hg_ingest_abandon(struct hg_conn *c, void *data)
@@ -364,9 +473,10 @@ static size_t spool_headers(const struct hg_provider *p, char *out, size_t cap, 
  * connection's buffers are reused once it is answered; the drain needs both after that).
  */
 static struct hg_req *req_new(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r,
-                              const struct hg_provider *p, const char *path_tenant)
+                              const struct hg_provider *p, const char *path_tenant, const char *extra,
+                              size_t extra_len)
 {
-    size_t hcap = HG_MIN(spool_headers_len(p, r), (size_t)SPOOLED_HEADERS_MAX);
+    size_t hcap = HG_MIN(spool_headers_len(p, r), (size_t)SPOOLED_HEADERS_MAX) + extra_len;
     struct hg_req *q = hg_xcalloc(1, sizeof(*q) + r->body_len + 1 + hcap + 1);
     q->state = HG_REQ_TENANT;
     q->provider = p;
@@ -387,7 +497,11 @@ static struct hg_req *req_new(struct hg_worker *w, struct hg_conn *c, struct hg_
     q->body[r->body_len] = '\0';
     q->body_len = r->body_len;
     q->headers = q->inline_data + r->body_len + 1;
-    q->headers_len = spool_headers(p, q->headers, hcap, r);
+    q->headers_len = spool_headers(p, q->headers, hcap - extra_len, r);
+    /* The provider's own lines go last, always whole (they are bounded by SPOOL_EXTRA_MAX). */
+    memcpy(q->headers + q->headers_len, extra, extra_len);
+    q->headers_len += extra_len;
+    q->headers[q->headers_len] = '\0';
     /* From now on a connection that goes away clears q->conn (hg_ingest_abandon). */
     hg_conn_set_data(c, q);
     return q;
@@ -438,7 +552,7 @@ static void req_resolve(struct hg_req *q)
 void hg_ingest_get(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *tenant,
                    const struct hg_provider *p)
 {
-    struct hg_req *q = req_new(w, c, r, p, tenant);
+    struct hg_req *q = req_new(w, c, r, p, tenant, "", 0);
     q->handshake = true;
     req_resolve(q);
 }
@@ -453,7 +567,25 @@ void hg_ingest_post(struct hg_worker *w, struct hg_conn *c, struct hg_http_reque
         hg_conn_respond_error(c, 401, "unauthorized", why, NULL);
         return;
     }
-    struct hg_req *q = req_new(w, c, r, p, tenant);
+    const struct hg_source_conf *source = NULL;
+    char extra[SPOOL_EXTRA_MAX];
+    size_t extra_len = 0;
+    if (p->path_names_source) {
+        /* The path names a source; the tenant is the source's (NULL: the default tenant). */
+        source = hg_conf_source(w->conf, tenant);
+        if (source == NULL) {
+            count_webhook_as(p->name, NULL, "unknown_source");
+            hg_conn_respond_error(c, 404, "unknown_source", "no such source", NULL);
+            return;
+        }
+        tenant = source->tenant;
+        if (p->spool_extra) {
+            struct hg_creds sc = { .source = source };
+            extra_len = p->spool_extra(&sc, r, r->body, r->body_len, extra, sizeof(extra));
+        }
+    }
+    struct hg_req *q = req_new(w, c, r, p, tenant, extra, extra_len);
+    q->source = source;
     if (tenant == NULL && p->tenant_ids) {
         /* The body names the tenant; a body that does not parse is still answered 401 first when
          * its signature is wrong, and 400 only after a good one. */

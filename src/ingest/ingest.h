@@ -32,4 +32,8 @@ void hg_ingest_post(struct hg_worker *w, struct hg_conn *c, struct hg_http_reque
 /* The connection of a request still in flight went away (see hg_http_handler.on_abandon). */
 void hg_ingest_abandon(struct hg_conn *c, void *data);
 
+/* Free this worker thread's replay table (the replay window of providers with replay_key); once,
+ * at the end of the worker's thread. */
+void hg_ingest_thread_done(void);
+
 #endif

@@ -26,6 +26,7 @@ enum hg_provider_id {
     HG_PROVIDER_WHATSAPP,
     HG_PROVIDER_GENESYS,
     HG_PROVIDER_TWILIO,
+    HG_PROVIDER_GENERIC,
     HG_PROVIDER_COUNT,
 };
 
@@ -42,6 +43,8 @@ struct hg_creds {
     const char *verify_token;          /* GET handshake token (WhatsApp); NULL = none */
     const char *public_url;            /* scheme://host[:port] the provider called (Twilio signs
                                         * the URL it called); NULL = none configured */
+    const struct hg_source_conf *source; /* path_names_source providers: the source the path
+                                        * named, set by the ingest before `creds` runs; else NULL */
 };
 
 /* The request as verify sees it: the parsed HTTP request and the spooled header lines. */
@@ -133,6 +136,30 @@ struct hg_provider {
     const char *route;                 /* "/webhooks/whatsapp"; "/{tenant}" may follow */
     const char *const *spool_headers;  /* NULL-terminated: request headers kept with the body */
     const struct hg_provider_topology *topology;
+
+    /*
+     * The path segment after `route` names a source ([source.<name>], the generic provider), not
+     * a tenant: the ingest answers 404 for an unknown source, takes the tenant from the source's
+     * `tenant` key (NULL: the default tenant) and hands the source to `creds` in out->source.
+     */
+    bool path_names_source;
+
+    /*
+     * Optional: extra "Name: value\n" lines spooled after the kept headers (the generic provider:
+     * the source name and the event id and type its settings found), so the drain needs no config
+     * to normalize. Runs at ingest before verify; writes at most cap bytes, returns the length.
+     */
+    size_t (*spool_extra)(const struct hg_creds *creds, const struct hg_http_request *r, const char *body,
+                          size_t body_len, char *out, size_t cap);
+
+    /*
+     * Optional replay window: after a good verify, the key that identifies this signature
+     * ("<source>:<id>", NUL-terminated in out, cap bytes) and how long to remember it (*ttl_ms).
+     * 1 when there is one, 0 when the request has none. The ingest refuses a key it has seen
+     * (401 "replayed") and forgets it again when the webhook is not accepted.
+     */
+    int (*replay_key)(const struct hg_provider_request *r, const struct hg_creds *creds, char *out, size_t cap,
+                      uint64_t *ttl_ms);
 
     /* This provider's credentials for a webhook (see struct hg_creds); `tenant` may be NULL (the
      * default tenant of the section). */

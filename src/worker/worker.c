@@ -487,6 +487,7 @@ static void worker_main(void *arg)
         begin_stop(w);
     }
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    hg_ingest_thread_done();
 }
 
 int hg_worker_start(struct hg_worker *w, int id, int n, struct hg_conf *conf)

@@ -1,6 +1,6 @@
 """The normalized event schema and its documentation agree.
 
-(a) every ```json block in docs/events.md (WhatsApp), docs/genesys.md and docs/twilio.md is a
+(a) every ```json block in docs/events.md (WhatsApp), docs/genesys.md, docs/twilio.md and docs/generic.md is a
 normalized event that validates against docs/schema/event.v1.json, and together the WhatsApp
 blocks cover every kind and message type; (b) every expected document under
 test/fixtures/<provider>/expected/ (the unit tests compare each normalizer's output with these
@@ -21,7 +21,7 @@ SCHEMA_PATH = ROOT / "docs" / "schema" / "event.v1.json"
 DOC_PATH = ROOT / "docs" / "events.md"
 EXPECTED_DIR = ROOT / "test" / "fixtures" / "whatsapp" / "expected"
 PROVIDER_DOCS = {"whatsapp": DOC_PATH, "genesys": ROOT / "docs" / "genesys.md",
-                 "twilio": ROOT / "docs" / "twilio.md"}
+                 "twilio": ROOT / "docs" / "twilio.md", "generic": ROOT / "docs" / "generic.md"}
 
 MESSAGE_TYPES = {"text", "image", "video", "audio", "document", "sticker", "location", "contacts",
                  "interactive", "button", "reaction", "order", "system", "unsupported", "unknown"}
@@ -140,6 +140,9 @@ def first_expected(name):
     ("genesys/receipt_failed", lambda d: d.update(kind="status")),
     ("twilio/sms_inbound", lambda d: d.update(kind="receipt")),
     ("twilio/sms_inbound", lambda d: d["customer"].update(phone="15551234567")),
+    ("generic/stripe_invoice_paid", lambda d: d.update(kind="status")),
+    ("generic/stripe_invoice_paid", lambda d: d.pop("source")),
+    ("generic/github_push", lambda d: d.update(type="Push")),
 ])
 def test_schema_rejects(validator, name, mutate):
     doc = copy.deepcopy(first_expected(name))
@@ -183,6 +186,8 @@ def test_every_key_is_documented(section, key):
 
 @pytest.mark.parametrize("section,key", [r for r in conf_table_keys() if r[0] not in ("tenant", "rules")])
 def test_every_key_is_in_the_example_file(section, key):
-    conf = sections_of((ROOT / "conf" / "hookgate.conf").read_text(), r"^\[([a-z_]+)\]")
+    # Fixed sections by their header; [source.<name>] by its (commented) example section.
+    conf = sections_of((ROOT / "conf" / "hookgate.conf").read_text(),
+                       r"^(?:;\[(?=source\.)|\[(?=[a-z_]+\]))([a-z_]+)")
     assert section in conf, f"conf/hookgate.conf has no [{section}] section"
     assert re.search(rf"^;?{key}(_file)? =", conf[section], re.M), f"[{section}] {key} is not in conf/hookgate.conf"
