@@ -45,4 +45,10 @@ if [ "$what" != build ]; then
     mkdir -p build/npm
     npm install --silent --no-audit --no-fund --prefix build/npm @20minutes/s3rver >/dev/null
   fi
+  # The Standard Webhooks reference signer, for test/e2e/test_generic.py.
+  if [ ! -f build/npm/node_modules/standardwebhooks/package.json ]; then
+    echo "install-deps: installing standardwebhooks (npm)"
+    mkdir -p build/npm
+    npm install --silent --no-audit --no-fund --prefix build/npm standardwebhooks >/dev/null
+  fi
 fi
