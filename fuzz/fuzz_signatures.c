@@ -46,9 +46,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static char *secret_items[] = { "fuzz-secret-1", "fuzz-secret-2" };
     static char *key_items[] = { "fuzz-api-key" };
     struct hg_strlist secrets = { secret_items, 2 }, keys = { key_items, 1 };
-    /* The generic provider verifies against its source: GitHub-style hmac on the same header. */
-    static struct hg_source_conf source = { .name = "fuzz", .scheme = "hmac", .header = "X-Hub-Signature-256",
-                                            .algorithm = "sha256", .encoding = "hex", .prefix = "sha256=" };
+    /* The generic provider verifies against its source: GitHub-style hmac on the first header,
+     * a JWT (HS256 with the secrets) on the second. */
+    static struct hg_source_conf source = { .name = "fuzz", .algorithm = "sha256", .encoding = "hex",
+                                            .prefix = "sha256=" };
     source.secrets = secrets;
     const char *sig_names[] = { "X-Hub-Signature-256", "X-Twilio-Signature" };
     size_t n;
@@ -70,6 +71,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             r.n_headers = 4;
             r.body = body;
             r.body_len = body_len;
+            source.scheme = s ? "jwt" : "hmac";
+            source.header = (char *)sig_names[s];
             struct hg_creds creds = { .secrets = &secrets, .api_keys = &keys, .api_key_header = "X-API-Key",
                                       .public_url = s ? "https://hooks.example.com" : NULL, .source = &source };
             struct hg_provider_request pr = { &r, body, body_len };

@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -146,6 +147,8 @@ static const struct key source_keys[] = {
     { "source", "encoding", KEY_ENUM, SF(encoding), "hex", NULL, NULL, hmac_encodings, 0 },
     { "source", "prefix", KEY_STRING, SF(prefix), NULL, NULL, NULL, NULL, 0 },
     { "source", "user", KEY_STRING, SF(user), NULL, NULL, NULL, NULL, 0 },
+    /* Not a secret, but the flag gives jwks_file (the documented way) its file reading. */
+    { "source", "jwks", KEY_STRING, SF(jwks), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "source", "id", KEY_STRING, SF(id), NULL, NULL, NULL, NULL, 0 },
     { "source", "type", KEY_STRING, SF(type), NULL, NULL, NULL, NULL, 0 },
     { "source", "tenant", KEY_STRING, SF(tenant), NULL, NULL, NULL, NULL, KEY_F_ID },
@@ -306,7 +309,31 @@ static void source_section(struct load *L, const char *name)
     L->source = s;
 }
 
-/* Per-scheme required keys; jwt is refused until it is implemented. */
+/* A JWKS document with at least one RSA key (kty, n, e): NULL, or why not. */
+static const char *jwks_problem(const char *text)
+{
+    json_error_t err;
+    json_t *doc = json_loads(text, 0, &err), *keys = json_object_get(doc, "keys");
+    const char *why = NULL;
+    size_t i, rsa = 0;
+    json_t *k;
+    if (doc == NULL)
+        why = "jwks_file is not JSON";
+    else if (!json_is_array(keys))
+        why = "jwks_file has no \"keys\" array";
+    json_array_foreach(keys, i, k) {
+        const char *kty = json_string_value(json_object_get(k, "kty"));
+        if (kty && strcmp(kty, "RSA") == 0 && json_is_string(json_object_get(k, "n")) &&
+            json_is_string(json_object_get(k, "e")))
+            rsa++;
+    }
+    if (why == NULL && rsa == 0)
+        why = "jwks_file has no RSA key (kty RSA with n and e)";
+    json_decref(doc);
+    return why;
+}
+
+/* Per-scheme required keys. */
 static void source_validate(struct load *L)
 {
     for (size_t i = 0; i < L->c->n_sources && !L->failed; i++) {
@@ -314,10 +341,10 @@ static void source_validate(struct load *L)
         const char *at = L->path ? L->path : "env";
         int line = L->source_lines[i];
         if (s->scheme == NULL)
-            fail(L, "%s:%d: [source.%s] needs a scheme (standard-webhooks, stripe, hmac, api-key, basic)", at, line,
+            fail(L, "%s:%d: [source.%s] needs a scheme (standard-webhooks, stripe, hmac, api-key, basic, jwt)", at, line,
                  s->name);
-        else if (strcmp(s->scheme, "jwt") == 0)
-            fail(L, "%s:%d: [source.%s] scheme = jwt is not supported yet", at, line, s->name);
+        else if (strcmp(s->scheme, "jwt") == 0 && s->jwks != NULL && jwks_problem(s->jwks) != NULL)
+            fail(L, "%s:%d: [source.%s] %s", at, line, s->name, jwks_problem(s->jwks));
         else if (strcmp(s->scheme, "hmac") == 0 && (s->header == NULL || s->header[0] == '\0'))
             fail(L, "%s:%d: [source.%s] scheme = hmac needs a header", at, line, s->name);
         else if (strcmp(s->scheme, "basic") == 0 && (s->user == NULL || s->user[0] == '\0'))

@@ -41,13 +41,14 @@ struct hg_tenant_conf {
 /* One [source.<name>] section: a generic signed sender (docs/generic.md). */
 struct hg_source_conf {
     char *name;                       /* as in /webhooks/generic/{source} */
-    char *scheme;                     /* standard-webhooks | stripe | hmac | api-key | basic */
+    char *scheme;                     /* standard-webhooks | stripe | hmac | api-key | basic | jwt */
     struct hg_strlist secrets;        /* keys, any of which may sign (rotation) */
     char *header;                     /* hmac: signature header; api-key: key header */
     char *algorithm;                  /* hmac: sha1 | sha256 | sha512 */
     char *encoding;                   /* hmac: hex | base64 */
     char *prefix;                     /* hmac: text before the digest ("sha256="); NULL = none */
     char *user;                       /* basic: the user name */
+    char *jwks;                       /* jwt: the JWKS document (RS256 keys), from jwks_file */
     char *id;                         /* dedup id: JSON path or header:<Name>; NULL = scheme default */
     char *type;                       /* event type: JSON path or header:<Name>; NULL = "event" */
     char *tenant;                     /* tenant the source belongs to; NULL = the default tenant */

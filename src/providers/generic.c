@@ -2,6 +2,8 @@
  * Generic signed senders: the per-scheme verification, the replay key, the spooled id and type,
  * parse, normalize and the provider table (docs/generic.md).
  */
+#include <jansson.h>
+#include <mbedtls/rsa.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -285,6 +287,142 @@ static int verify_basic(const struct hg_source_conf *s, hg_generic_header_fn hea
     return user_ok && pass_ok ? 0 : refuse(why, cap, "user or password does not match");
 }
 
+/* ---- jwt ---- */
+
+#define JWT_MAX        8192                /* longest token looked at */
+#define JWT_PART_MAX   2048                /* decoded header / payload */
+#define RSA_MAX_BYTES  512                 /* 4096-bit keys */
+
+/* base64url (no padding) of n characters into out (cap); 0 and *out_len, or -1. */
+static int b64url_decode(const char *in, size_t n, unsigned char *out, size_t cap, size_t *out_len)
+{
+    char tmp[JWT_MAX + 4];
+    if (n > JWT_MAX || n % 4 == 1)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        char c = in[i];
+        if (c == '+' || c == '/' || c == '=')
+            return -1;   /* base64url only: a token in standard base64 is malformed */
+        tmp[i] = c == '-' ? '+' : c == '_' ? '/' : c;
+    }
+    size_t m = n;
+    while (m % 4)
+        tmp[m++] = '=';
+    return hg_base64_decode(tmp, m, out, cap, out_len);
+}
+
+/* RS256: the signature checks against one RSA key of the JWKS (the token's kid, when both name one). */
+static bool rs256_ok(const char *jwks, const char *kid, const unsigned char hash[32], const unsigned char *sig,
+                     size_t sig_len)
+{
+    json_error_t err;
+    json_t *doc = json_loads(jwks, 0, &err), *k;
+    size_t i;
+    bool ok = false;
+    json_array_foreach(json_object_get(doc, "keys"), i, k) {
+        const char *kty = json_string_value(json_object_get(k, "kty"));
+        const char *kkid = json_string_value(json_object_get(k, "kid"));
+        const char *alg = json_string_value(json_object_get(k, "alg"));
+        const char *n64 = json_string_value(json_object_get(k, "n"));
+        const char *e64 = json_string_value(json_object_get(k, "e"));
+        unsigned char n[RSA_MAX_BYTES], e[16];
+        size_t nl = 0, el = 0;
+        if (kty == NULL || strcmp(kty, "RSA") != 0 || n64 == NULL || e64 == NULL ||
+            (alg != NULL && strcmp(alg, "RS256") != 0) || (kid != NULL && kkid != NULL && strcmp(kid, kkid) != 0))
+            continue;
+        if (b64url_decode(n64, strlen(n64), n, sizeof(n), &nl) != 0 || b64url_decode(e64, strlen(e64), e, sizeof(e), &el) != 0)
+            continue;
+        mbedtls_rsa_context rsa;
+        mbedtls_rsa_init(&rsa, MBEDTLS_RSA_PKCS_V15, 0);
+        if (mbedtls_rsa_import_raw(&rsa, n, nl, NULL, 0, NULL, 0, NULL, 0, e, el) == 0 &&
+            mbedtls_rsa_complete(&rsa) == 0 && mbedtls_rsa_get_len(&rsa) == sig_len &&
+            mbedtls_rsa_pkcs1_verify(&rsa, NULL, NULL, MBEDTLS_RSA_PUBLIC, MBEDTLS_MD_SHA256, 32, hash, sig) == 0)
+            ok = true;
+        mbedtls_rsa_free(&rsa);
+        if (ok)
+            break;
+    }
+    json_decref(doc);
+    return ok;
+}
+
+/*
+ * jwt: "Authorization: Bearer <JWT>" (or the `header`, with or without "Bearer "). HS256 against
+ * the secrets, RS256 against the JWKS; any other alg (none included) is refused. exp and nbf,
+ * when present, hold at now_s with the 5 minute tolerance for clock skew on nbf only.
+ */
+static int verify_jwt(const struct hg_source_conf *s, hg_generic_header_fn header, const void *arg, int64_t now_s,
+                      char *why, size_t cap)
+{
+    const char *name = s->header && s->header[0] ? s->header : "Authorization";
+    size_t len;
+    const char *v = header(arg, name, &len);
+    if (v == NULL) {
+        char reason[160];
+        snprintf(reason, sizeof(reason), "missing %s", name);
+        return refuse(why, cap, reason);
+    }
+    trim(&v, &len);
+    if (len > 7 && strncasecmp(v, "Bearer ", 7) == 0) {
+        v += 7;
+        len -= 7;
+        trim(&v, &len);
+    }
+    const char *dot1 = memchr(v, '.', len), *dot2 = dot1 ? memchr(dot1 + 1, '.', (size_t)(v + len - dot1 - 1)) : NULL;
+    if (len > JWT_MAX || dot1 == NULL || dot2 == NULL || memchr(dot2 + 1, '.', (size_t)(v + len - dot2 - 1)))
+        return refuse(why, cap, "malformed JWT");
+    unsigned char hdr[JWT_PART_MAX + 1], pay[JWT_PART_MAX + 1], sig[RSA_MAX_BYTES];
+    size_t hl = 0, pl = 0, sl = 0;
+    if (b64url_decode(v, (size_t)(dot1 - v), hdr, JWT_PART_MAX, &hl) != 0 ||
+        b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), pay, JWT_PART_MAX, &pl) != 0 ||
+        b64url_decode(dot2 + 1, (size_t)(v + len - dot2 - 1), sig, sizeof(sig), &sl) != 0)
+        return refuse(why, cap, "malformed JWT");
+    json_error_t err;
+    json_t *h = json_loadb((const char *)hdr, hl, 0, &err), *p = json_loadb((const char *)pay, pl, 0, &err);
+    const char *alg = json_string_value(json_object_get(h, "alg"));
+    const char *kid = json_string_value(json_object_get(h, "kid"));
+    int rc = 0;
+    if (!json_is_object(h) || !json_is_object(p) || alg == NULL) {
+        rc = refuse(why, cap, "malformed JWT");
+        goto out;
+    }
+    const char *signed_part = v;
+    size_t signed_len = (size_t)(dot2 - v);
+    bool ok = false;
+    if (strcmp(alg, "HS256") == 0) {
+        unsigned char mac[HG_HMAC_MAX];
+        for (size_t i = 0; i < s->secrets.n; i++) {
+            const char *secret = s->secrets.items[i];
+            if (secret == NULL || secret[0] == '\0')
+                continue;
+            hg_hmac(HG_HMAC_SHA256, secret, strlen(secret), signed_part, signed_len, mac);
+            if (hg_ct_equal(mac, 32, sig, sl))
+                ok = true;
+        }
+        wipe(mac, sizeof(mac));
+    } else if (strcmp(alg, "RS256") == 0 && s->jwks != NULL) {
+        unsigned char hash[HG_SHA256_LEN];
+        hg_sha256(signed_part, signed_len, hash);
+        ok = rs256_ok(s->jwks, kid, hash, sig, sl);
+    } else {
+        rc = refuse(why, cap, "JWT alg not accepted (HS256 with secret, RS256 with jwks_file)");
+        goto out;
+    }
+    if (!ok) {
+        rc = refuse(why, cap, "signature does not match");
+        goto out;
+    }
+    json_t *exp = json_object_get(p, "exp"), *nbf = json_object_get(p, "nbf");
+    if (exp != NULL && (!json_is_number(exp) || json_number_value(exp) <= (double)now_s))
+        rc = refuse(why, cap, "JWT expired (exp)");
+    else if (nbf != NULL && (!json_is_number(nbf) || json_number_value(nbf) > (double)(now_s + HG_GENERIC_TOLERANCE_S)))
+        rc = refuse(why, cap, "JWT not valid yet (nbf)");
+out:
+    json_decref(h);
+    json_decref(p);
+    return rc;
+}
+
 int hg_generic_verify_at(const struct hg_source_conf *s, hg_generic_header_fn header, const void *arg,
                          const char *body, size_t body_len, int64_t now_s, char *why, size_t cap)
 {
@@ -304,6 +442,8 @@ int hg_generic_verify_at(const struct hg_source_conf *s, hg_generic_header_fn he
         return verify_api_key(s, header, arg, why, cap);
     if (strcmp(s->scheme, "basic") == 0)
         return verify_basic(s, header, arg, why, cap);
+    if (strcmp(s->scheme, "jwt") == 0)
+        return verify_jwt(s, header, arg, now_s, why, cap);
     return refuse(why, cap, "scheme not supported");
 }
 
@@ -563,12 +703,20 @@ static int provider_normalize(struct hg_arena *a, const struct hg_json *root, co
 
 /* ---- the provider table ---- */
 
+/* Stands for the JWKS of a jwt source among the credentials (verify reads the document itself). */
+static char *jwks_item[] = { "jwks" };
+static struct hg_strlist jwks_present = { jwks_item, 1 };
+
 static void provider_creds(const struct hg_conf *conf, const struct hg_tenant *t, struct hg_creds *out)
 {
     (void)conf;
     (void)t;
-    if (out->source != NULL)
-        out->secrets = &out->source->secrets;
+    if (out->source == NULL)
+        return;
+    out->secrets = &out->source->secrets;
+    /* A jwt source with only a JWKS has credentials: not the 503 of a source without any. */
+    if (out->source->jwks != NULL)
+        out->api_keys = &jwks_present;
 }
 
 static const char *const spool_headers[] = {"Content-Type", "User-Agent", "webhook-id", "webhook-timestamp", NULL};

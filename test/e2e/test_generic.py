@@ -288,11 +288,54 @@ def test_unknown_source_404_no_secret_503(gh):
     assert_error(requests.get(gh.url("/webhooks/generic/nope"), timeout=5), 404, "no such source")
 
 
-def test_jwt_refused_at_load(make_hg):
-    h = make_hg(overrides={"source.tok": {"scheme": "jwt", "secret": "x"}}, start=False)
+def jwks_of(public_key, kid):
+    n = public_key.public_numbers()
+
+    def b64u(i):
+        return base64.urlsafe_b64encode(i.to_bytes((i.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+    return {"keys": [{"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig", "n": b64u(n.n), "e": b64u(n.e)}]}
+
+
+def test_jwt_hs256_and_rs256(make_hg, tmp_path):
+    """Tokens from PyJWT: HS256 with the source's secret, RS256 with a key of its jwks_file."""
+    jwt = pytest.importorskip("jwt")
+    rsa = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.rsa")
+    key, other = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(jwks_of(key.public_key(), "k1")))
+    h = make_hg(overrides={"source.tok": {"scheme": "jwt", "secret": "hs-one, hs-two", "jwks_file": str(jwks),
+                                          "type": "$.kind"}})
+    now = int(time.time())
+    claims = {"iss": "billing", "exp": now + 60}
+
+    def send(token, body=None):
+        return post(h, "tok", body or dumps({"kind": "Ping", "n": new_id()}), {"Authorization": f"Bearer {token}"})
+    body = dumps({"kind": "Paid", "n": new_id()})
+    r = send(jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"}), body)
+    assert r.status_code == 200, r.text
+    eid = "generic:" + hashlib.sha256(body).hexdigest()[:32]
+    e = one_event(h, eid)
+    assert (e["source"], e["type"]) == ("tok", "paid"), e
+    assert send(jwt.encode(claims, "hs-two", algorithm="HS256")).status_code == 200
+    assert_error(send(jwt.encode(claims, other, algorithm="RS256", headers={"kid": "k1"})), 401,
+                 "signature does not match")
+    assert_error(send(jwt.encode(claims, "hs-three", algorithm="HS256")), 401, "signature does not match")
+    assert_error(send(jwt.encode(dict(claims, exp=now - 10), "hs-one", algorithm="HS256")), 401, "JWT expired")
+    assert_error(send(jwt.encode(dict(claims, nbf=now + 600), "hs-one", algorithm="HS256")), 401, "not valid yet")
+    assert_error(send(jwt.encode(claims, None, algorithm="none")), 401, "alg not accepted")
+    good = jwt.encode(claims, "hs-one", algorithm="HS256")
+    assert_error(send(good[:-4]), 401, "signature does not match")      # truncated
+    assert_error(send(good[:-6]), 401, "malformed JWT")
+    assert_error(post(h, "tok", b"{}", {}), 401, "missing Authorization")
+
+
+def test_jwt_jwks_checked_at_load(make_hg, tmp_path):
+    bad = tmp_path / "jwks.json"
+    bad.write_text('{"keys": []}')
+    h = make_hg(overrides={"source.tok": {"scheme": "jwt", "jwks_file": str(bad)}}, start=False)
     out = subprocess.run([str(h.binary), "-t", "-c", str(h.config_path)], capture_output=True, text=True, timeout=10)
     assert out.returncode != 0
-    assert "scheme = jwt is not supported yet" in (out.stderr + out.stdout), out
+    assert "[source.tok] jwks_file has no RSA key" in (out.stderr + out.stdout), out
 
 
 def test_env_override_secret(make_hg):

@@ -1,7 +1,7 @@
 /*
  * Unit tests for the generic provider's schemes (providers/generic.h): the Standard Webhooks spec
  * example, Stripe-, GitHub- and Shopify-style signatures computed outside hookgate (Python's hmac),
- * api-key and basic; tolerance, rotation, truncated and malformed signatures; parse and normalize.
+ * api-key, basic and jwt (PyJWT tokens, HS256 and RS256 with a JWKS); tolerance, rotation, truncated and malformed signatures; parse and normalize.
  *
  * Vectors (python3):
  *   k = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
@@ -247,6 +247,73 @@ static void test_parse_normalize(void **state)
     assert_string_equal(reason, "no source recorded with the webhook");
 }
 
+/* ---- jwt ----
+ * Tokens made with PyJWT 2.6 (claims iss, sub, exp 4102444800, iat 1739321000): RS256 with the key
+ * of test/fixtures/generic/jwks.json (kid k1), RS256 with another key, HS256 with "jwt-hs-secret"
+ * (also with exp 1700000000, and nbf 1739400000), alg none, HS512.
+ */
+#define JWT_RS "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJpc3MiOiJiaWxsaW5nIiwic3ViIjoiaG9va3MiLCJleHAiOjQxMDI0NDQ4MDAsImlhdCI6MTczOTMyMTAwMH0.JcHzshxk51h3fHS2VIGgEXIL8Aa24UJWB-CAClmXdRR0PJarhbuKE3lT9J3lBwPCOqX_Ree4YC8FjMtJsQxZTYcWI_bue0MEJ2X6R4IQTU8tKpU18LXR66vc7z8-ehRm3WqoxWs8CkjhMS7MSx0GN6-bXaFxNqSUsv0sbTerxao7fLRzAffRz28HVgOhgs_QhxugRZQMm3Sw0uOQDzhiQOJAZXW-HNZFmEojIh8BPYMbLopBg8e3UMkxU34qiTuZ_g0g5kj-m2dfE40Yqf6D5fAZzFQqUhBJacuA2ToEi9piOc2eGaofahlIt36SM8GeYMxGcO4QSULavzyNbLapXA"
+#define JWT_RS_OTHER "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJpc3MiOiJiaWxsaW5nIiwic3ViIjoiaG9va3MiLCJleHAiOjQxMDI0NDQ4MDAsImlhdCI6MTczOTMyMTAwMH0.JurK1mDiavW32Yikyw_aCQgS0cyVmojDZqDWwQpDmpWOjF8WUOGov1f2tybsl5P9Ttg8O-5melHaDnyo5R89WY4cM_NFF6QbeWJooRdY59tydEExl17EWAy_ofU0hLNvI65K-kKQfYTh7s9XflyXJPbyXbpnFvtMpau2GIxrte5ht2y2pcknZqUnziokXSEt6HBnDpofcoCLM9vCMhfxg_EHF11B-72yw1psRR10MRYxbvhJ-lV6rBZ82qPKw40VYeP6c1Mj7sFR1NFoKquYhXqi0JQq1A70JlgJSV1ryitjf0PLHzbimyesdN_z3CMr_kA1b_BMF1jyzb1JG5kUFw"
+#define JWT_HS "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJiaWxsaW5nIiwic3ViIjoiaG9va3MiLCJleHAiOjQxMDI0NDQ4MDAsImlhdCI6MTczOTMyMTAwMH0.By0BrDxV5otAnNkn_7jELKcDKgFpD4_wTa6BXe8K_wE"
+#define JWT_HS_EXPIRED "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJiaWxsaW5nIiwic3ViIjoiaG9va3MiLCJleHAiOjE3MDAwMDAwMDAsImlhdCI6MTczOTMyMTAwMH0.Iez6vc6SBufz8XQK2GRzhjDhRQle6vRh9BkRm9lywRQ"
+#define JWT_HS_NBF "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJiaWxsaW5nIiwic3ViIjoiaG9va3MiLCJleHAiOjQxMDI0NDQ4MDAsImlhdCI6MTczOTMyMTAwMCwibmJmIjoxNzM5NDAwMDAwfQ.fpdTai0MTaq87JhbZ3PqWLg-KdYKloJrN6Xs5tVc_no"
+#define JWT_NONE "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJpc3MiOiJiaWxsaW5nIiwic3ViIjoiaG9va3MiLCJleHAiOjQxMDI0NDQ4MDAsImlhdCI6MTczOTMyMTAwMH0."
+#define JWT_HS512 "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJiaWxsaW5nIiwic3ViIjoiaG9va3MiLCJleHAiOjQxMDI0NDQ4MDAsImlhdCI6MTczOTMyMTAwMH0.ratkBEuMPyNb06P7BCCTSnpg05_zoT--UCnssgZrs-VFH2d1-OEUMQJGJYUEXnI-yrAupvc5lCx30mivPL2IqA"
+
+static int jwt_with(const struct hg_source_conf *s, const char *authorization, int64_t now, char *why)
+{
+    struct hdrs h = { { "Authorization" }, { authorization } };
+    return hg_generic_verify_at(s, get, &h, BODY, strlen(BODY), now, why, 128);
+}
+
+static void test_jwt(void **state)
+{
+    (void)state;
+    char why[128], jwks[8192];
+    FILE *f = fopen("../fixtures/generic/jwks.json", "r");
+    assert_non_null(f);
+    size_t n = fread(jwks, 1, sizeof(jwks) - 1, f);
+    fclose(f);
+    jwks[n] = '\0';
+    char *hs[] = { "old-secret", "jwt-hs-secret" };
+    struct hg_source_conf s = source("jwt", hs, 2);
+    s.jwks = jwks;
+    const int64_t now = 1739321025;
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_RS, now, why), 0);
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_HS, now, why), 0);
+    assert_int_equal(jwt_with(&s, JWT_HS, now, why), 0);                 /* "Bearer " is optional */
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_RS_OTHER, now, why), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "signature does not match");
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_HS_EXPIRED, now, why), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "JWT expired (exp)");
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_HS_NBF, now, why), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "JWT not valid yet (nbf)");
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_HS_NBF, 1739400000 - 300, why), 0);   /* skew allowed */
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_NONE, now, why), HG_ERR_SIGNATURE);
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_HS512, now, why), HG_ERR_SIGNATURE);
+    assert_non_null(strstr(why, "alg not accepted"));
+    assert_int_equal(jwt_with(&s, "Bearer abc.def", now, why), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "malformed JWT");
+    /* Tampered payload (one character), truncated signature. */
+    char tampered[sizeof(JWT_HS) + 8];
+    snprintf(tampered, sizeof(tampered), "Bearer %s", JWT_HS);
+    tampered[7 + 40] = tampered[7 + 40] == 'A' ? 'B' : 'A';
+    assert_int_equal(jwt_with(&s, tampered, now, why), HG_ERR_SIGNATURE);
+    char truncated[sizeof(JWT_RS) + 8];
+    snprintf(truncated, sizeof(truncated), "Bearer %.*s", (int)strlen(JWT_RS) - 10, JWT_RS);
+    assert_int_equal(jwt_with(&s, truncated, now, why), HG_ERR_SIGNATURE);
+    /* Without a JWKS an RS256 token is refused; without secrets an HS256 one does not match. */
+    s.jwks = NULL;
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_RS, now, why), HG_ERR_SIGNATURE);
+    s.jwks = jwks;
+    s.secrets.n = 0;
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_HS, now, why), HG_ERR_SIGNATURE);
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_RS, now, why), 0);
+    struct hdrs none = { { "X-Other" }, { "1" } };
+    assert_int_equal(hg_generic_verify_at(&s, get, &none, BODY, strlen(BODY), now, why, sizeof(why)), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "missing Authorization");
+}
+
 /* ---- the documented examples: normalizer output == test/fixtures/generic/expected/<name>.json ---- */
 
 #define EXPECTED "../fixtures/generic/expected/"
@@ -320,6 +387,7 @@ int main(void)
         cmocka_unit_test(test_api_key_and_basic),
         cmocka_unit_test(test_parse_normalize),
         cmocka_unit_test(test_documented_examples),
+        cmocka_unit_test(test_jwt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
