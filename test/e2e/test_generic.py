@@ -1,7 +1,7 @@
 """Generic signed senders end to end (docs/generic.md): POST /webhooks/generic/{source}, one
 [source.<name>] per sender. Standard Webhooks signatures come from the npm `standardwebhooks`
-reference signer (and Python's hmac); Stripe, GitHub, Shopify from Python's hmac; api-key and
-HTTP Basic. Accept/reject per scheme, expired and future timestamps, replays, truncated
+reference signer (and Python's hmac); Stripe, GitHub, Shopify from Python's hmac; api-key,
+HTTP Basic, and JWTs from PyJWT (HS256, RS256 with a JWKS). Accept/reject per scheme, expired and future timestamps, replays, truncated
 signatures, rotation, unknown source 404, no secret 503, dedup on `id` with Redis, AMQP routing
 keys <source>.<type> in INBOUND_GENERIC_EVENTS, a poison record in its DLQ, kill -9 durability."""
 
