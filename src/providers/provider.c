@@ -7,6 +7,7 @@
 #include "core/common.h"
 #include "providers/provider.h"
 #include "providers/genesys.h"
+#include "providers/pubsub.h"
 #include "providers/twilio.h"
 #include "providers/whatsapp.h"
 
@@ -15,6 +16,7 @@ static const struct hg_provider *const registry[] = {
     &hg_provider_whatsapp,
     &hg_provider_genesys,
     &hg_provider_twilio,
+    &hg_provider_pubsub,
 };
 
 const struct hg_provider *const *hg_providers(size_t *n)
