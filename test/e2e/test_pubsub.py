@@ -9,10 +9,13 @@ import collections
 import hashlib
 import hmac
 import json
+import pathlib
+import re
 import subprocess
 import time
 import uuid
 
+import jsonschema
 import jwt
 import pytest
 import requests
@@ -22,6 +25,7 @@ import hookgate as hgm
 from backends import (Collector, backend_overrides, new_request_id, rabbit, redis_db,  # noqa: F401
                       vhost, wait_ready, wait_spool_empty)
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PUBLIC_URL = "https://hooks.example.com"
 SA = "pubsub-push@hookgate-test.iam.gserviceaccount.com"
 EXCHANGE = "pubsub.inbound"
@@ -108,6 +112,30 @@ def ps(hookgate_bin, tmp_path_factory):
     assert h.stop() == 0, h.stderr_tail()
 
 
+@pytest.fixture(scope="module")
+def validator():
+    schema = json.loads((ROOT / "docs" / "schema" / "event.v1.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def assert_valid(validator, doc):
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, "; ".join(f"{e.json_path}: {e.message[:200]}" for e in errors[:5])
+
+
+def test_doc_example_validates(validator):
+    blocks = re.findall(r"^```json\n(.*?)^```", (ROOT / "docs" / "pubsub.md").read_text(), flags=re.S | re.M)
+    assert blocks
+    for b in blocks:
+        doc = json.loads(b)
+        assert doc["provider"] == "pubsub"
+        assert_valid(validator, doc)
+    bad = json.loads(blocks[0])
+    bad["content"].pop("email_address")
+    assert list(validator.iter_errors(bad)), "a gmail_notification without email_address validated"
+
+
 # --------------------------------------------------------------------------- accepted
 
 def test_accepted_204_and_normalized(ps):
@@ -130,7 +158,7 @@ def test_accepted_204_and_normalized(ps):
     assert ev["raw"] == body["message"]
 
 
-def test_gmail_text_and_binary_data(ps):
+def test_gmail_text_and_binary_data(ps, validator):
     gmail = push({"emailAddress": "user@example.com", "historyId": 9876543210})
     text = push(b"plain words", {"eventType": "OBJECT_FINALIZE"})
     binary = push(b"\xff\xfe\x00\x01")
@@ -143,6 +171,8 @@ def test_gmail_text_and_binary_data(ps):
     assert (g["content"]["email_address"], g["content"]["history_id"]) == ("user@example.com", 9876543210)
     assert (t["type"], t["content"]["data"]) == ("object_finalize", "plain words")
     assert (x["type"], x["content"]["data"], x["content"]["data_base64"]) == ("message", None, "//4AAQ==")
+    for e in (g, t, x):
+        assert_valid(validator, e)
 
 
 def test_path_tenant_and_second_key(ps):
