@@ -43,8 +43,8 @@ MAIN_OBJ  := $(BUILD)/src/main.o
 LLHTTP_DIR  := /usr/share/llhttp
 LLHTTP_OBJS := $(BUILD)/deps/llhttp/llhttp.o $(BUILD)/deps/llhttp/api.o $(BUILD)/deps/llhttp/http.o
 
-FUZZ_PROVIDERS := whatsapp genesys twilio generic
-FUZZ_BINS := $(FUZZ_PROVIDERS:%=$(BUILD)/fuzz/fuzz_normalize_%) $(BUILD)/fuzz/fuzz_signatures
+FUZZ_PROVIDERS := whatsapp genesys twilio pubsub generic
+FUZZ_BINS := $(FUZZ_PROVIDERS:%=$(BUILD)/fuzz/fuzz_normalize_%) $(BUILD)/fuzz/fuzz_signatures $(BUILD)/fuzz/fuzz_jwt
 FUZZ_SECONDS ?= 15
 
 UNIT_SRCS := $(sort $(wildcard test/unit/test_*.c))
@@ -81,6 +81,10 @@ $(BUILD)/fuzz/fuzz_normalize_%: fuzz/fuzz_normalize.c $(LIB_OBJS) $(LLHTTP_OBJS)
 	$(CC) $(CFLAGS) -DFUZZ_PROVIDER='"$*"' -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
 
 $(BUILD)/fuzz/fuzz_signatures: fuzz/fuzz_signatures.c $(LIB_OBJS) $(LLHTTP_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
+
+$(BUILD)/fuzz/fuzz_jwt: fuzz/fuzz_jwt.c $(LIB_OBJS) $(LLHTTP_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
 

@@ -15,6 +15,8 @@ seeds_of() {
     fuzz_normalize_whatsapp) echo test/fixtures/whatsapp ;;
     fuzz_normalize_genesys) echo test/fixtures/genesys ;;
     fuzz_normalize_twilio) echo test/fixtures/twilio ;;
+    fuzz_normalize_pubsub) echo test/fixtures/pubsub ;;
+    fuzz_jwt) echo test/fixtures/pubsub ;;
     fuzz_normalize_generic) echo test/fixtures/generic ;;
     fuzz_signatures) echo test/fixtures/twilio test/fixtures/genesys ;;
   esac

@@ -24,6 +24,7 @@
 #include "conf/conf_internal.h"
 #include "core/common.h"
 #include "core/err.h"
+#include "core/jwt.h"
 #include "core/log.h"
 #include "core/str.h"
 #include "rules/rules.h"
@@ -67,6 +68,12 @@ static const struct key conf_keys[] = {
 
     { "twilio", "auth_token", KEY_STRLIST, CF(twilio_auth_tokens), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "twilio", "public_url", KEY_STRING, CF(twilio_public_url), NULL, NULL, NULL, http_schemes, 0 },
+
+    { "pubsub", "jwks_file", KEY_PATH, CF(pubsub_jwks_file), NULL, NULL, NULL, NULL, 0 },
+    { "pubsub", "jwks_url", KEY_STRING, CF(pubsub_jwks_url), NULL, NULL, NULL, http_schemes, 0 },
+    { "pubsub", "audience", KEY_STRING, CF(pubsub_audience), NULL, NULL, NULL, NULL, 0 },
+    { "pubsub", "public_url", KEY_STRING, CF(pubsub_public_url), NULL, NULL, NULL, http_schemes, 0 },
+    { "pubsub", "service_account", KEY_STRING, CF(pubsub_service_account), NULL, NULL, NULL, NULL, 0 },
 
     { "spool", "dir", KEY_PATH, CF(spool_dir), "var/spool", NULL, NULL, NULL, 0 },
     { "spool", "max_bytes", KEY_SIZE, CF(spool_max_bytes), "1GiB", "1MiB", "65536GiB", NULL, 0 },
@@ -159,7 +166,7 @@ static const struct key source_keys[] = {
 #define N_SOURCE_KEYS HG_ARRAY_SIZE(source_keys)
 
 static const char *const sections[] = {
-    "server", "log", "whatsapp", "genesys", "twilio", "spool", "ndjson", "amqp", "redis", "ratelimit", "tenants", "s3",
+    "server", "log", "whatsapp", "genesys", "twilio", "pubsub", "spool", "ndjson", "amqp", "redis", "ratelimit", "tenants", "s3",
     "media", "state_manager",
 };
 
@@ -955,6 +962,34 @@ static bool classic_only(struct load *L, const char *key, uint32_t *value, const
     return false;
 }
 
+/*
+ * [pubsub]: the key set is read here, into the snapshot, so a SIGHUP re-reads it; without an
+ * audience to check (explicit, or derived from public_url) a token minted for any other service
+ * would pass. False after fail().
+ */
+static bool validate_pubsub(struct load *L)
+{
+    struct hg_conf *c = L->c;
+    char at[320], why[CONF_WHY];
+    if (c->pubsub_jwks_url) {
+        where(L, "pubsub", "jwks_url", at, sizeof(at));
+        fail(L, "%s: jwks_url is not supported yet; use jwks_file", at);
+        return false;
+    }
+    if (c->pubsub_jwks_file == NULL)
+        return true;
+    where(L, "pubsub", "jwks_file", at, sizeof(at));
+    if (hg_jwks_load_file(c->pubsub_jwks_file, &c->pubsub_jwks, why, sizeof(why)) != 0) {
+        fail(L, "%s: jwks_file %s: %s", at, c->pubsub_jwks_file, why);
+        return false;
+    }
+    if (c->pubsub_audience == NULL && c->pubsub_public_url == NULL) {
+        fail(L, "%s: [pubsub] needs audience or public_url (the token's aud is checked against it)", at);
+        return false;
+    }
+    return true;
+}
+
 static void validate(struct load *L)
 {
     struct hg_conf *c = L->c;
@@ -993,6 +1028,8 @@ static void validate(struct load *L)
         fail(L, "%s: [s3] access_key and secret_key must be set together", at);
         return;
     }
+    if (!validate_pubsub(L))
+        return;
     /* A business id must map to one tenant, or routing would depend on section order. */
     for (size_t a = 0; a < c->n_tenants; a++) {
         const struct hg_strlist *la = &c->tenants[a].business_ids;
@@ -1050,6 +1087,7 @@ static void keys_free(const struct key *keys, size_t n, void *base)
 static void conf_free(struct hg_conf *c)
 {
     keys_free(conf_keys, N_CONF_KEYS, c);
+    hg_jwks_free(c->pubsub_jwks);
     for (size_t t = 0; t < c->n_tenants; t++)
         tenant_free(&c->tenants[t]);
     free(c->tenants);

@@ -17,6 +17,7 @@ struct hg_strlist {
 };
 
 struct hg_rules;
+struct hg_jwks;
 
 /* One `[rules.<id>]` section, compiled at load (src/rules/rules.h). */
 struct hg_rules_conf {
@@ -90,6 +91,14 @@ struct hg_conf {
     /* [twilio] */
     struct hg_strlist twilio_auth_tokens; /* auth tokens that sign X-Twilio-Signature (rotation) */
     char *twilio_public_url;          /* scheme://host[:port] Twilio calls; NULL = from Host */
+
+    /* [pubsub] (Google Pub/Sub push, OIDC tokens) */
+    char *pubsub_jwks_file;           /* JWKS document on disk; NULL = Pub/Sub not configured */
+    char *pubsub_jwks_url;            /* not supported yet: a config error when set */
+    char *pubsub_audience;            /* required aud; NULL = pubsub_public_url + request path */
+    char *pubsub_public_url;          /* scheme://host[:port] the push subscription calls */
+    char *pubsub_service_account;     /* required email (verified); NULL = any */
+    struct hg_jwks *pubsub_jwks;      /* jwks_file parsed at load (core/jwt.h); NULL = none */
 
     /* [tenant.<id>] sections */
     struct hg_tenant_conf *tenants;

@@ -642,12 +642,17 @@ static void write_response(struct hg_conn *c, int status, const char *request_id
     }
     out_str(out, " ", &rc);
     out_str(out, hg_http_reason(status), &rc);
-    out_str(out, "\r\nContent-Type: ", &rc);
-    out_str(out, content_type ? content_type : "application/json", &rc);
-    out_str(out, "\r\nContent-Length: ", &rc);
-    if (rc == 0) {
-        char *d = put_decimal(end, body_len);
-        rc = hg_buf_append(out, d, (size_t)(end - d));
+    /* RFC 9110 §8.6, §15.3.5: a 204 has no content, so neither Content-Type nor Content-Length. */
+    if (status == 204)
+        body_len = 0;
+    if (status != 204) {
+        out_str(out, "\r\nContent-Type: ", &rc);
+        out_str(out, content_type ? content_type : "application/json", &rc);
+        out_str(out, "\r\nContent-Length: ", &rc);
+        if (rc == 0) {
+            char *d = put_decimal(end, body_len);
+            rc = hg_buf_append(out, d, (size_t)(end - d));
+        }
     }
     out_str(out, "\r\nX-Request-Id: ", &rc);
     out_str(out, request_id, &rc);

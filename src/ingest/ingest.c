@@ -180,9 +180,12 @@ static void answer_accepted(struct hg_req *q)
     if (q->conn) {
         char body[ACCEPTED_MAX];
         const char *type = "application/json";
-        size_t n = q->provider->accepted(body, sizeof(body), q->request_id, q->events, &type);
+        int status = q->provider->accepted_status ? q->provider->accepted_status : 200;
+        size_t n = 0;
+        if (q->provider->accepted != NULL && status != 204)
+            n = q->provider->accepted(body, sizeof(body), q->request_id, q->events, &type);
         hg_conn_set_data(q->conn, NULL);
-        hg_conn_respond(q->conn, 200, type, q->rl_headers, body, n);
+        hg_conn_respond(q->conn, status, type, q->rl_headers, body, n);
     }
     hg_metric_observe(HG_M_PROCESSING_DURATION, NULL, (double)(hg_time_mono_ns() - q->start_mono_ns) / 1e9);
 }
@@ -301,7 +304,8 @@ static void req_handshake(struct hg_req *q, const struct hg_creds *creds)
 
 static bool creds_empty(const struct hg_creds *c)
 {
-    return (c->secrets == NULL || c->secrets->n == 0) && (c->api_keys == NULL || c->api_keys->n == 0);
+    return (c->secrets == NULL || c->secrets->n == 0) && (c->api_keys == NULL || c->api_keys->n == 0) &&
+           c->jwks == NULL;
 }
 
 /* The tenant's rate limit (with Redis), then the spool. */

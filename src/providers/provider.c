@@ -8,6 +8,7 @@
 #include "providers/provider.h"
 #include "providers/generic.h"
 #include "providers/genesys.h"
+#include "providers/pubsub.h"
 #include "providers/twilio.h"
 #include "providers/whatsapp.h"
 
@@ -16,6 +17,7 @@ static const struct hg_provider *const registry[] = {
     &hg_provider_whatsapp,
     &hg_provider_genesys,
     &hg_provider_twilio,
+    &hg_provider_pubsub,
     &hg_provider_generic,
 };
 

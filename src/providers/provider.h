@@ -19,6 +19,7 @@
 #include "sink/sink.h"
 
 struct hg_http_request;
+struct hg_jwks;
 struct hg_tenant;
 
 /* The providers compiled in, in registry order (the index of each in hg_providers()). */
@@ -26,6 +27,7 @@ enum hg_provider_id {
     HG_PROVIDER_WHATSAPP,
     HG_PROVIDER_GENESYS,
     HG_PROVIDER_TWILIO,
+    HG_PROVIDER_PUBSUB,
     HG_PROVIDER_GENERIC,
     HG_PROVIDER_COUNT,
 };
@@ -43,6 +45,10 @@ struct hg_creds {
     const char *verify_token;          /* GET handshake token (WhatsApp); NULL = none */
     const char *public_url;            /* scheme://host[:port] the provider called (Twilio signs
                                         * the URL it called); NULL = none configured */
+    const struct hg_jwks *jwks;        /* RSA keys that may sign an OIDC bearer token (Pub/Sub);
+                                        * NULL = none */
+    const char *audience;              /* the token's required aud; NULL = public_url + path */
+    const char *account;               /* the token's required (verified) email; NULL = any */
     const struct hg_source_conf *source; /* path_names_source providers: the source the path
                                         * named, set by the ingest before `creds` runs; else NULL */
 };
@@ -208,9 +214,12 @@ struct hg_provider {
 
     /*
      * The accepted answer: writes the body into out (cap bytes, NUL-terminated), sets
-     * *content_type and returns the body's length. The status is always 200.
+     * *content_type and returns the body's length. Its status is accepted_status. NULL: no body
+     * (with accepted_status 204).
      */
     size_t (*accepted)(char *out, size_t cap, const char *request_id, int events, const char **content_type);
+    /* The accepted answer's status: 0 = 200 (with a body); 204 (Pub/Sub) = no body. */
+    int accepted_status;
 
     /*
      * Optional media resolver (NULL: this provider's events carry no media the drain fetches).

@@ -223,9 +223,10 @@ def ceiling_queues(ctl, vhost):
 def run_ceiling(tools, ctl, vhost, topo, label):
     """amqp_ceiling -t TOPO into `vhost`: (its JSON line, the arguments of its queue as rabbitmqctl
     saw them while it ran — the tool deletes the queue at its end —, the vhost's queues after it).
-    One rabbitmqctl call takes over a second (several on a loaded machine): the run lasts 5 s so
-    that at least one falls inside it."""
-    argv = [str(tools["amqp_ceiling"]), "-u", backends.Rabbit().url(vhost), "-s", "1400", "-w", "64", "-d", "5",
+    One rabbitmqctl call takes over a second (several on a loaded machine: a run of 5 s once saw
+    none inside it while other suites shared the 2 cores): the run lasts 8 s so that one falls
+    inside it."""
+    argv = [str(tools["amqp_ceiling"]), "-u", backends.Rabbit().url(vhost), "-s", "1400", "-w", "64", "-d", "8",
             "-t", topo, "-l", label]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = {}

@@ -103,7 +103,7 @@ def test_spool_gauges_return_to_zero_after_drain(hg):
     hgm.wait_until(drained, 10, interval=0.2, what="spool_records back to 0 after drain")
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/webhooks", "/webhooks/pubsub", "/webhooks/generic/foo",
+@pytest.mark.parametrize("path", ["/", "/nope", "/webhooks", "/webhooks/pubsub/acme/extra", "/webhooks/generic/foo",
                                   "/healthz", "/webhooks/whatsapp/acme/extra", "/webhooks/genesys/acme/extra",
                                   "/webhooks/twilio/acme/extra", "/webhooks/twilio/", "/webhooks/twilioX"])
 def test_unknown_paths_404_json(hg, path):
