@@ -27,13 +27,6 @@
 #define ARENA_PER_BODY_BYTE 64
 #define ARENA_BASE          (1024 * 1024)
 
-static void wipe(void *p, size_t n)
-{
-    volatile unsigned char *v = p;
-    while (n--)
-        *v++ = 0;
-}
-
 static int refuse(char *why, size_t cap, const char *reason)
 {
     if (why != NULL && cap > 0)
@@ -135,8 +128,8 @@ static int verify_standard(const struct hg_source_conf *s, hg_generic_header_fn 
             if (hg_ct_equal(mac, 32, want[j], 32))
                 matched = 1;
     }
-    wipe(key, sizeof(key));
-    wipe(mac, sizeof(mac));
+    hg_wipe(key, sizeof(key));
+    hg_wipe(mac, sizeof(mac));
     return matched ? 0 : refuse(why, cap, "signature does not match");
 }
 
@@ -190,7 +183,7 @@ static int verify_stripe(const struct hg_source_conf *s, hg_generic_header_fn he
             if (hg_ct_equal(mac, 32, want[j], 32))
                 matched = 1;
     }
-    wipe(mac, sizeof(mac));
+    hg_wipe(mac, sizeof(mac));
     return matched ? 0 : refuse(why, cap, "signature does not match");
 }
 
@@ -235,7 +228,7 @@ static int verify_hmac(const struct hg_source_conf *s, hg_generic_header_fn head
         if (hg_ct_equal(mac, dl, want, dl))
             matched = 1;
     }
-    wipe(mac, sizeof(mac));
+    hg_wipe(mac, sizeof(mac));
     return matched ? 0 : refuse(why, cap, "signature does not match");
 }
 
@@ -273,7 +266,7 @@ static int verify_basic(const struct hg_source_conf *s, hg_generic_header_fn hea
         return refuse(why, cap, "malformed Authorization (expected Basic)");
     const unsigned char *colon = memchr(cred, ':', got);
     if (colon == NULL) {
-        wipe(cred, sizeof(cred));
+        hg_wipe(cred, sizeof(cred));
         return refuse(why, cap, "malformed Authorization (expected Basic)");
     }
     size_t ul = (size_t)(colon - cred);
@@ -283,7 +276,7 @@ static int verify_basic(const struct hg_source_conf *s, hg_generic_header_fn hea
     hg_sha256(s->user ? s->user : "", s->user ? strlen(s->user) : 0, u);
     bool user_ok = hg_ct_equal(a, sizeof(a), u, sizeof(u));
     bool pass_ok = hg_genesys_verify_api_key((const char *)colon + 1, got - ul - 1, &s->secrets) == 0;
-    wipe(cred, sizeof(cred));
+    hg_wipe(cred, sizeof(cred));
     return user_ok && pass_ok ? 0 : refuse(why, cap, "user or password does not match");
 }
 
@@ -399,7 +392,7 @@ static int verify_jwt(const struct hg_source_conf *s, hg_generic_header_fn heade
             if (hg_ct_equal(mac, 32, sig, sl))
                 ok = true;
         }
-        wipe(mac, sizeof(mac));
+        hg_wipe(mac, sizeof(mac));
     } else if (strcmp(alg, "RS256") == 0 && s->jwks != NULL) {
         unsigned char hash[HG_SHA256_LEN];
         hg_sha256(signed_part, signed_len, hash);
