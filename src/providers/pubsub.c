@@ -112,7 +112,7 @@ int hg_pubsub_verify_token(const char *auth, size_t len, const struct hg_creds *
     if (rc == 0)
         rc = hg_pubsub_check_claims(claims, audience, creds->account, now_s, why, cap);
     json_decref(claims);
-    return rc;
+    return rc == 0 ? 0 : HG_ERR_SIGNATURE;
 }
 
 static int provider_verify(const struct hg_provider_request *r, const struct hg_creds *creds, char *why, size_t cap)

@@ -305,7 +305,7 @@ static void test_header_refusals(void **state)
     b64url((const unsigned char *)none, strlen(none), h, sizeof(h));
     b64url((const unsigned char *)c, strlen(c), p, sizeof(p));
     snprintf(tok, sizeof(tok), "%s.%s.", h, p);
-    expect_refused(tok, "token has an empty part");
+    expect_refused(tok, "token alg must be RS256");
     snprintf(tok, sizeof(tok), "%s.%s.AAAA", h, p);
     expect_refused(tok, "token alg must be RS256");
 
