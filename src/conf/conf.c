@@ -972,7 +972,8 @@ static bool classic_only(struct load *L, const char *key, uint32_t *value, const
 }
 
 /*
- * [pubsub]: the key set is read here, into the snapshot, so a SIGHUP re-reads it; without an
+ * [pubsub]: the key set of jwks_file is read here, into the snapshot, so a SIGHUP re-reads it
+ * (jwks_url's keys are fetched by each worker, clients/jwks_remote.h); without an
  * audience to check (explicit, or derived from public_url) a token minted for any other service
  * would pass. False after fail().
  */
@@ -980,15 +981,10 @@ static bool validate_pubsub(struct load *L)
 {
     struct hg_conf *c = L->c;
     char at[320], why[CONF_WHY];
-    if (c->pubsub_jwks_url) {
-        where(L, "pubsub", "jwks_url", at, sizeof(at));
-        fail(L, "%s: jwks_url is not supported yet; use jwks_file", at);
-        return false;
-    }
-    if (c->pubsub_jwks_file == NULL)
+    if (c->pubsub_jwks_file == NULL && c->pubsub_jwks_url == NULL)
         return true;
-    where(L, "pubsub", "jwks_file", at, sizeof(at));
-    if (hg_jwks_load_file(c->pubsub_jwks_file, &c->pubsub_jwks, why, sizeof(why)) != 0) {
+    where(L, "pubsub", c->pubsub_jwks_file ? "jwks_file" : "jwks_url", at, sizeof(at));
+    if (c->pubsub_jwks_file && hg_jwks_load_file(c->pubsub_jwks_file, &c->pubsub_jwks, why, sizeof(why)) != 0) {
         fail(L, "%s: jwks_file %s: %s", at, c->pubsub_jwks_file, why);
         return false;
     }
