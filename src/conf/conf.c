@@ -176,8 +176,9 @@ static const struct key source_keys[] = {
 #define N_SOURCE_KEYS HG_ARRAY_SIZE(source_keys)
 
 static const char *const sections[] = {
-    "server", "admin", "log", "whatsapp", "genesys", "twilio", "pubsub", "spool", "ndjson", "amqp", "redis", "ratelimit", "tenants", "s3",
+    "server", "log", "whatsapp", "genesys", "twilio", "pubsub", "spool", "ndjson", "amqp", "redis", "ratelimit", "tenants", "s3",
     "media", "state_manager",
+    "admin",
 };
 
 /* Where a key's current value came from, for conflict checks and cross-key error messages. */

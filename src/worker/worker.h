@@ -1,7 +1,8 @@
 /*
  * A worker: one thread, one libuv loop, its own SO_REUSEPORT listener, connections, spool, sink
- * and drain (worker 0 also runs the admin listener). Nothing on its request path is shared with another worker. The main thread talks to
- * a worker only through hg_worker_reload / hg_worker_stop (an atomic pointer + uv_async).
+ * and drain (worker 0 also runs the admin listener). Nothing on its request path is shared with
+ * another worker. The main thread talks to a worker only through hg_worker_reload /
+ * hg_worker_stop (an atomic pointer + uv_async).
  */
 #ifndef HG_WORKER_WORKER_H
 #define HG_WORKER_WORKER_H

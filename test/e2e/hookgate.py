@@ -47,6 +47,13 @@ def free_port():
     return port
 
 
+def _other_port(port):
+    while True:
+        p = free_port()
+        if p != port:
+            return p
+
+
 def sign(secret, body):
     """X-Hub-Signature-256 value for `body` (bytes) under `secret`."""
     if isinstance(secret, str):
@@ -256,7 +263,7 @@ def default_config(port, workdir, admin_port=None):
     """The test config: webhooks on 127.0.0.1:port, the admin listener (/metrics, /ready) on
     127.0.0.1:admin_port (a free port when None: the built-in 9090 would collide between tests)."""
     return {
-        "admin": {"listen": f"127.0.0.1:{admin_port or free_port()}"},
+        "admin": {"listen": f"127.0.0.1:{admin_port or _other_port(port)}"},
         "server": {
             "listen": f"127.0.0.1:{port}",
             "workers": "2",
@@ -513,7 +520,9 @@ class Hookgate:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.admin_port = admin_port or free_port()
+        self.admin_port = admin_port
+        while not self.admin_port or self.admin_port == self.port:
+            self.admin_port = free_port()
         self.config = merge_config(default_config(self.port, self.dir, self.admin_port), overrides)
         listen = self.config.get("admin", {}).get("listen", "")
         if re.fullmatch(r"[0-9.]*:\d+", listen):
