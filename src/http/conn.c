@@ -599,7 +599,8 @@ static void timer_arm(struct hg_conn *c, uint64_t ms)
 
 /*
  * An early answer is out: shut the write side (the FIN follows the answer) and read and drop
- * whatever the client still sends, so its kernel never sees a reset before it read the answer.
+ * whatever the client still sends. Closing with its data unread would make our kernel answer with
+ * a reset, and a reset makes the client's kernel drop the answer it had not read yet.
  */
 static void linger_start(struct hg_conn *c)
 {
