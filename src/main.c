@@ -1,4 +1,5 @@
 /* hookgate entry point: CLI, config load, workers, signals (SIGHUP reload, SIGTERM/SIGINT drain). */
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,6 +41,11 @@ static void on_signal(uv_signal_t *s, int signum)
             return;
         }
         hg_log_set_level(next->log_level);
+        /* Listeners are bound once, at start; a changed address only takes effect after a restart. */
+        if ((next->admin_listen_host == NULL) != (current_conf->admin_listen_host == NULL) ||
+            (next->admin_listen_host && (strcmp(next->admin_listen_host, current_conf->admin_listen_host) != 0 ||
+                                         next->admin_listen_port != current_conf->admin_listen_port)))
+            hg_warn(NULL, "[admin] listen changed: it applies after a restart; the token changes now", NULL);
         for (int i = 0; i < nworkers; i++)
             hg_worker_reload(&workers[i], next);
         hg_conf_unref(current_conf);
@@ -124,11 +130,17 @@ int main(int argc, char **argv)
     for (int i = 0; i < started; i++)
         hg_worker_go(&workers[i], rc == 0);
     if (rc == 0) {
-        char n[16], port[8];
+        char n[16], port[8], admin[INET6_ADDRSTRLEN + 16];
         snprintf(n, sizeof(n), "%d", nworkers);
         snprintf(port, sizeof(port), "%u", current_conf->listen_port);
+        if (current_conf->admin_listen_host == NULL)
+            snprintf(admin, sizeof(admin), "off");
+        else if (strchr(current_conf->admin_listen_host, ':'))
+            snprintf(admin, sizeof(admin), "[%s]:%u", current_conf->admin_listen_host, current_conf->admin_listen_port);
+        else
+            snprintf(admin, sizeof(admin), "%s:%u", current_conf->admin_listen_host, current_conf->admin_listen_port);
         hg_info(NULL, "hookgate started", "version", HG_VERSION, "workers", n, "listen", current_conf->listen_host,
-                "port", port, NULL);
+                "port", port, "admin", admin, NULL);
         uv_run(loop, UV_RUN_DEFAULT);
     }
     for (int i = 0; i < started; i++)

@@ -29,6 +29,13 @@
 #include "core/str.h"
 #include "rules/rules.h"
 
+/* KEY_LISTEN writes the port right after the host (conf_value.c's set_listen). */
+_Static_assert(offsetof(struct hg_conf, listen_port) == offsetof(struct hg_conf, listen_host) + sizeof(char *),
+               "listen_port must follow listen_host");
+_Static_assert(offsetof(struct hg_conf, admin_listen_port) ==
+                   offsetof(struct hg_conf, admin_listen_host) + sizeof(char *),
+               "admin_listen_port must follow admin_listen_host");
+
 #define CF(field) offsetof(struct hg_conf, field), sizeof(((struct hg_conf *)0)->field)
 #define TF(field) offsetof(struct hg_tenant_conf, field), sizeof(((struct hg_tenant_conf *)0)->field)
 #define SF(field) offsetof(struct hg_source_conf, field), sizeof(((struct hg_source_conf *)0)->field)
@@ -51,6 +58,9 @@ static const struct key conf_keys[] = {
     { "server", "shutdown_timeout", KEY_MS, CF(shutdown_timeout_ms), "10s", "0", "10m", NULL, 0 },
     { "server", "max_connections", KEY_UINT, CF(max_connections), "10000", "1", "1000000", NULL, 0 },
     { "server", "ack", KEY_ENUM, CF(ack), "spool", NULL, NULL, ack_words, 0 },
+
+    { "admin", "listen", KEY_LISTEN, CF(admin_listen_host), "127.0.0.1:9090", NULL, NULL, NULL, KEY_F_OFF },
+    { "admin", "token", KEY_STRING, CF(admin_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
 
     { "log", "level", KEY_LOGLEVEL, CF(log_level), "info", NULL, NULL, NULL, 0 },
 
@@ -173,6 +183,7 @@ static const struct key source_keys[] = {
 static const char *const sections[] = {
     "server", "log", "whatsapp", "genesys", "twilio", "pubsub", "spool", "ndjson", "amqp", "redis", "ratelimit", "tenants", "s3",
     "media", "state_manager",
+    "admin",
 };
 
 /* Where a key's current value came from, for conflict checks and cross-key error messages. */
@@ -995,6 +1006,48 @@ static bool validate_pubsub(struct load *L)
     return true;
 }
 
+bool hg_conf_host_is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) ||
+               (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return false;
+}
+
+static bool host_is_any(const char *host)
+{
+    return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
+}
+
+/*
+ * [admin]: /metrics names tenants and the management API changes state, so a listener that other
+ * machines can reach needs a token; and it may not take the webhook port. False after fail().
+ */
+static bool validate_admin(struct load *L)
+{
+    struct hg_conf *c = L->c;
+    char at[320];
+    if (c->admin_listen_host == NULL)
+        return true;
+    where(L, "admin", "listen", at, sizeof(at));
+    if (!hg_conf_host_is_loopback(c->admin_listen_host) && c->admin_token == NULL) {
+        fail(L, "%s: listen %s is beyond loopback: set [admin] token (or token_file) so /metrics and the "
+                "management API are not open to the network", at, c->admin_listen_host);
+        return false;
+    }
+    if (c->admin_listen_port != 0 && c->admin_listen_port == c->listen_port &&
+        (strcmp(c->admin_listen_host, c->listen_host) == 0 || host_is_any(c->admin_listen_host) ||
+         host_is_any(c->listen_host))) {
+        fail(L, "%s: listen uses the [server] listen port %u", at, c->listen_port);
+        return false;
+    }
+    return true;
+}
+
 static void validate(struct load *L)
 {
     struct hg_conf *c = L->c;
@@ -1034,6 +1087,8 @@ static void validate(struct load *L)
         return;
     }
     if (!validate_pubsub(L))
+        return;
+    if (!validate_admin(L))
         return;
     /* A business id must map to one tenant, or routing would depend on section order. */
     for (size_t a = 0; a < c->n_tenants; a++) {

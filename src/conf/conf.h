@@ -7,6 +7,7 @@
 #define HG_CONF_CONF_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -77,6 +78,11 @@ struct hg_conf {
     uint64_t shutdown_timeout_ms;     /* 10 s to drain on SIGTERM */
     uint32_t max_connections;         /* per worker; 10000 */
     char *ack;                        /* "spool" (default) or "broker" */
+
+    /* [admin] (metrics, ready, health, management API; served by worker 0) */
+    char *admin_listen_host;          /* "127.0.0.1"; NULL = no admin listener (listen = off) */
+    uint16_t admin_listen_port;       /* 9090 */
+    char *admin_token;                /* bearer token for every admin route but /health, /ready */
 
     /* [log] */
     int log_level;                    /* enum hg_log_level */
@@ -195,6 +201,9 @@ void hg_conf_unref(struct hg_conf *c);
  * (Twilio AccountSid); NULL when none. */
 const struct hg_tenant_conf *hg_conf_tenant(const struct hg_conf *c, const char *id);
 const struct hg_tenant_conf *hg_conf_tenant_by_business(const struct hg_conf *c, const char *business_id);
+
+/* A numeric address (as a listen key stores it) that only this machine can reach: 127/8, ::1. */
+bool hg_conf_host_is_loopback(const char *host);
 
 /* The [source.<name>] section named `name`, or NULL. */
 const struct hg_source_conf *hg_conf_source(const struct hg_conf *c, const char *name);

@@ -30,7 +30,7 @@ enum key_type {
     KEY_AUTOBOOL,   /* int: auto = -1 (resolved after load), yes/true/on/1 = 1, no/false/off/0 = 0 */
     KEY_ENUM,       /* char *, one of `words` */
     KEY_LOGLEVEL,   /* int: enum hg_log_level */
-    KEY_LISTEN,     /* "host:port" | "[v6]:port" | ":port" into listen_host + listen_port */
+    KEY_LISTEN,     /* "host:port" | "[v6]:port" | ":port": char *host at off, its uint16_t port right after */
     KEY_WORKERS,    /* int: "auto" (= CPUs, resolved after load) or a number in range */
     KEY_PATH,       /* char *, made absolute against the working directory */
 };
@@ -39,6 +39,8 @@ enum key_type {
 #define KEY_F_SECRET 0x1
 /* Value must be a valid tenant id. */
 #define KEY_F_ID     0x2
+/* KEY_LISTEN: "off" or an empty value means no listener (host NULL). */
+#define KEY_F_OFF    0x4
 
 struct key {
     const char *section;       /* "server"; "tenant" means any [tenant.<id>] section */

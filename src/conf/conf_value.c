@@ -226,9 +226,21 @@ static int check_range(const struct key *k, const char *text, uint64_t v, char *
     return 0;
 }
 
-/* "host:port", "[v6]:port" or ":port" (all IPv4 interfaces) into listen_host / listen_port. */
-static int set_listen(struct hg_conf *c, const char *v, char *why, size_t wl)
+/*
+ * "host:port", "[v6]:port" or ":port" (all IPv4 interfaces) into *host_field and the uint16_t
+ * port that follows it in struct hg_conf (conf.c asserts that layout for every KEY_LISTEN key).
+ * With KEY_F_OFF, "off" or "" means no listener: the host becomes NULL.
+ */
+static int set_listen(const struct key *k, char *field, const char *v, char *why, size_t wl)
 {
+    char **host_field = (char **)field;
+    uint16_t *port_field = (uint16_t *)(field + sizeof(char *));
+    if ((k->flags & KEY_F_OFF) && (*v == '\0' || strcmp(v, "off") == 0)) {
+        free(*host_field);
+        *host_field = NULL;
+        *port_field = 0;
+        return 0;
+    }
     const char *colon = strrchr(v, ':');
     char host[INET6_ADDRSTRLEN + 8];
     unsigned char addr[sizeof(struct in6_addr)];
@@ -262,9 +274,9 @@ static int set_listen(struct hg_conf *c, const char *v, char *why, size_t wl)
         snprintf(why, wl, "port '%s' is not a number in 0..65535", colon + 1);
         return -1;
     }
-    free(c->listen_host);
-    c->listen_host = hg_xstrdup(host);
-    c->listen_port = (uint16_t)port;
+    free(*host_field);
+    *host_field = hg_xstrdup(host);
+    *port_field = (uint16_t)port;
     return 0;
 bad:
     snprintf(why, wl, "'%s' is not host:port, [ipv6]:port or :port", v);
@@ -386,8 +398,8 @@ int conf_set_value(const struct key *k, void *base, const char *v, char *why, si
         return 0;
     }
     case KEY_LISTEN:
-        /* The field is listen_host; listen_port is only ever set here, as its pair. */
-        return set_listen(base, v, why, wl);
+        /* The field is the host; its port is only ever set here, as its pair. */
+        return set_listen(k, field, v, why, wl);
     }
     abort();
 }

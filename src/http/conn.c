@@ -40,6 +40,16 @@
 #define RQ_KEEP_BYTES (16 * 1024)
 /* After the last request in flight is answered, give free heap pages back after this long. */
 #define TRIM_DELAY_MS 1000
+/*
+ * Lingering close (nginx's lingering_close): after an early answer (413, 431, 400, ...) the
+ * client may still be sending; closing at once would make the kernel answer its data with a
+ * reset, which destroys our answer in the client's receive buffer. So the write side is shut,
+ * and what arrives is read and dropped until the client closes, for at most LINGER_TOTAL_MS,
+ * LINGER_IDLE_MS without data, and the larger of LINGER_MIN_BYTES and twice max_body.
+ */
+#define LINGER_TOTAL_MS 30000
+#define LINGER_IDLE_MS 5000
+#define LINGER_MIN_BYTES (32u << 20)
 
 /* Where a connection is in its life; every change goes through set_state(). */
 enum conn_state {
@@ -48,6 +58,7 @@ enum conn_state {
     CONN_BODY,      /* headers complete, body arriving: body timer (reset on progress) */
     CONN_HANDLING,  /* request handed to the application, no answer yet: reading stopped */
     CONN_WRITING,   /* answer being written */
+    CONN_LINGERING, /* early answer written, write side shut: reading and dropping until EOF */
     CONN_CLOSING,   /* uv_close called; waiting for the handles' close callbacks */
 };
 
@@ -111,8 +122,15 @@ struct hg_conn {
 
     struct conn_request *rq;         /* the request in progress; NULL while idle */
     int fail_status;                 /* set by a parser callback before it stops the parser */
+    const char *fail_code;           /* its error code and message (static strings), or NULL */
+    const char *fail_message;
+    const char *feed_end;            /* end of the bytes llhttp_execute is parsing now */
+    uint64_t linger_deadline;        /* loop time (ms) when a lingering close ends at the latest */
+    uint64_t linger_left;            /* bytes still dropped before a lingering close gives up */
     bool keep_alive;
     bool close_after;
+    bool linger;                     /* close_after with a lingering close (an early answer) */
+    bool peer_eof;                   /* the client half-closed: answer what was read, then close */
     bool abandoned_notified;
     bool served_one;
     bool continue_pending;           /* a "100 Continue" write is in flight */
@@ -265,6 +283,7 @@ const char *hg_http_reason(int status)
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
     default: return "Unknown";
     }
@@ -300,12 +319,26 @@ static bool request_id_sane(const char *v, size_t n)
 
 /* ---- llhttp callbacks: build the request in c->head / c->body ---- */
 
+#define HG_STR_(x) #x
+#define HG_STR(x) HG_STR_(x)
+
+/* Stop the parser with an answer: status, error code and message (static strings). */
+static int parse_fail(struct hg_conn *c, int status, const char *code, const char *message)
+{
+    c->fail_status = status;
+    c->fail_code = code;
+    c->fail_message = message;
+    return HPE_USER;
+}
+
 static int on_message_begin(llhttp_t *p)
 {
     struct hg_conn *c = p->data;
     rq_put(c); /* normally none is held here; a fresh state either way */
     struct conn_request *rq = rq_get(c);
     c->fail_status = 0;
+    c->fail_code = NULL;
+    c->fail_message = NULL;
     rq->req.start_ns = hg_time_mono_ns();
     set_state(c, CONN_HEADERS);
     timer_arm(c, c->limits.header_timeout_ms);
@@ -324,6 +357,14 @@ static int head_append(struct hg_conn *c, const char *at, size_t len)
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct hg_conn *c = p->data;
+    /*
+     * An HTTP/0.9 request line ("GET /\r\n") ends the URL with CR or LF instead of a space. llhttp
+     * takes it and then waits for one more byte before it says anything, so the client, which
+     * waits for its answer, would hold the connection until the header timeout. The byte that
+     * ended the URL is in the buffer being parsed (unless the URL merely reached its end).
+     */
+    if (at + len < c->feed_end && (at[len] == '\r' || at[len] == '\n'))
+        return parse_fail(c, 400, "bad_request", "HTTP/0.9 request line (no HTTP version) is not supported");
     c->rq->url_len += len;
     return head_append(c, at, len);
 }
@@ -337,10 +378,9 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     struct hg_conn *c = p->data;
     struct conn_request *rq = c->rq;
     if (rq->in_value || rq->n_headers == 0) {
-        if (rq->n_headers == HG_HTTP_MAX_HEADERS) {
-            c->fail_status = 431;
-            return HPE_USER;
-        }
+        if (rq->n_headers == HG_HTTP_MAX_HEADERS)
+            return parse_fail(c, 431, "too_many_headers",
+                              "the request has more than " HG_STR(HG_HTTP_MAX_HEADERS) " header fields (the limit)");
         rq->in_value = false;
         rq->name_off[rq->n_headers] = (uint32_t)rq->head.len;
         rq->name_len[rq->n_headers] = 0;
@@ -364,6 +404,53 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     }
     rq->value_len[rq->n_headers - 1] += (uint32_t)len;
     return head_append(c, at, len);
+}
+
+/*
+ * Transfer-Encoding (RFC 9112 §6): hookgate decodes chunked only. The codings of every
+ * Transfer-Encoding field, in order: 0 when absent or exactly "chunked"; otherwise the status to
+ * answer, with *message: 400 when chunked is not the last coding (the body length cannot be
+ * known, §6.3) or comes twice, 501 for any other coding ahead of a final chunked (§6.1).
+ */
+static int check_transfer_coding(const struct hg_http_request *r, const char **message)
+{
+    size_t n_codings = 0, n_chunked = 0;
+    bool last_chunked = false;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const struct hg_http_req_header *h = &r->headers[i];
+        if (!hg_span_ieq(h->name, h->name_len, "Transfer-Encoding"))
+            continue;
+        const char *v = h->value, *end = h->value + h->value_len;
+        while (v < end) {
+            const char *comma = memchr(v, ',', (size_t)(end - v));
+            const char *item_end = comma ? comma : end;
+            const char *a = v, *b = item_end;
+            while (a < b && (*a == ' ' || *a == '\t'))
+                a++;
+            for (const char *q = a; q < b; q++) {
+                if (*q == ';') { /* coding parameters */
+                    b = q;
+                    break;
+                }
+            }
+            while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+                b--;
+            if (b > a) {
+                n_codings++;
+                last_chunked = hg_span_ieq(a, (size_t)(b - a), "chunked");
+                n_chunked += last_chunked;
+            }
+            v = comma ? comma + 1 : end;
+        }
+    }
+    if (n_codings == 0 || (n_codings == 1 && last_chunked))
+        return 0;
+    if (!last_chunked || n_chunked > 1) {
+        *message = "Transfer-Encoding must end with a single chunked (the body length cannot be determined)";
+        return 400;
+    }
+    *message = "unsupported transfer coding: only chunked is implemented (no gzip, deflate or compress)";
+    return 501;
 }
 
 static void on_continue_written(uv_write_t *w, int status)
@@ -431,13 +518,17 @@ static int on_headers_complete(llhttp_t *p)
     c->keep_alive = llhttp_should_keep_alive(p);
 
     /* Refuse an oversized body before it is sent: the sender learns at once, we read nothing. */
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->limits.max_body_bytes) {
-        c->fail_status = 413;
-        return HPE_USER;
-    }
-    if (p->upgrade) {
-        c->fail_status = 400;
-        return HPE_USER;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->limits.max_body_bytes)
+        return parse_fail(c, 413, "body_too_large", "request body exceeds the configured max_body");
+    if (p->upgrade)
+        return parse_fail(c, 400, "bad_request", "protocol upgrades and CONNECT are not supported");
+    if (p->flags & F_TRANSFER_ENCODING) {
+        const char *why = NULL;
+        int status = check_transfer_coding(r, &why);
+        if (status == 501)
+            return parse_fail(c, 501, "unsupported_transfer_coding", why);
+        if (status != 0)
+            return parse_fail(c, status, "bad_request", why);
     }
     size_t elen;
     const char *expect = hg_http_header_get(r, "Expect", &elen);
@@ -482,6 +573,10 @@ static void on_timer(uv_timer_t *t)
         /* Idle keep-alive (or a connection that never sent a byte): close quietly. */
         conn_close(c);
         break;
+    case CONN_LINGERING:
+        /* No data for LINGER_IDLE_MS, or LINGER_TOTAL_MS over: the client had its chance. */
+        conn_close(c);
+        break;
     case CONN_HEADERS:
     case CONN_BODY:
         conn_fail(c, 408, "request_timeout", c->state == CONN_HEADERS ? "headers not received in time"
@@ -502,13 +597,45 @@ static void timer_arm(struct hg_conn *c, uint64_t ms)
 
 /* ---- writing ---- */
 
+/*
+ * An early answer is out: shut the write side (the FIN follows the answer) and read and drop
+ * whatever the client still sends. Closing with its data unread would make our kernel answer with
+ * a reset, and a reset makes the client's kernel drop the answer it had not read yet.
+ */
+static void linger_start(struct hg_conn *c)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 || shutdown(fd, SHUT_WR) != 0) {
+        conn_close(c);
+        return;
+    }
+    rq_put(c);
+    free(c->pending);
+    c->pending = NULL;
+    c->pending_len = 0;
+    set_state(c, CONN_LINGERING);
+    uint64_t twice_body = 2 * c->limits.max_body_bytes;
+    c->linger_left = twice_body > LINGER_MIN_BYTES ? twice_body : LINGER_MIN_BYTES;
+    c->linger_deadline = uv_now(c->srv->loop) + LINGER_TOTAL_MS;
+    timer_arm(c, LINGER_IDLE_MS);
+    start_reading(c);
+}
+
 /* The answer is out (or failed): back to idle, or closed. */
 static void written_done(struct hg_conn *c, int status)
 {
     if (c->state == CONN_CLOSING)
         return;
-    if (status < 0 || c->close_after) {
+    if (status < 0) {
         conn_close(c);
+        return;
+    }
+    if (c->close_after) {
+        /* A client that half-closed sends nothing more: nothing to linger for. */
+        if (c->linger && !c->peer_eof && !c->srv->stopping)
+            linger_start(c);
+        else
+            conn_close(c);
         return;
     }
     /* Answered: an idle keep-alive connection holds no request memory. */
@@ -532,6 +659,11 @@ static void written_done(struct hg_conn *c, int status)
         /* A complete request was in there (handled now) or it failed: reading stays stopped. */
         if (c->state != CONN_IDLE && c->state != CONN_HEADERS && c->state != CONN_BODY)
             return;
+    }
+    if (c->peer_eof) {
+        /* Every whole request the client sent before its half-close is answered; a part of one never completes. */
+        conn_close(c);
+        return;
     }
     start_reading(c);
 }
@@ -626,6 +758,9 @@ static void write_response(struct hg_conn *c, int status, const char *request_id
         c->close_after = true;
     if (!c->keep_alive)
         c->close_after = true;
+    /* After a half-close this is the last answer unless pipelined bytes wait to be parsed. */
+    if (c->peer_eof && c->pending_len == 0)
+        c->close_after = true;
     struct hg_buf *out = &rq->out;
     hg_buf_reset(out);
     /* The answer is bounded by the body we were given plus a small header block. */
@@ -672,7 +807,8 @@ static void write_response(struct hg_conn *c, int status, const char *request_id
     memcpy(code + 6, d, dn);
     code[6 + dn] = '"';
     code[7 + dn] = '\0';
-    hg_metric_inc(HG_M_HTTP_REQUESTS, code);
+    if (!c->srv->handler.no_metrics)
+        hg_metric_inc(HG_M_HTTP_REQUESTS, code);
 
     set_state(c, CONN_WRITING);
     uv_timer_stop(&c->timer);
@@ -726,6 +862,7 @@ static void conn_fail(struct hg_conn *c, int status, const char *code, const cha
     if (rq->req.request_id[0] == '\0')
         hg_uuid_v4(rq->req.request_id);
     c->close_after = true;
+    c->linger = true;
     uv_read_stop((uv_stream_t *)&c->tcp);
     struct hg_buf b;
     hg_buf_init(&b, 8192);
@@ -750,6 +887,7 @@ static void dispatch(struct hg_conn *c)
 
 static void conn_feed(struct hg_conn *c, const char *data, size_t len)
 {
+    c->feed_end = data + len;
     llhttp_errno_t rc = llhttp_execute(&c->parser, data, len);
     if (rc == HPE_OK)
         return;
@@ -765,6 +903,10 @@ static void conn_feed(struct hg_conn *c, const char *data, size_t len)
         dispatch(c);
         return;
     }
+    if (c->fail_code) {
+        conn_fail(c, c->fail_status, c->fail_code, c->fail_message);
+        return;
+    }
     switch (c->fail_status) {
     case 413:
         conn_fail(c, 413, "body_too_large", "request body exceeds the configured max_body");
@@ -773,7 +915,8 @@ static void conn_feed(struct hg_conn *c, const char *data, size_t len)
         conn_fail(c, 431, "headers_too_large", "request headers exceed the configured max_header");
         break;
     default:
-        conn_fail(c, 400, "bad_request", llhttp_errno_name(rc));
+        conn_fail(c, 400, "bad_request", llhttp_get_error_reason(&c->parser) ? llhttp_get_error_reason(&c->parser)
+                                                                               : llhttp_errno_name(rc));
         break;
     }
 }
@@ -798,10 +941,30 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->srv->read_buf_busy = false;
     if (nread == 0)
         return;
+    if (c->state == CONN_LINGERING) {
+        /* Dropped unread. EOF (the client is done) or the byte cap ends it. */
+        if (nread < 0 || (uint64_t)nread >= c->linger_left) {
+            conn_close(c);
+            return;
+        }
+        c->linger_left -= (uint64_t)nread;
+        uint64_t now = uv_now(c->srv->loop);
+        if (now >= c->linger_deadline) {
+            conn_close(c);
+            return;
+        }
+        uint64_t left = c->linger_deadline - now;
+        timer_arm(c, left < LINGER_IDLE_MS ? left : LINGER_IDLE_MS);
+        return;
+    }
     if (nread < 0) {
         if (nread == UV_EOF && (c->state == CONN_HANDLING || c->state == CONN_WRITING)) {
-            /* A half-close after a complete request: its answer is still owed; close after it. */
-            c->close_after = true;
+            /*
+             * A half-close after a complete request: its answer is still owed, and so are the
+             * answers to whole requests pipelined before the FIN (kept in `pending`); the
+             * connection closes after the last of them (write_response, written_done).
+             */
+            c->peer_eof = true;
             uv_read_stop(s);
             return;
         }
@@ -845,7 +1008,8 @@ static void on_conn_handle_closed(uv_handle_t *h)
     struct hg_http_server *s = c->srv;
     hg_list_unlink(&c->link);
     s->nconns--;
-    hg_metric_set(HG_M_CONNECTIONS, NULL, (double)s->nconns);
+    if (!s->handler.no_metrics)
+        hg_metric_set(HG_M_CONNECTIONS, NULL, (double)s->nconns);
     if (c->rq) {
         rq_destroy(c->rq);
         rq_released(s);
@@ -888,7 +1052,8 @@ static void on_connection(uv_stream_t *ls, int status)
     c->parser.data = c;
     hg_list_insert_head(&s->conns, &c->link);
     s->nconns++;
-    hg_metric_set(HG_M_CONNECTIONS, NULL, (double)s->nconns);
+    if (!s->handler.no_metrics)
+        hg_metric_set(HG_M_CONNECTIONS, NULL, (double)s->nconns);
 
     if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
@@ -992,7 +1157,7 @@ void hg_http_server_stop(struct hg_http_server *s, void (*done)(void *arg), void
     /* Closing only starts here: a connection leaves the list in its close callback. */
     HG_LIST_FOREACH_SAFE(pos, tmp, &s->conns) {
         struct hg_conn *c = hg_list_entry(pos, struct hg_conn, link);
-        if (c->state == CONN_IDLE)
+        if (c->state == CONN_IDLE || c->state == CONN_LINGERING)
             conn_close(c);
         else
             c->close_after = true;
@@ -1016,7 +1181,7 @@ void hg_http_server_free(struct hg_http_server *s)
     free(s);
 }
 
-int hg_http_listen_socket(const char *host, uint16_t port, int backlog)
+int hg_http_listen_socket(const char *host, uint16_t port, int backlog, bool reuseport)
 {
     struct sockaddr_storage ss;
     socklen_t slen;
@@ -1036,7 +1201,7 @@ int hg_http_listen_socket(const char *host, uint16_t port, int backlog)
     int one = 1;
     /* SO_REUSEPORT: each worker owns a listener on the same port; the kernel spreads accepts. */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
         bind(fd, (struct sockaddr *)&ss, slen) != 0 || listen(fd, backlog) != 0) {
         int err = -errno;
         close(fd);

@@ -1,8 +1,11 @@
 /*
  * HTTP/1.1 server connections on a libuv loop, parsed with llhttp: keep-alive, pipelining
- * (one request handled at a time per connection, answers in order), Content-Length and chunked
- * bodies, Expect: 100-continue, and every limit (header bytes 431, body 413 decided early from
- * Content-Length, slow headers/body 408, idle keep-alive, connection cap 503).
+ * (one request handled at a time per connection, answers in order, also after a half-close),
+ * Content-Length and chunked bodies (other transfer codings 501), Expect: 100-continue, and every
+ * limit (header bytes 431, HG_HTTP_MAX_HEADERS fields 431, body 413 decided early from
+ * Content-Length, slow headers/body 408, idle keep-alive, connection cap 503). An early answer
+ * (an error before the request was read whole) closes with a lingering close, so a client still
+ * sending its body reads the answer instead of a reset.
  */
 #ifndef HG_HTTP_HTTP_H
 #define HG_HTTP_HTTP_H
@@ -64,6 +67,8 @@ struct hg_http_handler {
     void (*on_request)(struct hg_conn *c, struct hg_http_request *req, void *ud);
     void (*on_abandon)(struct hg_conn *c, void *ud);
     void *ud;
+    /* Leave http_requests_total and http_connections alone (the admin listener: a scrape is not traffic). */
+    bool no_metrics;
 };
 
 /* Start serving on an already bound and listening socket fd (SO_REUSEPORT, made by the caller). */
@@ -96,8 +101,11 @@ void hg_conn_respond_error(struct hg_conn *c, int status, const char *code, cons
 void hg_conn_set_data(struct hg_conn *c, void *data);
 void *hg_conn_get_data(const struct hg_conn *c);
 
-/* Open a listening TCP socket with SO_REUSEPORT on host:port. Returns the fd or a negative error. */
-int hg_http_listen_socket(const char *host, uint16_t port, int backlog);
+/*
+ * Open a listening TCP socket on host:port, with SO_REUSEPORT when `reuseport` (one per worker on
+ * the webhook port); without it a port already taken is an error. Returns the fd or a negative error.
+ */
+int hg_http_listen_socket(const char *host, uint16_t port, int backlog, bool reuseport);
 
 /* Reason phrase of a status code. */
 const char *hg_http_reason(int status);

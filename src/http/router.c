@@ -1,4 +1,4 @@
-/* Routing: provider routes from the registry, the operator endpoints, 404 and 405 + Allow. */
+/* Webhook routing: provider routes from the registry, /health, 404 and 405 + Allow. */
 #include <llhttp.h>
 #include <stdio.h>
 #include <string.h>
@@ -6,20 +6,21 @@
 #include "http/http.h"
 #include "http/router.h"
 #include "ingest/ingest.h"
+#include "ops/ops.h"
 #include "providers/provider.h"
 #include "worker/worker.h"
 
-typedef void (*route_fn)(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *param);
-
 struct route {
     const char *path;
-    route_fn get;
+    hg_ops_handler get;
 };
 
+/*
+ * Only /health on the webhook port, for load balancers: /ready and /metrics (tenant names,
+ * traffic) are on the admin listener, which the internet does not reach.
+ */
 static const struct route ops_routes[] = {
     { "/health", hg_ops_health },
-    { "/ready", hg_ops_ready },
-    { "/metrics", hg_ops_metrics },
 };
 
 /* A tenant id in a path: 1..64 of [A-Za-z0-9_.-]. */

@@ -1,4 +1,8 @@
-/* GET /health (alive), /ready (can accept and hand on, per backend), /metrics (Prometheus text). */
+/*
+ * GET /health (alive), /ready (can accept and hand on, per backend), /metrics (Prometheus text).
+ * /health is on both listeners; /ready and /metrics on the admin listener (worker 0's loop), where
+ * /ready's checks are worker 0's and its status the worst over every worker.
+ */
 #include <stdio.h>
 
 #include "clients/redis.h"
@@ -7,7 +11,7 @@
 #include "http/http.h"
 #include "ops/metrics.h"
 #include "drain/drain.h"
-#include "http/router.h"
+#include "ops/ops.h"
 #include "sink/sink.h"
 #include "spool/spool.h"
 #include "worker/worker.h"

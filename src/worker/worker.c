@@ -21,6 +21,7 @@
 #include "drain/drain.h"
 #include "http/router.h"
 #include "ingest/ingest.h"
+#include "ops/ops.h"
 #include "sink/ndjson.h"
 #include "sink/sink.h"
 #include "spool/spool.h"
@@ -30,6 +31,8 @@
 #include "worker/worker.h"
 
 #define LAG_INTERVAL_MS 100
+/* Connections the admin listener takes at once: scrapers and probes need a handful. */
+#define ADMIN_MAX_CONNECTIONS 1024
 
 static _Thread_local struct hg_worker *current_worker;
 /* Every worker, for /ready's view over all of them; written before any worker listens. */
@@ -51,6 +54,20 @@ static void limits_from_conf(struct hg_http_limits *l, const struct hg_conf *c)
 static void on_request(struct hg_conn *c, struct hg_http_request *r, void *ud)
 {
     hg_router_dispatch(ud, c, r);
+}
+
+static void on_admin_request(struct hg_conn *c, struct hg_http_request *r, void *ud)
+{
+    struct hg_worker *w = ud;
+    hg_admin_dispatch(w, c, r, w->admin_public);
+}
+
+/* The admin listener's limits: [server]'s, with fewer connections. */
+static void admin_limits_from_conf(struct hg_http_limits *l, const struct hg_conf *c)
+{
+    limits_from_conf(l, c);
+    if (l->max_connections > ADMIN_MAX_CONNECTIONS)
+        l->max_connections = ADMIN_MAX_CONNECTIONS;
 }
 
 static void on_fsync(void *arg, double seconds)
@@ -262,6 +279,9 @@ static void on_http_stopped(void *arg)
     if (w->http)
         hg_http_server_free(w->http);
     w->http = NULL;
+    if (w->admin)
+        hg_http_server_free(w->admin);
+    w->admin = NULL;
     uv_timer_stop(&w->shutdown_timer);
     if (w->drain)
         hg_drain_stop(w->drain);
@@ -277,6 +297,16 @@ static void on_shutdown_timeout(uv_timer_t *t)
     hg_warn(NULL, "shutdown timeout reached; closing remaining connections", NULL);
     if (w->http)
         hg_http_server_abort(w->http);
+    if (w->admin)
+        hg_http_server_abort(w->admin);
+}
+
+/* One listener stopped; the shutdown chain goes on once both have. */
+static void on_server_stopped(void *arg)
+{
+    struct hg_worker *w = arg;
+    if (--w->servers_stopping == 0)
+        on_http_stopped(w);
 }
 
 static void begin_stop(struct hg_worker *w)
@@ -290,7 +320,10 @@ static void begin_stop(struct hg_worker *w)
         return;
     }
     uv_timer_start(&w->shutdown_timer, on_shutdown_timeout, w->conf->shutdown_timeout_ms, 0);
-    hg_http_server_stop(w->http, on_http_stopped, w);
+    w->servers_stopping = w->admin ? 2 : 1;
+    hg_http_server_stop(w->http, on_server_stopped, w);
+    if (w->admin)
+        hg_http_server_stop(w->admin, on_server_stopped, w);
 }
 
 static void on_wakeup(uv_async_t *a)
@@ -304,6 +337,10 @@ static void on_wakeup(uv_async_t *a)
         limits_from_conf(&l, next);
         if (w->http)
             hg_http_server_set_limits(w->http, &l);
+        if (w->admin) {
+            admin_limits_from_conf(&l, next);
+            hg_http_server_set_limits(w->admin, &l);
+        }
         hg_conf_unref(old);
     }
     if (atomic_load(&w->stop_requested))
@@ -453,13 +490,29 @@ static int worker_listen(struct hg_worker *w)
 {
     struct hg_http_limits l;
     limits_from_conf(&l, w->conf);
-    struct hg_http_handler h = { on_request, hg_ingest_abandon, w };
+    struct hg_http_handler h = { on_request, hg_ingest_abandon, w, false };
     int rc = hg_http_server_start(&w->loop, w->listen_fd, &l, &h, &w->http);
     if (rc != 0) {
         hg_error(NULL, "cannot start listener", "error", hg_strerror(rc), NULL);
         return rc;
     }
     w->listen_fd = -1; /* owned by the uv handle now */
+    if (w->admin_fd >= 0) {
+        /*
+         * One admin listener, on worker 0's loop: its routes read process-wide state (metrics
+         * summed over workers, every worker's published health), so one acceptor is enough, and
+         * a plain bind (no SO_REUSEPORT) makes a port taken by another process a start-up error
+         * instead of a silent share.
+         */
+        struct hg_http_handler ah = { on_admin_request, NULL, w, true };
+        admin_limits_from_conf(&l, w->conf);
+        rc = hg_http_server_start(&w->loop, w->admin_fd, &l, &ah, &w->admin);
+        if (rc != 0) {
+            hg_error(NULL, "cannot start the admin listener", "error", hg_strerror(rc), NULL);
+            return rc;
+        }
+        w->admin_fd = -1;
+    }
     return 0;
 }
 
@@ -497,6 +550,7 @@ static void worker_main(void *arg)
 int hg_worker_start(struct hg_worker *w, int id, int n, struct hg_conf *conf)
 {
     memset(w, 0, sizeof(*w));
+    w->admin_fd = -1;
     w->id = id;
     w->nworkers = n;
     w->conf = hg_conf_ref(conf);
@@ -513,13 +567,24 @@ int hg_worker_start(struct hg_worker *w, int id, int n, struct hg_conf *conf)
     uv_sem_init(&w->started, 0);
     uv_sem_init(&w->go, 0);
 
-    w->listen_fd = hg_http_listen_socket(conf->listen_host, conf->listen_port, 4096);
+    w->listen_fd = hg_http_listen_socket(conf->listen_host, conf->listen_port, 4096, true);
     if (w->listen_fd < 0) {
         char port[8];
         snprintf(port, sizeof(port), "%u", conf->listen_port);
         hg_error(NULL, "cannot listen", "host", conf->listen_host, "port", port, "error", hg_strerror(w->listen_fd),
                  NULL);
         return w->listen_fd;
+    }
+    if (id == 0 && conf->admin_listen_host) {
+        w->admin_fd = hg_http_listen_socket(conf->admin_listen_host, conf->admin_listen_port, 128, false);
+        if (w->admin_fd < 0) {
+            char port[8];
+            snprintf(port, sizeof(port), "%u", conf->admin_listen_port);
+            hg_error(NULL, "cannot listen on the [admin] address", "host", conf->admin_listen_host, "port", port,
+                     "error", hg_strerror(w->admin_fd), NULL);
+            return w->admin_fd;
+        }
+        w->admin_public = !hg_conf_host_is_loopback(conf->admin_listen_host);
     }
     int rc = uv_thread_create(&w->thread, worker_main, w);
     if (rc != 0)
@@ -572,6 +637,8 @@ void hg_worker_join(struct hg_worker *w)
     uv_loop_close(&w->loop);
     if (w->listen_fd >= 0)
         close(w->listen_fd);
+    if (w->admin_fd >= 0)
+        close(w->admin_fd);
     struct hg_conf *next = atomic_exchange(&w->next_conf, NULL);
     if (next)
         hg_conf_unref(next);

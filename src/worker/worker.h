@@ -1,7 +1,8 @@
 /*
  * A worker: one thread, one libuv loop, its own SO_REUSEPORT listener, connections, spool, sink
- * and drain. Nothing on its request path is shared with another worker. The main thread talks to
- * a worker only through hg_worker_reload / hg_worker_stop (an atomic pointer + uv_async).
+ * and drain (worker 0 also runs the admin listener). Nothing on its request path is shared with
+ * another worker. The main thread talks to a worker only through hg_worker_reload /
+ * hg_worker_stop (an atomic pointer + uv_async).
  */
 #ifndef HG_WORKER_WORKER_H
 #define HG_WORKER_WORKER_H
@@ -39,6 +40,10 @@ struct hg_worker {
 
     int listen_fd;
     struct hg_http_server *http;
+    int admin_fd;                    /* worker 0 only: the [admin] listener's socket, until it serves */
+    struct hg_http_server *admin;    /* worker 0 only, NULL with [admin] listen = off */
+    bool admin_public;               /* the admin listener is reachable beyond loopback */
+    int servers_stopping;            /* listeners whose stop has not completed yet */
     struct hg_spool *spool;
     struct hg_sink *sink;
     struct hg_drain *drain;

@@ -336,8 +336,9 @@ def backend_overrides(amqp_url=None, redis=None, bucket=None, ratelimit=UNLIMITE
 # --------------------------------------------------------------------------- hookgate state
 
 def ready(h):
-    """(HTTP status, parsed /ready body) — answered by whichever worker took the connection."""
-    r = h.get("/ready", timeout=5)
+    """(HTTP status, parsed /ready body) from the admin listener: worker 0's checks, and the worst
+    status over every worker."""
+    r = h.admin_get("/ready", timeout=5)
     try:
         body = r.json()
     except ValueError:
@@ -346,7 +347,7 @@ def ready(h):
 
 
 def wait_ready(h, timeout=30, consecutive=4, status="ready"):
-    """Wait until /ready says `status` (200) several times in a row (both workers, likely)."""
+    """Wait until /ready says `status` (200) several times in a row."""
     streak = [0]
 
     def check():

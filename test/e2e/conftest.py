@@ -27,9 +27,10 @@ def make_hg(tmp_path, hookgate_bin):
     have printed a sanitizer report."""
     instances = []
 
-    def factory(overrides=None, env=None, start=True, name=None, port=None):
+    def factory(overrides=None, env=None, start=True, name=None, port=None, admin_port=None):
         name = name or f"hg{len(instances)}"
-        h = hgmod.Hookgate(hookgate_bin, tmp_path / name, overrides=overrides, env=env, port=port)
+        h = hgmod.Hookgate(hookgate_bin, tmp_path / name, overrides=overrides, env=env, port=port,
+                           admin_port=admin_port)
         instances.append(h)
         if start:
             h.start()

@@ -1,6 +1,6 @@
 """Helpers for the hookgate end-to-end suite: start/stop the real binary with a generated config,
-sign and send WhatsApp webhooks, read the NDJSON sink, parse /metrics, and talk raw HTTP over a
-socket for the edge cases a client library would smooth over."""
+sign and send WhatsApp webhooks, read the NDJSON sink, parse /metrics (from the admin listener),
+and talk raw HTTP over a socket for the edge cases a client library would smooth over."""
 
 import base64
 import copy
@@ -45,6 +45,13 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def _other_port(port):
+    while True:
+        p = free_port()
+        if p != port:
+            return p
 
 
 def sign(secret, body):
@@ -252,8 +259,11 @@ def spool_bytes(h):
 
 # --------------------------------------------------------------------------- config
 
-def default_config(port, workdir):
+def default_config(port, workdir, admin_port=None):
+    """The test config: webhooks on 127.0.0.1:port, the admin listener (/metrics, /ready) on
+    127.0.0.1:admin_port (a free port when None: the built-in 9090 would collide between tests)."""
     return {
+        "admin": {"listen": f"127.0.0.1:{admin_port or _other_port(port)}"},
         "server": {
             "listen": f"127.0.0.1:{port}",
             "workers": "2",
@@ -504,13 +514,19 @@ def chunked(body, sizes=(7, 100, 1000)):
 class Hookgate:
     """One hookgate process with its own config, spool and ndjson dirs under `workdir`."""
 
-    def __init__(self, binary, workdir, overrides=None, env=None, port=None):
+    def __init__(self, binary, workdir, overrides=None, env=None, port=None, admin_port=None):
         self.binary = str(binary)
         self.dir = pathlib.Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.config = merge_config(default_config(self.port, self.dir), overrides)
+        self.admin_port = admin_port
+        while not self.admin_port or self.admin_port == self.port:
+            self.admin_port = free_port()
+        self.config = merge_config(default_config(self.port, self.dir, self.admin_port), overrides)
+        listen = self.config.get("admin", {}).get("listen", "")
+        if re.fullmatch(r"[0-9.]*:\d+", listen):
+            self.admin_port = int(listen.rsplit(":", 1)[1])
         self.config_path = self.dir / "hookgate.conf"
         self.stderr_path = self.dir / "hookgate.stderr"
         self.stdout_path = self.dir / "hookgate.stdout"
@@ -631,6 +647,25 @@ class Hookgate:
         kw.setdefault("timeout", 10)
         return requests.get(self.url(path), **kw)
 
+    # the admin listener ([admin] listen): /metrics, /ready, /health, management routes
+    @property
+    def admin_token(self):
+        return self.env.get("HOOKGATE_ADMIN_TOKEN") or self.config.get("admin", {}).get("token")
+
+    @property
+    def admin_base(self):
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def admin_get(self, path, token=None, **kw):
+        """GET on the admin listener, with Authorization: Bearer <token> (default: the [admin]
+        token of the config, when it has one; token="" sends none)."""
+        kw.setdefault("timeout", 10)
+        token = self.admin_token if token is None else token
+        headers = dict(kw.pop("headers", None) or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.get(self.admin_base + path, headers=headers, **kw)
+
     def post_whatsapp(self, body, secret=DEFAULT_SECRET, headers=None, path="/webhooks/whatsapp",
                       request_id=None, timeout=10):
         """POST a WhatsApp webhook; body is bytes or a JSON-able doc. secret=None → unsigned."""
@@ -693,7 +728,7 @@ class Hookgate:
         return RawConn(self.port, timeout=timeout)
 
     def metrics(self):
-        r = self.get("/metrics")
+        r = self.admin_get("/metrics")
         assert r.status_code == 200, r.text
         return parse_metrics(r.text)
 

@@ -109,11 +109,12 @@ def test_431_one_big_header(lim):
 
 
 def test_431_many_headers(lim):
-    hdrs = [(f"X-Pad-{i}", "b" * 50) for i in range(120)]  # ~7 KiB in total
+    hdrs = [(f"X-Pad-{i}", "b" * 80) for i in range(60)]  # ~5.5 KiB in total, under the 64-field cap
     with lim.raw() as c:
         c.send(hgm.request_bytes("GET", "/health", hdrs))
         r = c.read_response(timeout=5)
     assert r.status == 431, r
+    assert r.json()["error"] == "headers_too_large", r
 
 
 def test_headers_under_limit_ok(lim):
@@ -355,3 +356,151 @@ def test_many_concurrent_connections(make_hg):
     finally:
         for c in conns:
             c.close()
+
+
+# --------------------------------------------------------------------------- lingering close
+
+LINGER_IDLE = 5.0  # src/http/conn.c LINGER_IDLE_MS: a lingering close ends after this long without data
+
+
+@pytest.fixture
+def one_mib(make_hg):
+    return make_hg(overrides={"server": {"max_body": "1MiB", "workers": "1"}})
+
+
+def open_connections(h):
+    return hgm.metric_sum(h.metrics(), "http_connections")
+
+
+def test_413_read_by_urllib_writing_the_whole_body(one_mib):
+    """Python's urllib writes the whole 4 MiB body before it reads anything: with a plain close
+    it got a connection reset instead of the 413 (the kernel resets a socket closed with unread
+    data). The lingering close lets it read the JSON answer."""
+    import urllib.error
+    import urllib.request
+    body = b"x" * (4 << 20)
+    req = urllib.request.Request(one_mib.url("/webhooks/whatsapp"), data=body, method="POST", headers={
+        "Content-Type": "application/json", "X-Hub-Signature-256": hgm.sign(DEFAULT_SECRET, body)})
+    for _ in range(3):  # more than once: a lucky timing must not pass it
+        with pytest.raises(urllib.error.HTTPError) as ei:
+            urllib.request.urlopen(req, timeout=10)
+        assert ei.value.code == 413
+        doc = json.loads(ei.value.read())
+        assert doc["error"] == "body_too_large" and "max_body" in doc["message"], doc
+    # urllib closed its side: the lingering connections are gone at once, not after a timeout.
+    hgm.wait_until(lambda: open_connections(one_mib) == 0, 2, what="lingering connections closed")
+
+
+def test_413_read_by_curl_without_expect(one_mib, tmp_path):
+    """curl without `Expect: 100-continue` sends the body straight away, as urllib does."""
+    import subprocess
+    f = tmp_path / "big.json"
+    f.write_bytes(b"y" * (4 << 20))
+    for _ in range(3):
+        r = subprocess.run(["curl", "-sS", "-H", "Expect:", "-H", "Content-Type: application/json",
+                            "-H", "X-Hub-Signature-256: sha256=" + "0" * 64, "--data-binary", f"@{f}",
+                            "-w", "\n%{http_code}", one_mib.url("/webhooks/whatsapp")],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        body, _, code = r.stdout.rpartition("\n")
+        assert code == "413", r.stdout[-300:]
+        assert json.loads(body)["error"] == "body_too_large"
+
+
+def test_lingering_close_is_bounded(one_mib):
+    """A client that got its 413 but neither closes nor sends: the server's side is gone after
+    LINGER_IDLE without data (http_connections back to 0 while the client still holds its socket),
+    and the write side was shut right after the answer (the client sees EOF at once)."""
+    with one_mib.raw() as c:
+        c.send(hgm.request_bytes("POST", "/webhooks/whatsapp", [
+            ("X-Hub-Signature-256", "sha256=" + "0" * 64), ("Content-Length", str(4 << 20))]))
+        c.send(b"z" * (256 << 10))  # part of the body: read and dropped
+        r = c.read_response(timeout=5)
+        assert r.status == 413, r
+        assert c.wait_closed(1), "no FIN after the early answer"
+        assert open_connections(one_mib) == 1, "the lingering connection should still be open"
+        t0 = time.monotonic()
+        hgm.wait_until(lambda: open_connections(one_mib) == 0, LINGER_IDLE + 3, interval=0.2,
+                       what="the lingering connection closed after its idle bound")
+        waited = time.monotonic() - t0
+    assert waited > LINGER_IDLE - 1.5, f"closed after {waited:.1f}s: that is not a lingering close"
+
+
+# --------------------------------------------------------------------------- hostile input
+
+def test_pipelined_post_and_get_then_half_close_both_answered(lim):
+    """A signed POST (answered after the spool fsync) pipelined with a GET /health, then the
+    client shuts its sending side: both are answered, in order, then the connection closes."""
+    wamid = hgm.new_wamid()
+    with lim.raw() as c:
+        c.send(signed_post(hgm.body_bytes(hgm.text_envelope(wamid)), extra=[("X-Request-Id", "hp1")])
+               + hgm.request_bytes("GET", "/health", [("X-Request-Id", "hp2")]))
+        c.sock.shutdown(socket.SHUT_WR)
+        r1 = c.read_response(timeout=5)
+        r2 = c.read_response(timeout=5)
+        assert c.wait_closed(2), "connection kept open after the last answer to a half-closed client"
+    assert (r1.status, r1.header("x-request-id")) == (200, "hp1"), r1
+    assert (r2.status, r2.header("x-request-id")) == (200, "hp2"), r2
+    assert r2.header("connection") == "close", r2.headers
+    lim.wait_events([wamid])
+
+
+@pytest.mark.parametrize("te", ["gzip, chunked", "deflate,chunked", "x-custom, chunked", "gzip;q=1, chunked"])
+def test_transfer_coding_other_than_chunked_501(lim, te):
+    """RFC 9112 §6.1: a transfer coding the server does not implement is 501, with a JSON error
+    that says so (before, gzip was ignored and the body taken as plain chunked)."""
+    body = hgm.body_bytes(hgm.text_envelope())
+    with lim.raw() as c:
+        c.send(hgm.request_bytes("POST", "/webhooks/whatsapp", [
+            ("Content-Type", "application/json"), ("X-Hub-Signature-256", hgm.sign(DEFAULT_SECRET, body)),
+            ("Transfer-Encoding", te)]) + hgm.chunked(body))
+        r = c.read_response(timeout=5)
+        assert r.status == 501, r
+        doc = r.json()
+        assert doc["error"] == "unsupported_transfer_coding" and "only chunked" in doc["message"], doc
+        assert r.header("connection") == "close"
+        assert c.wait_closed(2)
+
+
+@pytest.mark.parametrize("te", ["gzip", "chunked, gzip"])
+def test_transfer_coding_not_ending_in_chunked_400(lim, te):
+    """RFC 9112 §6.3: without chunked as the final coding the body length is unknown: 400, close."""
+    with lim.raw() as c:
+        c.send(hgm.request_bytes("POST", "/webhooks/whatsapp", [("Transfer-Encoding", te)]) + b"0\r\n\r\n")
+        r = c.read_response(timeout=5)
+        assert r.status == 400, r
+        assert c.wait_closed(2)
+
+
+@pytest.mark.parametrize("line", [b"GET /\r\n", b"GET /health\n", b"POST /webhooks/whatsapp\r\n"])
+def test_http09_request_line_400_at_once(lim, line):
+    """An HTTP/0.9 request line (no version) used to hold the connection until the header
+    timeout: now 400 at once, then close."""
+    with lim.raw() as c:
+        t0 = time.monotonic()
+        c.send(line)
+        r = c.read_response(timeout=5)
+        elapsed = time.monotonic() - t0
+        assert r.status == 400, r
+        assert "HTTP/0.9" in r.json()["message"]
+        assert c.wait_closed(2)
+    assert elapsed < HEADER_TIMEOUT / 2, f"answered after {elapsed:.2f}s (the header timeout is {HEADER_TIMEOUT}s)"
+
+
+def test_header_count_cap_431_names_the_count(make_hg):
+    """64 header fields at most (Host included), whatever their bytes: the 65th is a 431 whose
+    message names the count (not max_header, which is far from reached here)."""
+    h = make_hg(overrides={"server": {"max_header": "64KiB"}})
+    with h.raw() as c:
+        c.send(hgm.request_bytes("GET", "/health", [(f"X-H{i}", "v") for i in range(63)]))
+        assert c.read_response(timeout=5).status == 200
+    with h.raw() as c:
+        c.send(hgm.request_bytes("GET", "/health", [(f"X-H{i}", "v") for i in range(64)]))
+        r = c.read_response(timeout=5)
+    assert r.status == 431, r
+    doc = r.json()
+    assert doc["error"] == "too_many_headers" and "64 header fields" in doc["message"], doc
+    with h.raw() as c:  # the hostile-input run's case: 3,000 headers under max_header
+        c.send(hgm.request_bytes("GET", "/health", [(f"h{i}", "") for i in range(3000)]))
+        r = c.read_response(timeout=5)
+    assert r.status == 431 and "64 header fields" in r.json()["message"], r

@@ -210,7 +210,7 @@ def test_ready_503_while_sink_broken(make_hg):
     assert h.post_whatsapp(hgm.text_envelope(wamid)).status_code == 200
 
     def not_ready():
-        r = h.get("/ready")
+        r = h.admin_get("/ready")
         return [r] if r.status_code == 503 else None   # (a 503 Response is falsy)
     # Readiness is per worker: poll with new connections until the failing worker answers.
     r = hgm.wait_until(not_ready, 5, interval=0.05, what="/ready 503 while the sink cannot write")[0]
@@ -226,7 +226,7 @@ def test_ready_503_while_sink_broken(make_hg):
     blocker.mkdir()
     h.start()
     h.wait_events([wamid])
-    hgm.wait_until(lambda: h.get("/ready").status_code == 200, 5, interval=0.1,
+    hgm.wait_until(lambda: h.admin_get("/ready").status_code == 200, 5, interval=0.1,
                    what="/ready 200 once the sink works again")
 
 
