@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 build_pkgs="build-essential pkg-config libuv1-dev node-llhttp libhiredis-dev librabbitmq-dev
   libcurl4-openssl-dev libmbedtls-dev libjansson-dev libinih-dev tzdata"
 test_pkgs="libcmocka-dev redis-server rabbitmq-server python3 python3-pytest
-  python3-requests python3-redis python3-pika python3-boto3 python3-jsonschema python3-twilio valgrind clang"
+  python3-requests python3-redis python3-pika python3-boto3 python3-jsonschema python3-twilio valgrind clang openssl curl"
 bench_pkgs="nginx-light wrk valgrind strace"
 
 pkgs=$build_pkgs

@@ -175,9 +175,11 @@ static void describe(struct hg_tls_ctx *x)
 {
     if (mbedtls_x509_dn_gets(x->subject, sizeof(x->subject), &x->chain.subject) < 0)
         snprintf(x->subject, sizeof(x->subject), "?");
-    /* Upper-case hex without separators, as `openssl x509 -serial` prints it. */
-    size_t o = 0;
-    for (size_t i = 0; i < x->chain.serial.len && o + 3 < sizeof(x->serial); i++)
+    /* Upper-case hex without separators or DER's sign byte, as `openssl x509 -serial` prints it. */
+    size_t o = 0, i = 0;
+    while (i + 1 < x->chain.serial.len && x->chain.serial.p[i] == 0)
+        i++;
+    for (; i < x->chain.serial.len && o + 3 < sizeof(x->serial); i++)
         o += (size_t)snprintf(x->serial + o, sizeof(x->serial) - o, "%02X", x->chain.serial.p[i]);
     x->serial[o] = '\0';
     fmt_time(x->not_after, sizeof(x->not_after), &x->chain.valid_to);
