@@ -1158,6 +1158,18 @@ static void tls_input(struct hg_conn *c, const char *data, size_t len)
     }
 }
 
+/*
+ * Bytes read from the socket, past anything that precedes the connection's protocol (a PROXY
+ * protocol header is such a thing: it comes before the TLS handshake, so it is taken off first).
+ */
+static void conn_input(struct hg_conn *c, const char *data, size_t len)
+{
+    if (c->tls)
+        tls_input(c, data, len);
+    else
+        conn_plain_input(c, data, len);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct hg_conn *c = s->data;
@@ -1191,10 +1203,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->state == CONN_CLOSING)
         return;
-    if (c->tls)
-        tls_input(c, buf->base, (size_t)nread);
-    else
-        conn_plain_input(c, buf->base, (size_t)nread);
+    conn_input(c, buf->base, (size_t)nread);
 }
 
 static void start_reading(struct hg_conn *c)
