@@ -7,6 +7,7 @@
  */
 #include <amqp.h>
 #include <errno.h>
+#include <limits.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <linux/sockios.h>
@@ -322,26 +323,30 @@ int hg_amqp_encode_publish(const struct hg_event *ev, const char *dead_reason, s
 }
 
 /*
- * On a TLS link the turn's frames go to OpenSSL in one SSL_write, which seals them into records
- * of up to 16 KiB (about 22 bytes more each: within the margin SO_SNDBUF has over SEND_WINDOW)
- * and writes them to the socket. rabbitmq-c leaves SSL_MODE_ENABLE_PARTIAL_WRITE off, so it
- * writes all or fails; WANT_WRITE cannot happen under the window, and if it did the stream is
- * given up like a short send().
+ * On a TLS link the turn's frames go to OpenSSL, which seals them into records of up to 16 KiB
+ * (about 22 bytes more each: within the margin SO_SNDBUF has over SEND_WINDOW) and writes them to
+ * the socket. rabbitmq-c turns SSL_MODE_ENABLE_PARTIAL_WRITE on, so one SSL_write may stop after
+ * a record: call again with the rest until all is written. WANT_WRITE cannot happen under the
+ * window; if it did, the stream is given up like a short send().
  */
 ssize_t amqpc_link_write(struct link *l, const void *buf, size_t n, const char **why)
 {
     ssize_t w;
     if (l->ssl) {
-        ERR_clear_error();
-        int rc = SSL_write(l->ssl, buf, (int)n);
-        if (rc > 0 && (size_t)rc == n)
-            return rc;
-        int err = rc > 0 ? SSL_ERROR_NONE : SSL_get_error(l->ssl, rc);
-        *why = err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ ? "tls: socket full"
-               : err == SSL_ERROR_SYSCALL                              ? strerror(errno)
-               : rc > 0                                                ? "short write"
-                                                                       : "tls write failed";
-        return -1;
+        size_t off = 0;
+        while (off < n) {
+            ERR_clear_error();
+            int rc = SSL_write(l->ssl, (const char *)buf + off, (int)HG_MIN(n - off, (size_t)INT_MAX));
+            if (rc <= 0) {
+                int err = SSL_get_error(l->ssl, rc);
+                *why = err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ ? "tls: socket full"
+                       : err == SSL_ERROR_SYSCALL                              ? strerror(errno)
+                                                                               : "tls write failed";
+                return -1;
+            }
+            off += (size_t)rc;
+        }
+        return (ssize_t)n;
     }
     do
         w = send(l->fd, buf, n, MSG_NOSIGNAL);
