@@ -1059,6 +1059,13 @@ static bool validate_backends(struct load *L)
         fail(L, "%s: [media] bucket must not be empty", at);
         return false;
     }
+    /* The media fetcher takes the scheme in lower case only (the key's own check ignores case). */
+    if (c->s3_endpoint && c->media_enabled > 0 && c->graph_api_base && strncmp(c->graph_api_base, "http://", 7) != 0 &&
+        strncmp(c->graph_api_base, "https://", 8) != 0) {
+        where(L, "whatsapp", "graph_api_base", at, sizeof(at));
+        fail(L, "%s: graph_api_base must start with http:// or https:// (lower case)", at);
+        return false;
+    }
     if (hg_tenants_service_check(c->tenant_service_url, c->tenant_service_token, why, sizeof(why)) != 0) {
         where(L, "tenants", c->tenant_service_token && strncmp(why, "service_token", 13) == 0 ? "service_token"
                                                                                                 : "service_url",
