@@ -89,8 +89,15 @@ def test_client_certificate_presented(make_hg, rabbit, vhost, amqps):
 def wait_refused(h, reason_part, log_part):
     hgm.wait_until(lambda: log_has(h, "amqp connect failed", error=log_part), 20,
                    what=f"'amqp connect failed' with {log_part!r} in the log")
-    code, body = ready(h)
-    assert code == 503 and reason_part in body.get("reason", ""), (code, body)
+    # Each worker connects on its own: the one answering may not have failed its first try yet.
+    seen = []
+
+    def refused_ready():
+        seen.append(ready(h))
+        code, body = seen[-1]
+        return code == 503 and reason_part in body.get("reason", "")
+    hgm.wait_until(refused_ready, 20, interval=0.1, what=f"/ready 503 with {reason_part!r}")
+    assert all(code == 503 for code, _ in seen), seen
 
 
 def test_wrong_ca_refused_then_sighup_with_right_ca(make_hg, rabbit, vhost, amqps, other_ca):
