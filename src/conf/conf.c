@@ -28,6 +28,11 @@
 #include "core/log.h"
 #include "core/str.h"
 #include "rules/rules.h"
+#include "clients/redis.h"
+#include "clients/s3.h"
+#include "clients/statemgr.h"
+#include "sink/amqp.h"
+#include "tenants/tenants.h"
 
 /* KEY_LISTEN writes the port right after the host (conf_value.c's set_listen). */
 _Static_assert(offsetof(struct hg_conf, listen_port) == offsetof(struct hg_conf, listen_host) + sizeof(char *),
@@ -99,6 +104,10 @@ static const struct key conf_keys[] = {
     { "amqp", "queue_type", KEY_ENUM, CF(amqp_queue_type), "classic", NULL, NULL, queue_words, 0 },
     { "amqp", "max_priority", KEY_UINT, CF(amqp_max_priority), "10", "0", "255", NULL, 0 },
     { "amqp", "queue_version", KEY_UINT, CF(amqp_queue_version), "2", "0", "2", NULL, 0 },
+    { "amqp", "tls_ca", KEY_PATH, CF(amqp_tls_ca), NULL, NULL, NULL, NULL, 0 },
+    { "amqp", "tls_cert", KEY_PATH, CF(amqp_tls_cert), NULL, NULL, NULL, NULL, 0 },
+    { "amqp", "tls_key", KEY_PATH, CF(amqp_tls_key), NULL, NULL, NULL, NULL, 0 },
+    { "amqp", "tls_verify", KEY_AUTOBOOL, CF(amqp_tls_verify), "on", NULL, NULL, NULL, 0 },
 
     { "redis", "url", KEY_STRING, CF(redis_url), NULL, NULL, NULL, redis_schemes, KEY_F_SECRET },
     { "redis", "dedup_ttl", KEY_MS, CF(dedup_ttl_ms), "24h", "1s", "30d", NULL, 0 },
@@ -1048,6 +1057,89 @@ static bool validate_admin(struct load *L)
     return true;
 }
 
+/* A file the process must be able to read (a certificate or key named by path). */
+static bool readable_file(struct load *L, const char *section, const char *key, const char *path)
+{
+    char at[320];
+    struct stat st;
+    if (path == NULL)
+        return true;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, R_OK) == 0)
+        return true;
+    where(L, section, key, at, sizeof(at));
+    fail(L, "%s: %s %s: %s", at, key, path, errno ? strerror(errno) : "not a regular file");
+    return false;
+}
+
+/*
+ * The backends' own checks, made here with the same functions the clients run at start, so
+ * `hookgate -t` refuses what the server would and says why (a URL's secrets are never echoed).
+ * False after fail().
+ */
+static bool validate_backends(struct load *L)
+{
+    struct hg_conf *c = L->c;
+    char at[320], why[CONF_WHY];
+
+    for (size_t i = 0; i < c->amqp_urls.n; i++) {
+        why[0] = '\0';
+        if (hg_amqp_url_check(c->amqp_urls.items[i], why, sizeof(why)) != 0) {
+            where(L, "amqp", "url", at, sizeof(at));
+            fail(L, "%s: [amqp] url item %zu: %s", at, i + 1, why);
+            return false;
+        }
+    }
+    if (c->amqp_tls_verify < 0) {
+        where(L, "amqp", "tls_verify", at, sizeof(at));
+        fail(L, "%s: tls_verify is on or off", at);
+        return false;
+    }
+    if ((c->amqp_tls_cert == NULL) != (c->amqp_tls_key == NULL)) {
+        where(L, "amqp", c->amqp_tls_cert ? "tls_cert" : "tls_key", at, sizeof(at));
+        fail(L, "%s: [amqp] tls_cert and tls_key must be set together", at);
+        return false;
+    }
+    if (!readable_file(L, "amqp", "tls_ca", c->amqp_tls_ca) || !readable_file(L, "amqp", "tls_cert", c->amqp_tls_cert) ||
+        !readable_file(L, "amqp", "tls_key", c->amqp_tls_key))
+        return false;
+    if (c->redis_url && hg_redis_url_check(c->redis_url, why, sizeof(why)) != 0) {
+        where(L, "redis", "url", at, sizeof(at));
+        fail(L, "%s: [redis] url: %s", at, why);
+        return false;
+    }
+    if (c->s3_endpoint && hg_s3_check(c->s3_endpoint, c->s3_access_key, c->s3_secret_key, why, sizeof(why)) != 0) {
+        where(L, "s3", "endpoint", at, sizeof(at));
+        fail(L, "%s: [s3] %s", at, why);
+        return false;
+    }
+    if (c->s3_endpoint && c->media_enabled > 0 && c->media_bucket == NULL) {
+        where(L, "media", "bucket", at, sizeof(at));
+        fail(L, "%s: [media] bucket must not be empty", at);
+        return false;
+    }
+    /* The media fetcher takes the scheme in lower case only (the key's own check ignores case). */
+    if (c->s3_endpoint && c->media_enabled > 0 && c->graph_api_base && strncmp(c->graph_api_base, "http://", 7) != 0 &&
+        strncmp(c->graph_api_base, "https://", 8) != 0) {
+        where(L, "whatsapp", "graph_api_base", at, sizeof(at));
+        fail(L, "%s: graph_api_base must start with http:// or https:// (lower case)", at);
+        return false;
+    }
+    if (hg_tenants_service_check(c->tenant_service_url, c->tenant_service_token, why, sizeof(why)) != 0) {
+        where(L, "tenants", c->tenant_service_token && strncmp(why, "service_token", 13) == 0 ? "service_token"
+                                                                                                : "service_url",
+              at, sizeof(at));
+        fail(L, "%s: [tenants] %s", at, why);
+        return false;
+    }
+    if (c->state_manager_url &&
+        hg_statemgr_check(c->state_manager_url, c->state_manager_token, why, sizeof(why)) != 0) {
+        where(L, "state_manager", strncmp(why, "token", 5) == 0 ? "token" : "url", at, sizeof(at));
+        fail(L, "%s: [state_manager] %s", at, why);
+        return false;
+    }
+    return true;
+}
+
 static void validate(struct load *L)
 {
     struct hg_conf *c = L->c;
@@ -1088,7 +1180,7 @@ static void validate(struct load *L)
     }
     if (!validate_pubsub(L))
         return;
-    if (!validate_admin(L))
+    if (!validate_admin(L) || !validate_backends(L))
         return;
     /* A business id must map to one tenant, or routing would depend on section order. */
     for (size_t a = 0; a < c->n_tenants; a++) {

@@ -133,6 +133,10 @@ struct hg_conf {
     char *amqp_queue_type;            /* "classic" | "quorum" */
     uint32_t amqp_max_priority;       /* 0 = no x-max-priority */
     uint32_t amqp_queue_version;      /* x-queue-version 1|2 on classic queues; 0 = not sent */
+    char *amqp_tls_ca;                /* amqps://: CA bundle (PEM) the broker is checked against; NULL = system store */
+    char *amqp_tls_cert;              /* amqps://: client certificate (PEM), with amqp_tls_key; NULL = none */
+    char *amqp_tls_key;
+    int amqp_tls_verify;              /* 1 (default): check the broker's certificate and name; 0 = off (warned) */
 
     /* [redis] */
     char *redis_url;                  /* NULL = no Redis */
