@@ -127,7 +127,7 @@ def test_sidecar_refuses_redis_with_wrong_ca(make_hg, tmp_path, tls_redis):
     try:
         h = make_hg({"redis": {"url": f"redis://:{PASSWORD}@127.0.0.1:{port}/0"}})
         time.sleep(2)
-        r = h.get("/ready", timeout=5)
+        r = h.admin_get("/ready", timeout=5)
         assert r.json().get("status") == "degraded", r.text
         assert "redis" in r.json().get("reason", ""), r.text
         log = (tmp_path / "wrong.log").read_text()
