@@ -1,8 +1,8 @@
 /*
  * libFuzzer harness for the JWT code (core/jwt.h) and the Pub/Sub claims check: the input is
  * decoded as base64url, parsed as a JWKS, verified as a token against a fixed key set (an RSA key
- * generated once at start: no fuzzed token can carry its signature, so a token that passes is a
- * forgery and aborts), and checked as a claims object.
+ * and an HS256 secret generated once at start: no fuzzed token can carry their signatures, so a
+ * token that passes is a forgery and aborts), its kid peeked, and checked as a claims object.
  */
 #include <jansson.h>
 #include <mbedtls/ctr_drbg.h>
@@ -17,6 +17,7 @@
 #include "providers/pubsub.h"
 
 static struct hg_jwks *keys;
+static char secret[65];   /* an HS256 secret drawn at start: no input can carry its MAC */
 
 static void b64url(const unsigned char *in, size_t n, char *out)
 {
@@ -48,6 +49,10 @@ static void init_keys(void)
         mbedtls_rsa_gen_key(&rsa, mbedtls_ctr_drbg_random, &drbg, 2048, 65537) != 0 ||
         mbedtls_rsa_export_raw(&rsa, n, sizeof(n), NULL, 0, NULL, 0, NULL, 0, e, sizeof(e)) != 0)
         abort();
+    unsigned char raw[32];
+    if (mbedtls_ctr_drbg_random(&drbg, raw, sizeof(raw)) != 0)
+        abort();
+    b64url(raw, sizeof(raw), secret);
     b64url(n, sizeof(n), nb);
     b64url(e, sizeof(e), eb);
     snprintf(text, sizeof(text), "{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"k1\",\"n\":\"%s\",\"e\":\"%s\"}]}", nb, eb);
@@ -73,6 +78,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         hg_jwks_free(parsed);
     if (hg_jwt_verify_rs256(s, size, keys, &claims, why, sizeof(why)) == 0)
         abort(); /* a token signed by a key only this process knows */
+    const char *secrets[] = { secret };
+    struct hg_jwt_keys both = { .rsa = keys, .secrets = secrets, .n_secrets = 1 };
+    if (hg_jwt_verify(s, size, &both, &claims, why, sizeof(why)) == 0)
+        abort(); /* nor one HMAC'd with a secret only this process knows */
+    char kid[64];
+    hg_jwt_peek_kid(s, size, kid, sizeof(kid));
     json_t *j = json_loadb(s, size, 0, NULL);
     if (j != NULL) {
         hg_pubsub_check_claims(j, "https://hooks.example.com/webhooks/pubsub", "a@b.c", 1700000000, why, sizeof(why));

@@ -284,7 +284,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
 
     /* A new status line (after 100 Continue or a retried request) starts a new header set. */
     if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        x->resp.content_type[0] = x->resp.retry_after[0] = x->resp.etag[0] = '\0';
+        x->resp.content_type[0] = x->resp.retry_after[0] = x->resp.etag[0] = x->resp.cache_control[0] = '\0';
         return n;
     }
     const char *colon = memchr(line, ':', n);
@@ -299,6 +299,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
         copy_header_value(x->resp.retry_after, sizeof(x->resp.retry_after), v, vlen);
     else if (nlen == 4 && strncasecmp(line, "etag", 4) == 0)
         copy_header_value(x->resp.etag, sizeof(x->resp.etag), v, vlen);
+    else if (nlen == 13 && strncasecmp(line, "cache-control", 13) == 0)
+        copy_header_value(x->resp.cache_control, sizeof(x->resp.cache_control), v, vlen);
     return n;
 }
 

@@ -75,6 +75,7 @@ struct hg_http_resp {
     char content_type[128]; /* response headers, "" when absent, cut at the array size */
     char retry_after[64];
     char etag[128];
+    char cache_control[128];
     struct hg_buf *body;    /* req->resp_body (NULL when none was given) */
 };
 

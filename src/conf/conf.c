@@ -167,9 +167,14 @@ static const struct key source_keys[] = {
     { "source", "algorithm", KEY_ENUM, SF(algorithm), "sha256", NULL, NULL, hmac_algorithms, 0 },
     { "source", "encoding", KEY_ENUM, SF(encoding), "hex", NULL, NULL, hmac_encodings, 0 },
     { "source", "prefix", KEY_STRING, SF(prefix), NULL, NULL, NULL, NULL, 0 },
+    { "source", "timestamp_header", KEY_STRING, SF(timestamp_header), NULL, NULL, NULL, NULL, 0 },
+    { "source", "template", KEY_STRING, SF(template), NULL, NULL, NULL, NULL, 0 },
     { "source", "user", KEY_STRING, SF(user), NULL, NULL, NULL, NULL, 0 },
     /* Not a secret, but the flag gives jwks_file (the documented way) its file reading. */
     { "source", "jwks", KEY_STRING, SF(jwks), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "source", "issuer", KEY_STRING, SF(issuer), NULL, NULL, NULL, NULL, 0 },
+    { "source", "audience", KEY_STRING, SF(audience), NULL, NULL, NULL, NULL, 0 },
+    { "source", "tolerance", KEY_MS, SF(tolerance_ms), "5m", "1s", "1d", NULL, 0 },
     { "source", "id", KEY_STRING, SF(id), NULL, NULL, NULL, NULL, 0 },
     { "source", "type", KEY_STRING, SF(type), NULL, NULL, NULL, NULL, 0 },
     { "source", "tenant", KEY_STRING, SF(tenant), NULL, NULL, NULL, NULL, KEY_F_ID },
@@ -332,46 +337,50 @@ static void source_section(struct load *L, const char *name)
     L->source = s;
 }
 
-/* A JWKS document with at least one RSA key (kty, n, e): NULL, or why not. */
-static const char *jwks_problem(const char *text)
+/* An hmac template: literal text with {body} exactly once and {timestamp} at most once (and
+ * only with a timestamp_header): NULL, or why not. */
+static const char *template_problem(const struct hg_source_conf *s)
 {
-    json_error_t err;
-    json_t *doc = json_loads(text, 0, &err), *keys = json_object_get(doc, "keys");
-    const char *why = NULL;
-    size_t i, rsa = 0;
-    json_t *k;
-    if (doc == NULL)
-        why = "jwks_file is not JSON";
-    else if (!json_is_array(keys))
-        why = "jwks_file has no \"keys\" array";
-    json_array_foreach(keys, i, k) {
-        const char *kty = json_string_value(json_object_get(k, "kty"));
-        if (kty && strcmp(kty, "RSA") == 0 && json_is_string(json_object_get(k, "n")) &&
-            json_is_string(json_object_get(k, "e")))
-            rsa++;
+    const char *t = s->template;
+    int body = 0, ts = 0;
+    for (const char *p = strchr(t, '{'); p != NULL; p = strchr(p + 1, '{')) {
+        if (strncmp(p, "{body}", 6) == 0)
+            body++;
+        else if (strncmp(p, "{timestamp}", 11) == 0)
+            ts++;
+        else
+            return "template knows only {body} and {timestamp}";
     }
-    if (why == NULL && rsa == 0)
-        why = "jwks_file has no RSA key (kty RSA with n and e)";
-    json_decref(doc);
-    return why;
+    if (body != 1)
+        return "template needs {body} exactly once";
+    if (ts > 1)
+        return "template has {timestamp} more than once";
+    if (ts == 1 && s->timestamp_header == NULL)
+        return "template has {timestamp} but no timestamp_header";
+    return NULL;
 }
 
-/* Per-scheme required keys. */
+/* Per-scheme required keys; a jwt source's JWKS parsed (core/jwt.h: the parser that verifies). */
 static void source_validate(struct load *L)
 {
     for (size_t i = 0; i < L->c->n_sources && !L->failed; i++) {
-        const struct hg_source_conf *s = &L->c->sources[i];
+        struct hg_source_conf *s = &L->c->sources[i];
         const char *at = L->path ? L->path : "env";
         int line = L->source_lines[i];
-        if (s->scheme == NULL)
+        char why[CONF_WHY];
+        if (s->scheme == NULL) {
             fail(L, "%s:%d: [source.%s] needs a scheme (standard-webhooks, stripe, hmac, api-key, basic, jwt)", at, line,
                  s->name);
-        else if (strcmp(s->scheme, "jwt") == 0 && s->jwks != NULL && jwks_problem(s->jwks) != NULL)
-            fail(L, "%s:%d: [source.%s] %s", at, line, s->name, jwks_problem(s->jwks));
-        else if (strcmp(s->scheme, "hmac") == 0 && (s->header == NULL || s->header[0] == '\0'))
+        } else if (strcmp(s->scheme, "jwt") == 0 && s->jwks != NULL) {
+            if (hg_jwks_parse(s->jwks, strlen(s->jwks), &s->jwks_keys, why, sizeof(why)) != 0)
+                fail(L, "%s:%d: [source.%s] jwks_file: %s", at, line, s->name, why);
+        } else if (strcmp(s->scheme, "hmac") == 0 && (s->header == NULL || s->header[0] == '\0')) {
             fail(L, "%s:%d: [source.%s] scheme = hmac needs a header", at, line, s->name);
-        else if (strcmp(s->scheme, "basic") == 0 && (s->user == NULL || s->user[0] == '\0'))
+        } else if (strcmp(s->scheme, "hmac") == 0 && s->template != NULL && template_problem(s) != NULL) {
+            fail(L, "%s:%d: [source.%s] %s", at, line, s->name, template_problem(s));
+        } else if (strcmp(s->scheme, "basic") == 0 && (s->user == NULL || s->user[0] == '\0')) {
             fail(L, "%s:%d: [source.%s] scheme = basic needs a user", at, line, s->name);
+        }
     }
 }
 
@@ -979,7 +988,8 @@ static bool classic_only(struct load *L, const char *key, uint32_t *value, const
 }
 
 /*
- * [pubsub]: the key set is read here, into the snapshot, so a SIGHUP re-reads it; without an
+ * [pubsub]: the key set of jwks_file is read here, into the snapshot, so a SIGHUP re-reads it
+ * (jwks_url's keys are fetched by each worker, clients/jwks_remote.h); without an
  * audience to check (explicit, or derived from public_url) a token minted for any other service
  * would pass. False after fail().
  */
@@ -987,15 +997,10 @@ static bool validate_pubsub(struct load *L)
 {
     struct hg_conf *c = L->c;
     char at[320], why[CONF_WHY];
-    if (c->pubsub_jwks_url) {
-        where(L, "pubsub", "jwks_url", at, sizeof(at));
-        fail(L, "%s: jwks_url is not supported yet; use jwks_file", at);
-        return false;
-    }
-    if (c->pubsub_jwks_file == NULL)
+    if (c->pubsub_jwks_file == NULL && c->pubsub_jwks_url == NULL)
         return true;
-    where(L, "pubsub", "jwks_file", at, sizeof(at));
-    if (hg_jwks_load_file(c->pubsub_jwks_file, &c->pubsub_jwks, why, sizeof(why)) != 0) {
+    where(L, "pubsub", c->pubsub_jwks_file ? "jwks_file" : "jwks_url", at, sizeof(at));
+    if (c->pubsub_jwks_file && hg_jwks_load_file(c->pubsub_jwks_file, &c->pubsub_jwks, why, sizeof(why)) != 0) {
         fail(L, "%s: jwks_file %s: %s", at, c->pubsub_jwks_file, why);
         return false;
     }
@@ -1118,6 +1123,7 @@ static void conf_free(struct hg_conf *c)
     free(c->rules);
     for (size_t i = 0; i < c->n_sources; i++) {
         free(c->sources[i].name);
+        hg_jwks_free(c->sources[i].jwks_keys);
         keys_free(source_keys, N_SOURCE_KEYS, &c->sources[i]);
     }
     free(c->sources);

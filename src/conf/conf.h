@@ -51,8 +51,14 @@ struct hg_source_conf {
     char *algorithm;                  /* hmac: sha1 | sha256 | sha512 */
     char *encoding;                   /* hmac: hex | base64 */
     char *prefix;                     /* hmac: text before the digest ("sha256="); NULL = none */
+    char *timestamp_header;           /* hmac: the signed timestamp's header (Slack); NULL = none */
+    char *template;                   /* hmac: the signed text, {timestamp} and {body}; NULL = body */
     char *user;                       /* basic: the user name */
     char *jwks;                       /* jwt: the JWKS document (RS256 keys), from jwks_file */
+    struct hg_jwks *jwks_keys;        /* jwt: jwks parsed at load (core/jwt.h); NULL = none */
+    char *issuer;                     /* jwt: the required iss; NULL = any */
+    char *audience;                   /* jwt: the required aud (or one of a list); NULL = any */
+    uint64_t tolerance_ms;            /* signed timestamps either way, jwt exp/nbf skew: 5 min */
     char *id;                         /* dedup id: JSON path or header:<Name>; NULL = scheme default */
     char *type;                       /* event type: JSON path or header:<Name>; NULL = "event" */
     char *tenant;                     /* tenant the source belongs to; NULL = the default tenant */

@@ -24,6 +24,7 @@ const char *hg_strerror(int err)
     case HG_ERR_NOT_FOUND: return "not found";
     case HG_ERR_PROTOCOL: return "protocol error";
     case HG_ERR_INVALID: return "invalid argument";
+    case HG_ERR_AGAIN: return "pending";
     default: break;
     }
     if (err < 0 && err > -10000)

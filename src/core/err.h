@@ -19,6 +19,7 @@ enum hg_err {
     HG_ERR_NOT_FOUND = -10012,   /* lookup found nothing */
     HG_ERR_PROTOCOL = -10013,    /* peer spoke the protocol wrong */
     HG_ERR_INVALID = -10014,     /* argument or state invalid */
+    HG_ERR_AGAIN = -10015,       /* not yet: the answer comes through the callback */
 };
 
 /* Text for any code: hookgate's own or a UV_E* / -errno. Never NULL. */

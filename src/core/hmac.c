@@ -10,6 +10,7 @@
 #include "core/common.h"
 #include "core/hmac.h"
 #include "core/sha256.h"
+#include "core/str.h"
 
 static const mbedtls_md_info_t *md_info(enum hg_hmac_alg alg)
 {
@@ -134,14 +135,6 @@ struct hmac_key {
 static _Thread_local struct hmac_key key_cache[KEY_CACHE_SIZE];
 static _Thread_local unsigned key_cache_next;
 
-/* Wipe key material; the volatile pointer keeps the compiler from dropping the stores. */
-static void wipe(void *p, size_t n)
-{
-    volatile unsigned char *v = p;
-    while (n--)
-        *v++ = 0;
-}
-
 /* Absorb the padded key into the inner and outer states (RFC 2104). */
 static void hmac_key_init(struct hmac_key *k, const unsigned char *secret, size_t len)
 {
@@ -158,8 +151,8 @@ static void hmac_key_init(struct hmac_key *k, const unsigned char *secret, size_
         pad[i] = k0[i] ^ 0x5c;
     hg_sha256_init(&k->outer);
     hg_sha256_update(&k->outer, pad, HG_SHA256_BLOCK);
-    wipe(k0, sizeof(k0));
-    wipe(pad, sizeof(pad));
+    hg_wipe(k0, sizeof(k0));
+    hg_wipe(pad, sizeof(pad));
 }
 
 /*
@@ -198,8 +191,8 @@ static void hmac_sha256_state(const struct hmac_key *k, const void *body, size_t
     ctx = k->outer;
     hg_sha256_update(&ctx, inner, HG_SHA256_LEN);
     hg_sha256_final(&ctx, out);
-    wipe(&ctx, sizeof(ctx));
-    wipe(inner, sizeof(inner));
+    hg_wipe(&ctx, sizeof(ctx));
+    hg_wipe(inner, sizeof(inner));
 }
 
 void hg_hmac_sha256_cached(const char *secret, const void *data, size_t len, unsigned char out[HG_SHA256_LEN])
@@ -208,5 +201,5 @@ void hg_hmac_sha256_cached(const char *secret, const void *data, size_t len, uns
     const struct hmac_key *k = hmac_key_get(secret, &tmp);
     hmac_sha256_state(k, data, len, out);
     if (k == &tmp)
-        wipe(&tmp, sizeof(tmp));
+        hg_wipe(&tmp, sizeof(tmp));
 }

@@ -10,11 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/common.h"
 #include "core/err.h"
+#include "core/hmac.h"
 #include "core/jwt.h"
 #include "core/sha256.h"
+#include "core/str.h"
 
 #define KID_MAX     256
 #define MOD_MAX     (HG_JWK_MAX_BITS / 8)
@@ -274,34 +277,130 @@ static json_t *json_part(const char *s, size_t n)
     return j;
 }
 
-int hg_jwt_verify_rs256(const char *token, size_t len, const struct hg_jwks *keys, json_t **claims, char *why,
-                        size_t cap)
+bool hg_jwks_has(const struct hg_jwks *k, const char *kid)
 {
-    json_t *header = NULL, *payload = NULL;
-    int rc = HG_ERR_SIGNATURE;
-    unsigned char sig[MOD_MAX + 3];
+    for (size_t i = 0; k != NULL && kid != NULL && i < k->n; i++)
+        if (strcmp(k->keys[i].kid, kid) == 0)
+            return true;
+    return false;
+}
 
-    *claims = NULL;
+/* Split a compact token into its three parts: 0, or HG_ERR_SIGNATURE with the reason. */
+static int split(const char *token, size_t len, size_t *hl, size_t *pl, size_t *sl, char *why, size_t cap)
+{
     if (token == NULL || len == 0)
-        return say(why, cap, rc, "empty token");
+        return say(why, cap, HG_ERR_SIGNATURE, "empty token");
     if (len > HG_JWT_MAX)
-        return say(why, cap, rc, "token longer than %d bytes", HG_JWT_MAX);
+        return say(why, cap, HG_ERR_SIGNATURE, "token longer than %d bytes", HG_JWT_MAX);
     const char *d1 = memchr(token, '.', len);
     const char *d2 = d1 ? memchr(d1 + 1, '.', (size_t)(token + len - d1 - 1)) : NULL;
     if (d1 == NULL || d2 == NULL || memchr(d2 + 1, '.', (size_t)(token + len - d2 - 1)) != NULL)
-        return say(why, cap, rc, "token is not three dot-separated parts");
-    size_t hl = (size_t)(d1 - token), pl = (size_t)(d2 - d1 - 1), sl = (size_t)(token + len - d2 - 1);
-    if (hl == 0 || pl == 0 || sl == 0)
-        return say(why, cap, rc, "token has an empty part");
+        return say(why, cap, HG_ERR_SIGNATURE, "token is not three dot-separated parts");
+    *hl = (size_t)(d1 - token), *pl = (size_t)(d2 - d1 - 1), *sl = (size_t)(token + len - d2 - 1);
+    if (*hl == 0 || *pl == 0)
+        return say(why, cap, HG_ERR_SIGNATURE, "token has an empty part");
+    return 0;
+}
 
+int hg_jwt_peek_kid(const char *token, size_t len, char *kid, size_t cap)
+{
+    size_t hl, pl, sl;
+    if (cap > 0)
+        kid[0] = '\0';
+    if (split(token, len, &hl, &pl, &sl, NULL, 0) != 0)
+        return HG_ERR_PARSE;
+    json_t *header = json_part(token, hl);
+    const char *k = json_string_value(json_object_get(header, "kid"));
+    int rc = k != NULL && strlen(k) < cap ? 0 : HG_ERR_PARSE;
+    if (rc == 0)
+        memcpy(kid, k, strlen(k) + 1);
+    json_decref(header);
+    return rc;
+}
+
+/* The algorithms keys accept, for the refusal: "RS256", "HS256" or both. */
+static const char *accepted_algs(const struct hg_jwt_keys *keys)
+{
+    bool rs = keys->rsa != NULL, hs = keys->n_secrets > 0;
+    return rs && hs ? "RS256 or HS256" : hs ? "HS256" : "RS256";
+}
+
+/* RS256: the header's kid names the key (a set of one key also serves a token without kid). */
+static int verify_rs256(const char *token, size_t signed_len, const char *sig64, size_t sl, const json_t *header,
+                        const struct hg_jwks *keys, char *why, size_t cap)
+{
+    unsigned char sig[MOD_MAX + 3];
+    const char *kid = json_string_value(json_object_get(header, "kid"));
+    const struct jwk *k = NULL;
+    for (size_t i = 0; kid != NULL && i < keys->n && k == NULL; i++)
+        if (strcmp(keys->keys[i].kid, kid) == 0)
+            k = &keys->keys[i];
+    if (k == NULL && kid == NULL && keys->n == 1)
+        k = &keys->keys[0];
+    if (k == NULL)
+        return say(why, cap, HG_ERR_NOT_FOUND, kid ? "token kid is not a known key" : "token has no kid");
+    long sig_len = hg_base64url_decode(sig64, sl, sig, sizeof(sig));
+    if (sig_len < 0)
+        return say(why, cap, HG_ERR_SIGNATURE, "token signature is not base64url");
+    mbedtls_rsa_context rsa;
+    if (rsa_from_jwk(&rsa, k) != 0)
+        return say(why, cap, HG_ERR_SIGNATURE, "token key is unusable");
+    /* mbedTLS reads exactly the modulus length from sig: a shorter one must never reach it. */
+    if ((size_t)sig_len != mbedtls_rsa_get_len(&rsa)) {
+        mbedtls_rsa_free(&rsa);
+        return say(why, cap, HG_ERR_SIGNATURE, "token signature has the wrong length");
+    }
+    unsigned char digest[HG_SHA256_LEN];
+    hg_sha256(token, signed_len, digest);
+    int vrc = mbedtls_rsa_pkcs1_verify(&rsa, NULL, NULL, MBEDTLS_RSA_PUBLIC, MBEDTLS_MD_SHA256, sizeof(digest),
+                                       digest, sig);
+    mbedtls_rsa_free(&rsa);
+    return vrc == 0 ? 0 : say(why, cap, HG_ERR_SIGNATURE, "token signature does not match");
+}
+
+/* HS256: any of the secrets (rotation); the comparison is constant-time. */
+static int verify_hs256(const char *token, size_t signed_len, const char *sig64, size_t sl,
+                        const struct hg_jwt_keys *keys, char *why, size_t cap)
+{
+    unsigned char sig[HG_SHA256_LEN + 3], mac[HG_HMAC_MAX];
+    long sig_len = hg_base64url_decode(sig64, sl, sig, sizeof(sig));
+    if (sig_len < 0)
+        return say(why, cap, HG_ERR_SIGNATURE, "token signature is not base64url");
+    bool ok = false;
+    for (size_t i = 0; i < keys->n_secrets; i++) {
+        const char *secret = keys->secrets[i];
+        if (secret == NULL || secret[0] == '\0')
+            continue;
+        hg_hmac(HG_HMAC_SHA256, secret, strlen(secret), token, signed_len, mac);
+        ok |= hg_ct_equal(mac, HG_SHA256_LEN, sig, (size_t)sig_len);
+    }
+    hg_wipe(mac, sizeof(mac));
+    return ok ? 0 : say(why, cap, HG_ERR_SIGNATURE, "token signature does not match");
+}
+
+int hg_jwt_verify(const char *token, size_t len, const struct hg_jwt_keys *keys, json_t **claims, char *why,
+                  size_t cap)
+{
+    json_t *header = NULL, *payload = NULL;
+    size_t hl, pl, sl;
+    int rc;
+
+    *claims = NULL;
+    if ((rc = split(token, len, &hl, &pl, &sl, why, cap)) != 0)
+        return rc;
+    rc = HG_ERR_SIGNATURE;
     header = json_part(token, hl);
     if (header == NULL) {
         say(why, cap, 0, "token header is not base64url JSON");
         goto out;
     }
+    /* The algorithm is the one the keys allow, never the token's choice: an RS256 public key is
+     * never an HMAC secret, and "none" is never accepted. */
     const char *alg = json_string_value(json_object_get(header, "alg"));
-    if (alg == NULL || strcmp(alg, "RS256") != 0) {
-        say(why, cap, 0, "token alg must be RS256");
+    bool rs = alg != NULL && keys->rsa != NULL && strcmp(alg, "RS256") == 0;
+    bool hs = alg != NULL && keys->n_secrets > 0 && strcmp(alg, "HS256") == 0;
+    if (!rs && !hs) {
+        say(why, cap, 0, "token alg must be %s", accepted_algs(keys));
         goto out;
     }
     if (json_object_get(header, "crit") != NULL) {
@@ -309,46 +408,21 @@ int hg_jwt_verify_rs256(const char *token, size_t len, const struct hg_jwks *key
         goto out;
     }
     json_t *typ = json_object_get(header, "typ");
-    if (typ != NULL && (!json_is_string(typ) || strcmp(json_string_value(typ), "JWT") != 0)) {
+    if (typ != NULL && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0)) {
         say(why, cap, 0, "token typ is not JWT");
         goto out;
     }
-    const char *kid = json_string_value(json_object_get(header, "kid"));
-    const struct jwk *k = NULL;
-    for (size_t i = 0; kid != NULL && keys != NULL && i < keys->n && k == NULL; i++)
-        if (strcmp(keys->keys[i].kid, kid) == 0)
-            k = &keys->keys[i];
-    if (k == NULL) {
-        say(why, cap, 0, kid ? "token kid is not a known key" : "token has no kid");
+    if (sl == 0) {
+        say(why, cap, 0, "token has no signature");
         goto out;
     }
-
-    long sig_len = hg_base64url_decode(d2 + 1, sl, sig, sizeof(sig));
-    mbedtls_rsa_context rsa;
-    if (sig_len < 0) {
-        say(why, cap, 0, "token signature is not base64url");
+    const char *sig64 = token + hl + 1 + pl + 1;
+    rc = rs ? verify_rs256(token, hl + 1 + pl, sig64, sl, header, keys->rsa, why, cap)
+            : verify_hs256(token, hl + 1 + pl, sig64, sl, keys, why, cap);
+    if (rc != 0)
         goto out;
-    }
-    if (rsa_from_jwk(&rsa, k) != 0) {
-        say(why, cap, 0, "token key is unusable");
-        goto out;
-    }
-    /* mbedTLS reads exactly the modulus length from sig: a shorter one must never reach it. */
-    if ((size_t)sig_len != mbedtls_rsa_get_len(&rsa)) {
-        mbedtls_rsa_free(&rsa);
-        say(why, cap, 0, "token signature has the wrong length");
-        goto out;
-    }
-    unsigned char digest[HG_SHA256_LEN];
-    hg_sha256(token, hl + 1 + pl, digest);
-    int vrc = mbedtls_rsa_pkcs1_verify(&rsa, NULL, NULL, MBEDTLS_RSA_PUBLIC, MBEDTLS_MD_SHA256, sizeof(digest),
-                                       digest, sig);
-    mbedtls_rsa_free(&rsa);
-    if (vrc != 0) {
-        say(why, cap, 0, "token signature does not match");
-        goto out;
-    }
-    payload = json_part(d1 + 1, pl);
+    rc = HG_ERR_SIGNATURE;
+    payload = json_part(token + hl + 1, pl);
     if (payload == NULL) {
         say(why, cap, 0, "token payload is not base64url JSON");
         goto out;
@@ -360,4 +434,15 @@ out:
     json_decref(header);
     json_decref(payload);
     return rc;
+}
+
+int hg_jwt_verify_rs256(const char *token, size_t len, const struct hg_jwks *keys, json_t **claims, char *why,
+                        size_t cap)
+{
+    struct hg_jwt_keys k = { .rsa = keys };
+    if (keys == NULL) {
+        *claims = NULL;
+        return say(why, cap, HG_ERR_SIGNATURE, "no keys");
+    }
+    return hg_jwt_verify(token, len, &k, claims, why, cap);
 }

@@ -1,12 +1,14 @@
 /*
- * RS256 JSON Web Tokens against a JSON Web Key Set: the small, strict parser and verifier behind
- * OIDC-authenticated webhooks (Google Pub/Sub push). Signature arithmetic is mbedTLS's rsa.h; the
+ * JSON Web Tokens, RS256 against a JSON Web Key Set and HS256 against shared secrets: the small,
+ * strict parser and verifier behind OIDC-authenticated webhooks (Google Pub/Sub push) and the
+ * generic `jwt` scheme. Signature arithmetic is mbedTLS's rsa.h; the
  * JSON is jansson's. docs/pubsub.md says why this and not a JOSE library.
  */
 #ifndef HG_CORE_JWT_H
 #define HG_CORE_JWT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,15 +35,33 @@ int hg_jwks_load_file(const char *path, struct hg_jwks **out, char *why, size_t 
 size_t hg_jwks_count(const struct hg_jwks *k);
 void hg_jwks_free(struct hg_jwks *k);
 
+/* The keys a token may be signed with. The algorithm follows from them, never from the token:
+ * RS256 only with rsa, HS256 only with secrets (so a public key can never serve as an HMAC
+ * secret), "none" never. */
+struct hg_jwt_keys {
+    const struct hg_jwks *rsa;     /* RS256 keys by kid; NULL = RS256 not accepted */
+    const char *const *secrets;    /* HS256 secrets, any of which may sign (rotation) */
+    size_t n_secrets;              /* 0 = HS256 not accepted */
+};
+
 /*
- * Verify a compact JWS: three base64url parts (no padding, canonical), a JSON object header with
- * "alg":"RS256" (anything else is refused: no "none", no HMAC, so a public key can never serve
- * as an HMAC secret) and a "kid" found in `keys`, no "crit", and an RSASSA-PKCS1-v1_5 SHA-256
- * signature of the key's exact length. Claims are not checked here. 0 and the payload object in
- * *claims (json_decref), or HG_ERR_SIGNATURE with a short reason in why (cap bytes).
+ * Verify a compact JWS: three base64url parts (no padding, canonical), a JSON object header
+ * (duplicate names refused) whose "alg" the keys accept, no "crit", "typ" absent or JWT. RS256:
+ * the header's "kid" names the key (a set of one key also takes a token without kid) and the
+ * RSASSA-PKCS1-v1_5 SHA-256 signature has the key's exact length; HS256: HMAC-SHA256 with any
+ * secret, compared in constant time. Claims are not checked here. 0 and the payload object in
+ * *claims (json_decref); HG_ERR_NOT_FOUND when the kid names no key (a caller with a key URL may
+ * refresh it); else HG_ERR_SIGNATURE. The reason is in why (cap bytes).
  */
+int hg_jwt_verify(const char *token, size_t len, const struct hg_jwt_keys *keys, json_t **claims, char *why,
+                  size_t cap);
+/* hg_jwt_verify with RS256 keys only. */
 int hg_jwt_verify_rs256(const char *token, size_t len, const struct hg_jwks *keys, json_t **claims, char *why,
                         size_t cap);
+/* The header's "kid" of a compact token into kid (cap bytes): 0, or HG_ERR_PARSE (none, too long). */
+int hg_jwt_peek_kid(const char *token, size_t len, char *kid, size_t cap);
+/* Whether the set holds a key named kid. */
+bool hg_jwks_has(const struct hg_jwks *k, const char *kid);
 
 /* Strict base64url (RFC 4648 §5, no padding, unused bits zero) into out; the length, or -1. */
 long hg_base64url_decode(const char *in, size_t len, unsigned char *out, size_t cap);

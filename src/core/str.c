@@ -104,6 +104,13 @@ bool hg_ct_equal(const void *a, size_t alen, const void *b, size_t blen)
     return d == 0;
 }
 
+void hg_wipe(void *p, size_t n)
+{
+    volatile unsigned char *v = p;
+    while (n--)
+        *v++ = 0;
+}
+
 bool hg_span_ieq(const char *s, size_t n, const char *lit)
 {
     return strlen(lit) == n && strncasecmp(s, lit, n) == 0;

@@ -16,6 +16,8 @@ int hg_str_to_size(const char *s, uint64_t *out);
 int hg_str_to_ms(const char *s, uint64_t *out);
 /* Constant-time comparison of two equal-length buffers; false when lengths differ. */
 bool hg_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+/* Zero key material; the stores are not optimized away (volatile). */
+void hg_wipe(void *p, size_t n);
 /* Case-insensitive equality of a span and a C string. */
 bool hg_span_ieq(const char *s, size_t n, const char *lit);
 /* Lowercase hex of n bytes into out (2n+1 bytes). */

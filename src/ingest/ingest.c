@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "clients/jwks_remote.h"
 #include "clients/redis.h"
 #include "conf/conf.h"
 #include "core/common.h"
 #include "core/err.h"
+#include "core/jwt.h"
 #include "core/log.h"
 #include "core/ltable.h"
 #include "core/time.h"
@@ -33,6 +35,7 @@
 enum hg_req_state {
     HG_REQ_IPLIMIT,   /* waiting for the client address's rate limit answer (Redis) */
     HG_REQ_TENANT,    /* resolving the tenant (config and LRU at once; Redis / tenant service later) */
+    HG_REQ_KEYS,      /* waiting for verification keys (a jwks_url fetch) */
     HG_REQ_REPLAY,    /* waiting for Redis to mark the signature seen (replay window, SET NX PX) */
     HG_REQ_RATELIMIT, /* waiting for the tenant's rate limit answer (Redis) */
     HG_REQ_SPOOL,     /* appended, waiting for the group fsync */
@@ -71,7 +74,8 @@ struct hg_req {
     char inline_data[];            /* body NUL headers NUL: one allocation with the request */
 };
 
-static const char *const state_names[] = { "iplimit", "tenant", "replay", "ratelimit", "spool", "broker", "done" };
+static const char *const state_names[] = { "iplimit", "tenant", "keys", "replay", "ratelimit", "spool", "broker",
+                                           "done" };
 
 static void req_set_state(struct hg_req *q, enum hg_req_state s)
 {
@@ -310,7 +314,7 @@ static void req_handshake(struct hg_req *q, const struct hg_creds *creds)
 static bool creds_empty(const struct hg_creds *c)
 {
     return (c->secrets == NULL || c->secrets->n == 0) && (c->api_keys == NULL || c->api_keys->n == 0) &&
-           c->jwks == NULL;
+           c->jwks == NULL && c->jwks_url == NULL;
 }
 
 /* The tenant's rate limit (with Redis), then the spool. */
@@ -402,6 +406,53 @@ static void req_forbid(struct hg_req *q)
     req_fail(q, 403, "forbidden", "client address not allowed", NULL);
 }
 
+static void req_verify(struct hg_req *q, const struct hg_creds *cr);
+
+static void on_keys(void *arg, int status)
+{
+    struct hg_req *q = arg;
+    if (q->conn == NULL) {
+        req_free(q); /* gone while the keys were fetched: nothing was acknowledged */
+        return;
+    }
+    if (status != 0) {
+        hg_warn(q->request_id, "no verification keys (jwks_url unreachable); answered 503", "provider",
+                q->provider->name, NULL);
+        count_webhook(q, "unavailable");
+        req_fail(q, 503, "keys_unavailable", "verification keys could not be fetched; retry later",
+                 "Retry-After: 10\r\n");
+        return;
+    }
+    struct hg_creds creds = { .source = q->source };
+    q->provider->creds(q->conf, q->tenant, &creds);
+    creds.jwks_fetched = hg_jwks_remote_keys(q->worker->jwks_remote);
+    req_verify(q, &creds);
+}
+
+/*
+ * Keys published at creds->jwks_url (Pub/Sub: Google's certificates): unless jwks_file already
+ * holds the token's key, the worker's cache answers at once or after a fetch (on_keys).
+ */
+static void req_keys(struct hg_req *q, struct hg_creds *creds)
+{
+    char kid[256];
+    q->provider->key_id(q->http, kid, sizeof(kid));
+    if (kid[0] != '\0' && hg_jwks_has(creds->jwks, kid)) {
+        req_verify(q, creds);
+        return;
+    }
+    req_set_state(q, HG_REQ_KEYS);
+    int rc = hg_jwks_remote_want(q->worker->jwks_remote, creds->jwks_url, kid, on_keys, q);
+    if (rc == HG_ERR_AGAIN)
+        return;
+    if (rc != 0 && creds->jwks == NULL) {
+        on_keys(q, rc);
+        return;
+    }
+    creds->jwks_fetched = hg_jwks_remote_keys(q->worker->jwks_remote);
+    req_verify(q, creds);
+}
+
 /* The tenant is known: credentials, signature, body, then the rate limit and the spool. */
 static void on_tenant(void *arg, int status, struct hg_tenant *t)
 {
@@ -440,6 +491,18 @@ static void on_tenant(void *arg, int status, struct hg_tenant *t)
         req_fail(q, 503, "tenant_unavailable", "no credentials configured for this tenant", "Retry-After: 30\r\n");
         return;
     }
+    if (creds.jwks_url != NULL && p->key_id != NULL) {
+        req_keys(q, &creds);
+        return;
+    }
+    req_verify(q, &creds);
+}
+
+/* Signature, body, replay window; then the rate limit and the spool. */
+static void req_verify(struct hg_req *q, const struct hg_creds *cr)
+{
+    const struct hg_provider *p = q->provider;
+    struct hg_creds creds = *cr;
     /* The connection is still there, so is its parsed request (it waits for this answer). */
     char why[128] = "signature does not match";
     struct hg_provider_request pr = { .http = q->http, .body = q->body, .body_len = q->body_len };

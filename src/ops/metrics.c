@@ -74,6 +74,7 @@ static const struct family families[HG_M__COUNT] = {
     [HG_M_SINK_EVENTS] = { "sink_events_total", "Events handed to sinks, by sink and outcome.", FAMILY_COUNTER, true, MERGE_SUM, NULL },
     [HG_M_MEDIA_FAILURES] = { "media_failures_total", "Media downloads or uploads that failed, by reason.", FAMILY_COUNTER, true, MERGE_SUM, NULL },
     [HG_M_STATE_MANAGER_FAILURES] = { "state_manager_failures_total", "State manager calls that failed.", FAMILY_COUNTER, false, MERGE_SUM, NULL },
+    [HG_M_JWKS_FETCH] = { "jwks_fetch_total", "JWKS fetches from [pubsub] jwks_url, by outcome (ok, error).", FAMILY_COUNTER, true, MERGE_SUM, NULL },
     [HG_M_SPOOL_RECORDS] = { "spool_records", "Records waiting in the spool.", FAMILY_GAUGE, false, MERGE_SUM, NULL },
     [HG_M_SPOOL_BYTES] = { "spool_bytes", "Bytes held by the spool.", FAMILY_GAUGE, false, MERGE_SUM, NULL },
     [HG_M_DRAIN_IN_MEMORY] = { "drain_records_in_memory", "Spooled records the drain holds in memory (the rest of spool_records wait on disk).", FAMILY_GAUGE, false, MERGE_SUM, NULL },

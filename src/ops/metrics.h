@@ -27,6 +27,7 @@ enum hg_metric {
     HG_M_SINK_EVENTS,               /* sink_events_total{sink,status} */
     HG_M_MEDIA_FAILURES,            /* media_failures_total{reason} */
     HG_M_STATE_MANAGER_FAILURES,    /* state_manager_failures_total */
+    HG_M_JWKS_FETCH,                /* jwks_fetch_total{status} */
     /* gauges (summed over workers) */
     HG_M_SPOOL_RECORDS,             /* spool_records */
     HG_M_SPOOL_BYTES,               /* spool_bytes */

@@ -3,7 +3,6 @@
  * parse, normalize and the provider table (docs/generic.md).
  */
 #include <jansson.h>
-#include <mbedtls/rsa.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -11,6 +10,7 @@
 #include "core/common.h"
 #include "core/err.h"
 #include "core/hmac.h"
+#include "core/jwt.h"
 #include "core/sha256.h"
 #include "core/str.h"
 #include "core/time.h"
@@ -27,13 +27,6 @@
 #define ARENA_PER_BODY_BYTE 64
 #define ARENA_BASE          (1024 * 1024)
 
-static void wipe(void *p, size_t n)
-{
-    volatile unsigned char *v = p;
-    while (n--)
-        *v++ = 0;
-}
-
 static int refuse(char *why, size_t cap, const char *reason)
 {
     if (why != NULL && cap > 0)
@@ -49,18 +42,26 @@ static void trim(const char **s, size_t *n)
         (*n)--;
 }
 
-/* A signed Unix timestamp within the tolerance of now: 0, or a refusal naming the problem. */
-static int check_time(const char *ts, size_t n, int64_t now_s, int64_t *out, char *why, size_t cap)
+/* The source's tolerance in seconds (signed timestamps either way, JWT exp/nbf skew). */
+static int64_t tolerance_s(const struct hg_source_conf *s)
+{
+    return s->tolerance_ms ? (int64_t)(s->tolerance_ms / 1000u) : HG_GENERIC_TOLERANCE_S;
+}
+
+/* A signed Unix timestamp within the source's tolerance of now: 0, or a refusal naming it. */
+static int check_time(const struct hg_source_conf *s, const char *ts, size_t n, int64_t now_s, char *why,
+                      size_t cap)
 {
     uint64_t t;
+    int64_t tol = tolerance_s(s);
     if (hg_span_to_u64(ts, n, (uint64_t)INT64_MAX, &t) != 0)
         return refuse(why, cap, "malformed timestamp");
-    *out = (int64_t)t;
-    if ((int64_t)t < now_s - HG_GENERIC_TOLERANCE_S)
-        return refuse(why, cap, "timestamp too old (outside the 5 minute tolerance)");
-    if ((int64_t)t > now_s + HG_GENERIC_TOLERANCE_S)
-        return refuse(why, cap, "timestamp in the future (outside the 5 minute tolerance)");
-    return 0;
+    if ((int64_t)t >= now_s - tol && (int64_t)t <= now_s + tol)
+        return 0;
+    if (why != NULL && cap > 0)
+        snprintf(why, cap, "timestamp %s (outside the %lld s tolerance)", (int64_t)t < now_s ? "too old" : "in the future",
+                 (long long)tol);
+    return HG_ERR_SIGNATURE;
 }
 
 /* The key bytes of a Standard Webhooks secret: base64 after "whsec_" (raw bytes otherwise). */
@@ -91,8 +92,7 @@ static int verify_standard(const struct hg_source_conf *s, hg_generic_header_fn 
     if (id == NULL || ts == NULL || sig == NULL)
         return refuse(why, cap, "missing webhook-id, webhook-timestamp or webhook-signature");
     trim(&ts, &ts_len);
-    int64_t t;
-    int rc = check_time(ts, ts_len, now_s, &t, why, cap);
+    int rc = check_time(s, ts, ts_len, now_s, why, cap);
     if (rc != 0)
         return rc;
 
@@ -135,8 +135,8 @@ static int verify_standard(const struct hg_source_conf *s, hg_generic_header_fn 
             if (hg_ct_equal(mac, 32, want[j], 32))
                 matched = 1;
     }
-    wipe(key, sizeof(key));
-    wipe(mac, sizeof(mac));
+    hg_wipe(key, sizeof(key));
+    hg_wipe(mac, sizeof(mac));
     return matched ? 0 : refuse(why, cap, "signature does not match");
 }
 
@@ -170,8 +170,7 @@ static int verify_stripe(const struct hg_source_conf *s, hg_generic_header_fn he
     }
     if (ts == NULL || nwant == 0)
         return refuse(why, cap, "malformed Stripe-Signature (needs t= and a v1= of 64 hex digits)");
-    int64_t t;
-    int rc = check_time(ts, ts_len, now_s, &t, why, cap);
+    int rc = check_time(s, ts, ts_len, now_s, why, cap);
     if (rc != 0)
         return rc;
     int matched = 0;
@@ -190,7 +189,7 @@ static int verify_stripe(const struct hg_source_conf *s, hg_generic_header_fn he
             if (hg_ct_equal(mac, 32, want[j], 32))
                 matched = 1;
     }
-    wipe(mac, sizeof(mac));
+    hg_wipe(mac, sizeof(mac));
     return matched ? 0 : refuse(why, cap, "signature does not match");
 }
 
@@ -203,12 +202,50 @@ static enum hg_hmac_alg alg_of(const char *name)
     return HG_HMAC_SHA256;
 }
 
-/* hmac: `prefix` + hex or base64 of HMAC-alg(secret, body) in `header` (GitHub, Shopify, ...). */
+/*
+ * The text an hmac source signs: the body, or its template with {timestamp} and {body} filled in
+ * (Slack: "v0:{timestamp}:{body}"; the default with a timestamp_header is "{timestamp}.{body}").
+ */
+static void hmac_signed_text(struct hg_hmac_ctx *c, const struct hg_source_conf *s, const char *ts, size_t ts_len,
+                             const char *body, size_t body_len)
+{
+    const char *t = s->template ? s->template : ts ? "{timestamp}.{body}" : "{body}";
+    while (*t) {
+        const char *open = strchr(t, '{');
+        size_t lit = open ? (size_t)(open - t) : strlen(t);
+        hg_hmac_update(c, t, lit);
+        t += lit;
+        if (strncmp(t, "{body}", 6) == 0) {
+            hg_hmac_update(c, body, body_len);
+            t += 6;
+        } else if (strncmp(t, "{timestamp}", 11) == 0) {
+            hg_hmac_update(c, ts ? ts : "", ts ? ts_len : 0);
+            t += 11;
+        } else if (*t) {
+            hg_hmac_update(c, t++, 1); /* not a placeholder (the loader refuses these) */
+        }
+    }
+}
+
+/* hmac: `prefix` + hex or base64 of HMAC-alg(secret, signed text) in `header` (GitHub, Shopify,
+ * Slack with a timestamp_header and template, ...). */
 static int verify_hmac(const struct hg_source_conf *s, hg_generic_header_fn header, const void *arg,
-                       const char *body, size_t body_len, char *why, size_t cap)
+                       const char *body, size_t body_len, int64_t now_s, char *why, size_t cap)
 {
     char reason[160];
-    size_t len;
+    size_t len, ts_len = 0;
+    const char *ts = NULL;
+    if (s->timestamp_header != NULL) {
+        ts = header(arg, s->timestamp_header, &ts_len);
+        if (ts == NULL) {
+            snprintf(reason, sizeof(reason), "missing %s", s->timestamp_header);
+            return refuse(why, cap, reason);
+        }
+        trim(&ts, &ts_len);
+        int rc = check_time(s, ts, ts_len, now_s, why, cap);
+        if (rc != 0)
+            return rc;
+    }
     const char *v = header(arg, s->header, &len);
     if (v == NULL) {
         snprintf(reason, sizeof(reason), "missing %s", s->header);
@@ -231,11 +268,14 @@ static int verify_hmac(const struct hg_source_conf *s, hg_generic_header_fn head
         const char *secret = s->secrets.items[i];
         if (secret == NULL || secret[0] == '\0')
             continue;
-        hg_hmac(alg, secret, strlen(secret), body, body_len, mac);
+        struct hg_hmac_ctx c;
+        hg_hmac_start(&c, alg, secret, strlen(secret));
+        hmac_signed_text(&c, s, ts, ts_len, body, body_len);
+        hg_hmac_finish(&c, mac);
         if (hg_ct_equal(mac, dl, want, dl))
             matched = 1;
     }
-    wipe(mac, sizeof(mac));
+    hg_wipe(mac, sizeof(mac));
     return matched ? 0 : refuse(why, cap, "signature does not match");
 }
 
@@ -273,7 +313,7 @@ static int verify_basic(const struct hg_source_conf *s, hg_generic_header_fn hea
         return refuse(why, cap, "malformed Authorization (expected Basic)");
     const unsigned char *colon = memchr(cred, ':', got);
     if (colon == NULL) {
-        wipe(cred, sizeof(cred));
+        hg_wipe(cred, sizeof(cred));
         return refuse(why, cap, "malformed Authorization (expected Basic)");
     }
     size_t ul = (size_t)(colon - cred);
@@ -283,73 +323,47 @@ static int verify_basic(const struct hg_source_conf *s, hg_generic_header_fn hea
     hg_sha256(s->user ? s->user : "", s->user ? strlen(s->user) : 0, u);
     bool user_ok = hg_ct_equal(a, sizeof(a), u, sizeof(u));
     bool pass_ok = hg_genesys_verify_api_key((const char *)colon + 1, got - ul - 1, &s->secrets) == 0;
-    wipe(cred, sizeof(cred));
+    hg_wipe(cred, sizeof(cred));
     return user_ok && pass_ok ? 0 : refuse(why, cap, "user or password does not match");
 }
 
 /* ---- jwt ---- */
 
-#define JWT_MAX        8192                /* longest token looked at */
-#define JWT_PART_MAX   2048                /* decoded header / payload */
-#define RSA_MAX_BYTES  512                 /* 4096-bit keys */
-
-/* base64url (no padding) of n characters into out (cap); 0 and *out_len, or -1. */
-static int b64url_decode(const char *in, size_t n, unsigned char *out, size_t cap, size_t *out_len)
+/* An aud claim (a string or an array of strings) naming want. */
+static bool aud_names(const json_t *aud, const char *want)
 {
-    char tmp[JWT_MAX + 4];
-    if (n > JWT_MAX || n % 4 == 1)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        char c = in[i];
-        if (c == '+' || c == '/' || c == '=')
-            return -1;   /* base64url only: a token in standard base64 is malformed */
-        tmp[i] = c == '-' ? '+' : c == '_' ? '/' : c;
-    }
-    size_t m = n;
-    while (m % 4)
-        tmp[m++] = '=';
-    return hg_base64_decode(tmp, m, out, cap, out_len);
+    size_t i;
+    const json_t *v;
+    if (json_is_string(aud))
+        return strcmp(json_string_value(aud), want) == 0;
+    json_array_foreach(aud, i, v)
+        if (json_is_string(v) && strcmp(json_string_value(v), want) == 0)
+            return true;
+    return false;
 }
 
-/* RS256: the signature checks against one RSA key of the JWKS (the token's kid, when both name one). */
-static bool rs256_ok(const char *jwks, const char *kid, const unsigned char hash[32], const unsigned char *sig,
-                     size_t sig_len)
+/* The registered claims a jwt source checks: exp and nbf when present (with the tolerance as
+ * clock skew), iss and aud when configured. */
+static int check_claims(const struct hg_source_conf *s, const json_t *p, int64_t now_s, char *why, size_t cap)
 {
-    json_error_t err;
-    json_t *doc = json_loads(jwks, 0, &err), *k;
-    size_t i;
-    bool ok = false;
-    json_array_foreach(json_object_get(doc, "keys"), i, k) {
-        const char *kty = json_string_value(json_object_get(k, "kty"));
-        const char *kkid = json_string_value(json_object_get(k, "kid"));
-        const char *alg = json_string_value(json_object_get(k, "alg"));
-        const char *n64 = json_string_value(json_object_get(k, "n"));
-        const char *e64 = json_string_value(json_object_get(k, "e"));
-        unsigned char n[RSA_MAX_BYTES], e[16];
-        size_t nl = 0, el = 0;
-        if (kty == NULL || strcmp(kty, "RSA") != 0 || n64 == NULL || e64 == NULL ||
-            (alg != NULL && strcmp(alg, "RS256") != 0) || (kid != NULL && kkid != NULL && strcmp(kid, kkid) != 0))
-            continue;
-        if (b64url_decode(n64, strlen(n64), n, sizeof(n), &nl) != 0 || b64url_decode(e64, strlen(e64), e, sizeof(e), &el) != 0)
-            continue;
-        mbedtls_rsa_context rsa;
-        mbedtls_rsa_init(&rsa, MBEDTLS_RSA_PKCS_V15, 0);
-        if (mbedtls_rsa_import_raw(&rsa, n, nl, NULL, 0, NULL, 0, NULL, 0, e, el) == 0 &&
-            mbedtls_rsa_complete(&rsa) == 0 && mbedtls_rsa_get_len(&rsa) == sig_len &&
-            mbedtls_rsa_pkcs1_verify(&rsa, NULL, NULL, MBEDTLS_RSA_PUBLIC, MBEDTLS_MD_SHA256, 32, hash, sig) == 0)
-            ok = true;
-        mbedtls_rsa_free(&rsa);
-        if (ok)
-            break;
-    }
-    json_decref(doc);
-    return ok;
+    int64_t tol = tolerance_s(s);
+    const json_t *exp = json_object_get(p, "exp"), *nbf = json_object_get(p, "nbf");
+    if (exp != NULL && (!json_is_number(exp) || json_number_value(exp) + (double)tol <= (double)now_s))
+        return refuse(why, cap, "JWT expired (exp)");
+    if (nbf != NULL && (!json_is_number(nbf) || json_number_value(nbf) > (double)(now_s + tol)))
+        return refuse(why, cap, "JWT not valid yet (nbf)");
+    const char *iss = json_string_value(json_object_get(p, "iss"));
+    if (s->issuer != NULL && (iss == NULL || strcmp(iss, s->issuer) != 0))
+        return refuse(why, cap, "JWT iss is not the source's issuer");
+    if (s->audience != NULL && !aud_names(json_object_get(p, "aud"), s->audience))
+        return refuse(why, cap, "JWT aud does not name the source's audience");
+    return 0;
 }
 
 /*
- * jwt: "Authorization: Bearer <JWT>" (or the `header`, with or without "Bearer "). HS256 against
- * the secrets, RS256 against the JWKS; any other alg (none included) is refused. exp and nbf,
- * when present, hold at now_s with the 5 minute tolerance for clock skew on nbf only.
+ * jwt: "Authorization: Bearer <JWT>" (or the `header`, with or without "Bearer "), verified by
+ * core/jwt.h: HS256 with the secrets, RS256 with the JWKS; the algorithm follows from what is
+ * configured, never from the token (no "none", no HS/RS confusion). Then check_claims.
  */
 static int verify_jwt(const struct hg_source_conf *s, hg_generic_header_fn header, const void *arg, int64_t now_s,
                       char *why, size_t cap)
@@ -368,59 +382,14 @@ static int verify_jwt(const struct hg_source_conf *s, hg_generic_header_fn heade
         len -= 7;
         trim(&v, &len);
     }
-    const char *dot1 = memchr(v, '.', len), *dot2 = dot1 ? memchr(dot1 + 1, '.', (size_t)(v + len - dot1 - 1)) : NULL;
-    if (len > JWT_MAX || dot1 == NULL || dot2 == NULL || memchr(dot2 + 1, '.', (size_t)(v + len - dot2 - 1)))
-        return refuse(why, cap, "malformed JWT");
-    unsigned char hdr[JWT_PART_MAX + 1], pay[JWT_PART_MAX + 1], sig[RSA_MAX_BYTES];
-    size_t hl = 0, pl = 0, sl = 0;
-    if (b64url_decode(v, (size_t)(dot1 - v), hdr, JWT_PART_MAX, &hl) != 0 ||
-        b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), pay, JWT_PART_MAX, &pl) != 0 ||
-        b64url_decode(dot2 + 1, (size_t)(v + len - dot2 - 1), sig, sizeof(sig), &sl) != 0)
-        return refuse(why, cap, "malformed JWT");
-    json_error_t err;
-    json_t *h = json_loadb((const char *)hdr, hl, 0, &err), *p = json_loadb((const char *)pay, pl, 0, &err);
-    const char *alg = json_string_value(json_object_get(h, "alg"));
-    const char *kid = json_string_value(json_object_get(h, "kid"));
-    int rc = 0;
-    if (!json_is_object(h) || !json_is_object(p) || alg == NULL) {
-        rc = refuse(why, cap, "malformed JWT");
-        goto out;
-    }
-    const char *signed_part = v;
-    size_t signed_len = (size_t)(dot2 - v);
-    bool ok = false;
-    if (strcmp(alg, "HS256") == 0) {
-        unsigned char mac[HG_HMAC_MAX];
-        for (size_t i = 0; i < s->secrets.n; i++) {
-            const char *secret = s->secrets.items[i];
-            if (secret == NULL || secret[0] == '\0')
-                continue;
-            hg_hmac(HG_HMAC_SHA256, secret, strlen(secret), signed_part, signed_len, mac);
-            if (hg_ct_equal(mac, 32, sig, sl))
-                ok = true;
-        }
-        wipe(mac, sizeof(mac));
-    } else if (strcmp(alg, "RS256") == 0 && s->jwks != NULL) {
-        unsigned char hash[HG_SHA256_LEN];
-        hg_sha256(signed_part, signed_len, hash);
-        ok = rs256_ok(s->jwks, kid, hash, sig, sl);
-    } else {
-        rc = refuse(why, cap, "JWT alg not accepted (HS256 with secret, RS256 with jwks_file)");
-        goto out;
-    }
-    if (!ok) {
-        rc = refuse(why, cap, "signature does not match");
-        goto out;
-    }
-    json_t *exp = json_object_get(p, "exp"), *nbf = json_object_get(p, "nbf");
-    if (exp != NULL && (!json_is_number(exp) || json_number_value(exp) <= (double)now_s))
-        rc = refuse(why, cap, "JWT expired (exp)");
-    else if (nbf != NULL && (!json_is_number(nbf) || json_number_value(nbf) > (double)(now_s + HG_GENERIC_TOLERANCE_S)))
-        rc = refuse(why, cap, "JWT not valid yet (nbf)");
-out:
-    json_decref(h);
-    json_decref(p);
-    return rc;
+    struct hg_jwt_keys keys = { .rsa = s->jwks_keys, .secrets = (const char *const *)s->secrets.items,
+                                .n_secrets = s->secrets.n };
+    json_t *claims = NULL;
+    int rc = hg_jwt_verify(v, len, &keys, &claims, why, cap);
+    if (rc == 0)
+        rc = check_claims(s, claims, now_s, why, cap);
+    json_decref(claims);
+    return rc == 0 ? 0 : HG_ERR_SIGNATURE;
 }
 
 int hg_generic_verify_at(const struct hg_source_conf *s, hg_generic_header_fn header, const void *arg,
@@ -437,7 +406,7 @@ int hg_generic_verify_at(const struct hg_source_conf *s, hg_generic_header_fn he
     if (strcmp(s->scheme, "stripe") == 0)
         return verify_stripe(s, header, arg, body, body_len, now_s, why, cap);
     if (strcmp(s->scheme, "hmac") == 0)
-        return verify_hmac(s, header, arg, body, body_len, why, cap);
+        return verify_hmac(s, header, arg, body, body_len, now_s, why, cap);
     if (strcmp(s->scheme, "api-key") == 0)
         return verify_api_key(s, header, arg, why, cap);
     if (strcmp(s->scheme, "basic") == 0)
@@ -463,8 +432,9 @@ static int provider_verify(const struct hg_provider_request *r, const struct hg_
 /*
  * The replay key of a verified request: Standard Webhooks, the message id (a sender's retry of a
  * webhook we did not accept reuses it; a webhook we accepted is not retried); Stripe, the signed
- * timestamp and the first v1 (Stripe re-signs every retry with a new t). Other schemes carry no
- * signed timestamp: none. Remembered for twice the tolerance: past it the timestamp is refused.
+ * timestamp and the first v1 (Stripe re-signs every retry with a new t); hmac with a
+ * timestamp_header, the signature (it covers the timestamp). Other schemes carry no signed
+ * timestamp: none. Remembered for twice the tolerance: past it the timestamp is refused.
  */
 static int provider_replay_key(const struct hg_provider_request *r, const struct hg_creds *creds, char *out,
                                size_t cap, uint64_t *ttl_ms)
@@ -480,6 +450,8 @@ static int provider_replay_key(const struct hg_provider_request *r, const struct
             v = hg_http_header_get(r->http, "svix-id", &n);
     } else if (strcmp(s->scheme, "stripe") == 0) {
         v = hg_http_header_get(r->http, "Stripe-Signature", &n);
+    } else if (strcmp(s->scheme, "hmac") == 0 && s->timestamp_header != NULL) {
+        v = hg_http_header_get(r->http, s->header, &n); /* the signature covers the timestamp */
     }
     if (v == NULL || n == 0)
         return 0;
@@ -490,7 +462,7 @@ static int provider_replay_key(const struct hg_provider_request *r, const struct
     hg_hex(hex, d, sizeof(d));
     if ((size_t)snprintf(out, cap, "%s:%s", s->name, hex) >= cap)
         return 0;
-    *ttl_ms = 2ull * HG_GENERIC_TOLERANCE_S * 1000ull;
+    *ttl_ms = 2ull * (uint64_t)tolerance_s(s) * 1000ull;
     return 1;
 }
 

@@ -29,14 +29,6 @@
 #define EB_SOURCE_PREFIX_LEN (sizeof(EB_SOURCE_PREFIX) - 1)
 #define ORG_ID_MAX           128
 
-/* Wipe key material; the volatile pointer keeps the compiler from dropping the stores. */
-static void wipe(void *p, size_t n)
-{
-    volatile unsigned char *v = p;
-    while (n--)
-        *v++ = 0;
-}
-
 /* Drop optional whitespace a proxy may leave around a header value. */
 static void trim(const char **s, size_t *n)
 {
@@ -78,7 +70,7 @@ int hg_genesys_verify_signature(const char *header, size_t header_len, const voi
         if (hg_ct_equal(got, SIG_DIGEST_LEN, want, SIG_DIGEST_LEN))
             matched = 1;
     }
-    wipe(got, sizeof(got));
+    hg_wipe(got, sizeof(got));
     return matched ? 0 : HG_ERR_SIGNATURE;
 }
 
@@ -105,8 +97,8 @@ int hg_genesys_verify_api_key(const char *value, size_t len, const struct hg_str
         if (hg_ct_equal(got, sizeof(got), want, sizeof(want)))
             matched = 1;
     }
-    wipe(got, sizeof(got));
-    wipe(want, sizeof(want));
+    hg_wipe(got, sizeof(got));
+    hg_wipe(want, sizeof(want));
     return matched ? 0 : HG_ERR_SIGNATURE;
 }
 

@@ -47,6 +47,9 @@ struct hg_creds {
                                         * the URL it called); NULL = none configured */
     const struct hg_jwks *jwks;        /* RSA keys that may sign an OIDC bearer token (Pub/Sub);
                                         * NULL = none */
+    const char *jwks_url;              /* where more such keys are published (fetched by the
+                                        * ingest before verify); NULL = none */
+    const struct hg_jwks *jwks_fetched; /* the keys fetched from jwks_url, set by the ingest */
     const char *audience;              /* the token's required aud; NULL = public_url + path */
     const char *account;               /* the token's required (verified) email; NULL = any */
     const struct hg_source_conf *source; /* path_names_source providers: the source the path
@@ -183,6 +186,14 @@ struct hg_provider {
      * match". Constant time in the secret; every secret is tried.
      */
     int (*verify)(const struct hg_provider_request *r, const struct hg_creds *creds, char *why, size_t cap);
+
+    /*
+     * Optional, for providers whose keys may come from creds->jwks_url: the key id the request's
+     * token names, NUL-terminated in kid (cap bytes; "" when it names none). The ingest then
+     * fetches or refreshes the URL's keys (clients/jwks_remote.h) before verify, unless
+     * creds->jwks already holds that key, and hands them to verify in creds->jwks_fetched.
+     */
+    void (*key_id)(const struct hg_http_request *r, char *kid, size_t cap);
 
     /* Optional: the request carries no credential at all (401 before any tenant lookup or copy);
      * true with the reason in `why` (cap bytes). */

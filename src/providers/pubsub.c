@@ -104,15 +104,20 @@ int hg_pubsub_verify_token(const char *auth, size_t len, const struct hg_creds *
     auth += 7, len -= 7;
     while (len > 0 && *auth == ' ')
         auth++, len--;
-    if (creds == NULL || creds->jwks == NULL)
+    if (creds == NULL || (creds->jwks == NULL && creds->jwks_fetched == NULL))
         return refuse(why, cap, "no keys configured");
     if (audience_of(creds, target, audience, sizeof(audience)) != 0)
         return refuse(why, cap, "no audience configured");
-    int rc = hg_jwt_verify_rs256(auth, len, creds->jwks, &claims, why, cap);
+    /* jwks_file first, then the keys from jwks_url (a kid the file lacks). */
+    int rc = HG_ERR_NOT_FOUND;
+    if (creds->jwks != NULL)
+        rc = hg_jwt_verify_rs256(auth, len, creds->jwks, &claims, why, cap);
+    if (rc == HG_ERR_NOT_FOUND && creds->jwks_fetched != NULL)
+        rc = hg_jwt_verify_rs256(auth, len, creds->jwks_fetched, &claims, why, cap);
     if (rc == 0)
         rc = hg_pubsub_check_claims(claims, audience, creds->account, now_s, why, cap);
     json_decref(claims);
-    return rc;
+    return rc == 0 ? 0 : HG_ERR_SIGNATURE;
 }
 
 static int provider_verify(const struct hg_provider_request *r, const struct hg_creds *creds, char *why, size_t cap)
@@ -127,6 +132,22 @@ static int provider_verify(const struct hg_provider_request *r, const struct hg_
     else
         snprintf(target, sizeof(target), "%s", r->http->path);
     return hg_pubsub_verify_token(auth, len, creds, target, (int64_t)(hg_time_now_ns() / 1000000000ull), why, cap);
+}
+
+/* The kid of the bearer token ("" without one): the ingest fetches jwks_url's keys for it. */
+static void provider_key_id(const struct hg_http_request *r, char *kid, size_t cap)
+{
+    size_t len = 0;
+    const char *auth = hg_http_header_get(r, "Authorization", &len);
+    kid[0] = '\0';
+    if (auth == NULL || len < 7 || !hg_span_ieq(auth, 7, "Bearer "))
+        return;
+    auth += 7, len -= 7;
+    while (len > 0 && *auth == ' ')
+        auth++, len--;
+    while (len > 0 && (auth[len - 1] == ' ' || auth[len - 1] == '\t'))
+        len--;
+    hg_jwt_peek_kid(auth, len, kid, cap);
 }
 
 /* No bearer token at all: 401 before any tenant lookup. */
@@ -208,6 +229,7 @@ static void provider_creds(const struct hg_conf *conf, const struct hg_tenant *t
 {
     (void)t;
     out->jwks = conf->pubsub_jwks;
+    out->jwks_url = conf->pubsub_jwks_url;
     out->audience = conf->pubsub_audience;
     out->public_url = conf->pubsub_public_url;
     out->account = conf->pubsub_service_account;
@@ -241,6 +263,7 @@ const struct hg_provider hg_provider_pubsub = {
     .creds = provider_creds,
     .handshake = NULL,
     .verify = provider_verify,
+    .key_id = provider_key_id,
     .unsigned_request = provider_unsigned,
     .parse = provider_parse,
     .tenant_ids = NULL,      /* the tenant is the path's, else the default */

@@ -9,6 +9,7 @@
 
 #include "sink/amqp.h"
 #include "clients/http.h"
+#include "clients/jwks_remote.h"
 #include "clients/redis.h"
 #include "clients/s3.h"
 #include "core/common.h"
@@ -189,6 +190,8 @@ static void on_http_client_closed(void *arg)
 {
     struct hg_worker *w = arg;
     w->http_client = NULL;
+    hg_jwks_remote_free(w->jwks_remote); /* its fetch ended with the client (no waiter is left) */
+    w->jwks_remote = NULL;
     if (w->drain)
         hg_drain_free(w->drain, on_drain_freed, w);
     else
@@ -354,6 +357,7 @@ static int worker_open(struct hg_worker *w)
     rc = hg_http_open(&w->loop, &w->http_client);
     if (rc != 0)
         return rc;
+    w->jwks_remote = hg_jwks_remote_new(w->http_client);
     if (c->redis_url) {
         rc = hg_redis_open(&w->loop, c->redis_url, NULL, &w->redis);
         if (rc != 0) {

@@ -46,6 +46,7 @@ struct hg_worker {
     bool ack_broker;                 /* [server] ack = broker: 200 after the broker's confirms */
     struct hg_redis *redis;          /* NULL without [redis] url */
     struct hg_http *http_client;     /* libcurl multi on this loop (S3, tenant service, media) */
+    struct hg_jwks_remote *jwks_remote; /* keys fetched from [pubsub] jwks_url (clients/jwks_remote.h) */
     struct hg_s3 *s3;                /* NULL without [s3] endpoint */
     struct hg_tenants *tenants;      /* tenant resolution (config; the service with [tenants] service_url) */
     struct hg_statemgr *statemgr;    /* NULL without [state_manager] url */

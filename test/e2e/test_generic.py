@@ -32,6 +32,8 @@ GH_SECRET = "gh-e2e-secret"
 SHOP_SECRET = "shop-e2e-secret"
 API_KEYS = ("svc-key-one", "svc-key-two")
 BASIC_PASS = "basic-pass-e2e"
+SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+JWT_HS_SECRET = "jwt-hs-e2e-secret"
 
 EXCHANGE = "generic.inbound"
 DLX = "generic.inbound.dlx"
@@ -48,6 +50,11 @@ CONFIG = {
     "source.billing": {"scheme": "api-key", "secret": ",".join(API_KEYS), "id": "data.id", "type": "event"},
     "source.legacy": {"scheme": "basic", "user": "svc", "secret": BASIC_PASS},
     "source.nosecret": {"scheme": "api-key"},
+    "source.slack": {"scheme": "hmac", "header": "X-Slack-Signature", "prefix": "v0=", "secret": SLACK_SECRET,
+                     "timestamp_header": "X-Slack-Request-Timestamp", "template": "v0:{timestamp}:{body}",
+                     "type": "type"},
+    "source.strict": {"scheme": "stripe", "secret": STRIPE_SECRET, "tolerance": "30s", "type": "type"},
+    "source.jwths": {"scheme": "jwt", "secret": JWT_HS_SECRET, "issuer": "billing", "type": "kind"},
     "tenant.acme": {"app_secret": "acme-whatsapp-secret"},
 }
 
@@ -104,6 +111,17 @@ def post_stripe(h, body, **kw):
 
 def stripe_event(typ="invoice.paid"):
     return {"id": "evt_" + new_id(), "object": "event", "type": typ, "data": {"object": {"id": "in_1"}}}
+
+
+def slack_headers(body, ts=None, secret=SLACK_SECRET):
+    ts = int(time.time()) if ts is None else ts
+    sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": sig}
+
+
+def body_id(body):
+    """The event id of a source without an id setting: a hash of the body (docs/generic.md)."""
+    return "generic:" + hashlib.sha256(body).hexdigest()[:32]
 
 
 def post_github(h, body, delivery=None, event="push", secret=GH_SECRET):
@@ -223,7 +241,38 @@ def test_stripe_accept_reject_replay(gh):
     assert_error(post(gh, "stripe", body, {}), 401, "missing Stripe-Signature")
 
 
+def test_source_tolerance(gh):
+    """[source.strict] tolerance = 30s: a Stripe timestamp 60 s old passes the default source's
+    5 minutes and is refused by this one, with the tolerance in the reason."""
+    body = dumps(stripe_event())
+    ts = int(time.time()) - 60
+    assert_error(post(gh, "strict", body, {"Stripe-Signature": stripe_header(body, ts=ts)}), 401,
+                 "timestamp too old (outside the 30 s tolerance)")
+    assert post_stripe(gh, body, ts=ts).status_code == 200
+    assert post(gh, "strict", body, {"Stripe-Signature": stripe_header(body)}).status_code == 200
+
+
 # --------------------------------------------------------------------------- hmac, api-key, basic
+
+def test_slack_style_hmac_with_signed_timestamp(gh):
+    """hmac with timestamp_header and template "v0:{timestamp}:{body}" (Slack's scheme; its published
+    example is a unit test): accepted, timestamp checked, the same signature again is a replay."""
+    body = b"token=xyz&team_id=T1&command=%2Fcollect&text=hello+" + new_id().encode()
+    hdr = slack_headers(body)
+    hdr["Content-Type"] = "application/x-www-form-urlencoded"
+    r = post(gh, "slack", body, hdr)
+    assert r.status_code == 200, r.text
+    assert one_event(gh, body_id(body))["source"] == "slack"
+    assert_error(post(gh, "slack", body, hdr), 401, "replayed")
+    old = slack_headers(body, ts=int(time.time()) - 400)
+    assert_error(post(gh, "slack", body, old), 401, "timestamp too old")
+    # The timestamp is signed: moving it breaks the signature.
+    moved = dict(slack_headers(body), **{"X-Slack-Request-Timestamp": str(int(time.time()) - 1)})
+    assert_error(post(gh, "slack", body, moved), 401, "signature does not match")
+    assert_error(post(gh, "slack", body, {"X-Slack-Signature": hdr["X-Slack-Signature"]}), 401,
+                 "missing X-Slack-Request-Timestamp")
+
+
 
 def test_github_hmac(gh):
     delivery = str(uuid.uuid4())
@@ -303,13 +352,17 @@ def test_jwt_hs256_and_rs256(make_hg, tmp_path):
     key, other = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps(jwks_of(key.public_key(), "k1")))
+    serialization = pytest.importorskip("cryptography.hazmat.primitives.serialization")
     h = make_hg(overrides={"source.tok": {"scheme": "jwt", "secret": "hs-one, hs-two", "jwks_file": str(jwks),
-                                          "type": "$.kind"}})
+                                          "type": "$.kind"},
+                           "source.aud": {"scheme": "jwt", "secret": "hs-one", "issuer": "billing",
+                                          "audience": "hookgate-e2e"},
+                           "source.rsonly": {"scheme": "jwt", "jwks_file": str(jwks)}})
     now = int(time.time())
     claims = {"iss": "billing", "exp": now + 60}
 
-    def send(token, body=None):
-        return post(h, "tok", body or dumps({"kind": "Ping", "n": new_id()}), {"Authorization": f"Bearer {token}"})
+    def send(token, body=None, source="tok"):
+        return post(h, source, body or dumps({"kind": "Ping", "n": new_id()}), {"Authorization": f"Bearer {token}"})
     body = dumps({"kind": "Paid", "n": new_id()})
     r = send(jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"}), body)
     assert r.status_code == 200, r.text
@@ -320,13 +373,32 @@ def test_jwt_hs256_and_rs256(make_hg, tmp_path):
     assert_error(send(jwt.encode(claims, other, algorithm="RS256", headers={"kid": "k1"})), 401,
                  "signature does not match")
     assert_error(send(jwt.encode(claims, "hs-three", algorithm="HS256")), 401, "signature does not match")
-    assert_error(send(jwt.encode(dict(claims, exp=now - 10), "hs-one", algorithm="HS256")), 401, "JWT expired")
+    assert_error(send(jwt.encode(dict(claims, exp=now - 400), "hs-one", algorithm="HS256")), 401, "JWT expired")
     assert_error(send(jwt.encode(dict(claims, nbf=now + 600), "hs-one", algorithm="HS256")), 401, "not valid yet")
-    assert_error(send(jwt.encode(claims, None, algorithm="none")), 401, "alg not accepted")
+    assert_error(send(jwt.encode(claims, None, algorithm="none")), 401, "token alg must be RS256 or HS256")
     good = jwt.encode(claims, "hs-one", algorithm="HS256")
-    assert_error(send(good[:-4]), 401, "signature does not match")      # truncated
-    assert_error(send(good[:-6]), 401, "malformed JWT")
+    for cut in (1, 4, 6, 22):                                           # truncated signatures
+        assert_error(send(good[:-cut]), 401, "token signature")
+    assert_error(send(good.split(".", 1)[1]), 401, "token is not three dot-separated parts")
     assert_error(post(h, "tok", b"{}", {}), 401, "missing Authorization")
+    # An unknown kid, and issuer / audience when the source names them.
+    assert_error(send(jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k9"})), 401,
+                 "token kid is not a known key")
+    assert_error(send(jwt.encode(dict(claims, aud=["x", "y"]), "hs-one", algorithm="HS256"), None, "aud"), 401,
+                 "JWT aud does not name the source's audience")
+    assert send(jwt.encode(dict(claims, aud=["x", "hookgate-e2e"]), "hs-one", algorithm="HS256"), None,
+                "aud").status_code == 200
+    assert_error(send(jwt.encode(dict(claims, iss="mallory"), "hs-one", algorithm="HS256"), None, "aud"), 401,
+                 "JWT iss is not the source's issuer")
+    # HS/RS confusion: an HS256 token whose HMAC key is the RSA public key (PEM, as the classic
+    # attack does). With secrets configured it simply does not match; without, HS256 is refused.
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    seg = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "kid": "k1", "typ": "JWT"}).encode()).rstrip(b"=") + \
+        b"." + base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+    forged = (seg + b"." + base64.urlsafe_b64encode(hmac.new(pem, seg, hashlib.sha256).digest()).rstrip(b"=")).decode()
+    assert_error(send(forged), 401, "token signature does not match")
+    assert_error(send(forged, None, "rsonly"), 401, "token alg must be RS256")
+    assert send(jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"}), None, "rsonly").status_code == 200
 
 
 def test_jwt_jwks_checked_at_load(make_hg, tmp_path):
@@ -335,7 +407,28 @@ def test_jwt_jwks_checked_at_load(make_hg, tmp_path):
     h = make_hg(overrides={"source.tok": {"scheme": "jwt", "jwks_file": str(bad)}}, start=False)
     out = subprocess.run([str(h.binary), "-t", "-c", str(h.config_path)], capture_output=True, text=True, timeout=10)
     assert out.returncode != 0
-    assert "[source.tok] jwks_file has no RSA key" in (out.stderr + out.stdout), out
+    assert "[source.tok] jwks_file: no RSA signing key" in (out.stderr + out.stdout), out
+
+
+@pytest.mark.parametrize("template,reason", [
+    ("{timestamp}", "template needs {body} exactly once"),
+    ("{body}{body}", "template needs {body} exactly once"),
+    ("{ts}.{body}", "template knows only {body} and {timestamp}"),
+    ("{timestamp}{timestamp}{body}", "template has {timestamp} more than once"),
+])
+def test_hmac_template_checked_at_load(make_hg, template, reason):
+    h = make_hg(overrides={"source.s": {"scheme": "hmac", "header": "X-Sig", "secret": "k",
+                                        "timestamp_header": "X-Ts", "template": template}}, start=False)
+    out = subprocess.run([str(h.binary), "-t", "-c", str(h.config_path)], capture_output=True, text=True, timeout=10)
+    assert out.returncode != 0
+    assert f"[source.s] {reason}" in out.stderr + out.stdout, out
+
+
+def test_hmac_template_timestamp_needs_header(make_hg):
+    h = make_hg(overrides={"source.s": {"scheme": "hmac", "header": "X-Sig", "secret": "k",
+                                        "template": "{timestamp}:{body}"}}, start=False)
+    out = subprocess.run([str(h.binary), "-t", "-c", str(h.config_path)], capture_output=True, text=True, timeout=10)
+    assert "[source.s] template has {timestamp} but no timestamp_header" in out.stderr + out.stdout, out
 
 
 def test_env_override_secret(make_hg):
@@ -427,15 +520,45 @@ def test_poison_record_dead_lettered(make_hg, rabbit, vhost):
 
 
 def test_kill9_loses_nothing(make_hg):
+    """Webhooks of every scheme acknowledged, the sink broken, kill -9: after a restart every one
+    of them is an event, and no secret is in the spool."""
+    jwt = pytest.importorskip("jwt")
     h = make_hg(overrides=CONFIG)
     hgm.break_ndjson_sink(h)
     ids = []
-    for i in range(20):
+    for i in range(3):
         ev = stripe_event()
         assert post_stripe(h, dumps(ev)).status_code == 200
         ids.append(ev["id"])
+        mid = "msg_" + new_id()
+        assert post_sw(h, dumps({"type": "k"}), msg_id=mid).status_code == 200
+        ids.append(mid)
+        delivery = str(uuid.uuid4())
+        assert post_github(h, dumps({"i": i}), delivery=delivery).status_code == 200
+        ids.append(delivery)
+        wid = new_id()
+        body = dumps({"i": i, "w": wid})
+        sig = base64.b64encode(hmac.new(SHOP_SECRET.encode(), body, hashlib.sha256).digest()).decode()
+        assert post(h, "shopify", body, {"X-Shopify-Hmac-Sha256": sig, "X-Shopify-Webhook-Id": wid}).status_code == 200
+        ids.append(wid)
+        did = "d-" + new_id()
+        assert post(h, "billing", dumps({"data": {"id": did}}), {"X-API-Key": API_KEYS[0]}).status_code == 200
+        ids.append(did)
+        body = b"n=" + new_id().encode()
+        auth = "Basic " + base64.b64encode(f"svc:{BASIC_PASS}".encode()).decode()
+        assert post(h, "legacy", body, {"Authorization": auth}).status_code == 200
+        ids.append(body_id(body))
+        body = b"text=" + new_id().encode()
+        assert post(h, "slack", body, slack_headers(body)).status_code == 200
+        ids.append(body_id(body))
+        body = dumps({"kind": "k", "n": new_id()})
+        token = jwt.encode({"iss": "billing", "exp": int(time.time()) + 60}, JWT_HS_SECRET, algorithm="HS256")
+        assert post(h, "jwths", body, {"Authorization": f"Bearer {token}"}).status_code == 200
+        ids.append(body_id(body))
     h.kill9()
-    assert STRIPE_SECRET.encode() not in hgm.spool_bytes(h)
+    spool = hgm.spool_bytes(h)
+    for secret in (STRIPE_SECRET, GH_SECRET, SHOP_SECRET, API_KEYS[0], BASIC_PASS, SLACK_SECRET, JWT_HS_SECRET):
+        assert secret.encode() not in spool, secret
     hgm.mend_ndjson_sink(h)
     h.start()
     h.wait_events(ids, timeout=30)

@@ -22,7 +22,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import hookgate as hgm
-from backends import (Collector, backend_overrides, new_request_id, rabbit, redis_db,  # noqa: F401
+from backends import (Collector, backend_overrides, metric, new_request_id, rabbit, redis_db,  # noqa: F401
                       vhost, wait_ready, wait_spool_empty)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -217,7 +217,7 @@ def test_alg_none_and_hs256_confusion_401(ps):
     claims = {"iss": "accounts.google.com", "aud": PUBLIC_URL + "/webhooks/pubsub", "email": SA,
               "email_verified": True, "iat": now, "exp": now + 3600}
     none = jwt.encode(claims, None, algorithm="none", headers={"kid": "k1"})
-    assert_401(post(ps, push({"a": 1}), none), "token has an empty part")
+    assert_401(post(ps, push({"a": 1}), none), "token alg must be RS256")
     assert_401(post(ps, push({"a": 1}), none + "c2ln"), "token alg must be RS256")
     # HS256 keyed with the public key as published (PyJWT refuses PEM as an HMAC key, so sign by hand).
     hdr = base64.urlsafe_b64encode(b'{"alg":"HS256","kid":"k1","typ":"JWT"}').rstrip(b"=")
@@ -268,7 +268,12 @@ def test_config_errors(hookgate_bin, tmp_path):
     r = check_config(hookgate_bin, tmp_path, {"jwks_file": str(bad), "audience": "x"})
     assert r.returncode != 0 and "jwks_file" in r.stderr and "no RSA signing key" in r.stderr, r.stderr
     r = check_config(hookgate_bin, tmp_path, {"jwks_url": "https://www.googleapis.com/oauth2/v3/certs"})
-    assert r.returncode != 0 and "jwks_url is not supported yet; use jwks_file" in r.stderr, r.stderr
+    assert r.returncode != 0 and "needs audience or public_url" in r.stderr, r.stderr
+    r = check_config(hookgate_bin, tmp_path, {"jwks_url": "ftp://certs.example/x", "audience": "x"})
+    assert r.returncode != 0 and "jwks_url" in r.stderr, r.stderr
+    r = check_config(hookgate_bin, tmp_path, {"jwks_url": "https://www.googleapis.com/oauth2/v3/certs",
+                                              "audience": "https://a.example/x"})
+    assert r.returncode == 0, r.stderr
     good = write_jwks(tmp_path / "good.json", (KEY, "k1"))
     r = check_config(hookgate_bin, tmp_path, {"jwks_file": good})
     assert r.returncode != 0 and "needs audience or public_url" in r.stderr, r.stderr
@@ -296,6 +301,132 @@ def test_env_audience_and_sighup_rereads_jwks(make_hg, tmp_path):
     hgm.wait_until(lambda: post(h, push({"r": 1}), token(aud="https://env.example/push", key=KEY2, kid="k2"))
                    .status_code == 204, 10, interval=0.2, what="the new key set after SIGHUP")
     assert_401(post(h, push({"a": 1}), token(aud="https://env.example/push")), "token kid is not a known key")
+
+
+# --------------------------------------------------------------------------- jwks_url
+
+class CertsServer:
+    """Stands in for Google's certificates endpoint (https://www.googleapis.com/oauth2/v3/certs):
+    a JWKS with a Cache-Control max-age, on loopback. Counts its GETs; can fail or hang up."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        outer = self
+        self.keys = [(KEY, "k1")]
+        self.status = 200
+        self.hits = 0
+        self.cache_control = "public, max-age=20000, must-revalidate, no-transform"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.hits += 1
+                body = json.dumps({"keys": [jwk(k, kid) for k, kid in outer.keys]}).encode()
+                if outer.status != 200:
+                    body = b"<html>error</html>"
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Cache-Control", outer.cache_control)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oauth2/v3/certs"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def certs():
+    c = CertsServer()
+    yield c
+    c.close()
+
+
+def url_config(url, **extra):
+    return {"pubsub": {"jwks_url": url, "public_url": PUBLIC_URL, "service_account": SA, **extra}}
+
+
+def test_jwks_url_fetched_once_and_cached(make_hg, certs):
+    """The first push waits for the fetch; later ones use the cache (max-age 20000 s): one GET."""
+    h = make_hg(overrides=dict(url_config(certs.url), server={"workers": 1}))
+    for i in range(5):
+        r = post(h, push({"i": i}), token())
+        assert r.status_code == 204, r.text
+    assert certs.hits == 1
+    assert_401(post(h, push({"a": 1}), token(key=STRANGER)), "token signature does not match")
+    assert certs.hits == 1
+    assert metric(h, "jwks_fetch_total", status="ok") == 1
+
+
+def test_jwks_url_rotation_refetches_on_unknown_kid(make_hg, certs):
+    """Google rotates keys: a token with a kid the cache lacks refetches at once (and is accepted);
+    an unknown kid right after does not refetch again (at most one refresh per 30 s): 401."""
+    h = make_hg(overrides=dict(url_config(certs.url), server={"workers": 1}))
+    assert post(h, push({"a": 1}), token()).status_code == 204
+    certs.keys = [(KEY, "k1"), (KEY2, "k2")]
+    r = post(h, push({"a": 2}), token(key=KEY2, kid="k2"))
+    assert r.status_code == 204, r.text
+    assert certs.hits == 2
+    assert_401(post(h, push({"a": 3}), token(key=STRANGER, kid="k9")), "token kid is not a known key")
+    assert certs.hits == 2
+
+
+def test_jwks_url_down_is_503_never_401(make_hg, certs):
+    """No key could ever be fetched: 503 + Retry-After (the sender is not wrong), and the endpoint
+    is not hammered (one attempt per 5 s); once it answers, pushes pass."""
+    certs.status = 500
+    h = make_hg(overrides=dict(url_config(certs.url), server={"workers": 1}))
+    for _ in range(3):
+        r = post(h, push({"a": 1}), token())
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "keys_unavailable", r.text
+        assert int(r.headers["Retry-After"]) > 0
+    assert certs.hits == 1
+    assert metric(h, "jwks_fetch_total", status="error") == 1
+    certs.status = 200
+    hgm.wait_until(lambda: post(h, push({"b": 1}), token()).status_code == 204, 15, interval=0.5,
+                   what="a push once the certs endpoint answers")
+
+
+def test_jwks_url_unreachable_503(make_hg):
+    """Nothing listens at the URL (connection refused): 503 too."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    h = make_hg(overrides=url_config(f"http://127.0.0.1:{port}/certs"))
+    r = post(h, push({"a": 1}), token())
+    assert r.status_code == 503, r.text
+
+
+def test_jwks_url_failure_keeps_cached_keys(make_hg, certs):
+    """A failed refresh keeps the keys there were: known kids still pass."""
+    h = make_hg(overrides=dict(url_config(certs.url), server={"workers": 1}))
+    assert post(h, push({"a": 1}), token()).status_code == 204
+    certs.status = 503
+    r = post(h, push({"a": 2}), token(key=KEY2, kid="k2"))        # unknown kid: refresh fails
+    assert_401(r, "token kid is not a known key")
+    assert certs.hits == 2
+    assert post(h, push({"a": 3}), token()).status_code == 204
+
+
+def test_jwks_file_and_url_together(make_hg, tmp_path, certs):
+    """A kid jwks_file holds never fetches; another comes from the URL."""
+    h = make_hg(overrides=dict(url_config(certs.url, jwks_file=write_jwks(tmp_path / "f.json", (KEY2, "k2"))),
+                               server={"workers": 1}))
+    assert post(h, push({"a": 1}), token(key=KEY2, kid="k2")).status_code == 204
+    assert certs.hits == 0
+    assert post(h, push({"a": 2}), token()).status_code == 204
+    assert certs.hits == 1
 
 
 # --------------------------------------------------------------------------- backends

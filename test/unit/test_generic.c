@@ -25,6 +25,7 @@
 
 #include "core/err.h"
 #include "core/json.h"
+#include "core/jwt.h"
 #include "providers/generic.h"
 
 /* A request's headers as the verify sees them. */
@@ -277,23 +278,43 @@ static void test_jwt(void **state)
     jwks[n] = '\0';
     char *hs[] = { "old-secret", "jwt-hs-secret" };
     struct hg_source_conf s = source("jwt", hs, 2);
+    struct hg_jwks *keys = NULL;
+    assert_int_equal(hg_jwks_parse(jwks, n, &keys, why, sizeof(why)), 0);
     s.jwks = jwks;
+    s.jwks_keys = keys;
     const int64_t now = 1739321025;
     assert_int_equal(jwt_with(&s, "Bearer " JWT_RS, now, why), 0);
     assert_int_equal(jwt_with(&s, "Bearer " JWT_HS, now, why), 0);
     assert_int_equal(jwt_with(&s, JWT_HS, now, why), 0);                 /* "Bearer " is optional */
     assert_int_equal(jwt_with(&s, "Bearer " JWT_RS_OTHER, now, why), HG_ERR_SIGNATURE);
-    assert_string_equal(why, "signature does not match");
+    assert_string_equal(why, "token signature does not match");
     assert_int_equal(jwt_with(&s, "Bearer " JWT_HS_EXPIRED, now, why), HG_ERR_SIGNATURE);
     assert_string_equal(why, "JWT expired (exp)");
     assert_int_equal(jwt_with(&s, "Bearer " JWT_HS_NBF, now, why), HG_ERR_SIGNATURE);
     assert_string_equal(why, "JWT not valid yet (nbf)");
     assert_int_equal(jwt_with(&s, "Bearer " JWT_HS_NBF, 1739400000 - 300, why), 0);   /* skew allowed */
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_HS_EXPIRED, 1700000000 + 299, why), 0); /* either way */
+    s.tolerance_ms = 10000;                                                              /* per source */
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_HS_NBF, 1739400000 - 300, why), HG_ERR_SIGNATURE);
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_HS_NBF, 1739400000 - 10, why), 0);
+    s.tolerance_ms = 0;
+    /* iss and aud when configured (the tokens carry iss "billing" and no aud). */
+    s.issuer = "billing";
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_HS, now, why), 0);
+    s.issuer = "someone-else";
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_HS, now, why), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "JWT iss is not the source's issuer");
+    s.issuer = NULL;
+    s.audience = "hookgate";
+    assert_int_equal(jwt_with(&s, "Bearer " JWT_RS, now, why), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "JWT aud does not name the source's audience");
+    s.audience = NULL;
     assert_int_equal(jwt_with(&s, "Bearer " JWT_NONE, now, why), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "token alg must be RS256 or HS256");
     assert_int_equal(jwt_with(&s, "Bearer " JWT_HS512, now, why), HG_ERR_SIGNATURE);
-    assert_non_null(strstr(why, "alg not accepted"));
+    assert_string_equal(why, "token alg must be RS256 or HS256");
     assert_int_equal(jwt_with(&s, "Bearer abc.def", now, why), HG_ERR_SIGNATURE);
-    assert_string_equal(why, "malformed JWT");
+    assert_string_equal(why, "token is not three dot-separated parts");
     /* Tampered payload (one character), truncated signature. */
     char tampered[sizeof(JWT_HS) + 8];
     snprintf(tampered, sizeof(tampered), "Bearer %s", JWT_HS);
@@ -302,16 +323,61 @@ static void test_jwt(void **state)
     char truncated[sizeof(JWT_RS) + 8];
     snprintf(truncated, sizeof(truncated), "Bearer %.*s", (int)strlen(JWT_RS) - 10, JWT_RS);
     assert_int_equal(jwt_with(&s, truncated, now, why), HG_ERR_SIGNATURE);
-    /* Without a JWKS an RS256 token is refused; without secrets an HS256 one does not match. */
-    s.jwks = NULL;
+    /* Without a JWKS an RS256 token is refused; without secrets an HS256 one is. */
+    s.jwks_keys = NULL;
     assert_int_equal(jwt_with(&s, "Bearer " JWT_RS, now, why), HG_ERR_SIGNATURE);
-    s.jwks = jwks;
+    assert_string_equal(why, "token alg must be HS256");
+    s.jwks_keys = keys;
     s.secrets.n = 0;
     assert_int_equal(jwt_with(&s, "Bearer " JWT_HS, now, why), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "token alg must be RS256");
     assert_int_equal(jwt_with(&s, "Bearer " JWT_RS, now, why), 0);
     struct hdrs none = { { "X-Other" }, { "1" } };
     assert_int_equal(hg_generic_verify_at(&s, get, &none, BODY, strlen(BODY), now, why, sizeof(why)), HG_ERR_SIGNATURE);
     assert_string_equal(why, "missing Authorization");
+    hg_jwks_free(keys);
+}
+
+/* Slack's published example (api.slack.com "Verifying requests from Slack"): v0=HMAC-SHA256 of
+ * "v0:<X-Slack-Request-Timestamp>:<body>", the way a hmac source with a template signs. */
+#define SLACK_BODY                                                                                                    \
+    "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=" \
+    "foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2F"  \
+    "hooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015."    \
+    "47445629121.803a0bc887a14d10d2c447fce8b6703c"
+#define SLACK_SIG "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
+
+static int slack(const struct hg_source_conf *s, const char *ts, const char *sig, int64_t now, char *why)
+{
+    struct hdrs h = { { "X-Slack-Request-Timestamp", "X-Slack-Signature" }, { ts, sig } };
+    return hg_generic_verify_at(s, get, &h, SLACK_BODY, strlen(SLACK_BODY), now, why, 128);
+}
+
+static void test_hmac_timestamp_template(void **state)
+{
+    (void)state;
+    char why[128], *secret[] = { "8f742231b10e8888abcd99yyyzzz85a5" };
+    struct hg_source_conf s = source("hmac", secret, 1);
+    s.header = "X-Slack-Signature";
+    s.prefix = "v0=";
+    s.timestamp_header = "X-Slack-Request-Timestamp";
+    s.template = "v0:{timestamp}:{body}";
+    assert_int_equal(slack(&s, "1531420618", SLACK_SIG, 1531420618 + 60, why), 0);
+    /* The timestamp is signed: another one does not match; outside the tolerance is refused. */
+    assert_int_equal(slack(&s, "1531420619", SLACK_SIG, 1531420618, why), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "signature does not match");
+    assert_int_equal(slack(&s, "1531420618", SLACK_SIG, 1531420618 + 301, why), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "timestamp too old (outside the 300 s tolerance)");
+    s.tolerance_ms = 600000;
+    assert_int_equal(slack(&s, "1531420618", SLACK_SIG, 1531420618 + 301, why), 0);
+    assert_int_equal(slack(&s, "1531420618", SLACK_SIG, 1531420618 - 601, why), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "timestamp in the future (outside the 600 s tolerance)");
+    /* Without a template a timestamp_header signs "<timestamp>.<body>". */
+    s.template = NULL;
+    assert_int_equal(slack(&s, "1531420618", SLACK_SIG, 1531420618, why), HG_ERR_SIGNATURE);
+    struct hdrs none = { { "X-Slack-Signature" }, { SLACK_SIG } };
+    assert_int_equal(hg_generic_verify_at(&s, get, &none, "", 0, 1531420618, why, sizeof(why)), HG_ERR_SIGNATURE);
+    assert_string_equal(why, "missing X-Slack-Request-Timestamp");
 }
 
 /* ---- the documented examples: normalizer output == test/fixtures/generic/expected/<name>.json ---- */
@@ -382,6 +448,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_standard_webhooks_spec_vector),
         cmocka_unit_test(test_standard_webhooks_tolerance),
+        cmocka_unit_test(test_hmac_timestamp_template),
         cmocka_unit_test(test_stripe),
         cmocka_unit_test(test_hmac),
         cmocka_unit_test(test_api_key_and_basic),

@@ -20,6 +20,7 @@
 #include <mbedtls/md.h>
 #include <mbedtls/rsa.h>
 
+#include "clients/jwks_remote.h"
 #include "core/arena.h"
 #include "core/err.h"
 #include "core/hmac.h"
@@ -305,7 +306,7 @@ static void test_header_refusals(void **state)
     b64url((const unsigned char *)none, strlen(none), h, sizeof(h));
     b64url((const unsigned char *)c, strlen(c), p, sizeof(p));
     snprintf(tok, sizeof(tok), "%s.%s.", h, p);
-    expect_refused(tok, "token has an empty part");
+    expect_refused(tok, "token alg must be RS256");
     snprintf(tok, sizeof(tok), "%s.%s.AAAA", h, p);
     expect_refused(tok, "token alg must be RS256");
 
@@ -485,10 +486,25 @@ static void test_normalize(void **state)
     free(g.json);
 }
 
+/* How long fetched keys stay fresh: Cache-Control max-age, clamped to 60 s .. 1 day; 1 h without. */
+static void test_jwks_max_age(void **state)
+{
+    (void)state;
+    assert_int_equal(hg_jwks_remote_max_age("public, max-age=19850, must-revalidate, no-transform"), 19850);
+    assert_int_equal(hg_jwks_remote_max_age("max-age=5"), 60);
+    assert_int_equal(hg_jwks_remote_max_age("MAX-AGE=999999999"), 86400);
+    assert_int_equal(hg_jwks_remote_max_age(""), 3600);
+    assert_int_equal(hg_jwks_remote_max_age(NULL), 3600);
+    assert_int_equal(hg_jwks_remote_max_age("max-age=abc"), 3600);
+    assert_int_equal(hg_jwks_remote_max_age("no-store"), 60);
+    assert_int_equal(hg_jwks_remote_max_age("public, no-cache, max-age=7200"), 60);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_base64url),
+        cmocka_unit_test(test_jwks_max_age),
         cmocka_unit_test(test_jwks_errors),
         cmocka_unit_test(test_valid_token),
         cmocka_unit_test(test_times),
