@@ -159,6 +159,9 @@ def test_ipv6_loopback(make_hg):
     h.sighup()
     hgm.wait_until(lambda: any(r.get("msg") == "configuration reloaded" for r in h.log_records()), 10,
                    what="reload")
+    # Each worker takes the new snapshot on its own loop: wait until both answer with it.
+    hgm.wait_until(lambda: all(send(h, wa_request(), src="::1", host="::1").status == 403 for _ in range(4)), 10,
+                   what="the reloaded allow list")
     assert_forbidden(send(h, wa_request(), src="::1", host="::1"))
 
 
