@@ -46,6 +46,7 @@ _Static_assert(offsetof(struct hg_conf, admin_listen_port) ==
 #define SF(field) offsetof(struct hg_source_conf, field), sizeof(((struct hg_source_conf *)0)->field)
 
 static const char *const ack_words[] = { "spool", "broker", NULL };
+static const char *const client_ip_headers[] = { "x-forwarded-for", "forwarded", NULL };
 static const char *const queue_words[] = { "classic", "quorum", NULL };
 static const char *const http_schemes[] = { "http://", "https://", NULL };
 static const char *const amqp_schemes[] = { "amqp://", "amqps://", NULL };
@@ -63,6 +64,8 @@ static const struct key conf_keys[] = {
     { "server", "shutdown_timeout", KEY_MS, CF(shutdown_timeout_ms), "10s", "0", "10m", NULL, 0 },
     { "server", "max_connections", KEY_UINT, CF(max_connections), "10000", "1", "1000000", NULL, 0 },
     { "server", "ack", KEY_ENUM, CF(ack), "spool", NULL, NULL, ack_words, 0 },
+    { "server", "trusted_proxies", KEY_CIDRS, CF(trusted_proxies), NULL, NULL, NULL, NULL, 0 },
+    { "server", "client_ip_header", KEY_ENUM, CF(client_ip_header), "x-forwarded-for", NULL, NULL, client_ip_headers, 0 },
 
     { "admin", "listen", KEY_LISTEN, CF(admin_listen_host), "127.0.0.1:9090", NULL, NULL, NULL, KEY_F_OFF },
     { "admin", "token", KEY_STRING, CF(admin_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
@@ -76,19 +79,27 @@ static const struct key conf_keys[] = {
       NULL, NULL, http_schemes, 0 },
     { "whatsapp", "graph_api_version", KEY_STRING, CF(graph_api_version), "v18.0", NULL, NULL, NULL, 0 },
     { "whatsapp", "default_tenant", KEY_STRING, CF(default_tenant), "default", NULL, NULL, NULL, KEY_F_ID },
+    { "whatsapp", "allow", KEY_CIDRS, CF(whatsapp_ip.allow), NULL, NULL, NULL, NULL, 0 },
+    { "whatsapp", "deny", KEY_CIDRS, CF(whatsapp_ip.deny), NULL, NULL, NULL, NULL, 0 },
 
     { "genesys", "secret", KEY_STRLIST, CF(genesys_secrets), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "genesys", "api_key", KEY_STRLIST, CF(genesys_api_keys), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "genesys", "api_key_header", KEY_STRING, CF(genesys_api_key_header), "X-API-Key", NULL, NULL, NULL, 0 },
+    { "genesys", "allow", KEY_CIDRS, CF(genesys_ip.allow), NULL, NULL, NULL, NULL, 0 },
+    { "genesys", "deny", KEY_CIDRS, CF(genesys_ip.deny), NULL, NULL, NULL, NULL, 0 },
 
     { "twilio", "auth_token", KEY_STRLIST, CF(twilio_auth_tokens), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "twilio", "public_url", KEY_STRING, CF(twilio_public_url), NULL, NULL, NULL, http_schemes, 0 },
+    { "twilio", "allow", KEY_CIDRS, CF(twilio_ip.allow), NULL, NULL, NULL, NULL, 0 },
+    { "twilio", "deny", KEY_CIDRS, CF(twilio_ip.deny), NULL, NULL, NULL, NULL, 0 },
 
     { "pubsub", "jwks_file", KEY_PATH, CF(pubsub_jwks_file), NULL, NULL, NULL, NULL, 0 },
     { "pubsub", "jwks_url", KEY_STRING, CF(pubsub_jwks_url), NULL, NULL, NULL, http_schemes, 0 },
     { "pubsub", "audience", KEY_STRING, CF(pubsub_audience), NULL, NULL, NULL, NULL, 0 },
     { "pubsub", "public_url", KEY_STRING, CF(pubsub_public_url), NULL, NULL, NULL, http_schemes, 0 },
     { "pubsub", "service_account", KEY_STRING, CF(pubsub_service_account), NULL, NULL, NULL, NULL, 0 },
+    { "pubsub", "allow", KEY_CIDRS, CF(pubsub_ip.allow), NULL, NULL, NULL, NULL, 0 },
+    { "pubsub", "deny", KEY_CIDRS, CF(pubsub_ip.deny), NULL, NULL, NULL, NULL, 0 },
 
     { "spool", "dir", KEY_PATH, CF(spool_dir), "var/spool", NULL, NULL, NULL, 0 },
     { "spool", "max_bytes", KEY_SIZE, CF(spool_max_bytes), "1GiB", "1MiB", "65536GiB", NULL, 0 },
@@ -113,6 +124,7 @@ static const struct key conf_keys[] = {
     { "redis", "dedup_ttl", KEY_MS, CF(dedup_ttl_ms), "24h", "1s", "30d", NULL, 0 },
 
     { "ratelimit", "default", KEY_UINT, CF(ratelimit_default), "1000", "1", "1000000000", NULL, 0 },
+    { "ratelimit", "per_ip", KEY_UINT, CF(ratelimit_per_ip), "0", "0", "1000000000", NULL, 0 },
 
     { "tenants", "service_url", KEY_STRING, CF(tenant_service_url), NULL, NULL, NULL, http_schemes, 0 },
     { "tenants", "service_token", KEY_STRING, CF(tenant_service_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
@@ -158,6 +170,8 @@ static const struct key tenant_keys[] = {
     { "tenant", "genesys_api_key", KEY_STRLIST, TF(genesys_api_keys), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "tenant", "twilio_auth_token", KEY_STRLIST, TF(twilio_auth_tokens), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "tenant", "account_sid", KEY_STRLIST, TF(account_sids), NULL, NULL, NULL, NULL, 0 },
+    { "tenant", "allow", KEY_CIDRS, TF(ip.allow), NULL, NULL, NULL, NULL, 0 },
+    { "tenant", "deny", KEY_CIDRS, TF(ip.deny), NULL, NULL, NULL, NULL, 0 },
 };
 
 static const char *const source_schemes[] = { "standard-webhooks", "stripe", "hmac", "api-key", "basic", "jwt", NULL };
@@ -183,6 +197,8 @@ static const struct key source_keys[] = {
     { "source", "id", KEY_STRING, SF(id), NULL, NULL, NULL, NULL, 0 },
     { "source", "type", KEY_STRING, SF(type), NULL, NULL, NULL, NULL, 0 },
     { "source", "tenant", KEY_STRING, SF(tenant), NULL, NULL, NULL, NULL, KEY_F_ID },
+    { "source", "allow", KEY_CIDRS, SF(ip.allow), NULL, NULL, NULL, NULL, 0 },
+    { "source", "deny", KEY_CIDRS, SF(ip.deny), NULL, NULL, NULL, NULL, 0 },
 };
 
 #define N_CONF_KEYS   HG_ARRAY_SIZE(conf_keys)
@@ -1180,6 +1196,8 @@ static void validate(struct load *L)
     }
     if (!validate_pubsub(L))
         return;
+    for (size_t t = 0; t < c->n_tenants; t++)
+        c->tenant_ip_rules = c->tenant_ip_rules || hg_cidr_rules_any(&c->tenants[t].ip);
     if (!validate_admin(L) || !validate_backends(L))
         return;
     /* A business id must map to one tenant, or routing would depend on section order. */
@@ -1232,6 +1250,8 @@ static void keys_free(const struct key *keys, size_t n, void *base)
             for (size_t j = 0; (k->flags & KEY_F_SECRET) && j < l->n; j++)
                 conf_wipe(l->items[j]);
             conf_strlist_clear(l);
+        } else if (k->type == KEY_CIDRS) {
+            hg_cidr_list_free((struct hg_cidr_list *)field);
         }
     }
 }
@@ -1338,6 +1358,19 @@ const struct hg_tenant_conf *hg_conf_tenant(const struct hg_conf *c, const char 
     for (size_t i = 0; i < c->n_tenants; i++)
         if (strcmp(c->tenants[i].id, id) == 0)
             return &c->tenants[i];
+    return NULL;
+}
+
+const struct hg_cidr_rules *hg_conf_ip_rules(const struct hg_conf *c, const char *provider)
+{
+    if (strcmp(provider, "whatsapp") == 0)
+        return &c->whatsapp_ip;
+    if (strcmp(provider, "genesys") == 0)
+        return &c->genesys_ip;
+    if (strcmp(provider, "twilio") == 0)
+        return &c->twilio_ip;
+    if (strcmp(provider, "pubsub") == 0)
+        return &c->pubsub_ip;
     return NULL;
 }
 

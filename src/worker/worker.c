@@ -49,6 +49,7 @@ static void limits_from_conf(struct hg_http_limits *l, const struct hg_conf *c)
     l->body_timeout_ms = c->body_timeout_ms;
     l->keepalive_timeout_ms = c->keepalive_timeout_ms;
     l->max_connections = c->max_connections;
+    l->trusted_proxies = c->trusted_proxies.n ? &c->trusted_proxies : NULL;
 }
 
 static void on_request(struct hg_conn *c, struct hg_http_request *r, void *ud)
