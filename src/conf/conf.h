@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/cidr.h"
+
 /* A list of strings (secrets, ids). Owned by the hg_conf. */
 struct hg_strlist {
     char **items;
@@ -39,6 +41,7 @@ struct hg_tenant_conf {
     struct hg_strlist genesys_api_keys; /* Genesys EventBridge API keys; empty = [genesys] api_key */
     struct hg_strlist twilio_auth_tokens; /* Twilio auth tokens; empty = [twilio] auth_token */
     struct hg_strlist account_sids;   /* Twilio AccountSids mapped here (like business_ids) */
+    struct hg_cidr_rules ip;          /* allow / deny, checked once the tenant is known */
 };
 
 /* One [source.<name>] section: a generic signed sender (docs/generic.md). */
@@ -61,6 +64,7 @@ struct hg_source_conf {
     char *id;                         /* dedup id: JSON path or header:<Name>; NULL = scheme default */
     char *type;                       /* event type: JSON path or header:<Name>; NULL = "event" */
     char *tenant;                     /* tenant the source belongs to; NULL = the default tenant */
+    struct hg_cidr_rules ip;          /* allow / deny, checked before any tenant or signature work */
     int require_client_cert;          /* 1 = 403 without a client certificate from tls_client_ca */
 };
 
@@ -80,6 +84,8 @@ struct hg_conf {
     uint64_t shutdown_timeout_ms;     /* 10 s to drain on SIGTERM */
     uint32_t max_connections;         /* per worker; 10000 */
     char *ack;                        /* "spool" (default) or "broker" */
+    struct hg_cidr_list trusted_proxies; /* peers whose PROXY header / forwarding header names the client */
+    char *client_ip_header;           /* "x-forwarded-for" (default) or "forwarded": what trusted peers set */
     char *tls_cert;                   /* PEM certificate chain (path); NULL = plain HTTP */
     char *tls_key;                    /* the PEM private key itself (secret; tls_key_file reads it) */
     char *tls_client_ca;              /* PEM CA bundle (path) for client certificates; NULL = none */
@@ -102,17 +108,20 @@ struct hg_conf {
     char *graph_api_base;             /* "https://graph.facebook.com" */
     char *graph_api_version;          /* "v18.0" */
     char *default_tenant;             /* tenant id when none resolves; "default" */
+    struct hg_cidr_rules whatsapp_ip; /* allow / deny of [whatsapp] (use hg_conf_ip_rules) */
     int whatsapp_require_client_cert; /* require_client_cert of [whatsapp]: 403 without mTLS */
 
     /* [genesys] */
     struct hg_strlist genesys_secrets;  /* Open Messaging outbound secrets (rotation) */
     struct hg_strlist genesys_api_keys; /* EventBridge API destination keys (rotation) */
     char *genesys_api_key_header;     /* "X-API-Key" */
+    struct hg_cidr_rules genesys_ip;  /* allow / deny of [genesys] */
     int genesys_require_client_cert;
 
     /* [twilio] */
     struct hg_strlist twilio_auth_tokens; /* auth tokens that sign X-Twilio-Signature (rotation) */
     char *twilio_public_url;          /* scheme://host[:port] Twilio calls; NULL = from Host */
+    struct hg_cidr_rules twilio_ip;   /* allow / deny of [twilio] */
     int twilio_require_client_cert;
 
     /* [pubsub] (Google Pub/Sub push, OIDC tokens) */
@@ -122,11 +131,13 @@ struct hg_conf {
     char *pubsub_public_url;          /* scheme://host[:port] the push subscription calls */
     char *pubsub_service_account;     /* required email (verified); NULL = any */
     struct hg_jwks *pubsub_jwks;      /* jwks_file parsed at load (core/jwt.h); NULL = none */
+    struct hg_cidr_rules pubsub_ip;   /* allow / deny of [pubsub] */
     int pubsub_require_client_cert;
 
     /* [tenant.<id>] sections */
     struct hg_tenant_conf *tenants;
     size_t n_tenants;
+    bool tenant_ip_rules;             /* some tenant has allow / deny (else no per-request lookup) */
 
     /* [spool] */
     char *spool_dir;                  /* "var/spool", absolute after load */
@@ -145,6 +156,10 @@ struct hg_conf {
     char *amqp_queue_type;            /* "classic" | "quorum" */
     uint32_t amqp_max_priority;       /* 0 = no x-max-priority */
     uint32_t amqp_queue_version;      /* x-queue-version 1|2 on classic queues; 0 = not sent */
+    char *amqp_tls_ca;                /* amqps://: CA bundle (PEM) the broker is checked against; NULL = system store */
+    char *amqp_tls_cert;              /* amqps://: client certificate (PEM), with amqp_tls_key; NULL = none */
+    char *amqp_tls_key;
+    int amqp_tls_verify;              /* 1 (default): check the broker's certificate and name; 0 = off (warned) */
 
     /* [redis] */
     char *redis_url;                  /* NULL = no Redis */
@@ -152,6 +167,7 @@ struct hg_conf {
 
     /* [ratelimit] */
     uint32_t ratelimit_default;       /* requests per minute per tenant; 1000 */
+    uint32_t ratelimit_per_ip;        /* requests per minute per client address; 0 = off */
 
     /* [tenants] */
     char *tenant_service_url;         /* NULL = none */
@@ -216,6 +232,9 @@ const struct hg_tenant_conf *hg_conf_tenant_by_business(const struct hg_conf *c,
 
 /* A numeric address (as a listen key stores it) that only this machine can reach: 127/8, ::1. */
 bool hg_conf_host_is_loopback(const char *host);
+/* The allow / deny rules of provider section [<provider>] (whatsapp, genesys, twilio, pubsub);
+ * NULL for a provider without one (generic: its [source.<name>] sections have them). */
+const struct hg_cidr_rules *hg_conf_ip_rules(const struct hg_conf *c, const char *provider);
 
 /*
  * Does a webhook for `provider` (its registry name) need a verified client certificate

@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/cidr.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/list.h"
@@ -36,6 +37,7 @@
 #include "core/time.h"
 #include "core/uuid.h"
 #include "http/http.h"
+#include "http/proxy.h"
 #include "http/tls.h"
 #include "ops/metrics.h"
 
@@ -147,6 +149,9 @@ struct hg_conn {
     bool written_queued;             /* in srv->written_head: the answer is out, completion due */
     struct hg_conn *written_next;
     void *app_data;                  /* the application's object for the request in flight */
+    struct hg_ip addr;               /* the client: socket peer, or a trusted PROXY header's source */
+    bool proxy_trusted;              /* the peer is in trusted_proxies: its PROXY header counts */
+    bool proxy_checked;              /* the first bytes were looked at for a PROXY header */
     struct hg_tls_conn *tls;         /* its TLS session (under the server's TLS of its accept); NULL = plain */
 };
 
@@ -999,6 +1004,7 @@ void hg_conn_respond_error(struct hg_conn *c, int status, const char *code, cons
 }
 
 void hg_conn_set_data(struct hg_conn *c, void *data) { c->app_data = data; }
+const struct hg_ip *hg_conn_addr(const struct hg_conn *c) { return &c->addr; }
 void *hg_conn_get_data(const struct hg_conn *c) { return c->app_data; }
 
 /* An error found by the parser or a timer: answer it and close after. */
@@ -1170,6 +1176,48 @@ static void conn_input(struct hg_conn *c, const char *data, size_t len)
         conn_plain_input(c, data, len);
 }
 
+/*
+ * The connection's first bytes: a PROXY protocol header (http/proxy.h) from a trusted proxy names
+ * the client; from any other peer, or malformed, it is answered 400 and the connection closes.
+ * The start of a header not complete yet waits in `pending` (less than HG_PROXY_MAX bytes).
+ */
+static void proxy_first_bytes(struct hg_conn *c, const char *data, size_t len)
+{
+    if (c->pending_len > 0) {
+        c->pending = hg_xrealloc(c->pending, c->pending_len + len);
+        memcpy(c->pending + c->pending_len, data, len);
+        c->pending_len += len;
+        data = c->pending;
+        len = c->pending_len;
+    }
+    struct hg_proxy_header h;
+    int rc = hg_proxy_parse((const uint8_t *)data, len, &h);
+    if (rc == HG_PROXY_MORE) {
+        if (c->pending == NULL) {
+            c->pending = hg_xmalloc(len);
+            memcpy(c->pending, data, len);
+            c->pending_len = len;
+        }
+        return;
+    }
+    c->proxy_checked = true;
+    char *held = c->pending; /* `data` may point into it: freed once it is parsed */
+    c->pending = NULL;
+    c->pending_len = 0;
+    if (rc == HG_PROXY_BAD || (rc > 0 && !c->proxy_trusted)) {
+        free(held);
+        conn_fail(c, 400, "bad_request", rc > 0 ? "PROXY protocol header from a peer not in trusted_proxies"
+                                                : "malformed PROXY protocol header");
+        return;
+    }
+    size_t used = rc > 0 ? (size_t)rc : 0;
+    if (rc > 0 && h.has_addr)
+        c->addr = h.src;
+    if (used < len)
+        conn_input(c, data + used, len - used); /* a TLS handshake, or a plain request */
+    free(held);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct hg_conn *c = s->data;
@@ -1203,6 +1251,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->state == CONN_CLOSING)
         return;
+    if (!c->proxy_checked) {
+        /* Before the TLS handshake too: a proxy sends its header in the clear. */
+        proxy_first_bytes(c, buf->base, (size_t)nread);
+        return;
+    }
     conn_input(c, buf->base, (size_t)nread);
 }
 
@@ -1288,6 +1341,12 @@ static void on_connection(uv_stream_t *ls, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage peer;
+    int peer_len = sizeof(peer);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &peer_len) == 0)
+        hg_ip_from_sockaddr((struct sockaddr *)&peer, &c->addr);
+    c->proxy_trusted = s->limits.trusted_proxies && hg_cidr_list_match(s->limits.trusted_proxies, &c->addr);
+    c->limits.trusted_proxies = NULL; /* its config may be gone after a reload */
     if (s->stopping) {
         conn_close(c);
         return;

@@ -47,6 +47,9 @@ struct hg_http_request {
 /* Value of a header (case-insensitive name), or NULL; *len gets its length. */
 const char *hg_http_header_get(const struct hg_http_request *r, const char *name, size_t *len);
 
+struct hg_ip;
+struct hg_cidr_list;
+
 /* Limits and timeouts of a listener's connections (from [server]). */
 struct hg_http_limits {
     uint64_t max_header_bytes;
@@ -55,6 +58,9 @@ struct hg_http_limits {
     uint64_t body_timeout_ms;
     uint64_t keepalive_timeout_ms;
     uint32_t max_connections;
+    /* Peers whose PROXY protocol header names the client (http/proxy.h); NULL = none. Read only
+     * as a connection is accepted: it points into the config snapshot the limits came from. */
+    const struct hg_cidr_list *trusted_proxies;
 };
 
 struct hg_conn;
@@ -105,6 +111,9 @@ void hg_conn_respond(struct hg_conn *c, int status, const char *content_type, co
 void hg_conn_respond_error(struct hg_conn *c, int status, const char *code, const char *message,
                            const char *extra_headers);
 
+/* The connection's client address: its socket peer, or the source a trusted peer's PROXY header
+ * named. Forwarding headers are the application's to weigh (hg_proxy_client in http/proxy.h). */
+const struct hg_ip *hg_conn_addr(const struct hg_conn *c);
 /*
  * Mutual TLS: true when the client presented a certificate that verified against
  * [server] tls_client_ca in this connection's handshake; otherwise false with the reason, in

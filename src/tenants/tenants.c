@@ -859,6 +859,42 @@ int hg_tenants_resolve(struct hg_tenants *t, const struct hg_conf *conf, const c
 
 /* ---- open / close ------------------------------------------------------------------------ */
 
+static bool service_token_ok(const char *token)
+{
+    /* A line break would be refused as a header by the HTTP client at every lookup. */
+    return token == NULL || (strlen(token) <= SERVICE_TOKEN_MAX && strpbrk(token, "\r\n") == NULL);
+}
+
+int hg_tenants_service_check(const char *url, const char *token, char *why, size_t wl)
+{
+    if (url != NULL && url[0] != '\0' &&
+        ((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) || strlen(url) > SERVICE_URL_MAX)) {
+        snprintf(why, wl, "service_url must be http[s]://..., at most %d bytes", SERVICE_URL_MAX);
+        return HG_ERR_INVALID;
+    }
+    if (!service_token_ok(token)) {
+        snprintf(why, wl, "service_token is longer than %d bytes or holds a line break", SERVICE_TOKEN_MAX);
+        return HG_ERR_INVALID;
+    }
+    return 0;
+}
+
+int hg_tenants_set_token(struct hg_tenants *t, const char *token)
+{
+    if (!service_token_ok(token))
+        return HG_ERR_INVALID;
+    if (t->auth_header != NULL)
+        explicit_bzero(t->auth_header, strlen(t->auth_header));
+    free(t->auth_header);
+    t->auth_header = NULL;
+    if (token != NULL && token[0] != '\0') {
+        size_t n = strlen(token) + 8;
+        t->auth_header = hg_xmalloc(n);
+        snprintf(t->auth_header, n, "Bearer %s", token);
+    }
+    return 0;
+}
+
 int hg_tenants_open(uv_loop_t *loop, struct hg_http *http, struct hg_redis *redis,
                     const struct hg_tenants_opts *opts, struct hg_tenants **out)
 {
@@ -866,14 +902,10 @@ int hg_tenants_open(uv_loop_t *loop, struct hg_http *http, struct hg_redis *redi
     if (opts == NULL)
         opts = &none;
     *out = NULL;
-    if (loop == NULL)
+    char why[160];
+    if (loop == NULL || hg_tenants_service_check(opts->service_url, opts->service_token, why, sizeof why) != 0)
         return HG_ERR_INVALID;
     const char *url = opts->service_url != NULL && opts->service_url[0] != '\0' ? opts->service_url : NULL;
-    if (url != NULL && ((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
-                        strlen(url) > SERVICE_URL_MAX))
-        return HG_ERR_INVALID;
-    if (opts->service_token != NULL && strlen(opts->service_token) > SERVICE_TOKEN_MAX)
-        return HG_ERR_INVALID;
 
     struct hg_tenants *t = hg_xcalloc(1, sizeof(*t));
     t->loop = loop;
@@ -885,11 +917,7 @@ int hg_tenants_open(uv_loop_t *loop, struct hg_http *http, struct hg_redis *redi
             n--;
         t->service_url = hg_xstrndup(url, n);
     }
-    if (opts->service_token != NULL && opts->service_token[0] != '\0') {
-        size_t n = strlen(opts->service_token) + 8;
-        t->auth_header = hg_xmalloc(n);
-        snprintf(t->auth_header, n, "Bearer %s", opts->service_token);
-    }
+    hg_tenants_set_token(t, opts->service_token);
     t->timeout_ms = opts->timeout_ms ? opts->timeout_ms : DEF_TIMEOUT_MS;
     t->cache_ttl_ms = opts->cache_ttl_ms ? opts->cache_ttl_ms : DEF_CACHE_TTL_MS;
     t->negative_ttl_ms = opts->negative_ttl_ms ? opts->negative_ttl_ms : DEF_NEGATIVE_TTL_MS;
