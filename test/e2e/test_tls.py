@@ -379,6 +379,28 @@ def test_session_resumption(make_hg, pki, monkeypatch):
             assert b"200 OK" in t.recv(4096)
 
 
+def test_proxy_protocol_header_before_the_tls_handshake(make_hg, pki, monkeypatch):
+    """A trusted load balancer's PROXY header comes in the clear before the ClientHello: it is
+    taken off first and names the client (its IP rules apply); the handshake follows as usual."""
+    h = start_tls(make_hg, pki, monkeypatch, extra={"server": {"trusted_proxies": "127.0.0.1"},
+                                                    "whatsapp": {"deny": "203.0.113.0/24"}})
+    body = hgm.body_bytes(hgm.text_envelope())
+    post = hgm.request_bytes("POST", "/webhooks/whatsapp", [
+        ("Content-Type", "application/json"), ("X-Hub-Signature-256", hgm.sign(DEFAULT_SECRET, body))], body)
+    for src, status in (("203.0.113.9", 403), ("198.51.100.1", 200)):
+        c = hgm.RawConn(h.port)
+        try:
+            c.sock.sendall(f"PROXY TCP4 {src} 127.0.0.1 40000 443\r\n".encode())
+            c.sock = client_ctx(pki).wrap_socket(c.sock, server_hostname="localhost")
+            c.send(post)
+            r = c.read_response()
+            assert r.status == status, (src, r)
+            if status == 403:
+                assert r.json()["error"] == "forbidden"
+        finally:
+            c.close()
+
+
 # --------------------------------------------------------------------------- reload
 
 def replace_files(pairs):
