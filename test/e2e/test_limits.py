@@ -1,0 +1,147 @@
+"""Resource limits (issue 14): a webhook with very many events must not stall its worker's loop,
+total request and body deadlines, the drain's byte cap and the per-worker cap on buffered bodies,
+one tenant-service lookup per made-up tenant id, and no synchronous spool read-back on the loop.
+Every test drives the built binary over loopback."""
+
+import pathlib
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+import hookgate as hgm
+from hookgate import DEFAULT_SECRET
+
+
+def _sanitized(binary):
+    """True for an ASan/UBSan build (everything runs several times slower there)."""
+    data = pathlib.Path(binary).read_bytes()
+    return b"__asan_init" in data or b"__ubsan_handle" in data
+
+
+@pytest.fixture(scope="module")
+def slow_factor(hookgate_bin):
+    return 5.0 if _sanitized(hookgate_bin) else 1.0
+
+
+class HealthProbe:
+    """GET /health over one keep-alive connection, again and again, from a thread: records each
+    answer's latency with the time it was asked (monotonic)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.samples = []
+        self.errors = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        try:
+            conn = hgm.RawConn(self.port, timeout=120)
+            while not self._stop.is_set():
+                t = time.monotonic()
+                conn.send(hgm.request_bytes("GET", "/health"))
+                r = conn.read_response(timeout=120)
+                dt = time.monotonic() - t
+                if r.status != 200:
+                    self.errors.append(f"/health answered {r.status}")
+                self.samples.append((t, dt))
+                time.sleep(0.002)
+            conn.close()
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.errors.append(repr(e))
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *a):
+        self._stop.set()
+        self._t.join(timeout=130)
+
+    def worst(self, since=0.0):
+        return max((dt for t, dt in self.samples if t >= since), default=0.0)
+
+
+def many_messages_body(n, prefix="wamid.LIM"):
+    msgs = [hgm.text_message(wamid=f"{prefix}{i:08d}", text=f"message {i}") for i in range(n)]
+    return hgm.body_bytes(hgm.envelope([(hgm.DEFAULT_WABA, [hgm.messages_change(msgs)])]))
+
+
+N_MANY = 25000
+
+
+def ndjson_lines(h):
+    """Complete lines in the NDJSON sink so far (cheap: no JSON parsing, so a probe thread is not
+    held back by this one's GIL)."""
+    d = h.ndjson_dir
+    return sum(f.read_bytes().count(b"\n") for f in d.rglob("*.ndjson")) if d.is_dir() else 0
+
+
+def wait_lines(h, n, timeout):
+    hgm.wait_until(lambda: ndjson_lines(h) >= n, timeout, interval=0.2, what=f"{n} NDJSON lines")
+
+
+@pytest.fixture
+def one_worker(make_hg):
+    return make_hg(overrides={"server": {"workers": "1", "max_body": "8MiB", "shutdown_timeout": "5s"}})
+
+
+# --------------------------------------------------------------------------- 1. many events
+
+
+def test_many_events_do_not_stall_the_loop(one_worker, slow_factor):
+    """25,000 messages in one correctly signed 2.8 MB webhook: while they are normalized and
+    published, /health on the same (only) worker keeps answering quickly; all 25,000 arrive.
+    Before: the event array grew by one realloc per event and every publish walked every event
+    (quadratic), and the whole record was built and published in one loop turn: 1 s+ stalls."""
+    h = one_worker
+    body = many_messages_body(N_MANY)
+    assert len(body) > 2_500_000
+    with HealthProbe(h.port) as probe:
+        time.sleep(0.2)
+        r = h.post_whatsapp(body, timeout=120 * slow_factor)
+        assert r.status_code == 200, r.text
+        assert r.json()["events"] == N_MANY
+        answered = time.monotonic()
+        wait_lines(h, N_MANY, 120 * slow_factor)
+    evs = h.read_events(strict=True)
+    assert not probe.errors, probe.errors
+    assert len(probe.samples) > 20, "the probe hardly ran"
+    # After the 200 the record is normalized on the threadpool and its events start a slice per
+    # loop turn: no answer of /health waits long for them.
+    # Measured on an idle machine: 20-75 ms at worst (before: 1 s and more). The bounds leave room
+    # for the 2 cores this suite shares with other jobs.
+    after = probe.worst(since=answered)
+    assert after < 0.25 * slow_factor, f"/health took {after * 1000:.0f} ms while the events went out"
+    # Including the request itself (its 2.8 MB body is parsed and verified on the loop before
+    # the spool append): still bounded, far from the seconds it took before.
+    assert probe.worst() < 0.4 * slow_factor, f"/health took {probe.worst() * 1000:.0f} ms"
+    ids = [e["event_id"] for e in evs if e.get("event_id", "").startswith("wamid.LIM")]
+    assert len(set(ids)) == N_MANY
+    # Published in the record's order (one record, one worker, no retries).
+    assert ids[:N_MANY] == [f"wamid.LIM{i:08d}" for i in range(N_MANY)]
+
+
+def test_sigterm_while_many_events_go_out(one_worker, slow_factor):
+    """SIGTERM while a 25,000-event record is being handed on: the process exits 0 within a
+    bounded time, the record stays in the spool (not all its events were confirmed), and after a
+    restart every event arrives."""
+    h = one_worker
+    body = many_messages_body(N_MANY, prefix="wamid.TRM")
+    r = h.post_whatsapp(body, timeout=120 * slow_factor)
+    assert r.status_code == 200, r.text
+    # Stop at once, while it is being built or published.
+    t = time.monotonic()
+    rc = h.stop(timeout=15 * slow_factor)
+    took = time.monotonic() - t
+    assert rc == 0
+    assert took < 8 * slow_factor, f"SIGTERM took {took:.1f} s"
+    out_before = len(h.read_events())
+    assert out_before < N_MANY, "everything was out before SIGTERM: the test stopped nothing"
+    h.start()
+    wait_lines(h, N_MANY, 120 * slow_factor)
+    evs = h.wait_events([f"wamid.TRM{i:08d}" for i in range(N_MANY)], timeout=120 * slow_factor)
+    assert {e["event_id"] for e in evs} >= {f"wamid.TRM{i:08d}" for i in range(N_MANY)}
