@@ -47,6 +47,7 @@ static const struct key conf_keys[] = {
     { "server", "max_header", KEY_SIZE, CF(max_header_bytes), "16KiB", "1KiB", "1MiB", NULL, 0 },
     { "server", "header_timeout", KEY_MS, CF(header_timeout_ms), "10s", "100ms", "10m", NULL, 0 },
     { "server", "body_timeout", KEY_MS, CF(body_timeout_ms), "30s", "100ms", "10m", NULL, 0 },
+    { "server", "body_total_timeout", KEY_MS, CF(body_total_timeout_ms), "60s", "100ms", "1h", NULL, 0 },
     { "server", "keepalive_timeout", KEY_MS, CF(keepalive_timeout_ms), "60s", "0", "1h", NULL, 0 },
     { "server", "shutdown_timeout", KEY_MS, CF(shutdown_timeout_ms), "10s", "0", "10m", NULL, 0 },
     { "server", "max_connections", KEY_UINT, CF(max_connections), "10000", "1", "1000000", NULL, 0 },

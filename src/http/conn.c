@@ -119,6 +119,7 @@ struct hg_conn {
     bool written_queued;             /* in srv->written_head: the answer is out, completion due */
     struct hg_conn *written_next;
     void *app_data;                  /* the application's object for the request in flight */
+    uint64_t body_deadline;          /* loop ms: the whole body must be in by then (0 = none) */
 };
 
 static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -133,6 +134,7 @@ static void set_state(struct hg_conn *c, enum conn_state s)
 }
 
 static void timer_arm(struct hg_conn *c, uint64_t ms);
+static void body_timer_arm(struct hg_conn *c);
 static void start_reading(struct hg_conn *c);
 
 /* ---- request states: taken at a request's first byte, given back once it is answered ---- */
@@ -447,7 +449,9 @@ static int on_headers_complete(llhttp_t *p)
             c->continue_pending = true;
     }
     set_state(c, CONN_BODY);
-    timer_arm(c, c->limits.body_timeout_ms);
+    c->body_deadline = c->limits.body_total_timeout_ms
+                           ? uv_now(c->srv->loop) + c->limits.body_total_timeout_ms : 0;
+    body_timer_arm(c);
     return 0;
 }
 
@@ -458,7 +462,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         c->fail_status = 413;
         return HPE_USER;
     }
-    timer_arm(c, c->limits.body_timeout_ms);
+    body_timer_arm(c);
     return 0;
 }
 
@@ -498,6 +502,23 @@ static void timer_arm(struct hg_conn *c, uint64_t ms)
         uv_timer_stop(&c->timer);
     else
         uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+/*
+ * While the body arrives: the pause timer restarts on every piece, but never past the total body
+ * deadline, so a client trickling a byte every few seconds cannot hold a connection (and its
+ * buffered body) for ever.
+ */
+static void body_timer_arm(struct hg_conn *c)
+{
+    uint64_t ms = c->limits.body_timeout_ms;
+    if (c->body_deadline) {
+        uint64_t now = uv_now(c->srv->loop);
+        uint64_t left = c->body_deadline > now ? c->body_deadline - now : 1;
+        if (ms == 0 || left < ms)
+            ms = left;
+    }
+    timer_arm(c, ms);
 }
 
 /* ---- writing ---- */

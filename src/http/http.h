@@ -48,6 +48,7 @@ struct hg_http_limits {
     uint64_t max_body_bytes;
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;
+    uint64_t body_total_timeout_ms; /* the whole body, from the end of the headers (0 = none) */
     uint64_t keepalive_timeout_ms;
     uint32_t max_connections;
 };

@@ -145,3 +145,64 @@ def test_sigterm_while_many_events_go_out(one_worker, slow_factor):
     wait_lines(h, N_MANY, 120 * slow_factor)
     evs = h.wait_events([f"wamid.TRM{i:08d}" for i in range(N_MANY)], timeout=120 * slow_factor)
     assert {e["event_id"] for e in evs} >= {f"wamid.TRM{i:08d}" for i in range(N_MANY)}
+
+
+# --------------------------------------------------------------------------- 3. total body time
+
+
+def test_trickled_body_gets_408_at_the_total_body_deadline(make_hg):
+    """A client that sends one body byte every 0.4 s, well inside body_timeout (1 s) each time,
+    gets 408 and a close once body_total_timeout (2 s) has passed since the headers: the pause
+    timer alone would let it hold the connection for ever."""
+    h = make_hg(overrides={"server": {"body_timeout": "1s", "body_total_timeout": "2s"}})
+    body = hgm.body_bytes(hgm.text_envelope())
+    head = hgm.request_bytes("POST", "/webhooks/whatsapp", [
+        ("Content-Type", "application/json"),
+        ("X-Hub-Signature-256", hgm.sign(DEFAULT_SECRET, body)),
+        ("Content-Length", str(len(body))),
+    ])
+    with h.raw(timeout=10) as c:
+        c.send(head)
+        start = time.monotonic()
+        answered = None
+        for i in range(len(body)):
+            try:
+                c.send(body[i:i + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            c.sock.settimeout(0.4)
+            try:
+                d = c.sock.recv(65536)
+            except socket.timeout:
+                continue
+            c.buf += d
+            answered = time.monotonic() - start
+            break
+        assert answered is not None, "still reading after the whole trickle"
+        r = c.read_response(timeout=5)
+        assert r.status == 408, r
+        assert r.json()["error"] == "request_timeout"
+        assert r.header("connection") == "close"
+        assert 1.8 <= answered <= 4.0, f"answered after {answered:.1f} s"
+        assert c.wait_closed(3)
+
+
+def test_slow_but_steady_body_within_the_total_is_accepted(make_hg):
+    """The total deadline does not cut a body that arrives in time, in pieces."""
+    h = make_hg(overrides={"server": {"body_timeout": "1s", "body_total_timeout": "3s"}})
+    wamid = hgm.new_wamid()
+    body = hgm.body_bytes(hgm.text_envelope(wamid))
+    head = hgm.request_bytes("POST", "/webhooks/whatsapp", [
+        ("Content-Type", "application/json"),
+        ("X-Hub-Signature-256", hgm.sign(DEFAULT_SECRET, body)),
+        ("Content-Length", str(len(body))),
+    ])
+    with h.raw(timeout=10) as c:
+        c.send(head)
+        step = len(body) // 4 + 1
+        for i in range(0, len(body), step):
+            c.send(body[i:i + step])
+            time.sleep(0.3)
+        r = c.read_response(timeout=5)
+        assert r.status == 200, r
+    h.wait_events([wamid])
