@@ -67,7 +67,8 @@ struct hg_conf {
     uint64_t max_header_bytes;        /* 16 KiB, all request headers together */
     uint64_t header_timeout_ms;       /* 10 s to receive all headers */
     uint64_t body_timeout_ms;         /* 30 s between body bytes */
-    uint64_t body_total_timeout_ms;   /* 60 s for the whole body, however it trickles in */
+    uint64_t body_total_timeout_ms;   /* 30 s for the whole body, however it trickles in */
+    uint64_t request_timeout_ms;      /* 30 s from a request's first byte to its answer */
     uint64_t keepalive_timeout_ms;    /* 60 s idle between requests */
     uint64_t shutdown_timeout_ms;     /* 10 s to drain on SIGTERM */
     uint32_t max_connections;         /* per worker; 10000 */

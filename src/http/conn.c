@@ -120,6 +120,7 @@ struct hg_conn {
     struct hg_conn *written_next;
     void *app_data;                  /* the application's object for the request in flight */
     uint64_t body_deadline;          /* loop ms: the whole body must be in by then (0 = none) */
+    uint64_t req_deadline;           /* loop ms: the request must be answered by then (0 = none) */
 };
 
 static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -127,6 +128,8 @@ static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 static void conn_close(struct hg_conn *c);
 static void conn_feed(struct hg_conn *c, const char *data, size_t len);
 static void conn_fail(struct hg_conn *c, int status, const char *code, const char *message);
+static void conn_fail_with(struct hg_conn *c, int status, const char *code, const char *message,
+                           const char *extra);
 
 static void set_state(struct hg_conn *c, enum conn_state s)
 {
@@ -135,6 +138,21 @@ static void set_state(struct hg_conn *c, enum conn_state s)
 
 static void timer_arm(struct hg_conn *c, uint64_t ms);
 static void body_timer_arm(struct hg_conn *c);
+
+/* `ms` (0 = none), cut short by the request's and the body's deadlines: the time to arm. */
+static uint64_t until_deadlines(const struct hg_conn *c, uint64_t ms)
+{
+    uint64_t now = uv_now(c->srv->loop);
+    const uint64_t deadlines[2] = { c->req_deadline, c->body_deadline };
+    for (int i = 0; i < 2; i++) {
+        if (deadlines[i] == 0)
+            continue;
+        uint64_t left = deadlines[i] > now ? deadlines[i] - now : 1;
+        if (ms == 0 || left < ms)
+            ms = left;
+    }
+    return ms;
+}
 static void start_reading(struct hg_conn *c);
 
 /* ---- request states: taken at a request's first byte, given back once it is answered ---- */
@@ -309,8 +327,10 @@ static int on_message_begin(llhttp_t *p)
     struct conn_request *rq = rq_get(c);
     c->fail_status = 0;
     rq->req.start_ns = hg_time_mono_ns();
+    c->req_deadline = c->limits.request_timeout_ms ? uv_now(c->srv->loop) + c->limits.request_timeout_ms : 0;
+    c->body_deadline = 0;
     set_state(c, CONN_HEADERS);
-    timer_arm(c, c->limits.header_timeout_ms);
+    timer_arm(c, until_deadlines(c, c->limits.header_timeout_ms));
     return 0;
 }
 
@@ -491,6 +511,21 @@ static void on_timer(uv_timer_t *t)
         conn_fail(c, 408, "request_timeout", c->state == CONN_HEADERS ? "headers not received in time"
                                                                           : "body not received in time");
         break;
+    case CONN_HANDLING:
+        /*
+         * request_timeout passed while the application works on it (a stuck fsync, a slow
+         * backend): the client must not hang. The application is told as if the connection had
+         * gone (its work goes on: a spool append in flight still hands its record on once
+         * durable), and the client gets 503 + Retry-After: its retry is a duplicate at worst.
+         */
+        if (!c->abandoned_notified && c->srv->handler.on_abandon) {
+            c->abandoned_notified = true;
+            c->srv->handler.on_abandon(c, c->srv->handler.ud);
+        }
+        c->app_data = NULL;
+        conn_fail_with(c, 503, "request_timeout", "the request could not be completed in time; retry later",
+                       "Retry-After: 5\r\n");
+        break;
     default:
         break;
     }
@@ -511,14 +546,7 @@ static void timer_arm(struct hg_conn *c, uint64_t ms)
  */
 static void body_timer_arm(struct hg_conn *c)
 {
-    uint64_t ms = c->limits.body_timeout_ms;
-    if (c->body_deadline) {
-        uint64_t now = uv_now(c->srv->loop);
-        uint64_t left = c->body_deadline > now ? c->body_deadline - now : 1;
-        if (ms == 0 || left < ms)
-            ms = left;
-    }
-    timer_arm(c, ms);
+    timer_arm(c, until_deadlines(c, c->limits.body_timeout_ms));
 }
 
 /* ---- writing ---- */
@@ -740,8 +768,9 @@ void hg_conn_respond_error(struct hg_conn *c, int status, const char *code, cons
 void hg_conn_set_data(struct hg_conn *c, void *data) { c->app_data = data; }
 void *hg_conn_get_data(const struct hg_conn *c) { return c->app_data; }
 
-/* An error found by the parser or a timer: answer it and close after. */
-static void conn_fail(struct hg_conn *c, int status, const char *code, const char *message)
+/* An error found by the parser or a timer: answer it (with `extra` headers) and close after. */
+static void conn_fail_with(struct hg_conn *c, int status, const char *code, const char *message,
+                           const char *extra)
 {
     struct conn_request *rq = rq_get(c);
     if (rq->req.request_id[0] == '\0')
@@ -751,8 +780,13 @@ static void conn_fail(struct hg_conn *c, int status, const char *code, const cha
     struct hg_buf b;
     hg_buf_init(&b, 8192);
     json_error_body(&b, code, message, rq->req.request_id);
-    write_response(c, status, rq->req.request_id, "application/json", NULL, b.data, b.len);
+    write_response(c, status, rq->req.request_id, "application/json", extra, b.data, b.len);
     hg_buf_free(&b);
+}
+
+static void conn_fail(struct hg_conn *c, int status, const char *code, const char *message)
+{
+    conn_fail_with(c, status, code, message, NULL);
 }
 
 /* ---- reading and parsing ---- */
@@ -760,7 +794,9 @@ static void conn_fail(struct hg_conn *c, int status, const char *code, const cha
 static void dispatch(struct hg_conn *c)
 {
     set_state(c, CONN_HANDLING);
-    uv_timer_stop(&c->timer);
+    /* Only the request's deadline runs while the application has it. */
+    c->body_deadline = 0;
+    timer_arm(c, until_deadlines(c, 0));
     /*
      * Reading stays on: stopping and restarting it costs an epoll_ctl pair per request, and a
      * client that waits for its answer sends nothing meanwhile. A pipelining client's bytes are

@@ -44,6 +44,7 @@ static void limits_from_conf(struct hg_http_limits *l, const struct hg_conf *c)
     l->header_timeout_ms = c->header_timeout_ms;
     l->body_timeout_ms = c->body_timeout_ms;
     l->body_total_timeout_ms = c->body_total_timeout_ms;
+    l->request_timeout_ms = c->request_timeout_ms;
     l->keepalive_timeout_ms = c->keepalive_timeout_ms;
     l->max_connections = c->max_connections;
 }

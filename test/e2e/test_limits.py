@@ -3,16 +3,26 @@ total request and body deadlines, the drain's byte cap and the per-worker cap on
 one tenant-service lookup per made-up tenant id, and no synchronous spool read-back on the loop.
 Every test drives the built binary over loopback."""
 
+import os
 import pathlib
-import signal
 import socket
 import threading
 import time
 
 import pytest
+import requests
 
 import hookgate as hgm
+from backends import control_call, redis_db  # noqa: F401 - fixture
 from hookgate import DEFAULT_SECRET
+
+TENANT_SVC = os.environ.get("HG_TEST_TENANT_SERVICE_URL")
+
+
+def tenant_svc(path, body=None):
+    if not TENANT_SVC:
+        pytest.fail("HG_TEST_TENANT_SERVICE_URL not set: run under scripts/with-services.sh")
+    return control_call(TENANT_SVC, path, body)
 
 
 def _sanitized(binary):
@@ -206,3 +216,84 @@ def test_slow_but_steady_body_within_the_total_is_accepted(make_hg):
         r = c.read_response(timeout=5)
         assert r.status == 200, r
     h.wait_events([wamid])
+
+
+# --------------------------------------------------------------------------- 2. request deadline
+
+
+def test_slow_spool_answers_503_at_the_deadline_and_keeps_the_record(make_hg, redis_db):  # noqa: F811
+    """The spool is slower than request_timeout: its commit starts only after commit_delay (1 s),
+    as a stuck fsync would hold it. The client gets 503 + Retry-After at the deadline (400 ms)
+    instead of hanging; the append in flight still becomes durable and its record is handed on.
+    The sender's retry is then a duplicate, which Redis dedup drops: the event goes out once.
+    (A really stuck fsync cannot be made on loopback without a filesystem of our own; the
+    commit delay keeps the same append in flight past the deadline, with no test hook.)"""
+    h = make_hg(overrides={"server": {"workers": "1", "request_timeout": "400ms"},
+                           "spool": {"commit_delay": "1s"},
+                           "redis": {"url": redis_db.url}})
+    wamid = hgm.new_wamid()
+    body = hgm.body_bytes(hgm.text_envelope(wamid))
+    t = time.monotonic()
+    r = h.post_whatsapp(body)
+    took = time.monotonic() - t
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "request_timeout"
+    assert int(r.headers["Retry-After"]) > 0
+    assert r.headers.get("Connection") == "close"
+    assert 0.35 <= took < 0.95, f"answered after {took:.2f} s"
+    # Durable a little later, and handed on although the client was told 503.
+    h.wait_events([wamid], timeout=15)
+    # The sender retries (here after a restart without the delay): 200, and the event is not
+    # published a second time.
+    h.update_config({"spool": {"commit_delay": "0"}})
+    h.restart()
+    r = h.post_whatsapp(body)
+    assert r.status_code == 200, r.text
+    hgm.wait_until(lambda: hgm.metric_sum(h.metrics(), "dedup_duplicates_total") >= 1, 15,
+                   what="the retry's event dropped as a duplicate")
+    assert [e["event_id"] for e in h.read_events()].count(wamid) == 1
+
+
+def test_slow_tenant_service_answers_503_at_the_deadline(make_hg):
+    """A backend that hangs (the tenant service answering after 3 s, its own timeout 10 s): the
+    webhook is answered 503 + Retry-After at request_timeout (500 ms), not after 3 s."""
+    tenant_svc("/_test/reset", {})
+    tenant_svc("/_test/mode", {"mode": "slow", "delay_ms": 3000})
+    try:
+        h = make_hg(overrides={"server": {"workers": "1", "request_timeout": "500ms"},
+                               "tenants": {"service_url": TENANT_SVC, "timeout": "10s",
+                                           "service_token": os.environ.get("HG_TEST_TENANT_SERVICE_TOKEN", "")}})
+        bid = "7" + str(int(time.time() * 1000))[-9:]
+        body = hgm.body_bytes(hgm.text_envelope(waba_id=bid, phone_number_id=bid))
+        t = time.monotonic()
+        r = h.post_whatsapp(body, secret="gen-secret-" + bid)
+        took = time.monotonic() - t
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "request_timeout"
+        assert "Retry-After" in r.headers
+        assert 0.45 <= took < 1.5, f"answered after {took:.2f} s"
+        # The connection was closed after the 503; the worker goes on serving.
+        assert h.get("/health").status_code == 200
+    finally:
+        tenant_svc("/_test/mode", {"mode": "ok"})
+
+
+def test_request_deadline_while_still_sending_is_408(make_hg):
+    """request_timeout counts from the first byte: a client still sending the body when it
+    passes gets 408 (its own slowness), even though each pause and the body total are fine."""
+    h = make_hg(overrides={"server": {"request_timeout": "1s", "body_timeout": "5s",
+                                      "body_total_timeout": "10s"}})
+    body = hgm.body_bytes(hgm.text_envelope())
+    head = hgm.request_bytes("POST", "/webhooks/whatsapp", [
+        ("Content-Type", "application/json"),
+        ("X-Hub-Signature-256", hgm.sign(DEFAULT_SECRET, body)),
+        ("Content-Length", str(len(body))),
+    ])
+    with h.raw(timeout=10) as c:
+        t = time.monotonic()
+        c.send(head)
+        c.send(body[:10])
+        r = c.read_response(timeout=5)
+        took = time.monotonic() - t
+        assert r.status == 408, r
+        assert 0.9 <= took < 2.0, f"answered after {took:.2f} s"
