@@ -48,6 +48,7 @@
 
 #define RECOVER_BATCH 256          /* recovered records taken per pull */
 #define DEFAULT_MAX_IN_MEMORY 4096 /* records held at once; the rest wait in the spool (backlog) */
+#define DEFAULT_MAX_BYTES (128ull << 20) /* and the bytes they take */
 #define ARCHIVE_SLOTS 256          /* archive PutObjects in flight; past it records park by id */
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 30000
@@ -70,6 +71,7 @@ static void archive_or_park(struct item *it);
 static void unpark(struct hg_drain *d, bool probe);
 static void item_build(struct item *it);
 static void build_enqueue(struct hg_drain *d, struct item *it);
+static void item_mem(struct item *it, ptrdiff_t delta);
 static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct hg_record *rec);
 static struct item *item_from_entry(struct hg_drain *d, struct hg_spool_entry *e);
 
@@ -80,6 +82,8 @@ void drain_event_set_state(struct item_event *e, enum event_state s)
     e->state = s;
     if (s == EV_DONE) {
         /* Never sent again: its text goes now, not all at once with a record of thousands. */
+        if (e->json != NULL)
+            item_mem(e->item, -(ptrdiff_t)e->json_len);
         free(e->json);
         e->json = NULL;
         if (e->conv)
@@ -106,9 +110,32 @@ static void item_unwait(struct item *it)
 
 static void wake_intake(struct hg_drain *d);
 
+/* Count `delta` bytes more (or fewer) for the item against the drain's max_bytes. */
+static void item_mem(struct item *it, ptrdiff_t delta)
+{
+    it->mem += (size_t)delta;
+    it->drain->mem_bytes += (uint64_t)(int64_t)delta;
+}
+
+/* The item's document arena as it is now (0 once released): the counted part follows it. */
+static void item_mem_arena(struct item *it)
+{
+    size_t now = it->doc ? it->doc->arena.used : 0;
+    item_mem(it, (ptrdiff_t)now - (ptrdiff_t)it->arena_counted);
+    it->arena_counted = now;
+}
+
+/* Room for one more record: under both caps, or nothing held at all (one record alone may be
+ * bigger than max_bytes; it must still go through). */
+static bool drain_has_room(const struct hg_drain *d)
+{
+    return d->n_items == 0 || (d->n_items < d->max_in_memory && d->mem_bytes < d->max_bytes);
+}
+
 static void item_free(struct item *it)
 {
     struct hg_drain *d = it->drain;
+    d->mem_bytes -= it->mem;
     item_unwait(it);
     hg_list_unlink(&it->node);
     d->n_items--;
@@ -303,12 +330,15 @@ static bool event_escalate(struct item_event *e, int rc)
                                 it->tenant, "correlation_id", it->request_id, "size", (json_int_t)e->json_len);
     if (summary == NULL)
         hg_oom(__FILE__, __LINE__);
+    if (e->json != NULL)
+        item_mem(it, -(ptrdiff_t)e->json_len);
     free(e->json);
     e->json = json_dumps(summary, JSON_COMPACT);
     json_decref(summary);
     if (e->json == NULL)
         hg_oom(__FILE__, __LINE__);
     e->json_len = strlen(e->json);
+    item_mem(it, (ptrdiff_t)e->json_len);
     e->summarized = true;
     if (e->dead_reason == NULL) {
         /* No dead-letter path (ndjson): the summary goes out as a dead_letter event of its own. */
@@ -333,6 +363,7 @@ static void item_doc_release(struct item *it)
         return;
     hg_json_doc_free(it->doc);
     it->doc = NULL;
+    item_mem_arena(it);
 }
 
 void drain_event_publish(struct item_event *e)
@@ -344,6 +375,7 @@ void drain_event_publish(struct item_event *e)
         e->json = hg_json_dumps(e->doc, &e->json_len);
         if (e->json == NULL)
             hg_oom(__FILE__, __LINE__);
+        item_mem(it, (ptrdiff_t)e->json_len);
         e->doc = NULL;
         it->n_docs--;
         item_doc_release(it);
@@ -751,6 +783,11 @@ static void item_build_finish(struct item *it, int rc, const char *reason)
     if (rc != 0)
         item_dead_letter(it, reason);
     order_add(it);
+    size_t strings = 0;
+    for (size_t i = 0; i < it->n_events; i++)
+        strings += (size_t)(it->events[i].priority_class - it->events[i].strings) + 16;
+    item_mem(it, (ptrdiff_t)(it->events_cap * sizeof(*it->events) + strings));
+    item_mem_arena(it);
 }
 
 static void item_build(struct item *it)
@@ -980,6 +1017,7 @@ static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct
     it->archive = d->b.s3 ? AR_PENDING : AR_NONE;
     hg_list_insert_head(&d->items, &it->node);
     d->n_items++;
+    item_mem(it, (ptrdiff_t)(sizeof(*it) + lens[0] + lens[1] + lens[2] + hlen + rec->body_len + 5));
     return it;
 }
 
@@ -1000,7 +1038,7 @@ void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_reco
      * outage, a slow S3), or while older records still wait in the spool (their turn comes
      * first), this one waits there too, as a few bytes of index, and is read back in order.
      */
-    if ((d->n_items >= d->max_in_memory || !hg_spool_backlog_empty(d->b.spool)) &&
+    if ((!drain_has_room(d) || !hg_spool_backlog_empty(d->b.spool)) &&
         hg_spool_defer(d->b.spool, spool_id) == 0) {
         hg_json_doc_free(doc);
         d->deferred++;
@@ -1020,7 +1058,7 @@ void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_reco
 static bool intake_due(const struct hg_drain *d)
 {
     return !d->closing && d->job_item == NULL &&
-           (d->build_head != NULL || (d->n_items < d->max_in_memory && !hg_spool_backlog_empty(d->b.spool)));
+           (d->build_head != NULL || (drain_has_room(d) && !hg_spool_backlog_empty(d->b.spool)));
 }
 
 static void wake_intake(struct hg_drain *d)
@@ -1092,7 +1130,7 @@ void hg_drain_submit_acked(struct hg_drain *d, const struct hg_record *rec, stru
  * comes. */
 static void pull_backlog(struct hg_drain *d)
 {
-    for (int i = 0; i < RECOVER_BATCH && d->n_items < d->max_in_memory; i++) {
+    for (int i = 0; i < RECOVER_BATCH && drain_has_room(d); i++) {
         struct hg_spool_entry *e;
         int rc = hg_spool_recovered_next(d->b.spool, &e);
         if (rc == HG_ERR_NOT_FOUND)
@@ -1187,6 +1225,7 @@ int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_
     hg_list_init(&d->items);
     hg_list_init(&d->waiting);
     d->max_in_memory = b->max_in_memory ? b->max_in_memory : DEFAULT_MAX_IN_MEMORY;
+    d->max_bytes = b->max_bytes ? b->max_bytes : DEFAULT_MAX_BYTES;
     d->bucket = hg_xstrdup(b->bucket ? b->bucket : "hookgate");
     d->b.bucket = d->bucket;
     d->media_bucket = b->media_bucket ? hg_xstrdup(b->media_bucket) : NULL;
@@ -1209,6 +1248,11 @@ bool hg_drain_archive_failing(const struct hg_drain *d)
 uint64_t hg_drain_inflight(const struct hg_drain *d)
 {
     return d->n_items;
+}
+
+uint64_t hg_drain_inflight_bytes(const struct hg_drain *d)
+{
+    return d->mem_bytes;
 }
 
 /* A handle closed or a threadpool job finished: the last one frees the drain (after free). */

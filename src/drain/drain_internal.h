@@ -106,6 +106,8 @@ struct item {
     size_t events_cap;             /* room in events (grown geometrically while building) */
     size_t n_docs;                 /* events whose document is not serialized yet: the arena goes
                                     * when this reaches 0 */
+    size_t mem;                    /* bytes counted in drain->mem_bytes for this item */
+    size_t arena_counted;          /* the part of `mem` that is its document arena */
     enum archive_state archive;
     uint64_t archive_start_ns;
     unsigned outstanding;          /* asynchronous steps awaiting their callback */
@@ -152,6 +154,8 @@ struct hg_drain {
     struct hg_list waiting;        /* items waiting out a retry backoff: the tick walks only these */
     uint64_t n_items;
     uint64_t max_in_memory;        /* records held at once; past it submit defers to the spool */
+    uint64_t max_bytes;            /* bytes they may take; past it too */
+    uint64_t mem_bytes;            /* what the items take: bodies, arenas, events, JSON texts */
     uint64_t deferred;             /* records submit left in the spool (counter) */
     /* Records whose events are all out and whose archive waits for a slot (or for S3 to come
      * back), kept as spool ids only: a slow or absent S3 holds back neither events nor RAM. */

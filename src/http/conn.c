@@ -75,6 +75,7 @@ struct hg_http_server {
     uv_idle_t written_idle;         /* completes answers written at once (write_response) */
     struct hg_conn *written_head;   /* connections whose answer went out whole, to complete */
     bool written_closed;
+    uint64_t buffered;              /* body bytes counted by its connections (max_buffered_bytes) */
 };
 
 /*
@@ -121,6 +122,8 @@ struct hg_conn {
     void *app_data;                  /* the application's object for the request in flight */
     uint64_t body_deadline;          /* loop ms: the whole body must be in by then (0 = none) */
     uint64_t req_deadline;           /* loop ms: the request must be answered by then (0 = none) */
+    uint64_t buffered;               /* body bytes this request counts in srv->buffered */
+    bool body_reserved;              /* its Content-Length was counted in full at the headers */
 };
 
 static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -241,9 +244,29 @@ static void rq_released(struct hg_http_server *s)
         trim_arm(s);
 }
 
+/* The request's body is no longer held: its bytes leave the server's buffered count. */
+static void buffered_release(struct hg_conn *c)
+{
+    c->srv->buffered -= c->buffered;
+    c->buffered = 0;
+    c->body_reserved = false;
+}
+
+/* Count n more body bytes; false (nothing counted) when they would pass max_buffered_bytes. */
+static bool buffered_take(struct hg_conn *c, uint64_t n)
+{
+    struct hg_http_server *s = c->srv;
+    if (c->limits.max_buffered_bytes && s->buffered + n > c->limits.max_buffered_bytes)
+        return false;
+    s->buffered += n;
+    c->buffered += n;
+    return true;
+}
+
 /* Give the connection's request state back: to the pool, or to malloc when the pool is full. */
 static void rq_put(struct hg_conn *c)
 {
+    buffered_release(c);
     struct conn_request *rq = c->rq;
     if (rq == NULL)
         return;
@@ -461,6 +484,18 @@ static int on_headers_complete(llhttp_t *p)
         c->fail_status = 400;
         return HPE_USER;
     }
+    /*
+     * Bodies held by all connections together are capped (a few thousand slow uploads of large
+     * bodies must not take the worker's memory): a declared length counts in full now, before
+     * it is sent, so the sender learns at once; a chunked body counts as it arrives (on_body).
+     */
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0) {
+        if (!buffered_take(c, p->content_length)) {
+            c->fail_status = 503;
+            return HPE_USER;
+        }
+        c->body_reserved = true;
+    }
     size_t elen;
     const char *expect = hg_http_header_get(r, "Expect", &elen);
     if (expect && hg_span_ieq(expect, elen, "100-continue") && !c->continue_pending) {
@@ -480,6 +515,10 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     struct hg_conn *c = p->data;
     if (hg_buf_append(&c->rq->body, at, len) != 0) {
         c->fail_status = 413;
+        return HPE_USER;
+    }
+    if (!c->body_reserved && !buffered_take(c, len)) {
+        c->fail_status = 503;
         return HPE_USER;
     }
     body_timer_arm(c);
@@ -829,6 +868,10 @@ static void conn_feed(struct hg_conn *c, const char *data, size_t len)
     case 431:
         conn_fail(c, 431, "headers_too_large", "request headers exceed the configured max_header");
         break;
+    case 503:
+        conn_fail_with(c, 503, "busy", "too many request bodies held by this worker; retry later",
+                       "Retry-After: 1\r\n");
+        break;
     default:
         conn_fail(c, 400, "bad_request", llhttp_errno_name(rc));
         break;
@@ -900,6 +943,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (--c->open_handles > 0)
         return;
     struct hg_http_server *s = c->srv;
+    buffered_release(c);
     hg_list_unlink(&c->link);
     s->nconns--;
     hg_metric_set(HG_M_CONNECTIONS, NULL, (double)s->nconns);

@@ -51,6 +51,8 @@ struct hg_http_limits {
     uint64_t body_total_timeout_ms; /* the whole body, from the end of the headers (0 = none) */
     uint64_t request_timeout_ms;    /* first byte to answer (0 = none): still reading → 408, the
                                      * application not done → 503 + Retry-After (on_abandon runs) */
+    uint64_t max_buffered_bytes;    /* request bodies held by all connections of a server together
+                                     * (0 = no cap): a body that does not fit → 503 + Retry-After */
     uint64_t keepalive_timeout_ms;
     uint32_t max_connections;
 };

@@ -297,3 +297,100 @@ def test_request_deadline_while_still_sending_is_408(make_hg):
         took = time.monotonic() - t
         assert r.status == 408, r
         assert 0.9 <= took < 2.0, f"answered after {took:.2f} s"
+
+
+# --------------------------------------------------------------------------- 4. memory caps
+
+
+def big_envelope(wamid, size):
+    """A signed-able one-message webhook of about `size` bytes (a long text)."""
+    return hgm.body_bytes(hgm.text_envelope(wamid, text="x" * size))
+
+
+def test_drain_byte_cap_keeps_big_records_on_disk(make_hg):
+    """With the sink down, 30 webhooks of ~200 KB stay accepted in the spool. The record count
+    cap (max_in_memory) would let the drain hold all of them; drain_max_bytes (1 MiB) keeps only
+    a few in memory, the rest wait on disk, and every one is delivered once the sink is back."""
+    h = make_hg(overrides={"server": {"workers": "1"},
+                           "spool": {"max_in_memory": "100000", "drain_max_bytes": "1MiB"}})
+    hgm.break_ndjson_sink(h)
+    ids = [hgm.new_wamid() for _ in range(30)]
+    for w in ids:
+        r = h.post_whatsapp(big_envelope(w, 200_000))
+        assert r.status_code == 200, r.text
+    time.sleep(1.0)  # let the drain take whatever it may
+    m = h.metrics()
+    held = hgm.metric_sum(m, "drain_records_in_memory")
+    spooled = hgm.metric_sum(m, "spool_records")
+    assert spooled == 30, spooled
+    # ~200 KB body + its parse tree and event per record: a handful fit in 1 MiB, not 30.
+    assert 1 <= held <= 8, f"{held} records held in memory under a 1 MiB cap"
+    hgm.mend_ndjson_sink(h)
+    h.wait_events(ids, timeout=60)
+
+
+def test_drain_byte_cap_takes_one_record_bigger_than_the_cap(make_hg):
+    """A single record bigger than drain_max_bytes still goes through (alone)."""
+    h = make_hg(overrides={"server": {"workers": "1"}, "spool": {"drain_max_bytes": "64KiB"}})
+    ids = [hgm.new_wamid() for _ in range(3)]
+    for w in ids:
+        assert h.post_whatsapp(big_envelope(w, 300_000)).status_code == 200
+    h.wait_events(ids, timeout=30)
+
+
+def _post_head(length, extra=()):
+    return (f"POST /webhooks/whatsapp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in extra) + "\r\n").encode()
+
+
+def test_buffered_bodies_cap_answers_503(make_hg):
+    """max_buffered_bytes (1 MiB) over all connections of a worker: while one client holds a
+    declared 800 KB body half sent, a second declaring 400 KB gets 503 + Retry-After at once
+    (before sending it), a small one still goes through; once the first is answered, the second
+    one's retry is accepted."""
+    h = make_hg(overrides={"server": {"workers": "1", "max_buffered_bytes": "1MiB", "body_timeout": "10s"}})
+    w1, w2, w3 = hgm.new_wamid(), hgm.new_wamid(), hgm.new_wamid()
+    b1, b2 = big_envelope(w1, 800_000), big_envelope(w2, 400_000)
+    with h.raw(timeout=10) as a, h.raw(timeout=10) as b:
+        a.send(_post_head(len(b1), [("X-Hub-Signature-256", hgm.sign(DEFAULT_SECRET, b1))]))
+        a.send(b1[:1000])
+        time.sleep(0.3)
+        b.send(_post_head(len(b2), [("X-Hub-Signature-256", hgm.sign(DEFAULT_SECRET, b2))]))
+        r = b.read_response(timeout=5)
+        assert r.status == 503, r
+        assert r.json()["error"] == "busy"
+        assert int(r.header("retry-after")) >= 1
+        assert b.wait_closed(3)
+        # Small bodies still fit next to the held one.
+        assert h.post_whatsapp(hgm.text_envelope(w3)).status_code == 200
+        a.send(b1[1000:])
+        assert a.read_response(timeout=10).status == 200
+    # The retry fits now.
+    assert h.post_whatsapp(b2).status_code == 200
+    h.wait_events([w1, w2, w3])
+
+
+def test_buffered_bodies_cap_counts_chunked_bodies(make_hg):
+    """A chunked body counts as it arrives: past the cap (while another body is held) → 503."""
+    h = make_hg(overrides={"server": {"workers": "1", "max_buffered_bytes": "256KiB", "body_timeout": "10s"}})
+    b1 = big_envelope(hgm.new_wamid(), 200_000)
+    with h.raw(timeout=10) as a, h.raw(timeout=10) as b:
+        a.send(_post_head(len(b1), [("X-Hub-Signature-256", hgm.sign(DEFAULT_SECRET, b1))]))
+        a.send(b1[:100])
+        time.sleep(0.2)
+        b.send(b"POST /webhooks/whatsapp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+               b"X-Hub-Signature-256: sha256=00\r\n\r\n")
+        chunk = b"y" * 20_000
+        status = None
+        for _ in range(10):
+            try:
+                b.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if b.wait_closed(0.1) or b.buf:
+                break
+        r = b.read_response(timeout=5)
+        status = r.status
+        assert status == 503, r
+        a.send(b1[100:])
+        assert a.read_response(timeout=10).status == 200
