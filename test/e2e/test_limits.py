@@ -394,3 +394,90 @@ def test_buffered_bodies_cap_counts_chunked_bodies(make_hg):
         assert status == 503, r
         a.send(b1[100:])
         assert a.read_response(timeout=10).status == 200
+
+
+# --------------------------------------------------------------------------- 5. made-up tenant ids
+
+
+@pytest.fixture
+def hg_tenants_svc(make_hg):
+    tenant_svc("/_test/mode", {"mode": "ok"})
+    tenant_svc("/_test/reset", {})
+    # One worker and no Redis: this worker's own caches alone must hold the line.
+    h = make_hg(overrides={"server": {"workers": "1"},
+                           "tenants": {"service_url": TENANT_SVC,
+                                       "service_token": os.environ.get("HG_TEST_TENANT_SERVICE_TOKEN", "")}})
+    yield h
+    tenant_svc("/_test/mode", {"mode": "ok"})
+
+
+def _svc_requests():
+    return tenant_svc("/_test/stats")["requests"]
+
+
+def test_flood_of_made_up_path_tenants_costs_one_lookup_per_id(hg_tenants_svc):
+    """50 concurrent requests naming 10 made-up tenant ids in the path (5 each) while the service
+    is slow: one lookup per id (single-flight), every request 404, and asking again costs
+    nothing (negative caching)."""
+    h = hg_tenants_svc
+    tenant_svc("/_test/mode", {"mode": "slow", "delay_ms": 400})
+    ids = [f"nosuch-{time.time_ns() % 10**9}-{i}" for i in range(10)]
+    body = hgm.body_bytes(hgm.text_envelope())
+    results = []
+
+    def send(tid):
+        r = requests.post(h.url(f"/webhooks/whatsapp/{tid}"), data=body,
+                          headers={"Content-Type": "application/json",
+                                   "X-Hub-Signature-256": "sha256=" + "0" * 64}, timeout=30)
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=send, args=(tid,)) for tid in ids for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(404) == 50, results
+    assert _svc_requests() == 10
+    tenant_svc("/_test/mode", {"mode": "ok"})
+    for tid in ids:
+        send(tid)
+    assert _svc_requests() == 10
+
+
+def test_body_with_many_made_up_business_ids_costs_one_lookup(hg_tenants_svc):
+    """A webhook whose body names 8 made-up business ids (each a 404 at the service), with a
+    wrong signature: at most one tenant-service lookup per request (before: one per id, 8)."""
+    h = hg_tenants_svc
+    base = int(time.time() * 1000) % 10**8
+    bodies = []
+    for n in range(10):
+        entries = [(f"4{base:08d}{n:02d}{k}", [hgm.messages_change([hgm.text_message()],
+                                                                phone_number_id=f"4{base:08d}{n:02d}{k}")])
+                   for k in range(8)]
+        bodies.append(hgm.body_bytes(hgm.envelope(entries)))
+    for b in bodies:
+        r = h.post_whatsapp(b, secret="not-the-secret")
+        assert r.status_code == 401, r.text
+    first = _svc_requests()
+    assert 1 <= first <= 10, f"{first} tenant-service lookups for 10 requests"
+    # Again: each request may look up its next unknown id, never more than one.
+    for b in bodies:
+        assert h.post_whatsapp(b, secret="not-the-secret").status_code == 401
+    assert _svc_requests() - first <= 10
+
+
+def test_tenant_known_by_a_later_id_is_found(hg_tenants_svc):
+    """One lookup per request does not lose a tenant the service knows only by its second id:
+    the first request falls to the default tenant (its secret does not match: 401, the sender
+    retries), the retry asks for the second id and is accepted."""
+    h = hg_tenants_svc
+    unknown = "4" + str(time.time_ns() % 10**9)
+    bid = "7" + str(time.time_ns() % 10**9)
+    wamid = hgm.new_wamid()
+    body = hgm.body_bytes(hgm.text_envelope(wamid, waba_id=unknown, phone_number_id=bid))
+    first = h.post_whatsapp(body, secret="gen-secret-" + bid)
+    assert first.status_code in (200, 401), first.text
+    r = h.post_whatsapp(body, secret="gen-secret-" + bid) if first.status_code != 200 else first
+    assert r.status_code == 200, r.text
+    ev = h.wait_events([wamid])[-1]
+    assert ev["tenant"] == "gen-" + bid
