@@ -624,28 +624,58 @@ static void archive_or_park(struct item *it)
  * archive key (their events are marked done: they went out before), then archived. While S3
  * fails, only a probe from the tick (one upload at a time) until an upload succeeds again.
  */
-static void unpark(struct hg_drain *d, bool probe)
+static void drain_unhold(struct hg_drain *d);
+
+/* A parked record read back (hg_spool_read_async, on the threadpool). */
+static void on_unparked(void *arg, uint64_t id, int status, struct hg_spool_entry *e, bool last)
 {
-    for (size_t budget = d->parked_len; budget > 0 && d->parked_len > 0 && !d->closing; budget--) {
-        if (d->archives_in_flight >= ARCHIVE_SLOTS)
-            return;
-        if (d->archive_failing && !(probe && d->archives_in_flight == 0))
-            return;
-        probe = false;
-        uint64_t id = d->parked[d->parked_head++];
-        if (--d->parked_len == 0)
-            d->parked_head = 0;
-        struct hg_spool_entry *e;
-        if (hg_spool_read(d->b.spool, id, &e) != 0)
-            continue; /* unreadable now: it stays unreleased, the next start recovers it */
+    struct hg_drain *d = arg;
+    if (last)
+        d->unpark_reading = false;
+    if (status != 0 || d->closing) {
+        /* Unreadable now (logged by the spool), or closing: it stays unreleased in the spool and
+         * the next start recovers it. Its archive slot goes back. */
+        d->archives_in_flight--;
+        hg_spool_entry_free(e);
+    } else {
         struct item *it = item_from_entry(d, e);
         /* Its archive key names its first event: built again, in the queue (a big record on the
-         * threadpool), then archived (item_after_build). */
+         * threadpool), then archived (item_after_build, which hands the slot to archive_start). */
         it->archive_only = true;
-        d->archives_in_flight++; /* its slot, from now: unpark must not read more than fit */
         build_enqueue(d, it);
         wake_intake(d);
     }
+    if (last) {
+        if (!d->closing)
+            unpark(d, false);
+        drain_unhold(d);
+    }
+}
+
+static void unpark(struct hg_drain *d, bool probe)
+{
+    /* One read at a time; the records come back through on_unparked, the loop never reads disk. */
+    uint64_t ids[RECOVER_BATCH];
+    size_t n = 0;
+    while (n < RECOVER_BATCH && d->parked_len > 0 && !d->closing && !d->unpark_reading) {
+        if (d->archives_in_flight >= ARCHIVE_SLOTS)
+            break;
+        if (d->archive_failing && !(probe && d->archives_in_flight == 0))
+            break;
+        probe = false;
+        ids[n++] = d->parked[d->parked_head++];
+        if (--d->parked_len == 0)
+            d->parked_head = 0;
+        d->archives_in_flight++; /* its slot, from now: unpark must not read more than fit */
+    }
+    if (n == 0)
+        return;
+    if (hg_spool_read_async(d->b.spool, ids, n, on_unparked, d) != 0) {
+        d->archives_in_flight -= (unsigned)n; /* closing: they stay in the spool for the next start */
+        return;
+    }
+    d->unpark_reading = true;
+    d->handles_open++; /* the drain is not freed before the read's callbacks ran */
 }
 
 /* ---- building events ---- */
@@ -1038,7 +1068,7 @@ void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_reco
      * outage, a slow S3), or while older records still wait in the spool (their turn comes
      * first), this one waits there too, as a few bytes of index, and is read back in order.
      */
-    if ((!drain_has_room(d) || !hg_spool_backlog_empty(d->b.spool)) &&
+    if ((!drain_has_room(d) || !hg_spool_backlog_empty(d->b.spool) || d->backlog_reading) &&
         hg_spool_defer(d->b.spool, spool_id) == 0) {
         hg_json_doc_free(doc);
         d->deferred++;
@@ -1058,7 +1088,8 @@ void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_reco
 static bool intake_due(const struct hg_drain *d)
 {
     return !d->closing && d->job_item == NULL &&
-           (d->build_head != NULL || (drain_has_room(d) && !hg_spool_backlog_empty(d->b.spool)));
+           (d->build_head != NULL ||
+            (!d->backlog_reading && drain_has_room(d) && !hg_spool_backlog_empty(d->b.spool)));
 }
 
 static void wake_intake(struct hg_drain *d)
@@ -1125,22 +1156,49 @@ void hg_drain_submit_acked(struct hg_drain *d, const struct hg_record *rec, stru
     wake_intake(d);
 }
 
-/* Take up to RECOVER_BATCH records of the spool's backlog (recovered, or deferred by submit)
- * while they fit in memory; each is parsed again from its body when its turn in the build queue
- * comes. */
+/* Backlog records read back (hg_spool_read_async): into the build queue, in order. */
+static void on_backlog_read(void *arg, uint64_t id, int status, struct hg_spool_entry *e, bool last)
+{
+    struct hg_drain *d = arg;
+    if (status == 0 && !d->closing)
+        build_enqueue(d, item_from_entry(d, e));
+    else
+        hg_spool_entry_free(e); /* unreadable (logged): it stays unreleased, the next start offers it */
+    if (last) {
+        d->backlog_reading = false;
+        wake_intake(d);
+        drain_unhold(d);
+    }
+}
+
+/*
+ * Take up to RECOVER_BATCH records of the spool's backlog (recovered, or deferred by submit)
+ * while they fit in memory (counting their spooled size against drain_max_bytes), and read them
+ * on the threadpool: a serving loop never waits for the disk. Each is parsed again from its body
+ * when its turn in the build queue comes. While the read runs, submit defers new records too, so
+ * they stay behind the ones being read.
+ */
 static void pull_backlog(struct hg_drain *d)
 {
-    for (int i = 0; i < RECOVER_BATCH && drain_has_room(d); i++) {
-        struct hg_spool_entry *e;
-        int rc = hg_spool_recovered_next(d->b.spool, &e);
-        if (rc == HG_ERR_NOT_FOUND)
-            return;
-        if (rc != 0) {
-            hg_error(NULL, "reading a recovered spool record failed", "error", hg_strerror(rc), NULL);
-            continue;
-        }
-        build_enqueue(d, item_from_entry(d, e));
+    if (d->backlog_reading)
+        return;
+    uint64_t ids[RECOVER_BATCH];
+    size_t n = 0;
+    uint64_t bytes = d->mem_bytes;
+    while (n < RECOVER_BATCH && d->n_items + n < d->max_in_memory && (n == 0 || bytes < d->max_bytes) &&
+           (d->n_items == 0 || bytes < d->max_bytes)) {
+        uint32_t len = 0;
+        if (hg_spool_backlog_take(d->b.spool, &ids[n], &len) != 0)
+            break;
+        bytes += len;
+        n++;
     }
+    if (n == 0)
+        return;
+    if (hg_spool_read_async(d->b.spool, ids, n, on_backlog_read, d) != 0)
+        return; /* closing: they stay unreleased in the spool for the next start */
+    d->backlog_reading = true;
+    d->handles_open++; /* the drain is not freed before the read's callbacks ran */
 }
 
 static int by_spool_id(const void *a, const void *b)

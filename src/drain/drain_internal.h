@@ -150,6 +150,8 @@ struct hg_drain {
     char job_reason[256];
     _Atomic bool cancel_build;     /* set when closing: the job's walk stops at its next event */
     struct item *step_head, *step_tail; /* items whose round still has events to start */
+    bool backlog_reading;          /* a read of backlog records runs on the threadpool */
+    bool unpark_reading;           /* a read of parked records runs there */
     struct hg_list items;          /* every record taken and not yet released */
     struct hg_list waiting;        /* items waiting out a retry backoff: the tick walks only these */
     uint64_t n_items;

@@ -481,3 +481,53 @@ def test_tenant_known_by_a_later_id_is_found(hg_tenants_svc):
     assert r.status_code == 200, r.text
     ev = h.wait_events([wamid])[-1]
     assert ev["tenant"] == "gen-" + bid
+
+
+# --------------------------------------------------------------------------- 6. spool read-back
+
+
+def _strace(pid, out):
+    import subprocess
+    p = subprocess.Popen(["strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=pread64,epoll_wait,epoll_pwait",
+                          "-o", str(out), "-p", str(pid)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached to every thread
+    return p
+
+
+def _threads_by_call(path):
+    loops, readers = set(), set()
+    for ln in pathlib.Path(path).read_text().splitlines():
+        parts = ln.split(None, 1)
+        if len(parts) < 2 or not parts[0].isdigit():
+            continue
+        tid, call = int(parts[0]), parts[1]
+        if call.startswith(("epoll_wait(", "epoll_pwait(")):
+            loops.add(tid)
+        elif call.startswith("pread64("):
+            readers.add(tid)
+    return loops, readers
+
+
+def test_backlog_read_back_is_not_on_the_loop_thread(make_hg, tmp_path):
+    """Records deferred to the spool (drain full while the sink is down) are read back while the
+    worker serves: every pread of a spool record runs on a threadpool thread, never on a thread
+    running an event loop (the ones that call epoll_wait). Checked with strace on the process."""
+    h = make_hg(overrides={"server": {"workers": "1"}, "spool": {"max_in_memory": "16"}})
+    hgm.break_ndjson_sink(h)
+    ids = [hgm.new_wamid() for _ in range(60)]
+    for w in ids:
+        assert h.post_whatsapp(hgm.text_envelope(w)).status_code == 200
+    out = tmp_path / "strace.out"
+    tracer = _strace(h.pid(), out)
+    try:
+        hgm.mend_ndjson_sink(h)
+        h.wait_events(ids, timeout=60)
+        assert h.get("/health").status_code == 200
+    finally:
+        tracer.terminate()
+        tracer.wait(timeout=10)
+    loops, readers = _threads_by_call(out)
+    assert loops, "strace saw no event loop thread"
+    assert readers, "no spool record was read back (the test deferred nothing?)"
+    assert not (loops & readers), f"spool read on a loop thread: {sorted(loops & readers)}"
