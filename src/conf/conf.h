@@ -78,6 +78,9 @@ struct hg_conf {
     uint64_t max_header_bytes;        /* 16 KiB, all request headers together */
     uint64_t header_timeout_ms;       /* 10 s to receive all headers */
     uint64_t body_timeout_ms;         /* 30 s between body bytes */
+    uint64_t body_total_timeout_ms;   /* 30 s for the whole body, however it trickles in */
+    uint64_t request_timeout_ms;      /* 30 s from a request's first byte to its answer */
+    uint64_t max_buffered_bytes;      /* 256 MiB of request bodies held per worker, all connections */
     uint64_t keepalive_timeout_ms;    /* 60 s idle between requests */
     uint64_t shutdown_timeout_ms;     /* 10 s to drain on SIGTERM */
     uint32_t max_connections;         /* per worker; 10000 */
@@ -133,6 +136,7 @@ struct hg_conf {
     uint64_t spool_segment_bytes;     /* rotate segments at 16 MiB */
     uint64_t spool_commit_delay_us;   /* group commit: wait up to this for more appends; 0 = none */
     uint32_t spool_max_in_memory;     /* records a worker's drain holds; the rest wait on disk: 4096 */
+    uint64_t spool_drain_max_bytes;   /* bytes those records may take in memory: 128 MiB */
 
     /* [ndjson] */
     char *ndjson_dir;                 /* "var/out", absolute after load */

@@ -47,6 +47,9 @@ static void limits_from_conf(struct hg_http_limits *l, const struct hg_conf *c)
     l->max_body_bytes = c->max_body_bytes;
     l->header_timeout_ms = c->header_timeout_ms;
     l->body_timeout_ms = c->body_timeout_ms;
+    l->body_total_timeout_ms = c->body_total_timeout_ms;
+    l->request_timeout_ms = c->request_timeout_ms;
+    l->max_buffered_bytes = c->max_buffered_bytes;
     l->keepalive_timeout_ms = c->keepalive_timeout_ms;
     l->max_connections = c->max_connections;
     l->trusted_proxies = c->trusted_proxies.n ? &c->trusted_proxies : NULL;
@@ -521,6 +524,7 @@ static int worker_open(struct hg_worker *w)
         .media_bucket = c->media_bucket,
         .token_ttl_ms = c->media_token_cache_ttl_ms,
         .max_in_memory = c->spool_max_in_memory,
+        .max_bytes = c->spool_drain_max_bytes,
         .tenants = w->tenants,
     };
     hg_drain_open(&w->loop, &b, &w->drain);
