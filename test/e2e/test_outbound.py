@@ -303,6 +303,27 @@ def test_fanout_wildcards_and_filters(ob, rx):
     assert acme["tenant"] == "acme"
 
 
+def test_http_method_and_store_file(ob, rx, make_hg):
+    ep = create(ob, rx, "/put", http_method="PUT")
+    publish(ob, "call.ended", {"call_id": "C-9"})
+    [rec] = rx.wait("/put", 1)
+    assert rec.method == "PUT" and rec.verified and rec.json()["data"] == {"call_id": "C-9"}
+    wait_status(ob, only_delivery(ob, ep["id"])["id"], "delivered")
+    # The store file is one process's: a second hookgate on it refuses to start (it would send
+    # the same rows twice).
+    store = ob.dir / "var" / "outbound.db"
+    assert store.is_file()
+    other = make_hg(overrides={"admin": {"token": TOKEN}, "outbound": {"store_path": str(store)}}, start=False)
+    other.start(wait=False)
+    rc = other.proc.wait(timeout=20)
+    other.exit_codes.append(rc)
+    assert rc != 0
+    assert "cannot open the outbound store" in other.stderr_tail() + "".join(
+        json.dumps(r) for r in other.log_records())
+    # and the first one still works
+    assert publish(ob, "call.ended")["deliveries"] == 1
+
+
 def test_retry_after_500_then_success(ob, rx):
     ep = create(ob, rx, "/r", retry_policy=FAST)
     rx.script("/r", [{"status": 500, "body": "oops"}, {"status": 503}])
