@@ -344,6 +344,7 @@ static void send_attempt(struct hg_outbound *ob, json_t *d)
 {
     struct attempt *a = hg_xcalloc(1, sizeof(*a));
     a->ob = ob;
+    a->start_ns = hg_time_mono_ns();
     uv_timer_init(ob->loop, &a->retry_timer);
     a->retry_timer.data = a;
     hg_buf_init(&a->resp_headers, RESP_HEADERS_KEEP);

@@ -443,6 +443,41 @@ def test_idempotent_event_id(ob, rx):
     assert api(ob, "POST", "/v1/events/publish", {"event_type": "a.b", "data": 1}).status_code == 202
 
 
+def test_client_gone_before_the_answer(ob, rx):
+    """A publisher that hangs up before its 202: the event was accepted all the same (the store
+    commit does not depend on the connection) and is delivered once."""
+    create(ob, rx, "/gone-client")
+    body = json.dumps({"event_type": "lead.created", "event_id": "hangup-1", "data": {}}).encode()
+    for _ in range(3):
+        s = __import__("socket").create_connection(("127.0.0.1", ob.admin_port))
+        s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
+                  b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+                  b"\r\n\r\n" + body)
+        s.close()
+    rx.wait("/gone-client", 1)
+    time.sleep(0.5)
+    assert len(rx.requests("/gone-client")) == 1
+    assert api(ob, "GET", "/v1/events/hangup-1").status_code == 200
+
+
+def test_sigterm_with_attempt_in_flight(make_hg, rx):
+    """A clean stop while an attempt hangs: hookgate exits at once (the attempt is canceled, not
+    recorded) and the next start sends it again with the same webhook-id."""
+    h = make_hg(overrides={"admin": {"token": TOKEN}})
+    ep = create(h, rx, "/slow", timeout_seconds=60)
+    rx.script("/slow", [{"hang": 30}])
+    publish(h, "lead.created")
+    [first] = rx.wait("/slow", 1)
+    t0 = time.monotonic()
+    assert h.stop() == 0
+    assert time.monotonic() - t0 < 5
+    h.start()
+    d = wait_status(h, only_delivery(h, ep["id"])["id"], "delivered")
+    got = rx.requests("/slow")
+    assert len(got) == 2 and got[1].headers["webhook-id"] == first.headers["webhook-id"] == d["id"]
+    assert d["attempts"] == 1 and got[1].json()["metadata"]["retry_count"] == 0
+
+
 def test_kill9_loses_no_delivery(make_hg, rx):
     """Deliveries waiting out a retry, and one in flight, when hookgate is killed: after the restart
     every one is delivered, with the same webhook-id it had before."""
