@@ -346,7 +346,8 @@ static void check_seconds(struct problems *p, json_t *out, const json_t *in, con
     char name[64];
     snprintf(name, sizeof(name), "%s%s", where, field);
     if (v == NULL || json_is_null(v)) {
-        json_object_set_new(out, field, def == (double)(json_int_t)def ? json_integer((json_int_t)def) : json_real(def));
+        json_object_set_new(out, field,
+                            def == (double)(json_int_t)def ? json_integer((json_int_t)def) : json_real(def));
         return;
     }
     if ((integer && !json_is_integer(v)) || (!integer && !json_is_number(v)) || json_number_value(v) < min ||
@@ -658,9 +659,8 @@ static void endpoint_update(struct hg_outbound *ob, struct hg_conn *c, const str
 static void on_status_set(void *arg, int err, const char *message, json_t *result)
 {
     struct call *q = arg;
-    if (err == 0 && json_is_object(result) &&
-        strcmp(json_string_value(json_object_get(result, "status")) ? json_string_value(json_object_get(result, "status")) : "",
-               "active") == 0)
+    const char *st = err == 0 ? json_string_value(json_object_get(result, "status")) : NULL;
+    if (st && strcmp(st, "active") == 0)
         hg_outbound_kick(q->ob); /* its waiting deliveries may be due */
     on_store_answer(arg, err, message, result);
 }
@@ -751,7 +751,8 @@ static void event_publish(struct hg_outbound *ob, struct hg_conn *c, const struc
         json_object_set(ev, "tenant", t);
     json_decref(in);
     struct call *q = call_new(c, ob);
-    started(q, hg_ob_event_publish(hg_outbound_store(ob), ev, (int64_t)hg_outbound_idempotency_ms(ob), on_published, q));
+    int64_t window = (int64_t)hg_outbound_idempotency_ms(ob);
+    started(q, hg_ob_event_publish(hg_outbound_store(ob), ev, window, on_published, q));
 }
 
 /* ---- deliveries ---- */
@@ -776,8 +777,9 @@ static void delivery_list(struct hg_outbound *ob, struct hg_conn *c, const struc
             json_object_set_new(f, text[i], json_string(v));
     }
     const char *st = json_string_value(json_object_get(f, "status"));
-    if (st && strcmp(st, HG_OB_STATE_PENDING) != 0 && strcmp(st, HG_OB_STATE_SENDING) != 0 && strcmp(st, HG_OB_STATE_DELIVERED) != 0 &&
-        strcmp(st, HG_OB_STATE_FAILED) != 0 && strcmp(st, HG_OB_STATE_DEAD) != 0) {
+    if (st && strcmp(st, HG_OB_STATE_PENDING) != 0 && strcmp(st, HG_OB_STATE_SENDING) != 0 &&
+        strcmp(st, HG_OB_STATE_DELIVERED) != 0 && strcmp(st, HG_OB_STATE_FAILED) != 0 &&
+        strcmp(st, HG_OB_STATE_DEAD) != 0) {
         json_decref(f);
         respond_err(c, 400, "invalid_query", "status must be pending, sending, delivered, failed or dead", NULL);
         return;

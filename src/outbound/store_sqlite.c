@@ -161,13 +161,21 @@ static const char *str_of(const json_t *o, const char *key)
 
 /* ---- endpoints ---- */
 
+static void endpoint_get(sqlite3 *db, struct hg_ob_req *q);
+
 static void endpoint_write(sqlite3 *db, struct hg_ob_req *q, bool create)
 {
     json_t *ep = q->doc;
     char *doc = dumps(ep);
     char *pat = patterns_of(ep);
-    sqlite3_stmt *st = prep(db, create ? "INSERT INTO endpoints (status, tenant, patterns, doc, id) VALUES (?,?,?,?,?)"
-                                       : "UPDATE endpoints SET status=?, tenant=?, patterns=?, doc=? WHERE id=?");
+    /*
+     * A replace keeps the status the row has now, not the one the caller read before: the
+     * scheduler may have disabled the endpoint (410) between the API's read and this write.
+     */
+    sqlite3_stmt *st = prep(db, create ? "INSERT INTO endpoints (status, tenant, patterns, doc, id)"
+                                         " VALUES (?1,?2,?3,?4,?5)"
+                                       : "UPDATE endpoints SET tenant=?2, patterns=?3,"
+                                         " doc=json_set(?4, '$.status', status) WHERE id=?5");
     if (st == NULL) {
         fail(q, HG_ERR_UNAVAILABLE, db, "prepare");
         goto out;
@@ -184,8 +192,10 @@ static void endpoint_write(sqlite3 *db, struct hg_ob_req *q, bool create)
         fail(q, HG_ERR_UNAVAILABLE, db, "write endpoint");
     else if (!create && sqlite3_changes(db) == 0)
         fail(q, HG_ERR_NOT_FOUND, NULL, "no such endpoint");
-    else
+    else if (create)
         q->result = json_incref(ep);
+    else
+        endpoint_get(db, q); /* what is stored now */
 out:
     sqlite3_finalize(st);
     free(doc);
@@ -317,7 +327,8 @@ static void event_publish(sqlite3 *db, struct hg_ob_req *q)
     char *doc = NULL;
 
     dup = prep(db, "SELECT deliveries FROM events WHERE event_id=? AND created_at>? ORDER BY seq DESC LIMIT 1");
-    ins = prep(db, "INSERT INTO events (event_id, event_type, tenant, created_at, deliveries, doc) VALUES (?,?,?,?,0,?)");
+    ins = prep(db, "INSERT INTO events (event_id, event_type, tenant, created_at, deliveries, doc)"
+                   " VALUES (?,?,?,?,0,?)");
     eps = prep(db, "SELECT id, tenant, patterns FROM endpoints WHERE status='active' ORDER BY id");
     dins = prep(db, "INSERT INTO deliveries (id, event_seq, event_id, event_type, endpoint_id, status, attempts,"
                     " round_start, next_at, created_at, updated_at) VALUES (?,?,?,?,?,'pending',0,0,?,?,?)");

@@ -151,6 +151,13 @@ def test_endpoint_crud(ob, rx):
         r = api(ob, "PUT", f"/v1/endpoints/{ep['id']}/status", {"status": st})
         assert r.status_code == 200 and r.json()["status"] == st
         assert api(ob, "GET", f"/v1/endpoints/{ep['id']}").json()["status"] == st
+    # PUT and PATCH never change the status (only /status and a 410 do)
+    api(ob, "PUT", f"/v1/endpoints/{ep['id']}/status", {"status": "paused"})
+    r = api(ob, "PATCH", f"/v1/endpoints/{ep['id']}", {"name": "still paused", "status": "active"})
+    assert r.status_code == 200 and r.json()["status"] == "paused"
+    r = api(ob, "PUT", f"/v1/endpoints/{ep['id']}", {"url": rx.url("/crud3"), "status": "active"})
+    assert r.status_code == 200 and r.json()["status"] == "paused"
+    assert api(ob, "GET", f"/v1/endpoints/{ep['id']}").json()["status"] == "paused"
     r = api(ob, "PUT", f"/v1/endpoints/{ep['id']}/status", {"status": "sleeping"})
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "status"
     assert api(ob, "PUT", "/v1/endpoints/ep_missing/status", {"status": "paused"}).status_code == 404
