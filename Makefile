@@ -13,7 +13,7 @@ else
 BUILD   := build/$(SAN)
 endif
 
-PKGS    := libuv hiredis librabbitmq libcurl jansson inih sqlite3
+PKGS    := libuv hiredis librabbitmq libcurl jansson inih openssl sqlite3
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-parameter -Werror
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -pthread -D_GNU_SOURCE -DHG_VERSION='"$(VERSION)"' $(WARN) \
@@ -44,7 +44,8 @@ LLHTTP_DIR  := /usr/share/llhttp
 LLHTTP_OBJS := $(BUILD)/deps/llhttp/llhttp.o $(BUILD)/deps/llhttp/api.o $(BUILD)/deps/llhttp/http.o
 
 FUZZ_PROVIDERS := whatsapp genesys twilio pubsub generic
-FUZZ_BINS := $(FUZZ_PROVIDERS:%=$(BUILD)/fuzz/fuzz_normalize_%) $(BUILD)/fuzz/fuzz_signatures $(BUILD)/fuzz/fuzz_jwt
+FUZZ_BINS := $(FUZZ_PROVIDERS:%=$(BUILD)/fuzz/fuzz_normalize_%) $(BUILD)/fuzz/fuzz_signatures $(BUILD)/fuzz/fuzz_jwt \
+             $(BUILD)/fuzz/fuzz_proxy
 FUZZ_SECONDS ?= 15
 
 UNIT_SRCS := $(sort $(wildcard test/unit/test_*.c))
@@ -85,6 +86,10 @@ $(BUILD)/fuzz/fuzz_signatures: fuzz/fuzz_signatures.c $(LIB_OBJS) $(LLHTTP_OBJS)
 	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
 
 $(BUILD)/fuzz/fuzz_jwt: fuzz/fuzz_jwt.c $(LIB_OBJS) $(LLHTTP_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
+
+$(BUILD)/fuzz/fuzz_proxy: fuzz/fuzz_proxy.c $(LIB_OBJS) $(LLHTTP_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
 

@@ -19,6 +19,7 @@ seeds_of() {
     fuzz_jwt) echo test/fixtures/pubsub ;;
     fuzz_normalize_generic) echo test/fixtures/generic ;;
     fuzz_signatures) echo test/fixtures/twilio test/fixtures/genesys ;;
+    fuzz_proxy) echo fuzz/seeds/proxy ;;
   esac
 }
 fail=0

@@ -31,6 +31,66 @@ static void usage(FILE *f)
             "  -h, --help         this text\n");
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/*
+ * What a reload cannot apply while running: the listener, the workers and what each opened at
+ * start (spool, sink type and topology, which backends exist, their endpoints and tunables).
+ * Each change is logged by name, never silently dropped, so "configuration reloaded" does not
+ * claim more than it did. Secrets and credentials are not here: they are applied (worker.c).
+ */
+static void log_restart_only(const struct hg_conf *o, const struct hg_conf *n)
+{
+#define NUM(name, f) { name, o->f != n->f }
+#define STR(name, f) { name, !same_str(o->f, n->f) }
+#define SET(name, f) { name, (o->f == NULL) != (n->f == NULL) }
+    const struct {
+        const char *key;
+        bool changed;
+    } keys[] = {
+        { "[server] listen", !same_str(o->listen_host, n->listen_host) || o->listen_port != n->listen_port },
+        { "[admin] listen (the token changes now)",
+          !same_str(o->admin_listen_host, n->admin_listen_host) || o->admin_listen_port != n->admin_listen_port },
+        NUM("[server] workers", workers),
+        STR("[server] ack", ack),
+        STR("[spool] dir", spool_dir),
+        NUM("[spool] max_bytes", spool_max_bytes),
+        NUM("[spool] segment_bytes", spool_segment_bytes),
+        NUM("[spool] commit_delay", spool_commit_delay_us),
+        NUM("[spool] max_in_memory", spool_max_in_memory),
+        STR("[ndjson] dir", ndjson_dir),
+        NUM("[ndjson] rotate_bytes", ndjson_rotate_bytes),
+        NUM("[ndjson] enabled", ndjson_enabled),
+        { "[amqp] url (with or without RabbitMQ)", (o->amqp_urls.n == 0) != (n->amqp_urls.n == 0) },
+        STR("[amqp] queue_type", amqp_queue_type),
+        NUM("[amqp] max_priority", amqp_max_priority),
+        NUM("[amqp] queue_version", amqp_queue_version),
+        SET("[redis] url (with or without Redis)", redis_url),
+        NUM("[redis] dedup_ttl", dedup_ttl_ms),
+        STR("[tenants] service_url", tenant_service_url),
+        NUM("[tenants] timeout", tenant_service_timeout_ms),
+        NUM("[tenants] cache_ttl", tenant_cache_ttl_ms),
+        NUM("[tenants] negative_ttl", tenant_negative_ttl_ms),
+        STR("[s3] endpoint", s3_endpoint),
+        STR("[s3] region", s3_region),
+        STR("[s3] bucket", s3_bucket),
+        NUM("[s3] max_inflight", s3_max_inflight),
+        NUM("[media] enabled", media_enabled),
+        STR("[media] bucket", media_bucket),
+        STR("[state_manager] url", state_manager_url),
+        NUM("[state_manager] timeout", state_manager_timeout_ms),
+    };
+#undef NUM
+#undef STR
+#undef SET
+    for (size_t i = 0; i < HG_ARRAY_SIZE(keys); i++)
+        if (keys[i].changed)
+            hg_warn(NULL, "configuration change takes effect at restart", "key", keys[i].key, NULL);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     if (signum == SIGHUP) {
@@ -41,16 +101,14 @@ static void on_signal(uv_signal_t *s, int signum)
             return;
         }
         hg_log_set_level(next->log_level);
-        /* Listeners are bound once, at start; a changed address only takes effect after a restart. */
-        if ((next->admin_listen_host == NULL) != (current_conf->admin_listen_host == NULL) ||
-            (next->admin_listen_host && (strcmp(next->admin_listen_host, current_conf->admin_listen_host) != 0 ||
-                                         next->admin_listen_port != current_conf->admin_listen_port)))
-            hg_warn(NULL, "[admin] listen changed: it applies after a restart; the token changes now", NULL);
+        log_restart_only(current_conf, next);
         for (int i = 0; i < nworkers; i++)
             hg_worker_reload(&workers[i], next);
         hg_conf_unref(current_conf);
         current_conf = next;
-        hg_info(NULL, "configuration reloaded", NULL);
+        hg_info(NULL, "configuration reloaded", "applied",
+                "secrets, credentials (Redis/RabbitMQ reconnect when their url or tls settings changed), "
+                "tenants, rules, limits", NULL);
         return;
     }
     if (stopping)

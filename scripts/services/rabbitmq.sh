@@ -2,7 +2,11 @@
 # Test peer: a private rabbitmq-server on loopback (AMQP 26720, dist 26721, epmd 24369), with its
 # data, logs, config and Erlang cookie under STATEDIR. Contract: scripts/with-services.sh.
 #
-#   rabbitmq.sh start STATEDIR   prints HG_TEST_AMQP_URL=... and HG_TEST_RABBITMQ_CTL=...
+#   rabbitmq.sh start STATEDIR   prints HG_TEST_AMQP_URL=... and HG_TEST_RABBITMQ_CTL=..., and for
+#                                the TLS listener (amqp port + 2, or HG_TEST_AMQPS_PORT)
+#                                HG_TEST_AMQPS_URL, HG_TEST_AMQPS_CA (the throwaway CA that signed
+#                                the broker's certificate for localhost and 127.0.0.1), and
+#                                HG_TEST_AMQPS_CLIENT_CERT / _KEY (a client certificate of that CA)
 #   rabbitmq.sh stop STATEDIR    stops the node and its epmd; safe to run twice or after a crash
 #
 # HG_TEST_RABBITMQ_CTL is a generated wrapper around rabbitmqctl with this node's environment, so
@@ -22,6 +26,8 @@ state=$(cd "$state" && pwd)
 amqp_port=${HG_TEST_AMQP_PORT:-26720}
 dist_port=$((amqp_port + 1))
 epmd_port=${HG_TEST_EPMD_PORT:-24369}
+amqps_port=${HG_TEST_AMQPS_PORT:-$((amqp_port + 2))}
+tls="$state/tls"
 node=hgtest${HG_TEST_AMQP_PORT:-}@localhost
 bindir=/usr/lib/rabbitmq/bin
 
@@ -47,6 +53,29 @@ node_env() {
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 }
 
+# A throwaway CA made at every start, the broker's certificate (localhost, 127.0.0.1) and a client
+# certificate, all under STATEDIR: nothing secret, nothing kept.
+make_certs() {
+  rm -rf "$tls"
+  mkdir -p "$tls"
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=hookgate test CA" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=hookgate-client" -keyout client.key -out client.csr 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile client.ext -out client.pem 2>/dev/null
+    rm -f ./*.csr ./*.ext ./*.srl
+    # The broker runs as whoever starts it; the keys stay private to that user.
+    chmod 600 ca.key server.key client.key
+  )
+}
+
 write_files() {
   mkdir -p "$state/mnesia" "$state/log"
   : >"$state/rabbitmq-env.conf"
@@ -55,6 +84,13 @@ write_files() {
   # Low disk/memory alarms would block publishers on a busy shared test machine.
   cat >"$state/rabbitmq.conf" <<EOF
 listeners.tcp.default = 127.0.0.1:$amqp_port
+listeners.ssl.default = 127.0.0.1:$amqps_port
+ssl_options.cacertfile = $tls/ca.pem
+ssl_options.certfile = $tls/server.pem
+ssl_options.keyfile = $tls/server.key
+# A client certificate is checked when one is sent (test_amqp_tls looks for it), not required.
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
 loopback_users = none
 disk_free_limit.absolute = 1MB
 vm_memory_high_watermark.relative = 0.8
@@ -94,6 +130,7 @@ case "$cmd" in
 start)
   node_env
   kill_leftovers
+  make_certs
   write_files
   epmd -daemon -address 127.0.0.1 -port $epmd_port
   # setsid: the node must not die with the caller's terminal or process group.
@@ -117,6 +154,10 @@ start)
   fi
   echo "HG_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:$amqp_port/"
   echo "HG_TEST_RABBITMQ_CTL=$state/ctl"
+  echo "HG_TEST_AMQPS_URL=amqps://guest:guest@localhost:$amqps_port/"
+  echo "HG_TEST_AMQPS_CA=$tls/ca.pem"
+  echo "HG_TEST_AMQPS_CLIENT_CERT=$tls/client.pem"
+  echo "HG_TEST_AMQPS_CLIENT_KEY=$tls/client.key"
   ;;
 stop)
   node_env

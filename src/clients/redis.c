@@ -154,6 +154,8 @@ struct hg_redis {
     unsigned attempt;        /* failed connects since the last good handshake */
     bool closing;
     bool resolving;
+    bool url_changed;        /* a reload set a new URL: a planned reconnect, not an outage */
+    bool resolve_stale;      /* ... while a resolve for the old host was in flight */
     bool was_ready;          /* for logging the down transition once */
     int handles_open;
     uv_timer_t retry_timer;
@@ -362,7 +364,7 @@ static void deliver(struct cmd *c)
 
 static void conn_set(struct hg_redis *r, enum conn_state s)
 {
-    if (r->conn == CONN_READY && s != CONN_READY && !r->closing)
+    if (r->conn == CONN_READY && s != CONN_READY && !r->closing && !r->url_changed)
         hg_warn(NULL, "redis down, answering from the local fallback", "host", r->url.host, NULL);
     r->conn = s;
 }
@@ -453,7 +455,8 @@ static void on_handshake_reply(redisAsyncContext *ac, void *reply_, void *privda
     r->attempt = 0;
     r->stats.connects++;
     conn_set(r, CONN_READY);
-    hg_info(NULL, "redis ready", "host", r->url.host, NULL);
+    hg_info(NULL, r->url_changed ? "redis ready with the reloaded url" : "redis ready", "host", r->url.host, NULL);
+    r->url_changed = false;
 }
 
 static void on_connect(const redisAsyncContext *cac, int status)
@@ -549,6 +552,13 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     uv_freeaddrinfo(res);
     if (r->closing) {
         uv_idle_start(&r->idle, on_idle); /* let the close finish */
+        return;
+    }
+    if (r->resolve_stale) {
+        /* A reload changed the URL meanwhile: that address is the old host's. */
+        r->resolve_stale = false;
+        conn_set(r, CONN_IDLE);
+        start_connect(r);
         return;
     }
     if (ip[0] == '\0') {
@@ -1056,6 +1066,44 @@ int hg_redis_open(uv_loop_t *loop, const char *url, const struct hg_redis_opts *
     r->conn = CONN_IDLE;
     start_connect(r);
     *out = r;
+    return 0;
+}
+
+int hg_redis_set_url(struct hg_redis *r, const char *url, bool *changed)
+{
+    struct hg_redis_url u;
+    *changed = false;
+    int rc = hg_redis_url_parse(url, &u);
+    if (rc != 0 || r->closing)
+        return rc;
+    if (memcmp(&u, &r->url, sizeof u) == 0) { /* both zero-filled by the parser */
+        explicit_bzero(&u, sizeof u);
+        return 0;
+    }
+    *changed = true;
+    explicit_bzero(&r->url, sizeof r->url);
+    r->url = u;
+    explicit_bzero(&u, sizeof u);
+    r->url_changed = true;
+    r->attempt = 0;
+    hg_info(NULL, "redis url changed by a reload: reconnecting", "host", r->url.host, NULL);
+    switch (r->conn) {
+    case CONN_IDLE: /* waiting out a backoff: try the new URL now */
+        uv_timer_stop(&r->retry_timer);
+        start_connect(r);
+        break;
+    case CONN_RESOLVING:
+        r->resolve_stale = true;
+        break;
+    case CONN_CONNECTING:
+    case CONN_HANDSHAKE:
+    case CONN_READY:
+        /* Reaped on the next loop turn, then a new connect after the first (short) backoff. */
+        conn_fail(r);
+        break;
+    case CONN_DYING:
+        break; /* reap reconnects, with the new URL */
+    }
     return 0;
 }
 

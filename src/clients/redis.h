@@ -34,6 +34,14 @@ struct hg_redis_url {
  */
 int hg_redis_url_parse(const char *url, struct hg_redis_url *out);
 
+/*
+ * What hg_redis_open refuses in a URL: 0, or HG_ERR_PARSE with the reason in why (never the URL:
+ * it carries the password). rediss:// and unix:// get their own reasons (no TLS in Debian's
+ * hiredis 0.14: docs/backend-tls.md shows the TLS sidecar). Pure; the config loader calls it so
+ * that `hookgate -t` refuses what the client would.
+ */
+int hg_redis_url_check(const char *url, char *why, size_t wl);
+
 /* Tunables; zero fields take the default shown. */
 struct hg_redis_opts {
     uint32_t command_timeout_ms;  /* 200: a command not answered by then gets the fallback answer */
@@ -81,6 +89,14 @@ typedef void (*hg_redis_close_cb)(void *arg);
  * inside this call.
  */
 void hg_redis_close(struct hg_redis *r, hg_redis_close_cb cb, void *arg);
+
+/*
+ * A reload: use this URL from now on. When it differs from the current one (host, port, db, user
+ * or password), the connection is dropped and made again with it at once (commands in flight on
+ * the old one get their fallback answers, as on any reconnect); *changed says whether it did.
+ * 0, or HG_ERR_PARSE (the old URL stays). Loop thread.
+ */
+int hg_redis_set_url(struct hg_redis *r, const char *url, bool *changed);
 
 /* OK only while the connection is up and the handshake is done (for /ready). */
 enum hg_redis_state hg_redis_state(const struct hg_redis *r);

@@ -3,7 +3,9 @@
  * IPv6 literals, port and database number. Kept apart: it is pure string work with its own tests.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "clients/redis.h"
 #include "core/err.h"
@@ -34,6 +36,26 @@ static int parse_uint(const char *s, size_t n, int max, int *out)
         return HG_ERR_PARSE;
     *out = (int)v;
     return 0;
+}
+
+int hg_redis_url_check(const char *url, char *why, size_t wl)
+{
+    struct hg_redis_url u;
+    if (url != NULL && strncasecmp(url, "rediss://", 9) == 0) {
+        snprintf(why, wl, "rediss:// (TLS) is not supported: Debian's hiredis 0.14 has no TLS; run a TLS "
+                          "sidecar (stunnel) on loopback and point url at it as redis:// (docs/backend-tls.md)");
+        return HG_ERR_PARSE;
+    }
+    if (url != NULL && strncasecmp(url, "unix://", 7) == 0) {
+        snprintf(why, wl, "unix:// sockets are not supported; use redis://host:port (docs/redis.md)");
+        return HG_ERR_PARSE;
+    }
+    int rc = hg_redis_url_parse(url, &u);
+    explicit_bzero(&u, sizeof u);
+    if (rc != 0)
+        snprintf(why, wl, "not a redis://[user:password@]host[:port][/db] URL (percent-escape reserved "
+                          "characters; no query string)");
+    return rc;
 }
 
 int hg_redis_url_parse(const char *url, struct hg_redis_url *out)

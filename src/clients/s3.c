@@ -116,27 +116,53 @@ static bool valid_meta(const struct hg_http_header *meta, size_t nmeta)
     return true;
 }
 
-int hg_s3_open(struct hg_http *http, const struct hg_s3_opts *opts, struct hg_s3 **out)
+int hg_s3_check(const char *ep, const char *access_key, const char *secret_key, char *why, size_t wl)
 {
-    const char *ep = opts->endpoint;
-    const char *rest;
-    const char *scheme;
-
-    if (ep == NULL || opts->access_key == NULL || opts->secret_key == NULL)
+    if (ep == NULL) {
+        snprintf(why, wl, "no endpoint");
         return HG_ERR_CONFIG;
-    if (strncmp(ep, "http://", 7) == 0) {
-        scheme = "http";
-        rest = ep + 7;
-    } else if (strncmp(ep, "https://", 8) == 0) {
-        scheme = "https";
-        rest = ep + 8;
-    } else {
+    }
+    if (access_key == NULL || secret_key == NULL || !access_key[0] || !secret_key[0]) {
+        snprintf(why, wl, "access_key and secret_key are needed (every request is signed)");
+        return HG_ERR_CONFIG;
+    }
+    const char *rest = strncmp(ep, "http://", 7) == 0 ? ep + 7 : strncmp(ep, "https://", 8) == 0 ? ep + 8 : NULL;
+    if (rest == NULL) {
+        snprintf(why, wl, "endpoint must start with http:// or https://");
         return HG_ERR_CONFIG;
     }
     size_t hlen = strcspn(rest, "/?#");
     /* A base path would have to be part of every signature; S3 endpoints have none. */
-    if (hlen == 0 || (rest[hlen] != '\0' && strcmp(rest + hlen, "/") != 0))
+    if (hlen == 0 || (rest[hlen] != '\0' && strcmp(rest + hlen, "/") != 0)) {
+        snprintf(why, wl, "endpoint must be scheme://host[:port] (no path, query or fragment)");
         return HG_ERR_CONFIG;
+    }
+    return 0;
+}
+
+int hg_s3_set_keys(struct hg_s3 *s3, const char *access_key, const char *secret_key)
+{
+    if (access_key == NULL || secret_key == NULL || !access_key[0] || !secret_key[0])
+        return HG_ERR_CONFIG;
+    /* Ops sign when they start (the queue included), from these fields: swapping them here, on
+     * the loop thread that runs the ops, is all a new key needs. */
+    explicit_bzero(s3->secret_key, strlen(s3->secret_key));
+    free(s3->access_key);
+    free(s3->secret_key);
+    s3->access_key = hg_xstrdup(access_key);
+    s3->secret_key = hg_xstrdup(secret_key);
+    return 0;
+}
+
+int hg_s3_open(struct hg_http *http, const struct hg_s3_opts *opts, struct hg_s3 **out)
+{
+    const char *ep = opts->endpoint;
+    char why[160];
+    if (hg_s3_check(ep, opts->access_key, opts->secret_key, why, sizeof why) != 0)
+        return HG_ERR_CONFIG;
+    const char *scheme = strncmp(ep, "https://", 8) == 0 ? "https" : "http";
+    const char *rest = ep + strlen(scheme) + 3;
+    size_t hlen = strcspn(rest, "/?#");
 
     struct hg_s3 *s3 = hg_xcalloc(1, sizeof(*s3));
     s3->http = http;

@@ -48,6 +48,14 @@ typedef void (*hg_s3_cb)(void *arg, const struct hg_s3_result *res);
 
 /* Client over `http` (not owned; must outlive it). Strings are copied. 0 or HG_ERR_CONFIG. */
 int hg_s3_open(struct hg_http *http, const struct hg_s3_opts *opts, struct hg_s3 **out);
+
+/* What hg_s3_open refuses in an endpoint and keys: 0, or HG_ERR_CONFIG with the reason in why.
+ * Pure; the config loader calls it so that `hookgate -t` refuses what the client would. */
+int hg_s3_check(const char *endpoint, const char *access_key, const char *secret_key, char *why, size_t wl);
+
+/* A reload: sign every request started from now on with these keys (copied; requests already on
+ * the wire keep the old signature). 0, or HG_ERR_CONFIG when either is NULL or empty. */
+int hg_s3_set_keys(struct hg_s3 *s3, const char *access_key, const char *secret_key);
 /* Free the client. Only when no call is pending (hg_s3_pending() == 0): ops point at it. */
 void hg_s3_close(struct hg_s3 *s3);
 size_t hg_s3_pending(const struct hg_s3 *s3);

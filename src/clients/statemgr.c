@@ -428,37 +428,73 @@ static bool has_crlf(const char *v)
     return strchr(v, '\r') != NULL || strchr(v, '\n') != NULL;
 }
 
-int hg_statemgr_open(struct hg_http *http, uv_loop_t *loop, const struct hg_statemgr_opts *opts,
-                     struct hg_statemgr **out)
+static bool token_ok(const char *token)
 {
-    if (http == NULL || loop == NULL || opts == NULL || out == NULL || opts->base_url == NULL)
+    return token == NULL || *token == '\0' || (strlen(token) <= HG_STATEMGR_TOKEN_MAX && !has_crlf(token));
+}
+
+int hg_statemgr_check(const char *base, const char *token, char *why, size_t wl)
+{
+    if (base == NULL) {
+        snprintf(why, wl, "no url");
         return HG_ERR_INVALID;
-    const char *base = opts->base_url;
+    }
     size_t blen = strlen(base);
     if (blen > HG_STATEMGR_URL_MAX || has_crlf(base) ||
-        (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0))
+        (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0)) {
+        snprintf(why, wl, "url must be http[s]://host[:port][/prefix], at most %d bytes", HG_STATEMGR_URL_MAX);
         return HG_ERR_INVALID;
+    }
     while (blen > 0 && base[blen - 1] == '/')
         blen--;
-    if (blen <= 8)
-        return HG_ERR_INVALID; /* "http://" with no host */
-    const char *token = opts->token;
-    if (token != NULL && *token != '\0' &&
-        (strlen(token) > HG_STATEMGR_TOKEN_MAX || has_crlf(token)))
+    if (blen <= 8) {
+        snprintf(why, wl, "url names no host"); /* "http://" with no host */
         return HG_ERR_INVALID;
+    }
+    if (!token_ok(token)) {
+        snprintf(why, wl, "token is longer than %d bytes or holds a line break", HG_STATEMGR_TOKEN_MAX);
+        return HG_ERR_INVALID;
+    }
+    return 0;
+}
 
-    struct hg_statemgr *s = hg_xcalloc(1, sizeof(*s));
-    s->http = http;
-    s->loop = loop;
-    s->base_url = hg_xstrndup(base, blen);
+int hg_statemgr_set_token(struct hg_statemgr *s, const char *token)
+{
+    if (!token_ok(token))
+        return HG_ERR_INVALID;
+    if (s->auth != NULL)
+        explicit_bzero(s->auth, strlen(s->auth));
+    free(s->auth);
+    s->auth = NULL;
     if (token != NULL && *token != '\0') {
         struct hg_buf b;
         hg_buf_init(&b, HG_STATEMGR_TOKEN_MAX + 16);
         if (hg_buf_appendf(&b, "Bearer %s", token) < 0)
             hg_oom(__FILE__, __LINE__); /* cannot happen: the length was checked */
         s->auth = hg_xstrdup(hg_buf_cstr(&b));
+        explicit_bzero(b.data, b.len);
         hg_buf_free(&b);
     }
+    return 0;
+}
+
+int hg_statemgr_open(struct hg_http *http, uv_loop_t *loop, const struct hg_statemgr_opts *opts,
+                     struct hg_statemgr **out)
+{
+    char why[160];
+    if (http == NULL || loop == NULL || opts == NULL || out == NULL ||
+        hg_statemgr_check(opts->base_url, opts->token, why, sizeof why) != 0)
+        return HG_ERR_INVALID;
+    const char *base = opts->base_url;
+    size_t blen = strlen(base);
+    while (blen > 0 && base[blen - 1] == '/')
+        blen--;
+
+    struct hg_statemgr *s = hg_xcalloc(1, sizeof(*s));
+    s->http = http;
+    s->loop = loop;
+    s->base_url = hg_xstrndup(base, blen);
+    hg_statemgr_set_token(s, opts->token);
     s->timeout_ms = opts->timeout_ms ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
     s->retries = opts->retries < 0 ? 0 : opts->retries == 0 ? DEFAULT_RETRIES
                                                              : (uint32_t)opts->retries;

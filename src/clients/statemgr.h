@@ -84,6 +84,14 @@ typedef void (*hg_statemgr_close_cb)(void *arg);
  * it must outlive this one — close this one first). No I/O happens here. Returns 0 and *out, or
  * HG_ERR_INVALID (missing/non-http base URL, over-long URL or token, token with CR/LF).
  */
+/* What hg_statemgr_open refuses in a base URL and token: 0, or HG_ERR_INVALID with the reason in
+ * why. Pure; the config loader calls it so that `hookgate -t` refuses what the client would. */
+int hg_statemgr_check(const char *base_url, const char *token, char *why, size_t wl);
+
+/* A reload: requests started from now on carry this token (NULL or "": none). 0, or
+ * HG_ERR_INVALID (too long, CR/LF: the old token stays). Loop thread. */
+int hg_statemgr_set_token(struct hg_statemgr *s, const char *token);
+
 int hg_statemgr_open(struct hg_http *http, uv_loop_t *loop, const struct hg_statemgr_opts *opts,
                      struct hg_statemgr **out);
 

@@ -28,6 +28,11 @@
 #include "core/log.h"
 #include "core/str.h"
 #include "rules/rules.h"
+#include "clients/redis.h"
+#include "clients/s3.h"
+#include "clients/statemgr.h"
+#include "sink/amqp.h"
+#include "tenants/tenants.h"
 
 /* KEY_LISTEN writes the port right after the host (conf_value.c's set_listen). */
 _Static_assert(offsetof(struct hg_conf, listen_port) == offsetof(struct hg_conf, listen_host) + sizeof(char *),
@@ -41,6 +46,7 @@ _Static_assert(offsetof(struct hg_conf, admin_listen_port) ==
 #define SF(field) offsetof(struct hg_source_conf, field), sizeof(((struct hg_source_conf *)0)->field)
 
 static const char *const ack_words[] = { "spool", "broker", NULL };
+static const char *const client_ip_headers[] = { "x-forwarded-for", "forwarded", NULL };
 static const char *const queue_words[] = { "classic", "quorum", NULL };
 static const char *const http_schemes[] = { "http://", "https://", NULL };
 static const char *const amqp_schemes[] = { "amqp://", "amqps://", NULL };
@@ -54,10 +60,15 @@ static const struct key conf_keys[] = {
     { "server", "max_header", KEY_SIZE, CF(max_header_bytes), "16KiB", "1KiB", "1MiB", NULL, 0 },
     { "server", "header_timeout", KEY_MS, CF(header_timeout_ms), "10s", "100ms", "10m", NULL, 0 },
     { "server", "body_timeout", KEY_MS, CF(body_timeout_ms), "30s", "100ms", "10m", NULL, 0 },
+    { "server", "body_total_timeout", KEY_MS, CF(body_total_timeout_ms), "30s", "100ms", "1h", NULL, 0 },
+    { "server", "request_timeout", KEY_MS, CF(request_timeout_ms), "30s", "100ms", "1h", NULL, 0 },
+    { "server", "max_buffered_bytes", KEY_SIZE, CF(max_buffered_bytes), "256MiB", "64KiB", "1024GiB", NULL, 0 },
     { "server", "keepalive_timeout", KEY_MS, CF(keepalive_timeout_ms), "60s", "0", "1h", NULL, 0 },
     { "server", "shutdown_timeout", KEY_MS, CF(shutdown_timeout_ms), "10s", "0", "10m", NULL, 0 },
     { "server", "max_connections", KEY_UINT, CF(max_connections), "10000", "1", "1000000", NULL, 0 },
     { "server", "ack", KEY_ENUM, CF(ack), "spool", NULL, NULL, ack_words, 0 },
+    { "server", "trusted_proxies", KEY_CIDRS, CF(trusted_proxies), NULL, NULL, NULL, NULL, 0 },
+    { "server", "client_ip_header", KEY_ENUM, CF(client_ip_header), "x-forwarded-for", NULL, NULL, client_ip_headers, 0 },
 
     { "admin", "listen", KEY_LISTEN, CF(admin_listen_host), "127.0.0.1:9090", NULL, NULL, NULL, KEY_F_OFF },
     { "admin", "token", KEY_STRING, CF(admin_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
@@ -75,25 +86,34 @@ static const struct key conf_keys[] = {
       NULL, NULL, http_schemes, 0 },
     { "whatsapp", "graph_api_version", KEY_STRING, CF(graph_api_version), "v18.0", NULL, NULL, NULL, 0 },
     { "whatsapp", "default_tenant", KEY_STRING, CF(default_tenant), "default", NULL, NULL, NULL, KEY_F_ID },
+    { "whatsapp", "allow", KEY_CIDRS, CF(whatsapp_ip.allow), NULL, NULL, NULL, NULL, 0 },
+    { "whatsapp", "deny", KEY_CIDRS, CF(whatsapp_ip.deny), NULL, NULL, NULL, NULL, 0 },
 
     { "genesys", "secret", KEY_STRLIST, CF(genesys_secrets), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "genesys", "api_key", KEY_STRLIST, CF(genesys_api_keys), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "genesys", "api_key_header", KEY_STRING, CF(genesys_api_key_header), "X-API-Key", NULL, NULL, NULL, 0 },
+    { "genesys", "allow", KEY_CIDRS, CF(genesys_ip.allow), NULL, NULL, NULL, NULL, 0 },
+    { "genesys", "deny", KEY_CIDRS, CF(genesys_ip.deny), NULL, NULL, NULL, NULL, 0 },
 
     { "twilio", "auth_token", KEY_STRLIST, CF(twilio_auth_tokens), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "twilio", "public_url", KEY_STRING, CF(twilio_public_url), NULL, NULL, NULL, http_schemes, 0 },
+    { "twilio", "allow", KEY_CIDRS, CF(twilio_ip.allow), NULL, NULL, NULL, NULL, 0 },
+    { "twilio", "deny", KEY_CIDRS, CF(twilio_ip.deny), NULL, NULL, NULL, NULL, 0 },
 
     { "pubsub", "jwks_file", KEY_PATH, CF(pubsub_jwks_file), NULL, NULL, NULL, NULL, 0 },
     { "pubsub", "jwks_url", KEY_STRING, CF(pubsub_jwks_url), NULL, NULL, NULL, http_schemes, 0 },
     { "pubsub", "audience", KEY_STRING, CF(pubsub_audience), NULL, NULL, NULL, NULL, 0 },
     { "pubsub", "public_url", KEY_STRING, CF(pubsub_public_url), NULL, NULL, NULL, http_schemes, 0 },
     { "pubsub", "service_account", KEY_STRING, CF(pubsub_service_account), NULL, NULL, NULL, NULL, 0 },
+    { "pubsub", "allow", KEY_CIDRS, CF(pubsub_ip.allow), NULL, NULL, NULL, NULL, 0 },
+    { "pubsub", "deny", KEY_CIDRS, CF(pubsub_ip.deny), NULL, NULL, NULL, NULL, 0 },
 
     { "spool", "dir", KEY_PATH, CF(spool_dir), "var/spool", NULL, NULL, NULL, 0 },
     { "spool", "max_bytes", KEY_SIZE, CF(spool_max_bytes), "1GiB", "1MiB", "65536GiB", NULL, 0 },
     { "spool", "segment_bytes", KEY_SIZE, CF(spool_segment_bytes), "16MiB", "64KiB", "1GiB", NULL, 0 },
     { "spool", "commit_delay", KEY_US, CF(spool_commit_delay_us), "0", "0", "1s", NULL, 0 },
     { "spool", "max_in_memory", KEY_UINT, CF(spool_max_in_memory), "4096", "16", "1000000", NULL, 0 },
+    { "spool", "drain_max_bytes", KEY_SIZE, CF(spool_drain_max_bytes), "128MiB", "64KiB", "1024GiB", NULL, 0 },
 
     { "ndjson", "dir", KEY_PATH, CF(ndjson_dir), "var/out", NULL, NULL, NULL, 0 },
     { "ndjson", "rotate_bytes", KEY_SIZE, CF(ndjson_rotate_bytes), "64MiB", "64KiB", "64GiB", NULL, 0 },
@@ -103,11 +123,16 @@ static const struct key conf_keys[] = {
     { "amqp", "queue_type", KEY_ENUM, CF(amqp_queue_type), "classic", NULL, NULL, queue_words, 0 },
     { "amqp", "max_priority", KEY_UINT, CF(amqp_max_priority), "10", "0", "255", NULL, 0 },
     { "amqp", "queue_version", KEY_UINT, CF(amqp_queue_version), "2", "0", "2", NULL, 0 },
+    { "amqp", "tls_ca", KEY_PATH, CF(amqp_tls_ca), NULL, NULL, NULL, NULL, 0 },
+    { "amqp", "tls_cert", KEY_PATH, CF(amqp_tls_cert), NULL, NULL, NULL, NULL, 0 },
+    { "amqp", "tls_key", KEY_PATH, CF(amqp_tls_key), NULL, NULL, NULL, NULL, 0 },
+    { "amqp", "tls_verify", KEY_AUTOBOOL, CF(amqp_tls_verify), "on", NULL, NULL, NULL, 0 },
 
     { "redis", "url", KEY_STRING, CF(redis_url), NULL, NULL, NULL, redis_schemes, KEY_F_SECRET },
     { "redis", "dedup_ttl", KEY_MS, CF(dedup_ttl_ms), "24h", "1s", "30d", NULL, 0 },
 
     { "ratelimit", "default", KEY_UINT, CF(ratelimit_default), "1000", "1", "1000000000", NULL, 0 },
+    { "ratelimit", "per_ip", KEY_UINT, CF(ratelimit_per_ip), "0", "0", "1000000000", NULL, 0 },
 
     { "tenants", "service_url", KEY_STRING, CF(tenant_service_url), NULL, NULL, NULL, http_schemes, 0 },
     { "tenants", "service_token", KEY_STRING, CF(tenant_service_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
@@ -153,6 +178,8 @@ static const struct key tenant_keys[] = {
     { "tenant", "genesys_api_key", KEY_STRLIST, TF(genesys_api_keys), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "tenant", "twilio_auth_token", KEY_STRLIST, TF(twilio_auth_tokens), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "tenant", "account_sid", KEY_STRLIST, TF(account_sids), NULL, NULL, NULL, NULL, 0 },
+    { "tenant", "allow", KEY_CIDRS, TF(ip.allow), NULL, NULL, NULL, NULL, 0 },
+    { "tenant", "deny", KEY_CIDRS, TF(ip.deny), NULL, NULL, NULL, NULL, 0 },
 };
 
 static const char *const source_schemes[] = { "standard-webhooks", "stripe", "hmac", "api-key", "basic", "jwt", NULL };
@@ -178,6 +205,8 @@ static const struct key source_keys[] = {
     { "source", "id", KEY_STRING, SF(id), NULL, NULL, NULL, NULL, 0 },
     { "source", "type", KEY_STRING, SF(type), NULL, NULL, NULL, NULL, 0 },
     { "source", "tenant", KEY_STRING, SF(tenant), NULL, NULL, NULL, NULL, KEY_F_ID },
+    { "source", "allow", KEY_CIDRS, SF(ip.allow), NULL, NULL, NULL, NULL, 0 },
+    { "source", "deny", KEY_CIDRS, SF(ip.deny), NULL, NULL, NULL, NULL, 0 },
 };
 
 #define N_CONF_KEYS   HG_ARRAY_SIZE(conf_keys)
@@ -1052,6 +1081,89 @@ static bool validate_admin(struct load *L)
     return true;
 }
 
+/* A file the process must be able to read (a certificate or key named by path). */
+static bool readable_file(struct load *L, const char *section, const char *key, const char *path)
+{
+    char at[320];
+    struct stat st;
+    if (path == NULL)
+        return true;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, R_OK) == 0)
+        return true;
+    where(L, section, key, at, sizeof(at));
+    fail(L, "%s: %s %s: %s", at, key, path, errno ? strerror(errno) : "not a regular file");
+    return false;
+}
+
+/*
+ * The backends' own checks, made here with the same functions the clients run at start, so
+ * `hookgate -t` refuses what the server would and says why (a URL's secrets are never echoed).
+ * False after fail().
+ */
+static bool validate_backends(struct load *L)
+{
+    struct hg_conf *c = L->c;
+    char at[320], why[CONF_WHY];
+
+    for (size_t i = 0; i < c->amqp_urls.n; i++) {
+        why[0] = '\0';
+        if (hg_amqp_url_check(c->amqp_urls.items[i], why, sizeof(why)) != 0) {
+            where(L, "amqp", "url", at, sizeof(at));
+            fail(L, "%s: [amqp] url item %zu: %s", at, i + 1, why);
+            return false;
+        }
+    }
+    if (c->amqp_tls_verify < 0) {
+        where(L, "amqp", "tls_verify", at, sizeof(at));
+        fail(L, "%s: tls_verify is on or off", at);
+        return false;
+    }
+    if ((c->amqp_tls_cert == NULL) != (c->amqp_tls_key == NULL)) {
+        where(L, "amqp", c->amqp_tls_cert ? "tls_cert" : "tls_key", at, sizeof(at));
+        fail(L, "%s: [amqp] tls_cert and tls_key must be set together", at);
+        return false;
+    }
+    if (!readable_file(L, "amqp", "tls_ca", c->amqp_tls_ca) || !readable_file(L, "amqp", "tls_cert", c->amqp_tls_cert) ||
+        !readable_file(L, "amqp", "tls_key", c->amqp_tls_key))
+        return false;
+    if (c->redis_url && hg_redis_url_check(c->redis_url, why, sizeof(why)) != 0) {
+        where(L, "redis", "url", at, sizeof(at));
+        fail(L, "%s: [redis] url: %s", at, why);
+        return false;
+    }
+    if (c->s3_endpoint && hg_s3_check(c->s3_endpoint, c->s3_access_key, c->s3_secret_key, why, sizeof(why)) != 0) {
+        where(L, "s3", "endpoint", at, sizeof(at));
+        fail(L, "%s: [s3] %s", at, why);
+        return false;
+    }
+    if (c->s3_endpoint && c->media_enabled > 0 && c->media_bucket == NULL) {
+        where(L, "media", "bucket", at, sizeof(at));
+        fail(L, "%s: [media] bucket must not be empty", at);
+        return false;
+    }
+    /* The media fetcher takes the scheme in lower case only (the key's own check ignores case). */
+    if (c->s3_endpoint && c->media_enabled > 0 && c->graph_api_base && strncmp(c->graph_api_base, "http://", 7) != 0 &&
+        strncmp(c->graph_api_base, "https://", 8) != 0) {
+        where(L, "whatsapp", "graph_api_base", at, sizeof(at));
+        fail(L, "%s: graph_api_base must start with http:// or https:// (lower case)", at);
+        return false;
+    }
+    if (hg_tenants_service_check(c->tenant_service_url, c->tenant_service_token, why, sizeof(why)) != 0) {
+        where(L, "tenants", c->tenant_service_token && strncmp(why, "service_token", 13) == 0 ? "service_token"
+                                                                                                : "service_url",
+              at, sizeof(at));
+        fail(L, "%s: [tenants] %s", at, why);
+        return false;
+    }
+    if (c->state_manager_url &&
+        hg_statemgr_check(c->state_manager_url, c->state_manager_token, why, sizeof(why)) != 0) {
+        where(L, "state_manager", strncmp(why, "token", 5) == 0 ? "token" : "url", at, sizeof(at));
+        fail(L, "%s: [state_manager] %s", at, why);
+        return false;
+    }
+    return true;
+}
+
 static void validate(struct load *L)
 {
     struct hg_conf *c = L->c;
@@ -1092,7 +1204,9 @@ static void validate(struct load *L)
     }
     if (!validate_pubsub(L))
         return;
-    if (!validate_admin(L))
+    for (size_t t = 0; t < c->n_tenants; t++)
+        c->tenant_ip_rules = c->tenant_ip_rules || hg_cidr_rules_any(&c->tenants[t].ip);
+    if (!validate_admin(L) || !validate_backends(L))
         return;
     /* A business id must map to one tenant, or routing would depend on section order. */
     for (size_t a = 0; a < c->n_tenants; a++) {
@@ -1144,6 +1258,8 @@ static void keys_free(const struct key *keys, size_t n, void *base)
             for (size_t j = 0; (k->flags & KEY_F_SECRET) && j < l->n; j++)
                 conf_wipe(l->items[j]);
             conf_strlist_clear(l);
+        } else if (k->type == KEY_CIDRS) {
+            hg_cidr_list_free((struct hg_cidr_list *)field);
         }
     }
 }
@@ -1250,6 +1366,19 @@ const struct hg_tenant_conf *hg_conf_tenant(const struct hg_conf *c, const char 
     for (size_t i = 0; i < c->n_tenants; i++)
         if (strcmp(c->tenants[i].id, id) == 0)
             return &c->tenants[i];
+    return NULL;
+}
+
+const struct hg_cidr_rules *hg_conf_ip_rules(const struct hg_conf *c, const char *provider)
+{
+    if (strcmp(provider, "whatsapp") == 0)
+        return &c->whatsapp_ip;
+    if (strcmp(provider, "genesys") == 0)
+        return &c->genesys_ip;
+    if (strcmp(provider, "twilio") == 0)
+        return &c->twilio_ip;
+    if (strcmp(provider, "pubsub") == 0)
+        return &c->pubsub_ip;
     return NULL;
 }
 

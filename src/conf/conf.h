@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/cidr.h"
+
 /* A list of strings (secrets, ids). Owned by the hg_conf. */
 struct hg_strlist {
     char **items;
@@ -38,6 +40,7 @@ struct hg_tenant_conf {
     struct hg_strlist genesys_api_keys; /* Genesys EventBridge API keys; empty = [genesys] api_key */
     struct hg_strlist twilio_auth_tokens; /* Twilio auth tokens; empty = [twilio] auth_token */
     struct hg_strlist account_sids;   /* Twilio AccountSids mapped here (like business_ids) */
+    struct hg_cidr_rules ip;          /* allow / deny, checked once the tenant is known */
 };
 
 /* One [source.<name>] section: a generic signed sender (docs/generic.md). */
@@ -60,6 +63,7 @@ struct hg_source_conf {
     char *id;                         /* dedup id: JSON path or header:<Name>; NULL = scheme default */
     char *type;                       /* event type: JSON path or header:<Name>; NULL = "event" */
     char *tenant;                     /* tenant the source belongs to; NULL = the default tenant */
+    struct hg_cidr_rules ip;          /* allow / deny, checked before any tenant or signature work */
 };
 
 struct hg_conf {
@@ -74,10 +78,15 @@ struct hg_conf {
     uint64_t max_header_bytes;        /* 16 KiB, all request headers together */
     uint64_t header_timeout_ms;       /* 10 s to receive all headers */
     uint64_t body_timeout_ms;         /* 30 s between body bytes */
+    uint64_t body_total_timeout_ms;   /* 30 s for the whole body, however it trickles in */
+    uint64_t request_timeout_ms;      /* 30 s from a request's first byte to its answer */
+    uint64_t max_buffered_bytes;      /* 256 MiB of request bodies held per worker, all connections */
     uint64_t keepalive_timeout_ms;    /* 60 s idle between requests */
     uint64_t shutdown_timeout_ms;     /* 10 s to drain on SIGTERM */
     uint32_t max_connections;         /* per worker; 10000 */
     char *ack;                        /* "spool" (default) or "broker" */
+    struct hg_cidr_list trusted_proxies; /* peers whose PROXY header / forwarding header names the client */
+    char *client_ip_header;           /* "x-forwarded-for" (default) or "forwarded": what trusted peers set */
 
     /* [admin] (metrics, ready, health, management API; served by worker 0) */
     char *admin_listen_host;          /* "127.0.0.1"; NULL = no admin listener (listen = off) */
@@ -99,15 +108,18 @@ struct hg_conf {
     char *graph_api_base;             /* "https://graph.facebook.com" */
     char *graph_api_version;          /* "v18.0" */
     char *default_tenant;             /* tenant id when none resolves; "default" */
+    struct hg_cidr_rules whatsapp_ip; /* allow / deny of [whatsapp] (use hg_conf_ip_rules) */
 
     /* [genesys] */
     struct hg_strlist genesys_secrets;  /* Open Messaging outbound secrets (rotation) */
     struct hg_strlist genesys_api_keys; /* EventBridge API destination keys (rotation) */
     char *genesys_api_key_header;     /* "X-API-Key" */
+    struct hg_cidr_rules genesys_ip;  /* allow / deny of [genesys] */
 
     /* [twilio] */
     struct hg_strlist twilio_auth_tokens; /* auth tokens that sign X-Twilio-Signature (rotation) */
     char *twilio_public_url;          /* scheme://host[:port] Twilio calls; NULL = from Host */
+    struct hg_cidr_rules twilio_ip;   /* allow / deny of [twilio] */
 
     /* [pubsub] (Google Pub/Sub push, OIDC tokens) */
     char *pubsub_jwks_file;           /* JWKS document on disk; NULL = Pub/Sub not configured */
@@ -116,10 +128,12 @@ struct hg_conf {
     char *pubsub_public_url;          /* scheme://host[:port] the push subscription calls */
     char *pubsub_service_account;     /* required email (verified); NULL = any */
     struct hg_jwks *pubsub_jwks;      /* jwks_file parsed at load (core/jwt.h); NULL = none */
+    struct hg_cidr_rules pubsub_ip;   /* allow / deny of [pubsub] */
 
     /* [tenant.<id>] sections */
     struct hg_tenant_conf *tenants;
     size_t n_tenants;
+    bool tenant_ip_rules;             /* some tenant has allow / deny (else no per-request lookup) */
 
     /* [spool] */
     char *spool_dir;                  /* "var/spool", absolute after load */
@@ -127,6 +141,7 @@ struct hg_conf {
     uint64_t spool_segment_bytes;     /* rotate segments at 16 MiB */
     uint64_t spool_commit_delay_us;   /* group commit: wait up to this for more appends; 0 = none */
     uint32_t spool_max_in_memory;     /* records a worker's drain holds; the rest wait on disk: 4096 */
+    uint64_t spool_drain_max_bytes;   /* bytes those records may take in memory: 128 MiB */
 
     /* [ndjson] */
     char *ndjson_dir;                 /* "var/out", absolute after load */
@@ -138,6 +153,10 @@ struct hg_conf {
     char *amqp_queue_type;            /* "classic" | "quorum" */
     uint32_t amqp_max_priority;       /* 0 = no x-max-priority */
     uint32_t amqp_queue_version;      /* x-queue-version 1|2 on classic queues; 0 = not sent */
+    char *amqp_tls_ca;                /* amqps://: CA bundle (PEM) the broker is checked against; NULL = system store */
+    char *amqp_tls_cert;              /* amqps://: client certificate (PEM), with amqp_tls_key; NULL = none */
+    char *amqp_tls_key;
+    int amqp_tls_verify;              /* 1 (default): check the broker's certificate and name; 0 = off (warned) */
 
     /* [redis] */
     char *redis_url;                  /* NULL = no Redis */
@@ -145,6 +164,7 @@ struct hg_conf {
 
     /* [ratelimit] */
     uint32_t ratelimit_default;       /* requests per minute per tenant; 1000 */
+    uint32_t ratelimit_per_ip;        /* requests per minute per client address; 0 = off */
 
     /* [tenants] */
     char *tenant_service_url;         /* NULL = none */
@@ -209,6 +229,9 @@ const struct hg_tenant_conf *hg_conf_tenant_by_business(const struct hg_conf *c,
 
 /* A numeric address (as a listen key stores it) that only this machine can reach: 127/8, ::1. */
 bool hg_conf_host_is_loopback(const char *host);
+/* The allow / deny rules of provider section [<provider>] (whatsapp, genesys, twilio, pubsub);
+ * NULL for a provider without one (generic: its [source.<name>] sections have them). */
+const struct hg_cidr_rules *hg_conf_ip_rules(const struct hg_conf *c, const char *provider);
 
 /* The [source.<name>] section named `name`, or NULL. */
 const struct hg_source_conf *hg_conf_source(const struct hg_conf *c, const char *name);

@@ -33,6 +33,7 @@ enum key_type {
     KEY_LISTEN,     /* "host:port" | "[v6]:port" | ":port": char *host at off, its uint16_t port right after */
     KEY_WORKERS,    /* int: "auto" (= CPUs, resolved after load) or a number in range */
     KEY_PATH,       /* char *, made absolute against the working directory */
+    KEY_CIDRS,      /* struct hg_cidr_list: comma-separated CIDRs or addresses (core/cidr.h) */
 };
 
 /* Secret-ish: never echoed in errors, and `<key>_file` / HOOKGATE_..._FILE reads it from a file. */

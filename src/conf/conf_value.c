@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "conf/conf_internal.h"
+#include "core/cidr.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -400,6 +401,14 @@ int conf_set_value(const struct key *k, void *base, const char *v, char *why, si
     case KEY_LISTEN:
         /* The field is the host; its port is only ever set here, as its pair. */
         return set_listen(k, field, v, why, wl);
+    case KEY_CIDRS: {
+        struct hg_cidr_list l;
+        if (hg_cidr_list_parse(v, CONF_MAX_ITEMS, &l, why, wl) != 0)
+            return -1;
+        hg_cidr_list_free((struct hg_cidr_list *)field);
+        *(struct hg_cidr_list *)field = l;
+        return 0;
+    }
     }
     abort();
 }

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/cidr.h"
 #include "core/common.h"
 #include "core/err.h"
 #include "core/list.h"
@@ -31,6 +32,7 @@
 #include "core/time.h"
 #include "core/uuid.h"
 #include "http/http.h"
+#include "http/proxy.h"
 #include "ops/metrics.h"
 
 #define READ_BUF_SIZE (64 * 1024)
@@ -86,6 +88,7 @@ struct hg_http_server {
     uv_idle_t written_idle;         /* completes answers written at once (write_response) */
     struct hg_conn *written_head;   /* connections whose answer went out whole, to complete */
     bool written_closed;
+    uint64_t buffered;              /* body bytes counted by its connections (max_buffered_bytes) */
 };
 
 /*
@@ -137,6 +140,13 @@ struct hg_conn {
     bool written_queued;             /* in srv->written_head: the answer is out, completion due */
     struct hg_conn *written_next;
     void *app_data;                  /* the application's object for the request in flight */
+    struct hg_ip addr;               /* the client: socket peer, or a trusted PROXY header's source */
+    bool proxy_trusted;              /* the peer is in trusted_proxies: its PROXY header counts */
+    bool proxy_checked;              /* the first bytes were looked at for a PROXY header */
+    uint64_t body_deadline;          /* loop ms: the whole body must be in by then (0 = none) */
+    uint64_t req_deadline;           /* loop ms: the request must be answered by then (0 = none) */
+    uint64_t buffered;               /* body bytes this request counts in srv->buffered */
+    bool body_reserved;              /* its Content-Length was counted in full at the headers */
 };
 
 static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -144,6 +154,8 @@ static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 static void conn_close(struct hg_conn *c);
 static void conn_feed(struct hg_conn *c, const char *data, size_t len);
 static void conn_fail(struct hg_conn *c, int status, const char *code, const char *message);
+static void conn_fail_with(struct hg_conn *c, int status, const char *code, const char *message,
+                           const char *extra);
 
 static void set_state(struct hg_conn *c, enum conn_state s)
 {
@@ -151,6 +163,22 @@ static void set_state(struct hg_conn *c, enum conn_state s)
 }
 
 static void timer_arm(struct hg_conn *c, uint64_t ms);
+static void body_timer_arm(struct hg_conn *c);
+
+/* `ms` (0 = none), cut short by the request's and the body's deadlines: the time to arm. */
+static uint64_t until_deadlines(const struct hg_conn *c, uint64_t ms)
+{
+    uint64_t now = uv_now(c->srv->loop);
+    const uint64_t deadlines[2] = { c->req_deadline, c->body_deadline };
+    for (int i = 0; i < 2; i++) {
+        if (deadlines[i] == 0)
+            continue;
+        uint64_t left = deadlines[i] > now ? deadlines[i] - now : 1;
+        if (ms == 0 || left < ms)
+            ms = left;
+    }
+    return ms;
+}
 static void start_reading(struct hg_conn *c);
 
 /* ---- request states: taken at a request's first byte, given back once it is answered ---- */
@@ -239,9 +267,29 @@ static void rq_released(struct hg_http_server *s)
         trim_arm(s);
 }
 
+/* The request's body is no longer held: its bytes leave the server's buffered count. */
+static void buffered_release(struct hg_conn *c)
+{
+    c->srv->buffered -= c->buffered;
+    c->buffered = 0;
+    c->body_reserved = false;
+}
+
+/* Count n more body bytes; false (nothing counted) when they would pass max_buffered_bytes. */
+static bool buffered_take(struct hg_conn *c, uint64_t n)
+{
+    struct hg_http_server *s = c->srv;
+    if (c->limits.max_buffered_bytes && s->buffered + n > c->limits.max_buffered_bytes)
+        return false;
+    s->buffered += n;
+    c->buffered += n;
+    return true;
+}
+
 /* Give the connection's request state back: to the pool, or to malloc when the pool is full. */
 static void rq_put(struct hg_conn *c)
 {
+    buffered_release(c);
     struct conn_request *rq = c->rq;
     if (rq == NULL)
         return;
@@ -340,8 +388,10 @@ static int on_message_begin(llhttp_t *p)
     c->fail_code = NULL;
     c->fail_message = NULL;
     rq->req.start_ns = hg_time_mono_ns();
+    c->req_deadline = c->limits.request_timeout_ms ? uv_now(c->srv->loop) + c->limits.request_timeout_ms : 0;
+    c->body_deadline = 0;
     set_state(c, CONN_HEADERS);
-    timer_arm(c, c->limits.header_timeout_ms);
+    timer_arm(c, until_deadlines(c, c->limits.header_timeout_ms));
     return 0;
 }
 
@@ -530,6 +580,18 @@ static int on_headers_complete(llhttp_t *p)
         if (status != 0)
             return parse_fail(c, status, "bad_request", why);
     }
+    /*
+     * Bodies held by all connections together are capped (a few thousand slow uploads of large
+     * bodies must not take the worker's memory): a declared length counts in full now, before
+     * it is sent, so the sender learns at once; a chunked body counts as it arrives (on_body).
+     */
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0) {
+        if (!buffered_take(c, p->content_length)) {
+            c->fail_status = 503;
+            return HPE_USER;
+        }
+        c->body_reserved = true;
+    }
     size_t elen;
     const char *expect = hg_http_header_get(r, "Expect", &elen);
     if (expect && hg_span_ieq(expect, elen, "100-continue") && !c->continue_pending) {
@@ -538,7 +600,9 @@ static int on_headers_complete(llhttp_t *p)
             c->continue_pending = true;
     }
     set_state(c, CONN_BODY);
-    timer_arm(c, c->limits.body_timeout_ms);
+    c->body_deadline = c->limits.body_total_timeout_ms
+                           ? uv_now(c->srv->loop) + c->limits.body_total_timeout_ms : 0;
+    body_timer_arm(c);
     return 0;
 }
 
@@ -549,7 +613,11 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         c->fail_status = 413;
         return HPE_USER;
     }
-    timer_arm(c, c->limits.body_timeout_ms);
+    if (!c->body_reserved && !buffered_take(c, len)) {
+        c->fail_status = 503;
+        return HPE_USER;
+    }
+    body_timer_arm(c);
     return 0;
 }
 
@@ -582,6 +650,21 @@ static void on_timer(uv_timer_t *t)
         conn_fail(c, 408, "request_timeout", c->state == CONN_HEADERS ? "headers not received in time"
                                                                           : "body not received in time");
         break;
+    case CONN_HANDLING:
+        /*
+         * request_timeout passed while the application works on it (a stuck fsync, a slow
+         * backend): the client must not hang. The application is told as if the connection had
+         * gone (its work goes on: a spool append in flight still hands its record on once
+         * durable), and the client gets 503 + Retry-After: its retry is a duplicate at worst.
+         */
+        if (!c->abandoned_notified && c->srv->handler.on_abandon) {
+            c->abandoned_notified = true;
+            c->srv->handler.on_abandon(c, c->srv->handler.ud);
+        }
+        c->app_data = NULL;
+        conn_fail_with(c, 503, "request_timeout", "the request could not be completed in time; retry later",
+                       "Retry-After: 5\r\n");
+        break;
     default:
         break;
     }
@@ -593,6 +676,16 @@ static void timer_arm(struct hg_conn *c, uint64_t ms)
         uv_timer_stop(&c->timer);
     else
         uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+/*
+ * While the body arrives: the pause timer restarts on every piece, but never past the total body
+ * deadline, so a client trickling a byte every few seconds cannot hold a connection (and its
+ * buffered body) for ever.
+ */
+static void body_timer_arm(struct hg_conn *c)
+{
+    timer_arm(c, until_deadlines(c, c->limits.body_timeout_ms));
 }
 
 /* ---- writing ---- */
@@ -853,10 +946,12 @@ void hg_conn_respond_error(struct hg_conn *c, int status, const char *code, cons
 }
 
 void hg_conn_set_data(struct hg_conn *c, void *data) { c->app_data = data; }
+const struct hg_ip *hg_conn_addr(const struct hg_conn *c) { return &c->addr; }
 void *hg_conn_get_data(const struct hg_conn *c) { return c->app_data; }
 
-/* An error found by the parser or a timer: answer it and close after. */
-static void conn_fail(struct hg_conn *c, int status, const char *code, const char *message)
+/* An error found by the parser or a timer: answer it (with `extra` headers) and close after. */
+static void conn_fail_with(struct hg_conn *c, int status, const char *code, const char *message,
+                           const char *extra)
 {
     struct conn_request *rq = rq_get(c);
     if (rq->req.request_id[0] == '\0')
@@ -867,8 +962,13 @@ static void conn_fail(struct hg_conn *c, int status, const char *code, const cha
     struct hg_buf b;
     hg_buf_init(&b, 8192);
     json_error_body(&b, code, message, rq->req.request_id);
-    write_response(c, status, rq->req.request_id, "application/json", NULL, b.data, b.len);
+    write_response(c, status, rq->req.request_id, "application/json", extra, b.data, b.len);
     hg_buf_free(&b);
+}
+
+static void conn_fail(struct hg_conn *c, int status, const char *code, const char *message)
+{
+    conn_fail_with(c, status, code, message, NULL);
 }
 
 /* ---- reading and parsing ---- */
@@ -876,7 +976,9 @@ static void conn_fail(struct hg_conn *c, int status, const char *code, const cha
 static void dispatch(struct hg_conn *c)
 {
     set_state(c, CONN_HANDLING);
-    uv_timer_stop(&c->timer);
+    /* Only the request's deadline runs while the application has it. */
+    c->body_deadline = 0;
+    timer_arm(c, until_deadlines(c, 0));
     /*
      * Reading stays on: stopping and restarting it costs an epoll_ctl pair per request, and a
      * client that waits for its answer sends nothing meanwhile. A pipelining client's bytes are
@@ -914,6 +1016,10 @@ static void conn_feed(struct hg_conn *c, const char *data, size_t len)
     case 431:
         conn_fail(c, 431, "headers_too_large", "request headers exceed the configured max_header");
         break;
+    case 503:
+        conn_fail_with(c, 503, "busy", "too many request bodies held by this worker; retry later",
+                       "Retry-After: 1\r\n");
+        break;
     default:
         conn_fail(c, 400, "bad_request", llhttp_get_error_reason(&c->parser) ? llhttp_get_error_reason(&c->parser)
                                                                                : llhttp_errno_name(rc));
@@ -932,6 +1038,48 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     }
     c->srv->read_buf_busy = true;
     *buf = uv_buf_init(c->srv->read_buf, READ_BUF_SIZE);
+}
+
+/*
+ * The connection's first bytes: a PROXY protocol header (http/proxy.h) from a trusted proxy names
+ * the client; from any other peer, or malformed, it is answered 400 and the connection closes.
+ * The start of a header not complete yet waits in `pending` (less than HG_PROXY_MAX bytes).
+ */
+static void proxy_first_bytes(struct hg_conn *c, const char *data, size_t len)
+{
+    if (c->pending_len > 0) {
+        c->pending = hg_xrealloc(c->pending, c->pending_len + len);
+        memcpy(c->pending + c->pending_len, data, len);
+        c->pending_len += len;
+        data = c->pending;
+        len = c->pending_len;
+    }
+    struct hg_proxy_header h;
+    int rc = hg_proxy_parse((const uint8_t *)data, len, &h);
+    if (rc == HG_PROXY_MORE) {
+        if (c->pending == NULL) {
+            c->pending = hg_xmalloc(len);
+            memcpy(c->pending, data, len);
+            c->pending_len = len;
+        }
+        return;
+    }
+    c->proxy_checked = true;
+    char *held = c->pending; /* `data` may point into it: freed once it is parsed */
+    c->pending = NULL;
+    c->pending_len = 0;
+    if (rc == HG_PROXY_BAD || (rc > 0 && !c->proxy_trusted)) {
+        free(held);
+        conn_fail(c, 400, "bad_request", rc > 0 ? "PROXY protocol header from a peer not in trusted_proxies"
+                                                : "malformed PROXY protocol header");
+        return;
+    }
+    size_t used = rc > 0 ? (size_t)rc : 0;
+    if (rc > 0 && h.has_addr)
+        c->addr = h.src;
+    if (used < len)
+        conn_feed(c, data + used, len - used);
+    free(held);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -980,6 +1128,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         uv_read_stop(s);
         return;
     }
+    if (!c->proxy_checked) {
+        proxy_first_bytes(c, buf->base, (size_t)nread);
+        return;
+    }
     conn_feed(c, buf->base, (size_t)nread);
 }
 
@@ -1006,6 +1158,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (--c->open_handles > 0)
         return;
     struct hg_http_server *s = c->srv;
+    buffered_release(c);
     hg_list_unlink(&c->link);
     s->nconns--;
     if (!s->handler.no_metrics)
@@ -1060,6 +1213,12 @@ static void on_connection(uv_stream_t *ls, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage peer;
+    int peer_len = sizeof(peer);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &peer_len) == 0)
+        hg_ip_from_sockaddr((struct sockaddr *)&peer, &c->addr);
+    c->proxy_trusted = s->limits.trusted_proxies && hg_cidr_list_match(s->limits.trusted_proxies, &c->addr);
+    c->limits.trusted_proxies = NULL; /* its config may be gone after a reload */
     if (s->stopping) {
         conn_close(c);
         return;

@@ -45,14 +45,25 @@ struct hg_http_request {
 /* Value of a header (case-insensitive name), or NULL; *len gets its length. */
 const char *hg_http_header_get(const struct hg_http_request *r, const char *name, size_t *len);
 
+struct hg_ip;
+struct hg_cidr_list;
+
 /* Limits and timeouts of a listener's connections (from [server]). */
 struct hg_http_limits {
     uint64_t max_header_bytes;
     uint64_t max_body_bytes;
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;
+    uint64_t body_total_timeout_ms; /* the whole body, from the end of the headers (0 = none) */
+    uint64_t request_timeout_ms;    /* first byte to answer (0 = none): still reading → 408, the
+                                     * application not done → 503 + Retry-After (on_abandon runs) */
+    uint64_t max_buffered_bytes;    /* request bodies held by all connections of a server together
+                                     * (0 = no cap): a body that does not fit → 503 + Retry-After */
     uint64_t keepalive_timeout_ms;
     uint32_t max_connections;
+    /* Peers whose PROXY protocol header names the client (http/proxy.h); NULL = none. Read only
+     * as a connection is accepted: it points into the config snapshot the limits came from. */
+    const struct hg_cidr_list *trusted_proxies;
 };
 
 struct hg_conn;
@@ -61,7 +72,9 @@ struct hg_http_server;
 /*
  * The application's side. on_request runs once per complete request; the application must
  * answer exactly once with hg_conn_respond (at once or later). If the connection closes before
- * it answers, on_abandon(conn, ud) runs once: from then on the conn pointer is invalid.
+ * it answers, or the request's deadline (request_timeout) passes first (the connection then
+ * answers 503 + Retry-After itself and closes), on_abandon(conn, ud) runs once: from then on the
+ * conn pointer is invalid.
  */
 struct hg_http_handler {
     void (*on_request)(struct hg_conn *c, struct hg_http_request *req, void *ud);
@@ -96,6 +109,10 @@ void hg_conn_respond(struct hg_conn *c, int status, const char *content_type, co
 /* Answer with a JSON error body {"error":code,"message":msg,"request_id":id}. */
 void hg_conn_respond_error(struct hg_conn *c, int status, const char *code, const char *message,
                            const char *extra_headers);
+
+/* The connection's client address: its socket peer, or the source a trusted peer's PROXY header
+ * named. Forwarding headers are the application's to weigh (hg_proxy_client in http/proxy.h). */
+const struct hg_ip *hg_conn_addr(const struct hg_conn *c);
 
 /* The application's pointer for the request in flight on this connection (NULL between requests). */
 void hg_conn_set_data(struct hg_conn *c, void *data);

@@ -18,6 +18,7 @@
 #include "core/time.h"
 #include "drain/drain.h"
 #include "http/http.h"
+#include "ingest/access.h"
 #include "ingest/ingest.h"
 #include "ops/metrics.h"
 #include "spool/spool.h"
@@ -32,6 +33,7 @@
 
 /* Where an ingest request is; every change goes through req_set_state(). */
 enum hg_req_state {
+    HG_REQ_IPLIMIT,   /* waiting for the client address's rate limit answer (Redis) */
     HG_REQ_TENANT,    /* resolving the tenant (config and LRU at once; Redis / tenant service later) */
     HG_REQ_KEYS,      /* waiting for verification keys (a jwks_url fetch) */
     HG_REQ_REPLAY,    /* waiting for Redis to mark the signature seen (replay window, SET NX PX) */
@@ -58,6 +60,8 @@ struct hg_req {
                                         * again unless the webhook is accepted */
     bool replay_redis;                 /* the mark is in Redis (else this worker's table) */
     char request_id[HG_HTTP_REQUEST_ID_MAX + 1];
+    struct hg_ip client;           /* the client address (ingest/access.h): IP rules, per-IP limit */
+    char client_ip[HG_IP_TEXT_MAX]; /* the same, as text for the logs */
     uint64_t received_at_ns;
     uint64_t start_mono_ns;
     int events;
@@ -70,7 +74,8 @@ struct hg_req {
     char inline_data[];            /* body NUL headers NUL: one allocation with the request */
 };
 
-static const char *const state_names[] = { "tenant", "keys", "replay", "ratelimit", "spool", "broker", "done" };
+static const char *const state_names[] = { "iplimit", "tenant", "keys", "replay", "ratelimit", "spool", "broker",
+                                           "done" };
 
 static void req_set_state(struct hg_req *q, enum hg_req_state s)
 {
@@ -130,6 +135,7 @@ static _Thread_local struct hg_ltable replay_seen;
 void hg_ingest_thread_done(void)
 {
     hg_ltable_free(&replay_seen);
+    hg_access_thread_done();
 }
 
 /* Forget the request's replay mark: it was not accepted, so the sender's retry must pass. */
@@ -295,7 +301,7 @@ static void req_handshake(struct hg_req *q, const struct hg_creds *creds)
     char challenge[1024];
     if (q->provider->handshake(q->http, creds, challenge, sizeof(challenge)) != 0) {
         hg_info(q->request_id, "verification handshake refused", "provider", q->provider->name, "tenant",
-                q->tenant_id, NULL);
+                q->tenant_id, "client_ip", q->client_ip, NULL);
         req_fail(q, 403, "forbidden", "verification failed", NULL);
         return;
     }
@@ -326,7 +332,8 @@ static void req_limit(struct hg_req *q)
 
 static void replay_refuse(struct hg_req *q)
 {
-    hg_info(q->request_id, "replayed signature", "provider", q->provider->name, "tenant", q->tenant_id, NULL);
+    hg_info(q->request_id, "replayed signature", "provider", q->provider->name, "tenant", q->tenant_id, "client_ip",
+            q->client_ip, NULL);
     count_webhook(q, "unauthorized");
     req_fail(q, 401, "unauthorized", "replayed (this signature was already received)", NULL);
 }
@@ -366,6 +373,37 @@ static void req_replay(struct hg_req *q, const char *key, uint64_t ttl_ms)
         return;
     }
     req_limit(q);
+}
+
+/* allow / deny of the resolved tenant's [tenant.<id>] section (none for tenants of the service). */
+static bool tenant_permits(const struct hg_req *q)
+{
+    const struct hg_tenant_conf *tc = hg_conf_tenant(q->conf, q->tenant_id);
+    return tc == NULL || hg_cidr_rules_permit(&tc->ip, &q->client);
+}
+
+/* A section's allow / deny refused the client: 403 naming no rule (the log says which section). */
+static void refuse_client(struct hg_conn *c, const char *request_id, const char *provider, const char *client_ip,
+                          const char *section, const char *name)
+{
+    char rules[96];
+    snprintf(rules, sizeof(rules), "[%s%s%s]", section, name ? "." : "", name ? name : "");
+    hg_info(request_id, "client address not allowed", "client_ip", client_ip, "provider", provider, "rules", rules,
+            NULL);
+    /* Not the path's tenant: made-up ids must not become metric series. */
+    count_webhook_as(provider, NULL, "forbidden");
+    hg_conn_respond_error(c, 403, "forbidden", "client address not allowed", NULL);
+}
+
+/* The same for the resolved tenant's section (a config tenant: a bounded metric label). */
+static void req_forbid(struct hg_req *q)
+{
+    char rules[96];
+    snprintf(rules, sizeof(rules), "[tenant.%s]", q->tenant_id);
+    hg_info(q->request_id, "client address not allowed", "client_ip", q->client_ip, "provider", q->provider->name,
+            "rules", rules, NULL);
+    count_webhook(q, "forbidden");
+    req_fail(q, 403, "forbidden", "client address not allowed", NULL);
 }
 
 static void req_verify(struct hg_req *q, const struct hg_creds *cr);
@@ -436,6 +474,10 @@ static void on_tenant(void *arg, int status, struct hg_tenant *t)
         req_free(q);
         return;
     }
+    if (q->conf->tenant_ip_rules && !tenant_permits(q)) {
+        req_forbid(q);
+        return;
+    }
     struct hg_creds creds = { .source = q->source };
     p->creds(q->conf, t, &creds);
     if (q->handshake) {
@@ -444,7 +486,7 @@ static void on_tenant(void *arg, int status, struct hg_tenant *t)
     }
     if (creds_empty(&creds)) {
         hg_warn(q->request_id, "no credentials configured for tenant; answered 503", "provider", p->name, "tenant",
-                q->tenant_id, NULL);
+                q->tenant_id, "client_ip", q->client_ip, NULL);
         count_webhook(q, "unavailable");
         req_fail(q, 503, "tenant_unavailable", "no credentials configured for this tenant", "Retry-After: 30\r\n");
         return;
@@ -465,7 +507,8 @@ static void req_verify(struct hg_req *q, const struct hg_creds *cr)
     char why[128] = "signature does not match";
     struct hg_provider_request pr = { .http = q->http, .body = q->body, .body_len = q->body_len };
     if (p->verify(&pr, &creds, why, sizeof(why)) != 0) {
-        hg_info(q->request_id, "signature mismatch", "provider", p->name, "tenant", q->tenant_id, "reason", why, NULL);
+        hg_info(q->request_id, "signature mismatch", "provider", p->name, "tenant", q->tenant_id, "reason", why,
+                "client_ip", q->client_ip, NULL);
         count_webhook(q, "unauthorized");
         req_fail(q, 401, "unauthorized", why, NULL);
         return;
@@ -615,17 +658,109 @@ static void req_resolve(struct hg_req *q)
         on_tenant(q, HG_ERR_UNAVAILABLE, NULL);
 }
 
+/* Past the per-IP limit: the body is parsed now when it names the tenant, then the tenant. */
+static void req_begin(struct hg_req *q)
+{
+    if (!q->handshake && q->path_tenant[0] == '\0' && q->provider->tenant_ids) {
+        /* The body names the tenant; a body that does not parse is still answered 401 first when
+         * its signature is wrong, and 400 only after a good one. */
+        struct hg_provider_body b = { q->body, q->body_len, q->headers, q->headers_len };
+        q->doc = q->provider->parse(&b, q->parse_reason, sizeof(q->parse_reason));
+    }
+    req_resolve(q);
+}
+
+static void on_ip_limit(void *arg, const struct hg_redis_ratelimit_result *res)
+{
+    struct hg_req *q = arg;
+    if (res->fallback)
+        hg_metric_inc(HG_M_REDIS_FALLBACK, "op=\"ratelimit\"");
+    if (q->conn == NULL) {
+        /* Gone while Redis answered: nothing was acknowledged, the provider retries. */
+        req_free(q);
+        return;
+    }
+    req_set_state(q, HG_REQ_TENANT);
+    if (res->allowed) {
+        req_begin(q);
+        return;
+    }
+    char labels[96], retry[48];
+    snprintf(labels, sizeof(labels), "provider=\"%s\"", q->provider->name);
+    hg_metric_inc(HG_M_RATELIMIT_IP_REJECTED, labels);
+    count_webhook_as(q->provider->name, NULL, "rate_limited");
+    hg_info(q->request_id, "per-IP rate limit reached", "client_ip", q->client_ip, "provider", q->provider->name,
+            NULL);
+    long long wait = res->reset_at_unix_s - (long long)(hg_time_now_ns() / 1000000000ull);
+    snprintf(retry, sizeof(retry), "Retry-After: %lld\r\n", wait > 0 ? wait : 1);
+    req_fail(q, 429, "rate_limited", "too many requests from this client address; retry later", retry);
+}
+
+/*
+ * [ratelimit] per_ip, before the tenant is looked up, so a flood of made-up tenants from one
+ * address is cut here: Redis when configured (every instance shares the window; its own local
+ * fallback when Redis is down), else this worker's window.
+ */
+static void req_ip_limit(struct hg_req *q)
+{
+    uint32_t limit = q->conf->ratelimit_per_ip;
+    if (limit == 0) {
+        req_begin(q);
+        return;
+    }
+    if (q->worker->redis) {
+        char key[HG_ACCESS_KEY_MAX];
+        hg_access_ip_key(q->client_ip, key, sizeof(key));
+        req_set_state(q, HG_REQ_IPLIMIT);
+        if (hg_redis_ratelimit(q->worker->redis, key, limit, 60000, on_ip_limit, q) == 0)
+            return;
+    }
+    struct hg_redis_ratelimit_result res;
+    hg_access_ip_window(&q->client, limit, &res);
+    on_ip_limit(q, &res);
+}
+
+/*
+ * The client address and the provider section's allow / deny, before anything else (answered
+ * 403 when refused: false).
+ */
+static bool client_permitted(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r,
+                             const struct hg_provider *p, struct hg_ip *client, char *client_ip)
+{
+    hg_access_client(w->conf, c, r, client);
+    hg_ip_format(client, client_ip, HG_IP_TEXT_MAX);
+    if (hg_cidr_rules_permit(hg_conf_ip_rules(w->conf, p->name), client))
+        return true;
+    refuse_client(c, r->request_id, p->name, client_ip, p->name, NULL);
+    return false;
+}
+
+static void req_set_client(struct hg_req *q, const struct hg_ip *client, const char *client_ip)
+{
+    q->client = *client;
+    memcpy(q->client_ip, client_ip, sizeof(q->client_ip));
+}
+
 void hg_ingest_get(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *tenant,
                    const struct hg_provider *p)
 {
+    struct hg_ip client;
+    char client_ip[HG_IP_TEXT_MAX];
+    if (!client_permitted(w, c, r, p, &client, client_ip))
+        return;
     struct hg_req *q = req_new(w, c, r, p, tenant, "", 0);
     q->handshake = true;
-    req_resolve(q);
+    req_set_client(q, &client, client_ip);
+    req_ip_limit(q);
 }
 
 void hg_ingest_post(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *tenant,
                     const struct hg_provider *p)
 {
+    struct hg_ip client;
+    char client_ip[HG_IP_TEXT_MAX];
+    if (!client_permitted(w, c, r, p, &client, client_ip))
+        return;
     char why[128] = "";
     if (p->unsigned_request && p->unsigned_request(r, w->conf, why, sizeof(why))) {
         /* No credential at all: refused before any tenant lookup or copy. */
@@ -644,6 +779,10 @@ void hg_ingest_post(struct hg_worker *w, struct hg_conn *c, struct hg_http_reque
             hg_conn_respond_error(c, 404, "unknown_source", "no such source", NULL);
             return;
         }
+        if (!hg_cidr_rules_permit(&source->ip, &client)) {
+            refuse_client(c, r->request_id, p->name, client_ip, "source", source->name);
+            return;
+        }
         tenant = source->tenant;
         if (p->spool_extra) {
             struct hg_creds sc = { .source = source };
@@ -652,11 +791,6 @@ void hg_ingest_post(struct hg_worker *w, struct hg_conn *c, struct hg_http_reque
     }
     struct hg_req *q = req_new(w, c, r, p, tenant, extra, extra_len);
     q->source = source;
-    if (tenant == NULL && p->tenant_ids) {
-        /* The body names the tenant; a body that does not parse is still answered 401 first when
-         * its signature is wrong, and 400 only after a good one. */
-        struct hg_provider_body b = { q->body, q->body_len, q->headers, q->headers_len };
-        q->doc = p->parse(&b, q->parse_reason, sizeof(q->parse_reason));
-    }
-    req_resolve(q);
+    req_set_client(q, &client, client_ip);
+    req_ip_limit(q);
 }

@@ -69,6 +69,7 @@ static const struct family families[HG_M__COUNT] = {
     [HG_M_CACHE_MISS] = { "cache_miss_total", "Cache misses, by cache.", FAMILY_COUNTER, true, MERGE_SUM, NULL },
     [HG_M_DEDUP_DUPLICATES] = { "dedup_duplicates_total", "Events dropped as duplicates.", FAMILY_COUNTER, false, MERGE_SUM, NULL },
     [HG_M_RATELIMIT_REJECTED] = { "ratelimit_rejected_total", "Requests rejected by rate limiting, by tenant.", FAMILY_COUNTER, true, MERGE_SUM, NULL },
+    [HG_M_RATELIMIT_IP_REJECTED] = { "ratelimit_ip_rejected_total", "Requests rejected by the per-IP rate limit, by provider.", FAMILY_COUNTER, true, MERGE_SUM, NULL },
     [HG_M_REDIS_FALLBACK] = { "redis_fallback_total", "Operations served by the local fallback while Redis was unusable, by operation.", FAMILY_COUNTER, true, MERGE_SUM, NULL },
     [HG_M_SINK_EVENTS] = { "sink_events_total", "Events handed to sinks, by sink and outcome.", FAMILY_COUNTER, true, MERGE_SUM, NULL },
     [HG_M_MEDIA_FAILURES] = { "media_failures_total", "Media downloads or uploads that failed, by reason.", FAMILY_COUNTER, true, MERGE_SUM, NULL },

@@ -22,6 +22,7 @@ enum hg_metric {
     HG_M_CACHE_MISS,                /* cache_miss_total{cache} */
     HG_M_DEDUP_DUPLICATES,          /* dedup_duplicates_total */
     HG_M_RATELIMIT_REJECTED,        /* ratelimit_rejected_total{tenant} */
+    HG_M_RATELIMIT_IP_REJECTED,     /* ratelimit_ip_rejected_total{provider} (no address: bounded) */
     HG_M_REDIS_FALLBACK,            /* redis_fallback_total{op} */
     HG_M_SINK_EVENTS,               /* sink_events_total{sink,status} */
     HG_M_MEDIA_FAILURES,            /* media_failures_total{reason} */

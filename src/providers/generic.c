@@ -553,24 +553,6 @@ static size_t provider_spool_extra(const struct hg_creds *creds, const struct hg
 
 /* ---- parse and normalize ---- */
 
-static void type_word(char out[TYPE_MAX + 1], const char *in, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; in != NULL && i < n && o < TYPE_MAX; i++) {
-        char c = in[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (char)(c - 'A' + 'a');
-        else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-            c = '_';
-        out[o++] = c;
-    }
-    if (o == 0) {
-        memcpy(out, "event", sizeof("event"));
-        return;
-    }
-    out[o] = '\0';
-}
-
 /*
  * The spooled lines and the body into {"source","event_id","type","raw"}: the body parsed when it
  * is JSON, else kept as a string; the event id "generic:<32 hex of SHA-256(body)>" when the source
@@ -600,7 +582,7 @@ static struct hg_json_doc *provider_parse(const struct hg_provider_body *b, char
     } else {
         snprintf(idbuf, sizeof(idbuf), "%.*s", (int)HG_MIN(il, (size_t)ID_MAX), id);
     }
-    type_word(type, ty, ty ? tl : 0);
+    hg_provider_type_word(type, TYPE_MAX + 1, ty, ty ? tl : 0, "event");
     struct hg_json *root = hg_json_object(&doc->arena);
     if (root == NULL || raw == NULL ||
         hg_json_set(&doc->arena, root, "source", hg_json_stringn(&doc->arena, src, sl)) != 0 ||

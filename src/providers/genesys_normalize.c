@@ -155,32 +155,9 @@ static struct hg_json *doc_new(struct walk *w, const char *event_id, const char 
     return doc;
 }
 
-/*
- * A type word from payload text: ASCII letters lowercased, digits and '_' kept, anything else
- * (".", "-", "#", spaces, UTF-8 bytes) becomes '_', at most TYPE_MAX bytes; "unknown" when empty.
- * Both the routing key and the document's type use it, so a payload cannot add topic words.
- */
-static void type_word(char out[TYPE_MAX + 1], const char *in, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; in != NULL && i < n && o < TYPE_MAX; i++) {
-        char c = in[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (char)(c - 'A' + 'a');
-        else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-            c = '_';
-        out[o++] = c;
-    }
-    if (o == 0) {
-        memcpy(out, "unknown", sizeof("unknown"));
-        return;
-    }
-    out[o] = '\0';
-}
-
 static void type_of(char out[TYPE_MAX + 1], const struct hg_json *v)
 {
-    type_word(out, hg_json_str(v), hg_json_is_string(v) ? v->len : 0);
+    hg_provider_type_word(out, TYPE_MAX + 1, hg_json_str(v), hg_json_is_string(v) ? v->len : 0, "unknown");
 }
 
 /* Hand the finished document to the caller (it stays in the arena); a half-built one is dropped. */
@@ -652,7 +629,7 @@ static void tail_type(char out[TYPE_MAX + 1], const struct topic *t, size_t firs
         if (i + 1 < t->n && o < TYPE_MAX)
             joined[o++] = '_';
     }
-    type_word(out, joined, o);
+    hg_provider_type_word(out, TYPE_MAX + 1, joined, o, "unknown");
 }
 
 /* What a topic name says: the event's kind and type, and the conversation or user it is about. */

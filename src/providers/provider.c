@@ -93,6 +93,23 @@ size_t hg_provider_accepted_json(char *out, size_t cap, const char *request_id, 
     return len;
 }
 
+void hg_provider_type_word(char *out, size_t cap, const char *in, size_t n, const char *fallback)
+{
+    size_t o = 0;
+    for (size_t i = 0; in != NULL && i < n && o + 1 < cap; i++) {
+        char c = in[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            c = '_';
+        out[o++] = c;
+    }
+    if (o == 0)
+        snprintf(out, cap, "%s", fallback);
+    else
+        out[o] = '\0';
+}
+
 struct hg_json_doc *hg_provider_parse_fail(char *reason, size_t cap, struct hg_json_doc *doc, const char *fmt, ...)
 {
     if (reason != NULL && cap > 0) {

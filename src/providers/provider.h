@@ -260,6 +260,14 @@ const char *hg_provider_header(const char *lines, size_t len, const char *name, 
 struct hg_json_doc *hg_provider_parse_fail(char *reason, size_t cap, struct hg_json_doc *doc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/*
+ * A type word from payload text, as the routing key's second word and the event's type: ASCII
+ * letters lowercased, digits and '_' kept, anything else (".", "-", "#", spaces, UTF-8 bytes)
+ * becomes '_', at most cap - 1 bytes; `fallback` when nothing is left. A payload cannot add topic
+ * words this way.
+ */
+void hg_provider_type_word(char *out, size_t cap, const char *in, size_t n, const char *fallback);
+
 /* The JSON accepted answer most providers give: {"status":"accepted","request_id":..,"events":N}. */
 size_t hg_provider_accepted_json(char *out, size_t cap, const char *request_id, int events,
                                  const char **content_type);

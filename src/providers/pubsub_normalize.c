@@ -27,25 +27,6 @@ struct walk {
     int64_t received_ms;
 };
 
-/* Same rule as the other providers: [a-z0-9_], at most TYPE_MAX bytes, "message" when empty. */
-static void type_word(char out[TYPE_MAX + 1], const char *in, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; in != NULL && i < n && o < TYPE_MAX; i++) {
-        char c = in[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (char)(c - 'A' + 'a');
-        else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-            c = '_';
-        out[o++] = c;
-    }
-    if (o == 0) {
-        memcpy(out, "message", sizeof("message"));
-        return;
-    }
-    out[o] = '\0';
-}
-
 /* Well-formed UTF-8 without NUL (RFC 3629: no overlongs, surrogates or code points past U+10FFFF). */
 static bool utf8_text(const unsigned char *s, size_t n)
 {
@@ -135,7 +116,7 @@ int hg_pubsub_normalize(struct hg_arena *a, const struct hg_json *root, const st
     if (gmail)
         memcpy(type, "gmail_notification", sizeof("gmail_notification"));
     else
-        type_word(type, hg_json_str(tattr), hg_json_is_string(tattr) ? tattr->len : 0);
+        hg_provider_type_word(type, TYPE_MAX + 1, hg_json_str(tattr), hg_json_is_string(tattr) ? tattr->len : 0, "message");
     snprintf(rk, sizeof(rk), "message.%s", type);
     int64_t occurred = publish_ms(hg_json_get(msg, "publishTime"));
 

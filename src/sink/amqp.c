@@ -13,9 +13,11 @@
 #include "sink/amqp.h"
 
 #include <amqp.h>
+#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sink/amqp_internal.h"
 #include "core/backoff.h"
@@ -30,6 +32,7 @@
 static void start_connect(struct hg_amqp *a);
 static void pump(struct hg_amqp *a);
 static void maybe_finish_close(struct hg_amqp *a);
+static void maybe_rotate(struct hg_amqp *a);
 static void shutdown_now(struct hg_amqp *a);
 
 static const char *state_name(enum amqp_state st)
@@ -92,6 +95,8 @@ static void link_lost(struct hg_amqp *a, const char *reason, const char *detail)
     if (l == NULL)
         return;
     a->link = NULL;
+    a->rotating = false;
+    uv_timer_stop(&a->rotate_timer);
     a->broken = false;
     a->ret.active = false;
     a->stats.disconnects++;
@@ -100,8 +105,10 @@ static void link_lost(struct hg_amqp *a, const char *reason, const char *detail)
     uv_timer_stop(&a->heartbeat_timer);
     uv_poll_stop(&l->poll);
     uv_close((uv_handle_t *)&l->poll, on_link_closed);
-    hg_warn(NULL, "amqp connection lost", "reason", reason, "detail", detail ? detail : "",
-            NULL);
+    if (a->next_target && !a->closing)
+        hg_info(NULL, "amqp reconnecting with the reloaded url / tls settings", "reason", reason, NULL);
+    else
+        hg_warn(NULL, "amqp connection lost", "reason", reason, "detail", detail ? detail : "", NULL);
     if (a->closing) {
         set_state(a, ST_SHUTDOWN);
         amqpc_fail_all(a, HG_ERR_UNAVAILABLE);
@@ -248,13 +255,15 @@ static void pump(struct hg_amqp *a)
             return;
     }
     /* Frames left in rabbitmq-c's buffer will not wake the poll again: come back soon. */
-    if (n == FRAMES_PER_TURN || amqp_frames_enqueued(l->conn) || amqp_data_in_buffer(l->conn))
+    if (n == FRAMES_PER_TURN || amqp_frames_enqueued(l->conn) || amqp_data_in_buffer(l->conn) ||
+        (l->ssl && SSL_has_pending(l->ssl)))
         amqpc_kick(a, 0);
     else
         amqp_maybe_release_buffers(l->conn);
     /* Acks may have made room in the send window: pending publishes go out from the prepare
      * handle before the loop blocks again, together with whatever this turn still publishes. */
     maybe_finish_close(a);
+    maybe_rotate(a);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events)
@@ -310,6 +319,41 @@ void amqpc_kick(struct hg_amqp *a, uint64_t ms)
     uv_timer_start(&a->kick_timer, on_kick, ms, 0);
 }
 
+/*
+ * A reload changed the URLs or TLS settings while connected: once no publish waits for a confirm
+ * (or rotate_timer gave up waiting), say goodbye to the broker and connect again with the new
+ * ones. Pending publishes were never written: they settle UNAVAILABLE and the drain sends them
+ * again on the new connection, without duplicates.
+ */
+static void maybe_rotate(struct hg_amqp *a)
+{
+    if (!a->rotating || a->link == NULL || a->closing || a->inflight.count > 0)
+        return;
+    amqp_connection_close_t m = {.reply_code = AMQP_REPLY_SUCCESS,
+                                 .reply_text = amqp_cstring_bytes("hookgate reconnecting: configuration reloaded")};
+    (void)amqp_send_method(a->link->conn, 0, AMQP_CONNECTION_CLOSE_METHOD, &m);
+    link_lost(a, "configuration reloaded", NULL);
+    /* No backoff for a planned reconnect. */
+    uv_timer_start(&a->retry_timer, on_retry, 0, 0);
+}
+
+static void on_rotate_timeout(uv_timer_t *t)
+{
+    struct hg_amqp *a = HG_CONTAINER_OF(t, struct hg_amqp, rotate_timer);
+    if (!a->rotating || a->link == NULL)
+        return;
+    hg_warn(NULL, "amqp reload: confirms still missing, reconnecting anyway (they are published again)", NULL);
+    link_lost(a, "configuration reloaded", NULL);
+    uv_timer_start(&a->retry_timer, on_retry, 0, 0);
+}
+
+static void begin_rotate(struct hg_amqp *a)
+{
+    a->rotating = true;
+    uv_timer_start(&a->rotate_timer, on_rotate_timeout, a->close_timeout_ms, 0);
+    amqpc_kick(a, 0);
+}
+
 static void on_connect_done(uv_work_t *req, int status)
 {
     struct connect_work *w = HG_CONTAINER_OF(req, struct connect_work, req);
@@ -330,6 +374,10 @@ static void on_connect_done(uv_work_t *req, int status)
             a->down_reason = "topology declaration refused by broker";
         else if (strncmp(w->error, "login", 5) == 0)
             a->down_reason = "login refused by broker";
+        else if (strncmp(w->error, "tls handshake: certificate refused", 34) == 0)
+            a->down_reason = "broker's TLS certificate not trusted (tls_ca, host name)";
+        else if (strncmp(w->error, "tls", 3) == 0)
+            a->down_reason = "TLS with the broker failed";
         else
             a->down_reason = "broker unreachable or refused the connection";
         hg_warn(NULL, "amqp connect failed", "error", w->error, NULL);
@@ -340,6 +388,8 @@ static void on_connect_done(uv_work_t *req, int status)
     struct link *l = hg_xcalloc(1, sizeof *l);
     l->owner = a;
     l->conn = c;
+    l->ssl = w->ssl;
+    w->ssl = NULL;
     l->fd = amqp_get_sockfd(c);
     l->url_index = w->url_index;
     /* Room for a full send window, then one message alone (the empty-queue case of
@@ -376,7 +426,7 @@ static void on_connect_done(uv_work_t *req, int status)
     a->stats.url_index = w->url_index;
     char idx[8];
     snprintf(idx, sizeof idx, "%d", w->url_index);
-    hg_info(NULL, "amqp connected", "url_index", idx, NULL);
+    hg_info(NULL, "amqp connected", "url_index", idx, "tls", l->ssl ? SSL_get_version(l->ssl) : "no", NULL);
     a->stats.queues_without_priority = 0;
     const struct amqpc_queue *queues;
     size_t nq = amqpc_queues(&queues);
@@ -406,10 +456,19 @@ static void on_connect_done(uv_work_t *req, int status)
     if (hb > 0)
         uv_timer_start(&a->heartbeat_timer, on_heartbeat, (uint64_t)hb * 500, (uint64_t)hb * 500);
     amqpc_kick(a, 0);
+    /* A reload that came while connecting: this connection used the old settings. */
+    if (a->next_target)
+        begin_rotate(a);
 }
 
 static void start_connect(struct hg_amqp *a)
 {
+    /* No work thread runs now: the target it reads may change. */
+    if (a->next_target) {
+        amqpc_target_free(a->target);
+        a->target = a->next_target;
+        a->next_target = NULL;
+    }
     memset(&a->work, 0, sizeof a->work);
     a->work.owner = a;
     a->work.url_index = -1;
@@ -432,6 +491,8 @@ static int sink_ready(struct hg_sink *s, const char **reason)
     const char *why = NULL;
     if (a->closing)
         why = "closing";
+    else if (a->state == ST_UP && a->rotating)
+        why = "reconnecting with reloaded settings";
     else if (a->state == ST_UP && !a->broken)
         return 0;
     else if (a->state == ST_UP)
@@ -479,7 +540,7 @@ static void shutdown_now(struct hg_amqp *a)
     amqpc_fail_all(a, HG_ERR_UNAVAILABLE);
     uv_handle_t *handles[] = {(uv_handle_t *)&a->retry_timer, (uv_handle_t *)&a->kick_timer,
                               (uv_handle_t *)&a->heartbeat_timer, (uv_handle_t *)&a->close_timer,
-                              (uv_handle_t *)&a->flush_prepare};
+                              (uv_handle_t *)&a->rotate_timer, (uv_handle_t *)&a->flush_prepare};
     for (size_t i = 0; i < HG_ARRAY_SIZE(handles); i++)
         if (!uv_is_closing(handles[i]))
             uv_close(handles[i], on_handle_closed);
@@ -506,8 +567,8 @@ static void maybe_finish_close(struct hg_amqp *a)
         return;
     void (*done)(void *) = a->done;
     void *done_arg = a->done_arg;
-    for (size_t i = 0; i < a->n_urls; i++)
-        free(a->urls[i]);
+    amqpc_target_free(a->target);
+    amqpc_target_free(a->next_target);
     free(a);
     if (done)
         done(done_arg);
@@ -553,32 +614,139 @@ static const struct hg_sink_ops amqp_sink_ops = {
 
 /* ---- open --------------------------------------------------------------------------------- */
 
-static int validate_url(const char *url)
+int hg_amqp_url_check(const char *url, char *why, size_t wl)
 {
     struct amqp_connection_info info;
-    char *copy = hg_xstrdup(url);
+    if (url == NULL) {
+        snprintf(why, wl, "no url");
+        return HG_ERR_CONFIG;
+    }
+    char *copy = hg_xstrdup(url); /* amqp_parse_url writes into its argument */
     int rc = amqp_parse_url(copy, &info);
-    int ok = rc == AMQP_STATUS_OK && !info.ssl;
+    if (rc != AMQP_STATUS_OK)
+        snprintf(why, wl, "not an amqp:// or amqps:// URL that rabbitmq-c can read "
+                          "(amqp[s]://user:password@host:port/vhost; percent-escape reserved characters)");
+    else if (info.host == NULL || info.host[0] == '\0')
+        snprintf(why, wl, "names no host");
     free(copy);
-    return ok ? 0 : HG_ERR_CONFIG;
+    return rc == AMQP_STATUS_OK && why[0] == '\0' ? 0 : HG_ERR_CONFIG;
+}
+
+void amqpc_target_free(struct amqpc_target *t)
+{
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->n_urls; i++) {
+        explicit_bzero(t->urls[i], strlen(t->urls[i])); /* they carry the password */
+        free(t->urls[i]);
+    }
+    free(t->tls_ca);
+    free(t->tls_cert);
+    free(t->tls_key);
+    free(t);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s && s[0] ? hg_xstrdup(s) : NULL;
+}
+
+/* The target of opts, or NULL (invalid: logged, the URL itself never). */
+static struct amqpc_target *target_new(const struct hg_amqp_opts *opts)
+{
+    if (opts->urls == NULL || opts->n_urls == 0 || opts->n_urls > HG_AMQP_MAX_URLS)
+        return NULL;
+    if ((opts->tls_cert == NULL || !opts->tls_cert[0]) != (opts->tls_key == NULL || !opts->tls_key[0])) {
+        hg_error(NULL, "amqp tls_cert and tls_key go together", NULL);
+        return NULL;
+    }
+    for (size_t i = 0; i < opts->n_urls; i++) {
+        char why[200] = "";
+        if (hg_amqp_url_check(opts->urls[i], why, sizeof why) != 0) {
+            char idx[8];
+            snprintf(idx, sizeof idx, "%u", (unsigned)i & 0xff);
+            hg_error(NULL, "amqp url invalid", "url_index", idx, "reason", why, NULL);
+            return NULL;
+        }
+    }
+    struct amqpc_target *t = hg_xcalloc(1, sizeof *t);
+    t->n_urls = opts->n_urls;
+    for (size_t i = 0; i < opts->n_urls; i++)
+        t->urls[i] = hg_xstrdup(opts->urls[i]);
+    t->tls_ca = dup_or_null(opts->tls_ca);
+    t->tls_cert = dup_or_null(opts->tls_cert);
+    t->tls_key = dup_or_null(opts->tls_key);
+    t->tls_insecure = opts->tls_insecure;
+    for (size_t i = 0; i < t->n_urls && t->tls_insecure; i++)
+        if (strncasecmp(t->urls[i], "amqps://", 8) == 0) {
+            hg_warn(NULL, "amqp tls_verify = off: the broker's certificate is not checked; anyone on the path can "
+                          "pose as the broker and read every event (docs/backend-tls.md)", NULL);
+            break;
+        }
+    return t;
+}
+
+static bool str_eq(const char *x, const char *y)
+{
+    return x == y || (x && y && strcmp(x, y) == 0);
+}
+
+static bool target_eq(const struct amqpc_target *x, const struct amqpc_target *y)
+{
+    if (x->n_urls != y->n_urls || x->tls_insecure != y->tls_insecure || !str_eq(x->tls_ca, y->tls_ca) ||
+        !str_eq(x->tls_cert, y->tls_cert) || !str_eq(x->tls_key, y->tls_key))
+        return false;
+    for (size_t i = 0; i < x->n_urls; i++)
+        if (strcmp(x->urls[i], y->urls[i]) != 0)
+            return false;
+    return true;
+}
+
+int hg_amqp_sink_reconfigure(struct hg_sink *s, const struct hg_amqp_opts *opts, bool *changed)
+{
+    struct hg_amqp *a = (struct hg_amqp *)s;
+    *changed = false;
+    struct amqpc_target *t = target_new(opts);
+    if (t == NULL)
+        return HG_ERR_CONFIG;
+    /* Compared with what the next connect would use: the last reload's, else the current. */
+    if (target_eq(t, a->next_target ? a->next_target : a->target) || a->closing) {
+        amqpc_target_free(t);
+        return 0;
+    }
+    *changed = true;
+    amqpc_target_free(a->next_target);
+    a->next_target = t;
+    switch (a->state) {
+    case ST_UP:
+        if (!a->rotating)
+            begin_rotate(a);
+        break;
+    case ST_DOWN:
+        /* Waiting out a backoff: the new settings may be the fix; try them now. */
+        a->attempt = 0;
+        uv_timer_start(&a->retry_timer, on_retry, 0, 0);
+        break;
+    case ST_CONNECTING: /* on_connect_done rotates a connection made with the old settings */
+    case ST_SHUTDOWN:
+        break;
+    }
+    return 0;
 }
 
 int hg_amqp_sink_open(uv_loop_t *loop, const struct hg_amqp_opts *opts, struct hg_sink **out)
 {
-    if (loop == NULL || opts == NULL || out == NULL || opts->urls == NULL || opts->n_urls == 0 ||
-        opts->n_urls > HG_AMQP_MAX_URLS)
+    if (loop == NULL || opts == NULL || out == NULL)
         return HG_ERR_CONFIG;
-    for (size_t i = 0; i < opts->n_urls; i++)
-        if (opts->urls[i] == NULL || validate_url(opts->urls[i]) != 0) {
-            hg_error(NULL, "amqp url invalid (amqps is not supported)", NULL);
-            return HG_ERR_CONFIG;
-        }
     bool quorum = false;
     if (opts->queue_type && strcmp(opts->queue_type, "quorum") == 0)
         quorum = true;
     else if (opts->queue_type && strcmp(opts->queue_type, "classic") != 0)
         return HG_ERR_CONFIG;
     if (opts->max_priority < 0 || opts->max_priority > 255 || opts->queue_version > 2)
+        return HG_ERR_CONFIG;
+    struct amqpc_target *target = target_new(opts);
+    if (target == NULL)
         return HG_ERR_CONFIG;
 
     struct hg_amqp *a = hg_xcalloc(1, sizeof *a);
@@ -587,9 +755,7 @@ int hg_amqp_sink_open(uv_loop_t *loop, const struct hg_amqp_opts *opts, struct h
     a->state = ST_DOWN;
     hg_list_init(&a->inflight.entries);
     hg_list_init(&a->pending.entries);
-    a->n_urls = opts->n_urls;
-    for (size_t i = 0; i < opts->n_urls; i++)
-        a->urls[i] = hg_xstrdup(opts->urls[i]);
+    a->target = target;
     a->quorum = quorum;
     a->max_priority = opts->max_priority;
     a->queue_version = quorum ? 0 : opts->queue_version; /* quorum queues have no versions */
@@ -607,7 +773,8 @@ int hg_amqp_sink_open(uv_loop_t *loop, const struct hg_amqp_opts *opts, struct h
     a->stats.url_index = -1;
     a->down_reason = NULL;
 
-    uv_timer_t *timers[] = {&a->retry_timer, &a->kick_timer, &a->heartbeat_timer, &a->close_timer};
+    uv_timer_t *timers[] = {&a->retry_timer, &a->kick_timer, &a->heartbeat_timer, &a->close_timer,
+                            &a->rotate_timer};
     for (size_t i = 0; i < HG_ARRAY_SIZE(timers); i++) {
         uv_timer_init(loop, timers[i]);
         timers[i]->data = a;

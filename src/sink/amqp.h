@@ -5,6 +5,7 @@
 #ifndef HG_SINK_AMQP_H
 #define HG_SINK_AMQP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -30,9 +31,18 @@ struct hg_buf;
 typedef void (*hg_amqp_confirm_hook)(void *arg, int status, uint64_t latency_ns);
 
 struct hg_amqp_opts {
-    /* amqp://user:pass@host:port/vhost, tried in order on every (re)connect. 1..HG_AMQP_MAX_URLS. */
+    /* amqp://user:pass@host:port/vhost or amqps://… (TLS, port 5671 by default), tried in order
+     * on every (re)connect. 1..HG_AMQP_MAX_URLS. */
     const char *const *urls;
     size_t n_urls;
+    /* TLS of amqps:// URLs (docs/backend-tls.md). The broker's certificate chain is checked
+     * against tls_ca (a PEM bundle; NULL = the system store) and its name against the URL's host,
+     * unless tls_insecure. tls_cert + tls_key (PEM files, both or neither): a client certificate.
+     * The files are read at every connect. */
+    const char *tls_ca;
+    const char *tls_cert;
+    const char *tls_key;
+    bool tls_insecure;
     const char *queue_type;          /* "classic" (default when NULL) or "quorum" */
     int max_priority;                /* x-max-priority 1..255 on live classic queues; 0 = none. An
                                         existing queue without it is used as it is (a warning) */
@@ -83,6 +93,23 @@ struct hg_amqp_stats {
  * pending queue is full, HG_ERR_TOO_BIG, HG_ERR_INVALID (missing fields), HG_ERR_CLOSED.
  */
 int hg_amqp_sink_open(uv_loop_t *loop, const struct hg_amqp_opts *opts, struct hg_sink **out);
+
+/*
+ * Check one [amqp] url as the sink will use it: 0, or HG_ERR_CONFIG with the reason in why (never
+ * the URL itself: it carries the password). Pure; any thread. The config loader calls it so that
+ * `hookgate -t` refuses what the sink would.
+ */
+int hg_amqp_url_check(const char *url, char *why, size_t wl);
+
+/*
+ * A reload: connect with these URLs and TLS settings from now on (the other opts fields are
+ * ignored: they take effect at restart). When they differ from the current ones and the sink is
+ * connected, it stops taking publishes (HG_ERR_UNAVAILABLE, ready() says why), waits up to
+ * close_timeout_ms for the confirms in flight, closes the connection and connects again with the
+ * new ones; not connected, the next attempt uses them at once. 0 (also when nothing changed:
+ * *changed false), or HG_ERR_CONFIG (an invalid URL: nothing changes). Loop thread only.
+ */
+int hg_amqp_sink_reconfigure(struct hg_sink *s, const struct hg_amqp_opts *opts, bool *changed);
 
 /* Same contract as publish, but to HG_AMQP_DLX with routing key "<queue>.dlq", where <queue> is
  * the queue ev->routing_key is bound to (message.* / status.* / else the system queue), and the

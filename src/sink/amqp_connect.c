@@ -6,14 +6,19 @@
  * See docs/amqp.md.
  */
 #include <amqp.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 
 #include "sink/amqp_internal.h"
@@ -289,16 +294,95 @@ static int declare_topology(struct hg_amqp *a, amqp_connection_state_t c, struct
     return 0;
 }
 
-/* One full connect to urls[i]: TCP, login, channel, topology, confirm mode. Blocking, bounded
- * by connect_timeout_ms per step. Returns the connection or NULL with w->error set. */
+/*
+ * OpenSSL callbacks of an amqps:// connect, on the work thread. rabbitmq-c keeps its SSL to
+ * itself; the sink needs it on the loop to write a turn's frames with one SSL_write (see
+ * amqpc_link_write) and to see records OpenSSL already holds, so the info callback, which sees
+ * every handshake step, hands it over. The verify callback keeps the first certificate error, so
+ * the log says why a broker was refused rather than "SSL connection failed".
+ */
+static void on_tls_info(const SSL *ssl, int where, int ret)
+{
+    (void)where;
+    (void)ret;
+    struct connect_work *w = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    if (w)
+        w->ssl = (SSL *)ssl; /* OpenSSL passes it const; the connection owns it, we only use it */
+}
+
+static int on_tls_verify(int ok, X509_STORE_CTX *store)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct connect_work *w = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    if (!ok && w && w->tls_error[0] == '\0')
+        snprintf(w->tls_error, sizeof w->tls_error, "%s",
+                 X509_verify_cert_error_string(X509_STORE_CTX_get_error(store)));
+    return ok;
+}
+
+/*
+ * The TLS socket of an amqps:// URL: TLS 1.2 at least; the chain checked against tls_ca or the
+ * system store and the host name (or IP address) against the certificate by OpenSSL's own checks
+ * (rabbitmq-c's host check knows no IP addresses), the handshake aborted on a failure; a client
+ * certificate when configured. Returns the socket or NULL with w->error set.
+ */
+static amqp_socket_t *tls_socket(struct hg_amqp *a, struct connect_work *w, amqp_connection_state_t c,
+                                 const char *host)
+{
+    const struct amqpc_target *t = a->target;
+    amqp_socket_t *sock = amqp_ssl_socket_new(c);
+    if (sock == NULL) {
+        set_error(w, "tls", "cannot set up OpenSSL");
+        return NULL;
+    }
+    SSL_CTX *ctx = amqp_ssl_socket_get_context(sock);
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_app_data(ctx, w);
+    SSL_CTX_set_info_callback(ctx, on_tls_info);
+    if (t->tls_ca) {
+        if (amqp_ssl_socket_set_cacert(sock, t->tls_ca) != AMQP_STATUS_OK) {
+            set_error(w, "tls_ca", "cannot read the CA bundle (PEM)");
+            return NULL;
+        }
+    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        set_error(w, "tls", "cannot load the system CA store");
+        return NULL;
+    }
+    if (t->tls_cert && amqp_ssl_socket_set_key(sock, t->tls_cert, t->tls_key) != AMQP_STATUS_OK) {
+        set_error(w, "tls_cert", "cannot read the client certificate and key (PEM)");
+        return NULL;
+    }
+    amqp_ssl_socket_set_verify_hostname(sock, 0);
+    if (t->tls_insecure) {
+        amqp_ssl_socket_set_verify_peer(sock, 0);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+        return sock;
+    }
+    amqp_ssl_socket_set_verify_peer(sock, 1);
+    X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    unsigned char ip[16];
+    int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+    if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host) : X509_VERIFY_PARAM_set1_host(param, host, 0)) != 1) {
+        set_error(w, "tls", "cannot set the host name to check");
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, on_tls_verify);
+    return sock;
+}
+
+/* One full connect to urls[i]: TCP (and TLS), login, channel, topology, confirm mode. Blocking,
+ * bounded by connect_timeout_ms per step. Returns the connection or NULL with w->error set. */
 static amqp_connection_state_t connect_one(struct hg_amqp *a, struct connect_work *w, size_t i)
 {
     struct amqp_connection_info info;
-    char *url = hg_xstrdup(a->urls[i]); /* amqp_parse_url writes into its argument */
+    char *url = hg_xstrdup(a->target->urls[i]); /* amqp_parse_url writes into its argument */
     amqp_connection_state_t c = NULL;
     struct timeval tv = {.tv_sec = a->connect_timeout_ms / 1000,
                          .tv_usec = (a->connect_timeout_ms % 1000) * 1000};
 
+    w->ssl = NULL;
+    w->tls_error[0] = '\0';
     if (amqp_parse_url(url, &info) != AMQP_STATUS_OK) {
         set_error(w, "parse url", "invalid");
         goto fail;
@@ -306,12 +390,26 @@ static amqp_connection_state_t connect_one(struct hg_amqp *a, struct connect_wor
     c = amqp_new_connection();
     if (c == NULL)
         hg_oom(__FILE__, __LINE__);
-    amqp_socket_t *sock = amqp_tcp_socket_new(c);
-    if (sock == NULL)
-        hg_oom(__FILE__, __LINE__);
+    amqp_socket_t *sock = info.ssl ? tls_socket(a, w, c, info.host) : amqp_tcp_socket_new(c);
+    if (sock == NULL) {
+        if (!info.ssl)
+            hg_oom(__FILE__, __LINE__);
+        goto fail;
+    }
     int rc = amqp_socket_open_noblock(sock, info.host, info.port, &tv);
     if (rc != AMQP_STATUS_OK) {
-        set_error(w, "connect", amqp_error_string2(rc));
+        if (info.ssl && w->tls_error[0])
+            set_error(w, "tls handshake: certificate refused", w->tls_error);
+        else if (info.ssl && rc == AMQP_STATUS_SSL_CONNECTION_FAILED)
+            set_error(w, "tls handshake", ERR_reason_error_string(ERR_peek_last_error()));
+        else
+            set_error(w, info.ssl && rc != AMQP_STATUS_SOCKET_ERROR && rc != AMQP_STATUS_TIMEOUT ? "tls handshake"
+                                                                                               : "connect",
+                      amqp_error_string2(rc));
+        goto fail;
+    }
+    if (info.ssl && w->ssl == NULL) {
+        set_error(w, "tls", "no TLS session"); /* cannot happen: every handshake calls on_tls_info */
         goto fail;
     }
     amqp_set_handshake_timeout(c, &tv);
@@ -342,11 +440,14 @@ static amqp_connection_state_t connect_one(struct hg_amqp *a, struct connect_wor
         set_error(w, "socket options", strerror(errno));
         goto fail;
     }
+    if (info.ssl) /* the callbacks must not outlive this work struct's use of them */
+        SSL_CTX_set_app_data(SSL_get_SSL_CTX(w->ssl), NULL);
     free(url);
     return c;
 fail:
     if (c)
         amqp_destroy_connection(c);
+    w->ssl = NULL;
     free(url);
     return NULL;
 }
@@ -355,7 +456,7 @@ void amqpc_connect_work(uv_work_t *req)
 {
     struct connect_work *w = HG_CONTAINER_OF(req, struct connect_work, req);
     struct hg_amqp *a = w->owner;
-    for (size_t i = 0; i < a->n_urls; i++) {
+    for (size_t i = 0; i < a->target->n_urls; i++) {
         w->no_priority = 0;
         w->no_version = 0;
         w->conn = connect_one(a, w, i);

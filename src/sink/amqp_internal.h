@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #include "sink/amqp.h"
@@ -70,6 +71,7 @@ static inline struct entry *amqpc_list_first(const struct entry_list *l)
 struct link {
     struct hg_amqp *owner;
     amqp_connection_state_t conn;
+    void *ssl;                    /* the OpenSSL SSL of an amqps:// connection (owned by conn), else NULL */
     uv_poll_t poll;
     int fd;
     int url_index;
@@ -87,10 +89,24 @@ struct amqpc_queue {
 /* The table, built once from the provider registry (thread-safe); *out gets it. */
 size_t amqpc_queues(const struct amqpc_queue **out);
 
+/*
+ * Where and how to connect: the URLs and the TLS settings of amqps:// URLs. Immutable once built;
+ * the work thread reads the sink's current one during a connect, a reload hands a new one that
+ * takes over at the next connect (amqp.c).
+ */
+struct amqpc_target {
+    char *urls[HG_AMQP_MAX_URLS];
+    size_t n_urls;
+    char *tls_ca, *tls_cert, *tls_key; /* NULL = system CA store / no client certificate */
+    bool tls_insecure;                 /* tls_verify = off */
+};
+
 struct connect_work {
     uv_work_t req;
     struct hg_amqp *owner;
     amqp_connection_state_t conn; /* out: logged in, topology declared, confirm mode on */
+    void *ssl;                    /* out: conn's SSL for an amqps:// URL (set by an OpenSSL callback) */
+    char tls_error[120];          /* the first certificate check that failed, during a handshake */
     int url_index;
     char error[160];              /* out: why the last URL failed */
     unsigned no_priority;         /* out: bit i = amqpc_queues()[i] kept without x-max-priority */
@@ -104,8 +120,10 @@ struct hg_amqp {
     struct hg_sink sink;          /* first: the sink ops cast back */
     uv_loop_t *loop;
     enum amqp_state state;
-    char *urls[HG_AMQP_MAX_URLS];
-    size_t n_urls;
+    struct amqpc_target *target;  /* the URLs and TLS settings connects use */
+    struct amqpc_target *next_target; /* from a reload; replaces target before the next connect */
+    bool rotating;                /* next_target waits for the link to go: no new publishes, the
+                                     link is closed once nothing is in flight (or rotate_timer) */
     bool quorum;
     int max_priority;
     unsigned queue_version;       /* 0 for quorum */
@@ -134,6 +152,7 @@ struct hg_amqp {
     uv_timer_t kick_timer;        /* deferred work: teardown, more frames, pending flush */
     uv_timer_t heartbeat_timer;   /* lets rabbitmq-c send and check heartbeats */
     uv_timer_t close_timer;       /* bounds how long close() waits for confirms */
+    uv_timer_t rotate_timer;      /* bounds how long a reload waits for confirms before reconnecting */
     uv_prepare_t flush_prepare;   /* active while `pending` is not empty: one send() per turn */
     int handles_open;
     bool closing;
@@ -170,5 +189,14 @@ int amqpc_sink_publish(struct hg_sink *s, const struct hg_event *ev, hg_sink_cb 
 /* Arm the kick timer to read frames, tear down a broken link or retry a flush in `ms`; an
  * earlier due time already armed wins. */
 void amqpc_kick(struct hg_amqp *a, uint64_t ms);
+
+/* Free a target and its strings (NULL is fine). */
+void amqpc_target_free(struct amqpc_target *t);
+
+/* ---- amqp_publish.c (write side of a TLS link) ------------------------------------------- */
+
+/* Write n bytes on the link: send() on a plain link, SSL_write on a TLS one. Returns n, or <0
+ * with *why set (a short or failed write: the stream is lost). Never waits. */
+ssize_t amqpc_link_write(struct link *l, const void *buf, size_t n, const char **why);
 
 #endif

@@ -7,6 +7,9 @@
  */
 #include <amqp.h>
 #include <errno.h>
+#include <limits.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <linux/sockios.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -320,6 +323,41 @@ int hg_amqp_encode_publish(const struct hg_event *ev, const char *dead_reason, s
 }
 
 /*
+ * On a TLS link the turn's frames go to OpenSSL, which seals them into records of up to 16 KiB
+ * (about 22 bytes more each: within the margin SO_SNDBUF has over SEND_WINDOW) and writes them to
+ * the socket. rabbitmq-c turns SSL_MODE_ENABLE_PARTIAL_WRITE on, so one SSL_write may stop after
+ * a record: call again with the rest until all is written. WANT_WRITE cannot happen under the
+ * window; if it did, the stream is given up like a short send().
+ */
+ssize_t amqpc_link_write(struct link *l, const void *buf, size_t n, const char **why)
+{
+    ssize_t w;
+    if (l->ssl) {
+        size_t off = 0;
+        while (off < n) {
+            ERR_clear_error();
+            int rc = SSL_write(l->ssl, (const char *)buf + off, (int)HG_MIN(n - off, (size_t)INT_MAX));
+            if (rc <= 0) {
+                int err = SSL_get_error(l->ssl, rc);
+                *why = err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ ? "tls: socket full"
+                       : err == SSL_ERROR_SYSCALL                              ? strerror(errno)
+                                                                               : "tls write failed";
+                return -1;
+            }
+            off += (size_t)rc;
+        }
+        return (ssize_t)n;
+    }
+    do
+        w = send(l->fd, buf, n, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w >= 0 && (size_t)w == n)
+        return w;
+    *why = w < 0 ? strerror(errno) : "short write";
+    return -1;
+}
+
+/*
  * Write what fits of `pending` in one send(): one SIOCOUTQ read, then entries in order while the
  * send queue plus the bytes encoded so far plus the entry's estimate stay within SEND_WINDOW (an
  * empty queue takes any one message: SO_SNDBUF covers SEND_WINDOW + the largest body) and the
@@ -330,7 +368,8 @@ int hg_amqp_encode_publish(const struct hg_event *ev, const char *dead_reason, s
 static void flush_pending(struct hg_amqp *a)
 {
     struct link *l = a->link;
-    if (hg_list_empty(&a->pending.entries) || l == NULL || a->broken)
+    /* Rotating (a reload): what waits is sent on the next connection, not written on this one. */
+    if (hg_list_empty(&a->pending.entries) || l == NULL || a->broken || a->rotating)
         return;
     int outq = 0;
     if (ioctl(l->fd, SIOCOUTQ, &outq) != 0 || outq < 0) {
@@ -362,15 +401,12 @@ static void flush_pending(struct hg_amqp *a)
         n++;
     }
     if (n > 0) {
-        ssize_t w;
-        do
-            w = send(l->fd, l->out.data, l->out.len, MSG_NOSIGNAL);
-        while (w < 0 && errno == EINTR);
-        if (w < 0 || (size_t)w != l->out.len) {
+        const char *why = NULL;
+        ssize_t w = amqpc_link_write(l, l->out.data, l->out.len, &why);
+        if (w < 0) {
             /* A short write leaves a frame cut off: the stream is lost. Every entry stays pending
              * and settles UNAVAILABLE with the link, as after a failed amqp_basic_publish. */
-            hg_warn(NULL, "amqp publish write failed", "error",
-                    w < 0 ? strerror(errno) : "short write", NULL);
+            hg_warn(NULL, "amqp publish write failed", "error", why, NULL);
             a->broken = true;
             amqpc_kick(a, 0);
             return;
@@ -414,7 +450,7 @@ static int publish_common(struct hg_amqp *a, const struct hg_event *ev, bool dea
         return HG_ERR_INVALID;
     if (ev->json_len > a->max_message_bytes)
         return HG_ERR_TOO_BIG;
-    if (a->state != ST_UP || a->link == NULL || a->broken)
+    if (a->state != ST_UP || a->link == NULL || a->broken || a->rotating)
         return HG_ERR_UNAVAILABLE;
     if (a->pending.count >= a->max_pending)
         return HG_ERR_UNAVAILABLE;

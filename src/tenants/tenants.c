@@ -268,6 +268,8 @@ struct resolve {
     char *ids[HG_TENANTS_MAX_IDS];     /* copies of the business ids */
     size_t n_ids;
     size_t idx;                        /* next business id to try */
+    bool asked;                        /* one id was looked up (Redis, service) for this resolve:
+                                        * the later ids are decided by this worker's LRU alone */
     hg_tenants_cb cb;
     void *arg;
     int status;                        /* outcome, once on the ready list */
@@ -695,7 +697,10 @@ static void on_http(void *arg, const struct hg_http_resp *resp)
         t->stats.service_not_found++;
         if (t->redis != NULL)
             hg_redis_cache_set_negative(t->redis, rkey, t->negative_ttl_ms);
-        lru_put(&t->lru, l->key, NULL, now, HG_MIN(t->local_ttl_ms, t->negative_ttl_ms), 0);
+        /* Without Redis this worker's entry is the only negative cache: it lasts negative_ttl, so a
+         * made-up id costs one service call per negative_ttl, as documented (not per local TTL). */
+        lru_put(&t->lru, l->key, NULL, now,
+                t->redis != NULL ? HG_MIN(t->local_ttl_ms, t->negative_ttl_ms) : t->negative_ttl_ms, 0);
         lookup_done(l, OUTCOME_NOT_FOUND, NULL);
         return;
     }
@@ -782,10 +787,29 @@ static void step(struct resolve *r)
         return;
     }
     int rc = decide_lru(t, r->conf, r->path, (const char *const *)r->ids, r->n_ids, &r->idx, true, &tn);
+    /*
+     * Business ids come from the body before its signature is checked: anyone can send eight
+     * made-up ones. Each resolve looks up one id no cache knows (the first); the ids after it
+     * count only when this worker remembers them (a stale positive entry too), so a request costs
+     * at most one Redis GET and one service call. A tenant the service knows only by a later id
+     * is found at the next request (the earlier id is negatively cached by then).
+     */
+    while (rc == HG_TENANTS_PENDING && r->asked && r->path == NULL) {
+        make_key(key, false, r->ids[r->idx]);
+        struct hg_lentry *e = lru_find(&t->lru, key, uv_now(t->loop));
+        if (e != NULL && entry_tenant(e) != NULL) {
+            finish(r, 0, hg_tenant_ref(entry_tenant(e)));
+            return;
+        }
+        t->stats.ids_not_asked++;
+        r->idx++;
+        rc = decide_lru(t, r->conf, r->path, (const char *const *)r->ids, r->n_ids, &r->idx, true, &tn);
+    }
     if (rc != HG_TENANTS_PENDING) {
         finish(r, rc, tn);
         return;
     }
+    r->asked = true;
     bool by_path = r->path != NULL;
     make_key(key, by_path, by_path ? r->path : r->ids[r->idx]);
 
@@ -859,6 +883,42 @@ int hg_tenants_resolve(struct hg_tenants *t, const struct hg_conf *conf, const c
 
 /* ---- open / close ------------------------------------------------------------------------ */
 
+static bool service_token_ok(const char *token)
+{
+    /* A line break would be refused as a header by the HTTP client at every lookup. */
+    return token == NULL || (strlen(token) <= SERVICE_TOKEN_MAX && strpbrk(token, "\r\n") == NULL);
+}
+
+int hg_tenants_service_check(const char *url, const char *token, char *why, size_t wl)
+{
+    if (url != NULL && url[0] != '\0' &&
+        ((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) || strlen(url) > SERVICE_URL_MAX)) {
+        snprintf(why, wl, "service_url must be http[s]://..., at most %d bytes", SERVICE_URL_MAX);
+        return HG_ERR_INVALID;
+    }
+    if (!service_token_ok(token)) {
+        snprintf(why, wl, "service_token is longer than %d bytes or holds a line break", SERVICE_TOKEN_MAX);
+        return HG_ERR_INVALID;
+    }
+    return 0;
+}
+
+int hg_tenants_set_token(struct hg_tenants *t, const char *token)
+{
+    if (!service_token_ok(token))
+        return HG_ERR_INVALID;
+    if (t->auth_header != NULL)
+        explicit_bzero(t->auth_header, strlen(t->auth_header));
+    free(t->auth_header);
+    t->auth_header = NULL;
+    if (token != NULL && token[0] != '\0') {
+        size_t n = strlen(token) + 8;
+        t->auth_header = hg_xmalloc(n);
+        snprintf(t->auth_header, n, "Bearer %s", token);
+    }
+    return 0;
+}
+
 int hg_tenants_open(uv_loop_t *loop, struct hg_http *http, struct hg_redis *redis,
                     const struct hg_tenants_opts *opts, struct hg_tenants **out)
 {
@@ -866,14 +926,10 @@ int hg_tenants_open(uv_loop_t *loop, struct hg_http *http, struct hg_redis *redi
     if (opts == NULL)
         opts = &none;
     *out = NULL;
-    if (loop == NULL)
+    char why[160];
+    if (loop == NULL || hg_tenants_service_check(opts->service_url, opts->service_token, why, sizeof why) != 0)
         return HG_ERR_INVALID;
     const char *url = opts->service_url != NULL && opts->service_url[0] != '\0' ? opts->service_url : NULL;
-    if (url != NULL && ((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
-                        strlen(url) > SERVICE_URL_MAX))
-        return HG_ERR_INVALID;
-    if (opts->service_token != NULL && strlen(opts->service_token) > SERVICE_TOKEN_MAX)
-        return HG_ERR_INVALID;
 
     struct hg_tenants *t = hg_xcalloc(1, sizeof(*t));
     t->loop = loop;
@@ -885,11 +941,7 @@ int hg_tenants_open(uv_loop_t *loop, struct hg_http *http, struct hg_redis *redi
             n--;
         t->service_url = hg_xstrndup(url, n);
     }
-    if (opts->service_token != NULL && opts->service_token[0] != '\0') {
-        size_t n = strlen(opts->service_token) + 8;
-        t->auth_header = hg_xmalloc(n);
-        snprintf(t->auth_header, n, "Bearer %s", opts->service_token);
-    }
+    hg_tenants_set_token(t, opts->service_token);
     t->timeout_ms = opts->timeout_ms ? opts->timeout_ms : DEF_TIMEOUT_MS;
     t->cache_ttl_ms = opts->cache_ttl_ms ? opts->cache_ttl_ms : DEF_CACHE_TTL_MS;
     t->negative_ttl_ms = opts->negative_ttl_ms ? opts->negative_ttl_ms : DEF_NEGATIVE_TTL_MS;

@@ -98,6 +98,8 @@ struct hg_tenants_stats {
     uint64_t defaults;         /* resolved to the default tenant */
     uint64_t unavailable;      /* resolves that ended in HG_ERR_UNAVAILABLE */
     uint64_t invalid_ids;      /* ids skipped without a lookup (empty, too long, bad characters) */
+    uint64_t ids_not_asked;    /* later business ids of a resolve that already looked one up,
+                                * unknown to the LRU: skipped (one lookup per request) */
 };
 
 struct hg_tenants;
@@ -109,6 +111,14 @@ struct hg_tenants;
  */
 int hg_tenants_open(uv_loop_t *loop, struct hg_http *http, struct hg_redis *redis,
                     const struct hg_tenants_opts *opts, struct hg_tenants **out);
+
+/* What hg_tenants_open refuses in a service URL (NULL = none) and token: 0, or HG_ERR_INVALID
+ * with the reason in why. Pure; the config loader calls it so that `hookgate -t` refuses it too. */
+int hg_tenants_service_check(const char *service_url, const char *token, char *why, size_t wl);
+
+/* A reload: tenant service lookups started from now on carry this bearer token (NULL or "":
+ * none). 0, or HG_ERR_INVALID (the old token stays). Loop thread. */
+int hg_tenants_set_token(struct hg_tenants *t, const char *token);
 
 /*
  * Resolve without waiting: 0 and *out (a reference the caller owns) when the config snapshot or

@@ -48,8 +48,12 @@ static void limits_from_conf(struct hg_http_limits *l, const struct hg_conf *c)
     l->max_body_bytes = c->max_body_bytes;
     l->header_timeout_ms = c->header_timeout_ms;
     l->body_timeout_ms = c->body_timeout_ms;
+    l->body_total_timeout_ms = c->body_total_timeout_ms;
+    l->request_timeout_ms = c->request_timeout_ms;
+    l->max_buffered_bytes = c->max_buffered_bytes;
     l->keepalive_timeout_ms = c->keepalive_timeout_ms;
     l->max_connections = c->max_connections;
+    l->trusted_proxies = c->trusted_proxies.n ? &c->trusted_proxies : NULL;
 }
 
 static void on_request(struct hg_conn *c, struct hg_http_request *r, void *ud)
@@ -338,6 +342,46 @@ static void begin_stop(struct hg_worker *w)
         hg_http_server_stop(w->admin, on_server_stopped, w);
 }
 
+static void amqp_opts_from_conf(struct hg_amqp_opts *ao, const struct hg_conf *c)
+{
+    ao->urls = (const char *const *)c->amqp_urls.items;
+    ao->n_urls = c->amqp_urls.n;
+    ao->tls_ca = c->amqp_tls_ca;
+    ao->tls_cert = c->amqp_tls_cert;
+    ao->tls_key = c->amqp_tls_key;
+    ao->tls_insecure = c->amqp_tls_verify == 0;
+}
+
+/*
+ * A reload hands every client the credentials of the new snapshot (docs/configuration.md,
+ * "Reload"): Redis and RabbitMQ reconnect when their URL (password included) or TLS settings
+ * changed, S3 signs new requests with the new keys, the tenant service and the State Manager get
+ * the new bearer token. What a client cannot change while running is logged by main.c as taking
+ * effect at restart. The snapshot was validated by the loader, so a refusal here is unexpected;
+ * it is logged and the client keeps what it had.
+ */
+static void reload_backends(struct hg_worker *w, const struct hg_conf *c)
+{
+    if (w->sink_is_amqp && c->amqp_urls.n > 0) {
+        struct hg_amqp_opts ao = {0};
+        bool changed;
+        amqp_opts_from_conf(&ao, c);
+        if (hg_amqp_sink_reconfigure(w->sink, &ao, &changed) != 0)
+            hg_error(NULL, "reload: amqp settings refused; keeping the running ones", NULL);
+    }
+    if (w->redis && c->redis_url) {
+        bool changed;
+        if (hg_redis_set_url(w->redis, c->redis_url, &changed) != 0)
+            hg_error(NULL, "reload: redis url refused; keeping the running one", NULL);
+    }
+    if (w->s3 && c->s3_endpoint && hg_s3_set_keys(w->s3, c->s3_access_key, c->s3_secret_key) != 0)
+        hg_error(NULL, "reload: s3 keys refused; keeping the running ones", NULL);
+    if (w->tenants && hg_tenants_set_token(w->tenants, c->tenant_service_token) != 0)
+        hg_error(NULL, "reload: tenant service token refused; keeping the running one", NULL);
+    if (w->statemgr && c->state_manager_url && hg_statemgr_set_token(w->statemgr, c->state_manager_token) != 0)
+        hg_error(NULL, "reload: state manager token refused; keeping the running one", NULL);
+}
+
 static void on_wakeup(uv_async_t *a)
 {
     struct hg_worker *w = a->data;
@@ -353,6 +397,8 @@ static void on_wakeup(uv_async_t *a)
             admin_limits_from_conf(&l, next);
             hg_http_server_set_limits(w->admin, &l);
         }
+        if (!w->stopping)
+            reload_backends(w, next);
         hg_conf_unref(old);
     }
     if (atomic_load(&w->stop_requested))
@@ -380,14 +426,13 @@ static int worker_open(struct hg_worker *w)
     }
     if (c->amqp_urls.n > 0) {
         struct hg_amqp_opts ao = {
-            .urls = (const char *const *)c->amqp_urls.items,
-            .n_urls = c->amqp_urls.n,
             .queue_type = c->amqp_queue_type,
             .max_priority = (int)c->amqp_max_priority,
             .queue_version = c->amqp_queue_version,
             .on_confirm = on_amqp_confirm,
             .hook_arg = w,
         };
+        amqp_opts_from_conf(&ao, c);
         rc = hg_amqp_sink_open(&w->loop, &ao, &w->sink);
         if (rc != 0) {
             hg_error(NULL, "cannot use amqp url", "error", hg_strerror(rc), NULL);
@@ -502,6 +547,7 @@ static int worker_open(struct hg_worker *w)
         .media_bucket = c->media_bucket,
         .token_ttl_ms = c->media_token_cache_ttl_ms,
         .max_in_memory = c->spool_max_in_memory,
+        .max_bytes = c->spool_drain_max_bytes,
         .tenants = w->tenants,
     };
     hg_drain_open(&w->loop, &b, &w->drain);

@@ -805,3 +805,19 @@ class Hookgate:
                 i = text.index(m)
                 return text[max(0, i - 200):i + 3000]
         return None
+
+
+def reload_with(h, overrides, probe):
+    """Write the new config, SIGHUP, wait for the reload line and until `probe()` holds on fresh
+    connections several times in a row (both workers)."""
+    n = sum(1 for r in h.log_records() if r.get("msg") == "configuration reloaded")
+    h.update_config(overrides)
+    h.sighup()
+    wait_until(lambda: sum(1 for r in h.log_records() if r.get("msg") == "configuration reloaded") > n,
+                   5, what="configuration reloaded")
+    streak = [0]
+
+    def check():
+        streak[0] = streak[0] + 1 if probe() else 0
+        return streak[0] >= 6
+    wait_until(check, 5, interval=0.05, what="the reloaded config on every worker")

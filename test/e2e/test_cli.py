@@ -186,3 +186,72 @@ def test_make_run_installs_before_it_builds():
     start = next((i for i, ln in enumerate(lines) if "hookgate -c conf/hookgate.conf" in ln), None)
     assert None not in (deps, build, start), f"install, a new make for the build, then the run:\n{r.stdout}"
     assert deps < build < start, r.stdout
+
+
+# --------------------------------------------------------------------------- -t refuses what start refuses
+
+# (overrides, env, words the reason must contain). Each of these was refused only when a worker
+# opened its client (or not at all) while -t said "configuration ok": the checks now run in the
+# config loader, with the clients' own functions, so -t and start say the same thing.
+START_REFUSALS = {
+    "rediss": ({"redis": {"url": "rediss://:pw@127.0.0.1:6380/0"}}, None,
+               ["[redis] url", "rediss://", "no TLS", "sidecar", "docs/backend-tls.md"]),
+    "redis-unix": ({"redis": {"url": "unix:///run/redis/redis.sock"}}, None, ["[redis] url", "unix://"]),
+    "redis-bad-port": ({"redis": {"url": "redis://127.0.0.1:99999/0"}}, None, ["[redis] url", "not a redis://"]),
+    "redis-query": ({"redis": {"url": "redis://127.0.0.1:6379/0?timeout=1"}}, None, ["[redis] url"]),
+    "amqp-bad-port": ({"amqp": {"url": "amqp://guest:hunter2@127.0.0.1:notaport/"}}, None,
+                      ["[amqp] url item 1", "amqp[s]://"]),
+    "amqp-second-url": ({"amqp": {"url": "amqp://127.0.0.1:5672/, amqps://guest:hunter2@[::1/"}}, None,
+                        ["[amqp] url item 2"]),
+    "amqp-tls-cert-without-key": ({"amqp": {"url": "amqps://127.0.0.1/", "tls_cert": "/etc/hostname"}}, None,
+                                  ["tls_cert and tls_key must be set together"]),
+    "amqp-tls-ca-missing": ({"amqp": {"url": "amqps://127.0.0.1/", "tls_ca": "/nonexistent/ca.pem"}}, None,
+                            ["tls_ca /nonexistent/ca.pem", "No such file"]),
+    "amqp-tls-verify-auto": ({"amqp": {"url": "amqps://127.0.0.1/", "tls_verify": "auto"}}, None,
+                             ["tls_verify is on or off"]),
+    "s3-path": ({"s3": {"endpoint": "http://127.0.0.1:9000/base", "access_key": "a", "secret_key": "b"}}, None,
+                ["[s3] endpoint must be scheme://host[:port]"]),
+    "s3-no-keys": ({"s3": {"endpoint": "http://127.0.0.1:9000"}}, None, ["[s3] access_key and secret_key are needed"]),
+    "state-manager-no-host": ({"state_manager": {"url": "http:///"}}, None, ["[state_manager] url names no host"]),
+    "state-manager-upper-scheme": ({"state_manager": {"url": "HTTP://127.0.0.1:1"}}, None,
+                                   ["[state_manager] url must be http[s]://"]),
+    "graph-api-upper-scheme": ({"s3": {"endpoint": "http://127.0.0.1:9000", "access_key": "a", "secret_key": "b"},
+                                "whatsapp": {"graph_api_base": "HTTPS://graph.facebook.com"}}, None,
+                               ["graph_api_base must start with http:// or https://"]),
+    "tenant-token-line-break": ({}, {"HOOKGATE_TENANTS_SERVICE_URL": "http://127.0.0.1:1",
+                                     "HOOKGATE_TENANTS_SERVICE_TOKEN": "abc\r\nX-Injected: 1"},
+                                ["env HOOKGATE_TENANTS_SERVICE_TOKEN", "line break"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(START_REFUSALS))
+def test_check_config_refuses_what_start_refuses(hookgate_bin, tmp_path, case):
+    overrides, env, words = START_REFUSALS[case]
+    port = hgm.free_port()
+    p = tmp_path / "backend.conf"
+    p.write_text(hgm.render_config(hgm.merge_config(hgm.default_config(port, tmp_path), overrides)))
+    t = run(hookgate_bin, "-t", "-c", str(p), env=env)
+    assert t.returncode == 1, (t.returncode, t.stdout, t.stderr)
+    assert "configuration ok" not in t.stdout.lower()
+    for w in words:
+        assert w in t.stderr, (w, t.stderr)
+    # Secrets in a URL are never echoed.
+    assert "hunter2" not in t.stderr and ":pw@" not in t.stderr, t.stderr
+    # The server refuses it at start with the very same line, and never listens.
+    s = run(hookgate_bin, "-c", str(p), env=env, timeout=30)
+    assert s.returncode == 1, (s.returncode, s.stderr[-2000:])
+    assert t.stderr.strip() in s.stderr, (t.stderr, s.stderr[-2000:])
+    assert not (tmp_path / "spool").exists(), "the server opened its spool before refusing the config"
+
+
+def test_check_config_takes_amqps(hookgate_bin, tmp_path):
+    """amqps:// is supported now (docs/backend-tls.md): -t says ok, with or without a CA file."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    for amqp in ({"url": "amqps://guest:guest@broker.example:5671/"},
+                 {"url": "amqps://guest:guest@broker.example/", "tls_ca": str(ca), "tls_verify": "off"}):
+        p = tmp_path / "amqps.conf"
+        p.write_text(hgm.render_config(hgm.merge_config(hgm.default_config(hgm.free_port(), tmp_path),
+                                                        {"amqp": amqp})))
+        r = run(hookgate_bin, "-t", "-c", str(p))
+        assert r.returncode == 0 and "configuration ok" in r.stdout, (amqp, r.stdout, r.stderr)

@@ -437,22 +437,6 @@ def test_no_credentials_for_the_tenant_503(make_hg):
     assert one_event(h, body["id"])["tenant"] == "acme"
 
 
-def reload_with(h, overrides, probe):
-    """Write the new config, SIGHUP, wait for the reload line and until `probe()` holds on fresh
-    connections several times in a row (both workers)."""
-    n = sum(1 for r in h.log_records() if r.get("msg") == "configuration reloaded")
-    h.update_config(overrides)
-    h.sighup()
-    hgm.wait_until(lambda: sum(1 for r in h.log_records() if r.get("msg") == "configuration reloaded") > n,
-                   5, what="configuration reloaded")
-    streak = [0]
-
-    def check():
-        streak[0] = streak[0] + 1 if probe() else 0
-        return streak[0] >= 6
-    hgm.wait_until(check, 5, interval=0.05, what="the reloaded config on every worker")
-
-
 def test_secret_rotation(make_hg):
     old, new = "gx-secret-2024", "gx-secret-2025"
     h = make_hg(overrides={"genesys": {"secret": old}})
@@ -460,13 +444,13 @@ def test_secret_rotation(make_hg):
     assert h.post_genesys(first, secret=old).status_code == 200
     assert h.post_genesys(om_text(), secret=new).status_code == 401
     # Rotation: the new secret next to the old; both sign.
-    reload_with(h, {"genesys": {"secret": f"{new}, {old}"}},
+    hgm.reload_with(h, {"genesys": {"secret": f"{new}, {old}"}},
                 lambda: h.post_genesys(om_text(), secret=new).status_code == 200)
     during = [om_text(), om_text()]
     assert h.post_genesys(during[0], secret=old).status_code == 200
     assert h.post_genesys(during[1], secret=new).status_code == 200
     # Genesys switched over: the old one is dropped and no longer accepted.
-    reload_with(h, {"genesys": {"secret": new}},
+    hgm.reload_with(h, {"genesys": {"secret": new}},
                 lambda: h.post_genesys(om_text(), secret=old).status_code == 401)
     stale = om_text()
     assert_error(h.post_genesys(stale, secret=old), 401, "signature does not match")

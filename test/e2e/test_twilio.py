@@ -597,22 +597,6 @@ def test_no_credentials_for_the_tenant_503(make_hg):
     assert one_event(h, p["MessageSid"])["tenant"] == "acme"
 
 
-def reload_with(h, overrides, probe):
-    """Write the new config, SIGHUP, wait for the reload line and until `probe()` holds on fresh
-    connections several times in a row (both workers)."""
-    n = sum(1 for r in h.log_records() if r.get("msg") == "configuration reloaded")
-    h.update_config(overrides)
-    h.sighup()
-    hgm.wait_until(lambda: sum(1 for r in h.log_records() if r.get("msg") == "configuration reloaded") > n,
-                   5, what="configuration reloaded")
-    streak = [0]
-
-    def check():
-        streak[0] = streak[0] + 1 if probe() else 0
-        return streak[0] >= 6
-    hgm.wait_until(check, 5, interval=0.05, what="the reloaded config on every worker")
-
-
 def test_token_rotation(make_hg):
     """Twilio's secondary token: added next to the primary, promoted, the old one removed."""
     primary, secondary = "1" * 32, "2" * 32
@@ -620,12 +604,12 @@ def test_token_rotation(make_hg):
     first = sms()
     assert_twiml(h.post_twilio(first, primary))
     assert h.post_twilio(sms(), secondary).status_code == 401
-    reload_with(h, {"twilio": {"auth_token": f"{primary},{secondary}"}},
+    hgm.reload_with(h, {"twilio": {"auth_token": f"{primary},{secondary}"}},
                 lambda: h.post_twilio(sms(), secondary).status_code == 200)
     during = [sms(), sms()]
     assert_twiml(h.post_twilio(during[0], primary))
     assert_twiml(h.post_twilio(during[1], secondary))
-    reload_with(h, {"twilio": {"auth_token": secondary}},
+    hgm.reload_with(h, {"twilio": {"auth_token": secondary}},
                 lambda: h.post_twilio(sms(), primary).status_code == 401)
     stale = sms()
     assert_error(h.post_twilio(stale, primary), 401, "signature does not match")

@@ -524,8 +524,11 @@ static void test_open_rejects_bad_options(void **state)
     const char *good[] = {"amqp://guest:guest@127.0.0.1:1/"};
     struct hg_amqp_opts o = {.urls = bad, .n_urls = 1};
     assert_int_equal(hg_amqp_sink_open(&loop, &o, &s), HG_ERR_CONFIG);
+    /* amqps:// is taken (docs/backend-tls.md), but a client certificate needs its key. */
     o.urls = tls;
+    o.tls_cert = "client.pem";
     assert_int_equal(hg_amqp_sink_open(&loop, &o, &s), HG_ERR_CONFIG);
+    o.tls_cert = NULL;
     o.urls = good;
     o.n_urls = 0;
     assert_int_equal(hg_amqp_sink_open(&loop, &o, &s), HG_ERR_CONFIG);
@@ -540,6 +543,27 @@ static void test_open_rejects_bad_options(void **state)
     assert_string_equal(hg_amqp_queue_for("whatsapp", "status.read"), HG_AMQP_QUEUE_STATUSES);
     assert_string_equal(hg_amqp_queue_for("whatsapp", "error.x"), HG_AMQP_QUEUE_SYSTEM);
     assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* The check the config loader runs (so `hookgate -t` refuses what open refuses), and its reasons
+ * never echo the URL, which carries the password. */
+static void test_url_check(void **state)
+{
+    (void)state;
+    char why[256];
+    const char *ok[] = {"amqp://guest:guest@127.0.0.1:5672/", "amqps://u:p@broker.example:5671/vh",
+                        "amqp://localhost", "amqps://b-1234.mq.eu-west-1.amazonaws.com:5671"};
+    for (size_t i = 0; i < HG_ARRAY_SIZE(ok); i++) {
+        why[0] = '\0';
+        assert_int_equal(hg_amqp_url_check(ok[i], why, sizeof why), 0);
+    }
+    const char *bad[] = {"http://x/", "amqp://u:s3cr3t@host:notaport/", "amqp://u:s3cr3t@host:99999999/", "redis://x"};
+    for (size_t i = 0; i < HG_ARRAY_SIZE(bad); i++) {
+        why[0] = '\0';
+        assert_int_equal(hg_amqp_url_check(bad[i], why, sizeof why), HG_ERR_CONFIG);
+        assert_true(why[0] != '\0');
+        assert_null(strstr(why, "s3cr3t"));
+    }
 }
 
 /* Nothing listens: publish is refused at once, ready() says why, close still completes. */
@@ -1554,6 +1578,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_rejects_bad_options),
+        cmocka_unit_test(test_url_check),
         cmocka_unit_test(test_encode_matches_rabbitmq_c),
         cmocka_unit_test(test_encode_refuses),
         cmocka_unit_test(test_unreachable_refuses),

@@ -949,6 +949,101 @@ static void test_rules_reload(void **state)
     rules_file_done(dir, path);
 }
 
+/* ------------------------------------------------------------------ IP rules, trusted proxies */
+
+static const char ip_conf[] =
+    "[server]\n"
+    "trusted_proxies = 10.0.0.0/8, ::1\n"
+    "client_ip_header = forwarded\n"
+    "[whatsapp]\n"
+    "allow = 192.0.2.0/24, 2001:db8::/32\n"
+    "deny = 192.0.2.128/25\n"
+    "[twilio]\n"
+    "deny = 203.0.113.7\n"
+    "[ratelimit]\n"
+    "per_ip = 120\n"
+    "[tenant.acme]\n"
+    "allow = 127.0.0.1\n"
+    "[tenant.open]\n"
+    "[source.shop]\n"
+    "scheme = api-key\n"
+    "deny = ::ffff:198.51.100.128/121\n";
+
+static bool permits(const struct hg_cidr_rules *r, const char *addr)
+{
+    struct hg_ip a;
+    assert_int_equal(hg_ip_parse(addr, strlen(addr), &a), 0);
+    return hg_cidr_rules_permit(r, &a);
+}
+
+static void test_ip_rules(void **state)
+{
+    char dir[64], path[128];
+    rules_file(dir, sizeof(dir), path, sizeof(path), ip_conf);
+    struct hg_conf *c = load_ok(path);
+    assert_int_equal(c->trusted_proxies.n, 2);
+    assert_string_equal(c->client_ip_header, "forwarded");
+    assert_int_equal(c->ratelimit_per_ip, 120);
+    const struct hg_cidr_rules *wa = hg_conf_ip_rules(c, "whatsapp");
+    assert_ptr_equal(wa, &c->whatsapp_ip);
+    assert_true(permits(wa, "192.0.2.1"));
+    assert_false(permits(wa, "192.0.2.129"));   /* deny wins */
+    assert_false(permits(wa, "198.51.100.1"));  /* not in allow */
+    assert_true(permits(wa, "2001:db8::5"));
+    assert_true(permits(hg_conf_ip_rules(c, "twilio"), "198.51.100.1"));
+    assert_false(permits(hg_conf_ip_rules(c, "twilio"), "203.0.113.7"));
+    assert_false(hg_cidr_rules_any(hg_conf_ip_rules(c, "genesys")));
+    assert_false(hg_cidr_rules_any(hg_conf_ip_rules(c, "pubsub")));
+    assert_null(hg_conf_ip_rules(c, "generic"));
+    assert_true(c->tenant_ip_rules);
+    assert_false(permits(&hg_conf_tenant(c, "acme")->ip, "127.0.0.2"));
+    assert_true(permits(&hg_conf_tenant(c, "open")->ip, "127.0.0.2"));
+    assert_false(permits(&hg_conf_source(c, "shop")->ip, "198.51.100.200"));
+    hg_conf_unref(c);
+
+    /* Environment overrides, for fixed sections, tenants and sources. */
+    setenv("HOOKGATE_SERVER_TRUSTED_PROXIES", "", 1);
+    setenv("HOOKGATE_WHATSAPP_DENY", "192.0.2.1", 1);
+    setenv("HOOKGATE_GENESYS_ALLOW", "::1", 1);
+    setenv("HOOKGATE_TENANT_ACME_ALLOW", "", 1);
+    setenv("HOOKGATE_SOURCE_SHOP_ALLOW", "198.51.100.0/24", 1);
+    c = load_ok(path);
+    assert_int_equal(c->trusted_proxies.n, 0);
+    assert_false(permits(&c->whatsapp_ip, "192.0.2.1"));
+    assert_true(permits(&c->whatsapp_ip, "192.0.2.200"));
+    assert_true(permits(&c->genesys_ip, "::1"));
+    assert_false(permits(&c->genesys_ip, "127.0.0.1"));
+    assert_false(c->tenant_ip_rules);   /* acme's allow was emptied */
+    assert_true(permits(&hg_conf_source(c, "shop")->ip, "198.51.100.7"));
+    assert_false(permits(&hg_conf_source(c, "shop")->ip, "198.51.100.200")); /* its deny stays */
+    hg_conf_unref(c);
+    rules_file_done(dir, path);
+
+    /* Defaults: nothing trusted, no rules, no per-IP limit. */
+    clear_env();
+    c = load_ok(NULL);
+    assert_int_equal(c->trusted_proxies.n, 0);
+    assert_string_equal(c->client_ip_header, "x-forwarded-for");
+    assert_int_equal(c->ratelimit_per_ip, 0);
+    assert_false(hg_cidr_rules_any(&c->whatsapp_ip));
+    assert_false(c->tenant_ip_rules);
+    hg_conf_unref(c);
+
+    /* A bad CIDR is a config error with its line (hookgate -t says it). */
+    expect_rules_error("[server]\ntrusted_proxies = 10.0.0.0/8, 10.1.0.0/33\n",
+                       ":2: trusted_proxies: item 2: '10.1.0.0/33': prefix length 33 is more than 32", false);
+    expect_rules_error("[genesys]\n\ndeny = 10.0.0.1/8\n",
+                       ":3: deny: item 1: '10.0.0.1/8' has bits set after the prefix (the network is written with them zero)",
+                       false);
+    expect_rules_error("[tenant.acme]\nallow = example.com\n",
+                       ":2: allow: item 1: 'example.com' is not an IPv4 or IPv6 address", false);
+    expect_rules_error("[server]\nclient_ip_header = x-real-ip\n",
+                       ":2: client_ip_header: 'x-real-ip' is not one of x-forwarded-for, forwarded", false);
+    setenv("HOOKGATE_PUBSUB_ALLOW", "1.2.3.4/", 1);
+    expect_error(NULL, "env HOOKGATE_PUBSUB_ALLOW: item 1: '1.2.3.4/' has no valid prefix length");
+    unsetenv("HOOKGATE_PUBSUB_ALLOW");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -979,6 +1074,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rules_env, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rules_hours, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rules_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ip_rules, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,7 @@
 #include "core/err.h"
 #include "http/http.h"
 #include "providers/genesys.h"
+#include "json_expect.h"
 
 #define FIXTURES   "../fixtures/genesys/"
 #define MAX_EVENTS 4
@@ -366,18 +367,6 @@ static void captured_free(struct captured *c)
     memset(c, 0, sizeof(*c));
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        fail_msg("cannot open %s", path);
-    char *buf = malloc(1 << 20);
-    *len = fread(buf, 1, (1 << 20) - 1, f);
-    buf[*len] = '\0';
-    fclose(f);
-    return buf;
-}
-
 /* Parse a body as the gateway would and normalize it into c; returns the body as jansson. */
 static json_t *normalize_body(const char *body, size_t len, struct captured *c)
 {
@@ -403,64 +392,6 @@ static json_t *load(const char *name, struct captured *c)
     json_t *root = normalize_body(body, len, c);
     free(body);
     return root;
-}
-
-/* Dotted path lookup: "content.cards.0.actions.1.payload". */
-static json_t *at(json_t *doc, const char *path)
-{
-    char buf[256];
-    snprintf(buf, sizeof(buf), "%s", path);
-    json_t *cur = doc;
-    for (char *save = NULL, *tok = strtok_r(buf, ".", &save); tok && cur; tok = strtok_r(NULL, ".", &save)) {
-        if (json_is_array(cur))
-            cur = json_array_get(cur, strtoul(tok, NULL, 10));
-        else
-            cur = json_object_get(cur, tok);
-    }
-    return cur;
-}
-
-static void expect_str(json_t *doc, const char *path, const char *want)
-{
-    json_t *v = at(doc, path);
-    if (!json_is_string(v))
-        fail_msg("%s is not a string", path);
-    if (strcmp(json_string_value(v), want) != 0)
-        fail_msg("%s = \"%s\", want \"%s\"", path, json_string_value(v), want);
-}
-
-static void expect_int(json_t *doc, const char *path, long long want)
-{
-    json_t *v = at(doc, path);
-    if (!json_is_integer(v) || json_integer_value(v) != want)
-        fail_msg("%s is not %lld", path, want);
-}
-
-static void expect_bool(json_t *doc, const char *path, int want)
-{
-    json_t *v = at(doc, path);
-    if (!json_is_boolean(v) || json_is_true(v) != want)
-        fail_msg("%s is not %s", path, want ? "true" : "false");
-}
-
-static void expect_null(json_t *doc, const char *path)
-{
-    if (!json_is_null(at(doc, path)))
-        fail_msg("%s is not null", path);
-}
-
-static void expect_absent(json_t *doc, const char *path)
-{
-    if (at(doc, path) != NULL)
-        fail_msg("%s is present", path);
-}
-
-static void expect_size(json_t *doc, const char *path, size_t want)
-{
-    json_t *v = at(doc, path);
-    size_t n = json_is_array(v) ? json_array_size(v) : json_is_object(v) ? json_object_size(v) : (size_t)-1;
-    if (n != want)
-        fail_msg("%s has %zu members, want %zu", path, n, want);
 }
 
 static const char *const ENVELOPE_KEYS[] = {"schema_version", "event_id", "correlation_id", "provider", "tenant",

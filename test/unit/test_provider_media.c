@@ -13,6 +13,7 @@
 #include "core/common.h"
 #include "core/json.h"
 #include "providers/provider.h"
+#include "json_expect.h"
 
 #define MAX_EVENTS 8
 
@@ -29,17 +30,6 @@ static int collect(void *arg, const struct hg_event *ev, struct hg_json *doc)
     assert_true(e->n < MAX_EVENTS);
     e->ev[e->n++] = doc;
     return 0;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL)
-        fail_msg("cannot open %s", path);
-    char *buf = malloc(1 << 20);
-    *len = fread(buf, 1, 1 << 20, fp);
-    fclose(fp);
-    return buf;
 }
 
 static void normalize(const char *provider, const char *body, size_t len, const char *headers, struct events *e)

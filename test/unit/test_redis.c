@@ -234,6 +234,21 @@ static struct hg_redis *open_ready(uv_loop_t *loop, const struct hg_redis_opts *
 
 /* ---- no server needed -------------------------------------------------------------------- */
 
+/* The config loader's check: its own reason for rediss:// and unix://, never the password. */
+static void test_url_check(void **state)
+{
+    (void)state;
+    char why[512];
+    assert_int_equal(hg_redis_url_check("redis://:pw@127.0.0.1:6379/2", why, sizeof why), 0);
+    assert_int_equal(hg_redis_url_check("rediss://:s3cr3t@cache.example:6380/0", why, sizeof why), HG_ERR_PARSE);
+    assert_non_null(strstr(why, "docs/backend-tls.md"));
+    assert_null(strstr(why, "s3cr3t"));
+    assert_int_equal(hg_redis_url_check("unix:///run/redis.sock", why, sizeof why), HG_ERR_PARSE);
+    assert_non_null(strstr(why, "unix://"));
+    assert_int_equal(hg_redis_url_check("redis://:s3cr3t@host:70000/0", why, sizeof why), HG_ERR_PARSE);
+    assert_null(strstr(why, "s3cr3t"));
+}
+
 static void test_url_parse(void **state)
 {
     struct hg_redis_url u;
@@ -979,6 +994,7 @@ int main(void)
     snprintf(run_id, sizeof(run_id), "%016llx", (unsigned long long)hg_random_u64());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_parse),
+        cmocka_unit_test(test_url_check),
         cmocka_unit_test(test_dedup_key),
         cmocka_unit_test(test_fallback_without_server),
         cmocka_unit_test(test_close_delivers_outstanding),

@@ -16,6 +16,7 @@
 
 #include "core/err.h"
 #include "providers/whatsapp.h"
+#include "json_expect.h"
 
 #define FIXTURES "../fixtures/whatsapp/"
 #define MAX_EVENTS 16
@@ -83,18 +84,6 @@ static void captured_free(struct captured *c)
     }
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        fail_msg("cannot open %s", path);
-    char *buf = malloc(1 << 20);
-    *len = fread(buf, 1, (1 << 20) - 1, f);
-    buf[*len] = '\0';
-    fclose(f);
-    return buf;
-}
-
 static const struct hg_event_meta META = {
     .tenant = "acme",
     .request_id = "req-0001",
@@ -128,57 +117,6 @@ static json_t *load(const char *name, struct captured *c)
     json_t *root = normalize_body(body, len, c, -1000);
     free(body);
     return root;
-}
-
-/* Dotted path lookup: "content.contacts.0.name.first_name". */
-static json_t *at(json_t *doc, const char *path)
-{
-    char buf[256];
-    snprintf(buf, sizeof(buf), "%s", path);
-    json_t *cur = doc;
-    for (char *save = NULL, *tok = strtok_r(buf, ".", &save); tok && cur; tok = strtok_r(NULL, ".", &save)) {
-        if (json_is_array(cur))
-            cur = json_array_get(cur, strtoul(tok, NULL, 10));
-        else
-            cur = json_object_get(cur, tok);
-    }
-    return cur;
-}
-
-static void expect_str(json_t *doc, const char *path, const char *want)
-{
-    json_t *v = at(doc, path);
-    if (!json_is_string(v))
-        fail_msg("%s is not a string", path);
-    if (strcmp(json_string_value(v), want) != 0)
-        fail_msg("%s = \"%s\", want \"%s\"", path, json_string_value(v), want);
-}
-
-static void expect_true(json_t *doc, const char *path, int want)
-{
-    json_t *v = at(doc, path);
-    if (!json_is_boolean(v) || json_is_true(v) != want)
-        fail_msg("%s is not %s", path, want ? "true" : "false");
-}
-
-static void expect_null(json_t *doc, const char *path)
-{
-    json_t *v = at(doc, path);
-    if (!json_is_null(v))
-        fail_msg("%s is not null", path);
-}
-
-static void expect_absent(json_t *doc, const char *path)
-{
-    if (at(doc, path) != NULL)
-        fail_msg("%s is present", path);
-}
-
-static void expect_real(json_t *doc, const char *path, double want)
-{
-    json_t *v = at(doc, path);
-    if (!json_is_number(v) || json_number_value(v) != want)
-        fail_msg("%s is not %f", path, want);
 }
 
 static const char *const ENVELOPE_KEYS[] = {"schema_version", "event_id", "correlation_id", "provider", "tenant",
@@ -259,8 +197,8 @@ static void test_text_context(void **state)
 
     struct captured f = {0};
     root = one_message("text_forwarded", "text", &f);
-    expect_true(f.docs[0], "context.forwarded", 1);
-    expect_true(f.docs[0], "context.frequently_forwarded", 1);
+    expect_bool(f.docs[0], "context.forwarded", 1);
+    expect_bool(f.docs[0], "context.frequently_forwarded", 1);
     expect_absent(f.docs[0], "context.reply_to_id");
     json_decref(root);
     captured_free(&f);
@@ -288,14 +226,14 @@ static void test_media(void **state)
 
     struct captured a = {0};
     root = one_message("audio_voice", "audio", &a);
-    expect_true(a.docs[0], "content.voice", 1);
+    expect_bool(a.docs[0], "content.voice", 1);
     expect_str(a.docs[0], "content.mime_type", "audio/ogg; codecs=opus");
     json_decref(root);
     captured_free(&a);
 
     struct captured af = {0};
     root = one_message("audio_file", "audio", &af);
-    expect_true(af.docs[0], "content.voice", 0);
+    expect_bool(af.docs[0], "content.voice", 0);
     json_decref(root);
     captured_free(&af);
 
@@ -309,7 +247,7 @@ static void test_media(void **state)
 
     struct captured s = {0};
     root = one_message("sticker_animated", "sticker", &s);
-    expect_true(s.docs[0], "content.animated", 1);
+    expect_bool(s.docs[0], "content.animated", 1);
     expect_str(s.docs[0], "content.mime_type", "image/webp");
     json_decref(root);
     captured_free(&s);
@@ -439,14 +377,14 @@ static void test_button_reaction_order(void **state)
     struct captured r = {0};
     root = one_message("reaction", "reaction", &r);
     expect_str(r.docs[0], "content.emoji", "\xF0\x9F\x91\x8D");
-    expect_true(r.docs[0], "content.removed", 0);
+    expect_bool(r.docs[0], "content.removed", 0);
     expect_str(r.docs[0], "content.message_id", "wamid.HBgLMTU1NTA3ODM4ODEVAgARGBJGNUMxQzMyNzY0Mzg0OTg5RjQA");
     json_decref(root);
     captured_free(&r);
 
     struct captured rr = {0};
     root = one_message("reaction_removed", "reaction", &rr);
-    expect_true(rr.docs[0], "content.removed", 1);
+    expect_bool(rr.docs[0], "content.removed", 1);
     expect_absent(rr.docs[0], "content.emoji");
     json_decref(root);
     captured_free(&rr);
@@ -554,7 +492,7 @@ static void test_statuses(void **state)
     expect_str(d, "content.conversation.id", "6ceb9d929c3f7ecfa7e22a2d27e87a56");
     expect_str(d, "content.conversation.expiration_timestamp", "2025-02-13T00:44:00Z");
     expect_str(d, "content.conversation.origin_type", "service");
-    expect_true(d, "content.pricing.billable", 1);
+    expect_bool(d, "content.pricing.billable", 1);
     expect_str(d, "content.pricing.pricing_model", "PMP");
     expect_str(d, "content.pricing.category", "service");
     expect_str(d, "content.pricing.type", "regular");
@@ -800,7 +738,7 @@ static void test_wrong_types(void **state)
     assert_int_equal(json_array_size(at(c.docs[2], "content.product_items")), 1);
     expect_absent(c.docs[2], "content.product_items.0.quantity");
     assert_int_equal(json_array_size(at(c.docs[3], "content.contacts")), 0);
-    expect_true(c.docs[4], "content.removed", 1);
+    expect_bool(c.docs[4], "content.removed", 1);
     json_decref(root);
     captured_free(&c);
 }
