@@ -73,6 +73,10 @@ static const struct key conf_keys[] = {
     { "admin", "listen", KEY_LISTEN, CF(admin_listen_host), "127.0.0.1:9090", NULL, NULL, NULL, KEY_F_OFF },
     { "admin", "token", KEY_STRING, CF(admin_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
 
+    { "outbound", "store_path", KEY_PATH, CF(outbound_store_path), "var/outbound.db", NULL, NULL, NULL, 0 },
+    { "outbound", "max_inflight", KEY_UINT, CF(outbound_max_inflight), "64", "1", "10000", NULL, 0 },
+    { "outbound", "idempotency_window", KEY_MS, CF(outbound_idempotency_ms), "24h", "1s", "30d", NULL, 0 },
+
     { "log", "level", KEY_LOGLEVEL, CF(log_level), "info", NULL, NULL, NULL, 0 },
 
     { "whatsapp", "app_secret", KEY_STRLIST, CF(app_secrets), NULL, NULL, NULL, NULL, KEY_F_SECRET },
@@ -212,7 +216,7 @@ static const struct key source_keys[] = {
 static const char *const sections[] = {
     "server", "log", "whatsapp", "genesys", "twilio", "pubsub", "spool", "ndjson", "amqp", "redis", "ratelimit", "tenants", "s3",
     "media", "state_manager",
-    "admin",
+    "admin", "outbound",
 };
 
 /* Where a key's current value came from, for conflict checks and cross-key error messages. */

@@ -93,6 +93,11 @@ struct hg_conf {
     uint16_t admin_listen_port;       /* 9090 */
     char *admin_token;                /* bearer token for every admin route but /health, /ready */
 
+    /* [outbound] (delivery to subscriber endpoints; worker 0; docs/outbound.md) */
+    char *outbound_store_path;        /* "var/outbound.db": the embedded store (SQLite) */
+    uint32_t outbound_max_inflight;   /* deliveries sent at once; 64 */
+    uint64_t outbound_idempotency_ms; /* an event_id published again within this is accepted once; 24 h */
+
     /* [log] */
     int log_level;                    /* enum hg_log_level */
 
