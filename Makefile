@@ -13,7 +13,7 @@ else
 BUILD   := build/$(SAN)
 endif
 
-PKGS    := libuv hiredis librabbitmq libcurl jansson inih openssl
+PKGS    := libuv hiredis librabbitmq libcurl jansson inih openssl sqlite3
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-parameter -Werror
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -pthread -D_GNU_SOURCE -DHG_VERSION='"$(VERSION)"' $(WARN) \

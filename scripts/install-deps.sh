@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # tzdata: the zone files of [rules.<id>] timezone (/usr/share/zoneinfo), read at config load.
 # libssl-dev: OpenSSL, which rabbitmq-c's amqps:// socket is built on (the sink sets it up itself).
+# libsqlite3-dev: the embedded outbound store ([outbound] store_path; pulls in libsqlite3-0 to run).
 build_pkgs="build-essential pkg-config libuv1-dev node-llhttp libhiredis-dev librabbitmq-dev
-  libcurl4-openssl-dev libmbedtls-dev libjansson-dev libinih-dev libssl-dev tzdata"
+  libcurl4-openssl-dev libmbedtls-dev libjansson-dev libinih-dev libssl-dev libsqlite3-dev tzdata"
 # stunnel4: the Redis TLS sidecar of docs/backend-tls.md, tested in test_redis_tls_sidecar.py.
 test_pkgs="libcmocka-dev redis-server rabbitmq-server stunnel4 python3 python3-pytest
   python3-requests python3-redis python3-pika python3-boto3 python3-jsonschema python3-twilio valgrind clang openssl curl"

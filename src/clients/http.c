@@ -44,6 +44,7 @@ struct xfer {
     struct hg_buf *sink;
     hg_http_write_fn resp_write;
     void *resp_write_arg;
+    struct hg_buf *resp_headers;    /* the caller's header-line buffer, or NULL */
     int sink_err;                   /* HG_ERR_TOO_BIG when the sink's cap stopped the transfer */
     bool aborted;                   /* a stream callback asked to stop */
     struct hg_http_resp resp;
@@ -285,7 +286,19 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
     /* A new status line (after 100 Continue or a retried request) starts a new header set. */
     if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
         x->resp.content_type[0] = x->resp.retry_after[0] = x->resp.etag[0] = x->resp.cache_control[0] = '\0';
+        if (x->resp_headers)
+            hg_buf_reset(x->resp_headers);
         return n;
+    }
+    if (x->resp_headers) {
+        size_t ln = n;
+        while (ln > 0 && (line[ln - 1] == '\r' || line[ln - 1] == '\n'))
+            ln--;
+        /* A line that does not fit is dropped whole, and the ones after it may still fit. */
+        if (ln > 0 && x->resp_headers->len + ln + 1 <= x->resp_headers->max) {
+            hg_buf_append(x->resp_headers, line, ln);
+            hg_buf_append(x->resp_headers, "\n", 1);
+        }
     }
     const char *colon = memchr(line, ':', n);
     if (colon == NULL)
@@ -431,6 +444,7 @@ int hg_http_request(struct hg_http *h, const struct hg_http_req *req, hg_http_cb
     x->sink = req->resp_body;
     x->resp_write = req->resp_write;
     x->resp_write_arg = req->resp_write_arg;
+    x->resp_headers = req->resp_headers;
     x->easy = curl_easy_init();
     if (x->easy == NULL)
         hg_oom(__FILE__, __LINE__);

@@ -45,6 +45,9 @@ struct hg_http_req {
     struct hg_buf *resp_body;
     hg_http_write_fn resp_write;
     void *resp_write_arg;
+    /* optional: the final response's header lines, "Name: value\n" each, into this caller-owned
+     * buffer; lines past its cap are dropped (not an error). Outbound deliveries log them. */
+    struct hg_buf *resp_headers;
     uint32_t connect_timeout_ms;          /* 0 = 10 s */
     uint32_t timeout_ms;                  /* whole transfer, redirects included; 0 = 60 s */
     /*

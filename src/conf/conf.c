@@ -63,6 +63,9 @@ static const struct key conf_keys[] = {
     { "server", "max_header", KEY_SIZE, CF(max_header_bytes), "16KiB", "1KiB", "1MiB", NULL, 0 },
     { "server", "header_timeout", KEY_MS, CF(header_timeout_ms), "10s", "100ms", "10m", NULL, 0 },
     { "server", "body_timeout", KEY_MS, CF(body_timeout_ms), "30s", "100ms", "10m", NULL, 0 },
+    { "server", "body_total_timeout", KEY_MS, CF(body_total_timeout_ms), "30s", "100ms", "1h", NULL, 0 },
+    { "server", "request_timeout", KEY_MS, CF(request_timeout_ms), "30s", "100ms", "1h", NULL, 0 },
+    { "server", "max_buffered_bytes", KEY_SIZE, CF(max_buffered_bytes), "256MiB", "64KiB", "1024GiB", NULL, 0 },
     { "server", "keepalive_timeout", KEY_MS, CF(keepalive_timeout_ms), "60s", "0", "1h", NULL, 0 },
     { "server", "shutdown_timeout", KEY_MS, CF(shutdown_timeout_ms), "10s", "0", "10m", NULL, 0 },
     { "server", "max_connections", KEY_UINT, CF(max_connections), "10000", "1", "1000000", NULL, 0 },
@@ -77,6 +80,10 @@ static const struct key conf_keys[] = {
 
     { "admin", "listen", KEY_LISTEN, CF(admin_listen_host), "127.0.0.1:9090", NULL, NULL, NULL, KEY_F_OFF },
     { "admin", "token", KEY_STRING, CF(admin_token), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+
+    { "outbound", "store_path", KEY_PATH, CF(outbound_store_path), "var/outbound.db", NULL, NULL, NULL, 0 },
+    { "outbound", "max_inflight", KEY_UINT, CF(outbound_max_inflight), "64", "1", "10000", NULL, 0 },
+    { "outbound", "idempotency_window", KEY_MS, CF(outbound_idempotency_ms), "24h", "1s", "30d", NULL, 0 },
 
     { "log", "level", KEY_LOGLEVEL, CF(log_level), "info", NULL, NULL, NULL, 0 },
 
@@ -118,6 +125,7 @@ static const struct key conf_keys[] = {
     { "spool", "segment_bytes", KEY_SIZE, CF(spool_segment_bytes), "16MiB", "64KiB", "1GiB", NULL, 0 },
     { "spool", "commit_delay", KEY_US, CF(spool_commit_delay_us), "0", "0", "1s", NULL, 0 },
     { "spool", "max_in_memory", KEY_UINT, CF(spool_max_in_memory), "4096", "16", "1000000", NULL, 0 },
+    { "spool", "drain_max_bytes", KEY_SIZE, CF(spool_drain_max_bytes), "128MiB", "64KiB", "1024GiB", NULL, 0 },
 
     { "ndjson", "dir", KEY_PATH, CF(ndjson_dir), "var/out", NULL, NULL, NULL, 0 },
     { "ndjson", "rotate_bytes", KEY_SIZE, CF(ndjson_rotate_bytes), "64MiB", "64KiB", "64GiB", NULL, 0 },
@@ -221,7 +229,7 @@ static const struct key source_keys[] = {
 static const char *const sections[] = {
     "server", "log", "whatsapp", "genesys", "twilio", "pubsub", "spool", "ndjson", "amqp", "redis", "ratelimit", "tenants", "s3",
     "media", "state_manager",
-    "admin",
+    "admin", "outbound",
 };
 
 /* Where a key's current value came from, for conflict checks and cross-key error messages. */

@@ -80,6 +80,9 @@ struct hg_conf {
     uint64_t max_header_bytes;        /* 16 KiB, all request headers together */
     uint64_t header_timeout_ms;       /* 10 s to receive all headers */
     uint64_t body_timeout_ms;         /* 30 s between body bytes */
+    uint64_t body_total_timeout_ms;   /* 30 s for the whole body, however it trickles in */
+    uint64_t request_timeout_ms;      /* 30 s from a request's first byte to its answer */
+    uint64_t max_buffered_bytes;      /* 256 MiB of request bodies held per worker, all connections */
     uint64_t keepalive_timeout_ms;    /* 60 s idle between requests */
     uint64_t shutdown_timeout_ms;     /* 10 s to drain on SIGTERM */
     uint32_t max_connections;         /* per worker; 10000 */
@@ -97,6 +100,11 @@ struct hg_conf {
     char *admin_listen_host;          /* "127.0.0.1"; NULL = no admin listener (listen = off) */
     uint16_t admin_listen_port;       /* 9090 */
     char *admin_token;                /* bearer token for every admin route but /health, /ready */
+
+    /* [outbound] (delivery to subscriber endpoints; worker 0; docs/outbound.md) */
+    char *outbound_store_path;        /* "var/outbound.db": the embedded store (SQLite) */
+    uint32_t outbound_max_inflight;   /* deliveries sent at once; 64 */
+    uint64_t outbound_idempotency_ms; /* an event_id published again within this is accepted once; 24 h */
 
     /* [log] */
     int log_level;                    /* enum hg_log_level */
@@ -145,6 +153,7 @@ struct hg_conf {
     uint64_t spool_segment_bytes;     /* rotate segments at 16 MiB */
     uint64_t spool_commit_delay_us;   /* group commit: wait up to this for more appends; 0 = none */
     uint32_t spool_max_in_memory;     /* records a worker's drain holds; the rest wait on disk: 4096 */
+    uint64_t spool_drain_max_bytes;   /* bytes those records may take in memory: 128 MiB */
 
     /* [ndjson] */
     char *ndjson_dir;                 /* "var/out", absolute after load */

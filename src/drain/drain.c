@@ -48,18 +48,30 @@
 
 #define RECOVER_BATCH 256          /* recovered records taken per pull */
 #define DEFAULT_MAX_IN_MEMORY 4096 /* records held at once; the rest wait in the spool (backlog) */
+#define DEFAULT_MAX_BYTES (128ull << 20) /* and the bytes they take */
 #define ARCHIVE_SLOTS 256          /* archive PutObjects in flight; past it records park by id */
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 30000
 #define TICK_MS 50
 #define DEDUP_PENDING_TTL_MS 60000 /* a crashed attempt's claim expires after this */
 #define MAX_REJECTIONS 3           /* refusals by the broker before an event is dead-lettered */
-#define BUILD_BATCH 64             /* records normalized per loop iteration */
+#define BUILD_BATCH 64             /* records normalized per loop iteration, at most */
+/* Body bytes normalized on the loop per iteration (~80 ns a byte: a few ms), so one busy turn
+ * cannot hold /health and every other connection of the worker for long. */
+#define BUILD_TURN_BYTES (128 * 1024)
+/* A record at least this big is parsed and normalized on the threadpool: 25,000 messages in one
+ * 2.6 MB webhook took ~220 ms to normalize, far past any loop turn. */
+#define BUILD_JOB_BYTES (32 * 1024)
+/* Events a round starts per loop turn (dedup, enrich, serialize, publish: ~10 us each); the rest
+ * start at the next turns. */
+#define STEP_SLICE 256
 
 static void item_step(struct item *it);
 static void archive_or_park(struct item *it);
 static void unpark(struct hg_drain *d, bool probe);
 static void item_build(struct item *it);
+static void build_enqueue(struct hg_drain *d, struct item *it);
+static void item_mem(struct item *it, ptrdiff_t delta);
 static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct hg_record *rec);
 static struct item *item_from_entry(struct hg_drain *d, struct hg_spool_entry *e);
 
@@ -68,8 +80,15 @@ static struct item *item_from_entry(struct hg_drain *d, struct hg_spool_entry *e
 void drain_event_set_state(struct item_event *e, enum event_state s)
 {
     e->state = s;
-    if (s == EV_DONE && e->conv)
-        order_done(e);
+    if (s == EV_DONE) {
+        /* Never sent again: its text goes now, not all at once with a record of thousands. */
+        if (e->json != NULL)
+            item_mem(e->item, -(ptrdiff_t)e->json_len);
+        free(e->json);
+        e->json = NULL;
+        if (e->conv)
+            order_done(e);
+    }
 }
 
 /* Wait for a retry at `at` (loop time), in the drain's waiting list. */
@@ -91,9 +110,32 @@ static void item_unwait(struct item *it)
 
 static void wake_intake(struct hg_drain *d);
 
+/* Count `delta` bytes more (or fewer) for the item against the drain's max_bytes. */
+static void item_mem(struct item *it, ptrdiff_t delta)
+{
+    it->mem += (size_t)delta;
+    it->drain->mem_bytes += (uint64_t)(int64_t)delta;
+}
+
+/* The item's document arena as it is now (0 once released): the counted part follows it. */
+static void item_mem_arena(struct item *it)
+{
+    size_t now = it->doc ? it->doc->arena.used : 0;
+    item_mem(it, (ptrdiff_t)now - (ptrdiff_t)it->arena_counted);
+    it->arena_counted = now;
+}
+
+/* Room for one more record: under both caps, or nothing held at all (one record alone may be
+ * bigger than max_bytes; it must still go through). */
+static bool drain_has_room(const struct hg_drain *d)
+{
+    return d->n_items == 0 || (d->n_items < d->max_in_memory && d->mem_bytes < d->max_bytes);
+}
+
 static void item_free(struct item *it)
 {
     struct hg_drain *d = it->drain;
+    d->mem_bytes -= it->mem;
     item_unwait(it);
     hg_list_unlink(&it->node);
     d->n_items--;
@@ -288,12 +330,15 @@ static bool event_escalate(struct item_event *e, int rc)
                                 it->tenant, "correlation_id", it->request_id, "size", (json_int_t)e->json_len);
     if (summary == NULL)
         hg_oom(__FILE__, __LINE__);
+    if (e->json != NULL)
+        item_mem(it, -(ptrdiff_t)e->json_len);
     free(e->json);
     e->json = json_dumps(summary, JSON_COMPACT);
     json_decref(summary);
     if (e->json == NULL)
         hg_oom(__FILE__, __LINE__);
     e->json_len = strlen(e->json);
+    item_mem(it, (ptrdiff_t)e->json_len);
     e->summarized = true;
     if (e->dead_reason == NULL) {
         /* No dead-letter path (ndjson): the summary goes out as a dead_letter event of its own. */
@@ -312,11 +357,13 @@ static bool event_escalate(struct item_event *e, int rc)
  */
 static void item_doc_release(struct item *it)
 {
-    for (size_t i = 0; i < it->n_events; i++)
-        if (it->events[i].doc != NULL)
-            return;
+    /* A count, not a walk over the events: walking them at every publish was quadratic in the
+     * events of a record (25,000 messages in one webhook held the loop for seconds). */
+    if (it->n_docs > 0)
+        return;
     hg_json_doc_free(it->doc);
     it->doc = NULL;
+    item_mem_arena(it);
 }
 
 void drain_event_publish(struct item_event *e)
@@ -328,7 +375,9 @@ void drain_event_publish(struct item_event *e)
         e->json = hg_json_dumps(e->doc, &e->json_len);
         if (e->json == NULL)
             hg_oom(__FILE__, __LINE__);
+        item_mem(it, (ptrdiff_t)e->json_len);
         e->doc = NULL;
+        it->n_docs--;
         item_doc_release(it);
     }
     for (;;) {
@@ -575,29 +624,58 @@ static void archive_or_park(struct item *it)
  * archive key (their events are marked done: they went out before), then archived. While S3
  * fails, only a probe from the tick (one upload at a time) until an upload succeeds again.
  */
+static void drain_unhold(struct hg_drain *d);
+
+/* A parked record read back (hg_spool_read_async, on the threadpool). */
+static void on_unparked(void *arg, uint64_t id, int status, struct hg_spool_entry *e, bool last)
+{
+    struct hg_drain *d = arg;
+    if (last)
+        d->unpark_reading = false;
+    if (status != 0 || d->closing) {
+        /* Unreadable now (logged by the spool), or closing: it stays unreleased in the spool and
+         * the next start recovers it. Its archive slot goes back. */
+        d->archives_in_flight--;
+        hg_spool_entry_free(e);
+    } else {
+        struct item *it = item_from_entry(d, e);
+        /* Its archive key names its first event: built again, in the queue (a big record on the
+         * threadpool), then archived (item_after_build, which hands the slot to archive_start). */
+        it->archive_only = true;
+        build_enqueue(d, it);
+        wake_intake(d);
+    }
+    if (last) {
+        if (!d->closing)
+            unpark(d, false);
+        drain_unhold(d);
+    }
+}
+
 static void unpark(struct hg_drain *d, bool probe)
 {
-    for (size_t budget = d->parked_len; budget > 0 && d->parked_len > 0 && !d->closing; budget--) {
+    /* One read at a time; the records come back through on_unparked, the loop never reads disk. */
+    uint64_t ids[RECOVER_BATCH];
+    size_t n = 0;
+    while (n < RECOVER_BATCH && d->parked_len > 0 && !d->closing && !d->unpark_reading) {
         if (d->archives_in_flight >= ARCHIVE_SLOTS)
-            return;
+            break;
         if (d->archive_failing && !(probe && d->archives_in_flight == 0))
-            return;
+            break;
         probe = false;
-        uint64_t id = d->parked[d->parked_head++];
+        ids[n++] = d->parked[d->parked_head++];
         if (--d->parked_len == 0)
             d->parked_head = 0;
-        struct hg_spool_entry *e;
-        if (hg_spool_read(d->b.spool, id, &e) != 0)
-            continue; /* unreadable now: it stays unreleased, the next start recovers it */
-        struct item *it = item_from_entry(d, e);
-        item_build(it);
-        for (size_t i = 0; i < it->n_events; i++)
-            drain_event_set_state(&it->events[i], EV_DONE);
-        it->outstanding++;
-        archive_start(it);
-        it->outstanding--;
-        drain_item_settle(it);
+        d->archives_in_flight++; /* its slot, from now: unpark must not read more than fit */
     }
+    if (n == 0)
+        return;
+    if (hg_spool_read_async(d->b.spool, ids, n, on_unparked, d) != 0) {
+        d->archives_in_flight -= (unsigned)n; /* closing: they stay in the spool for the next start */
+        return;
+    }
+    d->unpark_reading = true;
+    d->handles_open++; /* the drain is not freed before the read's callbacks ran */
 }
 
 /* ---- building events ---- */
@@ -625,11 +703,19 @@ static int on_event(void *arg, const struct hg_event *ev, struct hg_json *doc)
     struct item *it = arg;
     int priority = ev->priority;
     const char *priority_class = ev->priority_class;
-    /* Tenant rules set priority and tags before the document is frozen into its JSON text. */
-    if (it->drain->b.conf && strcmp(ev->kind, "dead_letter") != 0)
-        hg_rules_apply(hg_conf_rules(*it->drain->b.conf, it->tenant), &it->doc->arena, doc, &priority,
-                       &priority_class);
-    it->events = hg_xrealloc(it->events, (it->n_events + 1) * sizeof(*it->events));
+    /* Closing while a big record is built on the threadpool: stop its walk here. */
+    if (atomic_load_explicit(&it->drain->cancel_build, memory_order_relaxed))
+        return HG_ERR_CLOSED;
+    /* Tenant rules set priority and tags before the document is frozen into its JSON text. They
+     * come from it->rules, not the worker's config pointer: this may run on the threadpool. */
+    if (it->rules && strcmp(ev->kind, "dead_letter") != 0)
+        hg_rules_apply(it->rules, &it->doc->arena, doc, &priority, &priority_class);
+    if (it->n_events == it->events_cap) {
+        /* Doubling: one realloc per event copied the whole array each time (quadratic). The array
+         * may move only here, while the record is being built: nothing points into it yet. */
+        it->events_cap = it->events_cap ? it->events_cap * 2 : 1;
+        it->events = hg_xrealloc(it->events, it->events_cap * sizeof(*it->events));
+    }
     struct item_event *e = &it->events[it->n_events++];
     memset(e, 0, sizeof(*e));
     e->item = it;
@@ -641,6 +727,8 @@ static int on_event(void *arg, const struct hg_event *ev, struct hg_json *doc)
     e->timestamp_s = ev->timestamp_s;
     e->priority = priority;
     e->doc = doc;
+    it->n_docs += doc != NULL;
+    e->conv_id = hg_json_str(hg_json_get(hg_json_get(doc, "conversation"), "id"));
     /* Nothing to add to it: the document is final (and needs no enrichment round). */
     e->enriched = !enrich_wants_state(e) && !enrich_wants_media(e) && !enrich_wants_sequence(e);
     return 0;
@@ -684,23 +772,24 @@ static void item_dead_letter(struct item *it, const char *reason)
     hg_error(it->request_id, "record cannot be normalized; dead-lettered", "reason", reason, NULL);
 }
 
-static void item_build(struct item *it)
+/*
+ * Parse (a record read back from the spool) and normalize into it->events. Touches only the item
+ * and the drain's immutable settings, so it also runs on the threadpool (build_job_start). 0, or
+ * <0 with the reason the record becomes a dead letter.
+ */
+static int item_normalize(struct item *it, char *reason, size_t cap)
 {
-    it->built = true;
     const struct hg_provider *p = hg_provider_find(it->provider);
     if (p == NULL) {
         /* A record of a provider this build does not have (spooled by another version). */
-        item_dead_letter(it, "unknown provider");
-        return;
+        snprintf(reason, cap, "unknown provider");
+        return HG_ERR_INVALID;
     }
     if (it->doc == NULL) {
-        char reason[256];
         struct hg_provider_body b = { it->body, it->body_len, it->headers, it->headers_len };
-        it->doc = p->parse(&b, reason, sizeof(reason));
-        if (it->doc == NULL) {
-            item_dead_letter(it, reason);
-            return;
-        }
+        it->doc = p->parse(&b, reason, cap);
+        if (it->doc == NULL)
+            return HG_ERR_PARSE;
     }
     struct hg_event_meta meta = {
         .tenant = it->tenant,
@@ -709,9 +798,78 @@ static void item_build(struct item *it)
     };
     /* The envelope stays: the events share its nodes until they are serialized. */
     int n = p->normalize(&it->doc->arena, it->doc->root, &meta, on_event, it);
-    if (n < 0)
-        item_dead_letter(it, hg_strerror(n));
+    if (n < 0) {
+        snprintf(reason, cap, "%s", hg_strerror(n));
+        return n;
+    }
+    return 0;
+}
+
+/* Back on the loop after item_normalize: dead-letter what failed, join conversations. */
+static void item_build_finish(struct item *it, int rc, const char *reason)
+{
+    it->built = true;
+    it->rules = NULL;
+    if (rc != 0)
+        item_dead_letter(it, reason);
     order_add(it);
+    size_t strings = 0;
+    for (size_t i = 0; i < it->n_events; i++)
+        strings += (size_t)(it->events[i].priority_class - it->events[i].strings) + 16;
+    item_mem(it, (ptrdiff_t)(it->events_cap * sizeof(*it->events) + strings));
+    item_mem_arena(it);
+}
+
+static void item_build(struct item *it)
+{
+    struct hg_drain *d = it->drain;
+    char reason[256] = "";
+    it->rules = d->b.conf ? hg_conf_rules(*d->b.conf, it->tenant) : NULL;
+    item_build_finish(it, item_normalize(it, reason, sizeof(reason)), reason);
+}
+
+static void item_after_build(struct item *it);
+static void wake_intake(struct hg_drain *d);
+static void drain_unhold(struct hg_drain *d);
+
+static void on_build_work(uv_work_t *w)
+{
+    struct hg_drain *d = HG_CONTAINER_OF(w, struct hg_drain, build_job);
+    d->job_reason[0] = '\0';
+    d->job_rc = item_normalize(d->job_item, d->job_reason, sizeof(d->job_reason));
+}
+
+static void on_build_done(uv_work_t *w, int status)
+{
+    struct hg_drain *d = HG_CONTAINER_OF(w, struct hg_drain, build_job);
+    struct item *it = d->job_item;
+    d->job_item = NULL;
+    hg_conf_unref(d->job_conf);
+    d->job_conf = NULL;
+    if (!d->closing) {
+        item_build_finish(it, status < 0 ? status : d->job_rc,
+                          status < 0 ? hg_strerror(status) : d->job_reason);
+        item_after_build(it);
+        wake_intake(d);
+    } else {
+        it->rules = NULL; /* stays unbuilt in the items list; freed with the drain */
+    }
+    drain_unhold(d);
+}
+
+/*
+ * Build a big record on the threadpool: the loop goes on serving meanwhile. The build queue
+ * waits behind it, so records are still built (and join their conversations) in order.
+ */
+static void build_job_start(struct hg_drain *d, struct item *it)
+{
+    d->job_item = it;
+    d->job_conf = d->b.conf && *d->b.conf ? hg_conf_ref(*d->b.conf) : NULL;
+    it->rules = d->job_conf ? hg_conf_rules(d->job_conf, it->tenant) : NULL;
+    d->handles_open++; /* the drain is not freed before the job's completion ran */
+    /* uv_queue_work fails only without an after-work callback, never the case here. */
+    if (uv_queue_work(d->loop, &d->build_job, on_build_work, on_build_done) != 0)
+        abort();
 }
 
 static void on_build_idle(uv_idle_t *h);
@@ -768,18 +926,88 @@ static void run_resumes(struct hg_drain *d)
 
 /* ---- intake: stepping, submit, the build queue, recovered records, the tick ---- */
 
-/* Start every step that is not done and not in flight. */
+/*
+ * Start up to `budget` more events of the item's round; when the round has more, the item waits
+ * in the step queue (its hold kept), else the hold goes and the item settles. Returns the number
+ * started. Events start in their record's order; per-conversation order is order.c's business
+ * and does not depend on when an event is reached.
+ */
+static size_t item_step_more(struct item *it, size_t budget)
+{
+    struct hg_drain *d = it->drain;
+    size_t started = 0;
+    while (it->step_cursor < it->n_events && started < budget && !d->closing) {
+        struct item_event *e = &it->events[it->step_cursor++];
+        if (e->state == EV_NEW) {
+            event_start(e);
+            started++;
+        }
+    }
+    if (it->step_cursor < it->n_events && !d->closing) {
+        if (!it->stepping) {
+            it->stepping = true;
+            it->step_next = NULL;
+            if (d->step_tail)
+                d->step_tail->step_next = it;
+            else
+                d->step_head = it;
+            d->step_tail = it;
+            if (!uv_is_active((uv_handle_t *)&d->build_idle))
+                uv_idle_start(&d->build_idle, on_build_idle);
+        }
+        return started;
+    }
+    if (it->stepping) {
+        /* Only run_steps goes on with a queued round, and always with the queue's head. */
+        d->step_head = it->step_next;
+        if (d->step_head == NULL)
+            d->step_tail = NULL;
+        it->step_next = NULL;
+        it->stepping = false;
+    }
+    it->outstanding--; /* the round's hold (item_step) */
+    drain_item_settle(it);
+    return started;
+}
+
+/* Start every step that is not done and not in flight (the events STEP_SLICE per loop turn). */
 static void item_step(struct item *it)
 {
     item_unwait(it);
     it->failed = false;
-    /* Hold one count so a step finishing at once cannot free the item under this loop. */
+    /* Held until every event of the round was started, so a step finishing at once (or a round
+     * spread over several loop turns) cannot settle and free the item meanwhile. */
     it->outstanding++;
     if (it->archive == AR_PENDING && it->drain->archives_in_flight < ARCHIVE_SLOTS)
         archive_start(it);
+    it->step_cursor = 0;
+    item_step_more(it, STEP_SLICE);
+}
+
+/* Go on with the rounds spread over loop turns, oldest first, STEP_SLICE events in all. */
+static void run_steps(struct hg_drain *d)
+{
+    size_t budget = STEP_SLICE;
+    while (d->step_head && budget > 0 && !d->closing) {
+        struct item *it = d->step_head;
+        budget -= HG_MIN(budget, item_step_more(it, budget));
+        if (d->step_head == it)
+            break; /* it still has more: this turn's budget is spent */
+    }
+}
+
+/* A record is built: start its round, or (read back for its archive only) archive it. */
+static void item_after_build(struct item *it)
+{
+    if (!it->archive_only) {
+        item_step(it);
+        return;
+    }
     for (size_t i = 0; i < it->n_events; i++)
-        if (it->events[i].state == EV_NEW)
-            event_start(&it->events[i]);
+        drain_event_set_state(&it->events[i], EV_DONE);
+    it->drain->archives_in_flight--; /* the slot unpark took for it, handed to archive_start */
+    it->outstanding++;
+    archive_start(it);
     it->outstanding--;
     drain_item_settle(it);
 }
@@ -819,6 +1047,7 @@ static struct item *item_new(struct hg_drain *d, uint64_t spool_id, const struct
     it->archive = d->b.s3 ? AR_PENDING : AR_NONE;
     hg_list_insert_head(&d->items, &it->node);
     d->n_items++;
+    item_mem(it, (ptrdiff_t)(sizeof(*it) + lens[0] + lens[1] + lens[2] + hlen + rec->body_len + 5));
     return it;
 }
 
@@ -839,7 +1068,7 @@ void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_reco
      * outage, a slow S3), or while older records still wait in the spool (their turn comes
      * first), this one waits there too, as a few bytes of index, and is read back in order.
      */
-    if ((d->n_items >= d->max_in_memory || !hg_spool_backlog_empty(d->b.spool)) &&
+    if ((!drain_has_room(d) || !hg_spool_backlog_empty(d->b.spool) || d->backlog_reading) &&
         hg_spool_defer(d->b.spool, spool_id) == 0) {
         hg_json_doc_free(doc);
         d->deferred++;
@@ -849,19 +1078,18 @@ void hg_drain_submit(struct hg_drain *d, uint64_t spool_id, const struct hg_reco
     struct item *it = item_new(d, spool_id, rec);
     it->doc = doc;
     /* Built later, from the loop: the caller is answering a batch of requests right now. */
-    if (d->build_tail)
-        d->build_tail->build_next = it;
-    else
-        d->build_head = it;
-    d->build_tail = it;
+    build_enqueue(d, it);
     wake_intake(d);
 }
 
-/* Is there intake work for the idle phase: records to build, or backlog that fits in memory? */
+/* Is there intake work for the idle phase: records to build, or backlog that fits in memory?
+ * Not while a record is being built on the threadpool: the queue waits for it (its completion
+ * wakes the intake), and the idle phase must not spin meanwhile. */
 static bool intake_due(const struct hg_drain *d)
 {
-    return !d->closing && (d->build_head != NULL ||
-           (d->n_items < d->max_in_memory && !hg_spool_backlog_empty(d->b.spool)));
+    return !d->closing && d->job_item == NULL &&
+           (d->build_head != NULL ||
+            (!d->backlog_reading && drain_has_room(d) && !hg_spool_backlog_empty(d->b.spool)));
 }
 
 static void wake_intake(struct hg_drain *d)
@@ -870,24 +1098,48 @@ static void wake_intake(struct hg_drain *d)
         uv_idle_start(&d->build_idle, on_build_idle);
 }
 
+static void build_enqueue(struct hg_drain *d, struct item *it)
+{
+    it->build_next = NULL;
+    if (d->build_tail)
+        d->build_tail->build_next = it;
+    else
+        d->build_head = it;
+    d->build_tail = it;
+}
+
 static void pull_backlog(struct hg_drain *d);
 
+/*
+ * One loop turn of the drain's own work, each part bounded so the worker keeps answering: held
+ * events whose turn came, STEP_SLICE more events of rounds in progress, then records built in
+ * order up to BUILD_TURN_BYTES of body (a big one goes to the threadpool and the rest wait for
+ * it), then more backlog from the spool.
+ */
 static void on_build_idle(uv_idle_t *h)
 {
     struct hg_drain *d = h->data;
     run_resumes(d);
-    for (int i = 0; i < BUILD_BATCH && d->build_head && !d->closing; i++) {
+    run_steps(d);
+    size_t bytes = 0;
+    for (int i = 0; i < BUILD_BATCH && d->build_head && d->job_item == NULL && bytes < BUILD_TURN_BYTES &&
+                    !d->closing; i++) {
         struct item *it = d->build_head;
         d->build_head = it->build_next;
         if (d->build_head == NULL)
             d->build_tail = NULL;
         it->build_next = NULL;
+        if (it->body_len >= BUILD_JOB_BYTES) {
+            build_job_start(d, it);
+            break;
+        }
+        bytes += it->body_len;
         item_build(it);
-        item_step(it);
+        item_after_build(it);
     }
-    if (d->build_head == NULL && !d->closing)
+    if (d->build_head == NULL && d->job_item == NULL && !d->closing)
         pull_backlog(d);
-    if (!intake_due(d) && d->resume_head == NULL)
+    if (!intake_due(d) && d->resume_head == NULL && d->step_head == NULL)
         uv_idle_stop(&d->build_idle);
 }
 
@@ -899,31 +1151,54 @@ void hg_drain_submit_acked(struct hg_drain *d, const struct hg_record *rec, stru
     it->ack = ack;
     it->ack_arg = arg;
     it->doc = doc;
-    item_build(it);
-    /* The answer must never come before this returns: hold the item until the end. */
-    it->outstanding++;
-    item_step(it);
-    it->outstanding--;
-    drain_item_settle(it);
+    /* Built from the loop like any record (a big one on the threadpool): the answer comes later. */
+    build_enqueue(d, it);
+    wake_intake(d);
 }
 
-/* Take up to RECOVER_BATCH records of the spool's backlog (recovered, or deferred by submit)
- * while they fit in memory; each is parsed again from its body. */
+/* Backlog records read back (hg_spool_read_async): into the build queue, in order. */
+static void on_backlog_read(void *arg, uint64_t id, int status, struct hg_spool_entry *e, bool last)
+{
+    struct hg_drain *d = arg;
+    if (status == 0 && !d->closing)
+        build_enqueue(d, item_from_entry(d, e));
+    else
+        hg_spool_entry_free(e); /* unreadable (logged): it stays unreleased, the next start offers it */
+    if (last) {
+        d->backlog_reading = false;
+        wake_intake(d);
+        drain_unhold(d);
+    }
+}
+
+/*
+ * Take up to RECOVER_BATCH records of the spool's backlog (recovered, or deferred by submit)
+ * while they fit in memory (counting their spooled size against drain_max_bytes), and read them
+ * on the threadpool: a serving loop never waits for the disk. Each is parsed again from its body
+ * when its turn in the build queue comes. While the read runs, submit defers new records too, so
+ * they stay behind the ones being read.
+ */
 static void pull_backlog(struct hg_drain *d)
 {
-    for (int i = 0; i < RECOVER_BATCH && d->n_items < d->max_in_memory; i++) {
-        struct hg_spool_entry *e;
-        int rc = hg_spool_recovered_next(d->b.spool, &e);
-        if (rc == HG_ERR_NOT_FOUND)
-            return;
-        if (rc != 0) {
-            hg_error(NULL, "reading a recovered spool record failed", "error", hg_strerror(rc), NULL);
-            continue;
-        }
-        struct item *it = item_from_entry(d, e);
-        item_build(it);
-        item_step(it);
+    if (d->backlog_reading)
+        return;
+    uint64_t ids[RECOVER_BATCH];
+    size_t n = 0;
+    uint64_t bytes = d->mem_bytes;
+    while (n < RECOVER_BATCH && d->n_items + n < d->max_in_memory && (n == 0 || bytes < d->max_bytes) &&
+           (d->n_items == 0 || bytes < d->max_bytes)) {
+        uint32_t len = 0;
+        if (hg_spool_backlog_take(d->b.spool, &ids[n], &len) != 0)
+            break;
+        bytes += len;
+        n++;
     }
+    if (n == 0)
+        return;
+    if (hg_spool_read_async(d->b.spool, ids, n, on_backlog_read, d) != 0)
+        return; /* closing: they stay unreleased in the spool for the next start */
+    d->backlog_reading = true;
+    d->handles_open++; /* the drain is not freed before the read's callbacks ran */
 }
 
 static int by_spool_id(const void *a, const void *b)
@@ -1008,6 +1283,7 @@ int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_
     hg_list_init(&d->items);
     hg_list_init(&d->waiting);
     d->max_in_memory = b->max_in_memory ? b->max_in_memory : DEFAULT_MAX_IN_MEMORY;
+    d->max_bytes = b->max_bytes ? b->max_bytes : DEFAULT_MAX_BYTES;
     d->bucket = hg_xstrdup(b->bucket ? b->bucket : "hookgate");
     d->b.bucket = d->bucket;
     d->media_bucket = b->media_bucket ? hg_xstrdup(b->media_bucket) : NULL;
@@ -1032,9 +1308,14 @@ uint64_t hg_drain_inflight(const struct hg_drain *d)
     return d->n_items;
 }
 
-static void on_handle_closed(uv_handle_t *h)
+uint64_t hg_drain_inflight_bytes(const struct hg_drain *d)
 {
-    struct hg_drain *d = h->data;
+    return d->mem_bytes;
+}
+
+/* A handle closed or a threadpool job finished: the last one frees the drain (after free). */
+static void drain_unhold(struct hg_drain *d)
+{
     if (--d->handles_open > 0)
         return;
     while (!hg_list_empty(&d->items))
@@ -1050,9 +1331,15 @@ static void on_handle_closed(uv_handle_t *h)
         done(arg);
 }
 
+static void on_handle_closed(uv_handle_t *h)
+{
+    drain_unhold(h->data);
+}
+
 void hg_drain_stop(struct hg_drain *d)
 {
     d->closing = true;
+    atomic_store(&d->cancel_build, true);
     uv_timer_stop(&d->tick);
     uv_idle_stop(&d->build_idle);
 }
@@ -1060,6 +1347,7 @@ void hg_drain_stop(struct hg_drain *d)
 void hg_drain_free(struct hg_drain *d, void (*done)(void *arg), void *arg)
 {
     d->closing = true;
+    atomic_store(&d->cancel_build, true);
     d->free_done = done;
     d->free_arg = arg;
     uv_close((uv_handle_t *)&d->tick, on_handle_closed);

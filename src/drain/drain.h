@@ -50,6 +50,8 @@ struct hg_drain_backends {
     uint64_t token_ttl_ms;         /* Redis cache of service tenants' Graph tokens */
     uint32_t max_in_memory;        /* records held in memory at once (0 = 4096); the rest wait in
                                     * the spool and are read back in order */
+    uint64_t max_bytes;            /* and the bytes they take (0 = 128 MiB); one record alone may
+                                    * pass it */
 };
 
 int hg_drain_open(uv_loop_t *loop, const struct hg_drain_backends *b, struct hg_drain **out);
@@ -75,6 +77,8 @@ bool hg_drain_archive_failing(const struct hg_drain *d);
 
 /* Records taken and not yet released. */
 uint64_t hg_drain_inflight(const struct hg_drain *d);
+/* The memory they take, as counted against max_bytes. */
+uint64_t hg_drain_inflight_bytes(const struct hg_drain *d);
 /* Start no new step from now on (shutdown): call before closing the sink and the clients, whose
  * callbacks then still reach the drain. */
 void hg_drain_stop(struct hg_drain *d);

@@ -6,6 +6,7 @@
 #ifndef HG_DRAIN_DRAIN_INTERNAL_H
 #define HG_DRAIN_DRAIN_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +16,9 @@
 #include "core/list.h"
 #include "core/json.h"
 #include "drain/drain.h"
+
+struct hg_conf;
+struct hg_rules;
 
 struct item_event;
 /*
@@ -73,6 +77,8 @@ struct item_event {
     unsigned rejections;           /* times the sink refused it for good (nack, return) */
     uint64_t publish_start_ns;
     struct item *item;
+    const char *conv_id;           /* conversation.id in doc (found while building, so the
+                                    * loop does not walk every document again), or NULL */
     struct order_conv *conv;       /* its conversation's FIFO (order.c); NULL = no conversation */
     struct item_event *conv_next;  /* the next event of that conversation */
     bool held;                     /* waiting behind an earlier event of its conversation (one
@@ -97,6 +103,11 @@ struct item {
     struct hg_json_doc *doc;       /* the envelope; its arena holds the events' documents too */
     struct item_event *events;
     size_t n_events;
+    size_t events_cap;             /* room in events (grown geometrically while building) */
+    size_t n_docs;                 /* events whose document is not serialized yet: the arena goes
+                                    * when this reaches 0 */
+    size_t mem;                    /* bytes counted in drain->mem_bytes for this item */
+    size_t arena_counted;          /* the part of `mem` that is its document arena */
     enum archive_state archive;
     uint64_t archive_start_ns;
     unsigned outstanding;          /* asynchronous steps awaiting their callback */
@@ -106,6 +117,14 @@ struct item {
     struct hg_list wnode;          /* in drain->waiting while retry_at_ms != 0 */
     bool built;                    /* events made (from the queue in the drain) */
     struct item *build_next;       /* in drain->build_queue while not built */
+    const struct hg_rules *rules;  /* the tenant's rules while its events are being made */
+    bool archive_only;             /* read back from the park: its events went out before; only
+                                    * the archive is left once it is built */
+    /* A round started more events than one loop turn may: the rest start from the idle phase,
+     * STEP_SLICE per turn, while one count of `outstanding` keeps the round open. */
+    size_t step_cursor;            /* next event the round looks at */
+    bool stepping;                 /* in drain->step_head's queue */
+    struct item *step_next;
     bool ephemeral;                /* ack = broker: not in the spool, never retried */
     hg_drain_ack_cb ack;           /* ephemeral: pending answer to the request */
     void *ack_arg;
@@ -122,10 +141,23 @@ struct hg_drain {
     uv_timer_t tick;               /* retries and backlog pulls */
     uv_idle_t build_idle;          /* normalizes queued records while any are queued */
     struct item *build_head, *build_tail;
+    /* A big record is normalized on the threadpool (one at a time; the queue behind it waits, so
+     * records are still built in order). */
+    uv_work_t build_job;
+    struct item *job_item;         /* the record being built there, or NULL */
+    struct hg_conf *job_conf;      /* a reference held for the job: its tenant rules are read there */
+    int job_rc;
+    char job_reason[256];
+    _Atomic bool cancel_build;     /* set when closing: the job's walk stops at its next event */
+    struct item *step_head, *step_tail; /* items whose round still has events to start */
+    bool backlog_reading;          /* a read of backlog records runs on the threadpool */
+    bool unpark_reading;           /* a read of parked records runs there */
     struct hg_list items;          /* every record taken and not yet released */
     struct hg_list waiting;        /* items waiting out a retry backoff: the tick walks only these */
     uint64_t n_items;
     uint64_t max_in_memory;        /* records held at once; past it submit defers to the spool */
+    uint64_t max_bytes;            /* bytes they may take; past it too */
+    uint64_t mem_bytes;            /* what the items take: bodies, arenas, events, JSON texts */
     uint64_t deferred;             /* records submit left in the spool (counter) */
     /* Records whose events are all out and whose archive waits for a slot (or for S3 to come
      * back), kept as spool ids only: a slow or absent S3 holds back neither events nor RAM. */

@@ -81,10 +81,8 @@ void order_add(struct item *it)
     struct hg_drain *d = it->drain;
     for (size_t i = 0; i < it->n_events; i++) {
         struct item_event *e = &it->events[i];
-        if (e->dead_reason != NULL || e->doc == NULL)
-            continue;
-        const char *id = hg_json_str(hg_json_get(hg_json_get(e->doc, "conversation"), "id"));
-        if (id == NULL || id[0] == '\0')
+        const char *id = e->conv_id;
+        if (e->dead_reason != NULL || e->doc == NULL || id == NULL || id[0] == '\0')
             continue;
         size_t tl = strlen(it->tenant), il = strlen(id);
         char small[256];

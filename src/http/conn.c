@@ -96,6 +96,7 @@ struct hg_http_server {
     uv_idle_t written_idle;         /* completes answers written at once (write_response) */
     struct hg_conn *written_head;   /* connections whose answer went out whole, to complete */
     bool written_closed;
+    uint64_t buffered;              /* body bytes counted by its connections (max_buffered_bytes) */
     struct hg_tls_ctx *tls;         /* TLS for new connections (a reference); NULL = plain HTTP */
     char *tls_plain;                /* decrypted bytes, shared like read_buf; allocated at first use */
 };
@@ -152,6 +153,10 @@ struct hg_conn {
     struct hg_ip addr;               /* the client: socket peer, or a trusted PROXY header's source */
     bool proxy_trusted;              /* the peer is in trusted_proxies: its PROXY header counts */
     bool proxy_checked;              /* the first bytes were looked at for a PROXY header */
+    uint64_t body_deadline;          /* loop ms: the whole body must be in by then (0 = none) */
+    uint64_t req_deadline;           /* loop ms: the request must be answered by then (0 = none) */
+    uint64_t buffered;               /* body bytes this request counts in srv->buffered */
+    bool body_reserved;              /* its Content-Length was counted in full at the headers */
     struct hg_tls_conn *tls;         /* its TLS session (under the server's TLS of its accept); NULL = plain */
 };
 
@@ -160,6 +165,8 @@ static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 static void conn_close(struct hg_conn *c);
 static void conn_feed(struct hg_conn *c, const char *data, size_t len);
 static void conn_fail(struct hg_conn *c, int status, const char *code, const char *message);
+static void conn_fail_with(struct hg_conn *c, int status, const char *code, const char *message,
+                           const char *extra);
 
 static void set_state(struct hg_conn *c, enum conn_state s)
 {
@@ -167,6 +174,22 @@ static void set_state(struct hg_conn *c, enum conn_state s)
 }
 
 static void timer_arm(struct hg_conn *c, uint64_t ms);
+static void body_timer_arm(struct hg_conn *c);
+
+/* `ms` (0 = none), cut short by the request's and the body's deadlines: the time to arm. */
+static uint64_t until_deadlines(const struct hg_conn *c, uint64_t ms)
+{
+    uint64_t now = uv_now(c->srv->loop);
+    const uint64_t deadlines[2] = { c->req_deadline, c->body_deadline };
+    for (int i = 0; i < 2; i++) {
+        if (deadlines[i] == 0)
+            continue;
+        uint64_t left = deadlines[i] > now ? deadlines[i] - now : 1;
+        if (ms == 0 || left < ms)
+            ms = left;
+    }
+    return ms;
+}
 static void start_reading(struct hg_conn *c);
 static void send_continue(struct hg_conn *c);
 static void tls_send_now(struct hg_conn *c);
@@ -259,9 +282,29 @@ static void rq_released(struct hg_http_server *s)
         trim_arm(s);
 }
 
+/* The request's body is no longer held: its bytes leave the server's buffered count. */
+static void buffered_release(struct hg_conn *c)
+{
+    c->srv->buffered -= c->buffered;
+    c->buffered = 0;
+    c->body_reserved = false;
+}
+
+/* Count n more body bytes; false (nothing counted) when they would pass max_buffered_bytes. */
+static bool buffered_take(struct hg_conn *c, uint64_t n)
+{
+    struct hg_http_server *s = c->srv;
+    if (c->limits.max_buffered_bytes && s->buffered + n > c->limits.max_buffered_bytes)
+        return false;
+    s->buffered += n;
+    c->buffered += n;
+    return true;
+}
+
 /* Give the connection's request state back: to the pool, or to malloc when the pool is full. */
 static void rq_put(struct hg_conn *c)
 {
+    buffered_release(c);
     struct conn_request *rq = c->rq;
     if (rq == NULL)
         return;
@@ -360,8 +403,10 @@ static int on_message_begin(llhttp_t *p)
     c->fail_code = NULL;
     c->fail_message = NULL;
     rq->req.start_ns = hg_time_mono_ns();
+    c->req_deadline = c->limits.request_timeout_ms ? uv_now(c->srv->loop) + c->limits.request_timeout_ms : 0;
+    c->body_deadline = 0;
     set_state(c, CONN_HEADERS);
-    timer_arm(c, c->limits.header_timeout_ms);
+    timer_arm(c, until_deadlines(c, c->limits.header_timeout_ms));
     return 0;
 }
 
@@ -564,12 +609,26 @@ static int on_headers_complete(llhttp_t *p)
         if (status != 0)
             return parse_fail(c, status, "bad_request", why);
     }
+    /*
+     * Bodies held by all connections together are capped (a few thousand slow uploads of large
+     * bodies must not take the worker's memory): a declared length counts in full now, before
+     * it is sent, so the sender learns at once; a chunked body counts as it arrives (on_body).
+     */
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0) {
+        if (!buffered_take(c, p->content_length)) {
+            c->fail_status = 503;
+            return HPE_USER;
+        }
+        c->body_reserved = true;
+    }
     size_t elen;
     const char *expect = hg_http_header_get(r, "Expect", &elen);
     if (expect && hg_span_ieq(expect, elen, "100-continue") && !c->continue_pending)
         send_continue(c);
     set_state(c, CONN_BODY);
-    timer_arm(c, c->limits.body_timeout_ms);
+    c->body_deadline = c->limits.body_total_timeout_ms
+                           ? uv_now(c->srv->loop) + c->limits.body_total_timeout_ms : 0;
+    body_timer_arm(c);
     return 0;
 }
 
@@ -580,7 +639,11 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         c->fail_status = 413;
         return HPE_USER;
     }
-    timer_arm(c, c->limits.body_timeout_ms);
+    if (!c->body_reserved && !buffered_take(c, len)) {
+        c->fail_status = 503;
+        return HPE_USER;
+    }
+    body_timer_arm(c);
     return 0;
 }
 
@@ -613,6 +676,21 @@ static void on_timer(uv_timer_t *t)
         conn_fail(c, 408, "request_timeout", c->state == CONN_HEADERS ? "headers not received in time"
                                                                           : "body not received in time");
         break;
+    case CONN_HANDLING:
+        /*
+         * request_timeout passed while the application works on it (a stuck fsync, a slow
+         * backend): the client must not hang. The application is told as if the connection had
+         * gone (its work goes on: a spool append in flight still hands its record on once
+         * durable), and the client gets 503 + Retry-After: its retry is a duplicate at worst.
+         */
+        if (!c->abandoned_notified && c->srv->handler.on_abandon) {
+            c->abandoned_notified = true;
+            c->srv->handler.on_abandon(c, c->srv->handler.ud);
+        }
+        c->app_data = NULL;
+        conn_fail_with(c, 503, "request_timeout", "the request could not be completed in time; retry later",
+                       "Retry-After: 5\r\n");
+        break;
     default:
         break;
     }
@@ -624,6 +702,16 @@ static void timer_arm(struct hg_conn *c, uint64_t ms)
         uv_timer_stop(&c->timer);
     else
         uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+/*
+ * While the body arrives: the pause timer restarts on every piece, but never past the total body
+ * deadline, so a client trickling a byte every few seconds cannot hold a connection (and its
+ * buffered body) for ever.
+ */
+static void body_timer_arm(struct hg_conn *c)
+{
+    timer_arm(c, until_deadlines(c, c->limits.body_timeout_ms));
 }
 
 /* ---- writing ---- */
@@ -1007,8 +1095,9 @@ void hg_conn_set_data(struct hg_conn *c, void *data) { c->app_data = data; }
 const struct hg_ip *hg_conn_addr(const struct hg_conn *c) { return &c->addr; }
 void *hg_conn_get_data(const struct hg_conn *c) { return c->app_data; }
 
-/* An error found by the parser or a timer: answer it and close after. */
-static void conn_fail(struct hg_conn *c, int status, const char *code, const char *message)
+/* An error found by the parser or a timer: answer it (with `extra` headers) and close after. */
+static void conn_fail_with(struct hg_conn *c, int status, const char *code, const char *message,
+                           const char *extra)
 {
     struct conn_request *rq = rq_get(c);
     if (rq->req.request_id[0] == '\0')
@@ -1019,8 +1108,13 @@ static void conn_fail(struct hg_conn *c, int status, const char *code, const cha
     struct hg_buf b;
     hg_buf_init(&b, 8192);
     json_error_body(&b, code, message, rq->req.request_id);
-    write_response(c, status, rq->req.request_id, "application/json", NULL, b.data, b.len);
+    write_response(c, status, rq->req.request_id, "application/json", extra, b.data, b.len);
     hg_buf_free(&b);
+}
+
+static void conn_fail(struct hg_conn *c, int status, const char *code, const char *message)
+{
+    conn_fail_with(c, status, code, message, NULL);
 }
 
 /* ---- reading and parsing ---- */
@@ -1028,7 +1122,9 @@ static void conn_fail(struct hg_conn *c, int status, const char *code, const cha
 static void dispatch(struct hg_conn *c)
 {
     set_state(c, CONN_HANDLING);
-    uv_timer_stop(&c->timer);
+    /* Only the request's deadline runs while the application has it. */
+    c->body_deadline = 0;
+    timer_arm(c, until_deadlines(c, 0));
     /*
      * Reading stays on: stopping and restarting it costs an epoll_ctl pair per request, and a
      * client that waits for its answer sends nothing meanwhile. A pipelining client's bytes are
@@ -1065,6 +1161,10 @@ static void conn_feed(struct hg_conn *c, const char *data, size_t len)
         break;
     case 431:
         conn_fail(c, 431, "headers_too_large", "request headers exceed the configured max_header");
+        break;
+    case 503:
+        conn_fail_with(c, 503, "busy", "too many request bodies held by this worker; retry later",
+                       "Retry-After: 1\r\n");
         break;
     default:
         conn_fail(c, 400, "bad_request", llhttp_get_error_reason(&c->parser) ? llhttp_get_error_reason(&c->parser)
@@ -1282,6 +1382,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (--c->open_handles > 0)
         return;
     struct hg_http_server *s = c->srv;
+    buffered_release(c);
     hg_list_unlink(&c->link);
     s->nconns--;
     if (!s->handler.no_metrics)

@@ -56,6 +56,11 @@ struct hg_http_limits {
     uint64_t max_body_bytes;
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;
+    uint64_t body_total_timeout_ms; /* the whole body, from the end of the headers (0 = none) */
+    uint64_t request_timeout_ms;    /* first byte to answer (0 = none): still reading → 408, the
+                                     * application not done → 503 + Retry-After (on_abandon runs) */
+    uint64_t max_buffered_bytes;    /* request bodies held by all connections of a server together
+                                     * (0 = no cap): a body that does not fit → 503 + Retry-After */
     uint64_t keepalive_timeout_ms;
     uint32_t max_connections;
     /* Peers whose PROXY protocol header names the client (http/proxy.h); NULL = none. Read only
@@ -70,7 +75,9 @@ struct hg_tls_ctx;
 /*
  * The application's side. on_request runs once per complete request; the application must
  * answer exactly once with hg_conn_respond (at once or later). If the connection closes before
- * it answers, on_abandon(conn, ud) runs once: from then on the conn pointer is invalid.
+ * it answers, or the request's deadline (request_timeout) passes first (the connection then
+ * answers 503 + Retry-After itself and closes), on_abandon(conn, ud) runs once: from then on the
+ * conn pointer is invalid.
  */
 struct hg_http_handler {
     void (*on_request)(struct hg_conn *c, struct hg_http_request *req, void *ud);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/sha256.h"
+#include "outbound/outbound.h"
 #include "core/str.h"
 #include "http/http.h"
 #include "ops/ops.h"
@@ -14,19 +15,24 @@
 
 struct admin_route {
     const char *path;        /* exact path; or a prefix ending in '/', whose one further segment is `param` */
-    int method;              /* enum llhttp_method; HTTP_GET also answers HEAD */
+    int method;              /* enum llhttp_method; HTTP_GET also answers HEAD; ANY_METHOD: the handler decides */
     hg_ops_handler handler;
     bool open;               /* its path answers without a token, any method (so 405 too): probes reach it */
+    bool subtree;            /* prefix route: `param` is the whole rest of the path, slashes included */
 };
 
+#define ANY_METHOD (-1)
+
 static const struct admin_route routes[] = {
-    { "/health", HTTP_GET, hg_ops_health, true },
-    { "/ready", HTTP_GET, hg_ops_ready, true },
-    { "/metrics", HTTP_GET, hg_ops_metrics, false },
+    { "/health", HTTP_GET, hg_ops_health, true, false },
+    { "/ready", HTTP_GET, hg_ops_ready, true, false },
+    { "/metrics", HTTP_GET, hg_ops_metrics, false, false },
+    /* The outbound management API routes its own paths and methods (src/outbound/api.c). */
+    { "/v1/", ANY_METHOD, hg_outbound_api, false, true },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
-#define PARAM_MAX 128
+#define PARAM_MAX 256
 
 /* Does `rt` match the request's path? A prefix route's segment goes to param[PARAM_MAX + 1]. */
 static bool path_matches(const struct admin_route *rt, const struct hg_http_request *r, char *param)
@@ -36,7 +42,7 @@ static bool path_matches(const struct admin_route *rt, const struct hg_http_requ
     if (rt->path[pl - 1] != '/')
         return r->path_len == pl && memcmp(r->path, rt->path, pl) == 0;
     if (r->path_len <= pl || r->path_len - pl > PARAM_MAX || memcmp(r->path, rt->path, pl) != 0 ||
-        memchr(r->path + pl, '/', r->path_len - pl) != NULL)
+        (!rt->subtree && memchr(r->path + pl, '/', r->path_len - pl) != NULL))
         return false;
     memcpy(param, r->path + pl, r->path_len - pl);
     param[r->path_len - pl] = '\0';
@@ -108,7 +114,8 @@ void hg_admin_dispatch(struct hg_worker *w, struct hg_conn *c, struct hg_http_re
         const struct admin_route *rt = &routes[i];
         if (!path_matches(rt, r, param))
             continue;
-        if (r->method == rt->method || (rt->method == HTTP_GET && r->method == HTTP_HEAD)) {
+        if (r->method == rt->method || rt->method == ANY_METHOD ||
+            (rt->method == HTTP_GET && r->method == HTTP_HEAD)) {
             rt->handler(w, c, r, rt->path[strlen(rt->path) - 1] == '/' ? param : NULL);
             return;
         }

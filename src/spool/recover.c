@@ -596,26 +596,14 @@ static int backlog_fd(struct hg_spool *s, const struct segment *seg)
     return s->backlog_fd >= 0 ? s->backlog_fd : -errno;
 }
 
-/* Read live record idx of seg (framed, len bytes at off) into a new entry. */
-static int read_entry(struct hg_spool *s, struct segment *seg, uint32_t idx, uint64_t off, uint32_t len,
-                       struct hg_spool_entry **out)
+/* A framed data record read whole (len bytes) into a new entry with id `id`: checks its length,
+ * CRC and fields. Uses nothing of the spool: also runs on the threadpool (hg_spool_read_async). */
+static int entry_decode(const char *rec, uint32_t len, uint64_t id, struct hg_spool_entry **out)
 {
-    char *rec = hg_xmalloc(len);
     struct span f[DATA_FIELDS];
-    int rc;
-    int fd = backlog_fd(s, seg);
-    if (fd < 0) {
-        rc = fd;
-        goto fail;
-    }
-    rc = read_exact(fd, rec, len, off);
-    if (rc < 0)
-        goto fail;
     if (get32(rec + OFF_LEN) != len || spool_record_crc(rec, len) != get32(rec + OFF_CRC)
-        || spool_decode_data(rec, len, f) < 0) {
-        rc = HG_ERR_CORRUPT;
-        goto fail;
-    }
+        || spool_decode_data(rec, len, f) < 0)
+        return HG_ERR_CORRUPT;
     /* One allocation: the entry and its five fields, each NUL-terminated (headers and body may
      * hold NUL bytes: their lengths say where they end). */
     size_t total = 0;
@@ -630,7 +618,7 @@ static int read_entry(struct hg_spool *s, struct segment *seg, uint32_t idx, uin
         dst[i] = at;
         at += f[i].n + 1;
     }
-    e->id = (uint64_t)seg->slot << 32 | idx;
+    e->id = id;
     e->spooled_at_ns = get64(rec + OFF_SPOOLED);
     e->rec = (struct hg_record){
         .received_at_ns = get64(rec + OFF_RECEIVED),
@@ -642,8 +630,27 @@ static int read_entry(struct hg_spool *s, struct segment *seg, uint32_t idx, uin
         .body = dst[4],
         .body_len = f[4].n,
     };
-    free(rec);
     *out = e;
+    return 0;
+}
+
+/* Read live record idx of seg (framed, len bytes at off) into a new entry. */
+static int read_entry(struct hg_spool *s, struct segment *seg, uint32_t idx, uint64_t off, uint32_t len,
+                       struct hg_spool_entry **out)
+{
+    char *rec = hg_xmalloc(len);
+    int rc;
+    int fd = backlog_fd(s, seg);
+    if (fd < 0) {
+        rc = fd;
+        goto fail;
+    }
+    rc = read_exact(fd, rec, len, off);
+    if (rc == 0)
+        rc = entry_decode(rec, len, (uint64_t)seg->slot << 32 | idx, out);
+    if (rc < 0)
+        goto fail;
+    free(rec);
     return 0;
 fail:
     hg_error(NULL, "spool: cannot read record", "path", seg->path, "error", hg_strerror(rc), NULL);
@@ -677,4 +684,128 @@ int hg_spool_read(struct hg_spool *s, uint64_t id, struct hg_spool_entry **out)
 void hg_spool_entry_free(struct hg_spool_entry *e)
 {
     free(e);
+}
+
+/* ---- asynchronous read-back, for a serving loop ---- */
+
+int hg_spool_backlog_take(struct hg_spool *s, uint64_t *id, uint32_t *len)
+{
+    while (s->recov_pos < s->nrecov) {
+        struct recovered *r = &s->recov[s->recov_pos++];
+        if (s->recov_pos == s->nrecov)
+            s->recov_pos = s->nrecov = 0; /* taken to the end: deferrals start at the front again */
+        struct segment *seg = spool_find_segment(s, r->slot);
+        if (seg == NULL || r->idx >= seg->nrecords || seg->lens[r->idx] == 0)
+            continue;
+        *id = (uint64_t)r->slot << 32 | r->idx;
+        if (len)
+            *len = r->len;
+        return 0;
+    }
+    return HG_ERR_NOT_FOUND;
+}
+
+/* One record of an asynchronous read: where it is (copied: the job does not touch the spool),
+ * and what came of it. */
+struct read_item {
+    uint64_t id;
+    char *path;                    /* NULL: not live when asked (HG_ERR_NOT_FOUND) */
+    uint64_t off;
+    uint32_t len;
+    int status;
+    struct hg_spool_entry *e;
+};
+
+struct read_job {
+    uv_work_t work;
+    struct hg_spool *s;
+    hg_spool_read_cb cb;
+    void *arg;
+    size_t n;
+    struct read_item items[];
+};
+
+/* Threadpool: pread each record (one fd per run of the same segment), check and decode it. */
+static void read_work(uv_work_t *w)
+{
+    struct read_job *j = HG_CONTAINER_OF(w, struct read_job, work);
+    int fd = -1, open_err = 0;
+    const char *open_path = NULL;
+    for (size_t i = 0; i < j->n; i++) {
+        struct read_item *it = &j->items[i];
+        if (it->path == NULL) {
+            it->status = HG_ERR_NOT_FOUND;
+            continue;
+        }
+        if (open_path == NULL || strcmp(open_path, it->path) != 0) {
+            if (fd >= 0)
+                close(fd);
+            fd = open(it->path, O_RDONLY | O_CLOEXEC);
+            open_path = it->path;
+            open_err = fd < 0 ? -errno : 0;
+        }
+        if (fd < 0) {
+            it->status = open_err;
+            continue;
+        }
+        char *rec = hg_xmalloc(it->len);
+        it->status = read_exact(fd, rec, it->len, it->off);
+        if (it->status == 0)
+            it->status = entry_decode(rec, it->len, it->id, &it->e);
+        free(rec);
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+static void read_done(uv_work_t *w, int uvstatus)
+{
+    struct read_job *j = HG_CONTAINER_OF(w, struct read_job, work);
+    struct hg_spool *s = j->s;
+    s->reads--;
+    for (size_t i = 0; i < j->n; i++) {
+        struct read_item *it = &j->items[i];
+        int status = uvstatus < 0 ? uvstatus : it->status;
+        if (status < 0 && status != HG_ERR_NOT_FOUND)
+            hg_error(NULL, "spool: cannot read record", "path", it->path ? it->path : "", "error",
+                     hg_strerror(status), NULL);
+        if (status < 0 && it->e != NULL) {
+            hg_spool_entry_free(it->e);
+            it->e = NULL;
+        }
+        j->cb(j->arg, it->id, status, it->e, i + 1 == j->n);
+        free(it->path);
+    }
+    free(j);
+    spool_maybe_finish(s);
+}
+
+int hg_spool_read_async(struct hg_spool *s, const uint64_t *ids, size_t n, hg_spool_read_cb cb, void *arg)
+{
+    if (n == 0 || ids == NULL || cb == NULL)
+        return HG_ERR_INVALID;
+    if (s->closing)
+        return HG_ERR_CLOSED;
+    struct read_job *j = hg_xcalloc(1, sizeof(*j) + n * sizeof(j->items[0]));
+    j->s = s;
+    j->cb = cb;
+    j->arg = arg;
+    j->n = n;
+    for (size_t i = 0; i < n; i++) {
+        struct read_item *it = &j->items[i];
+        uint32_t idx = (uint32_t)ids[i];
+        struct segment *seg = spool_find_segment(s, (uint32_t)(ids[i] >> 32));
+        it->id = ids[i];
+        if (seg == NULL || idx >= seg->nrecords || seg->lens[idx] == 0)
+            continue; /* answered HG_ERR_NOT_FOUND, in its place */
+        /* A live record's segment is not deleted (it still holds this record) while the job reads. */
+        it->path = hg_xstrdup(seg->path);
+        it->off = seg->offs[idx];
+        it->len = seg->lens[idx];
+    }
+    /* uv_queue_work fails only without an after-work callback, never the case here. */
+    if (uv_queue_work(s->loop, &j->work, read_work, read_done) != 0)
+        abort();
+    s->reads++;
+    return 0;
 }

@@ -914,7 +914,7 @@ static void on_fd_closed(uv_fs_t *req)
 /* Once nothing is queued, written, prepared or being deleted: close the segment fd, then the timer. */
 static void maybe_finish(struct hg_spool *s)
 {
-    if (!s->closing || s->finishing || s->inflight || s->pending.len > 0 || s->prep_busy)
+    if (!s->closing || s->finishing || s->inflight || s->pending.len > 0 || s->prep_busy || s->reads > 0)
         return;
     if (s->prep)
         prep_drop(s);
@@ -928,6 +928,11 @@ static void maybe_finish(struct hg_spool *s)
             return;
     }
     uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+}
+
+void spool_maybe_finish(struct hg_spool *s)
+{
+    maybe_finish(s);
 }
 
 void hg_spool_close(struct hg_spool *s, hg_spool_close_cb cb, void *arg)

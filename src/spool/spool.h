@@ -80,8 +80,8 @@ int hg_spool_release(struct hg_spool *s, uint64_t id);
  * Next record of the backlog not yet taken (nor released): first those found at recovery, in
  * append order (own segments, then adopted orphans), then those deferred with hg_spool_defer, in
  * the order deferred. *out is the caller's (hg_spool_entry_free). HG_ERR_NOT_FOUND when none is
- * left. Reads synchronously with pread (one fd kept per segment being read): used while draining
- * the backlog, a bounded number at a time. On a read error or a CRC mismatch the error is
+ * left. Reads synchronously with pread (one fd kept per segment being read): for tools and tests;
+ * a serving loop uses hg_spool_backlog_take + hg_spool_read_async, which never block it. On a read error or a CRC mismatch the error is
  * returned and that record is skipped for this run (it stays unreleased, so the next start
  * offers it again).
  */
@@ -95,8 +95,30 @@ int hg_spool_recovered_next(struct hg_spool *s, struct hg_spool_entry **out);
 int hg_spool_defer(struct hg_spool *s, uint64_t id);
 /* Read live record `id` again (the caller dropped its copy and keeps only the id). *out as for
  * hg_spool_recovered_next. 0, HG_ERR_NOT_FOUND (unknown, released or not yet durable), or a read
- * / CRC error. */
+ * / CRC error. Synchronous (pread): not on a serving loop, use hg_spool_read_async there. */
 int hg_spool_read(struct hg_spool *s, uint64_t id, struct hg_spool_entry **out);
+
+/*
+ * Take the next record id of the backlog (hg_spool_recovered_next's order) without reading it:
+ * 0 with *id (and *len, its framed length, when not NULL), or HG_ERR_NOT_FOUND. The caller reads
+ * it with hg_spool_read_async; it stays unreleased meanwhile.
+ */
+int hg_spool_backlog_take(struct hg_spool *s, uint64_t *id, uint32_t *len);
+
+/*
+ * One record of an asynchronous read: `e` (the callback's to free, hg_spool_entry_free) with
+ * status 0, or NULL with HG_ERR_NOT_FOUND (no longer live), a read error or HG_ERR_CORRUPT (CRC;
+ * logged; the record stays unreleased, so the next start offers it again). `last` on the call for
+ * the last id asked.
+ */
+typedef void (*hg_spool_read_cb)(void *arg, uint64_t id, int status, struct hg_spool_entry *e, bool last);
+/*
+ * Read live records `ids` (n >= 1, copied) on the libuv threadpool: pread, CRC check and decode
+ * run there, never on the loop. Returns HG_ERR_INVALID / HG_ERR_CLOSED and `cb` never runs, or 0
+ * and `cb` runs exactly n times, in the order of `ids`, later, from the loop (the last with
+ * `last`). hg_spool_close waits for reads in flight.
+ */
+int hg_spool_read_async(struct hg_spool *s, const uint64_t *ids, size_t n, hg_spool_read_cb cb, void *arg);
 /* Nothing left for hg_spool_recovered_next. */
 bool hg_spool_backlog_empty(const struct hg_spool *s);
 void hg_spool_entry_free(struct hg_spool_entry *e);

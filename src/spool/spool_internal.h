@@ -125,6 +125,7 @@ struct hg_spool {
     uint32_t backlog_slot;  /* ... and that segment's slot */
 
     unsigned unlinks;       /* uv_fs_unlink requests in flight */
+    unsigned reads;         /* hg_spool_read_async jobs in flight: close waits for them */
     bool closing;
     bool finishing;
     hg_spool_close_cb close_cb;
@@ -201,6 +202,8 @@ void spool_prep_run(struct prep *p);
 bool spool_prep_check(struct hg_spool *s, struct prep *p, int uvstatus);
 /* Start a commit if one can start: at once with `now`, else after commit_delay_us. */
 void spool_schedule_commit(struct hg_spool *s, bool now);
+/* Finish a close once nothing is in flight any more (call after each thing in flight ends). */
+void spool_maybe_finish(struct hg_spool *s);
 /* Free the spool and all it holds (only a prepared segment's fd is closed here): once its timer is
  * closed, or before that timer was initialized. */
 void spool_free(struct hg_spool *s);

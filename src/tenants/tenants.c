@@ -268,6 +268,8 @@ struct resolve {
     char *ids[HG_TENANTS_MAX_IDS];     /* copies of the business ids */
     size_t n_ids;
     size_t idx;                        /* next business id to try */
+    bool asked;                        /* one id was looked up (Redis, service) for this resolve:
+                                        * the later ids are decided by this worker's LRU alone */
     hg_tenants_cb cb;
     void *arg;
     int status;                        /* outcome, once on the ready list */
@@ -695,7 +697,10 @@ static void on_http(void *arg, const struct hg_http_resp *resp)
         t->stats.service_not_found++;
         if (t->redis != NULL)
             hg_redis_cache_set_negative(t->redis, rkey, t->negative_ttl_ms);
-        lru_put(&t->lru, l->key, NULL, now, HG_MIN(t->local_ttl_ms, t->negative_ttl_ms), 0);
+        /* Without Redis this worker's entry is the only negative cache: it lasts negative_ttl, so a
+         * made-up id costs one service call per negative_ttl, as documented (not per local TTL). */
+        lru_put(&t->lru, l->key, NULL, now,
+                t->redis != NULL ? HG_MIN(t->local_ttl_ms, t->negative_ttl_ms) : t->negative_ttl_ms, 0);
         lookup_done(l, OUTCOME_NOT_FOUND, NULL);
         return;
     }
@@ -782,10 +787,29 @@ static void step(struct resolve *r)
         return;
     }
     int rc = decide_lru(t, r->conf, r->path, (const char *const *)r->ids, r->n_ids, &r->idx, true, &tn);
+    /*
+     * Business ids come from the body before its signature is checked: anyone can send eight
+     * made-up ones. Each resolve looks up one id no cache knows (the first); the ids after it
+     * count only when this worker remembers them (a stale positive entry too), so a request costs
+     * at most one Redis GET and one service call. A tenant the service knows only by a later id
+     * is found at the next request (the earlier id is negatively cached by then).
+     */
+    while (rc == HG_TENANTS_PENDING && r->asked && r->path == NULL) {
+        make_key(key, false, r->ids[r->idx]);
+        struct hg_lentry *e = lru_find(&t->lru, key, uv_now(t->loop));
+        if (e != NULL && entry_tenant(e) != NULL) {
+            finish(r, 0, hg_tenant_ref(entry_tenant(e)));
+            return;
+        }
+        t->stats.ids_not_asked++;
+        r->idx++;
+        rc = decide_lru(t, r->conf, r->path, (const char *const *)r->ids, r->n_ids, &r->idx, true, &tn);
+    }
     if (rc != HG_TENANTS_PENDING) {
         finish(r, rc, tn);
         return;
     }
+    r->asked = true;
     bool by_path = r->path != NULL;
     make_key(key, by_path, by_path ? r->path : r->ids[r->idx]);
 

@@ -98,6 +98,8 @@ struct hg_tenants_stats {
     uint64_t defaults;         /* resolved to the default tenant */
     uint64_t unavailable;      /* resolves that ended in HG_ERR_UNAVAILABLE */
     uint64_t invalid_ids;      /* ids skipped without a lookup (empty, too long, bad characters) */
+    uint64_t ids_not_asked;    /* later business ids of a resolve that already looked one up,
+                                * unknown to the LRU: skipped (one lookup per request) */
 };
 
 struct hg_tenants;

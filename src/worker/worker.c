@@ -27,6 +27,7 @@
 #include "spool/spool.h"
 #include "clients/statemgr.h"
 #include "media/media.h"
+#include "outbound/outbound.h"
 #include "tenants/tenants.h"
 #include "worker/worker.h"
 
@@ -47,6 +48,9 @@ static void limits_from_conf(struct hg_http_limits *l, const struct hg_conf *c)
     l->max_body_bytes = c->max_body_bytes;
     l->header_timeout_ms = c->header_timeout_ms;
     l->body_timeout_ms = c->body_timeout_ms;
+    l->body_total_timeout_ms = c->body_total_timeout_ms;
+    l->request_timeout_ms = c->request_timeout_ms;
+    l->max_buffered_bytes = c->max_buffered_bytes;
     l->keepalive_timeout_ms = c->keepalive_timeout_ms;
     l->max_connections = c->max_connections;
     l->trusted_proxies = c->trusted_proxies.n ? &c->trusted_proxies : NULL;
@@ -274,6 +278,18 @@ static void on_sink_closed(void *arg)
         on_statemgr_closed(w);
 }
 
+static void on_outbound_closed(void *arg)
+{
+    struct hg_worker *w = arg;
+    w->outbound = NULL;
+    if (w->drain)
+        hg_drain_stop(w->drain);
+    if (w->sink)
+        w->sink->ops->close(w->sink, on_sink_closed, w);
+    else
+        on_sink_closed(w);
+}
+
 static void on_http_stopped(void *arg)
 {
     struct hg_worker *w = arg;
@@ -284,12 +300,11 @@ static void on_http_stopped(void *arg)
         hg_http_server_free(w->admin);
     w->admin = NULL;
     uv_timer_stop(&w->shutdown_timer);
-    if (w->drain)
-        hg_drain_stop(w->drain);
-    if (w->sink)
-        w->sink->ops->close(w->sink, on_sink_closed, w);
+    /* Outbound first: it sends with the HTTP client, closed further down the chain. */
+    if (w->outbound)
+        hg_outbound_close(w->outbound, on_outbound_closed, w);
     else
-        on_sink_closed(w);
+        on_outbound_closed(w);
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)
@@ -439,6 +454,17 @@ static int worker_open(struct hg_worker *w)
     if (rc != 0)
         return rc;
     w->jwks_remote = hg_jwks_remote_new(w->http_client);
+    if (w->id == 0) {
+        /* One scheduler and one store connection per process, next to the admin API (worker 0). */
+        struct hg_outbound_opts oo = {
+            .store_path = c->outbound_store_path,
+            .max_inflight = c->outbound_max_inflight,
+            .idempotency_ms = c->outbound_idempotency_ms,
+        };
+        rc = hg_outbound_open(&w->loop, w->http_client, &oo, &w->outbound);
+        if (rc != 0)
+            return rc;
+    }
     if (c->redis_url) {
         rc = hg_redis_open(&w->loop, c->redis_url, NULL, &w->redis);
         if (rc != 0) {
@@ -524,6 +550,7 @@ static int worker_open(struct hg_worker *w)
         .media_bucket = c->media_bucket,
         .token_ttl_ms = c->media_token_cache_ttl_ms,
         .max_in_memory = c->spool_max_in_memory,
+        .max_bytes = c->spool_drain_max_bytes,
         .tenants = w->tenants,
     };
     hg_drain_open(&w->loop, &b, &w->drain);
@@ -551,7 +578,7 @@ static int worker_listen(struct hg_worker *w)
          * a plain bind (no SO_REUSEPORT) makes a port taken by another process a start-up error
          * instead of a silent share.
          */
-        struct hg_http_handler ah = { on_admin_request, NULL, w, true };
+        struct hg_http_handler ah = { on_admin_request, hg_outbound_api_abandon, w, true };
         admin_limits_from_conf(&l, w->conf);
         rc = hg_http_server_start(&w->loop, w->admin_fd, &l, &ah, &w->admin);
         if (rc != 0) {

@@ -56,6 +56,7 @@ struct hg_worker {
     struct hg_tenants *tenants;      /* tenant resolution (config; the service with [tenants] service_url) */
     struct hg_statemgr *statemgr;    /* NULL without [state_manager] url */
     struct hg_media *media;          /* NULL unless [media] is enabled (needs [s3]) */
+    struct hg_outbound *outbound;    /* worker 0 only: outbound delivery and its store (src/outbound/) */
     struct hg_tenants_stats tenants_seen; /* counts already added to the cache metrics */
 
     bool stopping;

@@ -362,7 +362,7 @@ def test_per_ip_limit_redis(make_hg, redis_db):  # noqa: F811
     h = make_hg(overrides={"server": {"workers": "2", "trusted_proxies": "127.0.0.1"},
                            "redis": {"url": redis_db.url}, "ratelimit": {"per_ip": "4"}})
     hgm.wait_until(lambda: hgm.metric_sum(h.metrics(), "redis_fallback_total") == 0 and
-                   h.get("/ready").status_code == 200, 10, what="redis ready")
+                   h.admin_get("/ready").status_code == 200, 10, what="redis ready")
     codes = [send(h, wa_request()).status for _ in range(4)]
     assert codes == [200] * 4
     assert_ip_limited(send(h, wa_request()))

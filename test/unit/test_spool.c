@@ -10,6 +10,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,6 +387,79 @@ static void test_release_survives_restarts(void **state)
         assert_int_equal(hg_spool_recovered_next(s, &e), HG_ERR_NOT_FOUND);
         close_spool(f, s);
     }
+}
+
+/* What hg_spool_read_async handed back, in call order. */
+struct async_reads {
+    int n;
+    uint64_t ids[8];
+    int status[8];
+    struct hg_spool_entry *e[8];
+    bool last[8];
+    pthread_t thread[8];
+};
+
+static void on_async_read(void *arg, uint64_t id, int status, struct hg_spool_entry *e, bool last)
+{
+    struct async_reads *r = arg;
+    r->ids[r->n] = id;
+    r->status[r->n] = status;
+    r->e[r->n] = e;
+    r->last[r->n] = last;
+    r->thread[r->n] = pthread_self();
+    r->n++;
+}
+
+/* The backlog taken by id and read on the threadpool: in order, with the records' contents, a
+ * released id answered NOT_FOUND in its place, callbacks on the loop's thread, never inside the
+ * call; close waits for a read in flight. */
+static void test_read_async(void **state)
+{
+    struct fixture *f = *state;
+    struct hg_spool *s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    struct result r[4] = { { 0 } };
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(append_one(s, i, 300 + (size_t)i, &r[i]), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_spool(f, s);
+
+    s = open_spool(f, 0, 1, 1 << 24, 1 << 20);
+    uint64_t ids[4];
+    uint32_t len = 0;
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(hg_spool_backlog_take(s, &ids[k], &len), 0);
+        assert_true(len > 300);
+    }
+    uint64_t none;
+    assert_int_equal(hg_spool_backlog_take(s, &none, NULL), HG_ERR_NOT_FOUND);
+    assert_true(hg_spool_backlog_empty(s));
+    assert_int_equal(hg_spool_release(s, ids[2]), 0);
+    struct async_reads got = { 0 };
+    assert_int_equal(hg_spool_read_async(s, ids, 4, on_async_read, &got), 0);
+    assert_int_equal(got.n, 0); /* never inside the call */
+    assert_int_equal(hg_spool_read_async(s, ids, 0, on_async_read, &got), HG_ERR_INVALID);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(got.n, 4);
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(got.ids[k], ids[k]);
+        assert_true(pthread_equal(got.thread[k], pthread_self()));
+        assert_int_equal(got.last[k], k == 3);
+        if (k == 2) {
+            assert_int_equal(got.status[k], HG_ERR_NOT_FOUND);
+            assert_null(got.e[k]);
+            continue;
+        }
+        assert_int_equal(got.status[k], 0);
+        check_entry(got.e[k], k, 300 + (size_t)k);
+        hg_spool_entry_free(got.e[k]);
+    }
+    /* A read still in flight when close is asked: its callbacks run first, then the close. */
+    struct async_reads late = { 0 };
+    assert_int_equal(hg_spool_read_async(s, ids, 2, on_async_read, &late), 0);
+    close_spool(f, s);
+    assert_int_equal(late.n, 2);
+    for (int k = 0; k < 2; k++)
+        hg_spool_entry_free(late.e[k]);
 }
 
 static void test_torn_tail(void **state)
@@ -1114,6 +1188,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover_after_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_survives_restarts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crc_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quarantine_failure_keeps_segment, setup, teardown),

@@ -835,6 +835,47 @@ static void test_service_timeout(void **state)
     fixture_done(&f);
 }
 
+/* Without Redis this worker's LRU is the only negative cache: a 404 is remembered for
+ * negative_ttl, not just local_ttl. And one lookup per resolve, however many ids. */
+static void test_negative_without_redis_and_one_lookup(void **state)
+{
+    struct fixture f;
+    if (!setup_service(&f, false))
+        skip();
+    struct hg_tenants_opts o = svc_opts(&f);
+    o.local_ttl_ms = 50;
+    o.negative_ttl_ms = 60000;
+    open_tenants(&f, &f.t, &o);
+    char a[32], b[32], c[32];
+    fresh_id(a, sizeof(a), '4');
+    fresh_id(b, sizeof(b), '4');
+    fresh_id(c, sizeof(c), '7');
+    const char *ids[] = { a, b, c };
+    struct hg_tenant *tn = NULL;
+    /* a is asked (404); b and c are unknown to the LRU: skipped, the default answers. */
+    assert_int_equal(resolve(&f, f.t, NULL, ids, 3, &tn), 0);
+    assert_int_equal(tn->source, HG_TENANT_DEFAULT);
+    hg_tenant_unref(tn);
+    assert_int_equal(svc_count_ba(&f, a), 1);
+    assert_int_equal(svc_count_ba(&f, b), 0);
+    assert_int_equal(svc_count_ba(&f, c), 0);
+    assert_int_equal(hg_tenants_stats(f.t)->ids_not_asked, 2);
+    sleep_loop(&f.loop, 80); /* past the local TTL, well inside the negative one */
+    /* a is still known not to exist: b is the one asked now (404), c skipped again. */
+    assert_int_equal(resolve(&f, f.t, NULL, ids, 3, &tn), 0);
+    hg_tenant_unref(tn);
+    assert_int_equal(svc_count_ba(&f, a), 1);
+    assert_int_equal(svc_count_ba(&f, b), 1);
+    assert_int_equal(svc_count_ba(&f, c), 0);
+    /* Then c, which the service knows: found at the third request. */
+    assert_int_equal(resolve(&f, f.t, NULL, ids, 3, &tn), 0);
+    assert_int_equal(tn->source, HG_TENANT_SERVICE);
+    assert_string_equal(tn->id + 4, c);
+    hg_tenant_unref(tn);
+    assert_int_equal(svc_count_ba(&f, c), 1);
+    fixture_done(&f);
+}
+
 static void test_stale_if_error(void **state)
 {
     struct fixture f;
@@ -985,6 +1026,7 @@ int main(void)
         cmocka_unit_test(test_redis_down_uses_service),
         cmocka_unit_test(test_service_timeout),
         cmocka_unit_test(test_stale_if_error),
+        cmocka_unit_test(test_negative_without_redis_and_one_lookup),
         cmocka_unit_test(test_bad_document_and_token),
         cmocka_unit_test(test_path_tenant_service),
         cmocka_unit_test(test_lru_bounded),
