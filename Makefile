@@ -18,7 +18,7 @@ WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-par
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -pthread -D_GNU_SOURCE -DHG_VERSION='"$(VERSION)"' $(WARN) \
            -Isrc -I/usr/share/include/llhttp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedcrypto -lm -pthread
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto -lm -pthread
 
 ifeq ($(SAN),asan)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

@@ -12,6 +12,7 @@
 #include "core/common.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "http/tls.h"
 #include "ops/metrics.h"
 #include "worker/worker.h"
 
@@ -29,6 +30,14 @@ static void usage(FILE *f)
             "  -t, --test         check the configuration and exit (0 ok, 1 with file:line: reason)\n"
             "  -v, --version      print the version and exit\n"
             "  -h, --help         this text\n");
+}
+
+/* Which certificate the webhook port serves (at start and after each reload): an operator checks expiry and rotation here. */
+static void log_tls(const struct hg_conf *c, const char *msg)
+{
+    if (c->tls)
+        hg_info(NULL, msg, "subject", hg_tls_ctx_subject(c->tls), "serial", hg_tls_ctx_serial(c->tls), "not_after",
+                hg_tls_ctx_not_after(c->tls), NULL);
 }
 
 static bool same_str(const char *a, const char *b)
@@ -109,6 +118,7 @@ static void on_signal(uv_signal_t *s, int signum)
         hg_info(NULL, "configuration reloaded", "applied",
                 "secrets, credentials (Redis/RabbitMQ reconnect when their url or tls settings changed), "
                 "tenants, rules, limits", NULL);
+        log_tls(current_conf, "TLS certificate for new connections");
         return;
     }
     if (stopping)
@@ -152,6 +162,9 @@ int main(int argc, char **argv)
     }
     if (test_only) {
         printf("configuration ok\n");
+        if (current_conf->tls)
+            printf("TLS certificate: %s, serial %s, valid until %s UTC\n", hg_tls_ctx_subject(current_conf->tls),
+                   hg_tls_ctx_serial(current_conf->tls), hg_tls_ctx_not_after(current_conf->tls));
         hg_conf_unref(current_conf);
         return 0;
     }
@@ -198,7 +211,8 @@ int main(int argc, char **argv)
         else
             snprintf(admin, sizeof(admin), "%s:%u", current_conf->admin_listen_host, current_conf->admin_listen_port);
         hg_info(NULL, "hookgate started", "version", HG_VERSION, "workers", n, "listen", current_conf->listen_host,
-                "port", port, "admin", admin, NULL);
+                "port", port, "tls", current_conf->tls ? "on" : "off", "admin", admin, NULL);
+        log_tls(current_conf, "TLS certificate");
         uv_run(loop, UV_RUN_DEFAULT);
     }
     for (int i = 0; i < started; i++)

@@ -27,6 +27,7 @@
 #include "core/jwt.h"
 #include "core/log.h"
 #include "core/str.h"
+#include "http/tls.h"
 #include "rules/rules.h"
 #include "clients/redis.h"
 #include "clients/s3.h"
@@ -51,6 +52,8 @@ static const char *const queue_words[] = { "classic", "quorum", NULL };
 static const char *const http_schemes[] = { "http://", "https://", NULL };
 static const char *const amqp_schemes[] = { "amqp://", "amqps://", NULL };
 static const char *const redis_schemes[] = { "redis://", "rediss://", "unix://", NULL };
+static const char *const client_auth_words[] = { "optional", "required", NULL };
+static const char *const tls_version_words[] = { "1.2", "1.3", NULL };
 
 /* Every global key. Order is the order of docs/configuration.md and conf/hookgate.conf. */
 static const struct key conf_keys[] = {
@@ -67,6 +70,11 @@ static const struct key conf_keys[] = {
     { "server", "shutdown_timeout", KEY_MS, CF(shutdown_timeout_ms), "10s", "0", "10m", NULL, 0 },
     { "server", "max_connections", KEY_UINT, CF(max_connections), "10000", "1", "1000000", NULL, 0 },
     { "server", "ack", KEY_ENUM, CF(ack), "spool", NULL, NULL, ack_words, 0 },
+    { "server", "tls_cert", KEY_PATH, CF(tls_cert), NULL, NULL, NULL, NULL, 0 },
+    { "server", "tls_key", KEY_STRING, CF(tls_key), NULL, NULL, NULL, NULL, KEY_F_SECRET | KEY_F_LINES },
+    { "server", "tls_client_ca", KEY_PATH, CF(tls_client_ca), NULL, NULL, NULL, NULL, 0 },
+    { "server", "tls_client_auth", KEY_ENUM, CF(tls_client_auth), "optional", NULL, NULL, client_auth_words, 0 },
+    { "server", "tls_min_version", KEY_ENUM, CF(tls_min_version), "1.2", NULL, NULL, tls_version_words, 0 },
     { "server", "trusted_proxies", KEY_CIDRS, CF(trusted_proxies), NULL, NULL, NULL, NULL, 0 },
     { "server", "client_ip_header", KEY_ENUM, CF(client_ip_header), "x-forwarded-for", NULL, NULL, client_ip_headers, 0 },
 
@@ -88,17 +96,20 @@ static const struct key conf_keys[] = {
     { "whatsapp", "default_tenant", KEY_STRING, CF(default_tenant), "default", NULL, NULL, NULL, KEY_F_ID },
     { "whatsapp", "allow", KEY_CIDRS, CF(whatsapp_ip.allow), NULL, NULL, NULL, NULL, 0 },
     { "whatsapp", "deny", KEY_CIDRS, CF(whatsapp_ip.deny), NULL, NULL, NULL, NULL, 0 },
+    { "whatsapp", "require_client_cert", KEY_BOOL, CF(whatsapp_require_client_cert), "no", NULL, NULL, NULL, 0 },
 
     { "genesys", "secret", KEY_STRLIST, CF(genesys_secrets), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "genesys", "api_key", KEY_STRLIST, CF(genesys_api_keys), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "genesys", "api_key_header", KEY_STRING, CF(genesys_api_key_header), "X-API-Key", NULL, NULL, NULL, 0 },
     { "genesys", "allow", KEY_CIDRS, CF(genesys_ip.allow), NULL, NULL, NULL, NULL, 0 },
     { "genesys", "deny", KEY_CIDRS, CF(genesys_ip.deny), NULL, NULL, NULL, NULL, 0 },
+    { "genesys", "require_client_cert", KEY_BOOL, CF(genesys_require_client_cert), "no", NULL, NULL, NULL, 0 },
 
     { "twilio", "auth_token", KEY_STRLIST, CF(twilio_auth_tokens), NULL, NULL, NULL, NULL, KEY_F_SECRET },
     { "twilio", "public_url", KEY_STRING, CF(twilio_public_url), NULL, NULL, NULL, http_schemes, 0 },
     { "twilio", "allow", KEY_CIDRS, CF(twilio_ip.allow), NULL, NULL, NULL, NULL, 0 },
     { "twilio", "deny", KEY_CIDRS, CF(twilio_ip.deny), NULL, NULL, NULL, NULL, 0 },
+    { "twilio", "require_client_cert", KEY_BOOL, CF(twilio_require_client_cert), "no", NULL, NULL, NULL, 0 },
 
     { "pubsub", "jwks_file", KEY_PATH, CF(pubsub_jwks_file), NULL, NULL, NULL, NULL, 0 },
     { "pubsub", "jwks_url", KEY_STRING, CF(pubsub_jwks_url), NULL, NULL, NULL, http_schemes, 0 },
@@ -107,6 +118,7 @@ static const struct key conf_keys[] = {
     { "pubsub", "service_account", KEY_STRING, CF(pubsub_service_account), NULL, NULL, NULL, NULL, 0 },
     { "pubsub", "allow", KEY_CIDRS, CF(pubsub_ip.allow), NULL, NULL, NULL, NULL, 0 },
     { "pubsub", "deny", KEY_CIDRS, CF(pubsub_ip.deny), NULL, NULL, NULL, NULL, 0 },
+    { "pubsub", "require_client_cert", KEY_BOOL, CF(pubsub_require_client_cert), "no", NULL, NULL, NULL, 0 },
 
     { "spool", "dir", KEY_PATH, CF(spool_dir), "var/spool", NULL, NULL, NULL, 0 },
     { "spool", "max_bytes", KEY_SIZE, CF(spool_max_bytes), "1GiB", "1MiB", "65536GiB", NULL, 0 },
@@ -207,6 +219,7 @@ static const struct key source_keys[] = {
     { "source", "tenant", KEY_STRING, SF(tenant), NULL, NULL, NULL, NULL, KEY_F_ID },
     { "source", "allow", KEY_CIDRS, SF(ip.allow), NULL, NULL, NULL, NULL, 0 },
     { "source", "deny", KEY_CIDRS, SF(ip.deny), NULL, NULL, NULL, NULL, 0 },
+    { "source", "require_client_cert", KEY_BOOL, SF(require_client_cert), "no", NULL, NULL, NULL, 0 },
 };
 
 #define N_CONF_KEYS   HG_ARRAY_SIZE(conf_keys)
@@ -1164,6 +1177,96 @@ static bool validate_backends(struct load *L)
     return true;
 }
 
+/* A provider section's require_client_cert is set (file or env) to yes. */
+static bool any_client_cert_route(const struct hg_conf *c, const char **section)
+{
+    static const char *const names[] = { "whatsapp", "genesys", "twilio", "pubsub" };
+    for (size_t i = 0; i < HG_ARRAY_SIZE(names); i++) {
+        if (hg_conf_requires_client_cert(c, names[i], NULL)) {
+            *section = names[i];
+            return true;
+        }
+    }
+    for (size_t i = 0; i < c->n_sources; i++) {
+        if (c->sources[i].require_client_cert) {
+            *section = "source";
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * [server] tls_*: the certificate chain and key are read and checked here, into the snapshot
+ * (http/tls.h), so `hookgate -t` refuses what the server would, and a SIGHUP whose new
+ * certificate or key is bad fails as a whole: the running configuration, old certificate
+ * included, stays. False after fail().
+ */
+static bool validate_tls(struct load *L)
+{
+    struct hg_conf *c = L->c;
+    char at[320], why[CONF_WHY];
+    const char *section;
+    if (strcmp(c->tls_min_version, "1.3") == 0) {
+        where(L, "server", "tls_min_version", at, sizeof(at));
+        fail(L, "%s: tls_min_version = 1.3 is not available: this build's TLS library (%s, Debian bookworm's) "
+                "implements TLS up to 1.2; hookgate serves TLS 1.2 with ECDHE and AEAD ciphers only (docs/tls.md)",
+             at, hg_tls_library());
+        return false;
+    }
+    if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
+        where(L, "server", c->tls_cert ? "tls_cert" : "tls_key", at, sizeof(at));
+        fail(L, "%s: [server] tls_cert and tls_key (or tls_key_file) must be set together", at);
+        return false;
+    }
+    if (c->tls_cert == NULL) {
+        if (c->tls_client_ca) {
+            where(L, "server", "tls_client_ca", at, sizeof(at));
+            fail(L, "%s: tls_client_ca needs TLS: set [server] tls_cert and tls_key_file", at);
+            return false;
+        }
+        if (any_client_cert_route(c, &section)) {
+            fail(L, "%s: [%s] require_client_cert needs TLS with client certificates: set [server] tls_cert, "
+                    "tls_key_file and tls_client_ca", L->path ? L->path : "env", section);
+            return false;
+        }
+        return true;
+    }
+    if (strstr(c->tls_key, "-----BEGIN ") == NULL) {
+        where(L, "server", "tls_key", at, sizeof(at));
+        fail(L, "%s: tls_key holds the PEM private key itself (as HOOKGATE_SERVER_TLS_KEY can); to name the key's "
+                "file use tls_key_file", at);
+        return false;
+    }
+    if (c->tls_client_ca == NULL) {
+        if (strcmp(c->tls_client_auth, "required") == 0) {
+            where(L, "server", "tls_client_auth", at, sizeof(at));
+            fail(L, "%s: tls_client_auth = required needs tls_client_ca (the CAs client certificates are checked "
+                    "against)", at);
+            return false;
+        }
+        if (any_client_cert_route(c, &section)) {
+            fail(L, "%s: [%s] require_client_cert needs [server] tls_client_ca (the CAs client certificates are "
+                    "checked against)", L->path ? L->path : "env", section);
+            return false;
+        }
+    }
+    struct hg_tls_opts o = {
+        .cert_path = c->tls_cert,
+        .key_pem = c->tls_key,
+        .client_ca_path = c->tls_client_ca,
+        .client_auth = c->tls_client_ca == NULL                      ? HG_TLS_CLIENT_AUTH_NONE
+                       : strcmp(c->tls_client_auth, "required") == 0 ? HG_TLS_CLIENT_AUTH_REQUIRED
+                                                                     : HG_TLS_CLIENT_AUTH_OPTIONAL,
+    };
+    if (hg_tls_ctx_load(&o, &c->tls, why, sizeof(why)) != 0) {
+        where(L, "server", "tls_cert", at, sizeof(at));
+        fail(L, "%s: %s", at, why);
+        return false;
+    }
+    return true;
+}
+
 static void validate(struct load *L)
 {
     struct hg_conf *c = L->c;
@@ -1206,7 +1309,7 @@ static void validate(struct load *L)
         return;
     for (size_t t = 0; t < c->n_tenants; t++)
         c->tenant_ip_rules = c->tenant_ip_rules || hg_cidr_rules_any(&c->tenants[t].ip);
-    if (!validate_admin(L) || !validate_backends(L))
+    if (!validate_admin(L) || !validate_backends(L) || !validate_tls(L))
         return;
     /* A business id must map to one tenant, or routing would depend on section order. */
     for (size_t a = 0; a < c->n_tenants; a++) {
@@ -1268,6 +1371,7 @@ static void conf_free(struct hg_conf *c)
 {
     keys_free(conf_keys, N_CONF_KEYS, c);
     hg_jwks_free(c->pubsub_jwks);
+    hg_tls_ctx_unref(c->tls);
     for (size_t t = 0; t < c->n_tenants; t++)
         tenant_free(&c->tenants[t]);
     free(c->tenants);
@@ -1380,6 +1484,21 @@ const struct hg_cidr_rules *hg_conf_ip_rules(const struct hg_conf *c, const char
     if (strcmp(provider, "pubsub") == 0)
         return &c->pubsub_ip;
     return NULL;
+}
+
+bool hg_conf_requires_client_cert(const struct hg_conf *c, const char *provider, const struct hg_source_conf *source)
+{
+    if (source)
+        return source->require_client_cert == 1;
+    if (strcmp(provider, "whatsapp") == 0)
+        return c->whatsapp_require_client_cert == 1;
+    if (strcmp(provider, "genesys") == 0)
+        return c->genesys_require_client_cert == 1;
+    if (strcmp(provider, "twilio") == 0)
+        return c->twilio_require_client_cert == 1;
+    if (strcmp(provider, "pubsub") == 0)
+        return c->pubsub_require_client_cert == 1;
+    return false;
 }
 
 const struct hg_source_conf *hg_conf_source(const struct hg_conf *c, const char *name)

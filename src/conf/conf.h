@@ -21,6 +21,7 @@ struct hg_strlist {
 
 struct hg_rules;
 struct hg_jwks;
+struct hg_tls_ctx;
 
 /* One `[rules.<id>]` section, compiled at load (src/rules/rules.h). */
 struct hg_rules_conf {
@@ -64,6 +65,7 @@ struct hg_source_conf {
     char *type;                       /* event type: JSON path or header:<Name>; NULL = "event" */
     char *tenant;                     /* tenant the source belongs to; NULL = the default tenant */
     struct hg_cidr_rules ip;          /* allow / deny, checked before any tenant or signature work */
+    int require_client_cert;          /* 1 = 403 without a client certificate from tls_client_ca */
 };
 
 struct hg_conf {
@@ -87,6 +89,12 @@ struct hg_conf {
     char *ack;                        /* "spool" (default) or "broker" */
     struct hg_cidr_list trusted_proxies; /* peers whose PROXY header / forwarding header names the client */
     char *client_ip_header;           /* "x-forwarded-for" (default) or "forwarded": what trusted peers set */
+    char *tls_cert;                   /* PEM certificate chain (path); NULL = plain HTTP */
+    char *tls_key;                    /* the PEM private key itself (secret; tls_key_file reads it) */
+    char *tls_client_ca;              /* PEM CA bundle (path) for client certificates; NULL = none */
+    char *tls_client_auth;            /* "optional" (routes decide) | "required" (handshake) */
+    char *tls_min_version;            /* "1.2"; "1.3" is refused (mbedTLS 2.28 has no TLS 1.3) */
+    struct hg_tls_ctx *tls;           /* the above, loaded and checked (http/tls.h); NULL = plain */
 
     /* [admin] (metrics, ready, health, management API; served by worker 0) */
     char *admin_listen_host;          /* "127.0.0.1"; NULL = no admin listener (listen = off) */
@@ -109,17 +117,20 @@ struct hg_conf {
     char *graph_api_version;          /* "v18.0" */
     char *default_tenant;             /* tenant id when none resolves; "default" */
     struct hg_cidr_rules whatsapp_ip; /* allow / deny of [whatsapp] (use hg_conf_ip_rules) */
+    int whatsapp_require_client_cert; /* require_client_cert of [whatsapp]: 403 without mTLS */
 
     /* [genesys] */
     struct hg_strlist genesys_secrets;  /* Open Messaging outbound secrets (rotation) */
     struct hg_strlist genesys_api_keys; /* EventBridge API destination keys (rotation) */
     char *genesys_api_key_header;     /* "X-API-Key" */
     struct hg_cidr_rules genesys_ip;  /* allow / deny of [genesys] */
+    int genesys_require_client_cert;
 
     /* [twilio] */
     struct hg_strlist twilio_auth_tokens; /* auth tokens that sign X-Twilio-Signature (rotation) */
     char *twilio_public_url;          /* scheme://host[:port] Twilio calls; NULL = from Host */
     struct hg_cidr_rules twilio_ip;   /* allow / deny of [twilio] */
+    int twilio_require_client_cert;
 
     /* [pubsub] (Google Pub/Sub push, OIDC tokens) */
     char *pubsub_jwks_file;           /* JWKS document on disk; NULL = Pub/Sub not configured */
@@ -129,6 +140,7 @@ struct hg_conf {
     char *pubsub_service_account;     /* required email (verified); NULL = any */
     struct hg_jwks *pubsub_jwks;      /* jwks_file parsed at load (core/jwt.h); NULL = none */
     struct hg_cidr_rules pubsub_ip;   /* allow / deny of [pubsub] */
+    int pubsub_require_client_cert;
 
     /* [tenant.<id>] sections */
     struct hg_tenant_conf *tenants;
@@ -232,6 +244,12 @@ bool hg_conf_host_is_loopback(const char *host);
 /* The allow / deny rules of provider section [<provider>] (whatsapp, genesys, twilio, pubsub);
  * NULL for a provider without one (generic: its [source.<name>] sections have them). */
 const struct hg_cidr_rules *hg_conf_ip_rules(const struct hg_conf *c, const char *provider);
+
+/*
+ * Does a webhook for `provider` (its registry name) need a verified client certificate
+ * (require_client_cert of its section; for the generic provider, of `source`'s)?
+ */
+bool hg_conf_requires_client_cert(const struct hg_conf *c, const char *provider, const struct hg_source_conf *source);
 
 /* The [source.<name>] section named `name`, or NULL. */
 const struct hg_source_conf *hg_conf_source(const struct hg_conf *c, const char *name);

@@ -28,6 +28,7 @@ enum key_type {
     KEY_MS,         /* uint64_t milliseconds: "30s", "250ms", "5m", "24h", "1d"; bare = seconds */
     KEY_US,         /* uint64_t microseconds: as KEY_MS plus "200us" */
     KEY_AUTOBOOL,   /* int: auto = -1 (resolved after load), yes/true/on/1 = 1, no/false/off/0 = 0 */
+    KEY_BOOL,       /* int: yes/true/on/1 = 1, no/false/off/0 = 0 */
     KEY_ENUM,       /* char *, one of `words` */
     KEY_LOGLEVEL,   /* int: enum hg_log_level */
     KEY_LISTEN,     /* "host:port" | "[v6]:port" | ":port": char *host at off, its uint16_t port right after */
@@ -42,6 +43,8 @@ enum key_type {
 #define KEY_F_ID     0x2
 /* KEY_LISTEN: "off" or an empty value means no listener (host NULL). */
 #define KEY_F_OFF    0x4
+/* A secret whose value has lines (a PEM key): <key>_file keeps them instead of refusing them. */
+#define KEY_F_LINES  0x8
 
 struct key {
     const char *section;       /* "server"; "tenant" means any [tenant.<id>] section */

@@ -377,6 +377,16 @@ int conf_set_value(const struct key *k, void *base, const char *v, char *why, si
             return -1;
         *(int *)field = (int)n;
         return 0;
+    case KEY_BOOL:
+        if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcasecmp(v, "on") || !strcmp(v, "1"))
+            *(int *)field = 1;
+        else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcasecmp(v, "off") || !strcmp(v, "0"))
+            *(int *)field = 0;
+        else {
+            snprintf(why, wl, "'%s' is not one of yes, no", v);
+            return -1;
+        }
+        return 0;
     case KEY_AUTOBOOL:
         if (strcmp(v, "auto") == 0)
             *(int *)field = -1;
@@ -506,7 +516,7 @@ int conf_set_from_file(const struct key *k, void *base, const char *path, char *
         }
     } else {
         /* A single-valued secret must not carry inner newlines (a header value would break). */
-        if (strpbrk(text, "\r\n")) {
+        if (!(k->flags & KEY_F_LINES) && strpbrk(text, "\r\n")) {
             snprintf(why, wl, "'%s' has more than one line", path);
             rc = -1;
         } else {

@@ -11,6 +11,11 @@
  * from a small per-server pool at the request's first byte and given back once its answer is
  * written, so an idle keep-alive connection costs only its struct and libuv handles (well under
  * 1 KiB).
+ *
+ * With [server] tls_cert a connection also has a TLS session (http/tls.h, memory only): what is
+ * read goes through it and its plaintext takes the path above unchanged (conn_input); answers are
+ * encrypted into the session's output and written the same way (tls_flush). Without TLS the only
+ * cost is a NULL pointer test per read and per answer.
  */
 #include <errno.h>
 #include <llhttp.h>
@@ -33,6 +38,7 @@
 #include "core/uuid.h"
 #include "http/http.h"
 #include "http/proxy.h"
+#include "http/tls.h"
 #include "ops/metrics.h"
 
 #define READ_BUF_SIZE (64 * 1024)
@@ -52,6 +58,8 @@
 #define LINGER_TOTAL_MS 30000
 #define LINGER_IDLE_MS 5000
 #define LINGER_MIN_BYTES (32u << 20)
+/* mbedTLS hands out at most one record's plaintext (16 KiB) per read. */
+#define TLS_PLAIN_SIZE (16 * 1024)
 
 /* Where a connection is in its life; every change goes through set_state(). */
 enum conn_state {
@@ -89,6 +97,8 @@ struct hg_http_server {
     struct hg_conn *written_head;   /* connections whose answer went out whole, to complete */
     bool written_closed;
     uint64_t buffered;              /* body bytes counted by its connections (max_buffered_bytes) */
+    struct hg_tls_ctx *tls;         /* TLS for new connections (a reference); NULL = plain HTTP */
+    char *tls_plain;                /* decrypted bytes, shared like read_buf; allocated at first use */
 };
 
 /*
@@ -147,6 +157,7 @@ struct hg_conn {
     uint64_t req_deadline;           /* loop ms: the request must be answered by then (0 = none) */
     uint64_t buffered;               /* body bytes this request counts in srv->buffered */
     bool body_reserved;              /* its Content-Length was counted in full at the headers */
+    struct hg_tls_conn *tls;         /* its TLS session (under the server's TLS of its accept); NULL = plain */
 };
 
 static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -180,6 +191,9 @@ static uint64_t until_deadlines(const struct hg_conn *c, uint64_t ms)
     return ms;
 }
 static void start_reading(struct hg_conn *c);
+static void send_continue(struct hg_conn *c);
+static void tls_send_now(struct hg_conn *c);
+static void tls_send_last(struct hg_conn *c);
 
 /* ---- request states: taken at a request's first byte, given back once it is answered ---- */
 
@@ -227,6 +241,7 @@ static struct conn_request *rq_get(struct hg_conn *c)
     rq->req.body_len = 0;
     rq->req.request_id[0] = '\0';
     rq->req.start_ns = 0;
+    rq->req.tls = c->tls != NULL;
     rq->write_req.data = c;
     rq->continue_req.data = c;
     c->rq = rq;
@@ -510,6 +525,20 @@ static void on_continue_written(uv_write_t *w, int status)
     c->continue_pending = false;
 }
 
+/* "100 Continue" (Expect: 100-continue), at most one in flight. */
+static void send_continue(struct hg_conn *c)
+{
+    if (c->tls) {
+        /* Encrypted behind whatever the session still had to send; a failure shows up later. */
+        if (hg_tls_conn_write(c->tls, continue_line, sizeof(continue_line) - 1) == 0)
+            tls_send_now(c);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
+    if (uv_write(&c->rq->continue_req, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) == 0)
+        c->continue_pending = true;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct hg_conn *c = p->data;
@@ -594,11 +623,8 @@ static int on_headers_complete(llhttp_t *p)
     }
     size_t elen;
     const char *expect = hg_http_header_get(r, "Expect", &elen);
-    if (expect && hg_span_ieq(expect, elen, "100-continue") && !c->continue_pending) {
-        uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
-        if (uv_write(&rq->continue_req, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) == 0)
-            c->continue_pending = true;
-    }
+    if (expect && hg_span_ieq(expect, elen, "100-continue") && !c->continue_pending)
+        send_continue(c);
     set_state(c, CONN_BODY);
     c->body_deadline = c->limits.body_total_timeout_ms
                            ? uv_now(c->srv->loop) + c->limits.body_total_timeout_ms : 0;
@@ -698,6 +724,11 @@ static void body_timer_arm(struct hg_conn *c)
 static void linger_start(struct hg_conn *c)
 {
     uv_os_fd_t fd;
+    if (c->tls) {
+        /* The end of our data, said in TLS too, then the FIN; what arrives next is dropped unread. */
+        hg_tls_conn_close_notify(c->tls);
+        tls_send_last(c);
+    }
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 || shutdown(fd, SHUT_WR) != 0) {
         conn_close(c);
         return;
@@ -793,23 +824,138 @@ static void on_written_idle(uv_idle_t *h)
     written_flush(h->data);
 }
 
+/* The whole answer is in the socket: its completion runs from the idle handle (written_flush). */
+static void answer_sent(struct hg_conn *c)
+{
+    struct hg_http_server *s = c->srv;
+    c->written_next = s->written_head;
+    s->written_head = c;
+    c->written_queued = true;
+    if (!uv_is_active((uv_handle_t *)&s->written_idle))
+        uv_idle_start(&s->written_idle, on_written_idle);
+}
+
+/* ---- TLS output: the session's ciphertext, written in order ---- */
+
+/* Ciphertext that did not fit the socket at once, handed to libuv's write queue in its own buffer. */
+struct tls_chunk {
+    uv_write_t req;
+    struct hg_conn *c;
+    struct hg_buf buf;
+    size_t off;
+    bool answer;                     /* its completion is the answer's (written_done) */
+};
+
+/* After a flush: an idle keep-alive connection keeps no big buffer (as rq_put does). */
+static void tls_output_done(struct hg_buf *out)
+{
+    if (out->alloc > RQ_KEEP_BYTES)
+        hg_buf_free(out);
+    else
+        hg_buf_reset(out);
+}
+
+static void on_tls_chunk_written(uv_write_t *w, int status)
+{
+    struct tls_chunk *ch = w->data;
+    struct hg_conn *c = ch->c;
+    bool answer = ch->answer;
+    hg_buf_free(&ch->buf);
+    free(ch);
+    if (answer)
+        written_done(c, status);
+    else if (status < 0)
+        conn_close(c);
+}
+
+/*
+ * Write the session's output: at once when the socket takes it (no epoll_ctl, as send_answer),
+ * else the rest through libuv's queue, whose order keeps records in sequence (uv_try_write
+ * refuses while anything is queued). `answer`: this output ends an answer, whose completion
+ * (written_done) follows its last byte. Other output (handshake, 100 Continue) never closes the
+ * connection from here: it may run inside a parser callback, and a broken socket shows up at
+ * the next read anyway.
+ */
+static void tls_flush(struct hg_conn *c, bool answer)
+{
+    struct hg_buf *out = hg_tls_conn_output(c->tls);
+    size_t off = 0;
+    if (out->len > 0) {
+        uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n < 0 && n != UV_EAGAIN) {
+            tls_output_done(out);
+            if (answer)
+                conn_close(c);
+            return;
+        }
+        off = n > 0 ? (size_t)n : 0;
+    }
+    if (off == out->len) {
+        tls_output_done(out);
+        if (answer)
+            answer_sent(c);
+        return;
+    }
+    /* The chunk takes the buffer: what the session produces meanwhile goes into a new one, queued behind. */
+    struct tls_chunk *ch = hg_xmalloc(sizeof(*ch));
+    ch->req.data = ch;
+    ch->c = c;
+    ch->buf = *out;
+    ch->off = off;
+    ch->answer = answer;
+    hg_buf_init(out, ch->buf.max);
+    uv_buf_t b = uv_buf_init(ch->buf.data + off, (unsigned)(ch->buf.len - off));
+    if (uv_write(&ch->req, (uv_stream_t *)&c->tcp, &b, 1, on_tls_chunk_written) != 0) {
+        hg_buf_free(&ch->buf);
+        free(ch);
+        if (answer)
+            conn_close(c);
+    }
+}
+
+static void tls_send_now(struct hg_conn *c)
+{
+    tls_flush(c, false);
+}
+
+/*
+ * Before a close: what the socket takes now (a close_notify, an alert), nothing queued, since
+ * the handle is about to go.
+ */
+static void tls_send_last(struct hg_conn *c)
+{
+    struct hg_buf *out = hg_tls_conn_output(c->tls);
+    if (out->len > 0) {
+        uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
+        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
+    tls_output_done(out);
+}
+
+/* ---- the answer on the socket ---- */
+
 /*
  * Send the answer in out. Most answers fit the socket buffer at once: uv_try_write sends them
  * without the write queue, whose completion re-arms epoll (an epoll_ctl per request). Their
  * completion runs from the server's idle handle at the next loop turn, never on the stack of the
  * caller answering (which may be answering a whole batch). What does not fit goes through uv_write.
+ * Over TLS the answer is encrypted first and its records take the same way (tls_flush).
  */
 static void send_answer(struct hg_conn *c, struct hg_buf *out)
 {
-    struct hg_http_server *s = c->srv;
+    if (c->tls) {
+        if (hg_tls_conn_write(c->tls, out->data, out->len) != 0) {
+            conn_close(c);
+            return;
+        }
+        tls_flush(c, true);
+        return;
+    }
     uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n == (int)out->len) {
-        c->written_next = s->written_head;
-        s->written_head = c;
-        c->written_queued = true;
-        if (!uv_is_active((uv_handle_t *)&s->written_idle))
-            uv_idle_start(&s->written_idle, on_written_idle);
+        answer_sent(c);
         return;
     }
     if (n < 0 && n != UV_EAGAIN) {
@@ -1040,6 +1186,96 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(c->srv->read_buf, READ_BUF_SIZE);
 }
 
+/* The client's data ended (EOF, or a TLS close_notify). */
+static void conn_eof(struct hg_conn *c)
+{
+    if (c->state == CONN_HANDLING || c->state == CONN_WRITING) {
+        /*
+         * A half-close after a complete request: its answer is still owed, and so are the
+         * answers to whole requests pipelined before the FIN (kept in `pending`); the
+         * connection closes after the last of them (write_response, written_done).
+         */
+        c->peer_eof = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        return;
+    }
+    /* Mid-request or idle: nothing to answer. */
+    conn_close(c);
+}
+
+/* Request bytes (plaintext, or decrypted): parsed now, or kept while a request is handled. */
+static void conn_plain_input(struct hg_conn *c, const char *data, size_t len)
+{
+    if (c->state == CONN_HANDLING || c->state == CONN_WRITING || c->state == CONN_CLOSING) {
+        /* Reading is stopped in these states; bytes that still arrive are kept in order. */
+        c->pending = hg_xrealloc(c->pending, c->pending_len + len);
+        memcpy(c->pending + c->pending_len, data, len);
+        c->pending_len += len;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        return;
+    }
+    conn_feed(c, data, len);
+}
+
+/*
+ * Ciphertext read from a TLS connection: handshake, then every whole record decrypted and passed
+ * on before returning. Nothing is left undecrypted (mbedTLS keeps only a partial record): a
+ * pipelining client's later requests land in `pending` like plaintext ones, because they would
+ * otherwise wait in the session for a read that never comes.
+ */
+static void tls_input(struct hg_conn *c, const char *data, size_t len)
+{
+    struct hg_http_server *s = c->srv;
+    if (s->tls_plain == NULL)
+        s->tls_plain = hg_xmalloc(TLS_PLAIN_SIZE);
+    hg_tls_conn_feed(c->tls, data, len);
+    for (;;) {
+        ssize_t n = hg_tls_conn_read(c->tls, s->tls_plain, TLS_PLAIN_SIZE);
+        if (n > 0) {
+            conn_plain_input(c, s->tls_plain, (size_t)n);
+            if (c->state == CONN_CLOSING)
+                return;
+            continue;
+        }
+        if (n == 0) {
+            tls_send_now(c); /* a handshake flight, when there is one */
+            return;
+        }
+        if (n == HG_TLS_PLAINTEXT) {
+            /*
+             * A plain HTTP request on the TLS port (http:// for https://): say so in plain HTTP,
+             * as nginx does, instead of a reset the sender cannot make sense of.
+             */
+            hg_tls_conn_free(c->tls);
+            c->tls = NULL;
+            conn_fail(c, 400, "tls_required", "this port speaks HTTPS only (TLS): use https://");
+            return;
+        }
+        if (n == HG_TLS_CLOSED) {
+            tls_send_now(c);
+            conn_eof(c);
+            return;
+        }
+        /* A failed handshake or a bad record: internet noise, not an incident. */
+        hg_debug(NULL, "TLS failed; closing the connection", "error", hg_tls_conn_error(c->tls), NULL);
+        tls_send_last(c); /* the alert saying why, when mbedTLS wrote one */
+        conn_close(c);
+        return;
+    }
+}
+
+/*
+ * Bytes read from the socket, past anything that precedes the connection's protocol (a PROXY
+ * protocol header is such a thing: it comes before the TLS handshake, so it is taken off first).
+ */
+static void conn_input(struct hg_conn *c, const char *data, size_t len)
+{
+    if (c->tls)
+        tls_input(c, data, len);
+    else
+        conn_plain_input(c, data, len);
+}
+
 /*
  * The connection's first bytes: a PROXY protocol header (http/proxy.h) from a trusted proxy names
  * the client; from any other peer, or malformed, it is answered 400 and the connection closes.
@@ -1078,7 +1314,7 @@ static void proxy_first_bytes(struct hg_conn *c, const char *data, size_t len)
     if (rc > 0 && h.has_addr)
         c->addr = h.src;
     if (used < len)
-        conn_feed(c, data + used, len - used);
+        conn_input(c, data + used, len - used); /* a TLS handshake, or a plain request */
     free(held);
 }
 
@@ -1090,7 +1326,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     if (c->state == CONN_LINGERING) {
-        /* Dropped unread. EOF (the client is done) or the byte cap ends it. */
+        /* Dropped unread (TLS records too: nothing more is answered). EOF or the byte cap ends it. */
         if (nread < 0 || (uint64_t)nread >= c->linger_left) {
             conn_close(c);
             return;
@@ -1106,33 +1342,21 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        if (nread == UV_EOF && (c->state == CONN_HANDLING || c->state == CONN_WRITING)) {
-            /*
-             * A half-close after a complete request: its answer is still owed, and so are the
-             * answers to whole requests pipelined before the FIN (kept in `pending`); the
-             * connection closes after the last of them (write_response, written_done).
-             */
-            c->peer_eof = true;
-            uv_read_stop(s);
-            return;
-        }
         /* Peer went away (mid-request: nothing to answer; while handled: the request is told). */
-        conn_close(c);
+        if (nread == UV_EOF)
+            conn_eof(c);
+        else
+            conn_close(c);
         return;
     }
-    if (c->state == CONN_HANDLING || c->state == CONN_WRITING || c->state == CONN_CLOSING) {
-        /* Reading is stopped in these states; bytes that still arrive are kept in order. */
-        c->pending = hg_xrealloc(c->pending, c->pending_len + (size_t)nread);
-        memcpy(c->pending + c->pending_len, buf->base, (size_t)nread);
-        c->pending_len += (size_t)nread;
-        uv_read_stop(s);
+    if (c->state == CONN_CLOSING)
         return;
-    }
     if (!c->proxy_checked) {
+        /* Before the TLS handshake too: a proxy sends its header in the clear. */
         proxy_first_bytes(c, buf->base, (size_t)nread);
         return;
     }
-    conn_feed(c, buf->base, (size_t)nread);
+    conn_input(c, buf->base, (size_t)nread);
 }
 
 static void start_reading(struct hg_conn *c)
@@ -1168,6 +1392,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
         rq_released(s);
     }
     free(c->pending);
+    hg_tls_conn_free(c->tls);
     free(c);
     maybe_stop_done(s);
 }
@@ -1177,6 +1402,10 @@ static void conn_close(struct hg_conn *c)
     if (c->state == CONN_CLOSING)
         return;
     bool was_handling = c->state == CONN_HANDLING;
+    if (c->tls && c->state != CONN_LINGERING) {
+        hg_tls_conn_close_notify(c->tls);
+        tls_send_last(c);
+    }
     set_state(c, CONN_CLOSING);
     if (c->written_queued)
         written_unlink(c);
@@ -1224,9 +1453,15 @@ static void on_connection(uv_stream_t *ls, int status)
         return;
     }
     if (s->nconns > c->limits.max_connections) {
-        conn_fail(c, 503, "too_many_connections", "connection limit of this worker reached");
+        /* Over TLS a plain 503 would be garbage to the client, and a handshake costs what we lack. */
+        if (s->tls)
+            conn_close(c);
+        else
+            conn_fail(c, 503, "too_many_connections", "connection limit of this worker reached");
         return;
     }
+    if (s->tls)
+        c->tls = hg_tls_conn_new(s->tls);
     set_state(c, CONN_IDLE);
     timer_arm(c, c->limits.header_timeout_ms);
     start_reading(c);
@@ -1272,6 +1507,32 @@ int hg_http_server_start(uv_loop_t *loop, int fd, const struct hg_http_limits *l
 void hg_http_server_set_limits(struct hg_http_server *s, const struct hg_http_limits *limits)
 {
     s->limits = *limits;
+}
+
+void hg_http_server_set_tls(struct hg_http_server *s, struct hg_tls_ctx *tls)
+{
+    if (tls)
+        hg_tls_ctx_ref(tls);
+    hg_tls_ctx_unref(s->tls);
+    s->tls = tls;
+}
+
+bool hg_conn_client_cert_ok(const struct hg_conn *c, char *why, size_t wl)
+{
+    char problem[256];
+    switch (c->tls ? hg_tls_conn_peer(c->tls, problem, sizeof(problem)) : HG_TLS_PEER_NONE) {
+    case HG_TLS_PEER_VERIFIED:
+        return true;
+    case HG_TLS_PEER_INVALID:
+        snprintf(why, wl, "the client certificate did not verify against [server] tls_client_ca: %s", problem);
+        return false;
+    case HG_TLS_PEER_NONE:
+    default:
+        snprintf(why, wl, "%s", c->tls ? "this route requires a client certificate (mutual TLS); none was presented"
+                                        : "this route requires a client certificate (mutual TLS); the connection is "
+                                          "not TLS");
+        return false;
+    }
 }
 
 uint32_t hg_http_server_connections(const struct hg_http_server *s)
@@ -1332,6 +1593,8 @@ void hg_http_server_abort(struct hg_http_server *s)
 
 void hg_http_server_free(struct hg_http_server *s)
 {
+    hg_tls_ctx_unref(s->tls);
+    free(s->tls_plain);
     while (s->rq_pool) {
         struct conn_request *rq = s->rq_pool;
         s->rq_pool = rq->next;

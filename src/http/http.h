@@ -5,7 +5,8 @@
  * limit (header bytes 431, HG_HTTP_MAX_HEADERS fields 431, body 413 decided early from
  * Content-Length, slow headers/body 408, idle keep-alive, connection cap 503). An early answer
  * (an error before the request was read whole) closes with a lingering close, so a client still
- * sending its body reads the answer instead of a reset.
+ * sending its body reads the answer instead of a reset. With TLS (hg_http_server_set_tls) the same,
+ * over TLS 1.2 (http/tls.h), with client certificates checked per route (hg_conn_client_cert_ok).
  */
 #ifndef HG_HTTP_HTTP_H
 #define HG_HTTP_HTTP_H
@@ -40,6 +41,7 @@ struct hg_http_request {
     size_t body_len;
     char request_id[HG_HTTP_REQUEST_ID_MAX + 1]; /* caller's X-Request-Id if sane, else UUIDv4 */
     uint64_t start_ns;             /* monotonic, first byte of the request */
+    bool tls;                      /* it came over TLS ([server] tls_cert): its URL is https:// */
 };
 
 /* Value of a header (case-insensitive name), or NULL; *len gets its length. */
@@ -68,6 +70,7 @@ struct hg_http_limits {
 
 struct hg_conn;
 struct hg_http_server;
+struct hg_tls_ctx;
 
 /*
  * The application's side. on_request runs once per complete request; the application must
@@ -89,6 +92,11 @@ int hg_http_server_start(uv_loop_t *loop, int fd, const struct hg_http_limits *l
                          const struct hg_http_handler *handler, struct hg_http_server **out);
 /* New limits for connections from now on (config reload). */
 void hg_http_server_set_limits(struct hg_http_server *s, const struct hg_http_limits *limits);
+/*
+ * TLS for connections accepted from now on (http/tls.h; a reference is taken, the previous one
+ * dropped); NULL = plain HTTP. Open connections keep the TLS they were accepted with.
+ */
+void hg_http_server_set_tls(struct hg_http_server *s, struct hg_tls_ctx *tls);
 /*
  * Stop accepting; idle connections close now, busy ones after their current response
  * (answered with Connection: close). `done` runs once every connection is gone.
@@ -113,6 +121,12 @@ void hg_conn_respond_error(struct hg_conn *c, int status, const char *code, cons
 /* The connection's client address: its socket peer, or the source a trusted peer's PROXY header
  * named. Forwarding headers are the application's to weigh (hg_proxy_client in http/proxy.h). */
 const struct hg_ip *hg_conn_addr(const struct hg_conn *c);
+/*
+ * Mutual TLS: true when the client presented a certificate that verified against
+ * [server] tls_client_ca in this connection's handshake; otherwise false with the reason, in
+ * words for a 403's message, in `why`.
+ */
+bool hg_conn_client_cert_ok(const struct hg_conn *c, char *why, size_t wl);
 
 /* The application's pointer for the request in flight on this connection (NULL between requests). */
 void hg_conn_set_data(struct hg_conn *c, void *data);

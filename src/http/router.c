@@ -81,6 +81,13 @@ void hg_router_dispatch(struct hg_worker *w, struct hg_conn *c, struct hg_http_r
             hg_conn_respond_error(c, 404, "unknown_source", "no such source", NULL);
             return;
         }
+        /* Mutual TLS per route: the handshake verified what the client showed; the route decides. */
+        const struct hg_source_conf *source = p->path_names_source ? hg_conf_source(w->conf, param) : NULL;
+        char why[384];
+        if (hg_conf_requires_client_cert(w->conf, p->name, source) && !hg_conn_client_cert_ok(c, why, sizeof(why))) {
+            hg_conn_respond_error(c, 403, "client_certificate_required", why, NULL);
+            return;
+        }
         if (r->method == HTTP_POST)
             hg_ingest_post(w, c, r, param, p);
         else if (is_get(r) && p->handshake)

@@ -289,8 +289,9 @@ int hg_twilio_url(const struct hg_http_request *r, const char *public_url, struc
         if (host == NULL)
             return HG_ERR_INVALID;
         if (proto == NULL) {
-            proto = "http";
-            plen = 4;
+            /* No proxy in front: the scheme is the one this request came in with. */
+            proto = r->tls ? "https" : "http";
+            plen = strlen(proto);
         }
         if ((rc = hg_buf_append(out, proto, plen)) == 0 && (rc = hg_buf_append(out, "://", 3)) == 0)
             rc = hg_buf_append(out, host, hlen);

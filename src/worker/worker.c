@@ -391,8 +391,11 @@ static void on_wakeup(uv_async_t *a)
         w->conf = next;
         struct hg_http_limits l;
         limits_from_conf(&l, next);
-        if (w->http)
+        if (w->http) {
             hg_http_server_set_limits(w->http, &l);
+            /* New connections handshake with the new certificate; open ones keep theirs (refcounted). */
+            hg_http_server_set_tls(w->http, next->tls);
+        }
         if (w->admin) {
             admin_limits_from_conf(&l, next);
             hg_http_server_set_limits(w->admin, &l);
@@ -566,6 +569,8 @@ static int worker_listen(struct hg_worker *w)
         return rc;
     }
     w->listen_fd = -1; /* owned by the uv handle now */
+    /* [server] tls_cert: the webhook port speaks TLS only. The admin listener stays plain (loopback). */
+    hg_http_server_set_tls(w->http, w->conf->tls);
     if (w->admin_fd >= 0) {
         /*
          * One admin listener, on worker 0's loop: its routes read process-wide state (metrics
