@@ -708,7 +708,7 @@ static int on_event(void *arg, const struct hg_event *ev, struct hg_json *doc)
         return HG_ERR_CLOSED;
     /* Tenant rules set priority and tags before the document is frozen into its JSON text. They
      * come from it->rules, not the worker's config pointer: this may run on the threadpool. */
-    if (it->rules && strcmp(ev->kind, "dead_letter") != 0)
+    if (it->apply_rules && strcmp(ev->kind, "dead_letter") != 0)
         hg_rules_apply(it->rules, &it->doc->arena, doc, &priority, &priority_class);
     if (it->n_events == it->events_cap) {
         /* Doubling: one realloc per event copied the whole array each time (quadratic). The array
@@ -824,7 +824,8 @@ static void item_build(struct item *it)
 {
     struct hg_drain *d = it->drain;
     char reason[256] = "";
-    it->rules = d->b.conf ? hg_conf_rules(*d->b.conf, it->tenant) : NULL;
+    it->apply_rules = d->b.conf && *d->b.conf;
+    it->rules = it->apply_rules ? hg_conf_rules(*d->b.conf, it->tenant) : NULL;
     item_build_finish(it, item_normalize(it, reason, sizeof(reason)), reason);
 }
 
@@ -865,7 +866,8 @@ static void build_job_start(struct hg_drain *d, struct item *it)
 {
     d->job_item = it;
     d->job_conf = d->b.conf && *d->b.conf ? hg_conf_ref(*d->b.conf) : NULL;
-    it->rules = d->job_conf ? hg_conf_rules(d->job_conf, it->tenant) : NULL;
+    it->apply_rules = d->job_conf != NULL;
+    it->rules = it->apply_rules ? hg_conf_rules(d->job_conf, it->tenant) : NULL;
     d->handles_open++; /* the drain is not freed before the job's completion ran */
     /* uv_queue_work fails only without an after-work callback, never the case here. */
     if (uv_queue_work(d->loop, &d->build_job, on_build_work, on_build_done) != 0)

@@ -118,6 +118,8 @@ struct item {
     bool built;                    /* events made (from the queue in the drain) */
     struct item *build_next;       /* in drain->build_queue while not built */
     const struct hg_rules *rules;  /* the tenant's rules while its events are being made */
+    bool apply_rules;              /* set with rules: a config is there, so rules decide the priority
+                                    * (no rules for the tenant = medium) */
     bool archive_only;             /* read back from the park: its events went out before; only
                                     * the archive is left once it is built */
     /* A round started more events than one loop turn may: the rest start from the idle phase,
