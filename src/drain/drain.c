@@ -992,7 +992,10 @@ static void run_steps(struct hg_drain *d)
     size_t budget = STEP_SLICE;
     while (d->step_head && budget > 0 && !d->closing) {
         struct item *it = d->step_head;
-        budget -= HG_MIN(budget, item_step_more(it, budget));
+        /* Once: HG_MIN evaluates its arguments twice, and a second call on a finished round
+         * would drop its hold again (the record then never left the spool). */
+        size_t started = item_step_more(it, budget);
+        budget -= HG_MIN(budget, started);
         if (d->step_head == it)
             break; /* it still has more: this turn's budget is spent */
     }
