@@ -108,7 +108,7 @@ static void on_signal(uv_signal_t *s, int signum)
         current_conf = next;
         hg_info(NULL, "configuration reloaded", "applied",
                 "secrets, credentials (Redis/RabbitMQ reconnect when their url or tls settings changed), "
-                "tenants, rules, limits", NULL);
+                "tenants, rules, limits, [endpoint.<name>] sections", NULL);
         return;
     }
     if (stopping)
