@@ -928,3 +928,51 @@ def test_config_endpoint_env_unknown(make_hg):
     rc = h.proc.wait(timeout=20)
     h.exit_codes.append(rc)
     assert rc != 0 and "HOOKGATE_ENDPOINT_E_COLOUR" in h.stderr_tail()
+
+
+def test_store_from_before_the_test_column(make_hg, rx, tmp_path):
+    """A store file written before deliveries.test existed opens (the column is added) and its
+    pending delivery goes out; new features work on it."""
+    import sqlite3
+    old_schema = """
+    CREATE TABLE endpoints (id TEXT PRIMARY KEY, status TEXT NOT NULL, tenant TEXT, patterns TEXT NOT NULL,
+                            doc TEXT NOT NULL);
+    CREATE TABLE events (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, event_type TEXT NOT NULL, tenant TEXT,
+                         created_at INTEGER NOT NULL, deliveries INTEGER NOT NULL, doc TEXT NOT NULL);
+    CREATE TABLE deliveries (id TEXT PRIMARY KEY, event_seq INTEGER NOT NULL, event_id TEXT NOT NULL,
+                             event_type TEXT NOT NULL, endpoint_id TEXT NOT NULL, status TEXT NOT NULL,
+                             attempts INTEGER NOT NULL DEFAULT 0, round_start INTEGER NOT NULL DEFAULT 0,
+                             next_at INTEGER, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+                             last_status INTEGER, last_error TEXT);
+    CREATE TABLE attempts (delivery_id TEXT NOT NULL, n INTEGER NOT NULL, at INTEGER NOT NULL, status INTEGER,
+                           latency_ms INTEGER, headers TEXT, body TEXT, error TEXT, PRIMARY KEY (delivery_id, n));
+    """
+    store = tmp_path / "old" / "outbound.db"
+    store.parent.mkdir()
+    sec = "whsec_" + base64.b64encode(b"o" * 32).decode()
+    now = int(time.time() * 1000)
+    ep = {"id": "ep_old", "url": rx.url("/old"), "events": ["*"], "http_method": "POST", "custom_headers": {},
+          "secret": sec, "signature_method": "standard_webhooks", "timeout_seconds": 15,
+          "retry_policy": {"max_attempts": 8, "initial_delay_seconds": 30, "max_delay_seconds": 43200,
+                           "backoff_multiplier": 4, "retry_on_status_codes": None},
+          "environment": "production", "tenant": None, "metadata": {}, "name": None, "description": None,
+          "status": "active", "created_at": "2026-12-01T00:00:00.000Z", "updated_at": "2026-12-01T00:00:00.000Z"}
+    ev = {"event_id": "evt_old", "event_type": "lead.created", "data": {"old": True}, "metadata": {},
+          "timestamp": "2026-12-01T00:00:00.000Z", "created_at": now}
+    db = sqlite3.connect(store)
+    db.executescript(old_schema)
+    db.execute("INSERT INTO endpoints VALUES ('ep_old', 'active', NULL, '*\n', ?)", (json.dumps(ep),))
+    db.execute("INSERT INTO events VALUES (1, 'evt_old', 'lead.created', NULL, ?, 1, ?)", (now, json.dumps(ev)))
+    db.execute("INSERT INTO deliveries (id, event_seq, event_id, event_type, endpoint_id, status, next_at,"
+               " created_at, updated_at) VALUES ('msg_old', 1, 'evt_old', 'lead.created', 'ep_old', 'pending', ?, ?, ?)",
+               (now, now, now))
+    db.commit()
+    db.close()
+    rx.secret("/old", sec)
+    h = make_hg(overrides={"admin": {"token": TOKEN}, "outbound": {"store_path": str(store)}})
+    [rec] = rx.wait("/old", 1)
+    assert rec.verified and rec.headers["webhook-id"] == "msg_old" and rec.json()["data"] == {"old": True}
+    assert api(h, "POST", "/v1/endpoints/ep_old/test").json()["delivered"] is True
+    h.stop()
+    cols = [r[1] for r in sqlite3.connect(store).execute("PRAGMA table_info(deliveries)")]
+    assert "test" in cols
