@@ -12,7 +12,7 @@ build_pkgs="build-essential pkg-config libuv1-dev node-llhttp libhiredis-dev lib
   libcurl4-openssl-dev libmbedtls-dev libjansson-dev libinih-dev libssl-dev libsqlite3-dev tzdata"
 # stunnel4: the Redis TLS sidecar of docs/backend-tls.md, tested in test_redis_tls_sidecar.py.
 test_pkgs="libcmocka-dev redis-server rabbitmq-server stunnel4 python3 python3-pytest
-  python3-requests python3-redis python3-pika python3-boto3 python3-jsonschema python3-twilio valgrind clang openssl curl"
+  python3-requests python3-redis python3-pika python3-boto3 python3-jsonschema python3-twilio python3-jwt valgrind clang openssl curl"
 bench_pkgs="nginx-light wrk valgrind strace"
 
 pkgs=$build_pkgs

@@ -117,7 +117,7 @@ static void on_signal(uv_signal_t *s, int signum)
         current_conf = next;
         hg_info(NULL, "configuration reloaded", "applied",
                 "secrets, credentials (Redis/RabbitMQ reconnect when their url or tls settings changed), "
-                "tenants, rules, limits", NULL);
+                "tenants, rules, limits, [endpoint.<name>] sections", NULL);
         log_tls(current_conf, "TLS certificate for new connections");
         return;
     }

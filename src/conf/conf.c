@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "core/str.h"
 #include "http/tls.h"
+#include "outbound/endpoint.h"
 #include "rules/rules.h"
 #include "clients/redis.h"
 #include "clients/s3.h"
@@ -45,6 +46,7 @@ _Static_assert(offsetof(struct hg_conf, admin_listen_port) ==
 #define CF(field) offsetof(struct hg_conf, field), sizeof(((struct hg_conf *)0)->field)
 #define TF(field) offsetof(struct hg_tenant_conf, field), sizeof(((struct hg_tenant_conf *)0)->field)
 #define SF(field) offsetof(struct hg_source_conf, field), sizeof(((struct hg_source_conf *)0)->field)
+#define EF(field) offsetof(struct hg_endpoint_conf, field), sizeof(((struct hg_endpoint_conf *)0)->field)
 
 static const char *const ack_words[] = { "spool", "broker", NULL };
 static const char *const client_ip_headers[] = { "x-forwarded-for", "forwarded", NULL };
@@ -84,6 +86,7 @@ static const struct key conf_keys[] = {
     { "outbound", "store_path", KEY_PATH, CF(outbound_store_path), "var/outbound.db", NULL, NULL, NULL, 0 },
     { "outbound", "max_inflight", KEY_UINT, CF(outbound_max_inflight), "64", "1", "10000", NULL, 0 },
     { "outbound", "idempotency_window", KEY_MS, CF(outbound_idempotency_ms), "24h", "1s", "30d", NULL, 0 },
+    { "outbound", "never_attempted_after", KEY_MS, CF(outbound_never_attempted_ms), "60s", "1s", "1d", NULL, 0 },
 
     { "log", "level", KEY_LOGLEVEL, CF(log_level), "info", NULL, NULL, NULL, 0 },
 
@@ -222,7 +225,32 @@ static const struct key source_keys[] = {
     { "source", "require_client_cert", KEY_BOOL, SF(require_client_cert), "no", NULL, NULL, NULL, 0 },
 };
 
+/*
+ * Keys of an [endpoint.<name>] section (docs/outbound.md): the API's fields, checked at load by
+ * the API's own validation (outbound/endpoint.h); `header.<Name> = value` lines are custom headers.
+ * Unset keys take the API's defaults.
+ */
+static const struct key endpoint_keys[] = {
+    { "endpoint", "url", KEY_STRING, EF(url), NULL, NULL, NULL, NULL, 0 },
+    { "endpoint", "events", KEY_STRLIST, EF(events), NULL, NULL, NULL, NULL, 0 },
+    { "endpoint", "secret", KEY_STRING, EF(secret), NULL, NULL, NULL, NULL, KEY_F_SECRET },
+    { "endpoint", "signature_method", KEY_STRING, EF(signature_method), NULL, NULL, NULL, NULL, 0 },
+    { "endpoint", "timeout_seconds", KEY_MS, EF(timeout_ms), NULL, NULL, NULL, NULL, 0 },
+    { "endpoint", "max_attempts", KEY_UINT, EF(max_attempts), NULL, NULL, NULL, NULL, 0 },
+    { "endpoint", "initial_delay_seconds", KEY_MS, EF(initial_delay_ms), NULL, NULL, NULL, NULL, 0 },
+    { "endpoint", "max_delay_seconds", KEY_MS, EF(max_delay_ms), NULL, NULL, NULL, NULL, 0 },
+    { "endpoint", "backoff_multiplier", KEY_STRING, EF(backoff_multiplier), NULL, NULL, NULL, NULL, 0 },
+    { "endpoint", "retry_on_status_codes", KEY_STRLIST, EF(retry_on_status_codes), NULL, NULL, NULL, NULL, 0 },
+    { "endpoint", "http_method", KEY_STRING, EF(http_method), NULL, NULL, NULL, NULL, 0 },
+    { "endpoint", "tenant", KEY_STRING, EF(tenant), NULL, NULL, NULL, NULL, 0 },
+    { "endpoint", "environment", KEY_STRING, EF(environment), NULL, NULL, NULL, NULL, 0 },
+};
+
+/* cfg_<name> must stay an id (< HG_OB_ID_MAX of the store). */
+#define ENDPOINT_NAME_MAX 48
+
 #define N_CONF_KEYS   HG_ARRAY_SIZE(conf_keys)
+#define N_ENDPOINT_KEYS HG_ARRAY_SIZE(endpoint_keys)
 #define N_TENANT_KEYS HG_ARRAY_SIZE(tenant_keys)
 #define N_SOURCE_KEYS HG_ARRAY_SIZE(source_keys)
 
@@ -282,6 +310,10 @@ struct load {
     int *source_lines;                 /* header line of each source section */
     struct origin (*source_origin)[N_SOURCE_KEYS];
     size_t source_cap;
+    struct hg_endpoint_conf *endpoint; /* current endpoint section, or NULL */
+    int *endpoint_lines;               /* header line of each endpoint section */
+    struct origin (*endpoint_origin)[N_ENDPOINT_KEYS];
+    size_t endpoint_cap;
     struct rules_env *rules_env;       /* sorted by name */
     size_t n_rules_env;
     bool failed;
@@ -376,6 +408,152 @@ static void source_section(struct load *L, const char *name)
         if (source_keys[k].def && conf_set_value(&source_keys[k], s, source_keys[k].def, why, sizeof(why)))
             abort();
     L->source = s;
+}
+
+/* ---------------------------------------------------------------- endpoints */
+
+/* An [endpoint.<name>] header: an outbound subscriber (same name rules as tenant ids, shorter). */
+static void endpoint_section(struct load *L, const char *name)
+{
+    struct hg_conf *c = L->c;
+    if (!conf_valid_tenant_id(name) || strlen(name) > ENDPOINT_NAME_MAX) {
+        fail(L, "%s:%d: '%s' is not an endpoint name (1-%d of A-Z a-z 0-9 - _ .)", L->path, L->lineno, name,
+             ENDPOINT_NAME_MAX);
+        return;
+    }
+    for (size_t i = 0; i < c->n_endpoints; i++) {
+        if (strcmp(c->endpoints[i].name, name) == 0) {
+            fail(L, "%s:%d: duplicate section [%s] (first at line %d)", L->path, L->lineno, L->section,
+                 L->endpoint_lines[i]);
+            return;
+        }
+    }
+    if (c->n_endpoints == CONF_MAX_TENANTS) {
+        fail(L, "%s:%d: more than %d endpoint sections", L->path, L->lineno, CONF_MAX_TENANTS);
+        return;
+    }
+    if (c->n_endpoints == L->endpoint_cap) {
+        L->endpoint_cap = L->endpoint_cap ? L->endpoint_cap * 2 : 8;
+        c->endpoints = hg_xrealloc(c->endpoints, L->endpoint_cap * sizeof(*c->endpoints));
+        L->endpoint_origin = hg_xrealloc(L->endpoint_origin, L->endpoint_cap * sizeof(*L->endpoint_origin));
+        L->endpoint_lines = hg_xrealloc(L->endpoint_lines, L->endpoint_cap * sizeof(*L->endpoint_lines));
+    }
+    size_t i = c->n_endpoints++;
+    struct hg_endpoint_conf *e = &c->endpoints[i];
+    memset(e, 0, sizeof(*e));
+    memset(L->endpoint_origin[i], 0, sizeof(L->endpoint_origin[i]));
+    L->endpoint_lines[i] = L->lineno;
+    e->name = hg_xstrdup(name);
+    L->endpoint = e;
+}
+
+/* A `header.<Name> = value` line of the current endpoint section. */
+static void endpoint_header(struct load *L, const char *name, const char *value)
+{
+    struct hg_endpoint_conf *e = L->endpoint;
+    for (size_t i = 0; i < e->header_names.n; i++) {
+        if (strcasecmp(e->header_names.items[i], name) == 0) {
+            fail(L, "%s:%d: header '%s' set twice in [endpoint.%s]", L->path, L->lineno, name, e->name);
+            return;
+        }
+    }
+    if (e->header_names.n == 32) {
+        fail(L, "%s:%d: more than 32 headers in [endpoint.%s]", L->path, L->lineno, e->name);
+        return;
+    }
+    e->header_names.items = hg_xrealloc(e->header_names.items, (e->header_names.n + 1) * sizeof(char *));
+    e->header_values.items = hg_xrealloc(e->header_values.items, (e->header_values.n + 1) * sizeof(char *));
+    e->header_names.items[e->header_names.n++] = hg_xstrdup(name);
+    e->header_values.items[e->header_values.n++] = hg_xstrdup(value);
+}
+
+/* Milliseconds as the API's seconds (an integer when whole). */
+static json_t *seconds_json(uint64_t ms)
+{
+    return ms % 1000 ? json_real((double)ms / 1000.0) : json_integer((json_int_t)(ms / 1000));
+}
+
+/*
+ * Each endpoint section into the API's document, checked by the API's validation, so a file
+ * endpoint and an API endpoint obey the same rules. Unset keys are left out (API defaults).
+ */
+static void endpoint_validate(struct load *L)
+{
+    for (size_t i = 0; i < L->c->n_endpoints && !L->failed; i++) {
+        struct hg_endpoint_conf *e = &L->c->endpoints[i];
+        const struct origin *o = L->endpoint_origin[i];
+        const char *at = L->path ? L->path : "env";
+        int line = L->endpoint_lines[i];
+#define SET(k) (o[k].line || o[k].env)
+        json_t *in = json_object(), *rp = json_object();
+        for (size_t k = 0; k < N_ENDPOINT_KEYS; k++) {
+            if (!SET(k))
+                continue;
+            const struct key *key = &endpoint_keys[k];
+            void *field = (char *)e + key->off;
+            json_t *v = NULL, *into = in;
+            const char *n = key->name;
+            if (strcmp(n, "max_attempts") == 0 || strcmp(n, "initial_delay_seconds") == 0 ||
+                strcmp(n, "max_delay_seconds") == 0 || strcmp(n, "backoff_multiplier") == 0 ||
+                strcmp(n, "retry_on_status_codes") == 0)
+                into = rp;
+            if (key->type == KEY_STRING) {
+                const char *sv = *(char **)field;
+                if (strcmp(n, "backoff_multiplier") == 0 && sv) {
+                    char *end;
+                    double d = strtod(sv, &end);
+                    v = end != sv && *end == '\0' ? json_real(d) : json_string(sv); /* a string: refused below */
+                } else {
+                    v = sv ? json_string(sv) : json_null();
+                }
+            } else if (key->type == KEY_MS) {
+                v = seconds_json(*(uint64_t *)field);
+            } else if (key->type == KEY_UINT) {
+                v = json_integer(*(uint32_t *)field);
+            } else if (key->type == KEY_STRLIST) {
+                const struct hg_strlist *l = field;
+                v = json_array();
+                for (size_t j = 0; j < l->n; j++) {
+                    int64_t code;
+                    if (strcmp(n, "retry_on_status_codes") == 0 && hg_str_to_i64(l->items[j], 0, 999, &code) == 0)
+                        json_array_append_new(v, json_integer(code));
+                    else
+                        json_array_append_new(v, json_string(l->items[j]));
+                }
+            }
+            json_object_set_new(into, n, v);
+        }
+#undef SET
+        if (json_object_size(rp))
+            json_object_set(in, "retry_policy", rp);
+        json_decref(rp);
+        if (e->header_names.n) {
+            json_t *h = json_object();
+            for (size_t j = 0; j < e->header_names.n; j++)
+                json_object_set_new(h, e->header_names.items[j], json_string(e->header_values.items[j]));
+            json_object_set_new(in, "custom_headers", h);
+        }
+        struct hg_ob_problems p = { json_array() };
+        json_t *doc = hg_ob_endpoint_canonical(in, &p);
+        json_decref(in);
+        if (doc == NULL) {
+            json_t *first = json_array_get(p.list, 0);
+            fail(L, "%s:%d: [endpoint.%s] %s %s", at, line, e->name,
+                 json_string_value(json_object_get(first, "field")), json_string_value(json_object_get(first, "message")));
+        } else if (e->secret == NULL) {
+            fail(L, "%s:%d: [endpoint.%s] needs a secret (or secret_file): a generated one would change at every load",
+                 at, line, e->name);
+        } else {
+            char id[16 + ENDPOINT_NAME_MAX];
+            snprintf(id, sizeof(id), "cfg_%s", e->name);
+            json_object_set_new(doc, "id", json_string(id));
+            json_object_set_new(doc, "source", json_string("config"));
+            e->doc = doc;
+            doc = NULL;
+        }
+        json_decref(doc);
+        json_decref(p.list);
+    }
 }
 
 /* An hmac template: literal text with {body} exactly once and {timestamp} at most once (and
@@ -525,7 +703,13 @@ static void on_section_line(struct load *L, const char *line, size_t n)
     L->section[nl] = '\0';
     L->tenant = NULL;
     L->source = NULL;
+    L->endpoint = NULL;
     L->rules_cur = SIZE_MAX;
+
+    if (strncmp(L->section, "endpoint.", 9) == 0) {
+        endpoint_section(L, L->section + 9);
+        return;
+    }
 
     if (strncmp(L->section, "source.", 7) == 0) {
         source_section(L, L->section + 7);
@@ -635,6 +819,17 @@ static int on_pair(void *user, const char *section, const char *name, const char
         base = L->source;
         origins = L->source_origin[L->source - L->c->sources];
         ksec = "source";
+    }
+    if (L->endpoint) {
+        if (strncmp(name, "header.", 7) == 0) {
+            endpoint_header(L, name + 7, value);
+            return 1;
+        }
+        table = endpoint_keys;
+        ntable = N_ENDPOINT_KEYS;
+        base = L->endpoint;
+        origins = L->endpoint_origin[L->endpoint - L->c->endpoints];
+        ksec = "endpoint";
     }
 
     /* "<key>_file" names the file holding a secret key's value. */
@@ -821,6 +1016,15 @@ static bool env_known(struct load *L, const char *name)
                 return true;
         }
     }
+    for (size_t t = 0; t < L->c->n_endpoints; t++) {
+        for (size_t i = 0; i < N_ENDPOINT_KEYS; i++) {
+            env_name(want, sizeof(want), "endpoint", L->c->endpoints[t].name, endpoint_keys[i].name);
+            snprintf(wantf, sizeof(wantf), "%s_FILE", want);
+            if (strcasecmp(name, want) == 0 ||
+                ((endpoint_keys[i].flags & KEY_F_SECRET) && strcasecmp(name, wantf) == 0))
+                return true;
+        }
+    }
     return false;
 }
 
@@ -938,6 +1142,9 @@ static void apply_env(struct load *L)
     for (size_t t = 0; t < c->n_sources && !L->failed; t++)
         apply_env_table(L, source_keys, N_SOURCE_KEYS, &c->sources[t], L->source_origin[t], "source",
                         c->sources[t].name);
+    for (size_t t = 0; t < c->n_endpoints && !L->failed; t++)
+        apply_env_table(L, endpoint_keys, N_ENDPOINT_KEYS, &c->endpoints[t], L->endpoint_origin[t], "endpoint",
+                        c->endpoints[t].name);
     if (!L->failed)
         rules_env_build(L);
     if (!L->failed)
@@ -970,6 +1177,13 @@ static void apply_env(struct load *L)
         if (strncmp(name, "HOOKGATE_SOURCE_", 16) == 0) {
             if (!env_known(L, name)) {
                 fail(L, "env %s: no [source.<name>] section or key matches it", name);
+                return;
+            }
+            continue;
+        }
+        if (strncmp(name, "HOOKGATE_ENDPOINT_", 18) == 0) {
+            if (!env_known(L, name)) {
+                fail(L, "env %s: no [endpoint.<name>] section or key matches it", name);
                 return;
             }
             continue;
@@ -1386,6 +1600,14 @@ static void conf_free(struct hg_conf *c)
         keys_free(source_keys, N_SOURCE_KEYS, &c->sources[i]);
     }
     free(c->sources);
+    for (size_t i = 0; i < c->n_endpoints; i++) {
+        free(c->endpoints[i].name);
+        json_decref(c->endpoints[i].doc);
+        conf_strlist_clear(&c->endpoints[i].header_names);
+        conf_strlist_clear(&c->endpoints[i].header_values);
+        keys_free(endpoint_keys, N_ENDPOINT_KEYS, &c->endpoints[i]);
+    }
+    free(c->endpoints);
     free(c->path);
     free(c);
 }
@@ -1423,8 +1645,12 @@ int hg_conf_load(const char *path, struct hg_conf **out, char *err, size_t errle
         validate(&L);
     if (!L.failed)
         source_validate(&L);
+    if (!L.failed)
+        endpoint_validate(&L);
 
     free(L.tenant_origin);
+    free(L.endpoint_origin);
+    free(L.endpoint_lines);
     free(L.source_origin);
     free(L.source_lines);
     free(L.tenant_lines);

@@ -68,6 +68,30 @@ struct hg_source_conf {
     int require_client_cert;          /* 1 = 403 without a client certificate from tls_client_ca */
 };
 
+/*
+ * One [endpoint.<name>] section: an outbound subscriber declared in the file (docs/outbound.md).
+ * Checked at load with the API's own validation (outbound/endpoint.h) into `doc`.
+ */
+struct hg_endpoint_conf {
+    char *name;                       /* the endpoint's id is "cfg_<name>" */
+    char *url;
+    struct hg_strlist events;         /* empty = ["*"] */
+    char *secret;                     /* required (a generated one would change at every load) */
+    char *signature_method;
+    uint64_t timeout_ms;              /* 0 = unset: the API's default */
+    uint32_t max_attempts;            /* the retry policy; 0 / NULL = unset */
+    uint64_t initial_delay_ms;
+    uint64_t max_delay_ms;
+    char *backoff_multiplier;         /* a decimal number, parsed at validation */
+    struct hg_strlist retry_on_status_codes;
+    char *http_method;
+    char *tenant;
+    char *environment;
+    struct hg_strlist header_names;   /* header.<Name> = value, in file order */
+    struct hg_strlist header_values;
+    struct json_t *doc;               /* the canonical endpoint document with id, source "config" and secret */
+};
+
 struct hg_conf {
     _Atomic long refs;
     char *path;                       /* file it came from (absolute) */
@@ -105,6 +129,7 @@ struct hg_conf {
     char *outbound_store_path;        /* "var/outbound.db": the embedded store (SQLite) */
     uint32_t outbound_max_inflight;   /* deliveries sent at once; 64 */
     uint64_t outbound_idempotency_ms; /* an event_id published again within this is accepted once; 24 h */
+    uint64_t outbound_never_attempted_ms; /* the outbound_never_attempted alarm counts deliveries older than this; 60 s */
 
     /* [log] */
     int log_level;                    /* enum hg_log_level */
@@ -221,6 +246,10 @@ struct hg_conf {
     /* [source.<name>] sections (generic provider); use hg_conf_source() */
     struct hg_source_conf *sources;
     size_t n_sources;
+
+    /* [endpoint.<name>] sections (outbound subscribers), in file order */
+    struct hg_endpoint_conf *endpoints;
+    size_t n_endpoints;
 };
 
 /*

@@ -75,17 +75,22 @@ static const struct family families[HG_M__COUNT] = {
     [HG_M_MEDIA_FAILURES] = { "media_failures_total", "Media downloads or uploads that failed, by reason.", FAMILY_COUNTER, true, MERGE_SUM, NULL },
     [HG_M_STATE_MANAGER_FAILURES] = { "state_manager_failures_total", "State manager calls that failed.", FAMILY_COUNTER, false, MERGE_SUM, NULL },
     [HG_M_JWKS_FETCH] = { "jwks_fetch_total", "JWKS fetches from [pubsub] jwks_url, by outcome (ok, error).", FAMILY_COUNTER, true, MERGE_SUM, NULL },
+    [HG_M_OUTBOUND_DELIVERIES] = { "outbound_deliveries_total", "Outbound attempts recorded, by endpoint id and verdict (delivered, retried, failed, dead).", FAMILY_COUNTER, true, MERGE_SUM, NULL },
     [HG_M_SPOOL_RECORDS] = { "spool_records", "Records waiting in the spool.", FAMILY_GAUGE, false, MERGE_SUM, NULL },
     [HG_M_SPOOL_BYTES] = { "spool_bytes", "Bytes held by the spool.", FAMILY_GAUGE, false, MERGE_SUM, NULL },
     [HG_M_DRAIN_IN_MEMORY] = { "drain_records_in_memory", "Spooled records the drain holds in memory (the rest of spool_records wait on disk).", FAMILY_GAUGE, false, MERGE_SUM, NULL },
     [HG_M_CONNECTIONS] = { "http_connections", "Open HTTP connections.", FAMILY_GAUGE, false, MERGE_SUM, NULL },
     [HG_M_EVENT_LOOP_LAG] = { "event_loop_lag_seconds", "Event loop lag, the worst worker.", FAMILY_GAUGE, false, MERGE_MAX, NULL },
+    [HG_M_OUTBOUND_QUEUE_DEPTH] = { "outbound_queue_depth", "Outbound deliveries not yet settled (pending or being sent).", FAMILY_GAUGE, false, MERGE_SUM, NULL },
+    [HG_M_OUTBOUND_OLDEST_PENDING] = { "outbound_oldest_pending_seconds", "Age of the oldest outbound delivery not yet settled; 0 when none.", FAMILY_GAUGE, false, MERGE_SUM, NULL },
+    [HG_M_OUTBOUND_NEVER_ATTEMPTED] = { "outbound_never_attempted", "Alarm: outbound deliveries accepted longer than [outbound] never_attempted_after ago, sendable, and never attempted; should be 0.", FAMILY_GAUGE, false, MERGE_SUM, NULL },
     [HG_M_PROCESSING_DURATION] = { "webhook_processing_duration_seconds", "Time from request start to response.", FAMILY_HISTOGRAM, false, MERGE_SUM, &seconds_buckets },
     [HG_M_SPOOL_FSYNC_DURATION] = { "spool_fsync_duration_seconds", "Spool group commit fsync duration.", FAMILY_HISTOGRAM, false, MERGE_SUM, &seconds_buckets },
     [HG_M_RABBITMQ_CONFIRM_DURATION] = { "rabbitmq_confirm_duration_seconds", "Time from publish to broker confirm.", FAMILY_HISTOGRAM, false, MERGE_SUM, &seconds_buckets },
     [HG_M_MINIO_UPLOAD_DURATION] = { "minio_upload_duration_seconds", "Object storage upload duration.", FAMILY_HISTOGRAM, false, MERGE_SUM, &seconds_buckets },
     [HG_M_MEDIA_DOWNLOAD_DURATION] = { "media_download_duration_seconds", "Media download duration.", FAMILY_HISTOGRAM, false, MERGE_SUM, &seconds_buckets },
     [HG_M_MEDIA_DOWNLOAD_SIZE] = { "media_download_size_bytes", "Size of downloaded media.", FAMILY_HISTOGRAM, false, MERGE_SUM, &size_buckets },
+    [HG_M_OUTBOUND_ATTEMPT_DURATION] = { "outbound_attempt_duration_seconds", "Outbound attempt duration, from send to answer or error.", FAMILY_HISTOGRAM, false, MERGE_SUM, &seconds_buckets },
 };
 
 /* Cardinality caps: label values come from the outside (tenants), so a registry stops growing. */

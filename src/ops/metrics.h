@@ -28,12 +28,16 @@ enum hg_metric {
     HG_M_MEDIA_FAILURES,            /* media_failures_total{reason} */
     HG_M_STATE_MANAGER_FAILURES,    /* state_manager_failures_total */
     HG_M_JWKS_FETCH,                /* jwks_fetch_total{status} */
+    HG_M_OUTBOUND_DELIVERIES,       /* outbound_deliveries_total{endpoint,status}: attempts recorded, by verdict */
     /* gauges (summed over workers) */
     HG_M_SPOOL_RECORDS,             /* spool_records */
     HG_M_SPOOL_BYTES,               /* spool_bytes */
     HG_M_DRAIN_IN_MEMORY,           /* drain_records_in_memory */
     HG_M_CONNECTIONS,               /* http_connections */
     HG_M_EVENT_LOOP_LAG,            /* event_loop_lag_seconds (max over workers) */
+    HG_M_OUTBOUND_QUEUE_DEPTH,      /* outbound_queue_depth (worker 0) */
+    HG_M_OUTBOUND_OLDEST_PENDING,   /* outbound_oldest_pending_seconds (worker 0) */
+    HG_M_OUTBOUND_NEVER_ATTEMPTED,  /* outbound_never_attempted (worker 0): the alarm */
     /* histograms (seconds unless the name says otherwise) */
     HG_M_PROCESSING_DURATION,       /* webhook_processing_duration_seconds */
     HG_M_SPOOL_FSYNC_DURATION,      /* spool_fsync_duration_seconds */
@@ -41,6 +45,7 @@ enum hg_metric {
     HG_M_MINIO_UPLOAD_DURATION,     /* minio_upload_duration_seconds */
     HG_M_MEDIA_DOWNLOAD_DURATION,   /* media_download_duration_seconds */
     HG_M_MEDIA_DOWNLOAD_SIZE,       /* media_download_size_bytes */
+    HG_M_OUTBOUND_ATTEMPT_DURATION, /* outbound_attempt_duration_seconds */
     HG_M__COUNT
 };
 

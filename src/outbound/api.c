@@ -1,8 +1,9 @@
 /*
- * The outbound management API under /v1 on the admin listener: endpoints (CRUD, status), events
- * (publish: 202 once the event and its fan-out are durable; idempotent event_id), deliveries
- * (list, get with attempts, manual retry). JSON in and out; errors are
- * {"error":{"code","message","details"}}. The admin router checked the token already.
+ * The outbound management API under /v1 on the admin listener: endpoints (CRUD, status, secret
+ * rotation, test, recover; config file endpoints are read-only here), events (publish: 202 once
+ * the event and its fan-out are durable; idempotent event_id), deliveries (list, get with
+ * attempts, manual retry). JSON in and out; errors are {"error":{"code","message","details"}}.
+ * The admin router checked the token already.
  */
 #include <curl/curl.h>
 #include <llhttp.h>
@@ -16,6 +17,7 @@
 #include "core/str.h"
 #include "core/time.h"
 #include "core/uuid.h"
+#include "outbound/endpoint.h"
 #include "outbound/match.h"
 #include "outbound/outbound.h"
 #include "outbound/store.h"
@@ -24,12 +26,7 @@
 #define LIMIT_DEFAULT 50
 #define LIMIT_MAX 500
 #define QUERY_VALUE_MAX 256
-#define URL_MAX 2048
-#define NAME_MAX_LEN 256
-#define DESCRIPTION_MAX 2048
-#define EVENTS_MAX 100
-#define METADATA_MAX 8192
-#define TENANT_MAX 64
+#define TENANT_MAX HG_OB_TENANT_MAX
 
 /* One API call waiting for the store. */
 struct call {
@@ -120,8 +117,8 @@ static void on_store_answer(void *arg, int err, const char *message, json_t *res
         } else if (result == NULL) {
             hg_conn_respond(c, 204, "application/json", NULL, NULL, 0);
         } else {
-            if (q->strip_secret && json_is_object(result))
-                json_object_del(result, "secret");
+            if (q->strip_secret)
+                hg_ob_endpoint_strip_secrets(result);
             respond_json(c, q->ok_status, result, NULL);
         }
     }
@@ -235,338 +232,7 @@ static void new_id(char *out, size_t cap, const char *prefix)
     snprintf(out, cap, "%s%012llx%016llx", prefix, (unsigned long long)wall_ms(), (unsigned long long)hg_random_u64());
 }
 
-/* ---- endpoint validation ---- */
-
-/* Collects every problem of a document, so one answer names them all. */
-struct problems {
-    json_t *list;
-};
-
-static void problem(struct problems *p, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void problem(struct problems *p, const char *field, const char *fmt, ...)
-{
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    json_array_append_new(p->list, json_pack("{s:s, s:s}", "field", field, "message", msg));
-}
-
-static bool printable(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            return false;
-    return true;
-}
-
-static bool id_chars(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > max)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-              ch == '-' || ch == '.' || ch == ':'))
-            return false;
-    }
-    return true;
-}
-
-static bool header_name_ok(const char *s)
-{
-    if (*s == '\0' || strlen(s) > 128)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              strchr("!#$%&'*+-.^_`|~", *s)))
-            return false;
-    return true;
-}
-
-/* Headers hookgate sets itself (or HTTP framing owns): an endpoint cannot override them. */
-static bool header_reserved(const char *s)
-{
-    static const char *const reserved[] = { "webhook-id", "webhook-timestamp", "webhook-signature", "content-type",
-                                            "content-length", "host", "transfer-encoding", "connection",
-                                            "expect", "te", "upgrade", "trailer" };
-    for (size_t i = 0; i < HG_ARRAY_SIZE(reserved); i++)
-        if (strcasecmp(s, reserved[i]) == 0)
-            return true;
-    return false;
-}
-
-static void check_url(struct problems *p, const json_t *v)
-{
-    const char *url = json_string_value(v);
-    if (url == NULL) {
-        problem(p, "url", v ? "must be a string" : "is required");
-        return;
-    }
-    if (strlen(url) > URL_MAX || !printable(url)) {
-        problem(p, "url", "must be at most %d printable characters", URL_MAX);
-        return;
-    }
-    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
-        problem(p, "url", "must be an http:// or https:// URL");
-        return;
-    }
-    CURLU *u = curl_url();
-    char *host = NULL;
-    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        host == NULL || host[0] == '\0')
-        problem(p, "url", "is not a valid URL with a host");
-    else if (strchr(url, '#'))
-        problem(p, "url", "must not have a fragment");
-    curl_free(host);
-    curl_url_cleanup(u);
-}
-
-static void check_string(struct problems *p, json_t *out, const json_t *in, const char *field, size_t max)
-{
-    const json_t *v = json_object_get(in, field);
-    if (v == NULL || json_is_null(v)) {
-        json_object_set_new(out, field, json_null());
-        return;
-    }
-    if (!json_is_string(v) || json_string_length(v) > max || !printable(json_string_value(v))) {
-        problem(p, field, "must be a string of at most %zu printable characters", max);
-        return;
-    }
-    json_object_set(out, field, (json_t *)v);
-}
-
-/* A number of seconds in [min, max]; the default when absent. */
-static void check_seconds(struct problems *p, json_t *out, const json_t *in, const char *field, double def, double min,
-                          double max, bool integer, const char *where)
-{
-    const json_t *v = json_object_get(in, field);
-    char name[64];
-    snprintf(name, sizeof(name), "%s%s", where, field);
-    if (v == NULL || json_is_null(v)) {
-        json_object_set_new(out, field,
-                            def == (double)(json_int_t)def ? json_integer((json_int_t)def) : json_real(def));
-        return;
-    }
-    if ((integer && !json_is_integer(v)) || (!integer && !json_is_number(v)) || json_number_value(v) < min ||
-        json_number_value(v) > max) {
-        problem(p, name, "must be %s from %g to %g", integer ? "an integer" : "a number", min, max);
-        return;
-    }
-    double d = json_number_value(v);
-    if (json_is_real(v) && d == (double)(json_int_t)d)
-        json_object_set_new(out, field, json_integer((json_int_t)d)); /* 15.0 shows as 15 */
-    else
-        json_object_set(out, field, (json_t *)v);
-}
-
-static void check_retry_policy(struct problems *p, json_t *out, const json_t *in)
-{
-    const json_t *rp = json_object_get(in, "retry_policy");
-    if (rp != NULL && !json_is_null(rp) && !json_is_object(rp)) {
-        problem(p, "retry_policy", "must be an object");
-        return;
-    }
-    json_t *o = json_object();
-    static const char *const known[] = { "max_attempts", "initial_delay_seconds", "max_delay_seconds",
-                                         "backoff_multiplier", "retry_on_status_codes" };
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)rp, k, v) {
-        bool ok = false;
-        for (size_t i = 0; i < HG_ARRAY_SIZE(known); i++)
-            ok = ok || strcmp(k, known[i]) == 0;
-        if (!ok) {
-            char f[96];
-            snprintf(f, sizeof(f), "retry_policy.%.64s", k);
-            problem(p, f, "is not a retry_policy field");
-        }
-    }
-    check_seconds(p, o, rp, "max_attempts", 8, 1, 50, true, "retry_policy.");
-    check_seconds(p, o, rp, "initial_delay_seconds", 30, 0.001, 86400, false, "retry_policy.");
-    check_seconds(p, o, rp, "max_delay_seconds", 43200, 0.001, 7 * 86400, false, "retry_policy.");
-    check_seconds(p, o, rp, "backoff_multiplier", 4, 1, 10, false, "retry_policy.");
-    json_t *ini = json_object_get(o, "initial_delay_seconds"), *mx = json_object_get(o, "max_delay_seconds");
-    if (ini && mx && json_number_value(mx) < json_number_value(ini))
-        problem(p, "retry_policy.max_delay_seconds", "must not be below initial_delay_seconds");
-    const json_t *codes = json_object_get(rp, "retry_on_status_codes");
-    if (codes == NULL || json_is_null(codes)) {
-        json_object_set_new(o, "retry_on_status_codes", json_null());
-    } else if (!json_is_array(codes) || json_array_size(codes) > 32) {
-        problem(p, "retry_policy.retry_on_status_codes", "must be an array of at most 32 status codes");
-    } else {
-        size_t i;
-        json_array_foreach(codes, i, v) {
-            if (!json_is_integer(v) || json_integer_value(v) < 300 || json_integer_value(v) > 599) {
-                problem(p, "retry_policy.retry_on_status_codes", "every code must be an integer from 300 to 599");
-                break;
-            }
-        }
-        json_object_set(o, "retry_on_status_codes", (json_t *)codes);
-    }
-    json_object_set_new(out, "retry_policy", o);
-}
-
-static bool secret_ok(const char *s)
-{
-    unsigned char key[128];
-    size_t n;
-    return s && strncmp(s, "whsec_", 6) == 0 &&
-           hg_base64_decode(s + 6, strlen(s + 6), key, sizeof(key), &n) == 0 && n >= 16 && n <= 64;
-}
-
-static char *generate_secret(void)
-{
-    unsigned char key[24];
-    for (size_t i = 0; i < sizeof(key); i += 8) {
-        uint64_t r = hg_random_u64();
-        memcpy(key + i, &r, 8);
-    }
-    char b64[64];
-    hg_base64_encode(key, sizeof(key), b64, sizeof(b64));
-    char *out = NULL;
-    if (asprintf(&out, "whsec_%s", b64) < 0)
-        hg_oom(__FILE__, __LINE__);
-    hg_wipe(key, sizeof(key));
-    return out;
-}
-
-/*
- * Validate an endpoint document `in` (every field; absent = default) into its canonical form.
- * NULL and p->list filled when it is not valid.
- */
-static json_t *endpoint_canonical(const json_t *in, struct problems *p)
-{
-    static const char *const fields[] = { "url", "name", "description", "events", "http_method", "custom_headers",
-                                          "secret", "signature_method", "timeout_seconds", "retry_policy",
-                                          "environment", "tenant", "metadata",
-                                          /* read-only, ignored: what GET shows may be sent back */
-                                          "id", "status", "created_at", "updated_at" };
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)in, k, v) {
-        bool ok = false;
-        for (size_t i = 0; i < HG_ARRAY_SIZE(fields); i++)
-            ok = ok || strcmp(k, fields[i]) == 0;
-        if (!ok) {
-            char f[80];
-            snprintf(f, sizeof(f), "%.64s", k);
-            problem(p, f, "is not an endpoint field");
-        }
-    }
-    json_t *out = json_object();
-    check_url(p, json_object_get(in, "url"));
-    json_object_set(out, "url", json_object_get(in, "url") ? json_object_get(in, "url") : json_null());
-    check_string(p, out, in, "name", NAME_MAX_LEN);
-    check_string(p, out, in, "description", DESCRIPTION_MAX);
-
-    const json_t *evs = json_object_get(in, "events");
-    if (evs == NULL || json_is_null(evs)) {
-        json_object_set_new(out, "events", json_pack("[s]", "*"));
-    } else if (!json_is_array(evs) || json_array_size(evs) == 0 || json_array_size(evs) > EVENTS_MAX) {
-        problem(p, "events", "must be a non-empty array of at most %d event types or patterns", EVENTS_MAX);
-    } else {
-        size_t i;
-        json_array_foreach(evs, i, v) {
-            if (!hg_ob_pattern_valid(json_string_value(v))) {
-                problem(p, "events", "\"%.80s\" is not an event type, \"*\" or a \"prefix.*\" pattern",
-                        json_is_string(v) ? json_string_value(v) : "(not a string)");
-                break;
-            }
-        }
-        json_object_set(out, "events", (json_t *)evs);
-    }
-
-    const json_t *m = json_object_get(in, "http_method");
-    static const char *const methods[] = { "GET", "POST", "PUT", "PATCH", "DELETE" };
-    if (m == NULL || json_is_null(m)) {
-        json_object_set_new(out, "http_method", json_string("POST"));
-    } else {
-        bool ok = false;
-        for (size_t i = 0; i < HG_ARRAY_SIZE(methods); i++)
-            ok = ok || (json_is_string(m) && strcmp(json_string_value(m), methods[i]) == 0);
-        if (!ok)
-            problem(p, "http_method", "must be one of GET, POST, PUT, PATCH, DELETE");
-        json_object_set(out, "http_method", (json_t *)m);
-    }
-
-    const json_t *ch = json_object_get(in, "custom_headers");
-    if (ch == NULL || json_is_null(ch)) {
-        json_object_set_new(out, "custom_headers", json_object());
-    } else if (!json_is_object(ch) || json_object_size(ch) > 32) {
-        problem(p, "custom_headers", "must be an object of at most 32 header names and string values");
-    } else {
-        json_object_foreach((json_t *)ch, k, v) {
-            if (!header_name_ok(k)) {
-                problem(p, "custom_headers", "\"%.64s\" is not a valid header name", k);
-            } else if (header_reserved(k)) {
-                problem(p, "custom_headers", "\"%.64s\" is set by hookgate and cannot be overridden", k);
-            } else if (!json_is_string(v) || json_string_length(v) > 4096 || !printable(json_string_value(v))) {
-                problem(p, "custom_headers", "the value of \"%.64s\" must be a string of printable characters", k);
-            }
-        }
-        json_object_set(out, "custom_headers", (json_t *)ch);
-    }
-
-    const json_t *sec = json_object_get(in, "secret");
-    if (sec != NULL && !json_is_null(sec)) {
-        if (!secret_ok(json_string_value(sec)))
-            problem(p, "secret", "must be \"whsec_\" followed by the base64 of 16 to 64 bytes");
-        json_object_set(out, "secret", (json_t *)sec);
-    }
-
-    const json_t *sm = json_object_get(in, "signature_method");
-    if (sm == NULL || json_is_null(sm)) {
-        json_object_set_new(out, "signature_method", json_string("standard_webhooks"));
-    } else if (!json_is_string(sm) || strcmp(json_string_value(sm), "standard_webhooks") != 0) {
-        problem(p, "signature_method", "only \"standard_webhooks\" is supported so far");
-    } else {
-        json_object_set(out, "signature_method", (json_t *)sm);
-    }
-
-    check_seconds(p, out, in, "timeout_seconds", 15, 1, 300, false, "");
-    check_retry_policy(p, out, in);
-
-    const json_t *env = json_object_get(in, "environment");
-    if (env == NULL || json_is_null(env)) {
-        json_object_set_new(out, "environment", json_string("production"));
-    } else if (!json_is_string(env) || (strcmp(json_string_value(env), "development") != 0 &&
-                                         strcmp(json_string_value(env), "staging") != 0 &&
-                                         strcmp(json_string_value(env), "production") != 0)) {
-        problem(p, "environment", "must be development, staging or production");
-    } else {
-        json_object_set(out, "environment", (json_t *)env);
-    }
-
-    const json_t *t = json_object_get(in, "tenant");
-    if (t == NULL || json_is_null(t)) {
-        json_object_set_new(out, "tenant", json_null());
-    } else if (!json_is_string(t) || !id_chars(json_string_value(t), TENANT_MAX)) {
-        problem(p, "tenant", "must be a tenant id: 1 to 64 of A-Z a-z 0-9 _ - . :");
-    } else {
-        json_object_set(out, "tenant", (json_t *)t);
-    }
-
-    const json_t *md = json_object_get(in, "metadata");
-    if (md == NULL || json_is_null(md)) {
-        json_object_set_new(out, "metadata", json_object());
-    } else {
-        char *s = json_is_object(md) ? json_dumps(md, JSON_COMPACT) : NULL;
-        if (s == NULL || strlen(s) > METADATA_MAX)
-            problem(p, "metadata", "must be an object of at most %d bytes of JSON", METADATA_MAX);
-        free(s);
-        json_object_set(out, "metadata", (json_t *)md);
-    }
-    if (json_array_size(p->list) > 0) {
-        json_decref(out);
-        return NULL;
-    }
-    return out;
-}
-
-static void respond_problems(struct hg_conn *c, struct problems *p)
+static void respond_problems(struct hg_conn *c, struct hg_ob_problems *p)
 {
     char msg[320];
     json_t *first = json_array_get(p->list, 0);
@@ -583,8 +249,8 @@ static void endpoint_create(struct hg_outbound *ob, struct hg_conn *c, const str
     json_t *in = parse_body(c, r);
     if (in == NULL)
         return;
-    struct problems p = { json_array() };
-    json_t *ep = endpoint_canonical(in, &p);
+    struct hg_ob_problems p = { json_array() };
+    json_t *ep = hg_ob_endpoint_canonical(in, &p);
     json_decref(in);
     if (ep == NULL) {
         respond_problems(c, &p);
@@ -596,10 +262,11 @@ static void endpoint_create(struct hg_outbound *ob, struct hg_conn *c, const str
     int64_t now = wall_ms();
     json_object_set_new(ep, "id", json_string(id));
     json_object_set_new(ep, "status", json_string("active"));
+    json_object_set_new(ep, "source", json_string("api"));
     json_object_set_new(ep, "created_at", rfc3339_now(now));
     json_object_set_new(ep, "updated_at", rfc3339_now(now));
     if (json_object_get(ep, "secret") == NULL) {
-        char *s = generate_secret();
+        char *s = hg_ob_secret_generate();
         json_object_set_new(ep, "secret", json_string(s));
         hg_wipe(s, strlen(s));
         free(s);
@@ -610,6 +277,18 @@ static void endpoint_create(struct hg_outbound *ob, struct hg_conn *c, const str
     started(q, hg_ob_endpoint_create(hg_outbound_store(ob), ep, on_store_answer, q));
 }
 
+/* A [endpoint.<name>] endpoint: the config file owns it; the API only reads, tests and pauses it. */
+static bool from_config(struct call *q, const json_t *old)
+{
+    const char *src = json_string_value(json_object_get(old, "source"));
+    if (src == NULL || strcmp(src, "config") != 0)
+        return false;
+    respond_err(take_conn(q), 409, "conflict",
+                "this endpoint comes from the config file ([endpoint.<name>]): change it there and reload", NULL);
+    call_free(q);
+    return true;
+}
+
 static void on_endpoint_read_for_update(void *arg, int err, const char *message, json_t *old)
 {
     struct call *q = arg;
@@ -617,6 +296,8 @@ static void on_endpoint_read_for_update(void *arg, int err, const char *message,
         on_store_answer(q, err, message, NULL);
         return;
     }
+    if (from_config(q, old))
+        return;
     /* PATCH: the old fields, each given one replacing it (null = back to the default). PUT: the
      * new document whole; the secret, id, status and dates stay unless given. */
     json_t *in = q->patch ? json_deep_copy(old) : json_incref(q->body);
@@ -625,8 +306,8 @@ static void on_endpoint_read_for_update(void *arg, int err, const char *message,
         json_t *v;
         json_object_foreach(q->body, k, v) json_object_set(in, k, v);
     }
-    struct problems p = { json_array() };
-    json_t *ep = endpoint_canonical(in, &p);
+    struct hg_ob_problems p = { json_array() };
+    json_t *ep = hg_ob_endpoint_canonical(in, &p);
     json_decref(in);
     if (ep == NULL) {
         respond_problems(take_conn(q), &p);
@@ -634,11 +315,28 @@ static void on_endpoint_read_for_update(void *arg, int err, const char *message,
         return;
     }
     json_decref(p.list);
-    static const char *const kept[] = { "id", "status", "created_at" };
+    static const char *const kept[] = { "id", "status", "source", "created_at" };
     for (size_t i = 0; i < HG_ARRAY_SIZE(kept); i++)
-        json_object_set(ep, kept[i], json_object_get(old, kept[i]));
-    if (json_object_get(ep, "secret") == NULL)
-        json_object_set(ep, "secret", json_object_get(old, "secret"));
+        if (json_object_get(old, kept[i]))
+            json_object_set(ep, kept[i], json_object_get(old, kept[i]));
+    /* A PUT or PATCH that gives no secret keeps the old one and a rotation's grace period with it;
+     * one that gives a secret replaces it at once (rotate for a grace period). */
+    const char *given = json_string_value(json_object_get(ep, "secret"));
+    if (given == NULL || (q->patch && json_object_get(q->body, "secret") == NULL)) {
+        static const char *const secrets[] = { "secret", "previous_secret", "previous_secret_expires_at" };
+        for (size_t i = 0; i < HG_ARRAY_SIZE(secrets); i++)
+            if (json_object_get(old, secrets[i]))
+                json_object_set(ep, secrets[i], json_object_get(old, secrets[i]));
+        if (!hg_ob_endpoint_secret_fits(ep)) {
+            json_decref(ep);
+            respond_err(take_conn(q), 422, "validation_failed",
+                        "secret does not suit the new signature_method: give one with it",
+                        json_pack("[{s:s, s:s}]", "field", "secret",
+                                  "message", "the stored secret does not suit this signature_method"));
+            call_free(q);
+            return;
+        }
+    }
     json_object_set_new(ep, "updated_at", rfc3339_now(wall_ms()));
     started(q, hg_ob_endpoint_replace(hg_outbound_store(q->ob), q->id, ep, on_store_answer, q));
 }
@@ -654,6 +352,18 @@ static void endpoint_update(struct hg_outbound *ob, struct hg_conn *c, const str
     q->patch = patch;
     snprintf(q->id, sizeof(q->id), "%s", id);
     started(q, hg_ob_endpoint_get(hg_outbound_store(ob), id, on_endpoint_read_for_update, q));
+}
+
+static void on_endpoint_read_for_delete(void *arg, int err, const char *message, json_t *old)
+{
+    struct call *q = arg;
+    if (err != 0 || q->conn == NULL) {
+        on_store_answer(q, err, message, NULL);
+        return;
+    }
+    if (from_config(q, old))
+        return;
+    started(q, hg_ob_endpoint_delete(hg_outbound_store(q->ob), q->id, on_store_answer, q));
 }
 
 static void on_status_set(void *arg, int err, const char *message, json_t *result)
@@ -683,6 +393,230 @@ static void endpoint_status(struct hg_outbound *ob, struct hg_conn *c, const str
     json_decref(in);
 }
 
+/* ---- secret rotation ---- */
+
+#define GRACE_DEFAULT_S 86400
+#define GRACE_MAX_S (7 * 86400)
+
+static void on_rotated(void *arg, int err, const char *message, json_t *result)
+{
+    struct call *q = arg;
+    if (err == 0) {
+        /* The one answer that shows the new secret. */
+        json_t *a = json_pack("{s:O, s:O, s:O}", "id", json_object_get(result, "id"), "secret",
+                              json_object_get(result, "secret"), "previous_secret_expires_at",
+                              json_object_get(result, "previous_secret_expires_at")
+                                  ? json_object_get(result, "previous_secret_expires_at") : json_null());
+        struct hg_conn *c = take_conn(q);
+        if (c)
+            respond_json(c, 200, a, NULL);
+        json_decref(a);
+        call_free(q);
+        return;
+    }
+    on_store_answer(arg, err, message, result);
+}
+
+static void on_endpoint_read_for_rotate(void *arg, int err, const char *message, json_t *old)
+{
+    struct call *q = arg;
+    if (err != 0 || q->conn == NULL) {
+        on_store_answer(q, err, message, NULL);
+        return;
+    }
+    if (from_config(q, old))
+        return;
+    json_t *ep = json_deep_copy(old);
+    const char *given = json_string_value(json_object_get(q->body, "secret"));
+    json_t *probe = given ? json_pack("{s:O, s:s}", "signature_method", json_object_get(ep, "signature_method"),
+                                      "secret", given) : NULL;
+    bool fits = probe == NULL || hg_ob_endpoint_secret_fits(probe);
+    json_decref(probe);
+    if (!fits) {
+        json_decref(ep);
+        respond_err(take_conn(q), 422, "validation_failed", "secret does not suit the endpoint's signature_method",
+                    json_pack("[{s:s, s:s}]", "field", "secret", "message",
+                              "does not suit the endpoint's signature_method"));
+        call_free(q);
+        return;
+    }
+    int64_t now = wall_ms();
+    json_t *g = json_object_get(q->body, "grace_period_seconds");
+    int64_t grace_ms = (int64_t)((json_is_number(g) ? json_number_value(g) : GRACE_DEFAULT_S) * 1000.0);
+    if (grace_ms > 0 && json_is_string(json_object_get(old, "secret"))) {
+        json_object_set(ep, "previous_secret", json_object_get(old, "secret"));
+        json_object_set_new(ep, "previous_secret_expires_at", rfc3339_now(now + grace_ms));
+    } else {
+        json_object_del(ep, "previous_secret");
+        json_object_del(ep, "previous_secret_expires_at");
+    }
+    char *fresh = given ? NULL : hg_ob_secret_generate();
+    json_object_set_new(ep, "secret", json_string(given ? given : fresh));
+    if (fresh) {
+        hg_wipe(fresh, strlen(fresh));
+        free(fresh);
+    }
+    json_object_set_new(ep, "updated_at", rfc3339_now(now));
+    started(q, hg_ob_endpoint_replace(hg_outbound_store(q->ob), q->id, ep, on_rotated, q));
+}
+
+/* POST /v1/endpoints/{id}/secret/rotate {"secret"?, "grace_period_seconds"?}: the body may be empty. */
+static void endpoint_rotate(struct hg_outbound *ob, struct hg_conn *c, const struct hg_http_request *r,
+                            const char *id)
+{
+    json_t *in = r->body_len ? parse_body(c, r) : json_object();
+    if (in == NULL)
+        return;
+    struct hg_ob_problems p = { json_array() };
+    const char *k;
+    json_t *v;
+    json_object_foreach(in, k, v) {
+        if (strcmp(k, "secret") != 0 && strcmp(k, "grace_period_seconds") != 0)
+            hg_ob_problem(&p, k, "is not a rotation field (secret, grace_period_seconds)");
+    }
+    json_t *sec = json_object_get(in, "secret");
+    if (sec && !json_is_null(sec) && !json_is_string(sec))
+        hg_ob_problem(&p, "secret", "must be a string");
+    json_t *g = json_object_get(in, "grace_period_seconds");
+    if (g && !json_is_null(g) && (!json_is_number(g) || json_number_value(g) < 0 || json_number_value(g) > GRACE_MAX_S))
+        hg_ob_problem(&p, "grace_period_seconds", "must be a number of seconds from 0 to %d", GRACE_MAX_S);
+    if (json_array_size(p.list) > 0) {
+        json_decref(in);
+        respond_problems(c, &p);
+        return;
+    }
+    json_decref(p.list);
+    struct call *q = call_new(c, ob);
+    q->body = in;
+    snprintf(q->id, sizeof(q->id), "%s", id);
+    started(q, hg_ob_endpoint_get(hg_outbound_store(ob), id, on_endpoint_read_for_rotate, q));
+}
+
+/* ---- test: one webhook.test event to one endpoint, answered with its attempt ---- */
+
+/* Longest wait for the attempt: the longest timeout_seconds plus time to be claimed. */
+#define TEST_WAIT_MS ((300 + 30) * 1000)
+
+static void on_test_read(void *arg, int err, const char *message, json_t *d)
+{
+    struct call *q = arg;
+    struct hg_conn *c = take_conn(q);
+    if (c && err != 0) {
+        respond_store_err(c, err, message);
+    } else if (c) {
+        json_t *log = json_object_get(d, "attempt_log");
+        json_t *last = json_array_get(log, json_array_size(log) - 1);
+        const char *st = json_string_value(json_object_get(d, "status"));
+        json_t *a = json_pack("{s:O, s:O, s:O, s:b, s:O}", "delivery_id", json_object_get(d, "id"), "event_id",
+                              json_object_get(d, "event_id"), "status", json_object_get(d, "status"), "delivered",
+                              st && strcmp(st, HG_OB_STATE_DELIVERED) == 0, "attempt", last ? last : json_null());
+        respond_json(c, 200, a, NULL);
+        json_decref(a);
+    }
+    call_free(q);
+}
+
+static void on_test_attempted(void *arg, int err)
+{
+    struct call *q = arg;
+    const char *did = json_string_value(json_object_get(q->body, "delivery_id"));
+    if (err == 0 && q->conn != NULL) {
+        started(q, hg_ob_delivery_get(hg_outbound_store(q->ob), did, on_test_read, q));
+        return;
+    }
+    struct hg_conn *c = take_conn(q);
+    if (c && err == HG_ERR_TIMEOUT)
+        respond_err(c, 504, "timeout", "the test attempt did not end in time; see GET /v1/deliveries/{delivery_id}",
+                    json_pack("{s:s}", "delivery_id", did));
+    else if (c)
+        respond_err(c, 503, "unavailable", "the test attempt was not recorded (stopping or store failure)",
+                    json_pack("{s:s}", "delivery_id", did));
+    call_free(q);
+}
+
+static void on_test_published(void *arg, int err, const char *message, json_t *result)
+{
+    struct call *q = arg;
+    if (err != 0) {
+        on_store_answer(q, err, message, NULL);
+        return;
+    }
+    q->body = json_incref(result);
+    /* Registered before the kick: the attempt cannot end before someone waits for it. */
+    int rc = hg_outbound_watch(q->ob, json_string_value(json_object_get(result, "delivery_id")), TEST_WAIT_MS,
+                               on_test_attempted, q);
+    if (rc != 0) {
+        on_test_attempted(q, rc);
+        return;
+    }
+    hg_outbound_kick(q->ob);
+}
+
+/* POST /v1/endpoints/{id}/test, body optional: {"data"?: the sample payload's data}. */
+static void endpoint_test(struct hg_outbound *ob, struct hg_conn *c, const struct hg_http_request *r,
+                          const char *id)
+{
+    json_t *in = r->body_len ? parse_body(c, r) : json_object();
+    if (in == NULL)
+        return;
+    const char *k;
+    json_t *v;
+    json_object_foreach(in, k, v) {
+        if (strcmp(k, "data") != 0) {
+            char f[80];
+            snprintf(f, sizeof(f), "%.64s", k);
+            json_decref(in);
+            respond_err(c, 422, "validation_failed", "the test body takes only \"data\"",
+                        json_pack("[{s:s, s:s}]", "field", f, "message", "is not a test field"));
+            return;
+        }
+    }
+    int64_t now = wall_ms();
+    char eid[HG_OB_ID_MAX];
+    new_id(eid, sizeof(eid), "evt_");
+    json_t *data = json_object_get(in, "data");
+    json_t *ev = json_pack("{s:s, s:s, s:o, s:{s:b}, s:o, s:I}", "event_id", eid, "event_type", "webhook.test", "data",
+                           data ? json_incref(data)
+                                : json_pack("{s:s, s:s}", "message", "a test event from hookgate", "endpoint_id", id),
+                           "metadata", "test", 1, "timestamp", rfc3339_now(now), "created_at", (json_int_t)now);
+    json_decref(in);
+    struct call *q = call_new(c, ob);
+    snprintf(q->id, sizeof(q->id), "%s", id);
+    started(q, hg_ob_event_publish_test(hg_outbound_store(ob), ev, id, on_test_published, q));
+}
+
+/* ---- recover ---- */
+
+static void on_recovered(void *arg, int err, const char *message, json_t *result)
+{
+    struct call *q = arg;
+    if (err == 0 && json_integer_value(json_object_get(result, "recovered")) > 0)
+        hg_outbound_kick(q->ob);
+    on_store_answer(arg, err, message, result);
+}
+
+/* POST /v1/endpoints/{id}/recover?since=&until=: since is required (no accidental resend of a
+ * whole history), until defaults to now. */
+static void endpoint_recover(struct hg_outbound *ob, struct hg_conn *c, const struct hg_http_request *r,
+                             const char *id)
+{
+    int64_t since, until = wall_ms() + 1;
+    int rs = query_time(r, "since", &since), ru = query_time(r, "until", &until);
+    if (rs <= 0 || ru < 0) {
+        respond_err(c, 400, "invalid_query",
+                    rs == 0 ? "since is required (RFC 3339 or epoch seconds)"
+                            : "since and until must be RFC 3339 times or epoch seconds", NULL);
+        return;
+    }
+    if (until <= since) {
+        respond_err(c, 400, "invalid_query", "until must be after since", NULL);
+        return;
+    }
+    struct call *q = call_new(c, ob);
+    q->ok_status = 202;
+    started(q, hg_ob_endpoint_recover(hg_outbound_store(ob), id, since, until, wall_ms(), on_recovered, q));
+}
+
 /* ---- events ---- */
 
 static void on_published(void *arg, int err, const char *message, json_t *result)
@@ -702,7 +636,7 @@ static void event_publish(struct hg_outbound *ob, struct hg_conn *c, const struc
     json_t *in = parse_body(c, r);
     if (in == NULL)
         return;
-    struct problems p = { json_array() };
+    struct hg_ob_problems p = { json_array() };
     static const char *const fields[] = { "event_type", "event_id", "tenant", "data", "metadata" };
     const char *k;
     json_t *v;
@@ -713,24 +647,24 @@ static void event_publish(struct hg_outbound *ob, struct hg_conn *c, const struc
         if (!ok) {
             char f[80];
             snprintf(f, sizeof(f), "%.64s", k);
-            problem(&p, f, "is not an event field");
+            hg_ob_problem(&p, f, "is not an event field");
         }
     }
     const char *type = json_string_value(json_object_get(in, "event_type"));
     if (!hg_ob_type_valid(type))
-        problem(&p, "event_type", "is required: dot-separated segments of A-Z a-z 0-9 _ - (at most %d characters)",
+        hg_ob_problem(&p, "event_type", "is required: dot-separated segments of A-Z a-z 0-9 _ - (at most %d characters)",
                 HG_OB_TYPE_MAX);
     json_t *eid = json_object_get(in, "event_id");
-    if (eid && !json_is_null(eid) && (!json_is_string(eid) || !id_chars(json_string_value(eid), HG_OB_ID_MAX - 1)))
-        problem(&p, "event_id", "must be 1 to %d of A-Z a-z 0-9 _ - . :", HG_OB_ID_MAX - 1);
+    if (eid && !json_is_null(eid) && (!json_is_string(eid) || !hg_ob_id_chars(json_string_value(eid), HG_OB_ID_MAX - 1)))
+        hg_ob_problem(&p, "event_id", "must be 1 to %d of A-Z a-z 0-9 _ - . :", HG_OB_ID_MAX - 1);
     json_t *t = json_object_get(in, "tenant");
-    if (t && !json_is_null(t) && (!json_is_string(t) || !id_chars(json_string_value(t), TENANT_MAX)))
-        problem(&p, "tenant", "must be a tenant id: 1 to 64 of A-Z a-z 0-9 _ - . :");
+    if (t && !json_is_null(t) && (!json_is_string(t) || !hg_ob_id_chars(json_string_value(t), TENANT_MAX)))
+        hg_ob_problem(&p, "tenant", "must be a tenant id: 1 to 64 of A-Z a-z 0-9 _ - . :");
     if (json_object_get(in, "data") == NULL)
-        problem(&p, "data", "is required");
+        hg_ob_problem(&p, "data", "is required");
     json_t *md = json_object_get(in, "metadata");
     if (md && !json_is_null(md) && !json_is_object(md))
-        problem(&p, "metadata", "must be an object");
+        hg_ob_problem(&p, "metadata", "must be an object");
     if (json_array_size(p.list) > 0) {
         json_decref(in);
         respond_problems(c, &p);
@@ -820,15 +754,17 @@ static void method_not_allowed(struct hg_conn *c, const char *allow)
     json_decref(e);
 }
 
-/* Split "a/b/c" into at most 3 segments; false when there are more or one is empty/too long. */
-static bool split(const char *path, char seg[3][HG_OB_ID_MAX + 1], int *n)
+#define SEGMENTS_MAX 4
+
+/* Split "a/b/c/d" into at most 4 segments; false when there are more or one is empty/too long. */
+static bool split(const char *path, char seg[SEGMENTS_MAX][HG_OB_ID_MAX + 1], int *n)
 {
     *n = 0;
     const char *p = path;
     while (*p) {
         const char *sl = strchr(p, '/');
         size_t len = sl ? (size_t)(sl - p) : strlen(p);
-        if (*n == 3 || len == 0 || len > HG_OB_ID_MAX)
+        if (*n == SEGMENTS_MAX || len == 0 || len > HG_OB_ID_MAX)
             return false;
         memcpy(seg[*n], p, len);
         seg[*n][len] = '\0';
@@ -845,7 +781,7 @@ static bool split(const char *path, char seg[3][HG_OB_ID_MAX + 1], int *n)
 void hg_outbound_api(struct hg_worker *w, struct hg_conn *c, struct hg_http_request *r, const char *path)
 {
     struct hg_outbound *ob = w->outbound;
-    char seg[3][HG_OB_ID_MAX + 1];
+    char seg[SEGMENTS_MAX][HG_OB_ID_MAX + 1];
     int n;
     if (ob == NULL) {
         respond_err(c, 503, "unavailable", "outbound delivery is not running", NULL);
@@ -881,8 +817,10 @@ void hg_outbound_api(struct hg_worker *w, struct hg_conn *c, struct hg_http_requ
             } else if (m == HTTP_PUT || m == HTTP_PATCH) {
                 endpoint_update(ob, c, r, seg[1], m == HTTP_PATCH);
             } else if (m == HTTP_DELETE) {
+                /* Read first: a config file endpoint cannot be deleted here (409). */
                 struct call *q = call_new(c, ob);
-                started(q, hg_ob_endpoint_delete(st, seg[1], on_store_answer, q));
+                snprintf(q->id, sizeof(q->id), "%s", seg[1]);
+                started(q, hg_ob_endpoint_get(st, seg[1], on_endpoint_read_for_delete, q));
             } else {
                 method_not_allowed(c, "GET, PUT, PATCH, DELETE");
             }
@@ -893,6 +831,27 @@ void hg_outbound_api(struct hg_worker *w, struct hg_conn *c, struct hg_http_requ
                 endpoint_status(ob, c, r, seg[1]);
             else
                 method_not_allowed(c, "PUT");
+            return;
+        }
+        if (n == 3 && strcmp(seg[2], "recover") == 0) {
+            if (m == HTTP_POST)
+                endpoint_recover(ob, c, r, seg[1]);
+            else
+                method_not_allowed(c, "POST");
+            return;
+        }
+        if (n == 3 && strcmp(seg[2], "test") == 0) {
+            if (m == HTTP_POST)
+                endpoint_test(ob, c, r, seg[1]);
+            else
+                method_not_allowed(c, "POST");
+            return;
+        }
+        if (n == 4 && strcmp(seg[2], "secret") == 0 && strcmp(seg[3], "rotate") == 0) {
+            if (m == HTTP_POST)
+                endpoint_rotate(ob, c, r, seg[1]);
+            else
+                method_not_allowed(c, "POST");
             return;
         }
     } else if (strcmp(seg[0], "events") == 0) {

@@ -1,8 +1,10 @@
 /*
  * The outbound scheduler: claims due deliveries from the store (they become "sending"), sends
- * each with the worker's curl multi client, signed with Standard Webhooks headers, and settles
+ * each with the worker's curl multi client, signed by the endpoint's method (sign.c), and settles
  * the attempt in the store: delivered, retry at a durable time, failed, or dead. The store holds
- * the schedule; this holds only what is in flight, so a kill -9 loses nothing that was due.
+ * the schedule; this holds only what is in flight, so a kill -9 loses nothing that was due. Also
+ * here: the config file's endpoints applied to the store, the queue gauges, and watches (the
+ * test call waiting for its attempt).
  */
 #include <curl/curl.h>
 #include <string.h>
@@ -16,8 +18,10 @@
 #include "core/log.h"
 #include "core/time.h"
 #include "core/uuid.h"
+#include "ops/metrics.h"
 #include "outbound/outbound.h"
 #include "outbound/retry.h"
+#include "outbound/sign.h"
 #include "outbound/store.h"
 
 #define RESP_BODY_KEEP 1024           /* first KiB of the answer is logged */
@@ -25,20 +29,28 @@
 #define IDLE_POLL_MS 5000             /* look at the store at least this often (wall clock jumps) */
 #define STORE_RETRY_MS 1000           /* after a store failure */
 #define CUSTOM_HEADERS_MAX 32
+#define STATS_INTERVAL_MS 2000        /* queue depth, oldest pending, never-attempted alarm */
 
 struct hg_outbound {
     uv_loop_t *loop;
     struct hg_http *http;
     struct hg_ob_store *store;
     uv_timer_t timer;
+    uv_timer_t stats_timer;
+    bool stats_out;                   /* a stats call is out */
+    uint64_t never_attempted_ms;
+    json_t *config_want;              /* config endpoints still to apply (latest set), or NULL */
+    bool config_out;                  /* a sync call is out */
+    uv_timer_t config_timer;          /* retry after a store failure */
     uint32_t max_inflight;
     uint64_t idempotency_ms;
     uint32_t inflight;                /* claimed and not yet settled */
     bool claiming;                    /* a claim call is out */
     bool again;                       /* kicked while claiming: claim again after it */
     bool closing;
-    int close_steps;                  /* timer close, store close */
+    int close_steps;                  /* timer closes, store close */
     struct hg_list attempts;          /* attempts whose HTTP request is out */
+    struct hg_list watches;           /* hg_outbound_watch calls waiting for an attempt */
     void (*done)(void *arg);
     void *done_arg;
 };
@@ -50,11 +62,12 @@ struct attempt {
     bool sending;                     /* its HTTP request is out */
     char id[HG_OB_ID_MAX + 1];
     unsigned attempts, round_start;   /* attempts made before this one; where this round began */
+    bool test;                        /* POST /v1/endpoints/{id}/test: one attempt, never retried */
     struct hg_ob_retry_policy policy;
     char *body;
     struct hg_http_header headers[CUSTOM_HEADERS_MAX + 8];
     char ts[24];
-    char sig[96];
+    char sig[HG_OB_SIG_MAX];
     struct hg_buf resp_headers;
     char resp_body[RESP_BODY_KEEP];
     size_t resp_len;
@@ -99,6 +112,61 @@ uint64_t hg_outbound_idempotency_ms(const struct hg_outbound *ob)
     return ob->idempotency_ms;
 }
 
+/* ---- watches: the test call waits for its delivery's attempt ---- */
+
+struct watch {
+    struct hg_list link;              /* in ob->watches until it fires */
+    char id[HG_OB_ID_MAX + 1];
+    hg_outbound_watch_cb cb;
+    void *arg;
+    uv_timer_t timer;
+};
+
+static void on_watch_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void watch_fire(struct watch *w, int err)
+{
+    hg_list_unlink(&w->link);
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, on_watch_closed);
+    w->cb(w->arg, err);
+}
+
+static void on_watch_timeout(uv_timer_t *t)
+{
+    watch_fire(t->data, HG_ERR_TIMEOUT);
+}
+
+int hg_outbound_watch(struct hg_outbound *ob, const char *delivery_id, uint64_t timeout_ms, hg_outbound_watch_cb cb,
+                      void *arg)
+{
+    if (ob->closing)
+        return HG_ERR_CLOSED;
+    struct watch *w = hg_xcalloc(1, sizeof(*w));
+    snprintf(w->id, sizeof(w->id), "%s", delivery_id);
+    w->cb = cb;
+    w->arg = arg;
+    uv_timer_init(ob->loop, &w->timer);
+    w->timer.data = w;
+    uv_timer_start(&w->timer, on_watch_timeout, timeout_ms, 0);
+    hg_list_insert_tail(&ob->watches, &w->link);
+    return 0;
+}
+
+/* The attempt of delivery `id` ended: recorded (err 0) or not (closing). */
+static void watches_notify(struct hg_outbound *ob, const char *id, int err)
+{
+    struct hg_list *pos, *tmp;
+    HG_LIST_FOREACH_SAFE(pos, tmp, &ob->watches) {
+        struct watch *w = hg_list_entry(pos, struct watch, link);
+        if (id == NULL || strcmp(w->id, id) == 0)
+            watch_fire(w, err);
+    }
+}
+
 /* ---- policy and signing ---- */
 
 static uint64_t seconds_ms(const json_t *v, uint64_t def)
@@ -128,27 +196,34 @@ static void policy_of(const json_t *ep, struct hg_ob_retry_policy *p)
 }
 
 /*
- * Standard Webhooks: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>, the key being the
- * base64 after "whsec_". 0, or -1 for a secret that does not decode (the API refuses those).
+ * The endpoint's signature header value for this attempt into a->sig; its name, or NULL when
+ * the endpoint's secret does not suit its method (the API and the config keep that from happening).
+ * During a rotation's grace period (previous_secret_expires_at in the future) Standard Webhooks
+ * signs with the old secret too, so receivers can switch secrets at their own pace.
  */
-static int sign(const char *secret, const char *id, const char *ts, const char *body, size_t body_len,
-                char *out, size_t cap)
+static const char *sign_attempt(struct attempt *a, const json_t *ev, size_t blen)
 {
-    unsigned char key[128], mac[HG_HMAC_MAX];
-    size_t klen;
-    if (secret == NULL || strncmp(secret, "whsec_", 6) != 0 ||
-        hg_base64_decode(secret + 6, strlen(secret + 6), key, sizeof(key), &klen) != 0)
-        return -1;
-    struct hg_hmac_ctx c;
-    hg_hmac_start(&c, HG_HMAC_SHA256, key, klen);
-    hg_hmac_update(&c, id, strlen(id));
-    hg_hmac_update(&c, ".", 1);
-    hg_hmac_update(&c, ts, strlen(ts));
-    hg_hmac_update(&c, ".", 1);
-    hg_hmac_update(&c, body, body_len);
-    size_t n = hg_hmac_finish(&c, mac);
-    memcpy(out, "v1,", 3);
-    return hg_base64_encode(mac, n, out + 3, cap - 3) > 0 ? 0 : -1;
+    const json_t *ep = a->endpoint;
+    enum hg_ob_sig_method m = HG_OB_SIG_STANDARD_WEBHOOKS;
+    const char *mname = json_string_value(json_object_get(ep, "signature_method"));
+    if (mname && hg_ob_sig_method_parse(mname, &m) != 0)
+        return NULL;
+    const char *prev = json_string_value(json_object_get(ep, "previous_secret"));
+    const char *until = json_string_value(json_object_get(ep, "previous_secret_expires_at"));
+    int64_t until_ms;
+    if (prev && (until == NULL || hg_time_parse_rfc3339(until, strlen(until), &until_ms) != 0 || until_ms <= a->at_ms))
+        prev = NULL;
+    struct hg_ob_sign_input in = {
+        .delivery_id = a->id,
+        .event_id = json_string_value(json_object_get(ev, "event_id")),
+        .event_type = json_string_value(json_object_get(ev, "event_type")),
+        .now_s = a->at_ms / 1000,
+        .body = a->body,
+        .body_len = blen,
+        .secret = json_string_value(json_object_get(ep, "secret")),
+        .previous_secret = prev,
+    };
+    return hg_ob_sign(m, &in, a->sig, sizeof(a->sig)) == 0 ? hg_ob_sig_header(m) : NULL;
 }
 
 /* The seed's payload: event_type, event_id, timestamp, data, metadata (+ retry_count). */
@@ -192,6 +267,17 @@ static void attempt_end(struct attempt *a)
 
 static void settle(struct attempt *a);
 
+/* outbound_deliveries_total{endpoint,status}: ids, not URLs (bounded, and no credentials in labels). */
+static void count_outcome(const struct attempt *a)
+{
+    const char *state = json_string_value(json_object_get(a->outcome, "state"));
+    const char *status = state && strcmp(state, HG_OB_STATE_PENDING) == 0 ? "retried" : state;
+    char id[2 * HG_OB_ID_MAX + 1], labels[3 * HG_OB_ID_MAX + 48];
+    hg_metrics_label_escape(id, sizeof(id), json_string_value(json_object_get(a->endpoint, "id")) ?: "");
+    snprintf(labels, sizeof(labels), "endpoint=\"%s\",status=\"%s\"", id, status ? status : "unknown");
+    hg_metric_inc(HG_M_OUTBOUND_DELIVERIES, labels);
+}
+
 static void on_settle_retry(uv_timer_t *t)
 {
     settle(t->data);
@@ -210,6 +296,9 @@ static void on_settled(void *arg, int err, const char *message, json_t *result)
     if (err != 0 && err != HG_ERR_CLOSED)
         hg_warn(NULL, "outbound: attempt not recorded", "delivery", a->id, "error",
                 message ? message : hg_strerror(err), NULL);
+    if (err == 0)
+        count_outcome(a);
+    watches_notify(a->ob, a->id, err == 0 ? 0 : HG_ERR_UNAVAILABLE);
     attempt_end(a);
 }
 
@@ -291,7 +380,10 @@ static void on_response(void *arg, const struct hg_http_resp *resp)
         attempt_end(a);
         return;
     }
-    int64_t latency = (int64_t)((hg_time_mono_ns() - a->start_ns) / 1000000);
+    uint64_t took_ns = hg_time_mono_ns() - a->start_ns;
+    int64_t latency = (int64_t)(took_ns / 1000000);
+    if (resp->err != HG_ERR_INVALID)
+        hg_metric_observe(HG_M_OUTBOUND_ATTEMPT_DURATION, NULL, (double)took_ns / 1e9);
     enum hg_ob_verdict v = hg_ob_classify(&a->policy, resp->err, resp->status);
     unsigned failed_in_round = a->attempts + 1 - a->round_start;
     const char *state = HG_OB_STATE_DELIVERED;
@@ -311,7 +403,9 @@ static void on_response(void *arg, const struct hg_http_resp *resp)
     case HG_OB_DELIVERED:
         break;
     case HG_OB_RETRY:
-        if (failed_in_round >= a->policy.max_attempts) {
+        if (a->test) {
+            state = HG_OB_STATE_FAILED; /* a test is one attempt: its answer is what the caller wanted */
+        } else if (failed_in_round >= a->policy.max_attempts) {
             state = HG_OB_STATE_DEAD;
         } else {
             state = HG_OB_STATE_PENDING;
@@ -352,30 +446,33 @@ static void send_attempt(struct hg_outbound *ob, json_t *d)
     a->attempts = (unsigned)json_integer_value(json_object_get(d, "attempts"));
     a->round_start = (unsigned)json_integer_value(json_object_get(d, "round_start"));
     a->endpoint = json_incref(json_object_get(d, "endpoint"));
+    a->test = json_is_true(json_object_get(d, "test"));
     policy_of(a->endpoint, &a->policy);
     ob->inflight++;
     hg_list_insert_tail(&ob->attempts, &a->link);
 
     const json_t *ep = a->endpoint;
-    a->body = payload(json_object_get(d, "event"), a->attempts);
+    const json_t *ev = json_object_get(d, "event");
+    a->body = payload(ev, a->attempts);
     a->at_ms = wall_ms();
     snprintf(a->ts, sizeof(a->ts), "%lld", (long long)(a->at_ms / 1000));
     size_t blen = a->body ? strlen(a->body) : 0;
-    if (a->body == NULL || sign(json_string_value(json_object_get(ep, "secret")), a->id, a->ts, a->body, blen,
-                                a->sig, sizeof(a->sig)) != 0) {
+    const char *sig_header = a->body ? sign_attempt(a, ev, blen) : NULL;
+    if (sig_header == NULL) {
         struct hg_http_resp r = { .err = HG_ERR_INVALID };
         on_response(a, &r); /* recorded as a failed attempt; the API keeps this from happening */
         return;
     }
+    /* webhook-id and webhook-timestamp go with every method: receivers deduplicate on the id. */
     size_t nh = 0;
     a->headers[nh++] = (struct hg_http_header){ "Content-Type", "application/json" };
     a->headers[nh++] = (struct hg_http_header){ "webhook-id", a->id };
     a->headers[nh++] = (struct hg_http_header){ "webhook-timestamp", a->ts };
-    a->headers[nh++] = (struct hg_http_header){ "webhook-signature", a->sig };
+    a->headers[nh++] = (struct hg_http_header){ sig_header, a->sig };
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)json_object_get(ep, "custom_headers"), k, v) {
-        if (nh < HG_ARRAY_SIZE(a->headers) && json_is_string(v))
+        if (nh < HG_ARRAY_SIZE(a->headers) && json_is_string(v) && strcasecmp(k, sig_header) != 0)
             a->headers[nh++] = (struct hg_http_header){ k, json_string_value(v) };
     }
     uint64_t timeout_ms = seconds_ms(json_object_get(ep, "timeout_seconds"), 15000);
@@ -446,6 +543,94 @@ static void schedule(struct hg_outbound *ob)
     }
 }
 
+/* ---- gauges ---- */
+
+static void on_stats_timer(uv_timer_t *t);
+
+static void on_stats(void *arg, int err, const char *message, json_t *result)
+{
+    struct hg_outbound *ob = arg;
+    ob->stats_out = false;
+    if (err != 0)
+        return; /* the gauges keep their last values; the next tick tries again */
+    int64_t now = wall_ms();
+    json_t *oldest = json_object_get(result, "oldest_ms");
+    double age = json_is_integer(oldest) && json_integer_value(oldest) < now
+                     ? (double)(now - json_integer_value(oldest)) / 1000.0 : 0.0;
+    hg_metric_set(HG_M_OUTBOUND_QUEUE_DEPTH, NULL, (double)json_integer_value(json_object_get(result, "depth")));
+    hg_metric_set(HG_M_OUTBOUND_OLDEST_PENDING, NULL, age);
+    hg_metric_set(HG_M_OUTBOUND_NEVER_ATTEMPTED, NULL,
+                  (double)json_integer_value(json_object_get(result, "never_attempted")));
+}
+
+static void on_stats_timer(uv_timer_t *t)
+{
+    struct hg_outbound *ob = t->data;
+    if (ob->closing || ob->stats_out)
+        return;
+    ob->stats_out = true;
+    if (hg_ob_stats(ob->store, wall_ms() - (int64_t)ob->never_attempted_ms, on_stats, ob) != 0)
+        ob->stats_out = false;
+}
+
+/* ---- config endpoints ---- */
+
+static void config_sync(struct hg_outbound *ob);
+
+static void on_config_timer(uv_timer_t *t)
+{
+    config_sync(t->data);
+}
+
+static void on_config_synced(void *arg, int err, const char *message, json_t *result)
+{
+    struct hg_outbound *ob = arg;
+    ob->config_out = false;
+    if (ob->closing)
+        return;
+    if (err != 0) {
+        hg_error(NULL, "outbound: cannot apply the config file's endpoints, retrying", "error",
+                 message ? message : hg_strerror(err), NULL);
+        uv_timer_start(&ob->config_timer, on_config_timer, STORE_RETRY_MS, 0);
+        return;
+    }
+    char added[24], changed[24], removed[24];
+    snprintf(added, sizeof(added), "%lld", (long long)json_integer_value(json_object_get(result, "added")));
+    snprintf(changed, sizeof(changed), "%lld", (long long)json_integer_value(json_object_get(result, "changed")));
+    snprintf(removed, sizeof(removed), "%lld", (long long)json_integer_value(json_object_get(result, "removed")));
+    hg_info(NULL, "outbound: config endpoints applied", "added", added, "changed", changed, "removed", removed, NULL);
+    if (ob->config_want)
+        config_sync(ob); /* a reload came meanwhile */
+    else
+        hg_outbound_kick(ob); /* a new endpoint may have something due (not for new events, but retried ones) */
+}
+
+static void config_sync(struct hg_outbound *ob)
+{
+    if (ob->closing || ob->config_out || ob->config_want == NULL)
+        return;
+    json_t *docs = ob->config_want;
+    ob->config_want = NULL;
+    ob->config_out = true;
+    int rc = hg_ob_endpoints_sync(ob->store, json_incref(docs), wall_ms(), on_config_synced, ob);
+    if (rc != 0) {
+        ob->config_out = false;
+        ob->config_want = docs; /* kept for the retry */
+        uv_timer_start(&ob->config_timer, on_config_timer, STORE_RETRY_MS, 0);
+        return;
+    }
+    json_decref(docs);
+}
+
+void hg_outbound_set_config_endpoints(struct hg_outbound *ob, const json_t *docs)
+{
+    if (ob->closing)
+        return;
+    json_decref(ob->config_want);
+    ob->config_want = docs ? json_deep_copy(docs) : json_array();
+    config_sync(ob);
+}
+
 /* ---- open / close ---- */
 
 int hg_outbound_open(uv_loop_t *loop, struct hg_http *http, const struct hg_outbound_opts *o,
@@ -461,9 +646,18 @@ int hg_outbound_open(uv_loop_t *loop, struct hg_http *http, const struct hg_outb
     ob->store = store;
     ob->max_inflight = o->max_inflight ? o->max_inflight : 64;
     ob->idempotency_ms = o->idempotency_ms;
+    ob->never_attempted_ms = o->never_attempted_ms ? o->never_attempted_ms : 60000;
     hg_list_init(&ob->attempts);
+    hg_list_init(&ob->watches);
     uv_timer_init(loop, &ob->timer);
     ob->timer.data = ob;
+    uv_timer_init(loop, &ob->stats_timer);
+    ob->stats_timer.data = ob;
+    uv_timer_init(loop, &ob->config_timer);
+    ob->config_timer.data = ob;
+    /* Before the first claim: the store runs calls in order, so the file's endpoints are in place. */
+    hg_outbound_set_config_endpoints(ob, o->config_endpoints);
+    uv_timer_start(&ob->stats_timer, on_stats_timer, 0, STATS_INTERVAL_MS);
     *out = ob;
     hg_outbound_kick(ob); /* what a previous run left due */
     return 0;
@@ -495,7 +689,7 @@ void hg_outbound_close(struct hg_outbound *ob, void (*done)(void *arg), void *ar
     ob->closing = true;
     ob->done = done;
     ob->done_arg = arg;
-    ob->close_steps = 2;
+    ob->close_steps = 4;
     /*
      * Canceled requests call on_response now, which ends them without recording anything; an
      * attempt waiting to retry its settle ends too (its row is sent again at the next start).
@@ -511,7 +705,12 @@ void hg_outbound_close(struct hg_outbound *ob, void (*done)(void *arg), void *ar
             attempt_end(a);
         }
     }
+    watches_notify(ob, NULL, HG_ERR_CLOSED);
     uv_close((uv_handle_t *)&ob->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&ob->stats_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&ob->config_timer, on_timer_closed);
+    json_decref(ob->config_want);
+    ob->config_want = NULL;
     /* The store runs what was queued (settles included) before it closes. */
     hg_ob_store_close(ob->store, on_store_closed, ob);
 }

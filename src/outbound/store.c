@@ -107,6 +107,16 @@ int hg_ob_event_publish(struct hg_ob_store *s, json_t *ev, int64_t idem_ms, hg_o
     return submit(s, q);
 }
 
+int hg_ob_event_publish_test(struct hg_ob_store *s, json_t *ev, const char *endpoint_id, hg_ob_store_cb cb,
+                             void *arg)
+{
+    if (!id_ok(endpoint_id)) {
+        json_decref(ev);
+        return HG_ERR_INVALID;
+    }
+    return submit(s, req_new(HG_OB_OP_EVENT_PUBLISH, endpoint_id, ev, cb, arg));
+}
+
 int hg_ob_event_get(struct hg_ob_store *s, const char *event_id, hg_ob_store_cb cb, void *arg)
 {
     if (!id_ok(event_id))
@@ -155,6 +165,36 @@ int hg_ob_delivery_retry(struct hg_ob_store *s, const char *id, int64_t now_ms, 
     if (!id_ok(id))
         return HG_ERR_INVALID;
     struct hg_ob_req *q = req_new(HG_OB_OP_DELIVERY_RETRY, id, NULL, cb, arg);
+    q->now_ms = now_ms;
+    return submit(s, q);
+}
+
+int hg_ob_endpoint_recover(struct hg_ob_store *s, const char *endpoint_id, int64_t since_ms, int64_t until_ms,
+                           int64_t now_ms, hg_ob_store_cb cb, void *arg)
+{
+    if (!id_ok(endpoint_id))
+        return HG_ERR_INVALID;
+    struct hg_ob_req *q = req_new(HG_OB_OP_ENDPOINT_RECOVER, endpoint_id, NULL, cb, arg);
+    q->since_ms = since_ms;
+    q->until_ms = until_ms;
+    q->now_ms = now_ms;
+    return submit(s, q);
+}
+
+int hg_ob_stats(struct hg_ob_store *s, int64_t stale_before_ms, hg_ob_store_cb cb, void *arg)
+{
+    struct hg_ob_req *q = req_new(HG_OB_OP_STATS, NULL, NULL, cb, arg);
+    q->until_ms = stale_before_ms;
+    return submit(s, q);
+}
+
+int hg_ob_endpoints_sync(struct hg_ob_store *s, json_t *docs, int64_t now_ms, hg_ob_store_cb cb, void *arg)
+{
+    if (!json_is_array(docs)) {
+        json_decref(docs);
+        return HG_ERR_INVALID;
+    }
+    struct hg_ob_req *q = req_new(HG_OB_OP_ENDPOINTS_SYNC, NULL, docs, cb, arg);
     q->now_ms = now_ms;
     return submit(s, q);
 }

@@ -74,6 +74,15 @@ int hg_ob_endpoint_delete(struct hg_ob_store *s, const char *id, hg_ob_store_cb 
 int hg_ob_endpoint_set_status(struct hg_ob_store *s, const char *id, const char *status, hg_ob_store_cb cb,
                               void *arg);
 
+/*
+ * Make the config file's endpoints (`docs`: an array of canonical documents with id "cfg_<name>",
+ * source "config" and secret) what the store holds, in one transaction: new ones are inserted
+ * (active), changed ones replaced (status and created_at kept, updated_at now), and every stored
+ * "cfg_" endpoint not in `docs` deleted, its pending deliveries failed with "endpoint_removed".
+ * result: {"added": n, "changed": n, "removed": n}.
+ */
+int hg_ob_endpoints_sync(struct hg_ob_store *s, json_t *docs, int64_t now_ms, hg_ob_store_cb cb, void *arg);
+
 /* ---- events ---- */
 
 /*
@@ -84,15 +93,24 @@ int hg_ob_endpoint_set_status(struct hg_ob_store *s, const char *id, const char 
  * result: {"event_id", "deliveries": n, "duplicate": bool}.
  */
 int hg_ob_event_publish(struct hg_ob_store *s, json_t *ev, int64_t idem_ms, hg_ob_store_cb cb, void *arg);
+/*
+ * A test (POST /v1/endpoints/{id}/test): store `ev` and one pending delivery of it to `endpoint_id`
+ * whatever the endpoint's events, tenant and status, due now and sent whatever that status, with
+ * one attempt (no retries). No idempotency check. HG_ERR_NOT_FOUND for an unknown endpoint.
+ * result: {"event_id", "deliveries": 1, "duplicate": false, "delivery_id"}.
+ */
+int hg_ob_event_publish_test(struct hg_ob_store *s, json_t *ev, const char *endpoint_id, hg_ob_store_cb cb,
+                             void *arg);
 /* The latest event with this id, with "deliveries": [{id, endpoint_id, status, attempts}]. */
 int hg_ob_event_get(struct hg_ob_store *s, const char *event_id, hg_ob_store_cb cb, void *arg);
 
 /* ---- deliveries ---- */
 
 /*
- * Claim up to `limit` pending deliveries due at `now_ms` whose endpoint is active, oldest due
- * first, and mark them sending. result: {"claimed": [{"id", "attempts", "round_start",
- * "endpoint": doc, "event": doc}], "next_due": ms of the earliest pending one left, or null}.
+ * Claim up to `limit` pending deliveries due at `now_ms` whose endpoint is active (or that are
+ * tests), oldest due first, and mark them sending. result: {"claimed": [{"id", "attempts",
+ * "round_start", "endpoint": doc, "event": doc, "test": bool}], "next_due": ms of the earliest
+ * pending one left, or null}.
  */
 int hg_ob_delivery_claim(struct hg_ob_store *s, int64_t now_ms, unsigned limit, hg_ob_store_cb cb, void *arg);
 /*
@@ -115,6 +133,22 @@ int hg_ob_delivery_get(struct hg_ob_store *s, const char *id, hg_ob_store_cb cb,
  */
 int hg_ob_delivery_retry(struct hg_ob_store *s, const char *id, int64_t now_ms, hg_ob_store_cb cb, void *arg);
 
+/*
+ * Bulk recovery: every failed or dead delivery (tests excepted) of `endpoint_id` created in
+ * [since_ms, until_ms) becomes pending, due now, with a fresh round of its policy's attempts.
+ * HG_ERR_NOT_FOUND for an unknown endpoint. result: {"recovered": n}.
+ */
+int hg_ob_endpoint_recover(struct hg_ob_store *s, const char *endpoint_id, int64_t since_ms, int64_t until_ms,
+                           int64_t now_ms, hg_ob_store_cb cb, void *arg);
+
+/*
+ * Numbers for the metrics: deliveries not settled (pending or sending) and the creation time of
+ * the oldest, and how many pending ones that could be sent (active endpoint, or a test) were
+ * created before `stale_before_ms` and never attempted. result: {"depth": n, "oldest_ms": ms or
+ * null, "never_attempted": n}.
+ */
+int hg_ob_stats(struct hg_ob_store *s, int64_t stale_before_ms, hg_ob_store_cb cb, void *arg);
+
 /* ---- for backends (store.c and the backends only) ---- */
 
 enum hg_ob_op {
@@ -131,15 +165,19 @@ enum hg_ob_op {
     HG_OB_OP_DELIVERY_LIST,
     HG_OB_OP_DELIVERY_GET,
     HG_OB_OP_DELIVERY_RETRY,
+    HG_OB_OP_ENDPOINT_RECOVER,
+    HG_OB_OP_STATS,
+    HG_OB_OP_ENDPOINTS_SYNC,
 };
 
 /* One call, as a backend sees it. The backend fills err/message/result and calls hg__ob_req_done. */
 struct hg_ob_req {
     enum hg_ob_op op;
-    char id[HG_OB_ID_MAX + 1];      /* endpoint, event or delivery id; list cursor */
+    char id[HG_OB_ID_MAX + 1];      /* endpoint, event or delivery id; list cursor; PUBLISH: a test's endpoint */
     char status[16];                /* ENDPOINT_STATUS */
     json_t *doc;                    /* the call's document (owned) */
-    int64_t now_ms;                 /* CLAIM, RETRY */
+    int64_t now_ms;                 /* CLAIM, RETRY, RECOVER */
+    int64_t since_ms, until_ms;     /* RECOVER; STATS: until_ms = stale_before */
     int64_t idem_ms;                /* PUBLISH */
     unsigned limit;                 /* LIST, CLAIM */
     int err;

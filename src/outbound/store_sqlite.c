@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/time.h"
 #include "core/uuid.h"
+#include "outbound/endpoint.h"
 #include "outbound/match.h"
 #include "outbound/store.h"
 
@@ -44,13 +45,21 @@ static const char schema[] =
     "  id TEXT PRIMARY KEY, event_seq INTEGER NOT NULL, event_id TEXT NOT NULL, event_type TEXT NOT NULL,"
     "  endpoint_id TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
     "  round_start INTEGER NOT NULL DEFAULT 0, next_at INTEGER, created_at INTEGER NOT NULL,"
-    "  updated_at INTEGER NOT NULL, last_status INTEGER, last_error TEXT);"
+    "  updated_at INTEGER NOT NULL, last_status INTEGER, last_error TEXT, test INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_at);"
     "CREATE INDEX IF NOT EXISTS deliveries_by_endpoint ON deliveries(endpoint_id, status);"
     "CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries(event_seq);"
     "CREATE TABLE IF NOT EXISTS attempts ("
     "  delivery_id TEXT NOT NULL, n INTEGER NOT NULL, at INTEGER NOT NULL, status INTEGER,"
     "  latency_ms INTEGER, headers TEXT, body TEXT, error TEXT, PRIMARY KEY (delivery_id, n));";
+
+/*
+ * Columns added after a store file may have been created: (table, column, definition). Added at
+ * open when missing, so a store written by an older hookgate keeps working.
+ */
+static const char *const migrations[][3] = {
+    { "deliveries", "test", "INTEGER NOT NULL DEFAULT 0" },
+};
 
 /* ---- small helpers (threadpool side) ---- */
 
@@ -247,7 +256,7 @@ static void page(sqlite3 *db, struct hg_ob_req *q, sqlite3_stmt *st, json_t *(*r
 static json_t *endpoint_row(sqlite3_stmt *st)
 {
     json_t *ep = col_json(st, 1);
-    json_object_del(ep, "secret");
+    hg_ob_endpoint_strip_secrets(ep);
     return ep;
 }
 
@@ -325,18 +334,24 @@ static void event_publish(sqlite3 *db, struct hg_ob_req *q)
     int64_t created = json_integer_value(json_object_get(ev, "created_at"));
     sqlite3_stmt *dup = NULL, *ins = NULL, *eps = NULL, *dins = NULL, *upd = NULL;
     char *doc = NULL;
+    char delivery_id[HG_OB_ID_MAX] = "";
 
     dup = prep(db, "SELECT deliveries FROM events WHERE event_id=? AND created_at>? ORDER BY seq DESC LIMIT 1");
     ins = prep(db, "INSERT INTO events (event_id, event_type, tenant, created_at, deliveries, doc)"
                    " VALUES (?,?,?,?,0,?)");
-    eps = prep(db, "SELECT id, tenant, patterns FROM endpoints WHERE status='active' ORDER BY id");
+    /* A test (q->id: the endpoint) goes to that endpoint whatever its events, tenant and status. */
+    bool test = q->id[0] != '\0';
+    eps = prep(db, test ? "SELECT id, NULL, '*' FROM endpoints WHERE id=?1"
+                        : "SELECT id, tenant, patterns FROM endpoints WHERE status='active' ORDER BY id");
     dins = prep(db, "INSERT INTO deliveries (id, event_seq, event_id, event_type, endpoint_id, status, attempts,"
-                    " round_start, next_at, created_at, updated_at) VALUES (?,?,?,?,?,'pending',0,0,?,?,?)");
+                    " round_start, next_at, created_at, updated_at, test) VALUES (?,?,?,?,?,'pending',0,0,?,?,?,?)");
     upd = prep(db, "UPDATE events SET deliveries=? WHERE seq=?");
     if (!dup || !ins || !eps || !dins || !upd) {
         fail(q, HG_ERR_UNAVAILABLE, db, "prepare");
         goto out;
     }
+    if (test)
+        bind_text(eps, 1, q->id);
     bind_text(dup, 1, eid);
     sqlite3_bind_int64(dup, 2, created - q->idem_ms);
     int rc = sqlite3_step(dup);
@@ -370,6 +385,8 @@ static void event_publish(sqlite3 *db, struct hg_ob_req *q)
             continue;
         char did[HG_OB_ID_MAX];
         new_id(did, sizeof(did), "msg_", created);
+        if (test)
+            snprintf(delivery_id, sizeof(delivery_id), "%s", did);
         sqlite3_reset(dins);
         bind_text(dins, 1, did);
         sqlite3_bind_int64(dins, 2, seq);
@@ -379,6 +396,7 @@ static void event_publish(sqlite3 *db, struct hg_ob_req *q)
         sqlite3_bind_int64(dins, 6, created);
         sqlite3_bind_int64(dins, 7, created);
         sqlite3_bind_int64(dins, 8, created);
+        sqlite3_bind_int(dins, 9, test);
         if (sqlite3_step(dins) != SQLITE_DONE) {
             fail(q, HG_ERR_UNAVAILABLE, db, "insert delivery");
             goto out;
@@ -389,6 +407,10 @@ static void event_publish(sqlite3 *db, struct hg_ob_req *q)
         fail(q, HG_ERR_UNAVAILABLE, db, "read endpoints");
         goto out;
     }
+    if (test && n == 0) {
+        fail(q, HG_ERR_NOT_FOUND, NULL, "no such endpoint");
+        goto out;
+    }
     sqlite3_bind_int64(upd, 1, n);
     sqlite3_bind_int64(upd, 2, seq);
     if (sqlite3_step(upd) != SQLITE_DONE) {
@@ -396,6 +418,8 @@ static void event_publish(sqlite3 *db, struct hg_ob_req *q)
         goto out;
     }
     q->result = json_pack("{s:s, s:I, s:b}", "event_id", eid, "deliveries", n, "duplicate", 0);
+    if (test)
+        json_object_set_new(q->result, "delivery_id", json_string(delivery_id));
 out:
     free(doc);
     sqlite3_finalize(dup);
@@ -462,13 +486,14 @@ out:
 
 static void delivery_claim(sqlite3 *db, struct hg_ob_req *q)
 {
-    sqlite3_stmt *sel = prep(db, "SELECT d.id, d.attempts, d.round_start, e.doc, ev.doc FROM deliveries d"
+    /* A test delivery goes out whatever its endpoint's status (POST /v1/endpoints/{id}/test). */
+    sqlite3_stmt *sel = prep(db, "SELECT d.id, d.attempts, d.round_start, e.doc, ev.doc, d.test FROM deliveries d"
                                  " JOIN endpoints e ON e.id=d.endpoint_id JOIN events ev ON ev.seq=d.event_seq"
-                                 " WHERE d.status='pending' AND d.next_at<=? AND e.status='active'"
+                                 " WHERE d.status='pending' AND d.next_at<=? AND (e.status='active' OR d.test=1)"
                                  " ORDER BY d.next_at LIMIT ?");
     sqlite3_stmt *upd = prep(db, "UPDATE deliveries SET status='sending', updated_at=? WHERE id=?");
     sqlite3_stmt *due = prep(db, "SELECT MIN(d.next_at) FROM deliveries d JOIN endpoints e ON e.id=d.endpoint_id"
-                                 " WHERE d.status='pending' AND e.status='active'");
+                                 " WHERE d.status='pending' AND (e.status='active' OR d.test=1)");
     json_t *claimed = json_array();
     if (!sel || !upd || !due) {
         fail(q, HG_ERR_UNAVAILABLE, db, "prepare");
@@ -478,10 +503,10 @@ static void delivery_claim(sqlite3 *db, struct hg_ob_req *q)
     sqlite3_bind_int64(sel, 2, q->limit);
     int rc;
     while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
-        json_array_append_new(claimed, json_pack("{s:s, s:I, s:I, s:o, s:o}", "id", col_text(sel, 0), "attempts",
-                                                 sqlite3_column_int64(sel, 1), "round_start",
+        json_array_append_new(claimed, json_pack("{s:s, s:I, s:I, s:o, s:o, s:b}", "id", col_text(sel, 0),
+                                                 "attempts", sqlite3_column_int64(sel, 1), "round_start",
                                                  sqlite3_column_int64(sel, 2), "endpoint", col_json(sel, 3),
-                                                 "event", col_json(sel, 4)));
+                                                 "event", col_json(sel, 4), "test", sqlite3_column_int(sel, 5)));
     }
     if (rc != SQLITE_DONE) {
         fail(q, HG_ERR_UNAVAILABLE, db, "claim");
@@ -678,6 +703,178 @@ static void delivery_retry(sqlite3 *db, struct hg_ob_req *q)
     }
 }
 
+static void endpoint_recover(sqlite3 *db, struct hg_ob_req *q)
+{
+    sqlite3_stmt *ep = prep(db, "SELECT 1 FROM endpoints WHERE id=?");
+    sqlite3_stmt *upd = prep(db, "UPDATE deliveries SET status='pending', next_at=?1, round_start=attempts,"
+                                 " updated_at=?1 WHERE endpoint_id=?2 AND status IN ('failed','dead') AND test=0"
+                                 " AND created_at>=?3 AND created_at<?4");
+    if (!ep || !upd) {
+        fail(q, HG_ERR_UNAVAILABLE, db, "prepare");
+        goto out;
+    }
+    bind_text(ep, 1, q->id);
+    int rc = sqlite3_step(ep);
+    if (rc == SQLITE_DONE) {
+        fail(q, HG_ERR_NOT_FOUND, NULL, "no such endpoint");
+        goto out;
+    }
+    if (rc != SQLITE_ROW) {
+        fail(q, HG_ERR_UNAVAILABLE, db, "read endpoint");
+        goto out;
+    }
+    sqlite3_bind_int64(upd, 1, q->now_ms);
+    bind_text(upd, 2, q->id);
+    sqlite3_bind_int64(upd, 3, q->since_ms);
+    sqlite3_bind_int64(upd, 4, q->until_ms);
+    if (sqlite3_step(upd) != SQLITE_DONE) {
+        fail(q, HG_ERR_UNAVAILABLE, db, "recover");
+        goto out;
+    }
+    q->result = json_pack("{s:i}", "recovered", sqlite3_changes(db));
+out:
+    sqlite3_finalize(ep);
+    sqlite3_finalize(upd);
+}
+
+static void stats(sqlite3 *db, struct hg_ob_req *q)
+{
+    sqlite3_stmt *all = prep(db, "SELECT COUNT(*), MIN(created_at) FROM deliveries"
+                                 " WHERE status IN ('pending','sending')");
+    sqlite3_stmt *stale = prep(db, "SELECT COUNT(*) FROM deliveries d JOIN endpoints e ON e.id=d.endpoint_id"
+                                   " WHERE d.status='pending' AND d.attempts=0 AND d.created_at<?"
+                                   " AND (e.status='active' OR d.test=1)");
+    if (!all || !stale) {
+        fail(q, HG_ERR_UNAVAILABLE, db, "prepare");
+        goto out;
+    }
+    sqlite3_bind_int64(stale, 1, q->until_ms);
+    if (sqlite3_step(all) != SQLITE_ROW || sqlite3_step(stale) != SQLITE_ROW) {
+        fail(q, HG_ERR_UNAVAILABLE, db, "stats");
+        goto out;
+    }
+    q->result = json_pack("{s:I, s:o, s:I}", "depth", sqlite3_column_int64(all, 0), "oldest_ms", int_or_null(all, 1),
+                          "never_attempted", sqlite3_column_int64(stale, 0));
+out:
+    sqlite3_finalize(all);
+    sqlite3_finalize(stale);
+}
+
+/* The document without what the store manages (status, dates): what the config file decides. */
+static json_t *config_part(const json_t *doc)
+{
+    json_t *c = json_deep_copy(doc);
+    json_object_del(c, "status");
+    json_object_del(c, "created_at");
+    json_object_del(c, "updated_at");
+    return c;
+}
+
+static void endpoints_sync(sqlite3 *db, struct hg_ob_req *q)
+{
+    char ts[40];
+    hg_time_rfc3339(ts, sizeof(ts), (uint64_t)q->now_ms * 1000000ull, 3);
+    sqlite3_stmt *get = prep(db, "SELECT doc, status FROM endpoints WHERE id=?");
+    sqlite3_stmt *ins = prep(db, "INSERT INTO endpoints (status, tenant, patterns, doc, id) VALUES ('active',?,?,?,?)");
+    sqlite3_stmt *upd = prep(db, "UPDATE endpoints SET tenant=?, patterns=?, doc=json_set(?, '$.status', status)"
+                                 " WHERE id=?");
+    sqlite3_stmt *old = prep(db, "SELECT id FROM endpoints WHERE substr(id, 1, 4)='cfg_'");
+    sqlite3_stmt *del = prep(db, "DELETE FROM endpoints WHERE id=?");
+    sqlite3_stmt *dfail = prep(db, "UPDATE deliveries SET status='failed', last_error='endpoint_removed', next_at=NULL,"
+                                   " updated_at=? WHERE endpoint_id=? AND status='pending'");
+    json_t *gone = json_array();
+    int64_t added = 0, changed = 0;
+    if (!get || !ins || !upd || !old || !del || !dfail) {
+        fail(q, HG_ERR_UNAVAILABLE, db, "prepare");
+        goto out;
+    }
+    size_t i;
+    json_t *want;
+    json_array_foreach(q->doc, i, want) {
+        const char *id = str_of(want, "id");
+        sqlite3_reset(get);
+        bind_text(get, 1, id);
+        int rc = sqlite3_step(get);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            fail(q, HG_ERR_UNAVAILABLE, db, "read endpoint");
+            goto out;
+        }
+        json_t *doc = json_deep_copy(want);
+        bool create = rc == SQLITE_DONE;
+        if (!create) {
+            json_t *have = col_json(get, 0), *a = config_part(have), *b = config_part(want);
+            bool same = json_equal(a, b);
+            json_object_set(doc, "created_at", json_object_get(have, "created_at"));
+            json_object_set(doc, "updated_at", json_object_get(have, "updated_at"));
+            json_decref(a);
+            json_decref(b);
+            json_decref(have);
+            if (same) {
+                json_decref(doc);
+                continue;
+            }
+            json_object_set_new(doc, "updated_at", json_string(ts));
+        } else {
+            json_object_set_new(doc, "status", json_string("active"));
+            json_object_set_new(doc, "created_at", json_string(ts));
+            json_object_set_new(doc, "updated_at", json_string(ts));
+        }
+        char *text = dumps(doc), *pat = patterns_of(doc);
+        sqlite3_stmt *w = create ? ins : upd;
+        sqlite3_reset(w);
+        bind_text(w, 1, str_of(doc, "tenant"));
+        bind_text(w, 2, pat);
+        bind_text(w, 3, text);
+        bind_text(w, 4, id);
+        rc = sqlite3_step(w);
+        free(text);
+        free(pat);
+        json_decref(doc);
+        if (rc != SQLITE_DONE) {
+            fail(q, HG_ERR_UNAVAILABLE, db, "write endpoint");
+            goto out;
+        }
+        if (create)
+            added++;
+        else
+            changed++;
+    }
+    int rc;
+    while ((rc = sqlite3_step(old)) == SQLITE_ROW) {
+        const char *id = col_text(old, 0);
+        bool kept = false;
+        json_array_foreach(q->doc, i, want) kept = kept || strcmp(str_of(want, "id"), id) == 0;
+        if (!kept)
+            json_array_append_new(gone, json_string(id));
+    }
+    if (rc != SQLITE_DONE) {
+        fail(q, HG_ERR_UNAVAILABLE, db, "list config endpoints");
+        goto out;
+    }
+    json_t *g;
+    json_array_foreach(gone, i, g) {
+        sqlite3_reset(del);
+        sqlite3_reset(dfail);
+        bind_text(del, 1, json_string_value(g));
+        sqlite3_bind_int64(dfail, 1, q->now_ms);
+        bind_text(dfail, 2, json_string_value(g));
+        if (sqlite3_step(del) != SQLITE_DONE || sqlite3_step(dfail) != SQLITE_DONE) {
+            fail(q, HG_ERR_UNAVAILABLE, db, "remove endpoint");
+            goto out;
+        }
+    }
+    q->result = json_pack("{s:I, s:I, s:I}", "added", added, "changed", changed, "removed",
+                          (json_int_t)json_array_size(gone));
+out:
+    json_decref(gone);
+    sqlite3_finalize(get);
+    sqlite3_finalize(ins);
+    sqlite3_finalize(upd);
+    sqlite3_finalize(old);
+    sqlite3_finalize(del);
+    sqlite3_finalize(dfail);
+}
+
 /* ---- the job ---- */
 
 static void run_one(sqlite3 *db, struct hg_ob_req *q)
@@ -696,6 +893,9 @@ static void run_one(sqlite3 *db, struct hg_ob_req *q)
     case HG_OB_OP_DELIVERY_LIST: delivery_list(db, q); break;
     case HG_OB_OP_DELIVERY_GET: delivery_get(db, q); break;
     case HG_OB_OP_DELIVERY_RETRY: delivery_retry(db, q); break;
+    case HG_OB_OP_ENDPOINT_RECOVER: endpoint_recover(db, q); break;
+    case HG_OB_OP_STATS: stats(db, q); break;
+    case HG_OB_OP_ENDPOINTS_SYNC: endpoints_sync(db, q); break;
     }
 }
 
@@ -847,6 +1047,30 @@ static int mkdir_parent(const char *path)
     return 0;
 }
 
+/* Add the columns of `migrations` that the file lacks. */
+static int migrate(sqlite3 *db)
+{
+    for (size_t i = 0; i < HG_ARRAY_SIZE(migrations); i++) {
+        char sql[256];
+        snprintf(sql, sizeof(sql), "SELECT 1 FROM pragma_table_info('%s') WHERE name='%s'", migrations[i][0],
+                 migrations[i][1]);
+        sqlite3_stmt *st = prep(db, sql);
+        if (st == NULL)
+            return HG_ERR_UNAVAILABLE;
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc == SQLITE_ROW)
+            continue;
+        if (rc != SQLITE_DONE)
+            return HG_ERR_UNAVAILABLE;
+        snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN %s %s", migrations[i][0], migrations[i][1],
+                 migrations[i][2]);
+        if (exec(db, sql) != 0)
+            return HG_ERR_UNAVAILABLE;
+    }
+    return 0;
+}
+
 int hg_ob_store_open_sqlite(uv_loop_t *loop, const char *path, struct hg_ob_store **out)
 {
     sqlite3 *db = NULL;
@@ -865,7 +1089,7 @@ int hg_ob_store_open_sqlite(uv_loop_t *loop, const char *path, struct hg_ob_stor
      * delivering the same rows twice.
      */
     if (exec(db, "PRAGMA locking_mode=EXCLUSIVE") != 0 || exec(db, "PRAGMA journal_mode=WAL") != 0 ||
-        exec(db, "PRAGMA synchronous=FULL") != 0 || exec(db, schema) != 0)
+        exec(db, "PRAGMA synchronous=FULL") != 0 || exec(db, schema) != 0 || migrate(db) != 0)
         goto fail;
     /* Rows a dead process was sending go out again: at-least-once, with the same delivery id. */
     if (exec(db, "BEGIN IMMEDIATE") != 0 ||

@@ -382,6 +382,15 @@ static void reload_backends(struct hg_worker *w, const struct hg_conf *c)
         hg_error(NULL, "reload: state manager token refused; keeping the running one", NULL);
 }
 
+/* The [endpoint.<name>] documents of a snapshot as one array (new references to them). */
+static json_t *config_endpoints(const struct hg_conf *c)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < c->n_endpoints; i++)
+        json_array_append(a, c->endpoints[i].doc);
+    return a;
+}
+
 static void on_wakeup(uv_async_t *a)
 {
     struct hg_worker *w = a->data;
@@ -402,6 +411,11 @@ static void on_wakeup(uv_async_t *a)
         }
         if (!w->stopping)
             reload_backends(w, next);
+        if (!w->stopping && w->outbound) {
+            json_t *eps = config_endpoints(next);
+            hg_outbound_set_config_endpoints(w->outbound, eps);
+            json_decref(eps);
+        }
         hg_conf_unref(old);
     }
     if (atomic_load(&w->stop_requested))
@@ -460,8 +474,12 @@ static int worker_open(struct hg_worker *w)
             .store_path = c->outbound_store_path,
             .max_inflight = c->outbound_max_inflight,
             .idempotency_ms = c->outbound_idempotency_ms,
+            .never_attempted_ms = c->outbound_never_attempted_ms,
         };
+        json_t *eps = config_endpoints(c);
+        oo.config_endpoints = eps;
         rc = hg_outbound_open(&w->loop, w->http_client, &oo, &w->outbound);
+        json_decref(eps);
         if (rc != 0)
             return rc;
     }

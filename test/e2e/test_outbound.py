@@ -6,6 +6,7 @@ package), retries (backoff, Retry-After, 410, 4xx, dead + manual retry) and a ki
 deliveries pending and in flight."""
 
 import base64
+import datetime
 import json
 import pathlib
 import subprocess
@@ -19,7 +20,7 @@ import hookgate as hgm
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "test" / "fakes"))
-from receiver import Receiver, sw_verify  # noqa: E402
+from receiver import Receiver, sw_verify, verify_method  # noqa: E402
 
 NPM = REPO / "build" / "npm"
 TOKEN = "outbound-admin-token-0123456789"
@@ -52,7 +53,7 @@ def create(h, rx, path, **fields):
     r = api(h, "POST", "/v1/endpoints", doc)
     assert r.status_code == 201, r.text
     ep = r.json()
-    rx.secret(path, ep["secret"])
+    rx.secret(path, ep["secret"], ep["signature_method"])
     return ep
 
 
@@ -87,7 +88,7 @@ def only_delivery(h, endpoint_id):
     return ds[0]
 
 
-def sw_verify_node(secret, rec):
+def sw_verify_node(secret, rec, ok=True):
     """The npm standardwebhooks package's verify (the reference implementation)."""
     js = ("const {Webhook}=require('standardwebhooks');"
           "const [s,h,b]=process.argv.slice(1);"
@@ -95,6 +96,9 @@ def sw_verify_node(secret, rec):
     hdrs = {k: rec.headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
     out = subprocess.run(["node", "-e", js, secret, json.dumps(hdrs), rec.body.decode()], cwd=NPM,
                          capture_output=True, text=True, timeout=30)
+    if not ok:
+        assert out.returncode != 0, out.stdout
+        return None
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -185,6 +189,13 @@ def test_endpoint_crud(ob, rx):
     ({"url": "http://h/", "custom_headers": {"X-A": "a\r\nb"}}, "custom_headers"),
     ({"url": "http://h/", "secret": "plain"}, "secret"),
     ({"url": "http://h/", "signature_method": "md5"}, "signature_method"),
+    ({"url": "http://h/", "signature_method": "hmac_sha256", "secret": "short"}, "secret"),
+    ({"url": "http://h/", "signature_method": "api_key", "secret": "has a space in it, 1234"}, "secret"),
+    ({"url": "http://h/", "signature_method": "standard_webhooks", "secret": "plain-secret-0123456789"}, "secret"),
+    ({"url": "http://h/", "signature_method": "hmac_sha1", "custom_headers": {"x-webhook-signature": "x"}},
+     "custom_headers"),
+    ({"url": "http://h/", "signature_method": "jwt", "custom_headers": {"Authorization": "x"}}, "custom_headers"),
+    ({"url": "http://h/", "signature_method": "api_key", "custom_headers": {"X-API-KEY": "x"}}, "custom_headers"),
     ({"url": "http://h/", "timeout_seconds": 0}, "timeout_seconds"),
     ({"url": "http://h/", "timeout_seconds": "15"}, "timeout_seconds"),
     ({"url": "http://h/", "retry_policy": {"max_attempts": 0}}, "retry_policy.max_attempts"),
@@ -514,3 +525,454 @@ def test_kill9_loses_no_delivery(make_hg, rx):
     again = [r for r in rx.requests("/inflight") if r.headers["webhook-id"] == inflight_id]
     assert len(again) >= 2  # sent again after the restart, same id
     assert len(deliveries(h, endpoint_id=ep["id"], status="delivered")) == 10
+
+
+# --------------------------------------------------------------------------- signature methods, rotation
+
+PLAIN = "plain-secret-0123456789-abcdef"
+
+
+def test_signature_methods(ob, rx):
+    """Each signature_method, checked by an independent verifier in the receiver (Python hmac,
+    PyJWT): HMAC-SHA256/-SHA1 hex of the body in X-Webhook-Signature, an HS256 JWT with the event
+    id, type, iat, exp and the body's SHA-256, the secret in X-API-Key."""
+    eps = {m: create(ob, rx, f"/sig-{m}", signature_method=m, secret=PLAIN)
+           for m in ("hmac_sha256", "hmac_sha1", "jwt", "api_key")}
+    gen = create(ob, rx, "/sig-gen", signature_method="hmac_sha256")  # a generated whsec_ secret, used whole
+    assert gen["secret"].startswith("whsec_") and gen["signature_method"] == "hmac_sha256"
+    ans = publish(ob, "lead.created", {"lead": 7})
+    assert ans["deliveries"] == 5
+    for m, ep in list(eps.items()) + [("hmac_sha256", gen)]:
+        path = "/sig-gen" if ep is gen else f"/sig-{m}"
+        [rec] = rx.wait(path, 1)
+        assert rec.verified, (m, rec.reason)
+        assert "webhook-signature" not in rec.headers
+        assert rec.headers["webhook-id"] == only_delivery(ob, ep["id"])["id"]
+        if m != "api_key":  # the key does not depend on the body
+            assert verify_method(m, ep["secret"], rec.headers, rec.body + b" ")[0] is False  # tampered
+        if m == "hmac_sha1":
+            assert rec.headers["x-webhook-signature"].startswith("sha1=")
+        if m == "jwt":
+            import jwt
+            claims = jwt.decode(rec.headers["authorization"][7:], PLAIN, algorithms=["HS256"])
+            assert claims["jti"] == ans["event_id"] and claims["event_type"] == "lead.created"
+            assert claims["webhook_id"] == rec.headers["webhook-id"]
+            assert abs(claims["iat"] - time.time()) < 10 and claims["exp"] == claims["iat"] + 300
+            assert verify_method("jwt", PLAIN + "x", rec.headers, rec.body)[0] is False
+        if m == "api_key":
+            assert rec.headers["x-api-key"] == PLAIN
+    # a method change keeps a secret that suits it, refuses one that does not
+    r = api(ob, "PATCH", f"/v1/endpoints/{gen['id']}", {"signature_method": "standard_webhooks"})
+    assert r.status_code == 200 and r.json()["signature_method"] == "standard_webhooks"
+    r = api(ob, "PATCH", f"/v1/endpoints/{eps['jwt']['id']}", {"signature_method": "standard_webhooks"})
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "secret"
+    r = api(ob, "PUT", f"/v1/endpoints/{eps['jwt']['id']}", {"url": rx.url("/x")})  # back to the default method
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "secret"
+    assert api(ob, "GET", f"/v1/endpoints/{eps['jwt']['id']}").json()["signature_method"] == "jwt"
+
+
+def rotate(h, eid, body=None):
+    r = api(h, "POST", f"/v1/endpoints/{eid}/secret/rotate", raw=json.dumps(body) if body is not None else "")
+    return r
+
+
+def test_secret_rotation_standard_webhooks(ob, rx):
+    """During the grace period both signatures go out (old first): a receiver that has only the
+    old secret and one that has only the new both verify, with the npm standardwebhooks package."""
+    ep = create(ob, rx, "/rot")
+    old = ep["secret"]
+    r = rotate(ob, ep["id"])
+    assert r.status_code == 200, r.text
+    a = r.json()
+    new = a["secret"]
+    assert set(a) == {"id", "secret", "previous_secret_expires_at"} and new.startswith("whsec_") and new != old
+    got = api(ob, "GET", f"/v1/endpoints/{ep['id']}").json()
+    assert "secret" not in got and "previous_secret" not in got
+    assert got["previous_secret_expires_at"] == a["previous_secret_expires_at"]
+    exp = datetime.datetime.fromisoformat(a["previous_secret_expires_at"].replace("Z", "+00:00")).timestamp()
+    assert abs(exp - (time.time() + 86400)) < 60
+    publish(ob, "lead.created")
+    [rec] = rx.wait("/rot", 1)
+    sigs = rec.headers["webhook-signature"].split(" ")
+    assert len(sigs) == 2 and all(x.startswith("v1,") for x in sigs)
+    assert sw_verify_node(old, rec) == rec.json()
+    assert sw_verify_node(new, rec) == rec.json()
+    assert sw_verify(old, rec.headers, rec.body)[0] and sw_verify(new, rec.headers, rec.body)[0]
+    other = "whsec_" + base64.b64encode(b"o" * 32).decode()
+    sw_verify_node(other, rec, ok=False)
+    # a PATCH keeps the grace period going
+    api(ob, "PATCH", f"/v1/endpoints/{ep['id']}", {"name": "rotated"})
+    publish(ob, "lead.created")
+    rec2 = rx.wait("/rot", 2)[1]
+    assert len(rec2.headers["webhook-signature"].split(" ")) == 2 and sw_verify_node(old, rec2)
+    # a given secret with no grace: only the new one signs from now on
+    given = "whsec_" + base64.b64encode(b"g" * 32).decode()
+    r = rotate(ob, ep["id"], {"secret": given, "grace_period_seconds": 0})
+    assert r.status_code == 200 and r.json()["secret"] == given and r.json()["previous_secret_expires_at"] is None
+    publish(ob, "lead.created")
+    rec3 = rx.wait("/rot", 3)[2]
+    assert len(rec3.headers["webhook-signature"].split(" ")) == 1
+    sw_verify_node(given, rec3)
+    sw_verify_node(new, rec3, ok=False)
+    # a short grace period ends by itself
+    r = rotate(ob, ep["id"], {"grace_period_seconds": 1})
+    newer = r.json()["secret"]
+    time.sleep(1.3)
+    publish(ob, "lead.created")
+    rec4 = rx.wait("/rot", 4)[3]
+    assert len(rec4.headers["webhook-signature"].split(" ")) == 1
+    sw_verify_node(newer, rec4)
+    sw_verify_node(given, rec4, ok=False)
+
+
+def test_secret_rotation_hmac_and_errors(ob, rx):
+    ep = create(ob, rx, "/rot-h", signature_method="hmac_sha256", secret=PLAIN)
+    r = rotate(ob, ep["id"], {"secret": PLAIN + "-v2"})
+    assert r.status_code == 200, r.text
+    rx.secret("/rot-h", PLAIN + "-v2", "hmac_sha256")
+    publish(ob, "lead.created")
+    [rec] = rx.wait("/rot-h", 1)
+    assert rec.verified, rec.reason  # hmac methods sign with the new secret only
+    assert verify_method("hmac_sha256", PLAIN, rec.headers, rec.body)[0] is False
+    assert rotate(ob, "ep_missing").status_code == 404
+    for bad, field in (({"grace_period_seconds": -1}, "grace_period_seconds"),
+                       ({"grace_period_seconds": 10 ** 9}, "grace_period_seconds"),
+                       ({"secret": 5}, "secret"), ({"other": 1}, "other")):
+        r = rotate(ob, ep["id"], bad)
+        assert r.status_code == 422 and field in [d["field"] for d in r.json()["error"]["details"]], r.text
+    r = rotate(ob, ep["id"], {"secret": "short"})
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "secret"
+    sw = create(ob, rx, "/rot-sw")
+    assert rotate(ob, sw["id"], {"secret": PLAIN}).status_code == 422  # not a whsec_ secret
+    r = api(ob, "POST", f"/v1/endpoints/{sw['id']}/secret/rotate", raw="{")
+    assert r.status_code == 400
+    assert api(ob, "GET", f"/v1/endpoints/{sw['id']}/secret/rotate").status_code == 405
+
+
+# --------------------------------------------------------------------------- POST /v1/endpoints/{id}/test
+
+def test_endpoint_test_call(ob, rx):
+    """A webhook.test event goes to that endpoint now, whatever its event filter and status, and
+    the answer is its attempt: 200 whatever the receiver said; one attempt, never retried."""
+    ep = create(ob, rx, "/t", events=["call.*"], retry_policy=FAST)
+    r = api(ob, "POST", f"/v1/endpoints/{ep['id']}/test")
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["delivered"] is True and a["status"] == "delivered" and a["delivery_id"].startswith("msg_")
+    att = a["attempt"]
+    assert att["status_code"] == 200 and att["error"] is None and att["latency_ms"] >= 0 and att["attempt"] == 1
+    [rec] = rx.requests("/t")
+    assert rec.verified and rec.headers["webhook-id"] == a["delivery_id"]
+    body = rec.json()
+    assert body["event_type"] == "webhook.test" and body["event_id"] == a["event_id"]
+    assert body["data"]["endpoint_id"] == ep["id"] and body["metadata"] == {"test": True, "retry_count": 0}
+    # the receiver fails: still 200, with what it said; no retry follows
+    rx.script("/t", [{"status": 500, "body": "boom"}])
+    a = api(ob, "POST", f"/v1/endpoints/{ep['id']}/test", {"data": {"sample": 1}}).json()
+    assert a["delivered"] is False and a["status"] == "failed"
+    assert a["attempt"]["status_code"] == 500 and a["attempt"]["response_body"] == "boom"
+    assert a["attempt"]["error"] == "HTTP 500"
+    assert rx.requests("/t")[1].json()["data"] == {"sample": 1}
+    # a paused endpoint is tested too; ordinary events still wait
+    api(ob, "PUT", f"/v1/endpoints/{ep['id']}/status", {"status": "paused"})
+    a = api(ob, "POST", f"/v1/endpoints/{ep['id']}/test").json()
+    assert a["delivered"] is True
+    time.sleep(1.0)
+    assert len(rx.requests("/t")) == 3
+    # the test deliveries are in the log like any other
+    assert len(deliveries(ob, endpoint_id=ep["id"], event_type="webhook.test")) == 3
+    assert api(ob, "POST", "/v1/endpoints/ep_missing/test").status_code == 404
+    assert api(ob, "GET", f"/v1/endpoints/{ep['id']}/test").status_code == 405
+    r = api(ob, "POST", f"/v1/endpoints/{ep['id']}/test", {"event_type": "x"})
+    assert r.status_code == 422
+
+
+def test_endpoint_test_no_answer(ob):
+    """A receiver that is not there: the attempt carries the transport error."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    r = api(ob, "POST", "/v1/endpoints", {"url": f"http://127.0.0.1:{port}/x"})
+    eid = r.json()["id"]
+    a = api(ob, "POST", f"/v1/endpoints/{eid}/test").json()
+    assert a["delivered"] is False and a["attempt"]["status_code"] is None
+    assert a["attempt"]["error"].startswith("no answer")
+    d = delivery(ob, a["delivery_id"])
+    assert d["status"] == "failed" and d["attempts"] == 1
+
+
+# --------------------------------------------------------------------------- POST /v1/endpoints/{id}/recover
+
+def test_recover_range(ob, rx):
+    """Failed and dead deliveries created inside [since, until) get a fresh round; those outside
+    the range, delivered ones and other endpoints' stay as they are."""
+    one = {"max_attempts": 1, "initial_delay_seconds": 0.1, "max_delay_seconds": 0.1}
+    ep = create(ob, rx, "/rec", retry_policy=one)
+    other = create(ob, rx, "/rec-other", retry_policy=one)
+    rx.default("/rec", {"status": 500})
+    rx.default("/rec-other", {"status": 500})
+    publish(ob, "lead.created", {"i": "old"})
+    hgm.wait_until(lambda: len(deliveries(ob, status="dead")) == 2, 20, what="2 dead")
+    time.sleep(1.1)
+    t_mid = time.time()
+    time.sleep(1.1)
+    publish(ob, "lead.created", {"i": "new1"})
+    hgm.wait_until(lambda: len(deliveries(ob, status="dead")) == 4, 20, what="4 dead")
+    rx.script("/rec", [{"status": 400}])  # the next one fails for good (not retryable)
+    publish(ob, "lead.created", {"i": "new2"})
+    hgm.wait_until(lambda: len(deliveries(ob, endpoint_id=ep["id"], status="failed")) == 1 and
+                   len(deliveries(ob, status="dead")) == 5, 20, what="1 failed + 5 dead")
+    before = len(rx.requests("/rec"))
+    rx.default("/rec", {"status": 200})
+    r = api(ob, "POST", f"/v1/endpoints/{ep['id']}/recover", params={"since": int(t_mid)})
+    assert r.status_code == 202, r.text
+    assert r.json() == {"recovered": 2}
+    hgm.wait_until(lambda: len(deliveries(ob, endpoint_id=ep["id"], status="delivered")) == 2, 20,
+                   what="the 2 recovered delivered")
+    got = [x.json()["data"]["i"] for x in rx.requests("/rec")[before:]]
+    assert sorted(got) == ["new1", "new2"]
+    old = [d for d in deliveries(ob, endpoint_id=ep["id"]) if d["status"] == "dead"]
+    assert len(old) == 1  # created before `since`: untouched
+    assert len(deliveries(ob, endpoint_id=other["id"], status="dead")) == 3
+    # RFC 3339 bounds, and a range with nothing in it
+    iso = datetime.datetime.fromtimestamp(t_mid - 3600, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    iso_end = datetime.datetime.fromtimestamp(t_mid, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    r = api(ob, "POST", f"/v1/endpoints/{ep['id']}/recover", params={"since": iso, "until": iso_end})
+    assert r.status_code == 202 and r.json() == {"recovered": 1}
+    hgm.wait_until(lambda: len(deliveries(ob, endpoint_id=ep["id"], status="delivered")) == 3, 20,
+                   what="the old one delivered")
+    r = api(ob, "POST", f"/v1/endpoints/{ep['id']}/recover", params={"since": 0})
+    assert r.json() == {"recovered": 0}
+    assert api(ob, "POST", "/v1/endpoints/ep_missing/recover", params={"since": 0}).status_code == 404
+    assert api(ob, "POST", f"/v1/endpoints/{ep['id']}/recover").status_code == 400  # since is required
+    assert api(ob, "POST", f"/v1/endpoints/{ep['id']}/recover", params={"since": "soon"}).status_code == 400
+    assert api(ob, "POST", f"/v1/endpoints/{ep['id']}/recover", params={"since": 10, "until": 5}).status_code == 400
+    assert api(ob, "GET", f"/v1/endpoints/{ep['id']}/recover").status_code == 405
+
+
+# --------------------------------------------------------------------------- metrics
+
+def test_metrics(make_hg, rx):
+    """Read from the admin /metrics: deliveries by endpoint id and verdict, the attempt duration
+    histogram, queue depth, oldest pending age and the never-attempted alarm."""
+    h = make_hg(overrides={"admin": {"token": TOKEN},
+                           "outbound": {"max_inflight": "1", "never_attempted_after": "1s"}})
+
+    def m(name, **labels):
+        return hgm.metric_sum(h.metrics(), name, **labels)
+
+    ok = create(h, rx, "/m-ok", events=["m.ok"])
+    flaky = create(h, rx, "/m-dead", events=["m.dead"], retry_policy={"max_attempts": 2, "initial_delay_seconds": 0.1,
+                                                                       "max_delay_seconds": 0.1})
+    bad = create(h, rx, "/m-bad", events=["m.bad"])
+    rx.default("/m-dead", {"status": 500})
+    rx.default("/m-bad", {"status": 400})
+    for t in ("m.ok", "m.ok", "m.dead", "m.bad"):
+        publish(h, t)
+    hgm.wait_until(lambda: m("outbound_deliveries_total", endpoint=flaky["id"], status="dead") == 1, 20,
+                   what="the dead one counted")
+    hgm.wait_until(lambda: m("outbound_deliveries_total", endpoint=ok["id"], status="delivered") == 2, 20,
+                   what="2 delivered")
+    assert m("outbound_deliveries_total", endpoint=flaky["id"], status="retried") == 1
+    assert m("outbound_deliveries_total", endpoint=bad["id"], status="failed") == 1
+    text = h.admin_get("/metrics").text
+    assert "127.0.0.1" not in text.split("outbound_deliveries_total", 1)[1].split("# HELP", 1)[0]  # ids, not URLs
+    assert "# TYPE outbound_attempt_duration_seconds histogram" in text
+    assert m("outbound_attempt_duration_seconds_count") == 5
+    hgm.wait_until(lambda: m("outbound_queue_depth") == 0 and m("outbound_never_attempted") == 0, 10,
+                   what="an empty queue")
+    assert m("outbound_oldest_pending_seconds") == 0
+    # One attempt hangs (max_inflight 1): the deliveries behind it are never attempted.
+    slow = create(h, rx, "/m-slow", events=["m.slow"], timeout_seconds=20)
+    rx.script("/m-slow", [{"hang": 5}])
+    for _ in range(4):
+        publish(h, "m.slow")
+    rx.wait("/m-slow", 1)
+    hgm.wait_until(lambda: m("outbound_never_attempted") == 3, 10, what="the alarm at 3")
+    assert m("outbound_queue_depth") == 4
+    assert m("outbound_oldest_pending_seconds") >= 1
+    # Once the hang ends everything goes out and the gauges fall back to 0.
+    hgm.wait_until(lambda: m("outbound_deliveries_total", endpoint=slow["id"], status="delivered") == 4, 30,
+                   what="4 delivered")
+    hgm.wait_until(lambda: m("outbound_queue_depth") == 0 and m("outbound_never_attempted") == 0 and
+                   m("outbound_oldest_pending_seconds") == 0, 10, what="gauges back to 0")
+
+
+# --------------------------------------------------------------------------- [endpoint.<name>] config sections
+
+def all_endpoints(h):
+    r = api(h, "GET", "/v1/endpoints", params={"limit": 500})
+    assert r.status_code == 200, r.text
+    return {e["id"]: e for e in r.json()["data"]}
+
+
+def test_config_endpoints_and_reload(make_hg, rx):
+    """[endpoint.<name>] sections: listed with source "config" and id cfg_<name>, delivered to like
+    API endpoints, read-only through the API (409), changed and removed by a SIGHUP reload (a
+    removed endpoint's pending deliveries fail as endpoint_removed), env overrides."""
+    sec = "whsec_" + base64.b64encode(b"c" * 32).decode()
+    conf = {
+        "admin": {"token": TOKEN},
+        "endpoint.crm": {"url": "http://127.0.0.1:9/overridden-by-env", "events": "lead.*, call.ended",
+                         "secret": sec, "timeout_seconds": "5", "max_attempts": "3",
+                         "initial_delay_seconds": "200ms", "max_delay_seconds": "1", "backoff_multiplier": "2",
+                         "retry_on_status_codes": "500, 503", "http_method": "PUT", "header.X-Team": "sales",
+                         "environment": "staging"},
+        "endpoint.hmac": {"url": rx.url("/cfg-h"), "secret": PLAIN, "signature_method": "hmac_sha256",
+                          "tenant": "acme", "max_attempts": "5", "initial_delay_seconds": "60",
+                          "max_delay_seconds": "60"},
+    }
+    h = make_hg(overrides=conf, env={"HOOKGATE_ENDPOINT_CRM_URL": rx.url("/cfg-crm")})
+    rx.secret("/cfg-crm", sec)
+    rx.secret("/cfg-h", PLAIN, "hmac_sha256")
+    api_ep = create(h, rx, "/cfg-api", events=["lead.*"])
+    eps = all_endpoints(h)
+    assert set(eps) == {"cfg_crm", "cfg_hmac", api_ep["id"]}
+    crm = eps["cfg_crm"]
+    assert crm["source"] == "config" and crm["status"] == "active" and "secret" not in crm
+    assert crm["url"] == rx.url("/cfg-crm") and crm["events"] == ["lead.*", "call.ended"]
+    assert crm["http_method"] == "PUT" and crm["custom_headers"] == {"X-Team": "sales"}
+    assert crm["timeout_seconds"] == 5 and crm["environment"] == "staging"
+    assert crm["retry_policy"] == {"max_attempts": 3, "initial_delay_seconds": 0.2, "max_delay_seconds": 1,
+                                   "backoff_multiplier": 2, "retry_on_status_codes": [500, 503]}
+    assert eps["cfg_hmac"]["tenant"] == "acme" and eps["cfg_hmac"]["signature_method"] == "hmac_sha256"
+    assert eps[api_ep["id"]]["source"] == "api"
+    assert api(h, "GET", "/v1/endpoints/cfg_crm").json() == crm
+
+    # delivered to like any endpoint; the hmac one fails and waits out a long retry
+    rx.default("/cfg-h", {"status": 500})
+    assert publish(h, "lead.created", tenant="acme")["deliveries"] == 3
+    [rec] = rx.wait("/cfg-crm", 1)
+    assert rec.method == "PUT" and rec.verified and rec.headers["x-team"] == "sales"
+    [rh] = rx.wait("/cfg-h", 1)
+    assert rh.verified, rh.reason
+    hmac_d = only_delivery(h, "cfg_hmac")
+    hgm.wait_until(lambda: delivery(h, hmac_d["id"])["status"] == "pending" and
+                   delivery(h, hmac_d["id"])["attempts"] == 1, 10, what="the hmac delivery waiting to retry")
+
+    # read-only through the API, but testable and pausable
+    for method, path, body in (("PUT", "/v1/endpoints/cfg_crm", {"url": rx.url("/x")}),
+                               ("PATCH", "/v1/endpoints/cfg_crm", {"name": "x"}),
+                               ("DELETE", "/v1/endpoints/cfg_crm", None),
+                               ("POST", "/v1/endpoints/cfg_crm/secret/rotate", {})):
+        r = api(h, method, path, body)
+        assert r.status_code == 409, (method, path, r.text)
+        assert r.json()["error"]["code"] == "conflict"
+    assert api(h, "GET", "/v1/endpoints/cfg_crm").json() == crm
+    assert api(h, "POST", "/v1/endpoints/cfg_crm/test").json()["delivered"] is True
+    assert api(h, "PUT", "/v1/endpoints/cfg_crm/status", {"status": "paused"}).json()["status"] == "paused"
+    assert api(h, "PUT", "/v1/endpoints/cfg_crm/status", {"status": "active"}).json()["status"] == "active"
+
+    # reload: crm changed, hmac removed
+    hgm.reload_with(h, {"endpoint.crm": {"events": "call.ended", "header.X-Team": None, "header.X-Env": "prod"},
+                        "endpoint.hmac": None},
+                    lambda: "cfg_hmac" not in all_endpoints(h))
+    eps = all_endpoints(h)
+    assert set(eps) == {"cfg_crm", api_ep["id"]}
+    crm2 = eps["cfg_crm"]
+    assert crm2["events"] == ["call.ended"] and crm2["custom_headers"] == {"X-Env": "prod"}
+    assert crm2["created_at"] == crm["created_at"] and crm2["updated_at"] > crm["updated_at"]
+    assert api(h, "GET", "/v1/endpoints/cfg_hmac").status_code == 404
+    d = delivery(h, hmac_d["id"])
+    assert d["status"] == "failed" and d["last_error"] == "endpoint_removed"
+    assert [x["id"] for x in deliveries(h, status="failed", endpoint_id="cfg_hmac")] == [hmac_d["id"]]
+    n = len(rx.requests("/cfg-crm"))
+    assert publish(h, "lead.created")["deliveries"] == 1      # only the API endpoint now
+    assert publish(h, "call.ended")["deliveries"] == 1        # crm
+    got = rx.wait("/cfg-crm", n + 1)[n]
+    assert got.json()["event_type"] == "call.ended" and got.headers["x-env"] == "prod" and "x-team" not in got.headers
+    time.sleep(0.5)
+    assert len(rx.requests("/cfg-h")) == 1                    # nothing more to the removed one
+
+    # a reload with a bad endpoint is refused whole: the running set stays
+    before = sum(1 for r in h.log_records() if r.get("msg") == "configuration reload failed; keeping the running configuration")
+    h.update_config({"endpoint.bad": {"url": "ftp://nope/", "secret": sec}})
+    h.sighup()
+    hgm.wait_until(lambda: sum(1 for r in h.log_records()
+                               if r.get("msg") == "configuration reload failed; keeping the running configuration")
+                   > before, 5, what="the refused reload")
+    assert set(all_endpoints(h)) == {"cfg_crm", api_ep["id"]}
+    h.update_config({"endpoint.bad": None})
+    # a restart keeps them (and the file's set is applied again, unchanged)
+    h.stop()
+    h.start()
+    assert all_endpoints(h)["cfg_crm"]["updated_at"] == crm2["updated_at"]
+
+
+@pytest.mark.parametrize("section,why", [
+    ({"url": "http://h/"}, "needs a secret"),
+    ({"url": "ftp://h/", "secret": PLAIN, "signature_method": "api_key"}, "[endpoint.e] url"),
+    ({"url": "http://h/", "secret": PLAIN}, "[endpoint.e] secret"),          # not whsec_ for standard_webhooks
+    ({"url": "http://h/", "secret": PLAIN, "signature_method": "md5"}, "signature_method"),
+    ({"url": "http://h/", "secret": PLAIN, "signature_method": "jwt", "backoff_multiplier": "fast"},
+     "retry_policy.backoff_multiplier"),
+    ({"url": "http://h/", "secret": PLAIN, "signature_method": "jwt", "header.Authorization": "x"}, "custom_headers"),
+    ({"url": "http://h/", "secret": PLAIN, "signature_method": "jwt", "colour": "red"}, "unknown key 'colour'"),
+    ({"url": "http://h/", "secret": PLAIN, "signature_method": "jwt", "timeout_seconds": "soon"}, "timeout_seconds"),
+])
+def test_config_endpoint_errors(make_hg, section, why):
+    h = make_hg(overrides={"endpoint.e": section}, start=False)
+    h.start(wait=False)
+    rc = h.proc.wait(timeout=20)
+    h.exit_codes.append(rc)
+    assert rc != 0
+    assert why in h.stderr_tail(), h.stderr_tail()
+
+
+def test_config_endpoint_env_unknown(make_hg):
+    h = make_hg(overrides={"endpoint.e": {"url": "http://h/", "secret": PLAIN, "signature_method": "jwt"}},
+                env={"HOOKGATE_ENDPOINT_E_COLOUR": "red"}, start=False)
+    h.start(wait=False)
+    rc = h.proc.wait(timeout=20)
+    h.exit_codes.append(rc)
+    assert rc != 0 and "HOOKGATE_ENDPOINT_E_COLOUR" in h.stderr_tail()
+
+
+def test_store_from_before_the_test_column(make_hg, rx, tmp_path):
+    """A store file written before deliveries.test existed opens (the column is added) and its
+    pending delivery goes out; new features work on it."""
+    import sqlite3
+    old_schema = """
+    CREATE TABLE endpoints (id TEXT PRIMARY KEY, status TEXT NOT NULL, tenant TEXT, patterns TEXT NOT NULL,
+                            doc TEXT NOT NULL);
+    CREATE TABLE events (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, event_type TEXT NOT NULL, tenant TEXT,
+                         created_at INTEGER NOT NULL, deliveries INTEGER NOT NULL, doc TEXT NOT NULL);
+    CREATE TABLE deliveries (id TEXT PRIMARY KEY, event_seq INTEGER NOT NULL, event_id TEXT NOT NULL,
+                             event_type TEXT NOT NULL, endpoint_id TEXT NOT NULL, status TEXT NOT NULL,
+                             attempts INTEGER NOT NULL DEFAULT 0, round_start INTEGER NOT NULL DEFAULT 0,
+                             next_at INTEGER, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+                             last_status INTEGER, last_error TEXT);
+    CREATE TABLE attempts (delivery_id TEXT NOT NULL, n INTEGER NOT NULL, at INTEGER NOT NULL, status INTEGER,
+                           latency_ms INTEGER, headers TEXT, body TEXT, error TEXT, PRIMARY KEY (delivery_id, n));
+    """
+    store = tmp_path / "old" / "outbound.db"
+    store.parent.mkdir()
+    sec = "whsec_" + base64.b64encode(b"o" * 32).decode()
+    now = int(time.time() * 1000)
+    ep = {"id": "ep_old", "url": rx.url("/old"), "events": ["*"], "http_method": "POST", "custom_headers": {},
+          "secret": sec, "signature_method": "standard_webhooks", "timeout_seconds": 15,
+          "retry_policy": {"max_attempts": 8, "initial_delay_seconds": 30, "max_delay_seconds": 43200,
+                           "backoff_multiplier": 4, "retry_on_status_codes": None},
+          "environment": "production", "tenant": None, "metadata": {}, "name": None, "description": None,
+          "status": "active", "created_at": "2026-12-01T00:00:00.000Z", "updated_at": "2026-12-01T00:00:00.000Z"}
+    ev = {"event_id": "evt_old", "event_type": "lead.created", "data": {"old": True}, "metadata": {},
+          "timestamp": "2026-12-01T00:00:00.000Z", "created_at": now}
+    db = sqlite3.connect(store)
+    db.executescript(old_schema)
+    db.execute("INSERT INTO endpoints VALUES ('ep_old', 'active', NULL, '*\n', ?)", (json.dumps(ep),))
+    db.execute("INSERT INTO events VALUES (1, 'evt_old', 'lead.created', NULL, ?, 1, ?)", (now, json.dumps(ev)))
+    db.execute("INSERT INTO deliveries (id, event_seq, event_id, event_type, endpoint_id, status, next_at,"
+               " created_at, updated_at) VALUES ('msg_old', 1, 'evt_old', 'lead.created', 'ep_old', 'pending', ?, ?, ?)",
+               (now, now, now))
+    db.commit()
+    db.close()
+    rx.secret("/old", sec)
+    h = make_hg(overrides={"admin": {"token": TOKEN}, "outbound": {"store_path": str(store)}})
+    [rec] = rx.wait("/old", 1)
+    assert rec.verified and rec.headers["webhook-id"] == "msg_old" and rec.json()["data"] == {"old": True}
+    assert api(h, "POST", "/v1/endpoints/ep_old/test").json()["delivered"] is True
+    h.stop()
+    cols = [r[1] for r in sqlite3.connect(store).execute("PRAGMA table_info(deliveries)")]
+    assert "test" in cols

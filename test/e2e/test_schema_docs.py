@@ -186,8 +186,9 @@ def test_every_key_is_documented(section, key):
 
 @pytest.mark.parametrize("section,key", [r for r in conf_table_keys() if r[0] not in ("tenant", "rules")])
 def test_every_key_is_in_the_example_file(section, key):
-    # Fixed sections by their header; [source.<name>] by its (commented) example section.
+    # Fixed sections by their header; [source.<name>] and [endpoint.<name>] by their (commented)
+    # example sections.
     conf = sections_of((ROOT / "conf" / "hookgate.conf").read_text(),
-                       r"^(?:;\[(?=source\.)|\[(?=[a-z_]+\]))([a-z_]+)")
+                       r"^(?:;\[(?=source\.|endpoint\.)|\[(?=[a-z_]+\]))([a-z_]+)")
     assert section in conf, f"conf/hookgate.conf has no [{section}] section"
     assert re.search(rf"^;?{key}(_file)? =", conf[section], re.M), f"[{section}] {key} is not in conf/hookgate.conf"

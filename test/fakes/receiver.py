@@ -8,6 +8,7 @@ In a test (in-process, one thread per connection):
 
     r = Receiver().start()
     r.secret("/a", "whsec_...")                    # verify what /a receives with this secret
+    r.secret("/b", "s3cr3t...", "jwt")             # ... with another signature_method (verify_method)
     r.script("/a", [{"status": 500}, {"status": 200}])  # the next calls, in order; then `default`
     r.default("/a", {"status": 200})
     url = r.url("/a"); ...; r.requests("/a")        # [Received, ...] oldest first
@@ -56,6 +57,36 @@ def sw_verify(secret, headers, body, now=None):
     return False, "no matching v1 signature"
 
 
+def verify_method(method, secret, headers, body, now=None):
+    """Any of hookgate's signature methods, verified independently: (ok, reason)."""
+    if method == "standard_webhooks":
+        return sw_verify(secret, headers, body, now)
+    if method in ("hmac_sha256", "hmac_sha1"):
+        algo = method[len("hmac_"):]
+        want = algo + "=" + hmac.new(secret.encode(), body, getattr(hashlib, algo)).hexdigest()
+        got = headers.get("x-webhook-signature", "")
+        return (True, "ok") if hmac.compare_digest(got, want) else (False, f"x-webhook-signature {got!r}")
+    if method == "api_key":
+        got = headers.get("x-api-key", "")
+        return (True, "ok") if hmac.compare_digest(got, secret) else (False, "wrong x-api-key")
+    if method == "jwt":
+        import jwt  # PyJWT (Debian python3-jwt): an implementation that is not hookgate's
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return False, "no bearer token"
+        try:
+            claims = jwt.decode(auth[len("Bearer "):], secret, algorithms=["HS256"],
+                                options={"require": ["jti", "iat", "exp"]})
+        except jwt.PyJWTError as e:
+            return False, f"jwt: {e}"
+        if claims.get("body_sha256") != hashlib.sha256(body).hexdigest():
+            return False, "body_sha256 does not match the body"
+        if claims["exp"] - claims["iat"] != 300:
+            return False, "exp is not iat + 5 min"
+        return True, "ok"
+    return False, f"unknown method {method}"
+
+
 class Received:
     def __init__(self, method, path, headers, body, at, verified, reason):
         self.method = method
@@ -95,8 +126,8 @@ class Receiver:
                 path = self.path.split("?", 1)[0]
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 beh = receiver._next(path)
-                secret = receiver._secrets.get(path)
-                ok, reason = (None, "no secret") if secret is None else sw_verify(secret, headers, body)
+                secret, method = receiver._secrets.get(path, (None, None))
+                ok, reason = (None, "no secret") if secret is None else verify_method(method, secret, headers, body)
                 receiver._record(Received(self.command, path, headers, body, time.time(), ok, reason))
                 if beh.get("hang"):
                     time.sleep(beh["hang"])
@@ -135,9 +166,9 @@ class Receiver:
     def url(self, path):
         return f"http://{self.host}:{self.port}{path}"
 
-    def secret(self, path, secret):
+    def secret(self, path, secret, method="standard_webhooks"):
         with self._lock:
-            self._secrets[path] = secret
+            self._secrets[path] = (secret, method)
 
     def script(self, path, behaviours):
         with self._lock:
@@ -189,7 +220,7 @@ def main():
         orig = r._next
 
         def nxt(path):
-            r._secrets.setdefault(path, args.secret)
+            r._secrets.setdefault(path, (args.secret, "standard_webhooks"))
             return orig(path)
         r._next = nxt
     orig_record = r._record

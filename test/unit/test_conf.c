@@ -14,6 +14,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <jansson.h>
+
 #include "conf/conf.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -976,6 +978,80 @@ static bool permits(const struct hg_cidr_rules *r, const char *addr)
     return hg_cidr_rules_permit(r, &a);
 }
 
+/* [endpoint.<name>]: the file's keys become the API's canonical document (outbound/endpoint.c). */
+static void test_endpoint_sections(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    rules_file(dir, sizeof(dir), path, sizeof(path),
+               "[endpoint.crm]\n"
+               "url = https://crm.example.com/hooks\n"
+               "events = lead.*, call.ended\n"
+               "secret = plain-secret-0123456789\n"
+               "signature_method = hmac_sha256\n"
+               "timeout_seconds = 5\n"
+               "max_attempts = 3\n"
+               "initial_delay_seconds = 250ms\n"
+               "backoff_multiplier = 2.5\n"
+               "retry_on_status_codes = 500, 503\n"
+               "header.X-Team = sales\n"
+               "[endpoint.min]\n"
+               "url = http://127.0.0.1:1/x\n"
+               "secret = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n");
+    struct hg_conf *c = load_ok(path);
+    assert_int_equal(c->n_endpoints, 2);
+    json_t *d = c->endpoints[0].doc;
+    assert_string_equal(json_string_value(json_object_get(d, "id")), "cfg_crm");
+    assert_string_equal(json_string_value(json_object_get(d, "source")), "config");
+    assert_string_equal(json_string_value(json_object_get(d, "secret")), "plain-secret-0123456789");
+    assert_int_equal(json_array_size(json_object_get(d, "events")), 2);
+    assert_int_equal(json_integer_value(json_object_get(d, "timeout_seconds")), 5);
+    json_t *rp = json_object_get(d, "retry_policy");
+    assert_int_equal(json_integer_value(json_object_get(rp, "max_attempts")), 3);
+    assert_true(json_number_value(json_object_get(rp, "initial_delay_seconds")) == 0.25);
+    assert_true(json_number_value(json_object_get(rp, "backoff_multiplier")) == 2.5);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(rp, "retry_on_status_codes"), 1)), 503);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(d, "custom_headers"), "X-Team")), "sales");
+    d = c->endpoints[1].doc;
+    assert_string_equal(json_string_value(json_object_get(d, "signature_method")), "standard_webhooks");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(d, "retry_policy"), "max_attempts")), 8);
+    hg_conf_unref(c);
+
+    /* Env overrides the file's keys. */
+    setenv("HOOKGATE_ENDPOINT_MIN_URL", "http://127.0.0.1:2/y", 1);
+    c = load_ok(path);
+    assert_string_equal(json_string_value(json_object_get(c->endpoints[1].doc, "url")), "http://127.0.0.1:2/y");
+    hg_conf_unref(c);
+    unsetenv("HOOKGATE_ENDPOINT_MIN_URL");
+    setenv("HOOKGATE_ENDPOINT_NONE_URL", "http://h/", 1);
+    char want[512];
+    struct hg_conf *bad = NULL;
+    assert_int_equal(hg_conf_load(path, &bad, want, sizeof(want)), HG_ERR_CONFIG);
+    assert_non_null(strstr(want, "HOOKGATE_ENDPOINT_NONE_URL"));
+    unsetenv("HOOKGATE_ENDPOINT_NONE_URL");
+    rules_file_done(dir, path);
+
+    /* The API's validation, with the file's line. */
+    rules_file(dir, sizeof(dir), path, sizeof(path), "[server]\n\n[endpoint.e]\nurl = ftp://h/\nsecret = x\n");
+    snprintf(want, sizeof(want), "%s:3: [endpoint.e] url must be an http:// or https:// URL", path);
+    expect_error(path, want);
+    rules_file_done(dir, path);
+    rules_file(dir, sizeof(dir), path, sizeof(path), "[endpoint.e]\nurl = http://h/\n");
+    snprintf(want, sizeof(want),
+             "%s:1: [endpoint.e] needs a secret (or secret_file): a generated one would change at every load", path);
+    expect_error(path, want);
+    rules_file_done(dir, path);
+    rules_file(dir, sizeof(dir), path, sizeof(path),
+               "[endpoint.e]\nurl = http://h/\nsecret = plain-secret-0123456789\nheader.X-A = 1\nheader.x-a = 2\n");
+    snprintf(want, sizeof(want), "%s:5: header 'x-a' set twice in [endpoint.e]", path);
+    expect_error(path, want);
+    rules_file_done(dir, path);
+    rules_file(dir, sizeof(dir), path, sizeof(path), "[endpoint.a b]\n");
+    snprintf(want, sizeof(want), "%s:1: 'a b' is not an endpoint name (1-48 of A-Z a-z 0-9 - _ .)", path);
+    expect_error(path, want);
+    rules_file_done(dir, path);
+}
+
 static void test_ip_rules(void **state)
 {
     char dir[64], path[128];
@@ -1075,6 +1151,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rules_hours, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rules_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ip_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_endpoint_sections, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
-/* Tests for src/outbound/match (event-type patterns) and src/outbound/retry (backoff with full
- * jitter, verdicts, Retry-After). */
+/* Tests for src/outbound/match (event-type patterns), src/outbound/retry (backoff with full
+ * jitter, verdicts, Retry-After) and src/outbound/sign (signature methods). */
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +12,7 @@
 #include "core/err.h"
 #include "outbound/match.h"
 #include "outbound/retry.h"
+#include "outbound/sign.h"
 
 static uint64_t next_random(uint64_t *s)
 {
@@ -221,10 +222,86 @@ static void test_retry_after(void **state)
     assert_int_equal(hg_ob_next_delay_ms(&p, 3, -1, 3999), 4000);
 }
 
+/* ---- sign ---- */
+
+static void test_sig_methods_and_secrets(void **state)
+{
+    (void)state;
+    enum hg_ob_sig_method m;
+    static const char *const names[] = { "standard_webhooks", "hmac_sha256", "hmac_sha1", "jwt", "api_key" };
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(hg_ob_sig_method_parse(names[i], &m), 0);
+        assert_int_equal(m, (int)i);
+        assert_string_equal(hg_ob_sig_method_name(m), names[i]);
+    }
+    assert_int_equal(hg_ob_sig_method_parse("md5", &m), -1);
+    assert_int_equal(hg_ob_sig_method_parse(NULL, &m), -1);
+    assert_string_equal(hg_ob_sig_header(HG_OB_SIG_JWT), "Authorization");
+    assert_true(hg_ob_sig_secret_ok(HG_OB_SIG_STANDARD_WEBHOOKS, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    assert_false(hg_ob_sig_secret_ok(HG_OB_SIG_STANDARD_WEBHOOKS, "whsec_c2hvcnQ="));       /* 5 bytes */
+    assert_false(hg_ob_sig_secret_ok(HG_OB_SIG_STANDARD_WEBHOOKS, "plain-secret-0123456789"));
+    assert_true(hg_ob_sig_secret_ok(HG_OB_SIG_HMAC_SHA256, "plain-secret-0123456789"));
+    assert_true(hg_ob_sig_secret_ok(HG_OB_SIG_API_KEY, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    assert_false(hg_ob_sig_secret_ok(HG_OB_SIG_HMAC_SHA1, "short"));
+    assert_false(hg_ob_sig_secret_ok(HG_OB_SIG_JWT, "with a space 0123456789"));
+    assert_false(hg_ob_sig_secret_ok(HG_OB_SIG_JWT, NULL));
+}
+
+/* The Standard Webhooks specification's own example. */
+static void test_sign_standard_webhooks_vector(void **state)
+{
+    (void)state;
+    const char *body = "{\"test\": 2432232314}";
+    struct hg_ob_sign_input in = { .delivery_id = "msg_p5jXN8AQM9LWM0D4loKWxJek", .now_s = 1614265330,
+                                   .body = body, .body_len = strlen(body),
+                                   .secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" };
+    char out[HG_OB_SIG_MAX];
+    assert_int_equal(hg_ob_sign(HG_OB_SIG_STANDARD_WEBHOOKS, &in, out, sizeof(out)), 0);
+    assert_string_equal(out, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    /* During a rotation: the old secret's signature first, then the new one's. */
+    in.previous_secret = in.secret;
+    in.secret = "whsec_c2Vjb25kLXNlY3JldC0wMTIzNDU2Nzg5";
+    assert_int_equal(hg_ob_sign(HG_OB_SIG_STANDARD_WEBHOOKS, &in, out, sizeof(out)), 0);
+    assert_memory_equal(out, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= v1,", 51);
+    assert_int_equal(strlen(out), 51 + 44);
+    /* Too small an output: an error, not a cut signature. */
+    assert_int_equal(hg_ob_sign(HG_OB_SIG_STANDARD_WEBHOOKS, &in, out, 60), -1);
+    in.secret = "plain-secret-0123456789";
+    assert_int_equal(hg_ob_sign(HG_OB_SIG_STANDARD_WEBHOOKS, &in, out, sizeof(out)), -1);
+}
+
+static void test_sign_hmac_jwt_api_key(void **state)
+{
+    (void)state;
+    const char *body = "{\"a\":1}";
+    struct hg_ob_sign_input in = { .delivery_id = "msg_1", .event_id = "evt_1", .event_type = "lead.created",
+                                   .now_s = 1700000000, .body = body, .body_len = strlen(body),
+                                   .secret = "plain-secret-0123456789" };
+    char out[HG_OB_SIG_MAX];
+    /* Expected values from Python's hmac module. */
+    assert_int_equal(hg_ob_sign(HG_OB_SIG_HMAC_SHA256, &in, out, sizeof(out)), 0);
+    assert_string_equal(out, "sha256=ac4e6ecd7ee3bfeac91b3dd406ac4c27de3260f50883c36f2084217b9a3bc2e3");
+    assert_int_equal(hg_ob_sign(HG_OB_SIG_HMAC_SHA1, &in, out, sizeof(out)), 0);
+    assert_string_equal(out, "sha1=4517bcd354221608ffc9d7018a788d2c02e73d6f");
+    assert_int_equal(hg_ob_sign(HG_OB_SIG_API_KEY, &in, out, sizeof(out)), 0);
+    assert_string_equal(out, "plain-secret-0123456789");
+    assert_int_equal(hg_ob_sign(HG_OB_SIG_JWT, &in, out, sizeof(out)), 0);
+    /* "Bearer " + base64url({"alg":"HS256","typ":"JWT"}) + "." + claims + "." + 43 characters of MAC. */
+    assert_memory_equal(out, "Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.", 44);
+    char *dot = strrchr(out, '.');
+    assert_int_equal(strlen(dot + 1), 43);
+    assert_null(strchr(out, '=')); /* no padding */
+    assert_null(strchr(out, '+'));
+    assert_null(strchr(out, '/'));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_type_valid),
+        cmocka_unit_test(test_sig_methods_and_secrets),
+        cmocka_unit_test(test_sign_standard_webhooks_vector),
+        cmocka_unit_test(test_sign_hmac_jwt_api_key),
         cmocka_unit_test(test_pattern_valid),
         cmocka_unit_test(test_pattern_match),
         cmocka_unit_test(test_patterns_list),
