@@ -49,7 +49,7 @@ FUZZ_PLAIN := fuzz_signatures fuzz_jwt fuzz_json fuzz_form fuzz_conf fuzz_http
 FUZZ_BINS := $(FUZZ_PROVIDERS:%=$(BUILD)/fuzz/fuzz_normalize_%) $(FUZZ_PLAIN:%=$(BUILD)/fuzz/%)
 # fuzz_http fakes the spool and the drain and fixes the clock: the linker sends ingest's calls to
 # the harness's __wrap_ functions; it reads test fixtures by absolute path.
-FUZZ_LDFLAGS_fuzz_http := -DHG_SOURCE_DIR='"$(CURDIR)"' \
+FUZZ_FLAGS_fuzz_http := -DHG_SOURCE_DIR='"$(CURDIR)"' \
         -Wl,--wrap=hg_spool_append,--wrap=hg_drain_submit,--wrap=hg_time_now_ns
 FUZZ_SECONDS ?= 15
 
@@ -88,7 +88,7 @@ $(BUILD)/fuzz/fuzz_normalize_%: fuzz/fuzz_normalize.c $(LIB_OBJS) $(LLHTTP_OBJS)
 
 $(FUZZ_PLAIN:%=$(BUILD)/fuzz/%): $(BUILD)/fuzz/%: fuzz/%.c $(LIB_OBJS) $(LLHTTP_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(FUZZ_LDFLAGS_$*) -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
+	$(CC) $(CFLAGS) $(FUZZ_FLAGS_$*) -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
 
 fuzz-bins: $(FUZZ_BINS)
 
