@@ -23,6 +23,11 @@ extern char **environ;
 static char path[64];
 static int fd = -1;
 
+static void clean_up(void)
+{
+    unlink(path);
+}
+
 static void set_up(void)
 {
     snprintf(path, sizeof(path), "/tmp/hg-fuzz-conf-XXXXXX");
@@ -31,6 +36,7 @@ static void set_up(void)
     if (fd < 0 || null < 0 || dup2(null, 0) < 0)
         abort();
     close(null);
+    atexit(clean_up);
     /* The fuzzer's input alone decides: no HOOKGATE_* from the environment of the run. */
     for (char **e = environ; *e;) {
         if (strncmp(*e, "HOOKGATE_", 9) == 0) {

@@ -55,6 +55,14 @@ static uv_loop_t loop;
 static struct hg_worker worker;
 static struct hg_http_server *server;
 static char sock_path[108];
+static char tmp_dir[32];
+
+/* The socket and its directory go at exit: a run must not leave one per run in /tmp. */
+static void clean_up(void)
+{
+    unlink(sock_path);
+    rmdir(tmp_dir);
+}
 static int spool_mode;
 static bool dump; /* FUZZ_HTTP_DUMP=1: the server's answers go to stderr (to check the seeds) */
 static struct hg_spool *fake_spool = (struct hg_spool *)&fake_spool;
@@ -205,8 +213,9 @@ static void on_request(struct hg_conn *c, struct hg_http_request *r, void *ud)
 
 static void set_up(void)
 {
-    char dir[] = "/tmp/hg-fuzz-http-XXXXXX", path[256], err[512];
-    if (mkdtemp(dir) == NULL)
+    char *dir = tmp_dir, path[256], err[512];
+    snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/hg-fuzz-http-XXXXXX");
+    if (mkdtemp(tmp_dir) == NULL)
         abort();
     snprintf(path, sizeof(path), "%s/hookgate.conf", dir);
     FILE *f = fopen(path, "w"), *jwks = fopen(HG_SOURCE_DIR "/test/fixtures/generic/jwks.json", "r");
@@ -261,6 +270,7 @@ static void set_up(void)
     struct hg_http_handler h = { on_request, hg_ingest_abandon, &worker, false };
     if (hg_http_server_start(&loop, fd, &l, &h, &server) != 0)
         abort();
+    atexit(clean_up);
 }
 
 /* ---- the client's view: what it sent (a mirror parser) and what it got back ---- */
