@@ -44,8 +44,13 @@ LLHTTP_DIR  := /usr/share/llhttp
 LLHTTP_OBJS := $(BUILD)/deps/llhttp/llhttp.o $(BUILD)/deps/llhttp/api.o $(BUILD)/deps/llhttp/http.o
 
 FUZZ_PROVIDERS := whatsapp genesys twilio pubsub generic
-FUZZ_BINS := $(FUZZ_PROVIDERS:%=$(BUILD)/fuzz/fuzz_normalize_%) $(BUILD)/fuzz/fuzz_signatures $(BUILD)/fuzz/fuzz_jwt \
-             $(BUILD)/fuzz/fuzz_proxy
+# Harnesses built from one fuzz/<name>.c against the library objects (fuzz_normalize_* is per provider).
+FUZZ_PLAIN := fuzz_signatures fuzz_jwt fuzz_json fuzz_form fuzz_conf fuzz_http fuzz_proxy
+FUZZ_BINS := $(FUZZ_PROVIDERS:%=$(BUILD)/fuzz/fuzz_normalize_%) $(FUZZ_PLAIN:%=$(BUILD)/fuzz/%)
+# fuzz_http fakes the spool and the drain and fixes the clock: the linker sends ingest's calls to
+# the harness's __wrap_ functions; it reads test fixtures by absolute path.
+FUZZ_FLAGS_fuzz_http := -DHG_SOURCE_DIR='"$(CURDIR)"' \
+        -Wl,--wrap=hg_spool_append,--wrap=hg_drain_submit,--wrap=hg_time_now_ns
 FUZZ_SECONDS ?= 15
 
 UNIT_SRCS := $(sort $(wildcard test/unit/test_*.c))
@@ -81,17 +86,9 @@ $(BUILD)/fuzz/fuzz_normalize_%: fuzz/fuzz_normalize.c $(LIB_OBJS) $(LLHTTP_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DFUZZ_PROVIDER='"$*"' -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
 
-$(BUILD)/fuzz/fuzz_signatures: fuzz/fuzz_signatures.c $(LIB_OBJS) $(LLHTTP_OBJS)
+$(FUZZ_PLAIN:%=$(BUILD)/fuzz/%): $(BUILD)/fuzz/%: fuzz/%.c $(LIB_OBJS) $(LLHTTP_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
-
-$(BUILD)/fuzz/fuzz_jwt: fuzz/fuzz_jwt.c $(LIB_OBJS) $(LLHTTP_OBJS)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
-
-$(BUILD)/fuzz/fuzz_proxy: fuzz/fuzz_proxy.c $(LIB_OBJS) $(LLHTTP_OBJS)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
+	$(CC) $(CFLAGS) $(FUZZ_FLAGS_$*) -fsanitize=fuzzer -o $@ $(filter %.o %.c,$^) $(LDLIBS)
 
 fuzz-bins: $(FUZZ_BINS)
 

@@ -3,11 +3,22 @@
  * "<signature header value>\n<api key header value>\n<body>"; each provider's verify runs on it
  * with fixed credentials, through a request as the HTTP layer hands it over (path, query, Host,
  * Content-Type). A forged signature must never pass.
+ *
+ * Then the generic provider once per scheme, each with its own headers, so every scheme's
+ * signature-header parser sees the input: standard-webhooks (webhook-* and svix-*: the first line
+ * is the signature list, the second the timestamp), stripe (Stripe-Signature), hmac on the body
+ * (hex and base64, sha1/256/512), hmac with timestamp_header and template (Slack: the second line
+ * is the timestamp), api-key (the second line), basic and jwt (Authorization: the first line; jwt
+ * also in its own header without "Bearer "). The api-key and basic secrets are drawn at start, so
+ * no input can carry them: whatever passes there is a forgery. The spooled id and type
+ * (spool_extra: header:<Name> and JSON paths into the body) are read for each source too.
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "conf/conf.h"
 #include "http/http.h"
@@ -33,8 +44,107 @@ static char *copy_of(const char *s, size_t n)
     return d;
 }
 
+/* One generic source per scheme and variant; `sig` and `second` name the headers that carry the
+ * input's first and second line. */
+struct scheme_case {
+    struct hg_source_conf source;
+    const char *sig;
+    const char *second;
+};
+
+static char drawn[65]; /* api-key and basic secret, drawn at start */
+static char *drawn_items[] = { drawn };
+static char *hmac_items[] = { "fuzz-secret-1", "fuzz-secret-2" };
+static char *sw_items[] = { "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" };
+
+#define STRLIST(a) { a, sizeof(a) / sizeof(a[0]) }
+static struct scheme_case cases[] = {
+    { { .name = "sw", .scheme = "standard-webhooks", .secrets = STRLIST(sw_items), .tolerance_ms = 300000 },
+      "webhook-signature", "webhook-timestamp" },
+    { { .name = "svix", .scheme = "standard-webhooks", .secrets = STRLIST(sw_items), .tolerance_ms = 300000,
+        .id = "data.id", .type = "type" },
+      "svix-signature", "svix-timestamp" },
+    { { .name = "stripe", .scheme = "stripe", .secrets = STRLIST(hmac_items), .tolerance_ms = 300000 },
+      "Stripe-Signature", "X-Unused" },
+    { { .name = "gh", .scheme = "hmac", .secrets = STRLIST(hmac_items), .header = "X-Hub-Signature-256",
+        .algorithm = "sha256", .encoding = "hex", .prefix = "sha256=", .id = "header:X-GitHub-Delivery",
+        .type = "header:X-GitHub-Event" },
+      "X-Hub-Signature-256", "X-GitHub-Delivery" },
+    { { .name = "shop", .scheme = "hmac", .secrets = STRLIST(hmac_items), .header = "X-Shopify-Hmac-Sha256",
+        .algorithm = "sha512", .encoding = "base64" },
+      "X-Shopify-Hmac-Sha256", "X-Unused" },
+    { { .name = "sha1", .scheme = "hmac", .secrets = STRLIST(hmac_items), .header = "X-Signature",
+        .algorithm = "sha1", .encoding = "hex" },
+      "X-Signature", "X-Unused" },
+    { { .name = "slack", .scheme = "hmac", .secrets = STRLIST(hmac_items), .header = "X-Slack-Signature",
+        .algorithm = "sha256", .encoding = "hex", .prefix = "v0=", .timestamp_header = "X-Slack-Request-Timestamp",
+        .template = "v0:{timestamp}:{body}", .tolerance_ms = 300000 },
+      "X-Slack-Signature", "X-Slack-Request-Timestamp" },
+    { { .name = "ts", .scheme = "hmac", .secrets = STRLIST(hmac_items), .header = "X-Sig", .algorithm = "sha256",
+        .encoding = "base64", .timestamp_header = "X-Ts", .tolerance_ms = 300000 },
+      "X-Sig", "X-Ts" },
+    { { .name = "key", .scheme = "api-key", .secrets = STRLIST(drawn_items), .header = "X-Api-Key" },
+      "X-Unused", "X-Api-Key" },
+    { { .name = "basic", .scheme = "basic", .secrets = STRLIST(drawn_items), .user = "fuzz" },
+      "Authorization", "X-Unused" },
+    { { .name = "jwt", .scheme = "jwt", .secrets = STRLIST(hmac_items), .issuer = "iss", .audience = "aud",
+        .tolerance_ms = 300000 },
+      "Authorization", "X-Unused" },
+    { { .name = "jwth", .scheme = "jwt", .secrets = STRLIST(hmac_items), .header = "X-Token", .tolerance_ms = 300000 },
+      "X-Token", "X-Unused" },
+};
+
+static void draw_secret(void)
+{
+    unsigned char raw[32];
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+        abort();
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(drawn + 2 * i, 3, "%02x", raw[i]);
+}
+
+static void fuzz_generic_schemes(const char *sigz, size_t sig_len, const char *keyz, size_t key_len,
+                                 const char *body, size_t body_len)
+{
+    const struct hg_provider *p = hg_provider_find("generic");
+    if (p == NULL)
+        abort();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct scheme_case *sc = &cases[i];
+        struct hg_http_request r;
+        memset(&r, 0, sizeof(r));
+        r.path = "/webhooks/generic/x";
+        r.path_len = strlen(r.path);
+        r.query = "";
+        r.headers[0] = (struct hg_http_req_header){ sc->sig, strlen(sc->sig), sigz, sig_len };
+        r.headers[1] = (struct hg_http_req_header){ sc->second, strlen(sc->second), keyz, key_len };
+        /* standard-webhooks signs "id.timestamp.body" */
+        r.headers[2] = (struct hg_http_req_header){ i == 1 ? "svix-id" : "webhook-id", i == 1 ? 7 : 10, "msg_fuzz", 8 };
+        r.headers[3] = (struct hg_http_req_header){ "Content-Type", 12, "application/json", 16 };
+        r.n_headers = 4;
+        r.body = body;
+        r.body_len = body_len;
+        struct hg_creds creds = { .source = &sc->source };
+        struct hg_provider_request pr = { &r, body, body_len };
+        char why[128] = "";
+        if (p->verify(&pr, &creds, why, sizeof(why)) == 0) {
+            fprintf(stderr, "fuzz_signatures: generic scheme %s (%s) passed a forged request\n", sc->source.scheme,
+                    sc->source.name);
+            abort();
+        }
+        if (why[0] == '\0')
+            abort(); /* a 401 always says why */
+        char extra[1024];
+        size_t n = p->spool_extra(&creds, &r, body, body_len, extra, sizeof(extra));
+        if (n >= sizeof(extra))
+            abort();
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    if (drawn[0] == '\0')
+        draw_secret();
     const char *p = (const char *)data, *end = p + size;
     size_t sig_len, key_len;
     const char *sig = piece(&p, end, &sig_len);
@@ -85,6 +195,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort(); /* a 401 always says why */
         }
     }
+    fuzz_generic_schemes(sigz, sig_len, keyz, key_len, body, body_len);
     free(sigz);
     free(keyz);
     free(body);

@@ -1019,6 +1019,13 @@ static void write_response(struct hg_conn *c, int status, const char *request_id
     /* RFC 9110 §8.6, §15.3.5: a 204 has no content, so neither Content-Type nor Content-Length. */
     if (status == 204)
         body_len = 0;
+    /*
+     * RFC 9110 §9.3.2: the answer to a HEAD has the GET's header fields, Content-Length included,
+     * and no content. A client reads none, so a body would be taken as the start of the next
+     * answer on the connection. (Before its headers are read a request's method is unknown and
+     * an early error is answered with its body: it closes the connection anyway.)
+     */
+    bool head = rq->req.method == HTTP_HEAD;
     if (status != 204) {
         out_str(out, "\r\nContent-Type: ", &rc);
         out_str(out, content_type ? content_type : "application/json", &rc);
@@ -1033,7 +1040,7 @@ static void write_response(struct hg_conn *c, int status, const char *request_id
     out_str(out, "\r\n", &rc);
     out_str(out, extra, &rc);
     out_str(out, c->close_after ? "Connection: close\r\n\r\n" : "Connection: keep-alive\r\n\r\n", &rc);
-    if (rc == 0 && body_len)
+    if (rc == 0 && body_len && !head)
         rc = hg_buf_append(out, body, body_len);
     if (rc != 0) {
         conn_close(c);

@@ -230,6 +230,21 @@ def test_pipelining_in_order(lim):
     lim.wait_events([wamid])
 
 
+def test_head_answered_without_a_body(lim):
+    """HEAD gets the GET's headers and no content (RFC 9110 §9.3.2): a body after them was read
+    as the start of the next answer on the connection (found by fuzz/fuzz_http.c)."""
+    with lim.raw() as c:
+        c.send(hgm.request_bytes("HEAD", "/health", [("X-Request-Id", "h1")])
+               + hgm.request_bytes("GET", "/health", [("X-Request-Id", "h2")]))
+        head = c.read_response(head=True)
+        get = c.read_response()
+        left = c.buf
+    assert head.status == 200 and head.header("x-request-id") == "h1", head
+    assert head.header("content-length") == str(len(get.body)), (head, get)
+    assert get.version == "HTTP/1.1" and get.status == 200 and get.header("x-request-id") == "h2", get
+    assert get.json() == {"status": "ok"} and left == b"", (get, left)
+
+
 def test_pipelined_posts_in_order(lim):
     wamids = [hgm.new_wamid() for _ in range(5)]
     reqs = b"".join(signed_post(hgm.body_bytes(hgm.text_envelope(w)), extra=[("X-Request-Id", f"pp{i}")])
