@@ -87,23 +87,22 @@ static void on_resolved(void *arg, int status, struct hg_tenant *tenant)
     r->tenant = tenant;
 }
 
-static void on_guard(uv_timer_t *t)
-{
-    *(bool *)t->data = true;
-}
-
-/* Run the loop until *count >= want or ms pass; true when reached. */
+/*
+ * Run the loop until *count >= want or ms pass; true when reached. The loop is polled (NOWAIT and
+ * a short sleep) rather than blocked in UV_RUN_ONCE behind a guard timer: under load (and ASan) a
+ * blocking run was seen to wait in epoll_wait with no timeout, and a helper of the tests must not
+ * be able to hang the suite.
+ */
 static bool run_until(uv_loop_t *loop, const int *count, int want, uint64_t ms)
 {
-    bool fired = false;
-    uv_timer_t guard;
-    uv_timer_init(loop, &guard);
-    guard.data = &fired;
-    uv_timer_start(&guard, on_guard, ms, 0);
-    while (*count < want && !fired)
-        uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
+    uint64_t end = uv_hrtime() + ms * 1000000ull;
+    while (*count < want) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (*count >= want || uv_hrtime() >= end)
+            break;
+        usleep(200);
+    }
+    uv_update_time(loop);
     return *count >= want;
 }
 
