@@ -40,6 +40,14 @@ void hg_ops_ready(struct hg_worker *w, struct hg_conn *c, struct hg_http_request
     int spool_rc = w->spool ? hg_spool_writable(w->spool) : HG_ERR_CLOSED;
     int sink_rc = w->sink ? w->sink->ops->ready(w->sink, &sink_reason) : HG_ERR_CLOSED;
     bool redis_ok = w->redis == NULL || hg_redis_state(w->redis) == HG_REDIS_OK;
+    /* This worker's view, or any other worker's as its lag timer last published it. */
+    unsigned others = hg_worker_checks_all();
+    if ((others & HG_CHECK_SPOOL) && spool_rc == 0)
+        spool_rc = HG_ERR_UNAVAILABLE;
+    if ((others & HG_CHECK_SINK) && sink_rc == 0)
+        sink_rc = HG_ERR_UNAVAILABLE;
+    if (others & HG_CHECK_REDIS)
+        redis_ok = false;
     static const char *const names[] = { "ready", "degraded", "not_ready" };
 
     struct hg_buf b;
@@ -50,7 +58,8 @@ void hg_ops_ready(struct hg_worker *w, struct hg_conn *c, struct hg_http_request
     if (w->redis)
         hg_buf_appendf(&b, ",\"redis\":\"%s\"", redis_ok ? "ok" : "degraded");
     if (w->s3 && w->drain)
-        hg_buf_appendf(&b, ",\"s3\":\"%s\"", hg_drain_archive_failing(w->drain) ? "down" : "ok");
+        hg_buf_appendf(&b, ",\"s3\":\"%s\"",
+                       hg_drain_archive_failing(w->drain) || (others & HG_CHECK_S3) ? "down" : "ok");
     hg_buf_appendf(&b, "}");
     if (reason)
         hg_buf_appendf(&b, ",\"reason\":\"%s\"", reason);

@@ -136,10 +136,32 @@ enum hg_worker_health hg_worker_health_all(const char **reason)
     return worst;
 }
 
+unsigned hg_worker_checks_all(void)
+{
+    unsigned bits = 0;
+    int n = atomic_load(&n_all_workers);
+    for (int i = 0; i < n; i++)
+        bits |= atomic_load_explicit(&all_workers[i]->checks_down, memory_order_relaxed);
+    return bits;
+}
+
 static void publish_health(struct hg_worker *w)
 {
     const char *reason;
     enum hg_worker_health h = hg_worker_health(w, &reason);
+    unsigned bits = 0;
+    if (!w->stopping) {
+        const char *sink_reason = NULL;
+        if (w->spool && hg_spool_writable(w->spool) != 0)
+            bits |= HG_CHECK_SPOOL;
+        if (w->sink && w->sink->ops->ready(w->sink, &sink_reason) != 0)
+            bits |= HG_CHECK_SINK;
+        if (w->drain && hg_drain_archive_failing(w->drain))
+            bits |= HG_CHECK_S3;
+        if (w->redis && hg_redis_state(w->redis) != HG_REDIS_OK)
+            bits |= HG_CHECK_REDIS;
+    }
+    atomic_store_explicit(&w->checks_down, bits, memory_order_relaxed);
     atomic_store_explicit(&w->health_reason, reason, memory_order_relaxed);
     atomic_store_explicit(&w->health, (int)h, memory_order_relaxed);
 }

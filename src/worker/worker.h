@@ -68,6 +68,7 @@ struct hg_worker {
     uint64_t inflight;               /* requests between accept and answer */
     _Atomic int health;              /* enum hg_worker_health, published by the lag timer */
     _Atomic(const char *) health_reason;
+    _Atomic unsigned checks_down;    /* HG_CHECK_* bits, published with health (for /ready) */
 };
 
 /*
@@ -93,6 +94,16 @@ enum hg_worker_health {
 };
 /* This worker's health now (its own thread only); *reason is a static string or NULL. */
 enum hg_worker_health hg_worker_health(struct hg_worker *w, const char **reason);
+/* What /ready lists per backend, as published by each worker's lag timer: a bit set = that check
+ * is down (or degraded) in this worker. */
+#define HG_CHECK_SPOOL 1u
+#define HG_CHECK_SINK  2u
+#define HG_CHECK_S3    4u
+#define HG_CHECK_REDIS 8u
+/* The HG_CHECK_* bits set in any worker (the admin listener runs on worker 0 only, and a backend
+ * failing in another worker must show there too). */
+unsigned hg_worker_checks_all(void);
+
 /* The worst health over all workers, as each last published it (any thread; ~100 ms old). */
 enum hg_worker_health hg_worker_health_all(const char **reason);
 
